@@ -1,0 +1,226 @@
+#include "engine/formats/dequantize.h"
+
+#include <cstring>
+
+namespace superweight {
+namespace {
+
+inline uint16_t Load16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+void DequantQ4_0(const uint8_t* b, int64_t blocks, float* y) {
+  for (int64_t i = 0; i < blocks; ++i, b += 18, y += 32) {
+    const float d = HalfToFloat(Load16(b));
+    const uint8_t* qs = b + 2;
+    for (int j = 0; j < 16; ++j) {
+      y[j] = ((qs[j] & 0x0F) - 8) * d;
+      y[j + 16] = ((qs[j] >> 4) - 8) * d;
+    }
+  }
+}
+
+void DequantQ4_1(const uint8_t* b, int64_t blocks, float* y) {
+  for (int64_t i = 0; i < blocks; ++i, b += 20, y += 32) {
+    const float d = HalfToFloat(Load16(b));
+    const float m = HalfToFloat(Load16(b + 2));
+    const uint8_t* qs = b + 4;
+    for (int j = 0; j < 16; ++j) {
+      y[j] = (qs[j] & 0x0F) * d + m;
+      y[j + 16] = (qs[j] >> 4) * d + m;
+    }
+  }
+}
+
+void DequantQ5_0(const uint8_t* b, int64_t blocks, float* y) {
+  for (int64_t i = 0; i < blocks; ++i, b += 22, y += 32) {
+    const float d = HalfToFloat(Load16(b));
+    uint32_t qh;
+    std::memcpy(&qh, b + 2, 4);
+    const uint8_t* qs = b + 6;
+    for (int j = 0; j < 16; ++j) {
+      const uint8_t xh0 = ((qh >> j) << 4) & 0x10;
+      const uint8_t xh1 = (qh >> (j + 12)) & 0x10;
+      y[j] = (((qs[j] & 0x0F) | xh0) - 16) * d;
+      y[j + 16] = (((qs[j] >> 4) | xh1) - 16) * d;
+    }
+  }
+}
+
+void DequantQ5_1(const uint8_t* b, int64_t blocks, float* y) {
+  for (int64_t i = 0; i < blocks; ++i, b += 24, y += 32) {
+    const float d = HalfToFloat(Load16(b));
+    const float m = HalfToFloat(Load16(b + 2));
+    uint32_t qh;
+    std::memcpy(&qh, b + 4, 4);
+    const uint8_t* qs = b + 8;
+    for (int j = 0; j < 16; ++j) {
+      const uint8_t xh0 = ((qh >> j) << 4) & 0x10;
+      const uint8_t xh1 = (qh >> (j + 12)) & 0x10;
+      y[j] = ((qs[j] & 0x0F) | xh0) * d + m;
+      y[j + 16] = ((qs[j] >> 4) | xh1) * d + m;
+    }
+  }
+}
+
+void DequantQ8_0(const uint8_t* b, int64_t blocks, float* y) {
+  for (int64_t i = 0; i < blocks; ++i, b += 34, y += 32) {
+    const float d = HalfToFloat(Load16(b));
+    const int8_t* qs = reinterpret_cast<const int8_t*>(b + 2);
+    for (int j = 0; j < 32; ++j) y[j] = qs[j] * d;
+  }
+}
+
+// The 6-bit scale and min of sub-block j packed in 12 bytes (K-quants).
+inline void ScaleMinK4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
+  if (j < 4) {
+    *d = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+void DequantQ4_K(const uint8_t* b, int64_t blocks, float* y) {
+  for (int64_t i = 0; i < blocks; ++i, b += 144) {
+    const float d = HalfToFloat(Load16(b));
+    const float dmin = HalfToFloat(Load16(b + 2));
+    const uint8_t* scales = b + 4;
+    const uint8_t* q = b + 16;
+    int is = 0;
+    for (int j = 0; j < 256; j += 64) {
+      uint8_t sc, m;
+      ScaleMinK4(is + 0, scales, &sc, &m);
+      const float d1 = d * sc, m1 = dmin * m;
+      ScaleMinK4(is + 1, scales, &sc, &m);
+      const float d2 = d * sc, m2 = dmin * m;
+      for (int l = 0; l < 32; ++l) *y++ = d1 * (q[l] & 0xF) - m1;
+      for (int l = 0; l < 32; ++l) *y++ = d2 * (q[l] >> 4) - m2;
+      q += 32;
+      is += 2;
+    }
+  }
+}
+
+void DequantQ5_K(const uint8_t* b, int64_t blocks, float* y) {
+  for (int64_t i = 0; i < blocks; ++i, b += 176) {
+    const float d = HalfToFloat(Load16(b));
+    const float dmin = HalfToFloat(Load16(b + 2));
+    const uint8_t* scales = b + 4;
+    const uint8_t* qh = b + 16;
+    const uint8_t* ql = b + 48;
+    int is = 0;
+    uint8_t u1 = 1, u2 = 2;
+    for (int j = 0; j < 256; j += 64) {
+      uint8_t sc, m;
+      ScaleMinK4(is + 0, scales, &sc, &m);
+      const float d1 = d * sc, m1 = dmin * m;
+      ScaleMinK4(is + 1, scales, &sc, &m);
+      const float d2 = d * sc, m2 = dmin * m;
+      for (int l = 0; l < 32; ++l) *y++ = d1 * ((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
+      for (int l = 0; l < 32; ++l) *y++ = d2 * ((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+      ql += 32;
+      is += 2;
+      u1 <<= 2;
+      u2 <<= 2;
+    }
+  }
+}
+
+void DequantQ6_K(const uint8_t* b, int64_t blocks, float* y) {
+  for (int64_t i = 0; i < blocks; ++i, b += 210) {
+    const uint8_t* ql = b;
+    const uint8_t* qh = b + 128;
+    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
+    const float d = HalfToFloat(Load16(b + 208));
+    for (int n = 0; n < 256; n += 128) {
+      for (int l = 0; l < 32; ++l) {
+        const int is = l / 16;
+        const int8_t q1 = static_cast<int8_t>((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+        const int8_t q2 = static_cast<int8_t>((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+        const int8_t q3 = static_cast<int8_t>((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+        const int8_t q4 = static_cast<int8_t>((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+        y[l] = d * sc[is + 0] * q1;
+        y[l + 32] = d * sc[is + 2] * q2;
+        y[l + 64] = d * sc[is + 4] * q3;
+        y[l + 96] = d * sc[is + 6] * q4;
+      }
+      y += 128;
+      ql += 64;
+      qh += 32;
+      sc += 8;
+    }
+  }
+}
+
+}  // namespace
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1F;
+  uint32_t mant = h & 0x3FF;
+  uint32_t bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal: renormalize
+      exp = 127 - 15 + 1;
+      while ((mant & 0x400) == 0) {
+        mant <<= 1;
+        --exp;
+      }
+      mant &= 0x3FF;
+      bits = sign | (exp << 23) | (mant << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7F800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+float BFloat16ToFloat(uint16_t b) {
+  uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t FloatToBFloat16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
+  bits += 0x7FFF + ((bits >> 16) & 1);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+void DequantizeRow(DType type, const uint8_t* src, int64_t n, float* dst) {
+  const int64_t blocks = n / Traits(type).block_elements;
+  switch (type) {
+    case DType::kF32:
+      std::memcpy(dst, src, n * sizeof(float));
+      return;
+    case DType::kF16:
+      for (int64_t i = 0; i < n; ++i) dst[i] = HalfToFloat(Load16(src + 2 * i));
+      return;
+    case DType::kBF16:
+      for (int64_t i = 0; i < n; ++i) dst[i] = BFloat16ToFloat(Load16(src + 2 * i));
+      return;
+    case DType::kQ4_0: return DequantQ4_0(src, blocks, dst);
+    case DType::kQ4_1: return DequantQ4_1(src, blocks, dst);
+    case DType::kQ5_0: return DequantQ5_0(src, blocks, dst);
+    case DType::kQ5_1: return DequantQ5_1(src, blocks, dst);
+    case DType::kQ8_0: return DequantQ8_0(src, blocks, dst);
+    case DType::kQ4_K: return DequantQ4_K(src, blocks, dst);
+    case DType::kQ5_K: return DequantQ5_K(src, blocks, dst);
+    case DType::kQ6_K: return DequantQ6_K(src, blocks, dst);
+  }
+}
+
+}  // namespace superweight

@@ -1,0 +1,225 @@
+#include "engine/formats/gguf.h"
+
+#include "absl/strings/str_format.h"
+#include "engine/util/byte_reader.h"
+
+namespace superweight {
+namespace {
+
+enum GgufType : uint32_t {
+  kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
+  kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
+};
+
+template <typename T>
+absl::Status ReadNumber(ByteReader& r, double* out, const char* what) {
+  T v{};
+  if (auto s = r.Read(&v, what); !s.ok()) return s;
+  *out = static_cast<double>(v);
+  return absl::OkStatus();
+}
+
+absl::Status ReadScalarNumber(ByteReader& r, uint32_t type, double* out, const char* what) {
+  switch (type) {
+    case kU8: return ReadNumber<uint8_t>(r, out, what);
+    case kI8: return ReadNumber<int8_t>(r, out, what);
+    case kU16: return ReadNumber<uint16_t>(r, out, what);
+    case kI16: return ReadNumber<int16_t>(r, out, what);
+    case kU32: return ReadNumber<uint32_t>(r, out, what);
+    case kI32: return ReadNumber<int32_t>(r, out, what);
+    case kF32: return ReadNumber<float>(r, out, what);
+    case kBool: return ReadNumber<uint8_t>(r, out, what);
+    case kU64: return ReadNumber<uint64_t>(r, out, what);
+    case kI64: return ReadNumber<int64_t>(r, out, what);
+    case kF64: return ReadNumber<double>(r, out, what);
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: %s has unknown value type %d", r.name(), what, type));
+  }
+}
+
+absl::Status ReadValue(ByteReader& r, uint32_t type, GgufValue* v, const std::string& key) {
+  const char* what = key.c_str();
+  if (type == kString) {
+    v->kind = GgufValue::Kind::kString;
+    return r.ReadString(&v->s, what);
+  }
+  if (type == kArray) {
+    v->kind = GgufValue::Kind::kArray;
+    uint32_t elem_type = 0;
+    uint64_t count = 0;
+    if (auto s = r.Read(&elem_type, what); !s.ok()) return s;
+    if (auto s = r.Read(&count, what); !s.ok()) return s;
+    // Each element takes at least one byte (strings at least eight), so a count larger than the
+    // remaining bytes is a lie that must not size an allocation.
+    if (count > r.remaining()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: array '%s' claims %d elements, more than the file holds", r.name(), key, count));
+    }
+    if (elem_type == kString) {
+      v->strings.resize(count);
+      for (auto& s : v->strings) {
+        if (auto st = r.ReadString(&s, what); !st.ok()) return st;
+      }
+      return absl::OkStatus();
+    }
+    if (elem_type == kArray) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: nested arrays in '%s' are not supported", r.name(), key));
+    }
+    v->numbers.resize(count);
+    for (auto& x : v->numbers) {
+      if (auto st = ReadScalarNumber(r, elem_type, &x, what); !st.ok()) return st;
+    }
+    return absl::OkStatus();
+  }
+  double x = 0;
+  if (auto s = ReadScalarNumber(r, type, &x, what); !s.ok()) return s;
+  if (type == kF32 || type == kF64) {
+    v->kind = GgufValue::Kind::kFloat;
+    v->f = x;
+  } else if (type == kBool) {
+    v->kind = GgufValue::Kind::kBool;
+    v->b = x != 0;
+  } else {
+    v->kind = GgufValue::Kind::kInt;
+    v->i = static_cast<int64_t>(x);
+  }
+  v->f = x;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const GgufValue* GgufFile::Find(const std::string& key) const {
+  auto it = metadata.find(key);
+  return it == metadata.end() ? nullptr : &it->second;
+}
+std::optional<int64_t> GgufFile::GetInt(const std::string& key) const {
+  const GgufValue* v = Find(key);
+  if (v == nullptr || v->kind != GgufValue::Kind::kInt) return std::nullopt;
+  return v->i;
+}
+std::optional<double> GgufFile::GetFloat(const std::string& key) const {
+  const GgufValue* v = Find(key);
+  if (v == nullptr || (v->kind != GgufValue::Kind::kFloat && v->kind != GgufValue::Kind::kInt)) {
+    return std::nullopt;
+  }
+  return v->f;
+}
+std::optional<std::string> GgufFile::GetString(const std::string& key) const {
+  const GgufValue* v = Find(key);
+  if (v == nullptr || v->kind != GgufValue::Kind::kString) return std::nullopt;
+  return v->s;
+}
+std::optional<bool> GgufFile::GetBool(const std::string& key) const {
+  const GgufValue* v = Find(key);
+  if (v == nullptr || v->kind != GgufValue::Kind::kBool) return std::nullopt;
+  return v->b;
+}
+
+absl::StatusOr<GgufFile> ParseGguf(absl::Span<const uint8_t> bytes, const std::string& name) {
+  ByteReader r(bytes, name);
+  uint32_t magic = 0;
+  if (auto s = r.Read(&magic, "magic"); !s.ok()) return s;
+  if (magic != 0x46554747) {  // "GGUF" little-endian
+    return absl::InvalidArgumentError(absl::StrFormat("%s: not a GGUF file (bad magic)", name));
+  }
+  GgufFile file;
+  uint64_t tensor_count = 0, kv_count = 0;
+  if (auto s = r.Read(&file.version, "version"); !s.ok()) return s;
+  if (file.version != 2 && file.version != 3) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: unsupported GGUF version %d", name, file.version));
+  }
+  if (auto s = r.Read(&tensor_count, "tensor count"); !s.ok()) return s;
+  if (auto s = r.Read(&kv_count, "metadata count"); !s.ok()) return s;
+  if (kv_count > r.remaining() || tensor_count > r.remaining()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: counts (%d tensors, %d keys) exceed the file", name, tensor_count,
+                        kv_count));
+  }
+  for (uint64_t i = 0; i < kv_count; ++i) {
+    std::string key;
+    uint32_t type = 0;
+    if (auto s = r.ReadString(&key, "metadata key"); !s.ok()) return s;
+    if (auto s = r.Read(&type, "metadata type"); !s.ok()) return s;
+    GgufValue value;
+    if (auto s = ReadValue(r, type, &value, key); !s.ok()) return s;
+    file.metadata[key] = std::move(value);
+  }
+  struct Info {
+    std::string name;
+    std::vector<int64_t> ne;
+    uint32_t type = 0;
+    uint64_t offset = 0;
+  };
+  std::vector<Info> infos(tensor_count);
+  for (auto& info : infos) {
+    uint32_t n_dims = 0;
+    if (auto s = r.ReadString(&info.name, "tensor name"); !s.ok()) return s;
+    if (auto s = r.Read(&n_dims, "tensor rank"); !s.ok()) return s;
+    if (n_dims == 0 || n_dims > 4) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: tensor '%s' has rank %d", name, info.name, n_dims));
+    }
+    for (uint32_t d = 0; d < n_dims; ++d) {
+      uint64_t dim = 0;
+      if (auto s = r.Read(&dim, "tensor dimension"); !s.ok()) return s;
+      if (dim > (uint64_t{1} << 40)) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: tensor '%s' has dimension %d", name, info.name, dim));
+      }
+      info.ne.push_back(static_cast<int64_t>(dim));
+    }
+    if (auto s = r.Read(&info.type, "tensor type"); !s.ok()) return s;
+    if (auto s = r.Read(&info.offset, "tensor offset"); !s.ok()) return s;
+  }
+  uint64_t alignment = 32;
+  if (auto a = file.GetInt("general.alignment")) {
+    if (*a <= 0 || (*a & (*a - 1)) != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: general.alignment %d is not a power of two", name, *a));
+    }
+    alignment = static_cast<uint64_t>(*a);
+  }
+  const uint64_t data_start = (r.offset() + alignment - 1) / alignment * alignment;
+  if (data_start > bytes.size()) return r.Truncated("tensor data");
+  const uint64_t data_size = bytes.size() - data_start;
+  for (auto& info : infos) {
+    auto dtype = DTypeFromGgml(info.type);
+    if (!dtype.ok()) {
+      return absl::Status(dtype.status().code(),
+                          absl::StrFormat("%s: tensor '%s': %s", name, info.name,
+                                          dtype.status().message()));
+    }
+    uint64_t numel = 1;
+    for (int64_t d : info.ne) {
+      if (d != 0 && numel > (uint64_t{1} << 50) / static_cast<uint64_t>(d)) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: tensor '%s' shape overflows", name, info.name));
+      }
+      numel *= static_cast<uint64_t>(d);
+    }
+    if (info.ne[0] % Traits(*dtype).block_elements != 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: tensor '%s': row of %d elements is not whole %s blocks", name, info.name,
+          info.ne[0], DTypeName(*dtype)));
+    }
+    auto nbytes = StorageBytes(*dtype, numel);
+    if (!nbytes.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: tensor '%s': %s", name, info.name, nbytes.status().message()));
+    }
+    if (info.offset > data_size || *nbytes > data_size - info.offset) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: tensor '%s': bytes [%d, %d) of the data section are out of range (%d bytes)",
+          name, info.name, info.offset, info.offset + *nbytes, data_size));
+    }
+    const uint8_t* data = bytes.data() + data_start + info.offset;
+    file.tensors[info.name] = {info.name, std::move(info.ne), *dtype, data, *nbytes};
+  }
+  return file;
+}
+
+}  // namespace superweight

@@ -1,0 +1,117 @@
+// The in-memory description of an opened model: its configuration and views of its weights,
+// which point into memory-mapped files and are never copied (only norm vectors and biases,
+// a few kilobytes, are materialised as f32).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/formats/dtype.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "engine/util/mapped_file.h"
+
+namespace superweight {
+
+enum class Architecture { kLlama, kMistral, kQwen2, kOlmo, kPhi3 };
+const char* ArchitectureName(Architecture arch);
+absl::StatusOr<Architecture> ArchitectureFromName(const std::string& name);
+
+enum class NormKind { kRms, kLayerNormNoParams };
+
+// The file format a model came from.
+enum class ModelFormat { kHuggingFace, kGguf, kLlama2c };
+const char* ModelFormatName(ModelFormat format);
+
+struct RopeConfig {
+  float theta = 10000.f;
+  int rotary_dim = 0;  // dimensions rotated per head (= head_dim unless partial)
+  // Weights whose q/k rows pair dimension 2i with 2i+1 (llama.cpp and llama2.c layout) rather
+  // than i with i + d/2 (Hugging Face's rotate-half). Both give identical attention.
+  bool interleaved = false;
+  // Llama 3 frequency scaling ("rope_type": "llama3"); factor 0 means none.
+  float llama3_factor = 0.f;
+  float llama3_low_freq_factor = 1.f;
+  float llama3_high_freq_factor = 4.f;
+  int llama3_original_max_positions = 8192;
+};
+
+struct ModelConfig {
+  Architecture arch = Architecture::kLlama;
+  int hidden = 0;
+  int intermediate = 0;
+  int layers = 0;
+  int heads = 0;
+  int kv_heads = 0;
+  int head_dim = 0;
+  int vocab = 0;
+  int max_positions = 0;
+  float norm_eps = 1e-5f;
+  NormKind norm = NormKind::kRms;
+  float clip_qkv = 0.f;  // OLMo: clamp q, k, v to [-clip, clip]; 0 disables
+  RopeConfig rope;
+  int bos_token = -1;
+  int eos_token = -1;
+  bool add_bos = false;  // whether text is tokenized with BOS in front
+};
+
+// A 2-D weight in the Hugging Face layout [rows = out_features, cols = in_features], row-major,
+// possibly block-quantized along each row.
+struct Matrix {
+  DType dtype = DType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  const uint8_t* data = nullptr;
+  uint64_t row_bytes = 0;
+
+  const uint8_t* Row(int64_t r) const { return data + r * row_bytes; }
+  // A view of rows [begin, begin + count): how fused projections are split without copying.
+  Matrix RowSlice(int64_t begin, int64_t count) const {
+    return {dtype, count, cols, Row(begin), row_bytes};
+  }
+  // The value at (row, col), dequantized.
+  float At(int64_t row, int64_t col) const;
+
+  static Matrix Make(DType dtype, int64_t rows, int64_t cols, const uint8_t* data) {
+    return {dtype, rows, cols, data,
+            static_cast<uint64_t>(cols / Traits(dtype).block_elements) * Traits(dtype).block_bytes};
+  }
+};
+
+// Which linear weight of a layer.
+enum class LinearKind { kQ, kK, kV, kO, kGate, kUp, kDown };
+constexpr int kNumLinearKinds = 7;
+const char* LinearKindName(LinearKind kind);
+
+struct LayerWeights {
+  std::vector<float> attn_norm;  // empty for non-parametric norms
+  std::vector<float> ffn_norm;
+  Matrix linear[kNumLinearKinds];
+  std::vector<float> q_bias, k_bias, v_bias;  // empty unless the architecture has them
+
+  const Matrix& Get(LinearKind kind) const { return linear[static_cast<int>(kind)]; }
+  Matrix& Get(LinearKind kind) { return linear[static_cast<int>(kind)]; }
+};
+
+struct Model {
+  std::string path;
+  ModelFormat format = ModelFormat::kHuggingFace;
+  std::string name;  // general.name or the directory name
+  ModelConfig config;
+  Matrix embed;    // [vocab, hidden]
+  Matrix lm_head;  // [vocab, hidden]; the same view as embed when tied
+  std::vector<float> final_norm;
+  std::vector<LayerWeights> layers;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::vector<std::shared_ptr<const MappedFile>> files;  // keeps the views alive
+
+  uint64_t MappedBytes() const;
+};
+
+// Opens a model: a Hugging Face directory (config.json + safetensors), a .gguf file or a
+// llama2.c checkpoint (.bin, with tokenizer.bin or tok*.bin beside it).
+absl::StatusOr<std::unique_ptr<Model>> OpenModel(const std::string& path);
+
+}  // namespace superweight

@@ -1,0 +1,84 @@
+#include "absl/strings/str_format.h"
+#include "engine/formats/dequantize.h"
+#include "engine/model/loaders.h"
+
+namespace superweight {
+
+std::vector<float> ToFloatVector(DType dtype, const uint8_t* data, int64_t n) {
+  std::vector<float> out(n);
+  DequantizeRow(dtype, data, n, out.data());
+  return out;
+}
+
+absl::Status ValidateModel(const Model& model) {
+  const ModelConfig& c = model.config;
+  auto error = [&](const std::string& msg) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: %s", model.path, msg));
+  };
+  if (c.hidden <= 0 || c.intermediate <= 0 || c.layers <= 0 || c.heads <= 0 ||
+      c.kv_heads <= 0 || c.head_dim <= 0 || c.vocab <= 0) {
+    return error("config has a non-positive size");
+  }
+  if (c.hidden > (1 << 16) || c.intermediate > (1 << 18) || c.layers > 1024 ||
+      c.heads > 1024 || c.vocab > (1 << 22) || c.head_dim > 1024) {
+    return error("config sizes are implausibly large");
+  }
+  if (c.heads % c.kv_heads != 0) {
+    return error(absl::StrFormat("%d heads are not a multiple of %d KV heads", c.heads,
+                                 c.kv_heads));
+  }
+  if (c.rope.rotary_dim <= 0 || c.rope.rotary_dim > c.head_dim || c.rope.rotary_dim % 2 != 0) {
+    return error(absl::StrFormat("rotary dimension %d does not fit head_dim %d",
+                                 c.rope.rotary_dim, c.head_dim));
+  }
+  auto check = [&](const Matrix& m, int64_t rows, int64_t cols, const std::string& what) {
+    if (m.data == nullptr) return error(absl::StrFormat("missing tensor %s", what));
+    if (m.rows != rows || m.cols != cols) {
+      return error(absl::StrFormat("tensor %s has shape [%d, %d], the config says [%d, %d]",
+                                   what, m.rows, m.cols, rows, cols));
+    }
+    return absl::OkStatus();
+  };
+  if (auto s = check(model.embed, c.vocab, c.hidden, "token embedding"); !s.ok()) return s;
+  if (auto s = check(model.lm_head, c.vocab, c.hidden, "lm_head"); !s.ok()) return s;
+  if (c.norm == NormKind::kRms && model.final_norm.size() != static_cast<size_t>(c.hidden)) {
+    return error("final norm missing or of the wrong size");
+  }
+  if (model.layers.size() != static_cast<size_t>(c.layers)) return error("layer count mismatch");
+  const int64_t q_rows = int64_t{c.heads} * c.head_dim;
+  const int64_t kv_rows = int64_t{c.kv_heads} * c.head_dim;
+  for (int l = 0; l < c.layers; ++l) {
+    const LayerWeights& w = model.layers[l];
+    const std::string p = absl::StrFormat("layers.%d.", l);
+    const struct {
+      LinearKind kind;
+      int64_t rows, cols;
+    } kShapes[] = {
+        {LinearKind::kQ, q_rows, c.hidden},         {LinearKind::kK, kv_rows, c.hidden},
+        {LinearKind::kV, kv_rows, c.hidden},        {LinearKind::kO, c.hidden, q_rows},
+        {LinearKind::kGate, c.intermediate, c.hidden}, {LinearKind::kUp, c.intermediate, c.hidden},
+        {LinearKind::kDown, c.hidden, c.intermediate},
+    };
+    for (const auto& s : kShapes) {
+      if (auto st = check(w.Get(s.kind), s.rows, s.cols, p + LinearKindName(s.kind)); !st.ok()) {
+        return st;
+      }
+    }
+    if (c.norm == NormKind::kRms && (w.attn_norm.size() != static_cast<size_t>(c.hidden) ||
+                                     w.ffn_norm.size() != static_cast<size_t>(c.hidden))) {
+      return error(p + "norm weights missing or of the wrong size");
+    }
+    if (!w.q_bias.empty() && (w.q_bias.size() != static_cast<size_t>(q_rows) ||
+                              w.k_bias.size() != static_cast<size_t>(kv_rows) ||
+                              w.v_bias.size() != static_cast<size_t>(kv_rows))) {
+      return error(p + "attention biases of the wrong size");
+    }
+  }
+  if (model.tokenizer != nullptr && model.tokenizer->vocab_size() > c.vocab) {
+    return error(absl::StrFormat("tokenizer has %d tokens, the model %d",
+                                 model.tokenizer->vocab_size(), c.vocab));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace superweight

@@ -1,0 +1,41 @@
+// An ablation as data: scalar weight overrides and activation overrides applied inside the
+// forward pass. The mapped weights are never written; W[r, c] = v becomes a rank-1 correction
+// y[:, r] += (v - W[r, c]) * x[:, c] after the matmul, so any number of concurrent edit sets
+// share one copy of the model.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/model/model.h"
+
+namespace superweight {
+
+struct WeightEdit {
+  int layer = 0;
+  LinearKind kind = LinearKind::kDown;
+  int64_t row = 0;
+  int64_t col = 0;
+  float value = 0.f;
+};
+
+// Overwrites the output of a layer's down_proj at (token, channel): the paper's "restore the
+// super activation".
+struct ActivationEdit {
+  int layer = 0;
+  int token = 0;
+  int channel = 0;
+  float value = 0.f;
+};
+
+struct EditSet {
+  std::vector<WeightEdit> weights;
+  std::vector<ActivationEdit> activations;
+
+  bool empty() const { return weights.empty() && activations.empty(); }
+  // Checks every coordinate against the model's shapes.
+  absl::Status Validate(const Model& model) const;
+};
+
+}  // namespace superweight

@@ -1,0 +1,261 @@
+#include "engine/runtime/forward.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_format.h"
+#include "engine/formats/dequantize.h"
+
+namespace superweight {
+namespace {
+
+void Norm(const ModelConfig& c, const std::vector<float>& weight, const float* x, int64_t rows,
+          float* out) {
+  const int64_t n = c.hidden;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < rows; ++t) {
+    const float* xr = x + t * n;
+    float* o = out + t * n;
+    if (c.norm == NormKind::kRms) {
+      double ss = 0;
+      for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+      const float inv = 1.f / std::sqrt(static_cast<float>(ss / n) + c.norm_eps);
+      for (int64_t i = 0; i < n; ++i) o[i] = weight[i] * (xr[i] * inv);
+    } else {  // LayerNorm without affine parameters (OLMo)
+      double sum = 0;
+      for (int64_t i = 0; i < n; ++i) sum += xr[i];
+      const float mean = static_cast<float>(sum / n);
+      double var = 0;
+      for (int64_t i = 0; i < n; ++i) var += static_cast<double>(xr[i] - mean) * (xr[i] - mean);
+      const float inv = 1.f / std::sqrt(static_cast<float>(var / n) + c.norm_eps);
+      for (int64_t i = 0; i < n; ++i) o[i] = (xr[i] - mean) * inv;
+    }
+  }
+}
+
+// Inverse frequencies as transformers computes them (float32), with Llama 3 scaling.
+std::vector<float> InverseFrequencies(const RopeConfig& r) {
+  const int half = r.rotary_dim / 2;
+  std::vector<float> inv(half);
+  for (int i = 0; i < half; ++i) {
+    inv[i] = 1.f / std::pow(r.theta, static_cast<float>(2 * i) / r.rotary_dim);
+  }
+  if (r.llama3_factor > 0) {
+    const float old_len = static_cast<float>(r.llama3_original_max_positions);
+    const float low_wavelen = old_len / r.llama3_low_freq_factor;
+    const float high_wavelen = old_len / r.llama3_high_freq_factor;
+    for (float& f : inv) {
+      const float wavelen = 2.f * static_cast<float>(M_PI) / f;
+      if (wavelen < high_wavelen) continue;
+      if (wavelen > low_wavelen) {
+        f = f / r.llama3_factor;
+      } else {
+        const float smooth = (old_len / wavelen - r.llama3_low_freq_factor) /
+                             (r.llama3_high_freq_factor - r.llama3_low_freq_factor);
+        f = (1 - smooth) * f / r.llama3_factor + smooth * f;
+      }
+    }
+  }
+  return inv;
+}
+
+void ApplyRope(const RopeConfig& r, const std::vector<float>& inv_freq, float* x, int64_t tokens,
+               int heads, int head_dim, int64_t row_stride) {
+  const int half = r.rotary_dim / 2;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < tokens; ++t) {
+    float cs[512], sn[512];
+    for (int i = 0; i < half; ++i) {
+      const float angle = static_cast<float>(t) * inv_freq[i];
+      cs[i] = std::cos(angle);
+      sn[i] = std::sin(angle);
+    }
+    for (int h = 0; h < heads; ++h) {
+      float* v = x + t * row_stride + int64_t{h} * head_dim;
+      for (int i = 0; i < half; ++i) {
+        // Interleaved pairs (2i, 2i+1) or rotate-half pairs (i, i + half).
+        const int a = r.interleaved ? 2 * i : i;
+        const int b = r.interleaved ? 2 * i + 1 : i + half;
+        const float x0 = v[a], x1 = v[b];
+        v[a] = x0 * cs[i] - x1 * sn[i];
+        v[b] = x1 * cs[i] + x0 * sn[i];
+      }
+    }
+  }
+}
+
+// Scaled dot-product causal attention of one sequence, grouped-query: per KV head, its group
+// of query heads is one batched oneDNN matmul against the shared K (and then V).
+void Attention(const ModelConfig& c, const float* q, const float* k, const float* v, int64_t tokens,
+               float* out, std::vector<float>* scores) {
+  const int64_t H = c.heads, KV = c.kv_heads, hd = c.head_dim, G = H / KV, T = tokens;
+  const int64_t q_stride = H * hd, kv_stride = KV * hd;
+  scores->resize(G * T * T);
+  float* s = scores->data();
+  const float scale = 1.f / std::sqrt(static_cast<float>(hd));
+  for (int64_t g = 0; g < KV; ++g) {
+    BatchedMatmul(G, T, hd, T, {q + g * G * hd, hd, q_stride, 1}, {k + g * hd, 0, 1, kv_stride},
+                  s, T * T, T);
+#pragma omp parallel for schedule(static)
+    for (int64_t row = 0; row < G * T; ++row) {
+      const int64_t t = row % T;
+      float* sr = s + row * T;
+      float mx = -INFINITY;
+      for (int64_t j = 0; j <= t; ++j) {
+        sr[j] *= scale;
+        mx = std::max(mx, sr[j]);
+      }
+      double sum = 0;
+      for (int64_t j = 0; j <= t; ++j) {
+        sr[j] = std::exp(sr[j] - mx);
+        sum += sr[j];
+      }
+      const float inv = static_cast<float>(1.0 / sum);
+      for (int64_t j = 0; j <= t; ++j) sr[j] *= inv;
+      for (int64_t j = t + 1; j < T; ++j) sr[j] = 0.f;
+    }
+    BatchedMatmul(G, T, T, hd, {s, T * T, T, 1}, {v + g * hd, 0, kv_stride, 1}, out + g * G * hd,
+                  hd, q_stride);
+  }
+}
+
+struct Buffers {
+  std::vector<float> x, h, q, k, v, attn, o, gate, up, down, scores;
+  LinearScratch scratch;
+};
+
+}  // namespace
+
+absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const SequenceInput> batch,
+                                         const ForwardOptions& options) {
+  const ModelConfig& c = model.config;
+  ForwardOutput result;
+  result.offsets.push_back(0);
+  for (size_t s = 0; s < batch.size(); ++s) {
+    if (batch[s].tokens.empty()) {
+      return absl::InvalidArgumentError(absl::StrFormat("sequence %d is empty", s));
+    }
+    for (int32_t id : batch[s].tokens) {
+      if (id < 0 || id >= c.vocab) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("token id %d out of range [0, %d)", id, c.vocab));
+      }
+    }
+    if (batch[s].edits != nullptr) {
+      if (auto st = batch[s].edits->Validate(model); !st.ok()) return st;
+      for (const ActivationEdit& e : batch[s].edits->activations) {
+        if (e.token >= static_cast<int64_t>(batch[s].tokens.size())) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "activation edit at token %d past the sequence's %d tokens", e.token,
+              batch[s].tokens.size()));
+        }
+      }
+    }
+    result.offsets.push_back(result.offsets.back() + batch[s].tokens.size());
+  }
+  const int64_t N = result.offsets.back();
+  const int64_t D = c.hidden, I = c.intermediate;
+  const int64_t QD = int64_t{c.heads} * c.head_dim, KVD = int64_t{c.kv_heads} * c.head_dim;
+  Buffers b;
+  b.x.resize(N * D);
+  b.h.resize(N * D);
+  b.q.resize(N * QD);
+  b.k.resize(N * KVD);
+  b.v.resize(N * KVD);
+  b.attn.resize(N * QD);
+  b.o.resize(N * D);
+  b.gate.resize(N * I);
+  b.up.resize(N * I);
+  b.down.resize(N * D);
+  for (size_t s = 0; s < batch.size(); ++s) {
+    for (size_t t = 0; t < batch[s].tokens.size(); ++t) {
+      const int64_t row = result.offsets[s] + t;
+      DequantizeRow(model.embed.dtype, model.embed.Row(batch[s].tokens[t]), D, &b.x[row * D]);
+    }
+  }
+  const std::vector<float> inv_freq = InverseFrequencies(c.rope);
+
+  // y = x W^T for all tokens, then each sequence's weight edits on this (layer, kind).
+  auto linear = [&](int layer, LinearKind kind, const float* in, float* out) {
+    const Matrix& w = model.layers[layer].Get(kind);
+    Linear(w, in, N, out, w.rows, options.precision, &b.scratch);
+    for (size_t s = 0; s < batch.size(); ++s) {
+      if (batch[s].edits == nullptr) continue;
+      for (const WeightEdit& e : batch[s].edits->weights) {
+        if (e.layer != layer || e.kind != kind) continue;
+        const float delta = e.value - w.At(e.row, e.col);
+        for (int64_t t = result.offsets[s]; t < result.offsets[s + 1]; ++t) {
+          out[t * w.rows + e.row] += delta * in[t * w.cols + e.col];
+        }
+      }
+    }
+  };
+  auto add_bias_and_clip = [&](float* y, const std::vector<float>& bias, int64_t width) {
+    if (bias.empty() && c.clip_qkv <= 0) return;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < N; ++t) {
+      float* r = y + t * width;
+      if (!bias.empty()) {
+        for (int64_t i = 0; i < width; ++i) r[i] += bias[i];
+      }
+      if (c.clip_qkv > 0) {
+        for (int64_t i = 0; i < width; ++i) r[i] = std::clamp(r[i], -c.clip_qkv, c.clip_qkv);
+      }
+    }
+  };
+
+  for (int l = 0; l < c.layers; ++l) {
+    const LayerWeights& w = model.layers[l];
+    Norm(c, w.attn_norm, b.x.data(), N, b.h.data());
+    linear(l, LinearKind::kQ, b.h.data(), b.q.data());
+    linear(l, LinearKind::kK, b.h.data(), b.k.data());
+    linear(l, LinearKind::kV, b.h.data(), b.v.data());
+    add_bias_and_clip(b.q.data(), w.q_bias, QD);
+    add_bias_and_clip(b.k.data(), w.k_bias, KVD);
+    add_bias_and_clip(b.v.data(), w.v_bias, KVD);
+    for (size_t s = 0; s < batch.size(); ++s) {
+      const int64_t o = result.offsets[s], T = result.offsets[s + 1] - o;
+      ApplyRope(c.rope, inv_freq, &b.q[o * QD], T, c.heads, c.head_dim, QD);
+      ApplyRope(c.rope, inv_freq, &b.k[o * KVD], T, c.kv_heads, c.head_dim, KVD);
+      Attention(c, &b.q[o * QD], &b.k[o * KVD], &b.v[o * KVD], T, &b.attn[o * QD], &b.scores);
+    }
+    linear(l, LinearKind::kO, b.attn.data(), b.o.data());
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N * D; ++i) b.x[i] += b.o[i];
+
+    Norm(c, w.ffn_norm, b.x.data(), N, b.h.data());
+    linear(l, LinearKind::kGate, b.h.data(), b.gate.data());
+    linear(l, LinearKind::kUp, b.h.data(), b.up.data());
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N * I; ++i) {
+      const float g = b.gate[i];
+      b.gate[i] = g / (1.f + std::exp(-g)) * b.up[i];  // SwiGLU: silu(gate) * up
+    }
+    linear(l, LinearKind::kDown, b.gate.data(), b.down.data());
+    for (size_t s = 0; s < batch.size(); ++s) {
+      const int64_t o = result.offsets[s];
+      if (batch[s].edits != nullptr) {
+        for (const ActivationEdit& e : batch[s].edits->activations) {
+          if (e.layer == l) b.down[(o + e.token) * D + e.channel] = e.value;
+        }
+      }
+      if (options.tap != nullptr) {
+        options.tap->OnDownProj(l, static_cast<int>(s), &b.gate[o * I], &b.down[o * D],
+                                static_cast<int>(result.offsets[s + 1] - o), I, D);
+      }
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N * D; ++i) b.x[i] += b.down[i];
+  }
+  result.hidden.resize(N * D);
+  Norm(c, model.final_norm, b.x.data(), N, result.hidden.data());
+  return result;
+}
+
+void ComputeLogits(const Model& model, const float* hidden, int64_t rows, float* logits,
+                   Precision precision) {
+  LinearScratch scratch;
+  Linear(model.lm_head, hidden, rows, logits, model.lm_head.rows, precision, &scratch);
+}
+
+}  // namespace superweight

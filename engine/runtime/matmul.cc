@@ -1,0 +1,134 @@
+#include "engine/runtime/matmul.h"
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "engine/formats/dequantize.h"
+#include "oneapi/dnnl/dnnl.hpp"
+
+namespace superweight {
+namespace {
+
+using dnnl::matmul;
+using dnnl::memory;
+using Dims = memory::dims;
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// Primitive creation costs about a millisecond; every distinct shape is built once.
+struct Key {
+  std::vector<int64_t> v;
+  bool operator<(const Key& o) const { return v < o.v; }
+};
+
+struct Cached {
+  matmul primitive;
+  memory::desc a, b, c;
+};
+
+const Cached& GetPrimitive(memory::data_type type, const Dims& a_dims, const Dims& a_strides,
+                           const Dims& b_dims, const Dims& b_strides, const Dims& c_dims,
+                           const Dims& c_strides) {
+  static std::mutex mu;
+  static std::map<Key, Cached> cache;
+  Key key;
+  key.v.push_back(static_cast<int64_t>(type));
+  for (const Dims* d : {&a_dims, &a_strides, &b_dims, &b_strides, &c_dims, &c_strides}) {
+    key.v.push_back(static_cast<int64_t>(d->size()));
+    key.v.insert(key.v.end(), d->begin(), d->end());
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  if (cache.size() > 4096) cache.clear();  // bounded: token counts vary per request
+  memory::desc a(a_dims, type, a_strides);
+  memory::desc b(b_dims, type, b_strides);
+  memory::desc c(c_dims, memory::data_type::f32, c_strides);
+  matmul::primitive_desc pd(matmul::desc(a, b, c), Engine());
+  return cache.emplace(key, Cached{matmul(pd), a, b, c}).first->second;
+}
+
+void Run(const Cached& p, const void* a, const void* b, void* c) {
+  dnnl::stream stream(Engine());
+  memory am(p.a, Engine(), const_cast<void*>(a));
+  memory bm(p.b, Engine(), const_cast<void*>(b));
+  memory cm(p.c, Engine(), c);
+  p.primitive.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  stream.wait();
+}
+
+// y[m, n] (stride ldy) = x[m, k] * w[n, k]^T, w rows contiguous with stride k.
+void Gemm(memory::data_type type, const void* x, int64_t m, int64_t k, const void* w, int64_t n,
+          float* y, int64_t ldy) {
+  const Cached& p = GetPrimitive(type, {m, k}, {k, 1}, {k, n}, {1, k}, {m, n}, {ldy, 1});
+  Run(p, x, w, y);
+}
+
+// Rows per converted slice: about 4 MiB of f32 weights.
+int64_t SliceRows(int64_t cols) { return std::max<int64_t>(16, (int64_t{1} << 20) / cols); }
+
+}  // namespace
+
+const char* PrecisionName(Precision p) { return p == Precision::kF32 ? "f32" : "bf16"; }
+
+void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy,
+            Precision precision, LinearScratch* scratch) {
+  const int64_t k = w.cols;
+  if (m == 0) return;
+  if (precision == Precision::kF32) {
+    if (w.dtype == DType::kF32) {
+      Gemm(memory::data_type::f32, x, m, k, w.data, w.rows, y, ldy);
+      return;
+    }
+    const int64_t slice = std::min(w.rows, SliceRows(k));
+    scratch->weights_f32.resize(slice * k);
+    for (int64_t r0 = 0; r0 < w.rows; r0 += slice) {
+      const int64_t rows = std::min(slice, w.rows - r0);
+      float* dst = scratch->weights_f32.data();
+#pragma omp parallel for schedule(static)
+      for (int64_t r = 0; r < rows; ++r) DequantizeRow(w.dtype, w.Row(r0 + r), k, dst + r * k);
+      Gemm(memory::data_type::f32, x, m, k, dst, rows, y + r0, ldy);
+    }
+    return;
+  }
+  // bf16: activations rounded once per call, weights used in place when stored as bf16.
+  scratch->input_bf16.resize(m * k);
+  uint16_t* xb = scratch->input_bf16.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < m * k; ++i) xb[i] = FloatToBFloat16(x[i]);
+  if (w.dtype == DType::kBF16) {
+    Gemm(memory::data_type::bf16, xb, m, k, w.data, w.rows, y, ldy);
+    return;
+  }
+  const int64_t slice = std::min(w.rows, SliceRows(k));
+  scratch->weights_f32.resize(slice * k);
+  scratch->weights_bf16.resize(slice * k);
+  for (int64_t r0 = 0; r0 < w.rows; r0 += slice) {
+    const int64_t rows = std::min(slice, w.rows - r0);
+    float* f = scratch->weights_f32.data();
+    uint16_t* b = scratch->weights_bf16.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      DequantizeRow(w.dtype, w.Row(r0 + r), k, f + r * k);
+      for (int64_t j = 0; j < k; ++j) b[r * k + j] = FloatToBFloat16(f[r * k + j]);
+    }
+    Gemm(memory::data_type::bf16, xb, m, k, b, rows, y + r0, ldy);
+  }
+}
+
+void BatchedMatmul(int64_t batch, int64_t m, int64_t k, int64_t n, StridedMatrix a,
+                   StridedMatrix b, float* c, int64_t c_batch_stride, int64_t c_row_stride) {
+  const int64_t b_batch = b.batch_stride == 0 ? 1 : batch;
+  const Cached& p = GetPrimitive(
+      memory::data_type::f32, {batch, m, k}, {a.batch_stride, a.row_stride, a.col_stride},
+      {b_batch, k, n}, {b_batch == 1 ? k * n : b.batch_stride, b.row_stride, b.col_stride},
+      {batch, m, n}, {c_batch_stride, c_row_stride, 1});
+  Run(p, a.data, b.data, c);
+}
+
+}  // namespace superweight

@@ -1,0 +1,37 @@
+// Linear layers on oneDNN: y = x W^T with W in the Hugging Face [out, in] layout, read in place
+// from the memory map when its type is one oneDNN consumes (f32, or bf16 in bf16 mode), and
+// otherwise converted a slice of rows at a time into a bounded scratch buffer, so the whole
+// model is never copied.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/model/model.h"
+
+namespace superweight {
+
+enum class Precision { kF32, kBF16 };
+const char* PrecisionName(Precision p);
+
+// Per-forward-pass scratch: reused across the linear layers of one pass.
+struct LinearScratch {
+  std::vector<float> weights_f32;
+  std::vector<uint16_t> weights_bf16;
+  std::vector<uint16_t> input_bf16;
+};
+
+// y[m, ldy] = x[m, w.cols] * w^T, for m rows. Columns [0, w.rows) of each y row are written.
+void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy,
+            Precision precision, LinearScratch* scratch);
+
+// Plain f32 batched matmul with explicit strides (used by attention):
+// for b in [0, batch): C_b[M, N] = A_b[M, K] * B_b[K, N], with B's batch stride possibly 0.
+struct StridedMatrix {
+  const float* data;
+  int64_t batch_stride, row_stride, col_stride;
+};
+void BatchedMatmul(int64_t batch, int64_t m, int64_t k, int64_t n, StridedMatrix a,
+                   StridedMatrix b, float* c, int64_t c_batch_stride, int64_t c_row_stride);
+
+}  // namespace superweight

@@ -1,0 +1,205 @@
+// superweight-engine: the engine on the command line, one verb per job, JSON out. The oracle
+// tests drive it, and it is handy for looking at a model without the server.
+//   superweight-engine info MODEL
+//   superweight-engine tokenize MODEL --text_file=F [--bos=0|1]
+//   superweight-engine logits MODEL --ids=1,2,3 --out=F [--bf16]
+//   superweight-engine logprobs MODEL --ids=1,2,3 [--bf16] [--zero=L,R,C]
+//   superweight-engine perplexity MODEL --text_file=F [--window=512] [--max_windows=N] [--zero=L,R,C]
+//   superweight-engine generate MODEL --ids=1,2,3 --steps=N
+//   superweight-engine locate MODEL [--text=T] [--threshold=50]
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "engine/analysis/locate.h"
+#include "engine/analysis/score.h"
+#include "engine/model/model.h"
+#include "nlohmann/json.hpp"
+
+namespace sw = superweight;
+using Json = nlohmann::json;
+
+namespace {
+
+int Fail(const std::string& msg) {
+  std::cerr << "error: " << msg << "\n";
+  return 1;
+}
+
+bool ParseInts(const std::string& s, std::vector<int64_t>* out) {
+  for (absl::string_view part : absl::StrSplit(s, ',', absl::SkipEmpty())) {
+    int64_t v;
+    if (!absl::SimpleAtoi(part, &v)) return false;
+    out->push_back(v);
+  }
+  return true;
+}
+
+Json LayerJson(const std::vector<sw::LayerMax>& layers) {
+  Json a = Json::array();
+  for (const auto& m : layers) {
+    a.push_back({{"input_max_abs", m.input_max_abs},
+                 {"input_token", m.input_token},
+                 {"input_channel", m.input_channel},
+                 {"output_max_abs", m.output_max_abs},
+                 {"output_token", m.output_token},
+                 {"output_channel", m.output_channel}});
+  }
+  return a;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) return Fail("usage: superweight-engine VERB MODEL [--flag=value...]");
+  const std::string verb = argv[1], path = argv[2];
+  std::map<std::string, std::string> flags;
+  std::vector<std::string> zeros;
+  for (int i = 3; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.rfind("--", 0) != 0) return Fail("unexpected argument " + a);
+    const size_t eq = a.find('=');
+    const std::string key = a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    const std::string value = eq == std::string::npos ? "1" : a.substr(eq + 1);
+    if (key == "zero") {
+      zeros.push_back(value);
+    } else {
+      flags[key] = value;
+    }
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  auto model = sw::OpenModel(path);
+  if (!model.ok()) return Fail(std::string(model.status().ToString()));
+  const double open_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  const sw::Model& m = **model;
+  const sw::Precision precision = flags.count("bf16") ? sw::Precision::kBF16 : sw::Precision::kF32;
+  sw::EditSet edits;
+  for (const std::string& z : zeros) {
+    std::vector<int64_t> v;
+    if (!ParseInts(z, &v) || v.size() != 3) return Fail("--zero wants LAYER,ROW,COL");
+    edits.weights.push_back({static_cast<int>(v[0]), sw::LinearKind::kDown, v[1], v[2], 0.f});
+  }
+  std::vector<int32_t> ids;
+  if (flags.count("ids")) {
+    std::vector<int64_t> v;
+    if (!ParseInts(flags["ids"], &v)) return Fail("--ids wants comma-separated integers");
+    ids.assign(v.begin(), v.end());
+  }
+  std::string text;
+  if (flags.count("text_file")) {
+    std::ifstream f(flags["text_file"], std::ios::binary);
+    if (!f) return Fail("cannot read " + flags["text_file"]);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    text = ss.str();
+  } else if (flags.count("text")) {
+    text = flags["text"];
+  }
+  const bool add_bos = flags.count("bos") ? flags["bos"] == "1" : m.config.add_bos;
+  if (ids.empty() && !text.empty()) {
+    if (m.tokenizer == nullptr) return Fail("model has no tokenizer");
+    ids = m.tokenizer->Encode(text, add_bos);
+  }
+  Json out;
+  if (verb == "info") {
+    const auto& c = m.config;
+    out = {{"name", m.name},
+           {"format", sw::ModelFormatName(m.format)},
+           {"architecture", sw::ArchitectureName(c.arch)},
+           {"hidden", c.hidden},
+           {"intermediate", c.intermediate},
+           {"layers", c.layers},
+           {"heads", c.heads},
+           {"kv_heads", c.kv_heads},
+           {"head_dim", c.head_dim},
+           {"vocab", c.vocab},
+           {"add_bos", c.add_bos},
+           {"bos", c.bos_token},
+           {"down_proj_dtype", sw::DTypeName(m.layers[0].Get(sw::LinearKind::kDown).dtype)},
+           {"mapped_bytes", m.MappedBytes()},
+           {"open_ms", open_ms}};
+  } else if (verb == "tokenize") {
+    out = {{"ids", ids}};
+  } else if (verb == "logits") {
+    sw::SequenceInput in{ids, &edits};
+    sw::ForwardOptions fo;
+    fo.precision = precision;
+    auto fwd = sw::RunForward(m, {&in, 1}, fo);
+    if (!fwd.ok()) return Fail(std::string(fwd.status().ToString()));
+    std::vector<float> logits(ids.size() * m.config.vocab);
+    sw::ComputeLogits(m, fwd->hidden.data(), ids.size(), logits.data(), precision);
+    std::ofstream f(flags["out"], std::ios::binary);
+    f.write(reinterpret_cast<const char*>(logits.data()), logits.size() * sizeof(float));
+    out = {{"tokens", ids.size()}, {"vocab", m.config.vocab}};
+  } else if (verb == "logprobs") {
+    sw::SequenceInput in{ids, &edits};
+    auto lp = sw::TokenLogprobs(m, {&in, 1}, precision);
+    if (!lp.ok()) return Fail(std::string(lp.status().ToString()));
+    out = {{"logprobs", (*lp)[0]}};
+  } else if (verb == "perplexity") {
+    sw::PerplexityOptions po;
+    po.precision = precision;
+    po.edits = &edits;
+    if (flags.count("window") && !absl::SimpleAtoi(flags["window"], &po.window)) {
+      return Fail("bad --window");
+    }
+    if (flags.count("max_windows") && !absl::SimpleAtoi(flags["max_windows"], &po.max_windows)) {
+      return Fail("bad --max_windows");
+    }
+    auto r = sw::Perplexity(m, ids, po);
+    if (!r.ok()) return Fail(std::string(r.status().ToString()));
+    out = {{"perplexity", r->perplexity},
+           {"mean_nll", r->mean_nll},
+           {"tokens_scored", r->tokens_scored},
+           {"windows", r->windows}};
+  } else if (verb == "generate") {
+    int steps = 16;
+    if (flags.count("steps") && !absl::SimpleAtoi(flags["steps"], &steps)) return Fail("bad --steps");
+    std::vector<float> logits(m.config.vocab);
+    for (int s = 0; s < steps; ++s) {
+      sw::SequenceInput in{ids, &edits};
+      auto fwd = sw::RunForward(m, {&in, 1}, {precision, nullptr});
+      if (!fwd.ok()) return Fail(std::string(fwd.status().ToString()));
+      sw::ComputeLogits(m, &fwd->hidden[(ids.size() - 1) * m.config.hidden], 1, logits.data(),
+                        precision);
+      ids.push_back(static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) -
+                                         logits.begin()));
+    }
+    out = {{"ids", ids}, {"text", m.tokenizer ? m.tokenizer->Decode(ids) : ""}};
+  } else if (verb == "locate") {
+    if (ids.empty()) ids = m.tokenizer->Encode(sw::kPaperPrompt, m.config.add_bos);
+    sw::LocateOptions lo;
+    lo.precision = precision;
+    if (flags.count("threshold") && !absl::SimpleAtof(flags["threshold"], &lo.threshold)) {
+      return Fail("bad --threshold");
+    }
+    auto r = sw::Locate(m, ids, lo);
+    if (!r.ok()) return Fail(std::string(r.status().ToString()));
+    Json found = Json::array();
+    for (const auto& s : r->super_weights) {
+      found.push_back({{"layer", s.layer},
+                       {"row", s.row},
+                       {"col", s.col},
+                       {"weight", s.weight},
+                       {"input_activation", s.input_activation},
+                       {"output_activation", s.output_activation},
+                       {"token", s.token},
+                       {"iteration", s.iteration}});
+    }
+    out = {{"tokens", ids},
+           {"super_weights", found},
+           {"iterations", r->iterations},
+           {"profile_before", LayerJson(r->profile_before)},
+           {"profile_after", LayerJson(r->profile_after)}};
+  } else {
+    return Fail("unknown verb " + verb);
+  }
+  std::cout << out.dump() << "\n";
+  return 0;
+}
