@@ -1,6 +1,7 @@
 // superweight-engine: the engine on the command line, one verb per job, JSON out. The oracle
 // tests drive it, and it is handy for looking at a model without the server.
 //   superweight-engine info MODEL
+//   superweight-engine dequantize BLOCKS_FILE --type=Q4_K --out=F
 //   superweight-engine tokenize MODEL --text_file=F [--bos=0|1]
 //   superweight-engine logits MODEL --ids=1,2,3 --out=F [--bf16]
 //   superweight-engine logprobs MODEL --ids=1,2,3 [--bf16] [--zero=L,R,C]
@@ -12,12 +13,14 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "engine/analysis/locate.h"
 #include "engine/analysis/score.h"
+#include "engine/formats/dequantize.h"
 #include "engine/model/model.h"
 #include "nlohmann/json.hpp"
 
@@ -71,6 +74,22 @@ int main(int argc, char** argv) {
     } else {
       flags[key] = value;
     }
+  }
+  if (verb == "dequantize") {  // PATH holds raw blocks of --type; f32 values go to --out
+    std::optional<sw::DType> type;
+    for (int t = 0; t <= static_cast<int>(sw::DType::kQ6_K); ++t) {
+      if (flags["type"] == sw::DTypeName(static_cast<sw::DType>(t))) type = static_cast<sw::DType>(t);
+    }
+    if (!type) return Fail("unknown --type");
+    auto file = sw::MappedFile::Open(path);
+    if (!file.ok()) return Fail(std::string(file.status().ToString()));
+    const auto& traits = sw::Traits(*type);
+    const int64_t blocks = (*file)->size() / traits.block_bytes;
+    std::vector<float> values(blocks * traits.block_elements);
+    sw::DequantizeRow(*type, (*file)->data(), values.size(), values.data());
+    std::ofstream f(flags["out"], std::ios::binary);
+    f.write(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+    return 0;
   }
   auto t0 = std::chrono::steady_clock::now();
   auto model = sw::OpenModel(path);

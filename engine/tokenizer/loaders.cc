@@ -116,19 +116,30 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizer(const std::string& pa
     auto it = vocab.find(model["unk_token"].get<std::string>());
     if (it != vocab.end()) spec.unk_id = it.value().get<int>();
   }
-  if (root.contains("added_tokens") && root["added_tokens"].is_array()) {
-    for (const Json& a : root["added_tokens"]) {
-      if (!a.is_object() || !a.contains("id") || !a.contains("content")) continue;
-      const int id = a["id"].get<int>();
-      if (id < 0 || id >= (1 << 24)) return Invalid(path, "added token id out of range");
-      if (id >= static_cast<int>(spec.pieces.size())) spec.pieces.resize(id + 1);
-      spec.pieces[id] = a["content"].get<std::string>();
-      spec.added_tokens.emplace_back(a["content"].get<std::string>(), id);
-    }
-  }
   if (auto s = ApplyNormalizer(root.value("normalizer", Json()), path, &spec); !s.ok()) return s;
   if (auto s = ApplyPreTokenizer(root.value("pre_tokenizer", Json()), path, &spec); !s.ok()) {
     return s;
+  }
+  if (root.contains("added_tokens") && root["added_tokens"].is_array()) {
+    for (const Json& a : root["added_tokens"]) {
+      if (!a.is_object() || !a.contains("id") || !a["id"].is_number_integer() ||
+          !a.contains("content") || !a["content"].is_string()) {
+        return Invalid(path, "malformed added token");
+      }
+      const int id = a["id"].get<int>();
+      if (id < 0 || id >= (1 << 24)) return Invalid(path, "added token id out of range");
+      const std::string content = a["content"].get<std::string>();
+      if (id >= static_cast<int>(spec.pieces.size())) spec.pieces.resize(id + 1);
+      spec.pieces[id] = content;
+      // `tokenizers` matches a normalized added token by its normalized form, in the
+      // normalized text: with a Prepend normalizer "<unk>" is found as "\u2581<unk>".
+      std::string literal = content;
+      if (a.value("normalized", false)) {
+        if (spec.spaces_to_marker) literal = absl::StrReplaceAll(literal, {{" ", kSpaceMarker}});
+        if (spec.prepend_space_marker) literal = kSpaceMarker + literal;
+      }
+      spec.added_tokens.emplace_back(literal, id);
+    }
   }
   spec.bos_id = bos_id;
   spec.eos_id = eos_id;

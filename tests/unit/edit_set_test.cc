@@ -1,0 +1,111 @@
+#include "engine/runtime/edit_set.h"
+
+#include <cmath>
+
+#include "engine/analysis/layer_max_tap.h"
+#include "engine/runtime/forward.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/unit/test_util.h"
+
+namespace superweight {
+namespace {
+
+// Keeps one layer's down_proj input and output.
+class CaptureTap : public ForwardTap {
+ public:
+  explicit CaptureTap(int layer) : layer_(layer) {}
+  void OnDownProj(int layer, int sequence, const float* input, const float* output, int tokens,
+                  int intermediate, int hidden) override {
+    if (layer != layer_) return;
+    in.assign(input, input + tokens * intermediate);
+    out.assign(output, output + tokens * hidden);
+  }
+  std::vector<float> in, out;
+
+ private:
+  int layer_;
+};
+
+class EditSetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto m = OpenModel(testing::TestData("stories260K/stories260K.bin"));
+    ASSERT_TRUE(m.ok()) << m.status();
+    model_ = std::move(*m);
+  }
+  CaptureTap Run(const EditSet* edits, int layer) {
+    CaptureTap tap(layer);
+    SequenceInput in{tokens_, edits};
+    ForwardOptions o;
+    o.tap = &tap;
+    auto out = RunForward(*model_, {&in, 1}, o);
+    EXPECT_TRUE(out.ok()) << out.status();
+    return tap;
+  }
+  std::unique_ptr<Model> model_;
+  std::vector<int32_t> tokens_ = {1, 403, 407, 261, 378, 432};
+};
+
+TEST_F(EditSetTest, ZeroingOneWeightChangesExactlyItsOutputChannel) {
+  const int layer = 1, row = 7, col = 33;
+  const float w = model_->layers[layer].Get(LinearKind::kDown).At(row, col);
+  ASSERT_NE(w, 0.f);
+  EditSet edits;
+  edits.weights.push_back({layer, LinearKind::kDown, row, col, 0.f});
+  CaptureTap base = Run(nullptr, layer);
+  CaptureTap edited = Run(&edits, layer);
+  const int D = model_->config.hidden, I = model_->config.intermediate;
+  // Inputs of the edited layer are untouched; its output moves by -w * x[t, col] in `row` only.
+  EXPECT_EQ(base.in, edited.in);
+  for (size_t t = 0; t < tokens_.size(); ++t) {
+    for (int r = 0; r < D; ++r) {
+      const float want = base.out[t * D + r] - (r == row ? w * base.in[t * I + col] : 0.f);
+      EXPECT_NEAR(edited.out[t * D + r], want, 1e-5f) << t << "," << r;
+    }
+  }
+  // And the mapped weights were not written.
+  EXPECT_EQ(model_->layers[layer].Get(LinearKind::kDown).At(row, col), w);
+}
+
+TEST_F(EditSetTest, IdentityEditChangesNothingAndLaterLayersFeelARealOne) {
+  const int layer = 0, row = 3, col = 5;
+  const float w = model_->layers[layer].Get(LinearKind::kDown).At(row, col);
+  EditSet same;
+  same.weights.push_back({layer, LinearKind::kDown, row, col, w});
+  EXPECT_EQ(Run(nullptr, 4).out, Run(&same, 4).out);
+  EditSet big;
+  big.weights.push_back({layer, LinearKind::kDown, row, col, 100.f});
+  EXPECT_NE(Run(nullptr, 4).out, Run(&big, 4).out);
+}
+
+TEST_F(EditSetTest, ActivationOverrideIsWhatTheTapSees) {
+  EditSet edits;
+  edits.activations.push_back({2, 0, 10, 123.5f});
+  CaptureTap tap = Run(&edits, 2);
+  EXPECT_EQ(tap.out[10], 123.5f);
+  LayerMaxTap max_tap(1, model_->config.layers);
+  SequenceInput in{tokens_, &edits};
+  ForwardOptions o;
+  o.tap = &max_tap;
+  ASSERT_TRUE(RunForward(*model_, {&in, 1}, o).ok());
+  EXPECT_EQ(max_tap.layers(0)[2].output_max_abs, 123.5f);
+  EXPECT_EQ(max_tap.layers(0)[2].output_token, 0);
+  EXPECT_EQ(max_tap.layers(0)[2].output_channel, 10);
+}
+
+TEST_F(EditSetTest, OutOfRangeEditsAreRefused) {
+  EditSet e1;
+  e1.weights.push_back({5, LinearKind::kDown, 0, 0, 0.f});
+  EXPECT_EQ(e1.Validate(*model_).code(), absl::StatusCode::kInvalidArgument);
+  EditSet e2;
+  e2.weights.push_back({0, LinearKind::kDown, 64, 0, 0.f});
+  EXPECT_FALSE(e2.Validate(*model_).ok());
+  EditSet e3;
+  e3.activations.push_back({0, 6, 0, 1.f});  // token 6 of a 6-token sequence
+  SequenceInput in{tokens_, &e3};
+  EXPECT_FALSE(RunForward(*model_, {&in, 1}, {}).ok());
+}
+
+}  // namespace
+}  // namespace superweight

@@ -1,0 +1,156 @@
+#include "engine/model/model.h"
+
+#include <cstring>
+
+#include "engine/runtime/forward.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/unit/test_util.h"
+
+namespace superweight {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::vector<int32_t> Greedy(const Model& m, std::vector<int32_t> ids, int steps) {
+  std::vector<float> logits(m.config.vocab);
+  for (int s = 0; s < steps; ++s) {
+    SequenceInput in{ids, nullptr};
+    auto out = RunForward(m, {&in, 1}, {});
+    EXPECT_TRUE(out.ok()) << out.status();
+    ComputeLogits(m, &out->hidden[(ids.size() - 1) * m.config.hidden], 1, logits.data(),
+                  Precision::kF32);
+    ids.push_back(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
+  return ids;
+}
+
+TEST(Model, OpensLlama2cAndReproducesTheReferenceRun) {
+  auto m = OpenModel(testing::TestData("stories260K/stories260K.bin"));
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ((*m)->config.layers, 5);
+  EXPECT_EQ((*m)->config.kv_heads, 4);
+  EXPECT_TRUE((*m)->config.rope.interleaved);
+  // The first greedy tokens of an independent float64 reference (testdata/SOURCES.md).
+  EXPECT_THAT(Greedy(**m, {1}, 12),
+              ::testing::ElementsAre(1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421));
+}
+
+TEST(Model, OpensHuggingFaceDirectoryWithOnlyLmHead) {
+  auto m = OpenModel(testing::TestData("hf_tinystories_656k"));
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ((*m)->embed.data, (*m)->lm_head.data);  // tied, stored once as lm_head.weight
+  EXPECT_TRUE((*m)->config.add_bos);
+  EXPECT_THAT(Greedy(**m, {1}, 8), ::testing::ElementsAre(1, 147, 201, 282, 215, 286, 598, 1662, 356));
+}
+
+TEST(Model, OpensGgufWithoutCopyingWeights) {
+  const std::string path = testing::TestData("../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+  auto m = OpenModel(path);
+  ASSERT_TRUE(m.ok()) << m.status();
+  const Model& model = **m;
+  EXPECT_EQ(model.config.layers, 30);
+  EXPECT_EQ(model.config.hidden, 576);
+  EXPECT_FALSE(model.config.add_bos);
+  const Matrix& down = model.layers[3].Get(LinearKind::kDown);
+  EXPECT_EQ(down.rows, 576);
+  EXPECT_EQ(down.cols, 1536);
+  // The view points into the one mapping of the file.
+  const uint8_t* base = model.files[0]->data();
+  EXPECT_GE(down.data, base);
+  EXPECT_LT(down.data, base + model.files[0]->size());
+}
+
+TEST(Model, RefusesTruncatedLlama2c) {
+  auto bytes = testing::ReadAll(testing::TestData("stories260K/stories260K.bin"));
+  const std::string dir = testing::ScratchDir("l2c");
+  for (size_t n : {size_t{0}, size_t{10}, size_t{28}, bytes.size() - 4}) {
+    testing::WriteAll(dir + "/m.bin", bytes.data(), n);
+    auto m = OpenModel(dir + "/m.bin");
+    ASSERT_FALSE(m.ok()) << n;
+    EXPECT_THAT(std::string(m.status().message()), HasSubstr("m.bin"));
+  }
+  int32_t bad_header[7] = {64, 172, 5, 8, 3, 512, 512};  // 8 heads, 3 KV heads
+  std::vector<uint8_t> b2 = bytes;
+  std::memcpy(b2.data(), bad_header, sizeof(bad_header));
+  testing::WriteAll(dir + "/m.bin", b2.data(), b2.size());
+  EXPECT_FALSE(OpenModel(dir + "/m.bin").ok());
+}
+
+TEST(Model, RefusesBrokenHuggingFaceDirectories) {
+  const std::string src = testing::TestData("hf_tinystories_656k");
+  const std::string dir = testing::ScratchDir("hf");
+  ASSERT_EQ(std::system(("cp " + src + "/* " + dir + "/").c_str()), 0);
+  auto config = testing::ReadAll(dir + "/config.json");
+  std::string text(config.begin(), config.end());
+
+  auto write_config = [&](const std::string& from, const std::string& to) {
+    std::string t = text;
+    t.replace(t.find(from), from.size(), to);
+    testing::WriteAll(dir + "/config.json", t.data(), t.size());
+  };
+  write_config("\"llama\"", "\"gpt_neox\"");
+  auto m = OpenModel(dir);
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(m.status().message()), HasSubstr("gpt_neox"));
+
+  write_config("\"intermediate_size\": 384", "\"intermediate_size\": 385");
+  m = OpenModel(dir);
+  ASSERT_FALSE(m.ok());
+  EXPECT_THAT(std::string(m.status().message()), HasSubstr("layers.0.gate_proj has shape [384, 128], the config says [385, 128]"));
+
+  write_config("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3");
+  m = OpenModel(dir);
+  ASSERT_FALSE(m.ok());
+  EXPECT_THAT(std::string(m.status().message()), HasSubstr("model.layers.2."));
+
+  testing::WriteAll(dir + "/config.json", text.data(), text.size());
+  auto weights = testing::ReadAll(dir + "/model.safetensors");
+  testing::WriteAll(dir + "/model.safetensors", weights.data(), weights.size() - 100);
+  m = OpenModel(dir);
+  ASSERT_FALSE(m.ok());
+  EXPECT_THAT(std::string(m.status().message()), HasSubstr("model.safetensors"));
+
+  EXPECT_EQ(OpenModel(dir + "/nope").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(Model, RefusesTruncatedGguf) {
+  auto bytes = testing::ReadAll(testing::TestData("../models/SmolLM2-135M-Instruct.Q4_1.gguf"));
+  ASSERT_GT(bytes.size(), 4000000u);
+  const std::string dir = testing::ScratchDir("gguf");
+  for (size_t n : {size_t{3}, size_t{100}, size_t{1000000}, bytes.size() - 1000}) {
+    testing::WriteAll(dir + "/m.gguf", bytes.data(), n);
+    auto m = OpenModel(dir + "/m.gguf");
+    ASSERT_FALSE(m.ok()) << n;
+    EXPECT_THAT(std::string(m.status().message()), HasSubstr("m.gguf"));
+  }
+}
+
+TEST(Forward, RejectsBadTokens) {
+  auto m = OpenModel(testing::TestData("stories260K/stories260K.bin"));
+  ASSERT_TRUE(m.ok());
+  std::vector<int32_t> ids = {1, 512};
+  SequenceInput in{ids, nullptr};
+  auto out = RunForward(**m, {&in, 1}, {});
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
+  std::vector<int32_t> empty;
+  SequenceInput e{empty, nullptr};
+  EXPECT_FALSE(RunForward(**m, {&e, 1}, {}).ok());
+}
+
+TEST(Forward, BatchedSequencesEqualSeparateOnes) {
+  auto m = OpenModel(testing::TestData("hf_tinystories_656k"));
+  ASSERT_TRUE(m.ok());
+  std::vector<int32_t> a = {1, 147, 201, 282, 215}, b = {1, 80, 109};
+  SequenceInput both[] = {{a, nullptr}, {b, nullptr}};
+  auto joint = RunForward(**m, both, {});
+  auto alone = RunForward(**m, {&both[1], 1}, {});
+  ASSERT_TRUE(joint.ok() && alone.ok());
+  const int D = (*m)->config.hidden;
+  for (int i = 0; i < 3 * D; ++i) {
+    EXPECT_NEAR(joint->hidden[5 * D + i], alone->hidden[i], 1e-4) << i;
+  }
+}
+
+}  // namespace
+}  // namespace superweight

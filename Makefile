@@ -1,0 +1,43 @@
+# The README's entry points. Each target does its own set-up (tools/setup.sh is idempotent).
+JOBS ?= $(shell nproc)
+BUILD := build
+ASAN_BUILD := build-asan
+CMAKE_FLAGS := -G Ninja -DCMAKE_BUILD_TYPE=Release
+
+.PHONY: setup build build-asan test unit-test asan-test oracle-test demo bench format clean
+
+setup:
+	@tools/setup.sh
+
+build: setup
+	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+# The engine's unit tests again under AddressSanitizer and UndefinedBehaviorSanitizer.
+build-asan: setup
+	@cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DSUPERWEIGHT_SANITIZE=ON -DSUPERWEIGHT_UNIT_TESTS_ONLY=ON >/dev/null
+	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+unit-test: build
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+asan-test: build-asan
+	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=0 ctest --output-on-failure -j $(JOBS)
+
+oracle-test: build
+	@.venv/bin/python -m pytest -q tests/oracle
+
+test: unit-test asan-test oracle-test
+
+demo: build
+	@tools/demo.sh
+
+bench: build
+	@.venv/bin/python bench/score_throughput.py
+
+format:
+	@clang-format -i $$(git ls-files '*.cc' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

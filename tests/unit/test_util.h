@@ -1,0 +1,36 @@
+// Helpers shared by the unit tests: paths to the test data and scratch files.
+#pragma once
+
+#include <cstdint>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace superweight::testing {
+
+inline std::string TestData(const std::string& rel) { return std::string(SUPERWEIGHT_TESTDATA) + "/" + rel; }
+
+inline std::vector<uint8_t> ReadAll(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), {});
+}
+
+inline void WriteAll(const std::string& path, const void* data, size_t n) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(static_cast<const char*>(data), n);
+}
+
+// A fresh directory under the test's temporary directory.
+inline std::string ScratchDir(const std::string& name) {
+  std::string dir = ::testing::TempDir() + "sw_" + name + "_" + std::to_string(::getpid());
+  std::string cmd = "rm -rf '" + dir + "' && mkdir -p '" + dir + "'";
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
+  return dir;
+}
+
+}  // namespace superweight::testing

