@@ -65,6 +65,7 @@ absl::Status ApplyPreTokenizer(const Json& p, const std::string& name, Tokenizer
     spec->spaces_to_marker = true;
     const std::string scheme = p.value("prepend_scheme", "always");
     spec->prepend_space_marker = scheme != "never";
+    spec->prepend_unless_leading_space = true;
     if (p.value("split", true)) spec->pre = TokenizerSpec::PreTokenizer::kMetaspaceSplit;
     return absl::OkStatus();
   }
@@ -223,6 +224,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadLlama2cTokenizer(const std::strin
   spec.byte_fallback = true;
   spec.spaces_to_marker = true;
   spec.prepend_space_marker = true;
+  // As the Hugging Face conversion of its SentencePiece model (Metaspace, prepend "first"),
+  // which is this project's reference for token ids.
+  spec.prepend_unless_leading_space = true;
   spec.unk_id = 0;
   spec.bos_id = 1;
   spec.eos_id = 2;

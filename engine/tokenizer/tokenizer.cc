@@ -197,7 +197,11 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_bos) cons
   if (add_bos && spec_.bos_id >= 0) out.push_back(spec_.bos_id);
   std::string normalized;
   if (spec_.spaces_to_marker || spec_.prepend_space_marker) {
-    if (spec_.prepend_space_marker && !text.empty()) normalized = kSpaceMarker;
+    const bool leading_space = !text.empty() && text[0] == ' ';
+    if (spec_.prepend_space_marker && !text.empty() &&
+        !(spec_.prepend_unless_leading_space && leading_space)) {
+      normalized = kSpaceMarker;
+    }
     normalized += spec_.spaces_to_marker
                       ? absl::StrReplaceAll(absl::string_view(text.data(), text.size()),
                                             {{" ", kSpaceMarker}})

@@ -31,6 +31,8 @@ struct TokenizerSpec {
   // SentencePiece normalisation: prepend U+2581 to the text, and turn spaces into U+2581.
   bool prepend_space_marker = false;
   bool spaces_to_marker = false;
+  // Metaspace's rule: no marker is prepended to text that already starts with a space.
+  bool prepend_unless_leading_space = false;
   bool split_digits = false;  // isolate every digit before the regex (Digits pre-tokenizer)
   std::vector<std::pair<std::string, int>> added_tokens;  // matched literally before BPE
   int bos_id = -1;

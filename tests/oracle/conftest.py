@@ -1,0 +1,83 @@
+"""Shared fixtures of the oracle tests: the engine CLI, the models, and transformers loaders."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+ENGINE = os.path.join(ROOT, "build", "bin", "superweight-engine")
+TESTDATA = os.path.join(ROOT, "testdata")
+SMOLLM2 = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+TINYSTORIES = os.path.join(TESTDATA, "hf_tinystories_656k")
+STORIES260K = os.path.join(TESTDATA, "stories260K", "stories260K.bin")
+WIKITEXT = os.path.join(TESTDATA, "text", "wiki.test.raw")
+TINYSTORIES_TEXT = os.path.join(TESTDATA, "text", "tinystories_validation_head.txt")
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def engine(verb, model, *args, **flags):
+    """Runs the engine CLI and returns its JSON answer."""
+    cmd = [ENGINE, verb, model] + [f"--{k}={v}" for k, v in flags.items()] + list(args)
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed: {out.stderr}")
+    return json.loads(out.stdout)
+
+
+def engine_logits(model, ids, tmp_path, bf16=False):
+    path = os.path.join(str(tmp_path), "logits.f32")
+    args = ["--bf16"] if bf16 else []
+    info = engine("logits", model, *args, ids=",".join(map(str, ids)), out=path)
+    return np.fromfile(path, dtype=np.float32).reshape(info["tokens"], info["vocab"])
+
+
+def relative_error(got, want):
+    """max |got - want| over max |want|: the scale-aware distance the issue's bounds use."""
+    return float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+
+
+@pytest.fixture(scope="session")
+def torch():
+    import torch as t
+    t.set_num_threads(os.cpu_count() or 1)
+    return t
+
+
+def _load_hf(path, torch):
+    from transformers import AutoModelForCausalLM
+    if path.endswith(".gguf"):
+        model = AutoModelForCausalLM.from_pretrained(
+            os.path.dirname(path), gguf_file=os.path.basename(path), torch_dtype=torch.float32)
+        # transformers 4.46 leaves lm_head random when a GGUF stores no output.weight (tied
+        # embeddings, as SmolLM2's): tie it as llama.cpp does.
+        model.lm_head.weight = model.model.embed_tokens.weight
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def stories260k_hf(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("stories260k_hf"))
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_llama2c_to_hf.py"),
+                    STORIES260K, os.path.join(TESTDATA, "stories260K", "tok512.model"), out],
+                   check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def hf_models(torch, stories260k_hf):
+    """Lazily loaded transformers models, keyed by the engine's path of the same weights."""
+    cache = {}
+
+    def get(engine_path):
+        if engine_path not in cache:
+            hf_path = stories260k_hf if engine_path == STORIES260K else engine_path
+            cache[engine_path] = _load_hf(hf_path, torch)
+        return cache[engine_path]
+    return get
