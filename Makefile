@@ -23,7 +23,7 @@ unit-test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 asan-test: build-asan
-	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=0 ctest --output-on-failure -j $(JOBS)
+	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS)
 
 oracle-test: build
 	@.venv/bin/python -m pytest -q tests/oracle
