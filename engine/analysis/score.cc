@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_format.h"
+#include "engine/runtime/fast_math.h"
 
 namespace superweight {
 
@@ -15,26 +16,38 @@ absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(const Model& model
   auto out = RunForward(model, batch, options);
   if (!out.ok()) return out.status();
   const int64_t V = model.config.vocab, D = model.config.hidden;
-  // Logits a chunk of rows at a time: a 512-token sequence of a 128k-vocabulary model would
-  // otherwise need 256 MB of logits.
-  constexpr int64_t kChunk = 64;
-  std::vector<float> logits(kChunk * V);
+  // The lm_head a slice of the vocabulary at a time, with an online log-sum-exp per row: each
+  // slice of (possibly quantized) weights is converted once for all tokens, and the logits held
+  // at once are [tokens, slice], never [tokens, vocab].
+  constexpr int64_t kVocabSlice = 4096;
+  LinearScratch scratch;
   std::vector<std::vector<float>> result(batch.size());
   for (size_t s = 0; s < batch.size(); ++s) {
-    const int64_t first = out->offsets[s], T = out->offsets[s + 1] - first;
-    result[s].resize(T - 1);
-    for (int64_t t0 = 0; t0 < T - 1; t0 += kChunk) {
-      const int64_t rows = std::min(kChunk, T - 1 - t0);
-      ComputeLogits(model, &out->hidden[(first + t0) * D], rows, logits.data(), precision);
+    const int64_t first = out->offsets[s], rows = out->offsets[s + 1] - first - 1;
+    std::vector<float> row_max(rows, -INFINITY), target(rows, 0.f);
+    std::vector<double> row_sum(rows, 0.0);
+    std::vector<float> logits(rows * std::min(V, kVocabSlice));
+    for (int64_t v0 = 0; v0 < V; v0 += kVocabSlice) {
+      const int64_t n = std::min(kVocabSlice, V - v0);
+      Linear(model.lm_head.RowSlice(v0, n), &out->hidden[first * D], rows, logits.data(), n,
+             precision, &scratch);
 #pragma omp parallel for schedule(static)
       for (int64_t r = 0; r < rows; ++r) {
-        const float* lr = &logits[r * V];
-        const float mx = *std::max_element(lr, lr + V);
-        double sum = 0;
-        for (int64_t i = 0; i < V; ++i) sum += std::exp(static_cast<double>(lr[i] - mx));
-        const int32_t target = batch[s].tokens[t0 + r + 1];
-        result[s][t0 + r] = static_cast<float>(lr[target] - mx - std::log(sum));
+        const float* lr = &logits[r * n];
+        const float mx = std::max(row_max[r], *std::max_element(lr, lr + n));
+        float slice_sum = 0;
+#pragma omp simd reduction(+ : slice_sum)
+        for (int64_t i = 0; i < n; ++i) slice_sum += FastExp(lr[i] - mx);
+        const double sum = row_sum[r] * std::exp(static_cast<double>(row_max[r] - mx)) + slice_sum;
+        row_max[r] = mx;
+        row_sum[r] = sum;
+        const int64_t t = batch[s].tokens[r + 1];
+        if (t >= v0 && t < v0 + n) target[r] = lr[t - v0];
       }
+    }
+    result[s].resize(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      result[s][r] = static_cast<float>(target[r] - row_max[r] - std::log(row_sum[r]));
     }
   }
   return result;

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/formats/dequantize.h"
+#include "engine/runtime/fast_math.h"
 
 namespace superweight {
 namespace {
@@ -105,9 +106,10 @@ void Attention(const ModelConfig& c, const float* q, const float* k, const float
         sr[j] *= scale;
         mx = std::max(mx, sr[j]);
       }
-      double sum = 0;
+      float sum = 0;
+#pragma omp simd reduction(+ : sum)
       for (int64_t j = 0; j <= t; ++j) {
-        sr[j] = std::exp(sr[j] - mx);
+        sr[j] = FastExp(sr[j] - mx);
         sum += sr[j];
       }
       const float inv = static_cast<float>(1.0 / sum);
@@ -226,10 +228,10 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
     Norm(c, w.ffn_norm, b.x.data(), N, b.h.data());
     linear(l, LinearKind::kGate, b.h.data(), b.gate.data());
     linear(l, LinearKind::kUp, b.h.data(), b.up.data());
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < N * I; ++i) {
       const float g = b.gate[i];
-      b.gate[i] = g / (1.f + std::exp(-g)) * b.up[i];  // SwiGLU: silu(gate) * up
+      b.gate[i] = g / (1.f + FastExp(-g)) * b.up[i];  // SwiGLU: silu(gate) * up
     }
     linear(l, LinearKind::kDown, b.gate.data(), b.down.data());
     for (size_t s = 0; s < batch.size(); ++s) {

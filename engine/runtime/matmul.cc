@@ -1,6 +1,8 @@
 #include "engine/runtime/matmul.h"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -72,7 +74,31 @@ void Gemm(memory::data_type type, const void* x, int64_t m, int64_t k, const voi
 // Rows per converted slice: about 4 MiB of f32 weights.
 int64_t SliceRows(int64_t cols) { return std::max<int64_t>(16, (int64_t{1} << 20) / cols); }
 
+std::atomic<int64_t> linear_nanos{0}, linear_flops{0};
+
+// Adds the scope's duration and flops to the process-wide counters.
+class LinearTimer {
+ public:
+  explicit LinearTimer(int64_t flops) : flops_(flops), start_(std::chrono::steady_clock::now()) {}
+  ~LinearTimer() {
+    linear_nanos += std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        std::chrono::steady_clock::now() - start_)
+                        .count();
+    linear_flops += flops_;
+  }
+
+ private:
+  int64_t flops_;
+  std::chrono::steady_clock::time_point start_;
+};
+
 }  // namespace
+
+LinearStats GetLinearStats() { return {linear_nanos.load(), linear_flops.load()}; }
+void ResetLinearStats() {
+  linear_nanos = 0;
+  linear_flops = 0;
+}
 
 const char* PrecisionName(Precision p) { return p == Precision::kF32 ? "f32" : "bf16"; }
 
@@ -80,6 +106,7 @@ void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy,
             Precision precision, LinearScratch* scratch) {
   const int64_t k = w.cols;
   if (m == 0) return;
+  LinearTimer timer(2 * m * k * w.rows);
   if (precision == Precision::kF32) {
     if (w.dtype == DType::kF32) {
       Gemm(memory::data_type::f32, x, m, k, w.data, w.rows, y, ldy);

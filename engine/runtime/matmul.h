@@ -25,6 +25,15 @@ struct LinearScratch {
 void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy,
             Precision precision, LinearScratch* scratch);
 
+// Time spent inside Linear() (weight conversion included) and the flops it did, process-wide;
+// benchmarks read it to compare the engine's matmul throughput with oneDNN's alone.
+struct LinearStats {
+  int64_t nanos = 0;
+  int64_t flops = 0;
+};
+LinearStats GetLinearStats();
+void ResetLinearStats();
+
 // Plain f32 batched matmul with explicit strides (used by attention):
 // for b in [0, batch): C_b[M, N] = A_b[M, K] * B_b[K, N], with B's batch stride possibly 0.
 struct StridedMatrix {

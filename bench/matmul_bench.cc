@@ -1,0 +1,68 @@
+// oneDNN alone on given matmul shapes, with its preferred (prepacked) weight layout: the
+// ceiling the engine's linear layers are compared against.
+//   superweight-bench-matmul --m=512 --shapes=KxN,KxN,... [--bf16] [--reps=5]
+#include <chrono>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "nlohmann/json.hpp"
+#include "oneapi/dnnl/dnnl.hpp"
+
+int main(int argc, char** argv) {
+  std::map<std::string, std::string> flags;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    const size_t eq = a.find('=');
+    flags[a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2)] =
+        eq == std::string::npos ? "1" : a.substr(eq + 1);
+  }
+  int64_t m = 512;
+  int reps = 5;
+  absl::SimpleAtoi(flags["m"], &m);
+  if (flags.count("reps")) absl::SimpleAtoi(flags["reps"], &reps);
+  const bool bf16 = flags.count("bf16") > 0;
+  using dnnl::memory;
+  const auto type = bf16 ? memory::data_type::bf16 : memory::data_type::f32;
+  dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  dnnl::stream stream(eng);
+  double flops = 0, seconds = 0;
+  for (absl::string_view shape : absl::StrSplit(flags["shapes"], ',', absl::SkipEmpty())) {
+    std::vector<std::string> kn = absl::StrSplit(shape, 'x');
+    int64_t k = 0, n = 0;
+    if (kn.size() != 2 || !absl::SimpleAtoi(kn[0], &k) || !absl::SimpleAtoi(kn[1], &n)) {
+      std::cerr << "bad shape " << shape << "\n";
+      return 2;
+    }
+    memory::desc a({m, k}, type, memory::format_tag::ab);
+    memory::desc b_any({k, n}, type, memory::format_tag::any);
+    memory::desc c({m, n}, memory::data_type::f32, memory::format_tag::ab);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b_any, c), eng);
+    dnnl::matmul prim(pd);
+    memory am(a, eng), bm(pd.weights_desc(), eng), cm(c, eng);
+    // Ordinary values (not zeros, not denormals), written through a plain f32 source and
+    // reordered into each memory's layout and type.
+    for (memory* mem : {&am, &bm}) {
+      const memory::dims dims = mem == &am ? memory::dims{m, k} : memory::dims{k, n};
+      memory::desc plain(dims, memory::data_type::f32, memory::format_tag::ab);
+      memory src(plain, eng);
+      auto* p = static_cast<float*>(src.get_data_handle());
+      for (int64_t i = 0; i < dims[0] * dims[1]; ++i) p[i] = 0.01f * static_cast<float>(i % 13 - 6);
+      dnnl::reorder(src, *mem).execute(stream, src, *mem);
+    }
+    prim.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+    stream.wait();
+    auto t0 = std::chrono::steady_clock::now();
+    for (int r = 0; r < reps; ++r) {
+      prim.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+    }
+    stream.wait();
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    flops += 2.0 * m * k * n * reps;
+  }
+  std::cout << nlohmann::json({{"gflops", flops / seconds / 1e9}}).dump() << std::endl;
+  return 0;
+}

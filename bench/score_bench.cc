@@ -1,0 +1,103 @@
+// The engine's side of the scoring benchmark: opens a model, scores sequences of random tokens
+// and prints one JSON line with tokens/s, the matmul throughput inside the forward pass, open
+// time and memory. bench/score_throughput.py runs it next to transformers.
+//   superweight-bench-score MODEL --tokens=512 --sequences=4 --batch=1 [--bf16]
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <random>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "engine/analysis/score.h"
+#include "engine/model/model.h"
+#include "nlohmann/json.hpp"
+
+namespace sw = superweight;
+
+namespace {
+
+double Seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
+// kB of a field of /proc/self/status (VmHWM: peak RSS, RssAnon: anonymous memory).
+int64_t StatusKb(const std::string& field) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1));
+  }
+  return -1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::cerr << "usage: superweight-bench-score MODEL [--tokens=N] [--sequences=N] [--batch=N] [--bf16]\n";
+    return 2;
+  }
+  std::map<std::string, std::string> flags;
+  for (int i = 2; i < argc; ++i) {
+    std::string a = argv[i];
+    const size_t eq = a.find('=');
+    flags[a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2)] =
+        eq == std::string::npos ? "1" : a.substr(eq + 1);
+  }
+  int tokens = 512, sequences = 4, batch = 1;
+  if ((flags.count("tokens") && !absl::SimpleAtoi(flags["tokens"], &tokens)) ||
+      (flags.count("sequences") && !absl::SimpleAtoi(flags["sequences"], &sequences)) ||
+      (flags.count("batch") && !absl::SimpleAtoi(flags["batch"], &batch))) {
+    std::cerr << "bad flag\n";
+    return 2;
+  }
+  const sw::Precision precision = flags.count("bf16") ? sw::Precision::kBF16 : sw::Precision::kF32;
+  const int64_t anon_before_open = StatusKb("RssAnon");
+  auto t0 = std::chrono::steady_clock::now();
+  auto model = sw::OpenModel(argv[1]);
+  const double open_s = Seconds(t0);
+  if (!model.ok()) {
+    std::cerr << model.status() << "\n";
+    return 1;
+  }
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<int32_t> dist(3, (*model)->config.vocab - 1);
+  std::vector<std::vector<int32_t>> seqs(sequences, std::vector<int32_t>(tokens));
+  for (auto& s : seqs) {
+    for (auto& t : s) t = dist(rng);
+  }
+  auto score = [&](int first, int count) {
+    std::vector<sw::SequenceInput> in;
+    for (int i = first; i < first + count; ++i) in.push_back({seqs[i], nullptr});
+    auto r = sw::TokenLogprobs(**model, in, precision);
+    if (!r.ok()) {
+      std::cerr << r.status() << "\n";
+      std::exit(1);
+    }
+  };
+  score(0, 1);  // warm-up: primitive creation, page faults of the mapping
+  sw::ResetLinearStats();
+  t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < sequences; i += batch) score(i, std::min(batch, sequences - i));
+  const double run_s = Seconds(t0);
+  const sw::LinearStats stats = sw::GetLinearStats();
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  nlohmann::json out = {
+      {"tokens_per_s", tokens * sequences / run_s},
+      {"seconds", run_s},
+      {"linear_gflops", stats.flops / (stats.nanos * 1e-9) / 1e9},
+      {"linear_share", stats.nanos * 1e-9 / run_s},
+      {"open_ms", open_s * 1e3},
+      {"peak_rss_mb", ru.ru_maxrss / 1024.0},
+      {"anon_mb", (StatusKb("RssAnon") - anon_before_open) / 1024.0},
+      {"mapped_mb", (*model)->MappedBytes() / 1048576.0},
+      {"precision", sw::PrecisionName(precision)}};
+  std::cout << out.dump() << std::endl;
+  return 0;
+}
