@@ -1,6 +1,6 @@
 // exp(x) for f32 in plain arithmetic, so that loops over it vectorize (libm's expf does not
 // without -ffast-math). Cody-Waite range reduction and a degree-6 minimax polynomial: within
-// 2 ulp of expf over the range softmax and SiLU use; underflows to 0 below -87.
+// 2 ulp of expf over the range softmax and SiLU use; clamped to [-87.3, 88] so that it never overflows.
 #pragma once
 
 #include <cstdint>
@@ -9,7 +9,7 @@
 namespace superweight {
 
 inline float FastExp(float x) {
-  x = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
+  x = x < -87.3f ? -87.3f : (x > 88.f ? 88.f : x);
   const float n = __builtin_roundevenf(x * 1.44269504088896341f);
   float r = x - n * 0.693145751953125f;  // ln2 split in two for exact reduction
   r = r - n * 1.428606765330187045e-06f;
