@@ -34,7 +34,9 @@ absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(const Model& model
 #pragma omp parallel for schedule(static)
       for (int64_t r = 0; r < rows; ++r) {
         const float* lr = &logits[r * n];
-        const float mx = std::max(row_max[r], *std::max_element(lr, lr + n));
+        float mx = row_max[r];
+#pragma omp simd reduction(max : mx)
+        for (int64_t i = 0; i < n; ++i) mx = std::max(mx, lr[i]);
         float slice_sum = 0;
 #pragma omp simd reduction(+ : slice_sum)
         for (int64_t i = 0; i < n; ++i) slice_sum += FastExp(lr[i] - mx);

@@ -192,14 +192,6 @@ float BFloat16ToFloat(uint16_t b) {
   return f;
 }
 
-uint16_t FloatToBFloat16(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
-  bits += 0x7FFF + ((bits >> 16) & 1);
-  return static_cast<uint16_t>(bits >> 16);
-}
-
 void DequantizeRow(DType type, const uint8_t* src, int64_t n, float* dst) {
   const int64_t blocks = n / Traits(type).block_elements;
   switch (type) {

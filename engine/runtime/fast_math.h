@@ -3,14 +3,16 @@
 // 2 ulp of expf over the range softmax and SiLU use; clamped to [-87.3, 88] so that it never overflows.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
 namespace superweight {
 
 inline float FastExp(float x) {
-  x = x < -87.3f ? -87.3f : (x > 88.f ? 88.f : x);
-  const float n = __builtin_roundevenf(x * 1.44269504088896341f);
+  x = std::min(std::max(x, -87.3f), 88.f);
+  const float shifter = 12582912.f;  // 1.5 * 2^23: adding it rounds to the nearest integer
+  const float n = (x * 1.44269504088896341f + shifter) - shifter;
   float r = x - n * 0.693145751953125f;  // ln2 split in two for exact reduction
   r = r - n * 1.428606765330187045e-06f;
   float p = 1.9875691500e-4f;

@@ -102,14 +102,12 @@ void Attention(const ModelConfig& c, const float* q, const float* k, const float
       const int64_t t = row % T;
       float* sr = s + row * T;
       float mx = -INFINITY;
-      for (int64_t j = 0; j <= t; ++j) {
-        sr[j] *= scale;
-        mx = std::max(mx, sr[j]);
-      }
+#pragma omp simd reduction(max : mx)
+      for (int64_t j = 0; j <= t; ++j) mx = std::max(mx, sr[j]);
       float sum = 0;
 #pragma omp simd reduction(+ : sum)
       for (int64_t j = 0; j <= t; ++j) {
-        sr[j] = FastExp(sr[j] - mx);
+        sr[j] = FastExp((sr[j] - mx) * scale);
         sum += sr[j];
       }
       const float inv = static_cast<float>(1.0 / sum);

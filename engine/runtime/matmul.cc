@@ -133,16 +133,19 @@ void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy,
     return;
   }
   const int64_t slice = std::min(w.rows, SliceRows(k));
-  scratch->weights_f32.resize(slice * k);
   scratch->weights_bf16.resize(slice * k);
   for (int64_t r0 = 0; r0 < w.rows; r0 += slice) {
     const int64_t rows = std::min(slice, w.rows - r0);
-    float* f = scratch->weights_f32.data();
     uint16_t* b = scratch->weights_bf16.data();
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      DequantizeRow(w.dtype, w.Row(r0 + r), k, f + r * k);
-      for (int64_t j = 0; j < k; ++j) b[r * k + j] = FloatToBFloat16(f[r * k + j]);
+#pragma omp parallel
+    {
+      // One row at a time through a cache-resident f32 buffer.
+      std::vector<float> row(k);
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < rows; ++r) {
+        DequantizeRow(w.dtype, w.Row(r0 + r), k, row.data());
+        for (int64_t j = 0; j < k; ++j) b[r * k + j] = FloatToBFloat16(row[j]);
+      }
     }
     Gemm(memory::data_type::bf16, xb, m, k, b, rows, y + r0, ldy);
   }

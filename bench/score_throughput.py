@@ -1,0 +1,76 @@
+"""Scoring throughput: the engine against transformers, same thread count and dtype, same run.
+
+For each model (SmolLM2-135M-Instruct Q4_1 GGUF, and a generated 1.1B llama with random bf16
+weights) and each precision (f32, bf16), scores random 512-token sequences with
+superweight-bench-score and with transformers, and prints tokens/s of each and their ratio, the
+engine's peak RSS, its anonymous memory beyond the mapped file and its model-open time, and the
+engine's matmul throughput against oneDNN alone on the same shapes.
+"""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+BIN = os.path.join(ROOT, "build", "bin")
+PY = os.path.join(ROOT, ".venv", "bin", "python")
+THREADS = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1))
+
+
+def run_json(cmd, env=None):
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def peer_env():
+    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS))
+    # Debian's OpenBLAS picks a generic SSE3 kernel on CPUs it does not know; PyTorch at its
+    # best gets the AVX-512 one where the CPU has AVX-512 (the kernel used is printed).
+    with open("/proc/cpuinfo") as f:
+        if "avx512f" in f.read():
+            env["OPENBLAS_CORETYPE"] = "SkylakeX"
+    return env
+
+
+def shapes(model_path):
+    info = run_json([os.path.join(BIN, "superweight-engine"), "info", model_path])
+    h, i, q = info["hidden"], info["intermediate"], info["heads"] * info["head_dim"]
+    kv = info["kv_heads"] * info["head_dim"]
+    per_layer = [f"{h}x{q}", f"{h}x{kv}", f"{h}x{kv}", f"{q}x{h}", f"{h}x{i}", f"{h}x{i}", f"{i}x{h}"]
+    return ",".join(per_layer)
+
+
+def main():
+    models = [("SmolLM2-135M Q4_1", os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"), 4)]
+    big = os.path.join(ROOT, "build", "bench-models", "llama-1.1b-bf16")
+    if os.environ.get("BENCH_SKIP_1B") != "1":
+        if not os.path.exists(os.path.join(big, "config.json")):
+            print("generating the random 1.1B llama (bf16) ...", flush=True)
+            subprocess.run([PY, os.path.join(ROOT, "bench", "make_random_llama.py"), big], check=True)
+        models.append(("llama-1.1B random bf16", big, 2))
+    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS))
+    rows = []
+    for name, path, sequences in models:
+        for precision in ("f32", "bf16"):
+            flag = ["--bf16"] if precision == "bf16" else []
+            eng = run_json([os.path.join(BIN, "superweight-bench-score"), path, "--tokens=512",
+                            f"--sequences={sequences}"] + flag, env)
+            ceiling = run_json([os.path.join(BIN, "superweight-bench-matmul"), "--m=512",
+                                f"--shapes={shapes(path)}"] + flag, env)
+            hf = run_json([PY, os.path.join(ROOT, "bench", "hf_score.py"), path, precision, "512",
+                           str(sequences), str(THREADS)], peer_env())
+            rows.append((name, precision, eng, hf, ceiling))
+            print(f"{name:24s} {precision:4s} engine {eng['tokens_per_s']:8.1f} tok/s  "
+                  f"transformers {hf['tokens_per_s']:8.1f} tok/s  ratio {eng['tokens_per_s'] / hf['tokens_per_s']:5.2f}x  "
+                  f"| matmul {eng['linear_gflops']:6.1f} GFLOP/s = {100 * eng['linear_gflops'] / ceiling['gflops']:3.0f}% of oneDNN alone "
+                  f"({ceiling['gflops']:.1f})  | open {eng['open_ms']:.0f} ms, peak RSS {eng['peak_rss_mb']:.0f} MB, "
+                  f"anon {eng['anon_mb']:.0f} MB, mapped {eng['mapped_mb']:.0f} MB  [{hf['blas']}, {THREADS} threads]",
+                  flush=True)
+    print(json.dumps([{"model": r[0], "precision": r[1], "engine": r[2], "transformers": r[3],
+                       "onednn_alone_gflops": r[4]["gflops"]} for r in rows]))
+
+
+if __name__ == "__main__":
+    main()
