@@ -85,38 +85,39 @@ void ApplyRope(const RopeConfig& r, const std::vector<float>& inv_freq, float* x
   }
 }
 
-// Scaled dot-product causal attention of one sequence, grouped-query: per KV head, its group
-// of query heads is one batched oneDNN matmul against the shared K (and then V).
+// Scaled dot-product causal attention of one sequence, grouped-query: all heads in one oneDNN
+// matmul of shape [KV heads, group, T, head_dim] against K broadcast over the group (and then
+// V), so the threads share every head, not a few heads each.
 void Attention(const ModelConfig& c, const float* q, const float* k, const float* v, int64_t tokens,
                float* out, std::vector<float>* scores) {
   const int64_t H = c.heads, KV = c.kv_heads, hd = c.head_dim, G = H / KV, T = tokens;
   const int64_t q_stride = H * hd, kv_stride = KV * hd;
-  scores->resize(G * T * T);
+  scores->resize(H * T * T);
   float* s = scores->data();
   const float scale = 1.f / std::sqrt(static_cast<float>(hd));
-  for (int64_t g = 0; g < KV; ++g) {
-    BatchedMatmul(G, T, hd, T, {q + g * G * hd, hd, q_stride, 1}, {k + g * hd, 0, 1, kv_stride},
-                  s, T * T, T);
-#pragma omp parallel for schedule(static)
-    for (int64_t row = 0; row < G * T; ++row) {
-      const int64_t t = row % T;
-      float* sr = s + row * T;
-      float mx = -INFINITY;
+  GroupedMatmul(KV, G, T, hd, T, {q, G * hd, hd, q_stride, 1}, {k, hd, 0, 1, kv_stride}, s,
+                G * T * T, T * T, T);
+  // Causal softmax; rows interleaved across threads (schedule 1) since row t costs t + 1.
+#pragma omp parallel for schedule(static, 1)
+  for (int64_t row = 0; row < H * T; ++row) {
+    const int64_t t = row % T;
+    float* sr = s + row * T;
+    float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
-      for (int64_t j = 0; j <= t; ++j) mx = std::max(mx, sr[j]);
-      float sum = 0;
+    for (int64_t j = 0; j <= t; ++j) mx = std::max(mx, sr[j]);
+    float sum = 0;
 #pragma omp simd reduction(+ : sum)
-      for (int64_t j = 0; j <= t; ++j) {
-        sr[j] = FastExp((sr[j] - mx) * scale);
-        sum += sr[j];
-      }
-      const float inv = static_cast<float>(1.0 / sum);
-      for (int64_t j = 0; j <= t; ++j) sr[j] *= inv;
-      for (int64_t j = t + 1; j < T; ++j) sr[j] = 0.f;
+    for (int64_t j = 0; j <= t; ++j) {
+      sr[j] = FastExp((sr[j] - mx) * scale);
+      sum += sr[j];
     }
-    BatchedMatmul(G, T, T, hd, {s, T * T, T, 1}, {v + g * hd, 0, kv_stride, 1}, out + g * G * hd,
-                  hd, q_stride);
+    const float inv = 1.f / sum;
+#pragma omp simd
+    for (int64_t j = 0; j <= t; ++j) sr[j] *= inv;
+    std::fill(sr + t + 1, sr + T, 0.f);
   }
+  GroupedMatmul(KV, G, T, T, hd, {s, G * T * T, T * T, T, 1}, {v, hd, 0, kv_stride, 1}, out,
+                G * hd, hd, q_stride);
 }
 
 struct Buffers {

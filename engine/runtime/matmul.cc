@@ -151,13 +151,14 @@ void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy,
   }
 }
 
-void BatchedMatmul(int64_t batch, int64_t m, int64_t k, int64_t n, StridedMatrix a,
-                   StridedMatrix b, float* c, int64_t c_batch_stride, int64_t c_row_stride) {
-  const int64_t b_batch = b.batch_stride == 0 ? 1 : batch;
+void GroupedMatmul(int64_t outer, int64_t inner, int64_t m, int64_t k, int64_t n, StridedMatrix a,
+                   StridedMatrix b, float* c, int64_t c_outer_stride, int64_t c_inner_stride,
+                   int64_t c_row_stride) {
   const Cached& p = GetPrimitive(
-      memory::data_type::f32, {batch, m, k}, {a.batch_stride, a.row_stride, a.col_stride},
-      {b_batch, k, n}, {b_batch == 1 ? k * n : b.batch_stride, b.row_stride, b.col_stride},
-      {batch, m, n}, {c_batch_stride, c_row_stride, 1});
+      memory::data_type::f32, {outer, inner, m, k},
+      {a.outer_stride, a.inner_stride, a.row_stride, a.col_stride}, {outer, 1, k, n},
+      {b.outer_stride, k * n, b.row_stride, b.col_stride}, {outer, inner, m, n},
+      {c_outer_stride, c_inner_stride, c_row_stride, 1});
   Run(p, a.data, b.data, c);
 }
 

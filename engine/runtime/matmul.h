@@ -34,13 +34,15 @@ struct LinearStats {
 LinearStats GetLinearStats();
 void ResetLinearStats();
 
-// Plain f32 batched matmul with explicit strides (used by attention):
-// for b in [0, batch): C_b[M, N] = A_b[M, K] * B_b[K, N], with B's batch stride possibly 0.
+// Plain f32 matmul over two batch dimensions with explicit strides (attention):
+// for (i, j) in [0, outer) x [0, inner): C_ij[M, N] = A_ij[M, K] * B_i[K, N]; B is shared across
+// the inner dimension (grouped-query attention: one KV head per group of query heads).
 struct StridedMatrix {
   const float* data;
-  int64_t batch_stride, row_stride, col_stride;
+  int64_t outer_stride, inner_stride, row_stride, col_stride;
 };
-void BatchedMatmul(int64_t batch, int64_t m, int64_t k, int64_t n, StridedMatrix a,
-                   StridedMatrix b, float* c, int64_t c_batch_stride, int64_t c_row_stride);
+void GroupedMatmul(int64_t outer, int64_t inner, int64_t m, int64_t k, int64_t n, StridedMatrix a,
+                   StridedMatrix b, float* c, int64_t c_outer_stride, int64_t c_inner_stride,
+                   int64_t c_row_stride);
 
 }  // namespace superweight
