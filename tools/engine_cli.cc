@@ -7,7 +7,7 @@
 //   superweight-engine logprobs MODEL --ids=1,2,3 [--bf16] [--zero=L,R,C]
 //   superweight-engine perplexity MODEL --text_file=F [--window=512] [--max_windows=N] [--zero=L,R,C]
 //   superweight-engine generate MODEL --ids=1,2,3 --steps=N
-//   superweight-engine locate MODEL [--text=T] [--threshold=50]
+//   superweight-engine locate MODEL [--text=T] [--threshold=50] [--spike_ratio=10] [--confirm_file=F]
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -195,13 +195,21 @@ int main(int argc, char** argv) {
     if (ids.empty()) ids = m.tokenizer->Encode(sw::kPaperPrompt, m.config.add_bos);
     sw::LocateOptions lo;
     lo.precision = precision;
-    if (flags.count("threshold") && !absl::SimpleAtof(flags["threshold"], &lo.threshold)) {
-      return Fail("bad --threshold");
+    if ((flags.count("threshold") && !absl::SimpleAtof(flags["threshold"], &lo.threshold)) ||
+        (flags.count("spike_ratio") && !absl::SimpleAtof(flags["spike_ratio"], &lo.spike_ratio))) {
+      return Fail("bad --threshold or --spike_ratio");
+    }
+    if (flags.count("confirm_file")) {
+      std::ifstream f(flags["confirm_file"], std::ios::binary);
+      std::stringstream ss;
+      ss << f.rdbuf();
+      lo.confirm_tokens = m.tokenizer->Encode(ss.str().substr(0, 20000), m.config.add_bos);
+      lo.confirm_window = std::min<int>(512, lo.confirm_tokens.size());
     }
     auto r = sw::Locate(m, ids, lo);
     if (!r.ok()) return Fail(std::string(r.status().ToString()));
     Json found = Json::array();
-    for (const auto& s : r->super_weights) {
+    for (const auto& s : r->candidates) {
       found.push_back({{"layer", s.layer},
                        {"row", s.row},
                        {"col", s.col},
@@ -209,10 +217,13 @@ int main(int argc, char** argv) {
                        {"input_activation", s.input_activation},
                        {"output_activation", s.output_activation},
                        {"token", s.token},
-                       {"iteration", s.iteration}});
+                       {"iteration", s.iteration},
+                       {"confirmed", s.confirmed},
+                       {"perplexity_zeroed", s.perplexity_zeroed}});
     }
     out = {{"tokens", ids},
-           {"super_weights", found},
+           {"candidates", found},
+           {"perplexity_intact", r->perplexity_intact},
            {"iterations", r->iterations},
            {"profile_before", LayerJson(r->profile_before)},
            {"profile_after", LayerJson(r->profile_after)}};

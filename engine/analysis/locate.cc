@@ -2,17 +2,37 @@
 
 #include <algorithm>
 
+#include "engine/analysis/score.h"
+
 namespace superweight {
+namespace {
+
+float MedianOutputMax(const std::vector<LayerMax>& layers) {
+  std::vector<float> v;
+  for (const auto& m : layers) v.push_back(m.output_max_abs);
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+int LocateResult::ConfirmedCount() const {
+  return static_cast<int>(std::count_if(candidates.begin(), candidates.end(),
+                                        [](const SuperWeight& s) { return s.confirmed; }));
+}
 
 absl::StatusOr<LocateResult> Locate(const Model& model, absl::Span<const int32_t> tokens,
                                     const LocateOptions& options) {
   LocateResult result;
   EditSet edits;
+  const bool confirm = !options.confirm_tokens.empty();
+  const double search_share = confirm ? 0.3 : 1.0;
   for (int iteration = 0; iteration <= options.max_iterations; ++iteration) {
     LayerMaxTap tap(1, model.config.layers);
     ForwardOptions fo;
     fo.precision = options.precision;
     fo.tap = &tap;
+    fo.cancelled = options.cancelled;
     SequenceInput input{tokens, &edits};
     auto out = RunForward(model, {&input, 1}, fo);
     if (!out.ok()) return out.status();
@@ -20,24 +40,60 @@ absl::StatusOr<LocateResult> Locate(const Model& model, absl::Span<const int32_t
     if (iteration == 0) result.profile_before = layers;
     result.profile_after = layers;
     result.iterations = iteration + 1;
-    if (iteration == options.max_iterations) break;
-    int found = 0;
-    for (int l = 0; l < model.config.layers; ++l) {
-      const LayerMax& m = layers[l];
-      if (m.output_max_abs < options.threshold) continue;
-      const int64_t row = m.output_channel, col = m.input_channel_at_output_token;
-      const bool known = std::any_of(edits.weights.begin(), edits.weights.end(), [&](auto& e) {
-        return e.layer == l && e.row == row && e.col == col;
-      });
-      if (known) continue;
-      const Matrix& down = model.layers[l].Get(LinearKind::kDown);
-      result.super_weights.push_back({l, row, col, down.At(row, col),
-                                      m.input_value_at_output_token, m.output_value,
-                                      m.output_token, iteration});
-      edits.weights.push_back({l, LinearKind::kDown, row, col, 0.f});
-      ++found;
+    if (options.on_progress) {
+      options.on_progress(search_share * (iteration + 1) / (options.max_iterations + 1));
     }
-    if (found == 0) break;
+    if (iteration == options.max_iterations) break;
+    const float floor = std::max(options.threshold, options.spike_ratio * MedianOutputMax(layers));
+    int best = -1;
+    for (int l = 0; l < model.config.layers; ++l) {
+      if (layers[l].output_max_abs >= floor &&
+          (best < 0 || layers[l].output_max_abs > layers[best].output_max_abs)) {
+        best = l;
+      }
+    }
+    if (best < 0) break;
+    const LayerMax& m = layers[best];
+    const int64_t row = m.output_channel, col = m.input_channel_at_output_token;
+    const bool known = std::any_of(edits.weights.begin(), edits.weights.end(), [&](auto& e) {
+      return e.layer == best && e.row == row && e.col == col;
+    });
+    if (known) break;  // zeroing it did not remove the spike: nothing more to find here
+    const Matrix& down = model.layers[best].Get(LinearKind::kDown);
+    SuperWeight sw;
+    sw.layer = best;
+    sw.row = row;
+    sw.col = col;
+    sw.weight = down.At(row, col);
+    sw.input_activation = m.input_value_at_output_token;
+    sw.output_activation = m.output_value;
+    sw.token = m.output_token;
+    sw.iteration = iteration;
+    result.candidates.push_back(sw);
+    edits.weights.push_back({best, LinearKind::kDown, row, col, 0.f});
+  }
+  if (!confirm || result.candidates.empty()) return result;
+
+  PerplexityOptions po;
+  po.window = options.confirm_window;
+  po.max_windows = options.confirm_max_windows;
+  po.precision = options.precision;
+  po.cancelled = options.cancelled;
+  auto intact = Perplexity(model, options.confirm_tokens, po);
+  if (!intact.ok()) return intact.status();
+  result.perplexity_intact = intact->perplexity;
+  for (size_t i = 0; i < result.candidates.size(); ++i) {
+    SuperWeight& sw = result.candidates[i];
+    EditSet one;
+    one.weights.push_back({sw.layer, LinearKind::kDown, sw.row, sw.col, 0.f});
+    po.edits = &one;
+    auto zeroed = Perplexity(model, options.confirm_tokens, po);
+    if (!zeroed.ok()) return zeroed.status();
+    sw.perplexity_zeroed = zeroed->perplexity;
+    sw.confirmed = zeroed->perplexity >= options.confirm_ratio * intact->perplexity;
+    if (options.on_progress) {
+      options.on_progress(search_share + (1 - search_share) * (i + 1) / result.candidates.size());
+    }
   }
   return result;
 }

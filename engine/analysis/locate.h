@@ -1,9 +1,16 @@
-// Locating super weights with the paper's one-pass method, iterated: run a prompt, find layers
-// whose down_proj output spikes past a threshold, take (row = output channel, col = the input
-// channel dominating that token), zero what was found and run again until nothing spikes.
+// Locating super weights with the paper's one-pass method, iterated, then confirmed by effect.
+//  1. Run a prompt; per layer, the largest |down_proj output| and where it is (LayerMaxTap).
+//  2. The layer with the largest spike, if past `threshold` and `spike_ratio` times the median
+//     layer, holds a candidate: row = the output channel, col = the input channel of largest
+//     magnitude at that token.
+//  3. Zero it and run again; repeat until no layer spikes.
+//  4. Confirmation: perplexity of a text with each candidate alone zeroed, against the intact
+//     model. Spikes whose removal barely matters are reported, but not as super weights.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -15,9 +22,17 @@ namespace superweight {
 inline constexpr char kPaperPrompt[] = "Apple Inc. is a worldwide tech company.";
 
 struct LocateOptions {
-  float threshold = 50.f;  // |down_proj output| that counts as a spike (the paper's value)
+  float threshold = 50.f;    // |down_proj output| that counts as a spike (the paper's value)
+  float spike_ratio = 10.f;  // ... and at least this many times the median layer's maximum
   int max_iterations = 8;
   Precision precision = Precision::kF32;
+  // Confirmation (skipped when empty): perplexity over these tokens in windows of `window`.
+  std::vector<int32_t> confirm_tokens;
+  int confirm_window = 512;
+  int confirm_max_windows = 2;
+  float confirm_ratio = 1.5f;  // confirmed when zeroing multiplies perplexity by at least this
+  const std::atomic<bool>* cancelled = nullptr;
+  std::function<void(double)> on_progress;
 };
 
 struct SuperWeight {
@@ -29,13 +44,17 @@ struct SuperWeight {
   float output_activation = 0;  // down_proj output at (token, row)
   int token = 0;
   int iteration = 0;
+  bool confirmed = false;
+  double perplexity_zeroed = 0;  // 0 when not measured
 };
 
 struct LocateResult {
-  std::vector<SuperWeight> super_weights;
+  std::vector<SuperWeight> candidates;   // in the order found
   std::vector<LayerMax> profile_before;  // per layer, intact model
-  std::vector<LayerMax> profile_after;   // per layer, with everything found zeroed
+  std::vector<LayerMax> profile_after;   // per layer, with every candidate zeroed
   int iterations = 0;
+  double perplexity_intact = 0;  // 0 when not measured
+  int ConfirmedCount() const;
 };
 
 absl::StatusOr<LocateResult> Locate(const Model& model, absl::Span<const int32_t> tokens,

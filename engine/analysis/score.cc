@@ -8,11 +8,12 @@
 
 namespace superweight {
 
-absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(const Model& model,
-                                                              absl::Span<const SequenceInput> batch,
-                                                              Precision precision) {
+absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(
+    const Model& model, absl::Span<const SequenceInput> batch, Precision precision,
+    const std::atomic<bool>* cancelled) {
   ForwardOptions options;
   options.precision = precision;
+  options.cancelled = cancelled;
   auto out = RunForward(model, batch, options);
   if (!out.ok()) return out.status();
   const int64_t V = model.config.vocab, D = model.config.hidden;
@@ -72,8 +73,11 @@ absl::StatusOr<PerplexityResult> Perplexity(const Model& model, absl::Span<const
     for (int64_t w = w0; w < std::min(windows, w0 + per_pass); ++w) {
       batch.push_back({tokens.subspan(w * options.window, options.window), options.edits});
     }
-    auto lp = TokenLogprobs(model, batch, options.precision);
+    auto lp = TokenLogprobs(model, batch, options.precision, options.cancelled);
     if (!lp.ok()) return lp.status();
+    if (options.on_progress) {
+      options.on_progress(static_cast<double>(std::min(windows, w0 + per_pass)) / windows);
+    }
     for (const auto& seq : *lp) {
       for (float v : seq) nll -= v;
       count += seq.size();

@@ -1,7 +1,9 @@
 // Scoring: per-token log-probabilities and perplexity over non-overlapping windows.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -11,9 +13,9 @@
 namespace superweight {
 
 // For each sequence, log p(token[t] | token[<t]) for t = 1..T-1 (T-1 values).
-absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(const Model& model,
-                                                              absl::Span<const SequenceInput> batch,
-                                                              Precision precision);
+absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(
+    const Model& model, absl::Span<const SequenceInput> batch, Precision precision,
+    const std::atomic<bool>* cancelled = nullptr);
 
 struct PerplexityOptions {
   int window = 512;        // tokens per window; each window is scored from its first token
@@ -21,6 +23,8 @@ struct PerplexityOptions {
   int max_windows = 0;     // 0: all full windows of the text
   Precision precision = Precision::kF32;
   const EditSet* edits = nullptr;
+  const std::atomic<bool>* cancelled = nullptr;
+  std::function<void(double)> on_progress;  // fraction of windows done
 };
 
 struct PerplexityResult {

@@ -206,6 +206,9 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
   };
 
   for (int l = 0; l < c.layers; ++l) {
+    if (options.cancelled != nullptr && options.cancelled->load(std::memory_order_relaxed)) {
+      return absl::CancelledError("forward pass cancelled");
+    }
     const LayerWeights& w = model.layers[l];
     Norm(c, w.attn_norm, b.x.data(), N, b.h.data());
     linear(l, LinearKind::kQ, b.h.data(), b.q.data());

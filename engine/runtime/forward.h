@@ -2,6 +2,7 @@
 // oneDNN over all tokens of the batch at once, attention per sequence.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -22,6 +23,8 @@ struct SequenceInput {
 struct ForwardOptions {
   Precision precision = Precision::kF32;
   ForwardTap* tap = nullptr;
+  // Checked before every layer: a set flag ends the pass with CANCELLED within one layer.
+  const std::atomic<bool>* cancelled = nullptr;
 };
 
 struct ForwardOutput {

@@ -1,0 +1,314 @@
+// superweight: the command-line client. Depends on the contract (proto/) only.
+//   superweight --server=HOST:PORT VERB [flags]
+// Verbs: models, locate, score, ablate, quantize, jobs, watch, cancel.
+// Exit codes: 0 done, 1 the server refused or failed (its status is printed), 2 usage,
+// 3 an expectation (--expect) did not hold.
+#include <unistd.h>
+
+#include <cmath>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "google/protobuf/util/json_util.h"
+#include "grpcpp/grpcpp.h"
+#include "superweight/v1/superweight.grpc.pb.h"
+
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "server address");
+ABSL_FLAG(std::string, model, "", "model path relative to the server's model root");
+ABSL_FLAG(std::string, text, "", "input text");
+ABSL_FLAG(std::string, text_file, "", "input text from a file");
+ABSL_FLAG(std::string, token_ids, "", "input token ids, comma-separated");
+ABSL_FLAG(std::vector<std::string>, zero, {}, "LAYER,ROW,COL of a down_proj weight to zero (score)");
+ABSL_FLAG(bool, json, false, "print the response as JSON with the proto's field names");
+ABSL_FLAG(int32_t, expect, -1, "locate: exit 3 unless exactly this many super weights are confirmed");
+ABSL_FLAG(std::string, plot, "", "locate: write the per-layer profile as an SVG file");
+ABSL_FLAG(bool, bf16, false, "compute in bf16");
+ABSL_FLAG(int32_t, window, 0, "score: perplexity over windows of this many tokens");
+ABSL_FLAG(int32_t, max_windows, 0, "score: at most this many windows");
+ABSL_FLAG(float, threshold, 0, "locate: spike threshold (default: the server's, 50)");
+ABSL_FLAG(bool, skip_confirmation, false, "locate: report candidates without measuring them");
+ABSL_FLAG(std::string, job, "", "job id (watch, cancel)");
+ABSL_FLAG(std::string, token_file, "", "file with the bearer token");
+ABSL_FLAG(std::string, ca_cert, "", "PEM root certificate: connect with TLS");
+ABSL_FLAG(double, timeout, 600, "seconds before the call is abandoned");
+
+namespace v1 = superweight::v1;
+
+namespace {
+
+int Usage(const std::string& msg) {
+  std::cerr << "superweight: " << msg << "\n";
+  return 2;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+int Failed(const grpc::Status& s) {
+  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT",
+                                 "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+                                 "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+                                 "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
+                                 "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  const int code = s.error_code();
+  std::cerr << "superweight: " << (code >= 0 && code <= 16 ? kNames[code] : "?") << ": "
+            << s.error_message() << "\n";
+  return 1;
+}
+
+void PrintJson(const google::protobuf::Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions o;
+  o.preserve_proto_field_names = true;
+  o.add_whitespace = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
+  std::cout << out;
+}
+
+bool FillInput(v1::Input* input) {
+  if (!absl::GetFlag(FLAGS_token_ids).empty()) {
+    for (absl::string_view p : absl::StrSplit(absl::GetFlag(FLAGS_token_ids), ',', absl::SkipEmpty())) {
+      int32_t id;
+      if (!absl::SimpleAtoi(p, &id)) return false;
+      input->mutable_token_ids()->add_ids(id);
+    }
+    if (input->token_ids().ids().empty()) return false;
+  } else if (!absl::GetFlag(FLAGS_text_file).empty()) {
+    input->set_text(ReadFile(absl::GetFlag(FLAGS_text_file)));
+  } else if (!absl::GetFlag(FLAGS_text).empty()) {
+    input->set_text(absl::GetFlag(FLAGS_text));
+  }
+  return true;
+}
+
+void PlotProfile(const v1::LocateResult& r, const std::string& path) {
+  // Per-layer max |down_proj output| (bars, log scale) before and after removing what was found,
+  // in the manner of the paper's Figure 3.
+  const int n = r.profile_before_size();
+  const double w = 720, h = 360, left = 60, bottom = 40, top = 30;
+  double max_log = 1;
+  for (const auto& a : r.profile_before()) max_log = std::max(max_log, std::log10(1.0 + a.output_max_abs()));
+  std::ofstream f(path);
+  f << absl::StrFormat("<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' font-family='sans-serif' font-size='11'>\n", w, h);
+  f << "<rect width='100%' height='100%' fill='white'/>\n";
+  f << absl::StrFormat("<text x='%.0f' y='18' font-size='13'>max |down_proj output| per layer (log scale)</text>\n", left);
+  const double plot_w = w - left - 20, plot_h = h - top - bottom, bar = plot_w / std::max(1, n);
+  auto y_of = [&](double v) { return top + plot_h - plot_h * std::log10(1 + v) / max_log; };
+  for (int d = 0; d <= static_cast<int>(max_log); ++d) {
+    const double y = top + plot_h - plot_h * d / max_log;
+    f << absl::StrFormat("<line x1='%.0f' x2='%.0f' y1='%.1f' y2='%.1f' stroke='#ddd'/><text x='8' y='%.1f'>1e%d</text>\n", left, w - 20, y, y, y + 4, d);
+  }
+  for (int i = 0; i < n; ++i) {
+    const double x = left + i * bar;
+    const double before = r.profile_before(i).output_max_abs();
+    const double after = i < r.profile_after_size() ? r.profile_after(i).output_max_abs() : 0;
+    f << absl::StrFormat("<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='#d9534f'><title>layer %d: %.4g</title></rect>\n", x + 1, y_of(before), bar * 0.45, top + plot_h - y_of(before), i, before);
+    f << absl::StrFormat("<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='#5b8def'><title>layer %d after: %.4g</title></rect>\n", x + 1 + bar * 0.45, y_of(after), bar * 0.45, top + plot_h - y_of(after), i, after);
+    if (n <= 40 || i % 5 == 0) f << absl::StrFormat("<text x='%.1f' y='%.0f'>%d</text>\n", x + 1, h - bottom + 14, i);
+  }
+  f << absl::StrFormat("<text x='%.0f' y='%.0f'>layer</text>\n", left + plot_w / 2, h - 8);
+  f << absl::StrFormat("<rect x='%.0f' y='24' width='10' height='10' fill='#d9534f'/><text x='%.0f' y='33'>intact</text>", w - 200, w - 186);
+  f << absl::StrFormat("<rect x='%.0f' y='24' width='10' height='10' fill='#5b8def'/><text x='%.0f' y='33'>super weights zeroed</text>\n</svg>\n", w - 140, w - 126);
+}
+
+void PrintLocate(const v1::LocateResponse& resp) {
+  const v1::LocateResult& r = resp.result();
+  std::cout << absl::StrFormat("job %s: %s\n", resp.job_id(), r.summary());
+  if (!r.known_model().empty()) std::cout << "recognised as " << r.known_model() << "\n";
+  if (r.super_weights_size() > 0) {
+    std::cout << absl::StrFormat("%-5s %-6s %-6s %-6s %-11s %-11s %-11s %-5s %-10s %s\n", "iter", "layer",
+                                 "row", "col", "weight", "input act", "output act", "token",
+                                 "confirmed", "ppl zeroed");
+  }
+  for (const auto& s : r.super_weights()) {
+    std::cout << absl::StrFormat("%-5d %-6d %-6d %-6d %-11.4g %-11.4g %-11.4g %-5d %-10s %.4g%s\n", s.iteration(),
+                                 s.coordinate().layer(), s.coordinate().row(), s.coordinate().col(),
+                                 s.weight(), s.input_activation(), s.output_activation(), s.token(),
+                                 s.confirmed() ? "yes" : "no", s.perplexity_zeroed(),
+                                 s.known_match().empty() ? "" : "  (published)");
+  }
+  if (r.perplexity_intact() > 0) std::cout << absl::StrFormat("perplexity of the confirmation text, intact: %.4g\n", r.perplexity_intact());
+}
+
+std::string JobLine(const v1::Job& j) {
+  return absl::StrFormat("%s  %-7s %-10s %3.0f%%  %s%s", j.id(), j.kind(), v1::Job::State_Name(j.state()),
+                         100 * j.progress(), j.model(),
+                         j.error_message().empty() ? "" : "  (" + j.error_message() + ")");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "superweight --server=HOST:PORT {models|locate|score|ablate|quantize|jobs|watch|cancel} [flags]");
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() != 2) return Usage("give exactly one verb: models, locate, score, ablate, quantize, jobs, watch, cancel");
+  const std::string verb = args[1];
+
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (!absl::GetFlag(FLAGS_ca_cert).empty()) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ReadFile(absl::GetFlag(FLAGS_ca_cert));
+    creds = grpc::SslCredentials(ssl);
+  }
+  grpc::ChannelArguments channel_args;
+  channel_args.SetMaxReceiveMessageSize(64 << 20);
+  auto stub = v1::SuperWeightService::NewStub(grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), creds, channel_args));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_timeout) * 1000)));
+  if (!absl::GetFlag(FLAGS_token_file).empty()) {
+    ctx.AddMetadata("authorization", "Bearer " + std::string(absl::StripAsciiWhitespace(ReadFile(absl::GetFlag(FLAGS_token_file)))));
+  }
+  const bool json = absl::GetFlag(FLAGS_json);
+  const v1::Precision precision = absl::GetFlag(FLAGS_bf16) ? v1::PRECISION_BF16 : v1::PRECISION_F32;
+
+  if (verb == "models") {
+    v1::ListModelsResponse resp;
+    grpc::Status s = stub->ListModels(&ctx, v1::ListModelsRequest(), &resp);
+    if (!s.ok()) return Failed(s);
+    if (json) {
+      PrintJson(resp);
+      return 0;
+    }
+    for (const auto& m : resp.models()) {
+      std::cout << absl::StrFormat("%-45s %-12s %-8s %3d layers  hidden %-5d down_proj %-5s %8.1f MB\n", m.name(), m.format(),
+                                   m.architecture(), m.layers(), m.hidden_size(), m.weight_dtype(), m.mapped_bytes() / 1048576.0);
+    }
+    return 0;
+  }
+  if (verb == "locate") {
+    v1::LocateRequest req;
+    req.set_model(absl::GetFlag(FLAGS_model));
+    if (!FillInput(req.mutable_input())) return Usage("--token_ids wants comma-separated integers");
+    req.set_threshold(absl::GetFlag(FLAGS_threshold));
+    req.set_precision(precision);
+    req.set_skip_confirmation(absl::GetFlag(FLAGS_skip_confirmation));
+    v1::LocateResponse resp;
+    grpc::Status s = stub->Locate(&ctx, req, &resp);
+    if (!s.ok()) return Failed(s);
+    if (json) {
+      PrintJson(resp);
+    } else {
+      PrintLocate(resp);
+    }
+    if (!absl::GetFlag(FLAGS_plot).empty()) PlotProfile(resp.result(), absl::GetFlag(FLAGS_plot));
+    const int expect = absl::GetFlag(FLAGS_expect);
+    if (expect >= 0) {
+      int confirmed = 0;
+      for (const auto& sw : resp.result().super_weights()) confirmed += sw.confirmed();
+      if (confirmed != expect) {
+        std::cerr << absl::StrFormat("superweight: expected %d super weights, found %d\n", expect, confirmed);
+        return 3;
+      }
+    }
+    return 0;
+  }
+  if (verb == "score") {
+    v1::ScoreRequest req;
+    req.set_model(absl::GetFlag(FLAGS_model));
+    if (!FillInput(req.mutable_input())) return Usage("--token_ids wants comma-separated integers");
+    for (const std::string& z : absl::GetFlag(FLAGS_zero)) {
+      std::vector<std::string> p = absl::StrSplit(z, ',');
+      int32_t layer;
+      int64_t row, col;
+      if (p.size() != 3 || !absl::SimpleAtoi(p[0], &layer) || !absl::SimpleAtoi(p[1], &row) || !absl::SimpleAtoi(p[2], &col)) {
+        return Usage("--zero wants LAYER,ROW,COL");
+      }
+      v1::WeightEdit* e = req.mutable_edits()->add_weights();
+      e->mutable_coordinate()->set_layer(layer);
+      e->mutable_coordinate()->set_row(row);
+      e->mutable_coordinate()->set_col(col);
+      e->set_value(0.f);
+    }
+    req.set_precision(precision);
+    req.set_window(absl::GetFlag(FLAGS_window));
+    req.set_max_windows(absl::GetFlag(FLAGS_max_windows));
+    v1::ScoreResponse resp;
+    grpc::Status s = stub->Score(&ctx, req, &resp);
+    if (!s.ok()) return Failed(s);
+    if (json) {
+      PrintJson(resp);
+    } else {
+      std::cout << absl::StrFormat("job %s: perplexity %.6g over %d tokens (mean NLL %.6g)\n", resp.job_id(),
+                                   resp.result().perplexity(), resp.result().tokens_scored(), resp.result().mean_nll());
+    }
+    return 0;
+  }
+  if (verb == "ablate" || verb == "quantize") {
+    grpc::Status s;
+    if (verb == "ablate") {
+      v1::AblateRequest req;
+      req.set_model(absl::GetFlag(FLAGS_model));
+      v1::AblateResponse resp;
+      s = stub->Ablate(&ctx, req, &resp);
+      if (s.ok()) PrintJson(resp);
+    } else {
+      v1::QuantizeRequest req;
+      req.set_model(absl::GetFlag(FLAGS_model));
+      v1::QuantizeResponse resp;
+      s = stub->Quantize(&ctx, req, &resp);
+      if (s.ok()) PrintJson(resp);
+    }
+    return s.ok() ? 0 : Failed(s);
+  }
+  if (verb == "jobs") {
+    v1::ListJobsRequest req;
+    req.set_model(absl::GetFlag(FLAGS_model));
+    v1::ListJobsResponse resp;
+    grpc::Status s = stub->ListJobs(&ctx, req, &resp);
+    if (!s.ok()) return Failed(s);
+    if (json) {
+      PrintJson(resp);
+    } else {
+      for (const auto& j : resp.jobs()) std::cout << JobLine(j) << "\n";
+    }
+    return 0;
+  }
+  if (verb == "watch" || verb == "cancel") {
+    if (absl::GetFlag(FLAGS_job).empty()) return Usage("--job=ID is required");
+    if (verb == "cancel") {
+      v1::CancelJobRequest req;
+      req.set_job_id(absl::GetFlag(FLAGS_job));
+      v1::Job job;
+      grpc::Status s = stub->CancelJob(&ctx, req, &job);
+      if (!s.ok()) return Failed(s);
+      json ? PrintJson(job) : void(std::cout << JobLine(job) << "\n");
+      return 0;
+    }
+    v1::WatchJobRequest req;
+    req.set_job_id(absl::GetFlag(FLAGS_job));
+    auto reader = stub->WatchJob(&ctx, req);
+    v1::Job job;
+    const bool tty = ::isatty(1);
+    while (reader->Read(&job)) {
+      if (json) {
+        PrintJson(job);
+      } else if (tty) {
+        const int filled = static_cast<int>(30 * job.progress());
+        std::cout << "\r" << absl::StrFormat("%s [%s%s] %3.0f%% %s", job.id(), std::string(filled, '#'),
+                                             std::string(30 - filled, ' '), 100 * job.progress(),
+                                             v1::Job::State_Name(job.state()))
+                  << std::flush;
+      } else {
+        std::cout << JobLine(job) << "\n";
+      }
+    }
+    if (tty && !json) std::cout << "\n";
+    grpc::Status s = reader->Finish();
+    return s.ok() ? 0 : Failed(s);
+  }
+  return Usage("unknown verb " + verb);
+}

@@ -1,0 +1,111 @@
+#include "server/convert.h"
+
+#include "absl/strings/str_format.h"
+
+namespace superweight::server {
+
+Precision FromProto(v1::Precision p) {
+  return p == v1::PRECISION_BF16 ? Precision::kBF16 : Precision::kF32;
+}
+
+absl::StatusOr<EditSet> FromProto(const v1::EditSet& edits, const Model& model) {
+  EditSet out;
+  for (const auto& w : edits.weights()) {
+    out.weights.push_back({w.coordinate().layer(), LinearKind::kDown, w.coordinate().row(),
+                           w.coordinate().col(), w.value()});
+  }
+  for (const auto& a : edits.activations()) {
+    out.activations.push_back({a.layer(), a.token(), a.channel(), a.value()});
+  }
+  if (auto s = out.Validate(model); !s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<std::vector<int32_t>> TokensFromInput(const v1::Input& input, const Model& model,
+                                                     int max_tokens,
+                                                     const std::string& fallback_text) {
+  std::vector<int32_t> ids;
+  if (input.has_token_ids()) {
+    ids.assign(input.token_ids().ids().begin(), input.token_ids().ids().end());
+    for (int32_t id : ids) {
+      if (id < 0 || id >= model.config.vocab) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("token id %d out of range [0, %d)", id, model.config.vocab));
+      }
+    }
+  } else {
+    const std::string& text = input.kind_case() == v1::Input::kText ? input.text() : fallback_text;
+    if (text.empty()) return absl::InvalidArgumentError("empty input: give text or token ids");
+    if (model.tokenizer == nullptr) {
+      return absl::FailedPreconditionError("the model has no tokenizer: give token ids");
+    }
+    // Tokenizing costs about a token's length in bytes: refuse far-too-long text before.
+    if (text.size() > static_cast<size_t>(max_tokens) * 64) {
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("text of %d bytes is over the %d-token limit", text.size(), max_tokens));
+    }
+    ids = model.tokenizer->Encode(text, model.config.add_bos);
+  }
+  if (ids.empty()) return absl::InvalidArgumentError("empty input: no tokens");
+  if (static_cast<int>(ids.size()) > max_tokens) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "%d tokens are over the server's limit of %d per request", ids.size(), max_tokens));
+  }
+  return ids;
+}
+
+namespace {
+
+void LayerProfile(const std::vector<LayerMax>& layers,
+                  google::protobuf::RepeatedPtrField<v1::LayerActivation>* out) {
+  for (size_t l = 0; l < layers.size(); ++l) {
+    v1::LayerActivation* a = out->Add();
+    a->set_layer(static_cast<int>(l));
+    a->set_input_max_abs(layers[l].input_max_abs);
+    a->set_output_max_abs(layers[l].output_max_abs);
+    a->set_output_token(layers[l].output_token);
+    a->set_output_channel(layers[l].output_channel);
+  }
+}
+
+}  // namespace
+
+v1::LocateResult ToProto(const LocateResult& r) {
+  v1::LocateResult out;
+  for (const SuperWeight& s : r.candidates) {
+    v1::SuperWeight* p = out.add_super_weights();
+    p->mutable_coordinate()->set_layer(s.layer);
+    p->mutable_coordinate()->set_row(s.row);
+    p->mutable_coordinate()->set_col(s.col);
+    p->set_weight(s.weight);
+    p->set_input_activation(s.input_activation);
+    p->set_output_activation(s.output_activation);
+    p->set_token(s.token);
+    p->set_iteration(s.iteration);
+    p->set_confirmed(s.confirmed);
+    p->set_perplexity_zeroed(s.perplexity_zeroed);
+  }
+  LayerProfile(r.profile_before, out.mutable_profile_before());
+  LayerProfile(r.profile_after, out.mutable_profile_after());
+  out.set_iterations(r.iterations);
+  out.set_perplexity_intact(r.perplexity_intact);
+  return out;
+}
+
+v1::ModelInfo ToProto(const Model& m, const std::string& name) {
+  v1::ModelInfo info;
+  info.set_name(name);
+  info.set_display_name(m.name);
+  info.set_format(ModelFormatName(m.format));
+  info.set_architecture(ArchitectureName(m.config.arch));
+  info.set_layers(m.config.layers);
+  info.set_hidden_size(m.config.hidden);
+  info.set_intermediate_size(m.config.intermediate);
+  info.set_vocab_size(m.config.vocab);
+  info.set_weight_dtype(DTypeName(m.layers[0].Get(LinearKind::kDown).dtype));
+  info.set_loaded(true);
+  info.set_mapped_bytes(m.MappedBytes());
+  return info;
+}
+
+}  // namespace superweight::server

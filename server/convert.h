@@ -1,0 +1,20 @@
+// Protobuf <-> engine types, in one place.
+#pragma once
+
+#include "absl/status/statusor.h"
+#include "engine/analysis/locate.h"
+#include "engine/model/model.h"
+#include "engine/runtime/edit_set.h"
+#include "superweight/v1/superweight.pb.h"
+
+namespace superweight::server {
+
+Precision FromProto(v1::Precision p);
+absl::StatusOr<EditSet> FromProto(const v1::EditSet& edits, const Model& model);
+// Token ids of an Input, checked against the model's vocabulary and `max_tokens`.
+absl::StatusOr<std::vector<int32_t>> TokensFromInput(const v1::Input& input, const Model& model,
+                                                     int max_tokens, const std::string& fallback_text);
+v1::LocateResult ToProto(const LocateResult& r);
+v1::ModelInfo ToProto(const Model& m, const std::string& name);
+
+}  // namespace superweight::server

@@ -1,0 +1,117 @@
+// superweightd: the superweight gRPC server.
+#include <csignal>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+#include "server/service.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC address to listen on");
+ABSL_FLAG(std::string, model_root, "models", "directory the served models live under");
+ABSL_FLAG(std::string, metrics_listen, "", "host:port for Prometheus /metrics (empty: off)");
+ABSL_FLAG(std::string, state_dir, "", "where job results persist across restarts (empty: none)");
+ABSL_FLAG(int32_t, max_tokens, 8192, "tokens per request (sequences scored or located)");
+ABSL_FLAG(int32_t, max_text_tokens, 1 << 20, "tokens of a text scored for perplexity");
+ABSL_FLAG(int32_t, max_queued_jobs, 256, "jobs waiting before requests are refused");
+ABSL_FLAG(int64_t, memory_budget_mb, 16384, "mapped bytes of open models before eviction");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain (with --tls_key: serve TLS)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key");
+ABSL_FLAG(std::string, token_file, "", "file holding the bearer token clients must send");
+ABSL_FLAG(std::string, confirm_text_file, "",
+          "text whose perplexity confirms located super weights (its first 16 KiB are used)");
+
+namespace {
+
+std::string ReadFile(const std::string& path, bool* ok) {
+  std::ifstream f(path, std::ios::binary);
+  *ok = static_cast<bool>(f);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::unique_ptr<grpc::Server>* g_server = nullptr;
+
+void OnSignal(int) {
+  if (g_server != nullptr && *g_server) (*g_server)->Shutdown();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("superweightd --listen=HOST:PORT --model_root=DIR [flags]");
+  absl::ParseCommandLine(argc, argv);
+  namespace sws = superweight::server;
+
+  sws::ServiceOptions options;
+  options.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  options.max_text_tokens = absl::GetFlag(FLAGS_max_text_tokens);
+  bool ok = true;
+  if (!absl::GetFlag(FLAGS_token_file).empty()) {
+    options.bearer_token = std::string(absl::StripAsciiWhitespace(ReadFile(absl::GetFlag(FLAGS_token_file), &ok)));
+    if (!ok || options.bearer_token.empty()) {
+      std::cerr << "superweightd: cannot read a token from --token_file\n";
+      return 2;
+    }
+  }
+  if (!absl::GetFlag(FLAGS_confirm_text_file).empty()) {
+    options.confirm_text = ReadFile(absl::GetFlag(FLAGS_confirm_text_file), &ok).substr(0, 16384);
+    if (!ok) {
+      std::cerr << "superweightd: cannot read --confirm_text_file\n";
+      return 2;
+    }
+  }
+  sws::Metrics metrics;
+  try {
+    metrics.Serve(absl::GetFlag(FLAGS_metrics_listen));
+  } catch (const std::exception& e) {  // prometheus-cpp reports a busy port by throwing
+    std::cerr << "superweightd: cannot serve metrics: " << e.what() << "\n";
+    return 2;
+  }
+  sws::ModelRegistry registry(absl::GetFlag(FLAGS_model_root),
+                              static_cast<uint64_t>(absl::GetFlag(FLAGS_memory_budget_mb)) << 20);
+  sws::JobQueue jobs(absl::GetFlag(FLAGS_state_dir), absl::GetFlag(FLAGS_max_queued_jobs), &metrics);
+  sws::SuperWeightService service(&registry, &jobs, &metrics, options);
+
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  if (!absl::GetFlag(FLAGS_tls_cert).empty()) {
+    bool cert_ok = true, key_ok = true;
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({ReadFile(absl::GetFlag(FLAGS_tls_key), &key_ok),
+                                      ReadFile(absl::GetFlag(FLAGS_tls_cert), &cert_ok)});
+    if (!cert_ok || !key_ok) {
+      std::cerr << "superweightd: cannot read --tls_cert / --tls_key\n";
+      return 2;
+    }
+    creds = grpc::SslServerCredentials(ssl);
+  }
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), creds, &port);
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    std::cerr << "superweightd: cannot listen on " << absl::GetFlag(FLAGS_listen) << "\n";
+    return 2;
+  }
+  g_server = &server;
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  std::cerr << absl::StrFormat("superweightd: serving %s on port %d\n",
+                               absl::GetFlag(FLAGS_model_root), port);
+  server->Wait();
+  return 0;
+}

@@ -1,0 +1,81 @@
+#include "server/metrics.h"
+
+namespace superweight::server {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+using prometheus::Histogram;
+
+Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  requests_ = &BuildCounter()
+                   .Name("superweight_requests_total")
+                   .Help("RPCs handled, by method and gRPC status code")
+                   .Register(*registry_);
+  latency_ = &BuildHistogram()
+                  .Name("superweight_request_duration_seconds")
+                  .Help("RPC latency, by method")
+                  .Register(*registry_);
+  queue_depth_ = &BuildGauge()
+                      .Name("superweight_queue_depth")
+                      .Help("Jobs waiting to run")
+                      .Register(*registry_)
+                      .Add({});
+  batch_sequences_ = &BuildHistogram()
+                          .Name("superweight_batch_sequences")
+                          .Help("Sequences per batched forward pass")
+                          .Register(*registry_)
+                          .Add({}, Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64});
+  tokens_ = &BuildCounter()
+                 .Name("superweight_tokens_processed_total")
+                 .Help("Tokens run through forward passes")
+                 .Register(*registry_)
+                 .Add({});
+  job_duration_ = &BuildHistogram()
+                       .Name("superweight_job_duration_seconds")
+                       .Help("Time from a job's start to its end, by kind")
+                       .Register(*registry_);
+  jobs_ = &BuildCounter()
+               .Name("superweight_jobs_total")
+               .Help("Jobs finished, by kind and final state")
+               .Register(*registry_);
+  auto& models = BuildGauge().Name("superweight_models_loaded").Help("Models open").Register(*registry_);
+  models_loaded_ = &models.Add({});
+  models_mapped_bytes_ = &BuildGauge()
+                              .Name("superweight_models_mapped_bytes")
+                              .Help("Bytes of model files mapped by open models")
+                              .Register(*registry_)
+                              .Add({});
+}
+
+void Metrics::Serve(const std::string& address) {
+  if (address.empty()) return;
+  exposer_ = std::make_unique<prometheus::Exposer>(address);
+  exposer_->RegisterCollectable(registry_);
+}
+
+void Metrics::RecordRequest(const std::string& rpc, const std::string& code, double seconds) {
+  requests_->Add({{"method", rpc}, {"code", code}}).Increment();
+  latency_
+      ->Add({{"method", rpc}},
+            Histogram::BucketBoundaries{0.001, 0.005, 0.02, 0.1, 0.5, 1, 2, 5, 10, 30, 120})
+      .Observe(seconds);
+}
+
+void Metrics::RecordBatch(int sequences, int64_t tokens) {
+  batch_sequences_->Observe(sequences);
+  tokens_->Increment(static_cast<double>(tokens));
+}
+
+void Metrics::RecordJob(const std::string& kind, const std::string& state, double seconds) {
+  jobs_->Add({{"kind", kind}, {"state", state}}).Increment();
+  job_duration_->Add({{"kind", kind}}, Histogram::BucketBoundaries{0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300})
+      .Observe(seconds);
+}
+
+void Metrics::SetModels(double loaded, double mapped_bytes) {
+  models_loaded_->Set(loaded);
+  models_mapped_bytes_->Set(mapped_bytes);
+}
+
+}  // namespace superweight::server

@@ -1,0 +1,42 @@
+// Prometheus metrics of the server, served on /metrics by prometheus-cpp.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "prometheus/counter.h"
+#include "prometheus/exposer.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace superweight::server {
+
+class Metrics {
+ public:
+  Metrics();
+  // Serves /metrics on `address` (host:port); empty: metrics are kept but not served.
+  void Serve(const std::string& address);
+
+  void RecordRequest(const std::string& rpc, const std::string& code, double seconds);
+  void SetQueueDepth(double depth) { queue_depth_->Set(depth); }
+  void RecordBatch(int sequences, int64_t tokens);
+  void RecordJob(const std::string& kind, const std::string& state, double seconds);
+  void SetModels(double loaded, double mapped_bytes);
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  prometheus::Family<prometheus::Counter>* requests_;
+  prometheus::Family<prometheus::Histogram>* latency_;
+  prometheus::Gauge* queue_depth_;
+  prometheus::Histogram* batch_sequences_;
+  prometheus::Counter* tokens_;
+  prometheus::Family<prometheus::Histogram>* job_duration_;
+  prometheus::Family<prometheus::Counter>* jobs_;
+  prometheus::Gauge* models_loaded_;
+  prometheus::Gauge* models_mapped_bytes_;
+};
+
+}  // namespace superweight::server

@@ -1,0 +1,140 @@
+#include "server/model_registry.h"
+
+#include <dirent.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <functional>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
+
+namespace superweight::server {
+namespace {
+
+std::string Canonical(const std::string& path) {
+  char buf[PATH_MAX];
+  return ::realpath(path.c_str(), buf) != nullptr ? std::string(buf) : std::string();
+}
+
+bool IsModelDir(const std::string& path) {
+  struct stat st;
+  return ::stat((path + "/config.json").c_str(), &st) == 0;
+}
+
+}  // namespace
+
+ModelRegistry::ModelRegistry(std::string root, uint64_t budget_bytes)
+    : root_(Canonical(root)), budget_(budget_bytes) {}
+
+absl::StatusOr<std::string> ModelRegistry::Resolve(const std::string& name) const {
+  if (name.empty()) return absl::InvalidArgumentError("no model given");
+  if (name[0] == '/' || name.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("model '%s': give a path relative to the model root", name));
+  }
+  const std::string path = Canonical(root_ + "/" + name);
+  if (path.empty()) return absl::NotFoundError(absl::StrFormat("model '%s' not found", name));
+  if (path != root_ && !absl::StartsWith(path, root_ + "/")) {
+    return absl::PermissionDeniedError(
+        absl::StrFormat("model '%s' lies outside the model root", name));
+  }
+  return path;
+}
+
+absl::StatusOr<std::shared_ptr<const Model>> ModelRegistry::Get(const std::string& name) {
+  auto path = Resolve(name);
+  if (!path.ok()) return path.status();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = open_.find(*path);
+    if (it != open_.end()) {
+      lru_.remove(*path);
+      lru_.push_front(*path);
+      return it->second;
+    }
+  }
+  // Opening maps the file and builds the tokenizer: done outside the lock.
+  auto model = OpenModel(*path);
+  if (!model.ok()) {
+    // The engine names the absolute path; the client knows the model by its relative name.
+    std::string msg(model.status().message());
+    for (size_t pos; (pos = msg.find(root_ + "/")) != std::string::npos;) msg.erase(pos, root_.size() + 1);
+    return absl::Status(model.status().code(), msg);
+  }
+  std::shared_ptr<const Model> shared(std::move(*model));
+  std::lock_guard<std::mutex> lock(mu_);
+  auto [it, inserted] = open_.emplace(*path, shared);
+  if (inserted) lru_.push_front(*path);
+  EvictLocked();
+  return it->second;
+}
+
+void ModelRegistry::EvictLocked() {
+  uint64_t total = 0;
+  for (const auto& [path, m] : open_) total += m->MappedBytes();
+  // Least recently used first; a model some request still holds (use_count > 1) stays.
+  for (auto it = lru_.rbegin(); it != lru_.rend() && total > budget_;) {
+    auto m = open_.find(*it);
+    if (m != open_.end() && m->second.use_count() == 1 && lru_.size() > 1) {
+      total -= m->second->MappedBytes();
+      open_.erase(m);
+      it = std::list<std::string>::reverse_iterator(lru_.erase(std::next(it).base()));
+    } else {
+      ++it;
+    }
+  }
+}
+
+std::vector<std::string> ModelRegistry::Discover() const {
+  std::vector<std::string> found;
+  std::function<void(const std::string&, int)> walk = [&](const std::string& rel, int depth) {
+    const std::string dir = rel.empty() ? root_ : root_ + "/" + rel;
+    if (!rel.empty() && IsModelDir(dir)) {
+      found.push_back(rel);
+      return;
+    }
+    if (depth > 4) return;
+    DIR* d = ::opendir(dir.c_str());
+    if (d == nullptr) return;
+    while (dirent* e = ::readdir(d)) {
+      const std::string name = e->d_name;
+      if (name == "." || name == ".." || name[0] == '.') continue;
+      const std::string child = rel.empty() ? name : rel + "/" + name;
+      struct stat st;
+      if (::stat((root_ + "/" + child).c_str(), &st) != 0) continue;
+      if (S_ISDIR(st.st_mode)) {
+        walk(child, depth + 1);
+      } else if (absl::EndsWith(name, ".gguf") ||
+                 (absl::EndsWith(name, ".bin") && !absl::StartsWith(name, "tok"))) {
+        found.push_back(child);
+      }
+    }
+    ::closedir(d);
+  };
+  walk("", 0);
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
+bool ModelRegistry::IsLoaded(const std::string& name) const {
+  auto path = Resolve(name);
+  std::lock_guard<std::mutex> lock(mu_);
+  return path.ok() && open_.count(*path) > 0;
+}
+
+int ModelRegistry::LoadedCount() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(open_.size());
+}
+
+uint64_t ModelRegistry::LoadedBytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t total = 0;
+  for (const auto& [path, m] : open_) total += m->MappedBytes();
+  return total;
+}
+
+}  // namespace superweight::server

@@ -1,0 +1,216 @@
+#include "server/service.h"
+
+#include <chrono>
+
+#include "absl/strings/str_format.h"
+#include "server/convert.h"
+#include "server/known_directory.h"
+
+namespace superweight::server {
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  // absl and gRPC share the canonical code numbering.
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+SuperWeightService::SuperWeightService(ModelRegistry* registry, JobQueue* jobs, Metrics* metrics,
+                                       ServiceOptions options)
+    : registry_(registry), jobs_(jobs), metrics_(metrics), options_(std::move(options)) {}
+
+absl::Status SuperWeightService::Authenticate(grpc::ServerContext* ctx) const {
+  if (options_.bearer_token.empty()) return absl::OkStatus();
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end()) return absl::UnauthenticatedError("missing bearer token");
+  const std::string value(it->second.data(), it->second.size());
+  if (value != "Bearer " + options_.bearer_token) {
+    return absl::UnauthenticatedError("invalid bearer token");
+  }
+  return absl::OkStatus();
+}
+
+template <typename Body>
+grpc::Status SuperWeightService::Handle(const char* rpc, grpc::ServerContext* ctx, Body body) {
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status status = Authenticate(ctx);
+  if (status.ok()) status = body();
+  metrics_->RecordRequest(rpc, absl::StatusCodeToString(status.code()),
+                          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  metrics_->SetModels(registry_->LoadedCount(), static_cast<double>(registry_->LoadedBytes()));
+  return ToGrpc(status);
+}
+
+absl::StatusOr<v1::Job> SuperWeightService::AwaitJob(grpc::ServerContext* ctx,
+                                                     const std::string& id) {
+  auto job = jobs_->Get(id);
+  while (job.ok() && !JobQueue::Finished(*job)) {
+    if (ctx->IsCancelled()) {
+      jobs_->Cancel(id).IgnoreError();
+      return absl::CancelledError("the client cancelled the call; its job was cancelled");
+    }
+    job = jobs_->WaitForChange(id, *job, 100);
+  }
+  return job;
+}
+
+grpc::Status SuperWeightService::ListModels(grpc::ServerContext* ctx,
+                                            const v1::ListModelsRequest*,
+                                            v1::ListModelsResponse* resp) {
+  return Handle("ListModels", ctx, [&]() -> absl::Status {
+    for (const std::string& name : registry_->Discover()) {
+      auto model = registry_->Get(name);
+      if (!model.ok()) continue;  // a broken file is not a model: listed by nobody
+      *resp->add_models() = ToProto(**model, name);
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status SuperWeightService::Locate(grpc::ServerContext* ctx, const v1::LocateRequest* req,
+                                        v1::LocateResponse* resp) {
+  return Handle("Locate", ctx, [&]() -> absl::Status {
+    auto model = registry_->Get(req->model());
+    if (!model.ok()) return model.status();
+    JobWork work;
+    work.model = *model;
+    auto tokens = TokensFromInput(req->input(), **model, options_.max_tokens, kPaperPrompt);
+    if (!tokens.ok()) return tokens.status();
+    work.tokens = std::move(*tokens);
+    LocateOptions& lo = work.locate;
+    if (req->threshold() < 0 || req->spike_ratio() < 0 || req->max_iterations() < 0 ||
+        req->confirm_ratio() < 0) {
+      return absl::InvalidArgumentError("threshold, spike_ratio, max_iterations and "
+                                        "confirm_ratio must not be negative");
+    }
+    if (req->threshold() > 0) lo.threshold = req->threshold();
+    if (req->spike_ratio() > 0) lo.spike_ratio = req->spike_ratio();
+    if (req->max_iterations() > 0) lo.max_iterations = std::min(req->max_iterations(), 64);
+    if (req->confirm_ratio() > 0) lo.confirm_ratio = req->confirm_ratio();
+    lo.precision = FromProto(req->precision());
+    const std::string& confirm =
+        req->confirm_text().empty() ? options_.confirm_text : req->confirm_text();
+    if (!req->skip_confirmation() && !confirm.empty() && (*model)->tokenizer != nullptr) {
+      lo.confirm_tokens = (*model)->tokenizer->Encode(confirm, (*model)->config.add_bos);
+      if (lo.confirm_tokens.size() > static_cast<size_t>(options_.max_text_tokens)) {
+        return absl::ResourceExhaustedError("confirmation text is over the token limit");
+      }
+      lo.confirm_window = std::min<int>(512, lo.confirm_tokens.size());
+      if (lo.confirm_window < 2) lo.confirm_tokens.clear();
+    }
+    work.precision = lo.precision;
+    work.known_model = RecogniseModel(req->model() + " " + (*model)->name);
+    auto id = jobs_->Submit("locate", req->model(), std::move(work));
+    if (!id.ok()) return id.status();
+    resp->set_job_id(*id);
+    auto job = AwaitJob(ctx, *id);
+    if (!job.ok()) return job.status();
+    if (job->state() != v1::Job::SUCCEEDED) {
+      return absl::Status(static_cast<absl::StatusCode>(job->error_code() ? job->error_code() : 1),
+                          job->error_message());
+    }
+    *resp->mutable_result() = job->locate();
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status SuperWeightService::Score(grpc::ServerContext* ctx, const v1::ScoreRequest* req,
+                                       v1::ScoreResponse* resp) {
+  return Handle("Score", ctx, [&]() -> absl::Status {
+    auto model = registry_->Get(req->model());
+    if (!model.ok()) return model.status();
+    if (req->window() < 0 || req->max_windows() < 0 || req->window() == 1) {
+      return absl::InvalidArgumentError("window must be 0 (one sequence) or at least 2");
+    }
+    JobWork work;
+    work.model = *model;
+    const int limit = req->window() > 0 ? options_.max_text_tokens : options_.max_tokens;
+    auto tokens = TokensFromInput(req->input(), **model, limit, "");
+    if (!tokens.ok()) return tokens.status();
+    if (req->window() == 0 && tokens->size() < 2) {
+      return absl::InvalidArgumentError("scoring needs at least two tokens");
+    }
+    work.tokens = std::move(*tokens);
+    auto edits = FromProto(req->edits(), **model);
+    if (!edits.ok()) return edits.status();
+    work.edits = std::move(*edits);
+    work.precision = FromProto(req->precision());
+    work.window = req->window();
+    work.max_windows = req->max_windows();
+    auto id = jobs_->Submit("score", req->model(), std::move(work));
+    if (!id.ok()) return id.status();
+    resp->set_job_id(*id);
+    auto job = AwaitJob(ctx, *id);
+    if (!job.ok()) return job.status();
+    if (job->state() != v1::Job::SUCCEEDED) {
+      return absl::Status(static_cast<absl::StatusCode>(job->error_code() ? job->error_code() : 1),
+                          job->error_message());
+    }
+    *resp->mutable_result() = job->score();
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status SuperWeightService::Ablate(grpc::ServerContext* ctx, const v1::AblateRequest*,
+                                        v1::AblateResponse*) {
+  return Handle("Ablate", ctx, [] {
+    return absl::UnimplementedError("Ablate is not implemented yet (use Score with an edit set)");
+  });
+}
+
+grpc::Status SuperWeightService::Quantize(grpc::ServerContext* ctx, const v1::QuantizeRequest*,
+                                          v1::QuantizeResponse*) {
+  return Handle("Quantize", ctx, [] { return absl::UnimplementedError("Quantize is not implemented yet"); });
+}
+
+grpc::Status SuperWeightService::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req,
+                                        v1::Job* resp) {
+  return Handle("GetJob", ctx, [&]() -> absl::Status {
+    auto job = jobs_->Get(req->job_id());
+    if (!job.ok()) return job.status();
+    *resp = std::move(*job);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status SuperWeightService::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
+                                          grpc::ServerWriter<v1::Job>* writer) {
+  return Handle("WatchJob", ctx, [&]() -> absl::Status {
+    auto job = jobs_->Get(req->job_id());
+    if (!job.ok()) return job.status();
+    if (!writer->Write(*job)) return absl::CancelledError("client went away");
+    while (!JobQueue::Finished(*job)) {
+      if (ctx->IsCancelled()) return absl::CancelledError("client went away");
+      auto next = jobs_->WaitForChange(req->job_id(), *job, 250);
+      if (!next.ok()) return next.status();
+      if (next->state() != job->state() || next->progress() != job->progress()) {
+        if (!writer->Write(*next)) return absl::CancelledError("client went away");
+      }
+      job = std::move(next);
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status SuperWeightService::CancelJob(grpc::ServerContext* ctx,
+                                           const v1::CancelJobRequest* req, v1::Job* resp) {
+  return Handle("CancelJob", ctx, [&]() -> absl::Status {
+    auto job = jobs_->Cancel(req->job_id());
+    if (!job.ok()) return job.status();
+    *resp = std::move(*job);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status SuperWeightService::ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req,
+                                          v1::ListJobsResponse* resp) {
+  return Handle("ListJobs", ctx, [&]() -> absl::Status {
+    if (req->limit() < 0) return absl::InvalidArgumentError("limit must not be negative");
+    for (auto& j : jobs_->List(req->model(), req->limit() > 0 ? req->limit() : 100)) {
+      *resp->add_jobs() = std::move(j);
+    }
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace superweight::server

@@ -1,0 +1,61 @@
+// The gRPC frontend: request -> engine call (through the registry and the job queue) -> reply.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "server/jobs/job_queue.h"
+#include "server/metrics.h"
+#include "server/model_registry.h"
+#include "superweight/v1/superweight.grpc.pb.h"
+
+namespace superweight::server {
+
+struct ServiceOptions {
+  int max_tokens = 8192;    // per request (Score's windows may read more: max_text_tokens)
+  int max_text_tokens = 1 << 20;
+  std::string bearer_token;  // empty: no authentication
+  std::string confirm_text;  // Locate's default confirmation text
+};
+
+class SuperWeightService final : public v1::SuperWeightService::Service {
+ public:
+  SuperWeightService(ModelRegistry* registry, JobQueue* jobs, Metrics* metrics,
+                     ServiceOptions options);
+
+  grpc::Status ListModels(grpc::ServerContext* ctx, const v1::ListModelsRequest* req,
+                          v1::ListModelsResponse* resp) override;
+  grpc::Status Locate(grpc::ServerContext* ctx, const v1::LocateRequest* req,
+                      v1::LocateResponse* resp) override;
+  grpc::Status Score(grpc::ServerContext* ctx, const v1::ScoreRequest* req,
+                     v1::ScoreResponse* resp) override;
+  grpc::Status Ablate(grpc::ServerContext* ctx, const v1::AblateRequest* req,
+                      v1::AblateResponse* resp) override;
+  grpc::Status Quantize(grpc::ServerContext* ctx, const v1::QuantizeRequest* req,
+                        v1::QuantizeResponse* resp) override;
+  grpc::Status GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req,
+                      v1::Job* resp) override;
+  grpc::Status WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
+                        grpc::ServerWriter<v1::Job>* writer) override;
+  grpc::Status CancelJob(grpc::ServerContext* ctx, const v1::CancelJobRequest* req,
+                         v1::Job* resp) override;
+  grpc::Status ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req,
+                        v1::ListJobsResponse* resp) override;
+
+ private:
+  // Runs `body` after authentication, records metrics, converts the status.
+  template <typename Body>
+  grpc::Status Handle(const char* rpc, grpc::ServerContext* ctx, Body body);
+  absl::Status Authenticate(grpc::ServerContext* ctx) const;
+  // Waits for a job the unary call submitted, honouring the client's deadline and cancellation.
+  absl::StatusOr<v1::Job> AwaitJob(grpc::ServerContext* ctx, const std::string& id);
+
+  ModelRegistry* registry_;
+  JobQueue* jobs_;
+  Metrics* metrics_;
+  ServiceOptions options_;
+};
+
+grpc::Status ToGrpc(const absl::Status& s);
+
+}  // namespace superweight::server
