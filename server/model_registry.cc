@@ -38,7 +38,7 @@ absl::StatusOr<std::string> ModelRegistry::Resolve(const std::string& name) cons
   const std::string path = Canonical(root_ + "/" + name);
   if (path.empty()) return absl::NotFoundError(absl::StrFormat("model '%s' not found", name));
   if (path != root_ && !absl::StartsWith(path, root_ + "/")) {
-    return absl::PermissionDeniedError(
+    return absl::InvalidArgumentError(
         absl::StrFormat("model '%s' lies outside the model root", name));
   }
   return path;
