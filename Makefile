@@ -26,7 +26,7 @@ asan-test: build-asan
 	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS)
 
 oracle-test: build
-	@.venv/bin/python -m pytest -q tests/oracle
+	@.venv/bin/python -m pytest -q tests/oracle tests/e2e
 
 test: unit-test asan-test oracle-test
 

@@ -1,6 +1,7 @@
 // superweight: the command-line client. Depends on the contract (proto/) only.
 //   superweight --server=HOST:PORT VERB [flags]
 // Verbs: models, locate, score, ablate, quantize, jobs, watch, cancel.
+// --zero=LAYER,ROW,COL (repeatable) zeroes a down_proj weight for score.
 // Exit codes: 0 done, 1 the server refused or failed (its status is printed), 2 usage,
 // 3 an expectation (--expect) did not hold.
 #include <unistd.h>
@@ -26,7 +27,6 @@ ABSL_FLAG(std::string, model, "", "model path relative to the server's model roo
 ABSL_FLAG(std::string, text, "", "input text");
 ABSL_FLAG(std::string, text_file, "", "input text from a file");
 ABSL_FLAG(std::string, token_ids, "", "input token ids, comma-separated");
-ABSL_FLAG(std::vector<std::string>, zero, {}, "LAYER,ROW,COL of a down_proj weight to zero (score)");
 ABSL_FLAG(bool, json, false, "print the response as JSON with the proto's field names");
 ABSL_FLAG(int32_t, expect, -1, "locate: exit 3 unless exactly this many super weights are confirmed");
 ABSL_FLAG(std::string, plot, "", "locate: write the per-layer profile as an SVG file");
@@ -153,7 +153,19 @@ std::string JobLine(const v1::Job& j) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "superweight --server=HOST:PORT {models|locate|score|ablate|quantize|jobs|watch|cancel} [flags]");
-  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  // --zero=LAYER,ROW,COL repeats, and its value holds commas: taken out before absl's parser,
+  // whose list flags would split and replace rather than append.
+  std::vector<std::string> zeros;
+  std::vector<char*> rest;
+  for (int i = 0; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.rfind("--zero=", 0) == 0) {
+      zeros.push_back(a.substr(7));
+    } else {
+      rest.push_back(argv[i]);
+    }
+  }
+  std::vector<char*> args = absl::ParseCommandLine(static_cast<int>(rest.size()), rest.data());
   if (args.size() != 2) return Usage("give exactly one verb: models, locate, score, ablate, quantize, jobs, watch, cancel");
   const std::string verb = args[1];
 
@@ -220,7 +232,7 @@ int main(int argc, char** argv) {
     v1::ScoreRequest req;
     req.set_model(absl::GetFlag(FLAGS_model));
     if (!FillInput(req.mutable_input())) return Usage("--token_ids wants comma-separated integers");
-    for (const std::string& z : absl::GetFlag(FLAGS_zero)) {
+    for (const std::string& z : zeros) {
       std::vector<std::string> p = absl::StrSplit(z, ',');
       int32_t layer;
       int64_t row, col;

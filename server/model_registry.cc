@@ -10,6 +10,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 
 namespace superweight::server {
 namespace {
@@ -34,6 +35,12 @@ absl::StatusOr<std::string> ModelRegistry::Resolve(const std::string& name) cons
   if (name[0] == '/' || name.find('\0') != std::string::npos) {
     return absl::InvalidArgumentError(
         absl::StrFormat("model '%s': give a path relative to the model root", name));
+  }
+  for (absl::string_view part : absl::StrSplit(name, '/')) {
+    if (part == "..") {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("model '%s': '..' may not leave the model root", name));
+    }
   }
   const std::string path = Canonical(root_ + "/" + name);
   if (path.empty()) return absl::NotFoundError(absl::StrFormat("model '%s' not found", name));

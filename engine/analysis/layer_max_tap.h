@@ -19,6 +19,7 @@ struct LayerMax {
   // At output_token: the input channel of largest magnitude and its signed value.
   int input_channel_at_output_token = -1;
   float input_value_at_output_token = 0;
+  std::vector<float> input_at_output_token;  // the whole input row there [intermediate]
 };
 
 class LayerMaxTap : public ForwardTap {

@@ -1,15 +1,23 @@
 #include "engine/analysis/locate.h"
 
 #include <algorithm>
+#include <cmath>
+
+#include "engine/formats/dequantize.h"
 
 #include "engine/analysis/score.h"
 
 namespace superweight {
 namespace {
 
-float MedianOutputMax(const std::vector<LayerMax>& layers) {
+// The median of the other layers' maxima: what "spikes far above the others" is measured
+// against (with the layer itself included, a two-layer model could never spike).
+float MedianOfOthers(const std::vector<LayerMax>& layers, size_t layer) {
   std::vector<float> v;
-  for (const auto& m : layers) v.push_back(m.output_max_abs);
+  for (size_t l = 0; l < layers.size(); ++l) {
+    if (l != layer) v.push_back(layers[l].output_max_abs);
+  }
+  if (v.empty()) return 0.f;
   std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
   return v[v.size() / 2];
 }
@@ -44,9 +52,9 @@ absl::StatusOr<LocateResult> Locate(const Model& model, absl::Span<const int32_t
       options.on_progress(search_share * (iteration + 1) / (options.max_iterations + 1));
     }
     if (iteration == options.max_iterations) break;
-    const float floor = std::max(options.threshold, options.spike_ratio * MedianOutputMax(layers));
     int best = -1;
     for (int l = 0; l < model.config.layers; ++l) {
+      const float floor = std::max(options.threshold, options.spike_ratio * MedianOfOthers(layers, l));
       if (layers[l].output_max_abs >= floor &&
           (best < 0 || layers[l].output_max_abs > layers[best].output_max_abs)) {
         best = l;
@@ -54,18 +62,27 @@ absl::StatusOr<LocateResult> Locate(const Model& model, absl::Span<const int32_t
     }
     if (best < 0) break;
     const LayerMax& m = layers[best];
-    const int64_t row = m.output_channel, col = m.input_channel_at_output_token;
+    const Matrix& down = model.layers[best].Get(LinearKind::kDown);
+    const int64_t row = m.output_channel;
+    std::vector<float> w(down.cols);
+    DequantizeRow(down.dtype, down.Row(row), down.cols, w.data());
+    int64_t col = 0;
+    for (int64_t c = 1; c < down.cols; ++c) {
+      if (std::fabs(w[c] * m.input_at_output_token[c]) >
+          std::fabs(w[col] * m.input_at_output_token[col])) {
+        col = c;
+      }
+    }
     const bool known = std::any_of(edits.weights.begin(), edits.weights.end(), [&](auto& e) {
       return e.layer == best && e.row == row && e.col == col;
     });
     if (known) break;  // zeroing it did not remove the spike: nothing more to find here
-    const Matrix& down = model.layers[best].Get(LinearKind::kDown);
     SuperWeight sw;
     sw.layer = best;
     sw.row = row;
     sw.col = col;
-    sw.weight = down.At(row, col);
-    sw.input_activation = m.input_value_at_output_token;
+    sw.weight = w[col];
+    sw.input_activation = m.input_at_output_token[col];
     sw.output_activation = m.output_value;
     sw.token = m.output_token;
     sw.iteration = iteration;

@@ -1,8 +1,10 @@
 // Locating super weights with the paper's one-pass method, iterated, then confirmed by effect.
 //  1. Run a prompt; per layer, the largest |down_proj output| and where it is (LayerMaxTap).
 //  2. The layer with the largest spike, if past `threshold` and `spike_ratio` times the median
-//     layer, holds a candidate: row = the output channel, col = the input channel of largest
-//     magnitude at that token.
+//     of the other layers, holds a candidate: row = the output channel, col = the input channel
+//     contributing most to it, argmax_c |W[row, c] * x[token, c]| (the paper takes the largest
+//     |x[token, c]|, which is the same whenever the super activation's input is the outlier it
+//     usually is, and wrong when a large weight meets an ordinary input).
 //  3. Zero it and run again; repeat until no layer spikes.
 //  4. Confirmation: perplexity of a text with each candidate alone zeroed, against the intact
 //     model. Spikes whose removal barely matters are reported, but not as super weights.

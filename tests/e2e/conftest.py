@@ -1,0 +1,103 @@
+"""End-to-end fixtures: the real superweightd on loopback, driven by the real client."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.path.join(ROOT, "build", "bin")
+TESTDATA = os.path.join(ROOT, "testdata")
+SMOLLM2 = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+TOKEN = "s3cret-test-token"
+PLANTED = (1, 37, 101)  # layer, row, col of the weight the planted model makes huge
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def plant_super_weight(src, dst):
+    """A copy of TinyStories-656K whose layers[1].down_proj[row, col] is made large enough to
+    create a spike in that layer's output."""
+    shutil.copytree(src, dst)
+    path = os.path.join(dst, "model.safetensors")
+    with open(path, "rb") as f:
+        raw = bytearray(f.read())
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + header_len])
+    layer, row, col = PLANTED
+    t = header[f"model.layers.{layer}.mlp.down_proj.weight"]
+    cols = t["shape"][1]
+    at = 8 + header_len + t["data_offsets"][0] + 4 * (row * cols + col)
+    raw[at:at + 4] = np.float32(4000.0).tobytes()
+    with open(path, "wb") as f:
+        f.write(raw)
+
+
+class Server:
+    def __init__(self, root, state_dir, token_file, extra=()):
+        self.port, self.metrics_port = free_port(), free_port()
+        self.args = [os.path.join(BIN, "superweightd"), f"--listen=127.0.0.1:{self.port}",
+                     f"--model_root={root}", f"--metrics_listen=127.0.0.1:{self.metrics_port}",
+                     f"--state_dir={state_dir}", f"--token_file={token_file}",
+                     f"--confirm_text_file={os.path.join(TESTDATA, 'text', 'wiki.test.raw')}",
+                     "--max_tokens=2048", *extra]
+        self.token_file = token_file
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(100):
+            if self.client("models", check=False).returncode == 0:
+                return self
+            assert self.proc.poll() is None, self.proc.stdout.read().decode()
+            time.sleep(0.1)
+        raise AssertionError("server did not come up")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+    def client(self, verb, *flags, token=True, check=True, timeout=600):
+        cmd = [os.path.join(BIN, "superweight"), f"--server=127.0.0.1:{self.port}", verb, *flags]
+        if token:
+            cmd.append(f"--token_file={self.token_file}")
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if check and out.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} -> {out.returncode}: {out.stderr}")
+        return out
+
+    def call(self, verb, *flags, **kw):
+        return json.loads(self.client(verb, "--json", *flags, **kw).stdout)
+
+
+@pytest.fixture(scope="session")
+def model_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    shutil.copy(SMOLLM2, root / "smollm2.gguf")
+    shutil.copytree(os.path.join(TESTDATA, "hf_tinystories_656k"), root / "tinystories656k")
+    shutil.copytree(os.path.join(TESTDATA, "stories260K"), root / "stories260K")
+    plant_super_weight(os.path.join(TESTDATA, "hf_tinystories_656k"), root / "planted")
+    (root / "broken.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 20)
+    outside = tmp_path_factory.mktemp("outside")
+    shutil.copy(os.path.join(TESTDATA, "stories260K", "stories260K.bin"), outside / "secret.bin")
+    os.symlink(outside / "secret.bin", root / "link.bin")
+    return root
+
+
+@pytest.fixture(scope="session")
+def server(model_root, tmp_path_factory):
+    state = tmp_path_factory.mktemp("state")
+    token_file = state / "token"
+    token_file.write_text(TOKEN + "\n")
+    s = Server(model_root, state / "jobs", token_file).start()
+    yield s
+    s.stop()
