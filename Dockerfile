@@ -1,0 +1,31 @@
+# superweightd, multi-stage: build on Debian 12 with its packages, run as a non-root user.
+FROM debian:bookworm AS build
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      cmake ninja-build g++ pkg-config libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev \
+      protobuf-compiler libdnnl-dev libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev \
+      nlohmann-json3-dev libicu-dev && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY CMakeLists.txt ./
+COPY engine engine
+COPY proto proto
+COPY server server
+COPY client client
+COPY tools tools
+COPY bench bench
+COPY tests tests
+RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release && cmake --build build --target superweightd superweight
+
+FROM debian:bookworm-slim
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      libgrpc++1.51 libprotobuf32 libdnnl2 libabsl20220623 libprometheus-cpp-pull1.0 \
+      libprometheus-cpp-core1.0 libicu72 libgomp1 && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /var/lib/superweight superweight \
+    && mkdir -p /models /var/lib/superweight && chown superweight /var/lib/superweight
+COPY --from=build /src/build/bin/superweightd /src/build/bin/superweight /usr/local/bin/
+USER superweight
+EXPOSE 50051 9090
+VOLUME ["/models", "/var/lib/superweight"]
+# The client's `models` call doubles as the health check (it needs the token when one is set).
+HEALTHCHECK --interval=30s --timeout=5s CMD ["superweight", "--server=127.0.0.1:50051", "--timeout=4", "models"]
+ENTRYPOINT ["superweightd", "--listen=0.0.0.0:50051", "--metrics_listen=0.0.0.0:9090", \
+            "--model_root=/models", "--state_dir=/var/lib/superweight"]
