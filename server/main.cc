@@ -1,5 +1,8 @@
 // superweightd: the superweight gRPC server.
+#include <pthread.h>
+
 #include <csignal>
+#include <thread>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -40,18 +43,19 @@ std::string ReadFile(const std::string& path, bool* ok) {
   return ss.str();
 }
 
-std::unique_ptr<grpc::Server>* g_server = nullptr;
-
-void OnSignal(int) {
-  if (g_server != nullptr && *g_server) (*g_server)->Shutdown();
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("superweightd --listen=HOST:PORT --model_root=DIR [flags]");
   absl::ParseCommandLine(argc, argv);
   namespace sws = superweight::server;
+  // SIGINT/SIGTERM are taken by sigwait() on a thread of ours, never by a handler: blocked here,
+  // before any thread starts, so every thread inherits the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   sws::ServiceOptions options;
   options.max_tokens = absl::GetFlag(FLAGS_max_tokens);
@@ -107,11 +111,15 @@ int main(int argc, char** argv) {
     std::cerr << "superweightd: cannot listen on " << absl::GetFlag(FLAGS_listen) << "\n";
     return 2;
   }
-  g_server = &server;
-  std::signal(SIGINT, OnSignal);
-  std::signal(SIGTERM, OnSignal);
+  std::thread stopper([&] {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    std::cerr << "superweightd: stopping\n";
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  });
   std::cerr << absl::StrFormat("superweightd: serving %s on port %d\n",
                                absl::GetFlag(FLAGS_model_root), port);
   server->Wait();
+  stopper.join();
   return 0;
 }
