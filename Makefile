@@ -35,6 +35,7 @@ demo: build
 
 bench: build
 	@.venv/bin/python bench/score_throughput.py
+	@.venv/bin/python bench/service_concurrency.py
 
 format:
 	@clang-format -i $$(git ls-files '*.cc' '*.h')

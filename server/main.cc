@@ -26,6 +26,7 @@ ABSL_FLAG(std::string, state_dir, "", "where job results persist across restarts
 ABSL_FLAG(int32_t, max_tokens, 8192, "tokens per request (sequences scored or located)");
 ABSL_FLAG(int32_t, max_text_tokens, 1 << 20, "tokens of a text scored for perplexity");
 ABSL_FLAG(int32_t, max_queued_jobs, 256, "jobs waiting before requests are refused");
+ABSL_FLAG(int32_t, max_batch_sequences, 32, "sequences per batched forward pass (1: no batching)");
 ABSL_FLAG(int64_t, memory_budget_mb, 16384, "mapped bytes of open models before eviction");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain (with --tls_key: serve TLS)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key");
@@ -84,7 +85,8 @@ int main(int argc, char** argv) {
   }
   sws::ModelRegistry registry(absl::GetFlag(FLAGS_model_root),
                               static_cast<uint64_t>(absl::GetFlag(FLAGS_memory_budget_mb)) << 20);
-  sws::JobQueue jobs(absl::GetFlag(FLAGS_state_dir), absl::GetFlag(FLAGS_max_queued_jobs), &metrics);
+  sws::JobQueue jobs(absl::GetFlag(FLAGS_state_dir), absl::GetFlag(FLAGS_max_queued_jobs),
+                     std::max(1, absl::GetFlag(FLAGS_max_batch_sequences)), &metrics);
   sws::SuperWeightService service(&registry, &jobs, &metrics, options);
 
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();

@@ -31,8 +31,11 @@ constexpr size_t kMaxBatchTokens = 4096;
 
 }  // namespace
 
-JobQueue::JobQueue(std::string state_dir, int max_queued, Metrics* metrics)
-    : state_dir_(std::move(state_dir)), max_queued_(max_queued), metrics_(metrics) {
+JobQueue::JobQueue(std::string state_dir, int max_queued, int max_batch, Metrics* metrics)
+    : state_dir_(std::move(state_dir)),
+      max_queued_(max_queued),
+      max_batch_(max_batch),
+      metrics_(metrics) {
   if (!state_dir_.empty()) {
     ::mkdir(state_dir_.c_str(), 0755);
     ::mkdir((state_dir_ + "/jobs").c_str(), 0755);
@@ -202,7 +205,8 @@ void JobQueue::WorkerLoop() {
       // Batch queued single-sequence scores on the same model and precision.
       if (first->job.kind() == "score" && first->work.window == 0) {
         size_t tokens = first->work.tokens.size();
-        for (auto it = queue_.begin(); it != queue_.end();) {
+        for (auto it = queue_.begin();
+             it != queue_.end() && static_cast<int>(batch.size()) < max_batch_;) {
           Entry* e = jobs_.at(*it).get();
           if (e->job.kind() == "score" && e->work.window == 0 &&
               e->work.model == first->work.model && e->work.precision == first->work.precision &&

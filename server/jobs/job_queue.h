@@ -42,7 +42,8 @@ struct JobWork {
 
 class JobQueue {
  public:
-  JobQueue(std::string state_dir, int max_queued, Metrics* metrics);
+  // max_batch: most sequences per batched pass (1 disables batching).
+  JobQueue(std::string state_dir, int max_queued, int max_batch, Metrics* metrics);
   ~JobQueue();
 
   // Queues a job of `kind` ("locate" or "score"); RESOURCE_EXHAUSTED when the queue is full.
@@ -74,6 +75,7 @@ class JobQueue {
 
   std::string state_dir_;
   int max_queued_;
+  int max_batch_;
   Metrics* metrics_;
   mutable std::mutex mu_;
   mutable std::condition_variable changed_;
