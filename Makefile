@@ -4,7 +4,7 @@ BUILD := build
 ASAN_BUILD := build-asan
 CMAKE_FLAGS := -G Ninja -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: setup build build-asan test unit-test asan-test oracle-test demo bench format clean
+.PHONY: setup build build-asan test unit-test asan-test oracle-test e2e-test demo bench format clean
 
 setup:
 	@tools/setup.sh
@@ -26,9 +26,13 @@ asan-test: build-asan
 	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS)
 
 oracle-test: build
-	@.venv/bin/python -m pytest -q tests/oracle tests/e2e
+	@.venv/bin/python -m pytest -q tests/oracle
 
-test: unit-test asan-test oracle-test
+# The real server on loopback, driven by the real client.
+e2e-test: build
+	@.venv/bin/python -m pytest -q tests/e2e
+
+test: unit-test asan-test oracle-test e2e-test
 
 demo: build
 	@tools/demo.sh

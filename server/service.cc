@@ -54,6 +54,23 @@ absl::StatusOr<v1::Job> SuperWeightService::AwaitJob(grpc::ServerContext* ctx,
   return job;
 }
 
+absl::StatusOr<v1::Job> SuperWeightService::RunJob(grpc::ServerContext* ctx,
+                                                   const std::string& kind,
+                                                   const std::string& model, JobWork work,
+                                                   std::string* job_id) {
+  auto id = jobs_->Submit(kind, model, std::move(work));
+  if (!id.ok()) return id.status();
+  *job_id = *id;
+  auto job = AwaitJob(ctx, *id);
+  if (!job.ok()) return job.status();
+  if (job->state() != v1::Job::SUCCEEDED) {
+    // A cancelled job carries no code of its own: CANCELLED (1).
+    return absl::Status(static_cast<absl::StatusCode>(job->error_code() ? job->error_code() : 1),
+                        job->error_message());
+  }
+  return job;
+}
+
 grpc::Status SuperWeightService::ListModels(grpc::ServerContext* ctx,
                                             const v1::ListModelsRequest*,
                                             v1::ListModelsResponse* resp) {
@@ -100,15 +117,8 @@ grpc::Status SuperWeightService::Locate(grpc::ServerContext* ctx, const v1::Loca
     }
     work.precision = lo.precision;
     work.known_model = RecogniseModel(req->model() + " " + (*model)->name);
-    auto id = jobs_->Submit("locate", req->model(), std::move(work));
-    if (!id.ok()) return id.status();
-    resp->set_job_id(*id);
-    auto job = AwaitJob(ctx, *id);
+    auto job = RunJob(ctx, "locate", req->model(), std::move(work), resp->mutable_job_id());
     if (!job.ok()) return job.status();
-    if (job->state() != v1::Job::SUCCEEDED) {
-      return absl::Status(static_cast<absl::StatusCode>(job->error_code() ? job->error_code() : 1),
-                          job->error_message());
-    }
     *resp->mutable_result() = job->locate();
     return absl::OkStatus();
   });
@@ -137,15 +147,8 @@ grpc::Status SuperWeightService::Score(grpc::ServerContext* ctx, const v1::Score
     work.precision = FromProto(req->precision());
     work.window = req->window();
     work.max_windows = req->max_windows();
-    auto id = jobs_->Submit("score", req->model(), std::move(work));
-    if (!id.ok()) return id.status();
-    resp->set_job_id(*id);
-    auto job = AwaitJob(ctx, *id);
+    auto job = RunJob(ctx, "score", req->model(), std::move(work), resp->mutable_job_id());
     if (!job.ok()) return job.status();
-    if (job->state() != v1::Job::SUCCEEDED) {
-      return absl::Status(static_cast<absl::StatusCode>(job->error_code() ? job->error_code() : 1),
-                          job->error_message());
-    }
     *resp->mutable_result() = job->score();
     return absl::OkStatus();
   });

@@ -49,6 +49,9 @@ class SuperWeightService final : public v1::SuperWeightService::Service {
   absl::Status Authenticate(grpc::ServerContext* ctx) const;
   // Waits for a job the unary call submitted, honouring the client's deadline and cancellation.
   absl::StatusOr<v1::Job> AwaitJob(grpc::ServerContext* ctx, const std::string& id);
+  // Submit + AwaitJob; a job that did not succeed becomes its status. Sets *job_id when queued.
+  absl::StatusOr<v1::Job> RunJob(grpc::ServerContext* ctx, const std::string& kind,
+                                 const std::string& model, JobWork work, std::string* job_id);
 
   ModelRegistry* registry_;
   JobQueue* jobs_;

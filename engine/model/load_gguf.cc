@@ -95,8 +95,6 @@ absl::StatusOr<std::unique_ptr<Model>> OpenGgufModel(const std::string& path) {
   }
   if (c.layers > 1024) return error("block_count out of range");
   model->layers.resize(c.layers);
-  const int64_t q_rows = int64_t{c.heads} * c.head_dim;
-  const int64_t kv_rows = int64_t{c.kv_heads} * c.head_dim;
   for (int l = 0; l < c.layers; ++l) {
     LayerWeights& w = model->layers[l];
     const std::string p = absl::StrFormat("blk.%d.", l);
@@ -111,14 +109,9 @@ absl::StatusOr<std::unique_ptr<Model>> OpenGgufModel(const std::string& path) {
       auto gate_up = matrix(p + "ffn_up.weight");  // gate rows first, then up
       if (!qkv.ok()) return qkv.status();
       if (!gate_up.ok()) return gate_up.status();
-      if (qkv->rows != q_rows + 2 * kv_rows || gate_up->rows != 2 * int64_t{c.intermediate}) {
-        return error(absl::StrFormat("fused projections of block %d have the wrong shape", l));
+      if (auto st = SplitFusedProjections(*qkv, *gate_up, c, l, &w); !st.ok()) {
+        return error(std::string(st.message()));
       }
-      w.Get(LinearKind::kQ) = qkv->RowSlice(0, q_rows);
-      w.Get(LinearKind::kK) = qkv->RowSlice(q_rows, kv_rows);
-      w.Get(LinearKind::kV) = qkv->RowSlice(q_rows + kv_rows, kv_rows);
-      w.Get(LinearKind::kGate) = gate_up->RowSlice(0, c.intermediate);
-      w.Get(LinearKind::kUp) = gate_up->RowSlice(c.intermediate, c.intermediate);
     } else {
       for (auto [name, kind] : {std::pair{"attn_q.weight", LinearKind::kQ},
                                 {"attn_k.weight", LinearKind::kK},

@@ -204,8 +204,6 @@ absl::StatusOr<std::unique_ptr<Model>> OpenHuggingFaceModel(const std::string& d
     if (!n.ok()) return wrap(n.status());
     model->final_norm = *n;
   }
-  const int64_t q_rows = int64_t{c.heads} * c.head_dim;
-  const int64_t kv_rows = int64_t{c.kv_heads} * c.head_dim;
   model->layers.resize(c.layers);
   for (int l = 0; l < c.layers; ++l) {
     LayerWeights& w = model->layers[l];
@@ -222,15 +220,7 @@ absl::StatusOr<std::unique_ptr<Model>> OpenHuggingFaceModel(const std::string& d
       auto gate_up = tensors.GetMatrix(p + "mlp.gate_up_proj.weight");
       if (!qkv.ok()) return wrap(qkv.status());
       if (!gate_up.ok()) return wrap(gate_up.status());
-      if (qkv->rows != q_rows + 2 * kv_rows || gate_up->rows != 2 * int64_t{c.intermediate}) {
-        return absl::InvalidArgumentError(
-            absl::StrFormat("%s: fused projections of layer %d have the wrong shape", dir, l));
-      }
-      w.Get(LinearKind::kQ) = qkv->RowSlice(0, q_rows);
-      w.Get(LinearKind::kK) = qkv->RowSlice(q_rows, kv_rows);
-      w.Get(LinearKind::kV) = qkv->RowSlice(q_rows + kv_rows, kv_rows);
-      w.Get(LinearKind::kGate) = gate_up->RowSlice(0, c.intermediate);
-      w.Get(LinearKind::kUp) = gate_up->RowSlice(c.intermediate, c.intermediate);
+      if (s = SplitFusedProjections(*qkv, *gate_up, c, l, &w); !s.ok()) return wrap(s);
     } else {
       for (auto [name, kind] : {std::pair{"self_attn.q_proj.weight", LinearKind::kQ},
                                 {"self_attn.k_proj.weight", LinearKind::kK},

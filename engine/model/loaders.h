@@ -17,6 +17,11 @@ absl::StatusOr<std::unique_ptr<Model>> OpenLlama2cModel(const std::string& path)
 // every matrix the shape the config says.
 absl::Status ValidateModel(const Model& model);
 
+// Views q, k, v and gate, up as row slices of Phi-3's fused qkv_proj and gate_up_proj (gate
+// rows first); refuses shapes that do not add up.
+absl::Status SplitFusedProjections(const Matrix& qkv, const Matrix& gate_up, const ModelConfig& c,
+                                   int layer, LayerWeights* w);
+
 // Converts a small stored vector (norm weights, biases) to f32.
 std::vector<float> ToFloatVector(DType dtype, const uint8_t* data, int64_t n);
 

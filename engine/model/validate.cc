@@ -10,6 +10,22 @@ std::vector<float> ToFloatVector(DType dtype, const uint8_t* data, int64_t n) {
   return out;
 }
 
+absl::Status SplitFusedProjections(const Matrix& qkv, const Matrix& gate_up, const ModelConfig& c,
+                                   int layer, LayerWeights* w) {
+  const int64_t q_rows = int64_t{c.heads} * c.head_dim;
+  const int64_t kv_rows = int64_t{c.kv_heads} * c.head_dim;
+  if (qkv.rows != q_rows + 2 * kv_rows || gate_up.rows != 2 * int64_t{c.intermediate}) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("fused projections of layer %d have the wrong shape", layer));
+  }
+  w->Get(LinearKind::kQ) = qkv.RowSlice(0, q_rows);
+  w->Get(LinearKind::kK) = qkv.RowSlice(q_rows, kv_rows);
+  w->Get(LinearKind::kV) = qkv.RowSlice(q_rows + kv_rows, kv_rows);
+  w->Get(LinearKind::kGate) = gate_up.RowSlice(0, c.intermediate);
+  w->Get(LinearKind::kUp) = gate_up.RowSlice(c.intermediate, c.intermediate);
+  return absl::OkStatus();
+}
+
 absl::Status ValidateModel(const Model& model) {
   const ModelConfig& c = model.config;
   auto error = [&](const std::string& msg) {
