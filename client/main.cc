@@ -36,6 +36,7 @@ ABSL_FLAG(int32_t, max_windows, 0, "score: at most this many windows");
 ABSL_FLAG(float, threshold, 0, "locate: spike threshold (default: the server's, 50)");
 ABSL_FLAG(bool, skip_confirmation, false, "locate: report candidates without measuring them");
 ABSL_FLAG(std::string, job, "", "job id (watch, cancel)");
+ABSL_FLAG(bool, no_wait, false, "locate/score: print the job id and return at once");
 ABSL_FLAG(std::string, token_file, "", "file with the bearer token");
 ABSL_FLAG(std::string, ca_cert, "", "PEM root certificate: connect with TLS");
 ABSL_FLAG(double, timeout, 600, "seconds before the call is abandoned");
@@ -148,6 +149,33 @@ std::string JobLine(const v1::Job& j) {
                          j.error_message().empty() ? "" : "  (" + j.error_message() + ")");
 }
 
+// Follows a job with a progress bar on stderr (a terminal) until it ends; returns it.
+grpc::Status FollowJob(v1::SuperWeightService::Stub* stub, const std::string& token,
+                       const std::string& id, double timeout_s, v1::Job* job) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+  v1::WatchJobRequest req;
+  req.set_job_id(id);
+  auto reader = stub->WatchJob(&ctx, req);
+  while (reader->Read(job)) {
+    const int filled = static_cast<int>(30 * job->progress());
+    std::cerr << "\r" << absl::StrFormat("%s [%s%s] %3.0f%% %-9s", job->id(), std::string(filled, '#'),
+                                         std::string(30 - filled, ' '), 100 * job->progress(),
+                                         v1::Job::State_Name(job->state()))
+              << std::flush;
+  }
+  std::cerr << "\r" << std::string(60, ' ') << "\r" << std::flush;
+  grpc::Status s = reader->Finish();
+  if (!s.ok()) return s;
+  if (job->state() != v1::Job::SUCCEEDED) {
+    return grpc::Status(static_cast<grpc::StatusCode>(job->error_code() ? job->error_code() : 1),
+                        job->error_message());
+  }
+  return grpc::Status::OK;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -181,10 +209,15 @@ int main(int argc, char** argv) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() +
                    std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_timeout) * 1000)));
+  std::string token;
   if (!absl::GetFlag(FLAGS_token_file).empty()) {
-    ctx.AddMetadata("authorization", "Bearer " + std::string(absl::StripAsciiWhitespace(ReadFile(absl::GetFlag(FLAGS_token_file)))));
+    token = std::string(absl::StripAsciiWhitespace(ReadFile(absl::GetFlag(FLAGS_token_file))));
+    ctx.AddMetadata("authorization", "Bearer " + token);
   }
   const bool json = absl::GetFlag(FLAGS_json);
+  // On a terminal, long jobs are submitted without waiting and followed with a progress bar.
+  const bool no_wait = absl::GetFlag(FLAGS_no_wait);
+  const bool progress = ::isatty(2) && !json && !no_wait;
   const v1::Precision precision = absl::GetFlag(FLAGS_bf16) ? v1::PRECISION_BF16 : v1::PRECISION_F32;
 
   if (verb == "models") {
@@ -208,9 +241,20 @@ int main(int argc, char** argv) {
     req.set_threshold(absl::GetFlag(FLAGS_threshold));
     req.set_precision(precision);
     req.set_skip_confirmation(absl::GetFlag(FLAGS_skip_confirmation));
+    req.set_async(progress || no_wait);
     v1::LocateResponse resp;
     grpc::Status s = stub->Locate(&ctx, req, &resp);
     if (!s.ok()) return Failed(s);
+    if (no_wait) {
+      std::cout << resp.job_id() << "\n";
+      return 0;
+    }
+    if (progress) {
+      v1::Job job;
+      s = FollowJob(stub.get(), token, resp.job_id(), absl::GetFlag(FLAGS_timeout), &job);
+      if (!s.ok()) return Failed(s);
+      *resp.mutable_result() = job.locate();
+    }
     if (json) {
       PrintJson(resp);
     } else {
@@ -248,9 +292,20 @@ int main(int argc, char** argv) {
     req.set_precision(precision);
     req.set_window(absl::GetFlag(FLAGS_window));
     req.set_max_windows(absl::GetFlag(FLAGS_max_windows));
+    req.set_async(progress || no_wait);
     v1::ScoreResponse resp;
     grpc::Status s = stub->Score(&ctx, req, &resp);
     if (!s.ok()) return Failed(s);
+    if (no_wait) {
+      std::cout << resp.job_id() << "\n";
+      return 0;
+    }
+    if (progress) {
+      v1::Job job;
+      s = FollowJob(stub.get(), token, resp.job_id(), absl::GetFlag(FLAGS_timeout), &job);
+      if (!s.ok()) return Failed(s);
+      *resp.mutable_result() = job.score();
+    }
     if (json) {
       PrintJson(resp);
     } else {

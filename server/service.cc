@@ -57,10 +57,11 @@ absl::StatusOr<v1::Job> SuperWeightService::AwaitJob(grpc::ServerContext* ctx,
 absl::StatusOr<v1::Job> SuperWeightService::RunJob(grpc::ServerContext* ctx,
                                                    const std::string& kind,
                                                    const std::string& model, JobWork work,
-                                                   std::string* job_id) {
+                                                   bool async, std::string* job_id) {
   auto id = jobs_->Submit(kind, model, std::move(work));
   if (!id.ok()) return id.status();
   *job_id = *id;
+  if (async) return jobs_->Get(*id);
   auto job = AwaitJob(ctx, *id);
   if (!job.ok()) return job.status();
   if (job->state() != v1::Job::SUCCEEDED) {
@@ -117,9 +118,10 @@ grpc::Status SuperWeightService::Locate(grpc::ServerContext* ctx, const v1::Loca
     }
     work.precision = lo.precision;
     work.known_model = RecogniseModel(req->model() + " " + (*model)->name);
-    auto job = RunJob(ctx, "locate", req->model(), std::move(work), resp->mutable_job_id());
+    auto job =
+        RunJob(ctx, "locate", req->model(), std::move(work), req->async(), resp->mutable_job_id());
     if (!job.ok()) return job.status();
-    *resp->mutable_result() = job->locate();
+    if (job->has_locate()) *resp->mutable_result() = job->locate();
     return absl::OkStatus();
   });
 }
@@ -147,9 +149,10 @@ grpc::Status SuperWeightService::Score(grpc::ServerContext* ctx, const v1::Score
     work.precision = FromProto(req->precision());
     work.window = req->window();
     work.max_windows = req->max_windows();
-    auto job = RunJob(ctx, "score", req->model(), std::move(work), resp->mutable_job_id());
+    auto job =
+        RunJob(ctx, "score", req->model(), std::move(work), req->async(), resp->mutable_job_id());
     if (!job.ok()) return job.status();
-    *resp->mutable_result() = job->score();
+    if (job->has_score()) *resp->mutable_result() = job->score();
     return absl::OkStatus();
   });
 }

@@ -50,8 +50,10 @@ class SuperWeightService final : public v1::SuperWeightService::Service {
   // Waits for a job the unary call submitted, honouring the client's deadline and cancellation.
   absl::StatusOr<v1::Job> AwaitJob(grpc::ServerContext* ctx, const std::string& id);
   // Submit + AwaitJob; a job that did not succeed becomes its status. Sets *job_id when queued.
+  // With `async`, returns the queued job at once.
   absl::StatusOr<v1::Job> RunJob(grpc::ServerContext* ctx, const std::string& kind,
-                                 const std::string& model, JobWork work, std::string* job_id);
+                                 const std::string& model, JobWork work, bool async,
+                                 std::string* job_id);
 
   ModelRegistry* registry_;
   JobQueue* jobs_;

@@ -176,3 +176,13 @@ def test_finished_job_survives_a_restart(model_root, tmp_path):
         assert r2["job_id"] != r["job_id"]
     finally:
         second.stop()
+
+
+def test_no_wait_returns_a_job_to_watch(server):
+    job_id = server.client("score", "--model=tinystories656k", "--text=A job to watch.",
+                           "--no_wait").stdout.strip()
+    assert job_id.startswith("job-")
+    watched = server.client("watch", f"--job={job_id}").stdout.strip().splitlines()
+    assert "SUCCEEDED" in watched[-1]
+    jobs = {j["id"]: j for j in server.call("jobs")["jobs"]}
+    assert len(jobs[job_id]["score"]["logprobs"]) > 0
