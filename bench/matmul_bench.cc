@@ -1,6 +1,6 @@
 // oneDNN alone on given matmul shapes, with its preferred (prepacked) weight layout: the
 // ceiling the engine's linear layers are compared against.
-//   superweight-bench-matmul --m=512 --shapes=KxN,KxN,... [--bf16] [--reps=5]
+//   superweight-bench-matmul --m=512 --shapes=KxN,KxN,... [--bf16] [--plain] [--reps=5]
 #include <chrono>
 #include <iostream>
 #include <map>
@@ -38,7 +38,10 @@ int main(int argc, char** argv) {
       return 2;
     }
     memory::desc a({m, k}, type, memory::format_tag::ab);
-    memory::desc b_any({k, n}, type, memory::format_tag::any);
+    // --plain: weights as the engine reads them in place ([n, k] rows, i.e. "ba"); otherwise
+    // oneDNN's preferred (prepacked) layout.
+    memory::desc b_any = flags.count("plain") ? memory::desc({k, n}, type, memory::format_tag::ba)
+                                              : memory::desc({k, n}, type, memory::format_tag::any);
     memory::desc c({m, n}, memory::data_type::f32, memory::format_tag::ab);
     dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b_any, c), eng);
     dnnl::matmul prim(pd);

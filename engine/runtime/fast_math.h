@@ -10,7 +10,8 @@
 namespace superweight {
 
 inline float FastExp(float x) {
-  x = std::min(std::max(x, -87.3f), 88.f);
+  x = x < -87.3f ? -87.3f : x;
+  x = x > 88.f ? 88.f : x;
   const float shifter = 12582912.f;  // 1.5 * 2^23: adding it rounds to the nearest integer
   const float n = (x * 1.44269504088896341f + shifter) - shifter;
   float r = x - n * 0.693145751953125f;  // ln2 split in two for exact reduction

@@ -85,6 +85,29 @@ void ApplyRope(const RopeConfig& r, const std::vector<float>& inv_freq, float* x
   }
 }
 
+// softmax(row * scale) in place. A function of its own: inside the OpenMP-outlined loop GCC
+// does not vectorize the exp loop, here it does.
+__attribute__((noinline)) void SoftmaxRow(float* row, int64_t n, float scale) {
+  float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+  for (int64_t j = 0; j < n; ++j) mx = std::max(mx, row[j]);
+  float sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < n; ++j) {
+    row[j] = FastExp((row[j] - mx) * scale);
+    sum += row[j];
+  }
+  const float inv = 1.f / sum;
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) row[j] *= inv;
+}
+
+// gate = silu(gate) * up, in place; a function of its own for the same reason as SoftmaxRow.
+__attribute__((noinline)) void SwiGlu(float* gate, const float* up, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.f + FastExp(-gate[i])) * up[i];
+}
+
 // Scaled dot-product causal attention of one sequence, grouped-query: all heads in one oneDNN
 // matmul of shape [KV heads, group, T, head_dim] against K broadcast over the group (and then
 // V), so the threads share every head, not a few heads each.
@@ -102,18 +125,7 @@ void Attention(const ModelConfig& c, const float* q, const float* k, const float
   for (int64_t row = 0; row < H * T; ++row) {
     const int64_t t = row % T;
     float* sr = s + row * T;
-    float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-    for (int64_t j = 0; j <= t; ++j) mx = std::max(mx, sr[j]);
-    float sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j <= t; ++j) {
-      sr[j] = FastExp((sr[j] - mx) * scale);
-      sum += sr[j];
-    }
-    const float inv = 1.f / sum;
-#pragma omp simd
-    for (int64_t j = 0; j <= t; ++j) sr[j] *= inv;
+    SoftmaxRow(sr, t + 1, scale);
     std::fill(sr + t + 1, sr + T, 0.f);
   }
   GroupedMatmul(KV, G, T, T, hd, {s, G * T * T, T * T, T, 1}, {v, hd, 0, kv_stride, 1}, out,
@@ -230,11 +242,8 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
     Norm(c, w.ffn_norm, b.x.data(), N, b.h.data());
     linear(l, LinearKind::kGate, b.h.data(), b.gate.data());
     linear(l, LinearKind::kUp, b.h.data(), b.up.data());
-#pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < N * I; ++i) {
-      const float g = b.gate[i];
-      b.gate[i] = g / (1.f + FastExp(-g)) * b.up[i];  // SwiGLU: silu(gate) * up
-    }
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < N; ++t) SwiGlu(&b.gate[t * I], &b.up[t * I], I);
     linear(l, LinearKind::kDown, b.gate.data(), b.down.data());
     for (size_t s = 0; s < batch.size(); ++s) {
       const int64_t o = result.offsets[s];
