@@ -39,7 +39,8 @@ int64_t StatusKb(const std::string& field) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr << "usage: superweight-bench-score MODEL [--tokens=N] [--sequences=N] [--batch=N] [--bf16]\n";
+    std::cerr << "usage: superweight-bench-score MODEL [--tokens=N] [--sequences=N] [--batch=N] "
+                 "[--bf16]\n";
     return 2;
   }
   std::map<std::string, std::string> flags;
@@ -88,16 +89,15 @@ int main(int argc, char** argv) {
   const sw::LinearStats stats = sw::GetLinearStats();
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  nlohmann::json out = {
-      {"tokens_per_s", tokens * sequences / run_s},
-      {"seconds", run_s},
-      {"linear_gflops", stats.flops / (stats.nanos * 1e-9) / 1e9},
-      {"linear_share", stats.nanos * 1e-9 / run_s},
-      {"open_ms", open_s * 1e3},
-      {"peak_rss_mb", ru.ru_maxrss / 1024.0},
-      {"anon_mb", (StatusKb("RssAnon") - anon_before_open) / 1024.0},
-      {"mapped_mb", (*model)->MappedBytes() / 1048576.0},
-      {"precision", sw::PrecisionName(precision)}};
+  nlohmann::json out = {{"tokens_per_s", tokens * sequences / run_s},
+                        {"seconds", run_s},
+                        {"linear_gflops", stats.flops / (stats.nanos * 1e-9) / 1e9},
+                        {"linear_share", stats.nanos * 1e-9 / run_s},
+                        {"open_ms", open_s * 1e3},
+                        {"peak_rss_mb", ru.ru_maxrss / 1024.0},
+                        {"anon_mb", (StatusKb("RssAnon") - anon_before_open) / 1024.0},
+                        {"mapped_mb", (*model)->MappedBytes() / 1048576.0},
+                        {"precision", sw::PrecisionName(precision)}};
   std::cout << out.dump() << std::endl;
   return 0;
 }

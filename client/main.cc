@@ -28,7 +28,8 @@ ABSL_FLAG(std::string, text, "", "input text");
 ABSL_FLAG(std::string, text_file, "", "input text from a file");
 ABSL_FLAG(std::string, token_ids, "", "input token ids, comma-separated");
 ABSL_FLAG(bool, json, false, "print the response as JSON with the proto's field names");
-ABSL_FLAG(int32_t, expect, -1, "locate: exit 3 unless exactly this many super weights are confirmed");
+ABSL_FLAG(int32_t, expect, -1,
+          "locate: exit 3 unless exactly this many super weights are confirmed");
 ABSL_FLAG(std::string, plot, "", "locate: write the per-layer profile as an SVG file");
 ABSL_FLAG(bool, bf16, false, "compute in bf16");
 ABSL_FLAG(int32_t, window, 0, "score: perplexity over windows of this many tokens");
@@ -58,11 +59,23 @@ std::string ReadFile(const std::string& path) {
 }
 
 int Failed(const grpc::Status& s) {
-  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT",
-                                 "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-                                 "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-                                 "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
-                                 "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  static const char* kNames[] = {"OK",
+                                 "CANCELLED",
+                                 "UNKNOWN",
+                                 "INVALID_ARGUMENT",
+                                 "DEADLINE_EXCEEDED",
+                                 "NOT_FOUND",
+                                 "ALREADY_EXISTS",
+                                 "PERMISSION_DENIED",
+                                 "RESOURCE_EXHAUSTED",
+                                 "FAILED_PRECONDITION",
+                                 "ABORTED",
+                                 "OUT_OF_RANGE",
+                                 "UNIMPLEMENTED",
+                                 "INTERNAL",
+                                 "UNAVAILABLE",
+                                 "DATA_LOSS",
+                                 "UNAUTHENTICATED"};
   const int code = s.error_code();
   std::cerr << "superweight: " << (code >= 0 && code <= 16 ? kNames[code] : "?") << ": "
             << s.error_message() << "\n";
@@ -80,7 +93,8 @@ void PrintJson(const google::protobuf::Message& m) {
 
 bool FillInput(v1::Input* input) {
   if (!absl::GetFlag(FLAGS_token_ids).empty()) {
-    for (absl::string_view p : absl::StrSplit(absl::GetFlag(FLAGS_token_ids), ',', absl::SkipEmpty())) {
+    for (absl::string_view p :
+         absl::StrSplit(absl::GetFlag(FLAGS_token_ids), ',', absl::SkipEmpty())) {
       int32_t id;
       if (!absl::SimpleAtoi(p, &id)) return false;
       input->mutable_token_ids()->add_ids(id);
@@ -100,28 +114,50 @@ void PlotProfile(const v1::LocateResult& r, const std::string& path) {
   const int n = r.profile_before_size();
   const double w = 720, h = 360, left = 60, bottom = 40, top = 30;
   double max_log = 1;
-  for (const auto& a : r.profile_before()) max_log = std::max(max_log, std::log10(1.0 + a.output_max_abs()));
+  for (const auto& a : r.profile_before())
+    max_log = std::max(max_log, std::log10(1.0 + a.output_max_abs()));
   std::ofstream f(path);
-  f << absl::StrFormat("<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' font-family='sans-serif' font-size='11'>\n", w, h);
+  f << absl::StrFormat(
+      "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' font-family='sans-serif' "
+      "font-size='11'>\n",
+      w, h);
   f << "<rect width='100%' height='100%' fill='white'/>\n";
-  f << absl::StrFormat("<text x='%.0f' y='18' font-size='13'>max |down_proj output| per layer (log scale)</text>\n", left);
+  f << absl::StrFormat(
+      "<text x='%.0f' y='18' font-size='13'>max |down_proj output| per layer (log scale)</text>\n",
+      left);
   const double plot_w = w - left - 20, plot_h = h - top - bottom, bar = plot_w / std::max(1, n);
   auto y_of = [&](double v) { return top + plot_h - plot_h * std::log10(1 + v) / max_log; };
   for (int d = 0; d <= static_cast<int>(max_log); ++d) {
     const double y = top + plot_h - plot_h * d / max_log;
-    f << absl::StrFormat("<line x1='%.0f' x2='%.0f' y1='%.1f' y2='%.1f' stroke='#ddd'/><text x='8' y='%.1f'>1e%d</text>\n", left, w - 20, y, y, y + 4, d);
+    f << absl::StrFormat(
+        "<line x1='%.0f' x2='%.0f' y1='%.1f' y2='%.1f' stroke='#ddd'/><text x='8' "
+        "y='%.1f'>1e%d</text>\n",
+        left, w - 20, y, y, y + 4, d);
   }
   for (int i = 0; i < n; ++i) {
     const double x = left + i * bar;
     const double before = r.profile_before(i).output_max_abs();
     const double after = i < r.profile_after_size() ? r.profile_after(i).output_max_abs() : 0;
-    f << absl::StrFormat("<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='#d9534f'><title>layer %d: %.4g</title></rect>\n", x + 1, y_of(before), bar * 0.45, top + plot_h - y_of(before), i, before);
-    f << absl::StrFormat("<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='#5b8def'><title>layer %d after: %.4g</title></rect>\n", x + 1 + bar * 0.45, y_of(after), bar * 0.45, top + plot_h - y_of(after), i, after);
-    if (n <= 40 || i % 5 == 0) f << absl::StrFormat("<text x='%.1f' y='%.0f'>%d</text>\n", x + 1, h - bottom + 14, i);
+    f << absl::StrFormat(
+        "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='#d9534f'><title>layer %d: "
+        "%.4g</title></rect>\n",
+        x + 1, y_of(before), bar * 0.45, top + plot_h - y_of(before), i, before);
+    f << absl::StrFormat(
+        "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='#5b8def'><title>layer %d after: "
+        "%.4g</title></rect>\n",
+        x + 1 + bar * 0.45, y_of(after), bar * 0.45, top + plot_h - y_of(after), i, after);
+    if (n <= 40 || i % 5 == 0)
+      f << absl::StrFormat("<text x='%.1f' y='%.0f'>%d</text>\n", x + 1, h - bottom + 14, i);
   }
   f << absl::StrFormat("<text x='%.0f' y='%.0f'>layer</text>\n", left + plot_w / 2, h - 8);
-  f << absl::StrFormat("<rect x='%.0f' y='24' width='10' height='10' fill='#d9534f'/><text x='%.0f' y='33'>intact</text>", w - 200, w - 186);
-  f << absl::StrFormat("<rect x='%.0f' y='24' width='10' height='10' fill='#5b8def'/><text x='%.0f' y='33'>super weights zeroed</text>\n</svg>\n", w - 140, w - 126);
+  f << absl::StrFormat(
+      "<rect x='%.0f' y='24' width='10' height='10' fill='#d9534f'/><text x='%.0f' "
+      "y='33'>intact</text>",
+      w - 200, w - 186);
+  f << absl::StrFormat(
+      "<rect x='%.0f' y='24' width='10' height='10' fill='#5b8def'/><text x='%.0f' y='33'>super "
+      "weights zeroed</text>\n</svg>\n",
+      w - 140, w - 126);
 }
 
 void PrintLocate(const v1::LocateResponse& resp) {
@@ -129,23 +165,25 @@ void PrintLocate(const v1::LocateResponse& resp) {
   std::cout << absl::StrFormat("job %s: %s\n", resp.job_id(), r.summary());
   if (!r.known_model().empty()) std::cout << "recognised as " << r.known_model() << "\n";
   if (r.super_weights_size() > 0) {
-    std::cout << absl::StrFormat("%-5s %-6s %-6s %-6s %-11s %-11s %-11s %-5s %-10s %s\n", "iter", "layer",
-                                 "row", "col", "weight", "input act", "output act", "token",
-                                 "confirmed", "ppl zeroed");
+    std::cout << absl::StrFormat("%-5s %-6s %-6s %-6s %-11s %-11s %-11s %-5s %-10s %s\n", "iter",
+                                 "layer", "row", "col", "weight", "input act", "output act",
+                                 "token", "confirmed", "ppl zeroed");
   }
   for (const auto& s : r.super_weights()) {
-    std::cout << absl::StrFormat("%-5d %-6d %-6d %-6d %-11.4g %-11.4g %-11.4g %-5d %-10s %.4g%s\n", s.iteration(),
-                                 s.coordinate().layer(), s.coordinate().row(), s.coordinate().col(),
-                                 s.weight(), s.input_activation(), s.output_activation(), s.token(),
-                                 s.confirmed() ? "yes" : "no", s.perplexity_zeroed(),
-                                 s.known_match().empty() ? "" : "  (published)");
+    std::cout << absl::StrFormat(
+        "%-5d %-6d %-6d %-6d %-11.4g %-11.4g %-11.4g %-5d %-10s %.4g%s\n", s.iteration(),
+        s.coordinate().layer(), s.coordinate().row(), s.coordinate().col(), s.weight(),
+        s.input_activation(), s.output_activation(), s.token(), s.confirmed() ? "yes" : "no",
+        s.perplexity_zeroed(), s.known_match().empty() ? "" : "  (published)");
   }
-  if (r.perplexity_intact() > 0) std::cout << absl::StrFormat("perplexity of the confirmation text, intact: %.4g\n", r.perplexity_intact());
+  if (r.perplexity_intact() > 0)
+    std::cout << absl::StrFormat("perplexity of the confirmation text, intact: %.4g\n",
+                                 r.perplexity_intact());
 }
 
 std::string JobLine(const v1::Job& j) {
-  return absl::StrFormat("%s  %-7s %-10s %3.0f%%  %s%s", j.id(), j.kind(), v1::Job::State_Name(j.state()),
-                         100 * j.progress(), j.model(),
+  return absl::StrFormat("%s  %-7s %-10s %3.0f%%  %s%s", j.id(), j.kind(),
+                         v1::Job::State_Name(j.state()), 100 * j.progress(), j.model(),
                          j.error_message().empty() ? "" : "  (" + j.error_message() + ")");
 }
 
@@ -161,9 +199,10 @@ grpc::Status FollowJob(v1::SuperWeightService::Stub* stub, const std::string& to
   auto reader = stub->WatchJob(&ctx, req);
   while (reader->Read(job)) {
     const int filled = static_cast<int>(30 * job->progress());
-    std::cerr << "\r" << absl::StrFormat("%s [%s%s] %3.0f%% %-9s", job->id(), std::string(filled, '#'),
-                                         std::string(30 - filled, ' '), 100 * job->progress(),
-                                         v1::Job::State_Name(job->state()))
+    std::cerr << "\r"
+              << absl::StrFormat("%s [%s%s] %3.0f%% %-9s", job->id(), std::string(filled, '#'),
+                                 std::string(30 - filled, ' '), 100 * job->progress(),
+                                 v1::Job::State_Name(job->state()))
               << std::flush;
   }
   std::cerr << "\r" << std::string(60, ' ') << "\r" << std::flush;
@@ -180,7 +219,8 @@ grpc::Status FollowJob(v1::SuperWeightService::Stub* stub, const std::string& to
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "superweight --server=HOST:PORT {models|locate|score|ablate|quantize|jobs|watch|cancel} [flags]");
+      "superweight --server=HOST:PORT {models|locate|score|ablate|quantize|jobs|watch|cancel} "
+      "[flags]");
   // --zero=LAYER,ROW,COL repeats, and its value holds commas: taken out before absl's parser,
   // whose list flags would split and replace rather than append.
   std::vector<std::string> zeros;
@@ -194,7 +234,9 @@ int main(int argc, char** argv) {
     }
   }
   std::vector<char*> args = absl::ParseCommandLine(static_cast<int>(rest.size()), rest.data());
-  if (args.size() != 2) return Usage("give exactly one verb: models, locate, score, ablate, quantize, jobs, watch, cancel");
+  if (args.size() != 2)
+    return Usage(
+        "give exactly one verb: models, locate, score, ablate, quantize, jobs, watch, cancel");
   const std::string verb = args[1];
 
   std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
@@ -205,10 +247,12 @@ int main(int argc, char** argv) {
   }
   grpc::ChannelArguments channel_args;
   channel_args.SetMaxReceiveMessageSize(64 << 20);
-  auto stub = v1::SuperWeightService::NewStub(grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), creds, channel_args));
+  auto stub = v1::SuperWeightService::NewStub(
+      grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), creds, channel_args));
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() +
-                   std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_timeout) * 1000)));
+  ctx.set_deadline(
+      std::chrono::system_clock::now() +
+      std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_timeout) * 1000)));
   std::string token;
   if (!absl::GetFlag(FLAGS_token_file).empty()) {
     token = std::string(absl::StripAsciiWhitespace(ReadFile(absl::GetFlag(FLAGS_token_file))));
@@ -218,7 +262,8 @@ int main(int argc, char** argv) {
   // On a terminal, long jobs are submitted without waiting and followed with a progress bar.
   const bool no_wait = absl::GetFlag(FLAGS_no_wait);
   const bool progress = ::isatty(2) && !json && !no_wait;
-  const v1::Precision precision = absl::GetFlag(FLAGS_bf16) ? v1::PRECISION_BF16 : v1::PRECISION_F32;
+  const v1::Precision precision =
+      absl::GetFlag(FLAGS_bf16) ? v1::PRECISION_BF16 : v1::PRECISION_F32;
 
   if (verb == "models") {
     v1::ListModelsResponse resp;
@@ -229,8 +274,10 @@ int main(int argc, char** argv) {
       return 0;
     }
     for (const auto& m : resp.models()) {
-      std::cout << absl::StrFormat("%-45s %-12s %-8s %3d layers  hidden %-5d down_proj %-5s %8.1f MB\n", m.name(), m.format(),
-                                   m.architecture(), m.layers(), m.hidden_size(), m.weight_dtype(), m.mapped_bytes() / 1048576.0);
+      std::cout << absl::StrFormat(
+          "%-45s %-12s %-8s %3d layers  hidden %-5d down_proj %-5s %8.1f MB\n", m.name(),
+          m.format(), m.architecture(), m.layers(), m.hidden_size(), m.weight_dtype(),
+          m.mapped_bytes() / 1048576.0);
     }
     return 0;
   }
@@ -266,7 +313,8 @@ int main(int argc, char** argv) {
       int confirmed = 0;
       for (const auto& sw : resp.result().super_weights()) confirmed += sw.confirmed();
       if (confirmed != expect) {
-        std::cerr << absl::StrFormat("superweight: expected %d super weights, found %d\n", expect, confirmed);
+        std::cerr << absl::StrFormat("superweight: expected %d super weights, found %d\n", expect,
+                                     confirmed);
         return 3;
       }
     }
@@ -280,7 +328,8 @@ int main(int argc, char** argv) {
       std::vector<std::string> p = absl::StrSplit(z, ',');
       int32_t layer;
       int64_t row, col;
-      if (p.size() != 3 || !absl::SimpleAtoi(p[0], &layer) || !absl::SimpleAtoi(p[1], &row) || !absl::SimpleAtoi(p[2], &col)) {
+      if (p.size() != 3 || !absl::SimpleAtoi(p[0], &layer) || !absl::SimpleAtoi(p[1], &row) ||
+          !absl::SimpleAtoi(p[2], &col)) {
         return Usage("--zero wants LAYER,ROW,COL");
       }
       v1::WeightEdit* e = req.mutable_edits()->add_weights();
@@ -309,8 +358,9 @@ int main(int argc, char** argv) {
     if (json) {
       PrintJson(resp);
     } else {
-      std::cout << absl::StrFormat("job %s: perplexity %.6g over %d tokens (mean NLL %.6g)\n", resp.job_id(),
-                                   resp.result().perplexity(), resp.result().tokens_scored(), resp.result().mean_nll());
+      std::cout << absl::StrFormat("job %s: perplexity %.6g over %d tokens (mean NLL %.6g)\n",
+                                   resp.job_id(), resp.result().perplexity(),
+                                   resp.result().tokens_scored(), resp.result().mean_nll());
     }
     return 0;
   }
@@ -365,9 +415,10 @@ int main(int argc, char** argv) {
         PrintJson(job);
       } else if (tty) {
         const int filled = static_cast<int>(30 * job.progress());
-        std::cout << "\r" << absl::StrFormat("%s [%s%s] %3.0f%% %s", job.id(), std::string(filled, '#'),
-                                             std::string(30 - filled, ' '), 100 * job.progress(),
-                                             v1::Job::State_Name(job.state()))
+        std::cout << "\r"
+                  << absl::StrFormat("%s [%s%s] %3.0f%% %s", job.id(), std::string(filled, '#'),
+                                     std::string(30 - filled, ' '), 100 * job.progress(),
+                                     v1::Job::State_Name(job.state()))
                   << std::flush;
       } else {
         std::cout << JobLine(job) << "\n";

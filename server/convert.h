@@ -13,7 +13,8 @@ Precision FromProto(v1::Precision p);
 absl::StatusOr<EditSet> FromProto(const v1::EditSet& edits, const Model& model);
 // Token ids of an Input, checked against the model's vocabulary and `max_tokens`.
 absl::StatusOr<std::vector<int32_t>> TokensFromInput(const v1::Input& input, const Model& model,
-                                                     int max_tokens, const std::string& fallback_text);
+                                                     int max_tokens,
+                                                     const std::string& fallback_text);
 v1::LocateResult ToProto(const LocateResult& r);
 v1::ModelInfo ToProto(const Model& m, const std::string& name);
 

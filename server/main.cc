@@ -2,10 +2,10 @@
 #include <pthread.h>
 
 #include <csignal>
-#include <thread>
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -63,7 +63,8 @@ int main(int argc, char** argv) {
   options.max_text_tokens = absl::GetFlag(FLAGS_max_text_tokens);
   bool ok = true;
   if (!absl::GetFlag(FLAGS_token_file).empty()) {
-    options.bearer_token = std::string(absl::StripAsciiWhitespace(ReadFile(absl::GetFlag(FLAGS_token_file), &ok)));
+    options.bearer_token =
+        std::string(absl::StripAsciiWhitespace(ReadFile(absl::GetFlag(FLAGS_token_file), &ok)));
     if (!ok || options.bearer_token.empty()) {
       std::cerr << "superweightd: cannot read a token from --token_file\n";
       return 2;

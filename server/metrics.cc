@@ -39,7 +39,8 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                .Name("superweight_jobs_total")
                .Help("Jobs finished, by kind and final state")
                .Register(*registry_);
-  auto& models = BuildGauge().Name("superweight_models_loaded").Help("Models open").Register(*registry_);
+  auto& models =
+      BuildGauge().Name("superweight_models_loaded").Help("Models open").Register(*registry_);
   models_loaded_ = &models.Add({});
   models_mapped_bytes_ = &BuildGauge()
                               .Name("superweight_models_mapped_bytes")
@@ -69,7 +70,8 @@ void Metrics::RecordBatch(int sequences, int64_t tokens) {
 
 void Metrics::RecordJob(const std::string& kind, const std::string& state, double seconds) {
   jobs_->Add({{"kind", kind}, {"state", state}}).Increment();
-  job_duration_->Add({{"kind", kind}}, Histogram::BucketBoundaries{0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300})
+  job_duration_
+      ->Add({{"kind", kind}}, Histogram::BucketBoundaries{0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300})
       .Observe(seconds);
 }
 

@@ -68,7 +68,8 @@ absl::StatusOr<std::shared_ptr<const Model>> ModelRegistry::Get(const std::strin
   if (!model.ok()) {
     // The engine names the absolute path; the client knows the model by its relative name.
     std::string msg(model.status().message());
-    for (size_t pos; (pos = msg.find(root_ + "/")) != std::string::npos;) msg.erase(pos, root_.size() + 1);
+    for (size_t pos; (pos = msg.find(root_ + "/")) != std::string::npos;)
+      msg.erase(pos, root_.size() + 1);
     return absl::Status(model.status().code(), msg);
   }
   std::shared_ptr<const Model> shared(std::move(*model));

@@ -35,8 +35,9 @@ grpc::Status SuperWeightService::Handle(const char* rpc, grpc::ServerContext* ct
   const auto start = std::chrono::steady_clock::now();
   absl::Status status = Authenticate(ctx);
   if (status.ok()) status = body();
-  metrics_->RecordRequest(rpc, absl::StatusCodeToString(status.code()),
-                          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  metrics_->RecordRequest(
+      rpc, absl::StatusCodeToString(status.code()),
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   metrics_->SetModels(registry_->LoadedCount(), static_cast<double>(registry_->LoadedBytes()));
   return ToGrpc(status);
 }
@@ -72,8 +73,7 @@ absl::StatusOr<v1::Job> SuperWeightService::RunJob(grpc::ServerContext* ctx,
   return job;
 }
 
-grpc::Status SuperWeightService::ListModels(grpc::ServerContext* ctx,
-                                            const v1::ListModelsRequest*,
+grpc::Status SuperWeightService::ListModels(grpc::ServerContext* ctx, const v1::ListModelsRequest*,
                                             v1::ListModelsResponse* resp) {
   return Handle("ListModels", ctx, [&]() -> absl::Status {
     for (const std::string& name : registry_->Discover()) {
@@ -98,8 +98,9 @@ grpc::Status SuperWeightService::Locate(grpc::ServerContext* ctx, const v1::Loca
     LocateOptions& lo = work.locate;
     if (req->threshold() < 0 || req->spike_ratio() < 0 || req->max_iterations() < 0 ||
         req->confirm_ratio() < 0) {
-      return absl::InvalidArgumentError("threshold, spike_ratio, max_iterations and "
-                                        "confirm_ratio must not be negative");
+      return absl::InvalidArgumentError(
+          "threshold, spike_ratio, max_iterations and "
+          "confirm_ratio must not be negative");
     }
     if (req->threshold() > 0) lo.threshold = req->threshold();
     if (req->spike_ratio() > 0) lo.spike_ratio = req->spike_ratio();
@@ -166,7 +167,8 @@ grpc::Status SuperWeightService::Ablate(grpc::ServerContext* ctx, const v1::Abla
 
 grpc::Status SuperWeightService::Quantize(grpc::ServerContext* ctx, const v1::QuantizeRequest*,
                                           v1::QuantizeResponse*) {
-  return Handle("Quantize", ctx, [] { return absl::UnimplementedError("Quantize is not implemented yet"); });
+  return Handle("Quantize", ctx,
+                [] { return absl::UnimplementedError("Quantize is not implemented yet"); });
 }
 
 grpc::Status SuperWeightService::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req,

@@ -12,7 +12,7 @@
 namespace superweight::server {
 
 struct ServiceOptions {
-  int max_tokens = 8192;    // per request (Score's windows may read more: max_text_tokens)
+  int max_tokens = 8192;  // per request (Score's windows may read more: max_text_tokens)
   int max_text_tokens = 1 << 20;
   std::string bearer_token;  // empty: no authentication
   std::string confirm_text;  // Locate's default confirmation text

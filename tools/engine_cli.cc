@@ -5,9 +5,9 @@
 //   superweight-engine tokenize MODEL --text_file=F [--bos=0|1]
 //   superweight-engine logits MODEL --ids=1,2,3 --out=F [--bf16]
 //   superweight-engine logprobs MODEL --ids=1,2,3 [--bf16] [--zero=L,R,C]
-//   superweight-engine perplexity MODEL --text_file=F [--window=512] [--max_windows=N] [--zero=L,R,C]
-//   superweight-engine generate MODEL --ids=1,2,3 --steps=N
-//   superweight-engine locate MODEL [--text=T] [--threshold=50] [--spike_ratio=10] [--confirm_file=F]
+//   superweight-engine perplexity MODEL --text_file=F [--window=512] [--max_windows=N]
+//   [--zero=L,R,C] superweight-engine generate MODEL --ids=1,2,3 --steps=N superweight-engine
+//   locate MODEL [--text=T] [--threshold=50] [--spike_ratio=10] [--confirm_file=F]
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -78,7 +78,8 @@ int main(int argc, char** argv) {
   if (verb == "dequantize") {  // PATH holds raw blocks of --type; f32 values go to --out
     std::optional<sw::DType> type;
     for (int t = 0; t <= static_cast<int>(sw::DType::kQ6_K); ++t) {
-      if (flags["type"] == sw::DTypeName(static_cast<sw::DType>(t))) type = static_cast<sw::DType>(t);
+      if (flags["type"] == sw::DTypeName(static_cast<sw::DType>(t)))
+        type = static_cast<sw::DType>(t);
     }
     if (!type) return Fail("unknown --type");
     auto file = sw::MappedFile::Open(path);
@@ -179,7 +180,8 @@ int main(int argc, char** argv) {
            {"windows", r->windows}};
   } else if (verb == "generate") {
     int steps = 16;
-    if (flags.count("steps") && !absl::SimpleAtoi(flags["steps"], &steps)) return Fail("bad --steps");
+    if (flags.count("steps") && !absl::SimpleAtoi(flags["steps"], &steps))
+      return Fail("bad --steps");
     std::vector<float> logits(m.config.vocab);
     for (int s = 0; s < steps; ++s) {
       sw::SequenceInput in{ids, &edits};
@@ -187,8 +189,8 @@ int main(int argc, char** argv) {
       if (!fwd.ok()) return Fail(std::string(fwd.status().ToString()));
       sw::ComputeLogits(m, &fwd->hidden[(ids.size() - 1) * m.config.hidden], 1, logits.data(),
                         precision);
-      ids.push_back(static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) -
-                                         logits.begin()));
+      ids.push_back(
+          static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
     }
     out = {{"ids", ids}, {"text", m.tokenizer ? m.tokenizer->Decode(ids) : ""}};
   } else if (verb == "locate") {

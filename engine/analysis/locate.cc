@@ -3,9 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "engine/formats/dequantize.h"
-
 #include "engine/analysis/score.h"
+#include "engine/formats/dequantize.h"
 
 namespace superweight {
 namespace {
@@ -54,7 +53,8 @@ absl::StatusOr<LocateResult> Locate(const Model& model, absl::Span<const int32_t
     if (iteration == options.max_iterations) break;
     int best = -1;
     for (int l = 0; l < model.config.layers; ++l) {
-      const float floor = std::max(options.threshold, options.spike_ratio * MedianOfOthers(layers, l));
+      const float floor =
+          std::max(options.threshold, options.spike_ratio * MedianOfOthers(layers, l));
       if (layers[l].output_max_abs >= floor &&
           (best < 0 || layers[l].output_max_abs > layers[best].output_max_abs)) {
         best = l;

@@ -8,9 +8,10 @@
 
 namespace superweight {
 
-absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(
-    const Model& model, absl::Span<const SequenceInput> batch, Precision precision,
-    const std::atomic<bool>* cancelled) {
+absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(const Model& model,
+                                                              absl::Span<const SequenceInput> batch,
+                                                              Precision precision,
+                                                              const std::atomic<bool>* cancelled) {
   ForwardOptions options;
   options.precision = precision;
   options.cancelled = cancelled;

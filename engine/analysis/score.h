@@ -18,9 +18,9 @@ absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(
     const std::atomic<bool>* cancelled = nullptr);
 
 struct PerplexityOptions {
-  int window = 512;        // tokens per window; each window is scored from its first token
-  int batch_windows = 4;   // windows per forward pass
-  int max_windows = 0;     // 0: all full windows of the text
+  int window = 512;       // tokens per window; each window is scored from its first token
+  int batch_windows = 4;  // windows per forward pass
+  int max_windows = 0;    // 0: all full windows of the text
   Precision precision = Precision::kF32;
   const EditSet* edits = nullptr;
   const std::atomic<bool>* cancelled = nullptr;

@@ -204,14 +204,22 @@ void DequantizeRow(DType type, const uint8_t* src, int64_t n, float* dst) {
     case DType::kBF16:
       for (int64_t i = 0; i < n; ++i) dst[i] = BFloat16ToFloat(Load16(src + 2 * i));
       return;
-    case DType::kQ4_0: return DequantQ4_0(src, blocks, dst);
-    case DType::kQ4_1: return DequantQ4_1(src, blocks, dst);
-    case DType::kQ5_0: return DequantQ5_0(src, blocks, dst);
-    case DType::kQ5_1: return DequantQ5_1(src, blocks, dst);
-    case DType::kQ8_0: return DequantQ8_0(src, blocks, dst);
-    case DType::kQ4_K: return DequantQ4_K(src, blocks, dst);
-    case DType::kQ5_K: return DequantQ5_K(src, blocks, dst);
-    case DType::kQ6_K: return DequantQ6_K(src, blocks, dst);
+    case DType::kQ4_0:
+      return DequantQ4_0(src, blocks, dst);
+    case DType::kQ4_1:
+      return DequantQ4_1(src, blocks, dst);
+    case DType::kQ5_0:
+      return DequantQ5_0(src, blocks, dst);
+    case DType::kQ5_1:
+      return DequantQ5_1(src, blocks, dst);
+    case DType::kQ8_0:
+      return DequantQ8_0(src, blocks, dst);
+    case DType::kQ4_K:
+      return DequantQ4_K(src, blocks, dst);
+    case DType::kQ5_K:
+      return DequantQ5_K(src, blocks, dst);
+    case DType::kQ6_K:
+      return DequantQ6_K(src, blocks, dst);
   }
 }
 

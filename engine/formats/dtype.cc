@@ -17,9 +17,9 @@ const DTypeTraits& Traits(DType type) {
 absl::StatusOr<uint64_t> StorageBytes(DType type, uint64_t n) {
   const DTypeTraits& t = Traits(type);
   if (n % t.block_elements != 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%d elements of %s are not a whole number of %d-element blocks", n, t.name,
-        t.block_elements));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%d elements of %s are not a whole number of %d-element blocks", n, t.name,
+                        t.block_elements));
   }
   uint64_t blocks = n / t.block_elements;
   if (blocks > UINT64_MAX / t.block_bytes) {
@@ -30,17 +30,28 @@ absl::StatusOr<uint64_t> StorageBytes(DType type, uint64_t n) {
 
 absl::StatusOr<DType> DTypeFromGgml(uint32_t ggml_type) {
   switch (ggml_type) {
-    case 0: return DType::kF32;
-    case 1: return DType::kF16;
-    case 2: return DType::kQ4_0;
-    case 3: return DType::kQ4_1;
-    case 6: return DType::kQ5_0;
-    case 7: return DType::kQ5_1;
-    case 8: return DType::kQ8_0;
-    case 12: return DType::kQ4_K;
-    case 13: return DType::kQ5_K;
-    case 14: return DType::kQ6_K;
-    case 30: return DType::kBF16;
+    case 0:
+      return DType::kF32;
+    case 1:
+      return DType::kF16;
+    case 2:
+      return DType::kQ4_0;
+    case 3:
+      return DType::kQ4_1;
+    case 6:
+      return DType::kQ5_0;
+    case 7:
+      return DType::kQ5_1;
+    case 8:
+      return DType::kQ8_0;
+    case 12:
+      return DType::kQ4_K;
+    case 13:
+      return DType::kQ5_K;
+    case 14:
+      return DType::kQ6_K;
+    case 30:
+      return DType::kBF16;
     default:
       return absl::UnimplementedError(
           absl::StrFormat("unsupported GGML tensor type %d", ggml_type));

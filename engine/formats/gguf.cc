@@ -7,8 +7,19 @@ namespace superweight {
 namespace {
 
 enum GgufType : uint32_t {
-  kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
-  kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
+  kU8 = 0,
+  kI8 = 1,
+  kU16 = 2,
+  kI16 = 3,
+  kU32 = 4,
+  kI32 = 5,
+  kF32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kU64 = 10,
+  kI64 = 11,
+  kF64 = 12,
 };
 
 template <typename T>
@@ -21,17 +32,28 @@ absl::Status ReadNumber(ByteReader& r, double* out, const char* what) {
 
 absl::Status ReadScalarNumber(ByteReader& r, uint32_t type, double* out, const char* what) {
   switch (type) {
-    case kU8: return ReadNumber<uint8_t>(r, out, what);
-    case kI8: return ReadNumber<int8_t>(r, out, what);
-    case kU16: return ReadNumber<uint16_t>(r, out, what);
-    case kI16: return ReadNumber<int16_t>(r, out, what);
-    case kU32: return ReadNumber<uint32_t>(r, out, what);
-    case kI32: return ReadNumber<int32_t>(r, out, what);
-    case kF32: return ReadNumber<float>(r, out, what);
-    case kBool: return ReadNumber<uint8_t>(r, out, what);
-    case kU64: return ReadNumber<uint64_t>(r, out, what);
-    case kI64: return ReadNumber<int64_t>(r, out, what);
-    case kF64: return ReadNumber<double>(r, out, what);
+    case kU8:
+      return ReadNumber<uint8_t>(r, out, what);
+    case kI8:
+      return ReadNumber<int8_t>(r, out, what);
+    case kU16:
+      return ReadNumber<uint16_t>(r, out, what);
+    case kI16:
+      return ReadNumber<int16_t>(r, out, what);
+    case kU32:
+      return ReadNumber<uint32_t>(r, out, what);
+    case kI32:
+      return ReadNumber<int32_t>(r, out, what);
+    case kF32:
+      return ReadNumber<float>(r, out, what);
+    case kBool:
+      return ReadNumber<uint8_t>(r, out, what);
+    case kU64:
+      return ReadNumber<uint64_t>(r, out, what);
+    case kI64:
+      return ReadNumber<int64_t>(r, out, what);
+    case kF64:
+      return ReadNumber<double>(r, out, what);
     default:
       return absl::InvalidArgumentError(
           absl::StrFormat("%s: %s has unknown value type %d", r.name(), what, type));
@@ -135,9 +157,8 @@ absl::StatusOr<GgufFile> ParseGguf(absl::Span<const uint8_t> bytes, const std::s
   if (auto s = r.Read(&tensor_count, "tensor count"); !s.ok()) return s;
   if (auto s = r.Read(&kv_count, "metadata count"); !s.ok()) return s;
   if (kv_count > r.remaining() || tensor_count > r.remaining()) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s: counts (%d tensors, %d keys) exceed the file", name, tensor_count,
-                        kv_count));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: counts (%d tensors, %d keys) exceed the file", name, tensor_count, kv_count));
   }
   for (uint64_t i = 0; i < kv_count; ++i) {
     std::string key;
@@ -189,9 +210,9 @@ absl::StatusOr<GgufFile> ParseGguf(absl::Span<const uint8_t> bytes, const std::s
   for (auto& info : infos) {
     auto dtype = DTypeFromGgml(info.type);
     if (!dtype.ok()) {
-      return absl::Status(dtype.status().code(),
-                          absl::StrFormat("%s: tensor '%s': %s", name, info.name,
-                                          dtype.status().message()));
+      return absl::Status(
+          dtype.status().code(),
+          absl::StrFormat("%s: tensor '%s': %s", name, info.name, dtype.status().message()));
     }
     uint64_t numel = 1;
     for (int64_t d : info.ne) {
@@ -202,9 +223,9 @@ absl::StatusOr<GgufFile> ParseGguf(absl::Span<const uint8_t> bytes, const std::s
       numel *= static_cast<uint64_t>(d);
     }
     if (info.ne[0] % Traits(*dtype).block_elements != 0) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: tensor '%s': row of %d elements is not whole %s blocks", name, info.name,
-          info.ne[0], DTypeName(*dtype)));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: tensor '%s': row of %d elements is not whole %s blocks", name,
+                          info.name, info.ne[0], DTypeName(*dtype)));
     }
     auto nbytes = StorageBytes(*dtype, numel);
     if (!nbytes.ok()) {
@@ -213,8 +234,8 @@ absl::StatusOr<GgufFile> ParseGguf(absl::Span<const uint8_t> bytes, const std::s
     }
     if (info.offset > data_size || *nbytes > data_size - info.offset) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: tensor '%s': bytes [%d, %d) of the data section are out of range (%d bytes)",
-          name, info.name, info.offset, info.offset + *nbytes, data_size));
+          "%s: tensor '%s': bytes [%d, %d) of the data section are out of range (%d bytes)", name,
+          info.name, info.offset, info.offset + *nbytes, data_size));
     }
     const uint8_t* data = bytes.data() + data_start + info.offset;
     file.tensors[info.name] = {info.name, std::move(info.ne), *dtype, data, *nbytes};

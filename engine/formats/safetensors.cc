@@ -16,13 +16,13 @@ bool ElementSize(const std::string& dtype, int* size, bool* is_float, DType* typ
     bool is_float;
     DType type;
   } kTypes[] = {
-      {"F32", 4, true, DType::kF32},  {"F16", 2, true, DType::kF16},
-      {"BF16", 2, true, DType::kBF16}, {"F64", 8, false, DType::kF32},
-      {"I64", 8, false, DType::kF32}, {"I32", 4, false, DType::kF32},
-      {"I16", 2, false, DType::kF32}, {"I8", 1, false, DType::kF32},
-      {"U8", 1, false, DType::kF32},  {"BOOL", 1, false, DType::kF32},
-      {"U16", 2, false, DType::kF32}, {"U32", 4, false, DType::kF32},
-      {"U64", 8, false, DType::kF32}, {"F8_E4M3", 1, false, DType::kF32},
+      {"F32", 4, true, DType::kF32},      {"F16", 2, true, DType::kF16},
+      {"BF16", 2, true, DType::kBF16},    {"F64", 8, false, DType::kF32},
+      {"I64", 8, false, DType::kF32},     {"I32", 4, false, DType::kF32},
+      {"I16", 2, false, DType::kF32},     {"I8", 1, false, DType::kF32},
+      {"U8", 1, false, DType::kF32},      {"BOOL", 1, false, DType::kF32},
+      {"U16", 2, false, DType::kF32},     {"U32", 4, false, DType::kF32},
+      {"U64", 8, false, DType::kF32},     {"F8_E4M3", 1, false, DType::kF32},
       {"F8_E5M2", 1, false, DType::kF32},
   };
   for (const auto& t : kTypes) {
@@ -105,12 +105,12 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(absl::Span<const uint8_t> bytes
     const uint64_t begin = b.get<uint64_t>(), end = e.get<uint64_t>();
     if (begin > end || end > data_size) {
       return error(absl::StrFormat(
-          "tensor '%s': data_offsets [%d, %d) out of range of the %d-byte data section", key,
-          begin, end, data_size));
+          "tensor '%s': data_offsets [%d, %d) out of range of the %d-byte data section", key, begin,
+          end, data_size));
     }
     if (end - begin != numel * elem_size) {
-      return error(absl::StrFormat("tensor '%s': %d bytes do not hold shape of %d %s elements",
-                                   key, end - begin, numel, dtype));
+      return error(absl::StrFormat("tensor '%s': %d bytes do not hold shape of %d %s elements", key,
+                                   end - begin, numel, dtype));
     }
     if (is_float) file.tensors[key] = {type, std::move(shape), data + begin, end - begin};
   }

@@ -87,8 +87,7 @@ absl::Status ParseConfig(const Json& j, const std::string& path, ModelConfig* c)
       c->rope.llama3_factor = rs->value("factor", 8.f);
       c->rope.llama3_low_freq_factor = rs->value("low_freq_factor", 1.f);
       c->rope.llama3_high_freq_factor = rs->value("high_freq_factor", 4.f);
-      c->rope.llama3_original_max_positions =
-          rs->value("original_max_position_embeddings", 8192);
+      c->rope.llama3_original_max_positions = rs->value("original_max_position_embeddings", 8192);
     } else if (kind != "default") {
       return absl::UnimplementedError(
           absl::StrFormat("%s: rope_scaling type '%s' is not supported", path, kind));
@@ -122,8 +121,8 @@ class TensorSet {
     }
     const SafetensorsTensor& t = it->second.first;
     if (t.shape.size() != 2) {
-      return absl::InvalidArgumentError(absl::StrFormat("%s: tensor '%s' is not 2-D",
-                                                        it->second.second, name));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: tensor '%s' is not 2-D", it->second.second, name));
     }
     return Matrix::Make(t.dtype, t.shape[0], t.shape[1], t.data);
   }

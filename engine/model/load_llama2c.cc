@@ -39,8 +39,7 @@ absl::StatusOr<std::unique_ptr<Model>> OpenLlama2cModel(const std::string& path)
       return error(absl::StrFormat("header field %d has value %d", i, h[i]));
     }
   }
-  if (c.vocab <= 0 || c.vocab > (1 << 22) || c.hidden % c.heads != 0 ||
-      c.heads % c.kv_heads != 0) {
+  if (c.vocab <= 0 || c.vocab > (1 << 22) || c.hidden % c.heads != 0 || c.heads % c.kv_heads != 0) {
     return error("inconsistent header");
   }
   c.head_dim = c.hidden / c.heads;
@@ -54,9 +53,10 @@ absl::StatusOr<std::unique_ptr<Model>> OpenLlama2cModel(const std::string& path)
   // Expected size, in floats, computed in 64 bits before anything is read.
   const uint64_t dim = c.hidden, hid = c.intermediate, L = c.layers, V = c.vocab;
   const uint64_t kv_dim = static_cast<uint64_t>(c.kv_heads) * c.head_dim;
-  const uint64_t floats = V * dim + L * dim + L * dim * dim + 2 * L * kv_dim * dim +
-                          L * dim * dim + L * dim + 3 * L * hid * dim + dim +
-                          static_cast<uint64_t>(c.max_positions) * c.head_dim + (shared_classifier ? 0 : V * dim);
+  const uint64_t floats = V * dim + L * dim + L * dim * dim + 2 * L * kv_dim * dim + L * dim * dim +
+                          L * dim + 3 * L * hid * dim + dim +
+                          static_cast<uint64_t>(c.max_positions) * c.head_dim +
+                          (shared_classifier ? 0 : V * dim);
   if (r.remaining() != floats * 4) {
     return error(absl::StrFormat(
         "%d bytes of weights, the header implies %d (truncated or not a llama2.c checkpoint)",
@@ -79,8 +79,10 @@ absl::StatusOr<std::unique_ptr<Model>> OpenLlama2cModel(const std::string& path)
   const uint8_t* w2 = take(L * dim * hid);
   const uint8_t* w3 = take(L * hid * dim);
   model->final_norm = ToFloatVector(DType::kF32, take(dim), dim);
-  take(static_cast<uint64_t>(c.max_positions) * c.head_dim);  // precomputed RoPE tables, recomputed instead
-  model->lm_head = shared_classifier ? model->embed : Matrix::Make(DType::kF32, V, dim, take(V * dim));
+  take(static_cast<uint64_t>(c.max_positions) *
+       c.head_dim);  // precomputed RoPE tables, recomputed instead
+  model->lm_head =
+      shared_classifier ? model->embed : Matrix::Make(DType::kF32, V, dim, take(V * dim));
   model->layers.resize(L);
   for (uint64_t l = 0; l < L; ++l) {
     LayerWeights& w = model->layers[l];
@@ -95,7 +97,8 @@ absl::StatusOr<std::unique_ptr<Model>> OpenLlama2cModel(const std::string& path)
     w.Get(LinearKind::kUp) = Matrix::Make(DType::kF32, hid, dim, w3 + l * hid * dim * 4);
   }
   // The tokenizer: tokenizer.bin, or tok<vocab>.bin as llama2.c names custom ones.
-  for (const std::string& name : {absl::StrFormat("tok%d.bin", c.vocab), std::string("tokenizer.bin")}) {
+  for (const std::string& name :
+       {absl::StrFormat("tok%d.bin", c.vocab), std::string("tokenizer.bin")}) {
     struct stat st;
     if (::stat((dir + name).c_str(), &st) != 0) continue;
     auto tok = LoadLlama2cTokenizer(dir + name, c.vocab);

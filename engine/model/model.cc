@@ -11,11 +11,16 @@ namespace superweight {
 
 const char* ArchitectureName(Architecture arch) {
   switch (arch) {
-    case Architecture::kLlama: return "llama";
-    case Architecture::kMistral: return "mistral";
-    case Architecture::kQwen2: return "qwen2";
-    case Architecture::kOlmo: return "olmo";
-    case Architecture::kPhi3: return "phi3";
+    case Architecture::kLlama:
+      return "llama";
+    case Architecture::kMistral:
+      return "mistral";
+    case Architecture::kQwen2:
+      return "qwen2";
+    case Architecture::kOlmo:
+      return "olmo";
+    case Architecture::kPhi3:
+      return "phi3";
   }
   return "?";
 }
@@ -31,15 +36,18 @@ absl::StatusOr<Architecture> ArchitectureFromName(const std::string& name) {
 
 const char* ModelFormatName(ModelFormat format) {
   switch (format) {
-    case ModelFormat::kHuggingFace: return "huggingface";
-    case ModelFormat::kGguf: return "gguf";
-    case ModelFormat::kLlama2c: return "llama2c";
+    case ModelFormat::kHuggingFace:
+      return "huggingface";
+    case ModelFormat::kGguf:
+      return "gguf";
+    case ModelFormat::kLlama2c:
+      return "llama2c";
   }
   return "?";
 }
 
 const char* LinearKindName(LinearKind kind) {
-  static const char* kNames[] = {"q_proj", "k_proj", "v_proj", "o_proj",
+  static const char* kNames[] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                  "gate_proj", "up_proj", "down_proj"};
   return kNames[static_cast<int>(kind)];
 }

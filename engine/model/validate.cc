@@ -31,27 +31,27 @@ absl::Status ValidateModel(const Model& model) {
   auto error = [&](const std::string& msg) {
     return absl::InvalidArgumentError(absl::StrFormat("%s: %s", model.path, msg));
   };
-  if (c.hidden <= 0 || c.intermediate <= 0 || c.layers <= 0 || c.heads <= 0 ||
-      c.kv_heads <= 0 || c.head_dim <= 0 || c.vocab <= 0) {
+  if (c.hidden <= 0 || c.intermediate <= 0 || c.layers <= 0 || c.heads <= 0 || c.kv_heads <= 0 ||
+      c.head_dim <= 0 || c.vocab <= 0) {
     return error("config has a non-positive size");
   }
-  if (c.hidden > (1 << 16) || c.intermediate > (1 << 18) || c.layers > 1024 ||
-      c.heads > 1024 || c.vocab > (1 << 22) || c.head_dim > 1024) {
+  if (c.hidden > (1 << 16) || c.intermediate > (1 << 18) || c.layers > 1024 || c.heads > 1024 ||
+      c.vocab > (1 << 22) || c.head_dim > 1024) {
     return error("config sizes are implausibly large");
   }
   if (c.heads % c.kv_heads != 0) {
-    return error(absl::StrFormat("%d heads are not a multiple of %d KV heads", c.heads,
-                                 c.kv_heads));
+    return error(
+        absl::StrFormat("%d heads are not a multiple of %d KV heads", c.heads, c.kv_heads));
   }
   if (c.rope.rotary_dim <= 0 || c.rope.rotary_dim > c.head_dim || c.rope.rotary_dim % 2 != 0) {
-    return error(absl::StrFormat("rotary dimension %d does not fit head_dim %d",
-                                 c.rope.rotary_dim, c.head_dim));
+    return error(absl::StrFormat("rotary dimension %d does not fit head_dim %d", c.rope.rotary_dim,
+                                 c.head_dim));
   }
   auto check = [&](const Matrix& m, int64_t rows, int64_t cols, const std::string& what) {
     if (m.data == nullptr) return error(absl::StrFormat("missing tensor %s", what));
     if (m.rows != rows || m.cols != cols) {
-      return error(absl::StrFormat("tensor %s has shape [%d, %d], the config says [%d, %d]",
-                                   what, m.rows, m.cols, rows, cols));
+      return error(absl::StrFormat("tensor %s has shape [%d, %d], the config says [%d, %d]", what,
+                                   m.rows, m.cols, rows, cols));
     }
     return absl::OkStatus();
   };
@@ -70,9 +70,12 @@ absl::Status ValidateModel(const Model& model) {
       LinearKind kind;
       int64_t rows, cols;
     } kShapes[] = {
-        {LinearKind::kQ, q_rows, c.hidden},         {LinearKind::kK, kv_rows, c.hidden},
-        {LinearKind::kV, kv_rows, c.hidden},        {LinearKind::kO, c.hidden, q_rows},
-        {LinearKind::kGate, c.intermediate, c.hidden}, {LinearKind::kUp, c.intermediate, c.hidden},
+        {LinearKind::kQ, q_rows, c.hidden},
+        {LinearKind::kK, kv_rows, c.hidden},
+        {LinearKind::kV, kv_rows, c.hidden},
+        {LinearKind::kO, c.hidden, q_rows},
+        {LinearKind::kGate, c.intermediate, c.hidden},
+        {LinearKind::kUp, c.intermediate, c.hidden},
         {LinearKind::kDown, c.hidden, c.intermediate},
     };
     for (const auto& s : kShapes) {

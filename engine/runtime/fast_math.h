@@ -1,6 +1,7 @@
 // exp(x) for f32 in plain arithmetic, so that loops over it vectorize (libm's expf does not
 // without -ffast-math). Cody-Waite range reduction and a degree-6 minimax polynomial: within
-// 2 ulp of expf over the range softmax and SiLU use; clamped to [-87.3, 88] so that it never overflows.
+// 2 ulp of expf over the range softmax and SiLU use; clamped to [-87.3, 88] so that it never
+// overflows.
 #pragma once
 
 #include <algorithm>

@@ -128,8 +128,8 @@ void Attention(const ModelConfig& c, const float* q, const float* k, const float
     SoftmaxRow(sr, t + 1, scale);
     std::fill(sr + t + 1, sr + T, 0.f);
   }
-  GroupedMatmul(KV, G, T, T, hd, {s, G * T * T, T * T, T, 1}, {v, hd, 0, kv_stride, 1}, out,
-                G * hd, hd, q_stride);
+  GroupedMatmul(KV, G, T, T, hd, {s, G * T * T, T * T, T, 1}, {v, hd, 0, kv_stride, 1}, out, G * hd,
+                hd, q_stride);
 }
 
 struct Buffers {
@@ -158,9 +158,9 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
       if (auto st = batch[s].edits->Validate(model); !st.ok()) return st;
       for (const ActivationEdit& e : batch[s].edits->activations) {
         if (e.token >= static_cast<int64_t>(batch[s].tokens.size())) {
-          return absl::InvalidArgumentError(absl::StrFormat(
-              "activation edit at token %d past the sequence's %d tokens", e.token,
-              batch[s].tokens.size()));
+          return absl::InvalidArgumentError(
+              absl::StrFormat("activation edit at token %d past the sequence's %d tokens", e.token,
+                              batch[s].tokens.size()));
         }
       }
     }

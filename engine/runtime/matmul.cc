@@ -102,8 +102,8 @@ void ResetLinearStats() {
 
 const char* PrecisionName(Precision p) { return p == Precision::kF32 ? "f32" : "bf16"; }
 
-void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy,
-            Precision precision, LinearScratch* scratch) {
+void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy, Precision precision,
+            LinearScratch* scratch) {
   const int64_t k = w.cols;
   if (m == 0) return;
   LinearTimer timer(2 * m * k * w.rows);
@@ -154,11 +154,11 @@ void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy,
 void GroupedMatmul(int64_t outer, int64_t inner, int64_t m, int64_t k, int64_t n, StridedMatrix a,
                    StridedMatrix b, float* c, int64_t c_outer_stride, int64_t c_inner_stride,
                    int64_t c_row_stride) {
-  const Cached& p = GetPrimitive(
-      memory::data_type::f32, {outer, inner, m, k},
-      {a.outer_stride, a.inner_stride, a.row_stride, a.col_stride}, {outer, 1, k, n},
-      {b.outer_stride, k * n, b.row_stride, b.col_stride}, {outer, inner, m, n},
-      {c_outer_stride, c_inner_stride, c_row_stride, 1});
+  const Cached& p =
+      GetPrimitive(memory::data_type::f32, {outer, inner, m, k},
+                   {a.outer_stride, a.inner_stride, a.row_stride, a.col_stride}, {outer, 1, k, n},
+                   {b.outer_stride, k * n, b.row_stride, b.col_stride}, {outer, inner, m, n},
+                   {c_outer_stride, c_inner_stride, c_row_stride, 1});
   Run(p, a.data, b.data, c);
 }
 

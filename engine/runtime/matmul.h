@@ -22,8 +22,8 @@ struct LinearScratch {
 };
 
 // y[m, ldy] = x[m, w.cols] * w^T, for m rows. Columns [0, w.rows) of each y row are written.
-void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy,
-            Precision precision, LinearScratch* scratch);
+void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy, Precision precision,
+            LinearScratch* scratch);
 
 // Time spent inside Linear() (weight conversion included) and the flops it did, process-wide;
 // benchmarks read it to compare the engine's matmul throughput with oneDNN's alone.

@@ -30,8 +30,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(TokenizerSpec spec)
     auto l = t->piece_to_id_.find(s.merges[rank].first);
     auto r = t->piece_to_id_.find(s.merges[rank].second);
     auto m = t->piece_to_id_.find(s.merges[rank].first + s.merges[rank].second);
-    if (l == t->piece_to_id_.end() || r == t->piece_to_id_.end() ||
-        m == t->piece_to_id_.end()) {
+    if (l == t->piece_to_id_.end() || r == t->piece_to_id_.end() || m == t->piece_to_id_.end()) {
       continue;  // `tokenizers` ignores merges whose pieces are not in the vocabulary too
     }
     t->merge_ranks_.emplace(PairKey(l->second, r->second),
@@ -51,7 +50,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(TokenizerSpec spec)
   }
   for (const auto& [content, id] : s.added_tokens) {
     if (content.empty() || id < 0 || id >= static_cast<int>(s.pieces.size())) {
-      return absl::InvalidArgumentError(absl::StrFormat("bad added token '%s' (id %d)", content, id));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("bad added token '%s' (id %d)", content, id));
     }
   }
   if (s.unk_id >= static_cast<int>(s.pieces.size())) {

@@ -61,7 +61,7 @@ class Tokenizer {
   std::unordered_map<std::string, int> piece_to_id_;
   // (left id, right id) -> (rank, merged id), for explicit merges.
   std::unordered_map<uint64_t, std::pair<int, int>> merge_ranks_;
-  int byte_token_[256];  // <0xXX> ids for byte fallback, -1 where missing
+  int byte_token_[256];            // <0xXX> ids for byte fallback, -1 where missing
   std::string byte_to_char_[256];  // byte-level alphabet
   std::unordered_map<uint32_t, uint8_t> char_to_byte_;
 };

@@ -34,9 +34,9 @@ class ByteReader {
     uint64_t len = 0;
     if (auto s = Read(&len, what); !s.ok()) return s;
     if (len > remaining() || len > max_len) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: %s: string length %d at offset %d runs past the end of the file", name_, what, len,
-          offset_));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: %s: string length %d at offset %d runs past the end of the file",
+                          name_, what, len, offset_));
     }
     out->assign(reinterpret_cast<const char*>(bytes_.data() + offset_), len);
     offset_ += len;

@@ -87,7 +87,8 @@ void JobQueue::LoadPersisted() {
       Persist(entry->job);
     }
     uint64_t n = 0;
-    if (std::sscanf(entry->job.id().c_str(), "job-%lu", &n) == 1) next_id_ = std::max(next_id_, n + 1);
+    if (std::sscanf(entry->job.id().c_str(), "job-%lu", &n) == 1)
+      next_id_ = std::max(next_id_, n + 1);
     jobs_[entry->job.id()] = std::move(entry);
   }
   ::closedir(d);

@@ -65,7 +65,7 @@ TEST(Dequantize, Q5_0UsesHighBits) {
   std::memcpy(block + 2, &qh, 4);
   float y[32];
   DequantizeRow(DType::kQ5_0, block, 32, y);
-  EXPECT_EQ(y[0], 0.0f);   // 16 - 16
+  EXPECT_EQ(y[0], 0.0f);  // 16 - 16
   EXPECT_EQ(y[1], -16.0f);
   EXPECT_EQ(y[16], 0.0f);
   EXPECT_EQ(y[17], -16.0f);

@@ -10,8 +10,8 @@
 namespace superweight {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::GgufWriter;
+using ::testing::HasSubstr;
 
 std::vector<uint8_t> SmallFile() {
   GgufWriter w;

@@ -32,8 +32,8 @@ TEST(Model, OpensLlama2cAndReproducesTheReferenceRun) {
   EXPECT_EQ((*m)->config.kv_heads, 4);
   EXPECT_TRUE((*m)->config.rope.interleaved);
   // The first greedy tokens of an independent float64 reference (testdata/SOURCES.md).
-  EXPECT_THAT(Greedy(**m, {1}, 12),
-              ::testing::ElementsAre(1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421));
+  EXPECT_THAT(Greedy(**m, {1}, 12), ::testing::ElementsAre(1, 403, 407, 261, 378, 432, 383, 286,
+                                                           261, 376, 298, 315, 421));
 }
 
 TEST(Model, OpensHuggingFaceDirectoryWithOnlyLmHead) {
@@ -41,7 +41,8 @@ TEST(Model, OpensHuggingFaceDirectoryWithOnlyLmHead) {
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ((*m)->embed.data, (*m)->lm_head.data);  // tied, stored once as lm_head.weight
   EXPECT_TRUE((*m)->config.add_bos);
-  EXPECT_THAT(Greedy(**m, {1}, 8), ::testing::ElementsAre(1, 147, 201, 282, 215, 286, 598, 1662, 356));
+  EXPECT_THAT(Greedy(**m, {1}, 8),
+              ::testing::ElementsAre(1, 147, 201, 282, 215, 286, 598, 1662, 356));
 }
 
 TEST(Model, OpensGgufWithoutCopyingWeights) {
@@ -97,7 +98,8 @@ TEST(Model, RefusesBrokenHuggingFaceDirectories) {
   write_config("\"intermediate_size\": 384", "\"intermediate_size\": 385");
   m = OpenModel(dir);
   ASSERT_FALSE(m.ok());
-  EXPECT_THAT(std::string(m.status().message()), HasSubstr("layers.0.gate_proj has shape [384, 128], the config says [385, 128]"));
+  EXPECT_THAT(std::string(m.status().message()),
+              HasSubstr("layers.0.gate_proj has shape [384, 128], the config says [385, 128]"));
 
   write_config("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3");
   m = OpenModel(dir);

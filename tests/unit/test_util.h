@@ -1,9 +1,9 @@
 // Helpers shared by the unit tests: paths to the test data and scratch files.
 #pragma once
 
-#include <cstdint>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <string>
@@ -13,7 +13,9 @@
 
 namespace superweight::testing {
 
-inline std::string TestData(const std::string& rel) { return std::string(SUPERWEIGHT_TESTDATA) + "/" + rel; }
+inline std::string TestData(const std::string& rel) {
+  return std::string(SUPERWEIGHT_TESTDATA) + "/" + rel;
+}
 
 inline std::vector<uint8_t> ReadAll(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

@@ -28,7 +28,10 @@ TokenizerSpec TinySpm() {
     std::snprintf(buf, sizeof(buf), "<0x%02X>", b);
     s.pieces.push_back(buf);
   }
-  for (const char* p : {"\xE2\x96\x81", "a", "b", "ab", "\xE2\x96\x81" "ab"}) s.pieces.push_back(p);
+  for (const char* p : {"\xE2\x96\x81", "a", "b", "ab",
+                        "\xE2\x96\x81"
+                        "ab"})
+    s.pieces.push_back(p);
   s.scores.assign(s.pieces.size(), 0.f);
   s.scores[s.pieces.size() - 2] = -1.f;  // "ab"
   s.scores[s.pieces.size() - 1] = -2.f;  // "▁ab"
@@ -82,7 +85,8 @@ TEST(Tokenizer, HfNormalizedAddedTokensMatchTheirNormalizedForm) {
   auto t = LoadHfTokenizer(testing::TestData("hf_tinystories_656k/tokenizer.json"), 1, 2);
   ASSERT_TRUE(t.ok()) << t.status();
   // Ids from the `tokenizers` library for the same strings.
-  EXPECT_THAT((*t)->Encode("😀 hello <unk> x", true), ElementsAre(1, 80, 0, 80, 109, 113, 67, 0, 80, 76));
+  EXPECT_THAT((*t)->Encode("😀 hello <unk> x", true),
+              ElementsAre(1, 80, 0, 80, 109, 113, 67, 0, 80, 76));
   EXPECT_THAT((*t)->Encode("a <|end_story|> b", true), ElementsAre(1, 85, 2, 80, 54));
 }
 
