@@ -4,7 +4,7 @@ BUILD := build
 ASAN_BUILD := build-asan
 CMAKE_FLAGS := -G Ninja -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: setup build build-asan test unit-test asan-test oracle-test e2e-test demo bench format clean
+.PHONY: format-check setup build build-asan test unit-test asan-test oracle-test e2e-test demo bench format clean
 
 setup:
 	@tools/setup.sh
@@ -32,7 +32,10 @@ oracle-test: build
 e2e-test: build
 	@.venv/bin/python -m pytest -q tests/e2e
 
-test: unit-test asan-test oracle-test e2e-test
+format-check: setup
+	@clang-format --dry-run -Werror $$(git ls-files '*.cc' '*.h')
+
+test: format-check unit-test asan-test oracle-test e2e-test
 
 demo: build
 	@tools/demo.sh
