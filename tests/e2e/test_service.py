@@ -186,3 +186,40 @@ def test_no_wait_returns_a_job_to_watch(server):
     assert "SUCCEEDED" in watched[-1]
     jobs = {j["id"]: j for j in server.call("jobs")["jobs"]}
     assert len(jobs[job_id]["score"]["logprobs"]) > 0
+
+
+def test_a_job_running_when_the_server_dies_is_reported_failed(model_root, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("t")
+    text_file = os.path.join(TESTDATA, "text", "wiki.test.raw")
+    first = Server(model_root, tmp_path / "state", token).start()
+    job_id = first.client("score", "--model=smollm2.gguf", f"--text_file={text_file}",
+                          "--window=512", "--no_wait").stdout.strip()
+    time.sleep(1.0)
+    first.proc.kill()  # no chance to clean up
+    first.proc.wait()
+    second = Server(model_root, tmp_path / "state", token).start()
+    try:
+        job = {j["id"]: j for j in second.call("jobs")["jobs"]}[job_id]
+        assert job["state"] == "FAILED"
+        assert "stopped" in job["error_message"]
+    finally:
+        second.stop()
+
+
+def test_models_are_evicted_past_the_memory_budget_but_not_in_use(model_root, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("t")
+    s = Server(model_root, tmp_path / "state", token, extra=["--memory_budget_mb=2"]).start()
+    try:
+        def loaded():
+            body = urllib.request.urlopen(f"http://127.0.0.1:{s.metrics_port}/metrics").read().decode()
+            line = [l for l in body.splitlines() if l.startswith("superweight_models_loaded ")][0]
+            return float(line.split()[1])
+        # Each model alone is under 3 MB; the budget holds one at a time.
+        s.call("score", "--model=tinystories656k", "--text=One.")
+        s.call("score", "--model=stories260K/stories260K.bin", "--text=Two.")
+        s.call("score", "--model=tinystories656k", "--text=Three.")
+        assert loaded() == 1
+    finally:
+        s.stop()
