@@ -25,7 +25,7 @@ COPY --from=build /src/build/bin/superweightd /src/build/bin/superweight /usr/lo
 USER superweight
 EXPOSE 50051 9090
 VOLUME ["/models", "/var/lib/superweight"]
-# The client's `models` call doubles as the health check (it needs the token when one is set).
-HEALTHCHECK --interval=30s --timeout=5s CMD ["superweight", "--server=127.0.0.1:50051", "--timeout=4", "models"]
+# gRPC health checking, which needs no bearer token.
+HEALTHCHECK --interval=30s --timeout=5s CMD ["superweight", "--server=127.0.0.1:50051", "--timeout=4", "health"]
 ENTRYPOINT ["superweightd", "--listen=0.0.0.0:50051", "--metrics_listen=0.0.0.0:9090", \
             "--model_root=/models", "--state_dir=/var/lib/superweight"]

@@ -1,14 +1,16 @@
 // superweight: the command-line client. Depends on the contract (proto/) only.
 //   superweight --server=HOST:PORT VERB [flags]
-// Verbs: models, locate, score, ablate, quantize, jobs, watch, cancel.
+// Verbs: health, models, locate, score, ablate, quantize, jobs, watch, cancel.
 // --zero=LAYER,ROW,COL (repeatable) zeroes a down_proj weight for score.
 // Exit codes: 0 done, 1 the server refused or failed (its status is printed), 2 usage,
 // 3 an expectation (--expect) did not hold.
 #include <unistd.h>
 
 #include <cmath>
+#include <condition_variable>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 #include <sstream>
 
 #include "absl/flags/flag.h"
@@ -19,6 +21,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "google/protobuf/util/json_util.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "superweight/v1/superweight.grpc.pb.h"
 
@@ -236,7 +239,8 @@ int main(int argc, char** argv) {
   std::vector<char*> args = absl::ParseCommandLine(static_cast<int>(rest.size()), rest.data());
   if (args.size() != 2)
     return Usage(
-        "give exactly one verb: models, locate, score, ablate, quantize, jobs, watch, cancel");
+        "give exactly one verb: health, models, locate, score, ablate, quantize, jobs, watch, "
+        "cancel");
   const std::string verb = args[1];
 
   std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
@@ -265,6 +269,38 @@ int main(int argc, char** argv) {
   const v1::Precision precision =
       absl::GetFlag(FLAGS_bf16) ? v1::PRECISION_BF16 : v1::PRECISION_F32;
 
+  if (verb == "health") {
+    // grpc.health.v1.Health/Check for the whole server, which needs no token. The request
+    // (service "") encodes as zero bytes; the response's only field is status (1: SERVING).
+    grpc::GenericStub generic(
+        grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), creds, channel_args));
+    grpc::ByteBuffer request, response;
+    grpc::Slice empty("");
+    request = grpc::ByteBuffer(&empty, 1);
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    grpc::Status status;
+    generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
+                      &response, [&](grpc::Status s) {
+                        std::lock_guard<std::mutex> lock(mu);
+                        status = s;
+                        done = true;
+                        cv.notify_one();
+                      });
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return done; });
+    if (!status.ok()) return Failed(status);
+    std::vector<grpc::Slice> slices;
+    std::string bytes;
+    if (response.Dump(&slices).ok()) {
+      for (const auto& sl : slices)
+        bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+    }
+    const bool serving = bytes.size() == 2 && bytes[0] == 0x08 && bytes[1] == 0x01;
+    std::cout << (serving ? "SERVING" : "NOT_SERVING") << "\n";
+    return serving ? 0 : 1;
+  }
   if (verb == "models") {
     v1::ListModelsResponse resp;
     grpc::Status s = stub->ListModels(&ctx, v1::ListModelsRequest(), &resp);

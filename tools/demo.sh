@@ -10,7 +10,7 @@ build/bin/superweightd --listen=127.0.0.1:$port --model_root=models \
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
-  build/bin/superweight --server=127.0.0.1:$port --timeout=1 models >/dev/null 2>&1 && break
+  build/bin/superweight --server=127.0.0.1:$port --timeout=1 health >/dev/null 2>&1 && break
   kill -0 $server 2>/dev/null || { cat "$log"; exit 1; }
   sleep 0.2
 done

@@ -104,6 +104,11 @@ def test_bad_requests_get_the_right_code_and_the_server_keeps_serving(server, fl
     assert server.client("models").returncode == 0
 
 
+def test_health_needs_no_token(server):
+    out = server.client("health", token=False)
+    assert out.stdout.strip() == "SERVING"
+
+
 def test_token_is_required(server):
     out = server.client("models", token=False, check=False)
     assert "UNAUTHENTICATED" in out.stderr
