@@ -269,6 +269,25 @@ int main(int argc, char** argv) {
   const v1::Precision precision =
       absl::GetFlag(FLAGS_bf16) ? v1::PRECISION_BF16 : v1::PRECISION_F32;
 
+  // A job-backed call (locate, score): waits for the answer, or on a terminal submits and
+  // follows the job with a progress bar, or with --no_wait prints the job id. Returns the exit
+  // code, or -1 when `resp` holds a result to print.
+  auto run_job = [&](auto call, auto& req, auto& resp, auto result_of) -> int {
+    req.set_async(progress || no_wait);
+    grpc::Status s = call(req);
+    if (!s.ok()) return Failed(s);
+    if (no_wait) {
+      std::cout << resp.job_id() << "\n";
+      return 0;
+    }
+    if (progress) {
+      v1::Job job;
+      s = FollowJob(stub.get(), token, resp.job_id(), absl::GetFlag(FLAGS_timeout), &job);
+      if (!s.ok()) return Failed(s);
+      *resp.mutable_result() = result_of(job);
+    }
+    return -1;
+  };
   if (verb == "health") {
     // grpc.health.v1.Health/Check for the whole server, which needs no token. The request
     // (service "") encodes as zero bytes; the response's only field is status (1: SERVING).
@@ -324,20 +343,10 @@ int main(int argc, char** argv) {
     req.set_threshold(absl::GetFlag(FLAGS_threshold));
     req.set_precision(precision);
     req.set_skip_confirmation(absl::GetFlag(FLAGS_skip_confirmation));
-    req.set_async(progress || no_wait);
     v1::LocateResponse resp;
-    grpc::Status s = stub->Locate(&ctx, req, &resp);
-    if (!s.ok()) return Failed(s);
-    if (no_wait) {
-      std::cout << resp.job_id() << "\n";
-      return 0;
-    }
-    if (progress) {
-      v1::Job job;
-      s = FollowJob(stub.get(), token, resp.job_id(), absl::GetFlag(FLAGS_timeout), &job);
-      if (!s.ok()) return Failed(s);
-      *resp.mutable_result() = job.locate();
-    }
+    const int rc = run_job([&](v1::LocateRequest& q) { return stub->Locate(&ctx, q, &resp); }, req,
+                           resp, [](const v1::Job& job) { return job.locate(); });
+    if (rc >= 0) return rc;
     if (json) {
       PrintJson(resp);
     } else {
@@ -377,20 +386,10 @@ int main(int argc, char** argv) {
     req.set_precision(precision);
     req.set_window(absl::GetFlag(FLAGS_window));
     req.set_max_windows(absl::GetFlag(FLAGS_max_windows));
-    req.set_async(progress || no_wait);
     v1::ScoreResponse resp;
-    grpc::Status s = stub->Score(&ctx, req, &resp);
-    if (!s.ok()) return Failed(s);
-    if (no_wait) {
-      std::cout << resp.job_id() << "\n";
-      return 0;
-    }
-    if (progress) {
-      v1::Job job;
-      s = FollowJob(stub.get(), token, resp.job_id(), absl::GetFlag(FLAGS_timeout), &job);
-      if (!s.ok()) return Failed(s);
-      *resp.mutable_result() = job.score();
-    }
+    const int rc = run_job([&](v1::ScoreRequest& q) { return stub->Score(&ctx, q, &resp); }, req,
+                           resp, [](const v1::Job& job) { return job.score(); });
+    if (rc >= 0) return rc;
     if (json) {
       PrintJson(resp);
     } else {
