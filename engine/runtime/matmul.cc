@@ -22,7 +22,9 @@ dnnl::engine& Engine() {
   return engine;
 }
 
-// Primitive creation costs about a millisecond; every distinct shape is built once.
+// Primitive creation costs about a millisecond; every distinct shape is built once. Callers
+// get a copy (primitives are shared handles), so clearing the cache never pulls one from
+// under a running call.
 struct Key {
   std::vector<int64_t> v;
   bool operator<(const Key& o) const { return v < o.v; }
@@ -33,9 +35,9 @@ struct Cached {
   memory::desc a, b, c;
 };
 
-const Cached& GetPrimitive(memory::data_type type, const Dims& a_dims, const Dims& a_strides,
-                           const Dims& b_dims, const Dims& b_strides, const Dims& c_dims,
-                           const Dims& c_strides) {
+Cached GetPrimitive(memory::data_type type, const Dims& a_dims, const Dims& a_strides,
+                    const Dims& b_dims, const Dims& b_strides, const Dims& c_dims,
+                    const Dims& c_strides) {
   static std::mutex mu;
   static std::map<Key, Cached> cache;
   Key key;
@@ -67,7 +69,7 @@ void Run(const Cached& p, const void* a, const void* b, void* c) {
 // y[m, n] (stride ldy) = x[m, k] * w[n, k]^T, w rows contiguous with stride k.
 void Gemm(memory::data_type type, const void* x, int64_t m, int64_t k, const void* w, int64_t n,
           float* y, int64_t ldy) {
-  const Cached& p = GetPrimitive(type, {m, k}, {k, 1}, {k, n}, {1, k}, {m, n}, {ldy, 1});
+  const Cached p = GetPrimitive(type, {m, k}, {k, 1}, {k, n}, {1, k}, {m, n}, {ldy, 1});
   Run(p, x, w, y);
 }
 
@@ -154,7 +156,7 @@ void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy, P
 void GroupedMatmul(int64_t outer, int64_t inner, int64_t m, int64_t k, int64_t n, StridedMatrix a,
                    StridedMatrix b, float* c, int64_t c_outer_stride, int64_t c_inner_stride,
                    int64_t c_row_stride) {
-  const Cached& p =
+  const Cached p =
       GetPrimitive(memory::data_type::f32, {outer, inner, m, k},
                    {a.outer_stride, a.inner_stride, a.row_stride, a.col_stride}, {outer, 1, k, n},
                    {b.outer_stride, k * n, b.row_stride, b.col_stride}, {outer, inner, m, n},
