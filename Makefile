@@ -4,7 +4,7 @@ BUILD := build
 ASAN_BUILD := build-asan
 CMAKE_FLAGS := -G Ninja -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: format-check setup build build-asan test unit-test asan-test oracle-test e2e-test demo bench format clean
+.PHONY: fuzz format-check setup build build-asan test unit-test asan-test oracle-test e2e-test demo bench format clean
 
 setup:
 	@tools/setup.sh
@@ -31,6 +31,17 @@ oracle-test: build
 # The real server on loopback, driven by the real client.
 e2e-test: build
 	@.venv/bin/python -m pytest -q tests/e2e
+
+# libFuzzer on the readers of untrusted input, FUZZ_SECONDS each (clang, ASan+UBSan).
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	@dpkg -s clang-14 libclang-rt-14-dev libomp-14-dev >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq clang-14 libclang-rt-14-dev libomp-14-dev >/dev/null
+	@CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DSUPERWEIGHT_FUZZ=ON -DSUPERWEIGHT_SANITIZE=ON >/dev/null
+	@cmake --build build-fuzz -j $(JOBS)
+	@for f in gguf safetensors tokenizer; do mkdir -p build-fuzz/corpus/$$f; \
+	  build-fuzz/bin/$${f}_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=65536 build-fuzz/corpus/$$f || exit 1; done
 
 format-check: setup
 	@clang-format --dry-run -Werror $$(git ls-files '*.cc' '*.h')

@@ -1,5 +1,8 @@
 #include "engine/formats/gguf.h"
 
+#include <cstdint>
+#include <type_traits>
+
 #include "absl/strings/str_format.h"
 #include "engine/util/byte_reader.h"
 
@@ -22,38 +25,53 @@ enum GgufType : uint32_t {
   kF64 = 12,
 };
 
+// Reads one number as a double and as an int64 (exact for integer types, saturated for
+// uint64 past INT64_MAX and for floats out of range; a hostile file must not reach the
+// undefined float-to-int conversion).
 template <typename T>
-absl::Status ReadNumber(ByteReader& r, double* out, const char* what) {
+absl::Status ReadNumber(ByteReader& r, double* out, int64_t* as_int, const char* what) {
   T v{};
   if (auto s = r.Read(&v, what); !s.ok()) return s;
   *out = static_cast<double>(v);
+  if constexpr (std::is_floating_point_v<T>) {
+    const double d = static_cast<double>(v);
+    *as_int = !(d == d)      ? 0
+              : d >= 9.2e18  ? INT64_MAX
+              : d <= -9.2e18 ? INT64_MIN
+                             : static_cast<int64_t>(d);
+  } else if constexpr (std::is_same_v<T, uint64_t>) {
+    *as_int = v > static_cast<uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<int64_t>(v);
+  } else {
+    *as_int = static_cast<int64_t>(v);
+  }
   return absl::OkStatus();
 }
 
-absl::Status ReadScalarNumber(ByteReader& r, uint32_t type, double* out, const char* what) {
+absl::Status ReadScalarNumber(ByteReader& r, uint32_t type, double* out, int64_t* as_int,
+                              const char* what) {
   switch (type) {
     case kU8:
-      return ReadNumber<uint8_t>(r, out, what);
+      return ReadNumber<uint8_t>(r, out, as_int, what);
     case kI8:
-      return ReadNumber<int8_t>(r, out, what);
+      return ReadNumber<int8_t>(r, out, as_int, what);
     case kU16:
-      return ReadNumber<uint16_t>(r, out, what);
+      return ReadNumber<uint16_t>(r, out, as_int, what);
     case kI16:
-      return ReadNumber<int16_t>(r, out, what);
+      return ReadNumber<int16_t>(r, out, as_int, what);
     case kU32:
-      return ReadNumber<uint32_t>(r, out, what);
+      return ReadNumber<uint32_t>(r, out, as_int, what);
     case kI32:
-      return ReadNumber<int32_t>(r, out, what);
+      return ReadNumber<int32_t>(r, out, as_int, what);
     case kF32:
-      return ReadNumber<float>(r, out, what);
+      return ReadNumber<float>(r, out, as_int, what);
     case kBool:
-      return ReadNumber<uint8_t>(r, out, what);
+      return ReadNumber<uint8_t>(r, out, as_int, what);
     case kU64:
-      return ReadNumber<uint64_t>(r, out, what);
+      return ReadNumber<uint64_t>(r, out, as_int, what);
     case kI64:
-      return ReadNumber<int64_t>(r, out, what);
+      return ReadNumber<int64_t>(r, out, as_int, what);
     case kF64:
-      return ReadNumber<double>(r, out, what);
+      return ReadNumber<double>(r, out, as_int, what);
     default:
       return absl::InvalidArgumentError(
           absl::StrFormat("%s: %s has unknown value type %d", r.name(), what, type));
@@ -90,13 +108,15 @@ absl::Status ReadValue(ByteReader& r, uint32_t type, GgufValue* v, const std::st
           absl::StrFormat("%s: nested arrays in '%s' are not supported", r.name(), key));
     }
     v->numbers.resize(count);
+    int64_t ignored = 0;
     for (auto& x : v->numbers) {
-      if (auto st = ReadScalarNumber(r, elem_type, &x, what); !st.ok()) return st;
+      if (auto st = ReadScalarNumber(r, elem_type, &x, &ignored, what); !st.ok()) return st;
     }
     return absl::OkStatus();
   }
   double x = 0;
-  if (auto s = ReadScalarNumber(r, type, &x, what); !s.ok()) return s;
+  int64_t as_int = 0;
+  if (auto s = ReadScalarNumber(r, type, &x, &as_int, what); !s.ok()) return s;
   if (type == kF32 || type == kF64) {
     v->kind = GgufValue::Kind::kFloat;
     v->f = x;
@@ -105,7 +125,7 @@ absl::Status ReadValue(ByteReader& r, uint32_t type, GgufValue* v, const std::st
     v->b = x != 0;
   } else {
     v->kind = GgufValue::Kind::kInt;
-    v->i = static_cast<int64_t>(x);
+    v->i = as_int;
   }
   v->f = x;
   return absl::OkStatus();

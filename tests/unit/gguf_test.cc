@@ -86,6 +86,16 @@ TEST(Gguf, RefusesTensorsOutsideTheFile) {
               HasSubstr("not whole"));
 }
 
+TEST(Gguf, HugeUnsignedValuesSaturate) {
+  // Found by tests/fuzz/gguf_fuzzer: a uint64 past INT64_MAX once went through an undefined
+  // double-to-int64 conversion.
+  GgufWriter w;
+  w.KvU64("x.count", UINT64_MAX);
+  auto f = ParseGguf(w.Bytes(), "big.gguf");
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->GetInt("x.count"), INT64_MAX);
+}
+
 TEST(Gguf, HostileCountsDoNotAllocate) {
   GgufWriter w;
   auto bytes = w.Bytes();

@@ -20,6 +20,11 @@ class GgufWriter {
     Pod(kv_, v);
     ++kv_count_;
   }
+  void KvU64(const std::string& key, uint64_t v) {
+    Key(key, 10);
+    Pod(kv_, v);
+    ++kv_count_;
+  }
   void KvF32(const std::string& key, float v) {
     Key(key, 6);
     Pod(kv_, v);
