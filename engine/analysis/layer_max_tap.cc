@@ -31,14 +31,6 @@ void LayerMaxTap::OnDownProj(int layer, int sequence, const float* input, const 
   if (m.output_token >= 0) {
     const float* row = input + int64_t{m.output_token} * intermediate;
     m.input_at_output_token.assign(row, row + intermediate);
-    float best = -1;
-    for (int i = 0; i < intermediate; ++i) {
-      if (std::fabs(row[i]) > best) {
-        best = std::fabs(row[i]);
-        m.input_channel_at_output_token = i;
-        m.input_value_at_output_token = row[i];
-      }
-    }
   }
 }
 

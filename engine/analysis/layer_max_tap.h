@@ -1,5 +1,5 @@
 // The tap of the paper's method: per sequence and layer, the largest |down_proj input| and
-// |down_proj output|, where they occur, and the input channel that dominates the output's token.
+// |down_proj output|, where they occur, and the input row at the output maximum's token.
 #pragma once
 
 #include <vector>
@@ -16,10 +16,9 @@ struct LayerMax {
   float output_value = 0;  // signed value at the output maximum
   int output_token = -1;
   int output_channel = -1;
-  // At output_token: the input channel of largest magnitude and its signed value.
-  int input_channel_at_output_token = -1;
-  float input_value_at_output_token = 0;
-  std::vector<float> input_at_output_token;  // the whole input row there [intermediate]
+  // The whole input row at output_token [intermediate]: Locate picks the column that
+  // contributes most to the spike from it.
+  std::vector<float> input_at_output_token;
 };
 
 class LayerMaxTap : public ForwardTap {

@@ -119,7 +119,6 @@ absl::Status ReadValue(ByteReader& r, uint32_t type, GgufValue* v, const std::st
   if (auto s = ReadScalarNumber(r, type, &x, &as_int, what); !s.ok()) return s;
   if (type == kF32 || type == kF64) {
     v->kind = GgufValue::Kind::kFloat;
-    v->f = x;
   } else if (type == kBool) {
     v->kind = GgufValue::Kind::kBool;
     v->b = x != 0;
@@ -127,7 +126,7 @@ absl::Status ReadValue(ByteReader& r, uint32_t type, GgufValue* v, const std::st
     v->kind = GgufValue::Kind::kInt;
     v->i = as_int;
   }
-  v->f = x;
+  v->f = x;  // every number is also readable as a float (GetFloat accepts integers)
   return absl::OkStatus();
 }
 

@@ -189,7 +189,7 @@ void JobQueue::Finish(Entry* e, const absl::Status& status) {
   e->work = JobWork();  // drop the model handle and inputs
   Persist(e->job);
   metrics_->RecordJob(e->job.kind(), StateName(e->job.state()),
-                      (e->job.finished_unix_ms() - e->job.created_unix_ms()) / 1000.0);
+                      (e->job.finished_unix_ms() - e->started_unix_ms) / 1000.0);
   changed_.notify_all();
 }
 
@@ -220,7 +220,10 @@ void JobQueue::WorkerLoop() {
           }
         }
       }
-      for (Entry* e : batch) e->job.set_state(v1::Job::RUNNING);
+      for (Entry* e : batch) {
+        e->job.set_state(v1::Job::RUNNING);
+        e->started_unix_ms = NowMs();
+      }
       metrics_->SetQueueDepth(queue_.size());
       changed_.notify_all();
     }

@@ -64,6 +64,7 @@ class JobQueue {
     v1::Job job;
     JobWork work;
     std::atomic<bool> cancelled{false};
+    int64_t started_unix_ms = 0;  // when the worker took it: job durations count from here
   };
   void WorkerLoop();
   void RunLocate(Entry* e);
