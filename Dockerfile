@@ -1,9 +1,10 @@
 # superweightd, multi-stage: build on Debian 12 with its packages, run as a non-root user.
+# dnnl-config.cmake looks for OpenCL even for the CPU engine, hence its headers here.
 FROM debian:bookworm AS build
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       cmake ninja-build g++ pkg-config libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev \
       protobuf-compiler libdnnl-dev libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev \
-      nlohmann-json3-dev libicu-dev && rm -rf /var/lib/apt/lists/*
+      nlohmann-json3-dev libicu-dev ocl-icd-opencl-dev opencl-c-headers && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
 COPY engine engine

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/runtime/fast_math.h"
+#include "engine/runtime/flush_subnormals.h"
 
 namespace superweight {
 
@@ -22,6 +23,7 @@ absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(const Model& model
   // slice of (possibly quantized) weights is converted once for all tokens, and the logits held
   // at once are [tokens, slice], never [tokens, vocab].
   constexpr int64_t kVocabSlice = 4096;
+  const ScopedFlushSubnormals flush;
   LinearScratch scratch;
   std::vector<std::vector<float>> result(batch.size());
   for (size_t s = 0; s < batch.size(); ++s) {
@@ -36,9 +38,7 @@ absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(const Model& model
 #pragma omp parallel for schedule(static)
       for (int64_t r = 0; r < rows; ++r) {
         const float* lr = &logits[r * n];
-        float mx = row_max[r];
-#pragma omp simd reduction(max : mx)
-        for (int64_t i = 0; i < n; ++i) mx = std::max(mx, lr[i]);
+        const float mx = std::max(row_max[r], MaxOf(lr, n));
         float slice_sum = 0;
 #pragma omp simd reduction(+ : slice_sum)
         for (int64_t i = 0; i < n; ++i) slice_sum += FastExp(lr[i] - mx);
