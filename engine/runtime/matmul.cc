@@ -129,7 +129,7 @@ void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy, P
   scratch->input_bf16.resize(m * k);
   uint16_t* xb = scratch->input_bf16.data();
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < m * k; ++i) xb[i] = FloatToBFloat16(x[i]);
+  for (int64_t r = 0; r < m; ++r) FloatsToBFloat16(x + r * k, k, xb + r * k);
   if (w.dtype == DType::kBF16) {
     Gemm(memory::data_type::bf16, xb, m, k, w.data, w.rows, y, ldy);
     return;
@@ -139,16 +139,9 @@ void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy, P
   for (int64_t r0 = 0; r0 < w.rows; r0 += slice) {
     const int64_t rows = std::min(slice, w.rows - r0);
     uint16_t* b = scratch->weights_bf16.data();
-#pragma omp parallel
-    {
-      // One row at a time through a cache-resident f32 buffer.
-      std::vector<float> row(k);
-#pragma omp for schedule(static)
-      for (int64_t r = 0; r < rows; ++r) {
-        DequantizeRow(w.dtype, w.Row(r0 + r), k, row.data());
-        for (int64_t j = 0; j < k; ++j) b[r * k + j] = FloatToBFloat16(row[j]);
-      }
-    }
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r)
+      DequantizeRowToBFloat16(w.dtype, w.Row(r0 + r), k, b + r * k);
     Gemm(memory::data_type::bf16, xb, m, k, b, rows, y + r0, ldy);
   }
 }

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -19,6 +20,16 @@ TEST(HalfToFloat, KnownValues) {
   EXPECT_TRUE(std::isinf(HalfToFloat(0x7C00)));
   EXPECT_TRUE(std::isnan(HalfToFloat(0x7E00)));
   EXPECT_TRUE(std::signbit(HalfToFloat(0x8000)));
+  // A signaling NaN comes out quiet, as the F16C instruction makes it, whichever path runs.
+  const uint16_t signaling[9] = {0x7C01, 0x7C01, 0x7C01, 0x7C01, 0x7C01,
+                                 0x7C01, 0x7C01, 0x7C01, 0xFC01};
+  float converted[9];
+  DequantizeRow(DType::kF16, reinterpret_cast<const uint8_t*>(signaling), 9, converted);
+  for (int i = 0; i < 9; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, &converted[i], 4);
+    EXPECT_EQ(bits & 0x7FFFFFFFu, 0x7FC02000u) << i;
+  }
 }
 
 TEST(BFloat16, RoundsToNearestEven) {
@@ -104,6 +115,46 @@ TEST(StorageBytes, RejectsPartialBlocks) {
   EXPECT_EQ(*StorageBytes(DType::kBF16, 3), 6u);
   EXPECT_FALSE(DTypeFromGgml(10).ok());  // Q2_K is not supported and must say so
   EXPECT_EQ(*DTypeFromGgml(3), DType::kQ4_1);
+}
+
+// Random bytes for every block type (scales included, so f16 subnormals, infinities and NaNs
+// occur): DequantizeRow, whichever kernel serves it, equals the scalar loops bit for bit, and
+// DequantizeRowToBFloat16 equals FloatToBFloat16 of that. Odd lengths exercise the tails.
+TEST(Dequantize, FastPathsEqualScalarReferenceBitForBit) {
+  std::mt19937 rng(7);
+  for (DType type :
+       {DType::kF32, DType::kF16, DType::kBF16, DType::kQ4_0, DType::kQ4_1, DType::kQ5_0,
+        DType::kQ5_1, DType::kQ8_0, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K}) {
+    const DTypeTraits& t = Traits(type);
+    for (int64_t blocks : {1, 3, 37}) {
+      const int64_t n = blocks * t.block_elements + (t.block_elements == 1 ? 5 : 0);
+      std::vector<uint8_t> src(*StorageBytes(type, n));
+      for (uint8_t& byte : src) byte = static_cast<uint8_t>(rng());
+      std::vector<float> want(n), got(n);
+      internal::DequantizeRowScalar(type, src.data(), n, want.data());
+      DequantizeRow(type, src.data(), n, got.data());
+      EXPECT_EQ(std::memcmp(want.data(), got.data(), n * sizeof(float)), 0) << t.name << " " << n;
+      std::vector<uint16_t> bf16(n);
+      DequantizeRowToBFloat16(type, src.data(), n, bf16.data());
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_EQ(bf16[i], FloatToBFloat16(want[i])) << t.name << " element " << i;
+      }
+    }
+  }
+}
+
+TEST(FloatsToBFloat16, EqualsScalarOnSpecialValues) {
+  std::vector<float> x = {0.f,     -0.f,     1.f,      -1.5f,     1.f + std::ldexp(1.f, -8),
+                          3.4e38f, -3.4e38f, INFINITY, -INFINITY, NAN,
+                          1e-40f,  -1e-45f,  65504.f};
+  uint32_t signaling_nan = 0x7F800001u;
+  float f;
+  std::memcpy(&f, &signaling_nan, 4);
+  x.push_back(f);
+  std::vector<uint16_t> got(x.size());
+  FloatsToBFloat16(x.data(), x.size(), got.data());
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(got[i], FloatToBFloat16(x[i])) << i;
+  EXPECT_TRUE(std::isnan(BFloat16ToFloat(got[x.size() - 1])));  // never rounded to inf
 }
 
 }  // namespace
