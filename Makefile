@@ -4,7 +4,7 @@ BUILD := build
 ASAN_BUILD := build-asan
 CMAKE_FLAGS := -G Ninja -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: fuzz format-check setup build build-asan test unit-test asan-test oracle-test e2e-test demo bench format clean
+.PHONY: docker-test fuzz format-check setup build build-asan test unit-test asan-test oracle-test e2e-test demo bench format clean
 
 setup:
 	@tools/setup.sh
@@ -54,6 +54,10 @@ demo: build
 bench: build
 	@.venv/bin/python bench/score_throughput.py
 	@.venv/bin/python bench/service_concurrency.py
+
+# The image and deploy/docker-compose.yml, for real (needs a Docker engine).
+docker-test: setup
+	@deploy/smoke_test.sh
 
 format:
 	@clang-format -i $$(git ls-files '*.cc' '*.h')

@@ -11,6 +11,10 @@
 
 namespace superweight::server {
 
+// The first 16 KiB of WikiText-2's test split, compiled in (data/SOURCES.md): the confirmation
+// text superweightd uses unless --confirm_text_file names another.
+extern const char kDefaultConfirmationText[];
+
 struct ServiceOptions {
   int max_tokens = 8192;  // per request (Score's windows may read more: max_text_tokens)
   int max_text_tokens = 1 << 20;

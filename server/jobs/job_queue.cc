@@ -255,11 +255,19 @@ void JobQueue::RunLocate(Entry* e) {
     }
   }
   const int confirmed = r->ConfirmedCount();
-  std::string summary =
-      confirmed == 0 ? (r->candidates.empty() ? "no layer spikes: no super weight"
-                                              : "spikes found, but zeroing none of them hurts: no "
-                                                "confirmed super weight")
-                     : absl::StrFormat("%d super weight%s", confirmed, confirmed == 1 ? "" : "s");
+  // perplexity_intact is 0 when no confirmation ran (skipped, or no text to measure with).
+  std::string summary;
+  if (r->candidates.empty()) {
+    summary = "no layer spikes: no super weight";
+  } else if (r->perplexity_intact <= 0) {
+    summary = absl::StrFormat(
+        "%d candidate%s, not confirmed: confirmation skipped, so none counts as a super weight",
+        r->candidates.size(), r->candidates.size() == 1 ? "" : "s");
+  } else if (confirmed == 0) {
+    summary = "spikes found, but zeroing none of them hurts: no confirmed super weight";
+  } else {
+    summary = absl::StrFormat("%d super weight%s", confirmed, confirmed == 1 ? "" : "s");
+  }
   for (const auto& s : r->candidates) {
     if (!s.confirmed) continue;
     summary += absl::StrFormat("; layers[%d].mlp.down_proj.weight[%d, %d] = %.4g", s.layer, s.row,

@@ -47,7 +47,6 @@ class Server:
         self.args = [os.path.join(BIN, "superweightd"), f"--listen=127.0.0.1:{self.port}",
                      f"--model_root={root}", f"--metrics_listen=127.0.0.1:{self.metrics_port}",
                      f"--state_dir={state_dir}", f"--token_file={token_file}",
-                     f"--confirm_text_file={os.path.join(TESTDATA, 'text', 'wiki.test.raw')}",
                      "--max_tokens=2048", *extra]
         self.token_file = token_file
         self.proc = None

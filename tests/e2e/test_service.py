@@ -25,6 +25,7 @@ def test_models_lists_real_models_and_skips_broken(server):
 
 
 def test_locate_smollm2_finds_its_super_weight(server):
+    # The server runs without --confirm_text_file: its built-in WikiText-2 text confirms.
     r = server.call("locate", "--model=smollm2.gguf")
     result = r["result"]
     confirmed = [s for s in result["super_weights"] if s.get("confirmed")]
@@ -47,6 +48,9 @@ def test_locate_small_models_report_no_confirmed_super_weight(server, model):
 def test_locate_finds_a_planted_super_weight(server):
     result = server.call("locate", "--model=planted", "--skip_confirmation")["result"]
     assert coordinate(result["super_weights"][0]) == PLANTED
+    # Unmeasured candidates are not called super weights, nor said to be harmless.
+    assert "not confirmed: confirmation skipped" in result["summary"]
+    assert not result.get("perplexity_intact")
 
 
 def test_plot_is_written(server, tmp_path):
