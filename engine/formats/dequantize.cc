@@ -1,13 +1,10 @@
 #include "engine/formats/dequantize.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
-#include <type_traits>
 
-#if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
-#include <immintrin.h>
-#define SUPERWEIGHT_DEQUANTIZE_AVX2 1
-#endif
+#include "engine/formats/dequantize_kernels.h"
 
 namespace superweight {
 namespace {
@@ -237,111 +234,57 @@ void DequantizeRowScalar(DType type, const uint8_t* src, int64_t n, float* dst) 
 #ifdef SUPERWEIGHT_DEQUANTIZE_AVX2
 namespace {
 
-// The same arithmetic as the scalar loops, eight lanes at a time: the products q * d are exact
-// in f32 (at most 8 x 11 significant bits), so fused and separate multiply-adds agree and the
-// results stay bit-exact with llama.cpp.
-inline float HalfAt(const uint8_t* p) { return _cvtsh_ss(Load16(p)); }
-inline __m256 U8ToFloat(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
-inline __m256 I8ToFloat(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
+struct SinkF32 {
+  using Out = float;
+  static void Store8(__m256 v, float* y) { _mm256_storeu_ps(y, v); }
+  static float Scalar(float f) { return f; }
+};
 
-inline void Store8(__m256 v, float* y) { _mm256_storeu_ps(y, v); }
-// FloatToBFloat16 on eight lanes.
-inline void Store8(__m256 v, uint16_t* y) {
-  const __m256i bits = _mm256_castps_si256(v);
-  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
-  __m256i r = _mm256_srli_epi32(
-      _mm256_add_epi32(bits, _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), lsb)), 16);
-  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-  const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(0x40));
-  r = _mm256_blendv_epi8(r, quiet, nan);
-  const __m128i packed =
-      _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(y), packed);
-}
-
-template <typename Out>
-void Q4_0Avx2(const uint8_t* b, int64_t blocks, Out* y) {
-  const __m128i low4 = _mm_set1_epi8(0x0F);
-  const __m256 eight = _mm256_set1_ps(8.f);
-  for (int64_t i = 0; i < blocks; ++i, b += 18, y += 32) {
-    const __m256 d = _mm256_set1_ps(HalfAt(b));
-    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
-    const __m128i lo = _mm_and_si128(q, low4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), low4);
-    Store8(_mm256_mul_ps(_mm256_sub_ps(U8ToFloat(lo), eight), d), y);
-    Store8(_mm256_mul_ps(_mm256_sub_ps(U8ToFloat(_mm_srli_si128(lo, 8)), eight), d), y + 8);
-    Store8(_mm256_mul_ps(_mm256_sub_ps(U8ToFloat(hi), eight), d), y + 16);
-    Store8(_mm256_mul_ps(_mm256_sub_ps(U8ToFloat(_mm_srli_si128(hi, 8)), eight), d), y + 24);
+// FloatToBFloat16 on eight lanes, in AVX2 arithmetic.
+struct SinkBF16 {
+  using Out = uint16_t;
+  static void Store8(__m256 v, uint16_t* y) {
+    const __m256i bits = _mm256_castps_si256(v);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_srli_epi32(
+        _mm256_add_epi32(bits, _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), lsb)), 16);
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(0x40));
+    r = _mm256_blendv_epi8(r, quiet, nan);
+    // Subnormals (exponent bits all zero) become signed zero.
+    const __m256i exponent = _mm256_and_si256(bits, _mm256_set1_epi32(0x7F800000));
+    const __m256i subnormal = _mm256_cmpeq_epi32(exponent, _mm256_setzero_si256());
+    r = _mm256_blendv_epi8(
+        r, _mm256_srli_epi32(_mm256_and_si256(bits, _mm256_set1_epi32(INT32_MIN)), 16), subnormal);
+    const __m128i packed =
+        _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y), packed);
   }
-}
-
-template <typename Out>
-void Q4_1Avx2(const uint8_t* b, int64_t blocks, Out* y) {
-  const __m128i low4 = _mm_set1_epi8(0x0F);
-  for (int64_t i = 0; i < blocks; ++i, b += 20, y += 32) {
-    const __m256 d = _mm256_set1_ps(HalfAt(b)), m = _mm256_set1_ps(HalfAt(b + 2));
-    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 4));
-    const __m128i lo = _mm_and_si128(q, low4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), low4);
-    Store8(_mm256_fmadd_ps(U8ToFloat(lo), d, m), y);
-    Store8(_mm256_fmadd_ps(U8ToFloat(_mm_srli_si128(lo, 8)), d, m), y + 8);
-    Store8(_mm256_fmadd_ps(U8ToFloat(hi), d, m), y + 16);
-    Store8(_mm256_fmadd_ps(U8ToFloat(_mm_srli_si128(hi, 8)), d, m), y + 24);
-  }
-}
-
-template <typename Out>
-void Q8_0Avx2(const uint8_t* b, int64_t blocks, Out* y) {
-  for (int64_t i = 0; i < blocks; ++i, b += 34, y += 32) {
-    const __m256 d = _mm256_set1_ps(HalfAt(b));
-    for (int j = 0; j < 32; j += 8) {
-      const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + j));
-      Store8(_mm256_mul_ps(I8ToFloat(q), d), y + j);
-    }
-  }
-}
-
-template <typename Out>
-void F16Avx2(const uint8_t* src, int64_t n, Out* y) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    Store8(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i))), y + i);
-  }
-  for (; i < n; ++i) {
-    const float f = HalfAt(src + 2 * i);
-    if constexpr (std::is_same_v<Out, float>) {
-      y[i] = f;
-    } else {
-      y[i] = FloatToBFloat16(f);
-    }
-  }
-}
-
-// The types with a vector kernel; false leaves the caller to the scalar path.
-template <typename Out>
-bool DequantizeAvx2(DType type, const uint8_t* src, int64_t n, Out* dst) {
-  switch (type) {
-    case DType::kQ4_0:
-      Q4_0Avx2(src, n / 32, dst);
-      return true;
-    case DType::kQ4_1:
-      Q4_1Avx2(src, n / 32, dst);
-      return true;
-    case DType::kQ8_0:
-      Q8_0Avx2(src, n / 32, dst);
-      return true;
-    case DType::kF16:
-      F16Avx2(src, n, dst);
-      return true;
-    default:
-      return false;
-  }
-}
+  static uint16_t Scalar(float f) { return FloatToBFloat16(f); }
+};
 
 }  // namespace
+
+namespace internal {
+// In dequantize_avx512bf16.cc, built for AVX512-BF16; called only where the CPU has it.
+bool DequantizeToBFloat16Avx512(DType type, const uint8_t* src, int64_t n, uint16_t* dst);
+void FloatsToBFloat16Avx512(const float* x, int64_t n, uint16_t* dst);
+}  // namespace internal
+
+namespace {
+std::atomic<bool> avx512_bf16_allowed{true};
+bool HasAvx512Bf16() {
+  static const bool has = __builtin_cpu_supports("avx512bf16");
+  return has && avx512_bf16_allowed.load(std::memory_order_relaxed);
+}
+}  // namespace
+
+void internal::AllowAvx512Bf16(bool allowed) { avx512_bf16_allowed = allowed; }
 #endif  // SUPERWEIGHT_DEQUANTIZE_AVX2
 
 void DequantizeRow(DType type, const uint8_t* src, int64_t n, float* dst) {
 #ifdef SUPERWEIGHT_DEQUANTIZE_AVX2
-  if (DequantizeAvx2(type, src, n, dst)) return;
+  if (DequantizeAvx2<SinkF32>(type, src, n, dst)) return;
 #endif
   internal::DequantizeRowScalar(type, src, n, dst);
 }
@@ -349,7 +292,8 @@ void DequantizeRow(DType type, const uint8_t* src, int64_t n, float* dst) {
 void FloatsToBFloat16(const float* x, int64_t n, uint16_t* dst) {
   int64_t i = 0;
 #ifdef SUPERWEIGHT_DEQUANTIZE_AVX2
-  for (; i + 8 <= n; i += 8) Store8(_mm256_loadu_ps(x + i), dst + i);
+  if (HasAvx512Bf16()) return internal::FloatsToBFloat16Avx512(x, n, dst);
+  for (; i + 8 <= n; i += 8) SinkBF16::Store8(_mm256_loadu_ps(x + i), dst + i);
 #endif
   for (; i < n; ++i) dst[i] = FloatToBFloat16(x[i]);
 }
@@ -364,7 +308,10 @@ void DequantizeRowToBFloat16(DType type, const uint8_t* src, int64_t n, uint16_t
     return;
   }
 #ifdef SUPERWEIGHT_DEQUANTIZE_AVX2
-  if (DequantizeAvx2(type, src, n, dst)) return;
+  if (HasAvx512Bf16() ? internal::DequantizeToBFloat16Avx512(type, src, n, dst)
+                      : DequantizeAvx2<SinkBF16>(type, src, n, dst)) {
+    return;
+  }
 #endif
   // Through f32, a few blocks at a time in a buffer that stays in L1.
   const DTypeTraits& t = Traits(type);

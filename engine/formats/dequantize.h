@@ -11,10 +11,13 @@ namespace superweight {
 float HalfToFloat(uint16_t h);
 float BFloat16ToFloat(uint16_t b);
 
-// Round to nearest even, NaN kept quiet. Inline and branch-free so conversion loops vectorize.
+// Round to nearest even, NaN made quiet, subnormals flushed to signed zero: what the AVX512-BF16
+// conversion instruction does, so that every path gives the same bits. Inline and branch-free
+// so conversion loops vectorize.
 inline uint16_t FloatToBFloat16(float f) {
   uint32_t bits;
   std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7F800000u) == 0) bits &= 0x80000000u;
   const bool nan = (bits & 0x7FFFFFFFu) > 0x7F800000u;
   const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
   return static_cast<uint16_t>(nan ? ((bits >> 16) | 0x40u) : rounded);
@@ -34,6 +37,8 @@ void FloatsToBFloat16(const float* x, int64_t n, uint16_t* dst);
 namespace internal {
 // The portable scalar loops; the reference the vector kernels are tested against.
 void DequantizeRowScalar(DType type, const uint8_t* src, int64_t n, float* dst);
+// Tests turn the AVX512-BF16 path off to check the AVX2 one on a CPU that has both.
+void AllowAvx512Bf16(bool allowed);
 }  // namespace internal
 
 }  // namespace superweight

@@ -120,7 +120,14 @@ TEST(StorageBytes, RejectsPartialBlocks) {
 // Random bytes for every block type (scales included, so f16 subnormals, infinities and NaNs
 // occur): DequantizeRow, whichever kernel serves it, equals the scalar loops bit for bit, and
 // DequantizeRowToBFloat16 equals FloatToBFloat16 of that. Odd lengths exercise the tails.
-TEST(Dequantize, FastPathsEqualScalarReferenceBitForBit) {
+class DequantizeBothPaths : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override { internal::AllowAvx512Bf16(GetParam()); }
+  void TearDown() override { internal::AllowAvx512Bf16(true); }
+};
+INSTANTIATE_TEST_SUITE_P(Avx512Bf16AllowedOrNot, DequantizeBothPaths, ::testing::Bool());
+
+TEST_P(DequantizeBothPaths, FastPathsEqualScalarReferenceBitForBit) {
   std::mt19937 rng(7);
   for (DType type :
        {DType::kF32, DType::kF16, DType::kBF16, DType::kQ4_0, DType::kQ4_1, DType::kQ5_0,
@@ -143,7 +150,7 @@ TEST(Dequantize, FastPathsEqualScalarReferenceBitForBit) {
   }
 }
 
-TEST(FloatsToBFloat16, EqualsScalarOnSpecialValues) {
+TEST_P(DequantizeBothPaths, FloatsToBFloat16EqualsScalarOnSpecialValues) {
   std::vector<float> x = {0.f,     -0.f,     1.f,      -1.5f,     1.f + std::ldexp(1.f, -8),
                           3.4e38f, -3.4e38f, INFINITY, -INFINITY, NAN,
                           1e-40f,  -1e-45f,  65504.f};
@@ -155,6 +162,14 @@ TEST(FloatsToBFloat16, EqualsScalarOnSpecialValues) {
   FloatsToBFloat16(x.data(), x.size(), got.data());
   for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(got[i], FloatToBFloat16(x[i])) << i;
   EXPECT_TRUE(std::isnan(BFloat16ToFloat(got[x.size() - 1])));  // never rounded to inf
+  EXPECT_EQ(got[10], 0x0000);                                   // subnormals flush to signed zero
+  EXPECT_EQ(got[11], 0x8000);
+  // Long enough for every vector width and its tail.
+  std::vector<float> ramp(77);
+  for (size_t i = 0; i < ramp.size(); ++i) ramp[i] = std::ldexp(1.f + i / 97.f, int(i % 50) - 25);
+  std::vector<uint16_t> out(ramp.size());
+  FloatsToBFloat16(ramp.data(), ramp.size(), out.data());
+  for (size_t i = 0; i < ramp.size(); ++i) EXPECT_EQ(out[i], FloatToBFloat16(ramp[i])) << i;
 }
 
 }  // namespace

@@ -1,0 +1,106 @@
+// AVX2 dequantization kernels, included by dequantize.cc and by dequantize_avx512bf16.cc, which
+// is built with other target flags: everything here has internal linkage, so that each file
+// keeps its own copy and no AVX-512 code can stand in for the AVX2 one at link time.
+//
+// The arithmetic is the scalar loops', eight lanes at a time: the products q * d are exact in
+// f32 (at most 8 x 11 significant bits), so fused and separate multiply-adds agree and the
+// results stay bit-exact with llama.cpp. A Sink says how eight floats are stored (f32, or
+// rounded to bf16).
+#pragma once
+
+#if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "engine/formats/dtype.h"
+
+#define SUPERWEIGHT_DEQUANTIZE_AVX2 1
+
+namespace superweight {
+namespace {  // NOLINT(build/namespaces): one copy per including file, on purpose
+
+inline float HalfAt(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+inline __m256 U8ToFloat(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
+inline __m256 I8ToFloat(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
+
+template <typename Sink>
+void Q4_0Avx2(const uint8_t* b, int64_t blocks, typename Sink::Out* y) {
+  const __m128i low4 = _mm_set1_epi8(0x0F);
+  const __m256 eight = _mm256_set1_ps(8.f);
+  for (int64_t i = 0; i < blocks; ++i, b += 18, y += 32) {
+    const __m256 d = _mm256_set1_ps(HalfAt(b));
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
+    const __m128i lo = _mm_and_si128(q, low4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), low4);
+    Sink::Store8(_mm256_mul_ps(_mm256_sub_ps(U8ToFloat(lo), eight), d), y);
+    Sink::Store8(_mm256_mul_ps(_mm256_sub_ps(U8ToFloat(_mm_srli_si128(lo, 8)), eight), d), y + 8);
+    Sink::Store8(_mm256_mul_ps(_mm256_sub_ps(U8ToFloat(hi), eight), d), y + 16);
+    Sink::Store8(_mm256_mul_ps(_mm256_sub_ps(U8ToFloat(_mm_srli_si128(hi, 8)), eight), d), y + 24);
+  }
+}
+
+template <typename Sink>
+void Q4_1Avx2(const uint8_t* b, int64_t blocks, typename Sink::Out* y) {
+  const __m128i low4 = _mm_set1_epi8(0x0F);
+  for (int64_t i = 0; i < blocks; ++i, b += 20, y += 32) {
+    const __m256 d = _mm256_set1_ps(HalfAt(b)), m = _mm256_set1_ps(HalfAt(b + 2));
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 4));
+    const __m128i lo = _mm_and_si128(q, low4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), low4);
+    Sink::Store8(_mm256_fmadd_ps(U8ToFloat(lo), d, m), y);
+    Sink::Store8(_mm256_fmadd_ps(U8ToFloat(_mm_srli_si128(lo, 8)), d, m), y + 8);
+    Sink::Store8(_mm256_fmadd_ps(U8ToFloat(hi), d, m), y + 16);
+    Sink::Store8(_mm256_fmadd_ps(U8ToFloat(_mm_srli_si128(hi, 8)), d, m), y + 24);
+  }
+}
+
+template <typename Sink>
+void Q8_0Avx2(const uint8_t* b, int64_t blocks, typename Sink::Out* y) {
+  for (int64_t i = 0; i < blocks; ++i, b += 34, y += 32) {
+    const __m256 d = _mm256_set1_ps(HalfAt(b));
+    for (int j = 0; j < 32; j += 8) {
+      const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + j));
+      Sink::Store8(_mm256_mul_ps(I8ToFloat(q), d), y + j);
+    }
+  }
+}
+
+template <typename Sink>
+void F16Avx2(const uint8_t* src, int64_t n, typename Sink::Out* y) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    Sink::Store8(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i))),
+                 y + i);
+  }
+  for (; i < n; ++i) y[i] = Sink::Scalar(HalfAt(src + 2 * i));
+}
+
+// The types with a vector kernel; false leaves the caller to the scalar path.
+template <typename Sink>
+bool DequantizeAvx2(DType type, const uint8_t* src, int64_t n, typename Sink::Out* dst) {
+  switch (type) {
+    case DType::kQ4_0:
+      Q4_0Avx2<Sink>(src, n / 32, dst);
+      return true;
+    case DType::kQ4_1:
+      Q4_1Avx2<Sink>(src, n / 32, dst);
+      return true;
+    case DType::kQ8_0:
+      Q8_0Avx2<Sink>(src, n / 32, dst);
+      return true;
+    case DType::kF16:
+      F16Avx2<Sink>(src, n, dst);
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+}  // namespace superweight
+
+#endif  // AVX2, F16C, FMA
