@@ -8,6 +8,7 @@ engine's matmul throughput against oneDNN alone on the same shapes.
 """
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -53,7 +54,7 @@ def main():
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS))
     rounds = int(os.environ.get("BENCH_ROUNDS", 3))
     rows = []
-    median = lambda xs: sorted(xs)[len(xs) // 2]
+    median = statistics.median  # the mean of the middle two for an even count
     for name, path, sequences in models:
         for precision in ("f32", "bf16"):
             flag = ["--bf16"] if precision == "bf16" else []
@@ -73,17 +74,19 @@ def main():
                 eng[key] = median([r[0][key] for r in runs])
             hf = dict(runs[0][1], tokens_per_s=median([r[1]["tokens_per_s"] for r in runs]))
             ceiling = {"gflops": median([r[2]["gflops"] for r in runs])}
-            ratio = median([r[0]["tokens_per_s"] / r[1]["tokens_per_s"] for r in runs])
+            ratios = [r[0]["tokens_per_s"] / r[1]["tokens_per_s"] for r in runs]
+            ratio = median(ratios)
             share = median([r[0]["linear_gflops"] / r[2]["gflops"] for r in runs])
-            rows.append((name, precision, eng, hf, ceiling))
+            rows.append((name, precision, eng, hf, ceiling, ratios))
             print(f"{name:24s} {precision:4s} engine {eng['tokens_per_s']:8.1f} tok/s  "
-                  f"transformers {hf['tokens_per_s']:8.1f} tok/s  ratio {ratio:5.2f}x  "
+                  f"transformers {hf['tokens_per_s']:8.1f} tok/s  ratio {ratio:5.2f}x "
+                  f"(rounds {', '.join(f'{x:.2f}' for x in ratios)})  "
                   f"| matmul {eng['linear_gflops']:6.1f} GFLOP/s = {100 * share:3.0f}% of oneDNN alone "
                   f"({ceiling['gflops']:.1f})  | open {eng['open_ms']:.0f} ms, peak RSS {eng['peak_rss_mb']:.0f} MB, "
                   f"anon {eng['anon_mb']:.0f} MB, mapped {eng['mapped_mb']:.0f} MB  "
                   f"[{hf['blas']}, {THREADS} threads, median of {len(runs)}]", flush=True)
     print(json.dumps([{"model": r[0], "precision": r[1], "engine": r[2], "transformers": r[3],
-                       "onednn_alone_gflops": r[4]["gflops"]} for r in rows]))
+                       "onednn_alone_gflops": r[4]["gflops"], "ratios": r[5]} for r in rows]))
 
 
 if __name__ == "__main__":
