@@ -92,19 +92,19 @@ v1::LocateResult ToProto(const LocateResult& r) {
   return out;
 }
 
-v1::ModelInfo ToProto(const Model& m, const std::string& name) {
+v1::ModelInfo ToProto(const ModelSummary& m, const std::string& name, bool loaded) {
   v1::ModelInfo info;
   info.set_name(name);
-  info.set_display_name(m.name);
-  info.set_format(ModelFormatName(m.format));
-  info.set_architecture(ArchitectureName(m.config.arch));
-  info.set_layers(m.config.layers);
-  info.set_hidden_size(m.config.hidden);
-  info.set_intermediate_size(m.config.intermediate);
-  info.set_vocab_size(m.config.vocab);
-  info.set_weight_dtype(DTypeName(m.layers[0].Get(LinearKind::kDown).dtype));
-  info.set_loaded(true);
-  info.set_mapped_bytes(m.MappedBytes());
+  info.set_display_name(m.display_name);
+  info.set_format(m.format);
+  info.set_architecture(m.architecture);
+  info.set_layers(m.layers);
+  info.set_hidden_size(m.hidden);
+  info.set_intermediate_size(m.intermediate);
+  info.set_vocab_size(m.vocab);
+  info.set_weight_dtype(m.weight_dtype);
+  info.set_loaded(loaded);
+  info.set_mapped_bytes(m.mapped_bytes);
   return info;
 }
 

@@ -5,6 +5,7 @@
 #include "engine/analysis/locate.h"
 #include "engine/model/model.h"
 #include "engine/runtime/edit_set.h"
+#include "server/model_registry.h"
 #include "superweight/v1/superweight.pb.h"
 
 namespace superweight::server {
@@ -16,6 +17,6 @@ absl::StatusOr<std::vector<int32_t>> TokensFromInput(const v1::Input& input, con
                                                      int max_tokens,
                                                      const std::string& fallback_text);
 v1::LocateResult ToProto(const LocateResult& r);
-v1::ModelInfo ToProto(const Model& m, const std::string& name);
+v1::ModelInfo ToProto(const ModelSummary& m, const std::string& name, bool loaded);
 
 }  // namespace superweight::server

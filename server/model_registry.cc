@@ -10,6 +10,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 
 namespace superweight::server {
@@ -25,7 +26,45 @@ bool IsModelDir(const std::string& path) {
   return ::stat((path + "/config.json").c_str(), &st) == 0;
 }
 
+// Sizes and modification times of the file, or of a model directory's files: what changes when
+// a model is replaced.
+std::string FileVersion(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return "";
+  auto stamp = [](const struct stat& s) {
+    return absl::StrFormat("%d:%d.%09d;", s.st_size, s.st_mtim.tv_sec, s.st_mtim.tv_nsec);
+  };
+  if (!S_ISDIR(st.st_mode)) return stamp(st);
+  std::vector<std::string> entries;
+  if (DIR* d = ::opendir(path.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      struct stat child;
+      if (e->d_name[0] != '.' && ::stat((path + "/" + e->d_name).c_str(), &child) == 0 &&
+          S_ISREG(child.st_mode)) {
+        entries.push_back(std::string(e->d_name) + "=" + stamp(child));
+      }
+    }
+    ::closedir(d);
+  }
+  std::sort(entries.begin(), entries.end());
+  return absl::StrJoin(entries, "");
+}
+
 }  // namespace
+
+ModelSummary Summarize(const Model& m) {
+  ModelSummary s;
+  s.display_name = m.name;
+  s.format = ModelFormatName(m.format);
+  s.architecture = ArchitectureName(m.config.arch);
+  s.weight_dtype = DTypeName(m.layers[0].Get(LinearKind::kDown).dtype);
+  s.layers = m.config.layers;
+  s.hidden = m.config.hidden;
+  s.intermediate = m.config.intermediate;
+  s.vocab = m.config.vocab;
+  s.mapped_bytes = m.MappedBytes();
+  return s;
+}
 
 ModelRegistry::ModelRegistry(std::string root, uint64_t budget_bytes)
     : root_(Canonical(root)), budget_(budget_bytes) {}
@@ -64,20 +103,54 @@ absl::StatusOr<std::shared_ptr<const Model>> ModelRegistry::Get(const std::strin
     }
   }
   // Opening maps the file and builds the tokenizer: done outside the lock.
-  auto model = OpenModel(*path);
-  if (!model.ok()) {
-    // The engine names the absolute path; the client knows the model by its relative name.
-    std::string msg(model.status().message());
-    for (size_t pos; (pos = msg.find(root_ + "/")) != std::string::npos;)
-      msg.erase(pos, root_.size() + 1);
-    return absl::Status(model.status().code(), msg);
-  }
+  auto model = Open(*path);
+  if (!model.ok()) return model.status();
   std::shared_ptr<const Model> shared(std::move(*model));
   std::lock_guard<std::mutex> lock(mu_);
   auto [it, inserted] = open_.emplace(*path, shared);
   if (inserted) lru_.push_front(*path);
   EvictLocked();
   return it->second;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> ModelRegistry::Open(const std::string& path) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++opens_;
+  }
+  auto model = OpenModel(path);
+  if (model.ok()) return model;
+  // The engine names the absolute path; the client knows the model by its relative name.
+  std::string msg(model.status().message());
+  for (size_t pos; (pos = msg.find(root_ + "/")) != std::string::npos;)
+    msg.erase(pos, root_.size() + 1);
+  return absl::Status(model.status().code(), msg);
+}
+
+absl::StatusOr<ModelSummary> ModelRegistry::Describe(const std::string& name) {
+  auto path = Resolve(name);
+  if (!path.ok()) return path.status();
+  const std::string version = FileVersion(*path);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto open = open_.find(*path);
+    if (open != open_.end()) return Summarize(*open->second);
+    auto cached = summaries_.find(*path);
+    if (cached != summaries_.end() && cached->second.version == version) {
+      return cached->second.summary;
+    }
+  }
+  auto model = Open(*path);  // closed again when this returns
+  absl::StatusOr<ModelSummary> summary =
+      model.ok() ? absl::StatusOr<ModelSummary>(Summarize(**model)) : model.status();
+  std::lock_guard<std::mutex> lock(mu_);
+  summaries_[*path] = CachedSummary{version, summary};
+  return summary;
+}
+
+uint64_t ModelRegistry::OpenCount() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return opens_;
 }
 
 void ModelRegistry::EvictLocked() {

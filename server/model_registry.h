@@ -17,6 +17,14 @@
 
 namespace superweight::server {
 
+// What ListModels shows of a model.
+struct ModelSummary {
+  std::string display_name, format, architecture, weight_dtype;
+  int layers = 0, hidden = 0, intermediate = 0, vocab = 0;
+  uint64_t mapped_bytes = 0;
+};
+ModelSummary Summarize(const Model& m);
+
 class ModelRegistry {
  public:
   ModelRegistry(std::string root, uint64_t budget_bytes);
@@ -26,6 +34,15 @@ class ModelRegistry {
 
   // Model files and directories under the root (not opened).
   std::vector<std::string> Discover() const;
+
+  // The summary of a model, without keeping it open or touching the LRU: from the open model
+  // if it is open, else from a short-lived open of its files. Cached per version of the files
+  // (their sizes and modification times), so listing a root opens each model once, not on
+  // every call; a broken file's error is cached the same way.
+  absl::StatusOr<ModelSummary> Describe(const std::string& name);
+
+  // OpenModel calls so far (for tests and metrics).
+  uint64_t OpenCount() const;
   bool IsLoaded(const std::string& name) const;
   int LoadedCount() const;
   uint64_t LoadedBytes() const;
@@ -35,12 +52,20 @@ class ModelRegistry {
 
  private:
   void EvictLocked();
+  // OpenModel with errors naming the model by its path under the root.
+  absl::StatusOr<std::unique_ptr<Model>> Open(const std::string& path);
 
   std::string root_;  // canonical
   uint64_t budget_;
   mutable std::mutex mu_;
   std::list<std::string> lru_;  // front: most recently used
   std::map<std::string, std::shared_ptr<const Model>> open_;
+  struct CachedSummary {
+    std::string version;
+    absl::StatusOr<ModelSummary> summary;
+  };
+  std::map<std::string, CachedSummary> summaries_;  // by canonical path
+  uint64_t opens_ = 0;
 };
 
 }  // namespace superweight::server

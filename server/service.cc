@@ -77,9 +77,9 @@ grpc::Status SuperWeightService::ListModels(grpc::ServerContext* ctx, const v1::
                                             v1::ListModelsResponse* resp) {
   return Handle("ListModels", ctx, [&]() -> absl::Status {
     for (const std::string& name : registry_->Discover()) {
-      auto model = registry_->Get(name);
-      if (!model.ok()) continue;  // a broken file is not a model: listed by nobody
-      *resp->add_models() = ToProto(**model, name);
+      auto summary = registry_->Describe(name);
+      if (!summary.ok()) continue;  // a broken file is not a model: listed by nobody
+      *resp->add_models() = ToProto(*summary, name, registry_->IsLoaded(name));
     }
     return absl::OkStatus();
   });

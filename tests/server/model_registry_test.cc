@@ -1,0 +1,79 @@
+#include "server/model_registry.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace superweight::server {
+namespace {
+
+std::string TestData(const std::string& rel) {
+  return std::string(SUPERWEIGHT_TESTDATA) + "/" + rel;
+}
+
+// A model root holding a copy of stories260K and a broken GGUF.
+std::string MakeRoot(const std::string& name) {
+  const std::string root =
+      ::testing::TempDir() + "sw_registry_" + name + "_" + std::to_string(::getpid());
+  const std::string cmd = "rm -rf '" + root + "' && mkdir -p '" + root + "' && cp '" +
+                          TestData("stories260K/stories260K.bin") + "' '" +
+                          TestData("stories260K/tok512.bin") + "' '" + root + "/'";
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
+  std::ofstream(root + "/broken.gguf", std::ios::binary) << "GGUF\x03";
+  return root;
+}
+
+TEST(ModelRegistry, DescribeNeitherKeepsModelsOpenNorReopensThem) {
+  ModelRegistry registry(MakeRoot("describe"), uint64_t{1} << 30);
+  auto summary = registry.Describe("stories260K.bin");
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->layers, 5);
+  EXPECT_EQ(summary->architecture, "llama");
+  EXPECT_EQ(summary->format, "llama2c");
+  EXPECT_GT(summary->mapped_bytes, 0u);
+  EXPECT_EQ(registry.LoadedCount(), 0);  // not kept open, not in the LRU
+  EXPECT_EQ(registry.OpenCount(), 1u);
+
+  ASSERT_TRUE(registry.Describe("stories260K.bin").ok());
+  EXPECT_EQ(registry.OpenCount(), 1u);  // cached
+
+  // A broken file's error is cached too, and names it relative to the root.
+  auto broken = registry.Describe("broken.gguf");
+  ASSERT_FALSE(broken.ok());
+  EXPECT_NE(broken.status().message().find("broken.gguf"), std::string::npos);
+  EXPECT_EQ(broken.status().message().find(::testing::TempDir()), std::string::npos);
+  EXPECT_FALSE(registry.Describe("broken.gguf").ok());
+  EXPECT_EQ(registry.OpenCount(), 2u);
+}
+
+TEST(ModelRegistry, DescribeUsesTheOpenModelAndSeesReplacedFiles) {
+  const std::string root = MakeRoot("replaced");
+  ModelRegistry registry(root, uint64_t{1} << 30);
+  {
+    auto model = registry.Get("stories260K.bin");
+    ASSERT_TRUE(model.ok()) << model.status();
+    EXPECT_EQ(registry.OpenCount(), 1u);
+    ASSERT_TRUE(registry.Describe("stories260K.bin").ok());
+    EXPECT_EQ(registry.OpenCount(), 1u);  // the open model answered
+  }
+  // A file that changes is read again.
+  ASSERT_TRUE(registry.Describe("broken.gguf").status().code() != absl::StatusCode::kOk);
+  const uint64_t before = registry.OpenCount();
+  std::ofstream(root + "/broken.gguf", std::ios::binary | std::ios::app) << "more bytes";
+  EXPECT_FALSE(registry.Describe("broken.gguf").ok());
+  EXPECT_EQ(registry.OpenCount(), before + 1);
+}
+
+TEST(ModelRegistry, DescribeRefusesPathsOutsideTheRoot) {
+  ModelRegistry registry(MakeRoot("outside"), uint64_t{1} << 30);
+  EXPECT_EQ(registry.Describe("../x.gguf").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(registry.Describe("missing.gguf").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(registry.OpenCount(), 0u);
+}
+
+}  // namespace
+}  // namespace superweight::server
