@@ -13,8 +13,8 @@ namespace {
 
 // out = weight * x / sqrt(mean(x^2) + eps), in f32 as transformers computes it. A function of
 // its own so that GCC vectorizes it (it does not inside an OpenMP-outlined loop).
-__attribute__((noinline)) void RmsNormRow(const float* x, const float* weight, int64_t n,
-                                          float eps, float* out) {
+__attribute__((noinline)) void RmsNormRow(const float* x, const float* weight, int64_t n, float eps,
+                                          float* out) {
   float ss = 0;
 #pragma omp simd reduction(+ : ss)
   for (int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
