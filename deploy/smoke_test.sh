@@ -5,8 +5,9 @@
 # scrapes superweightd's /metrics (target up, requests counted).
 #
 # Needs a Docker engine (`make docker-test`); not part of `make test`, whose machines have
-# none. Where the prom/prometheus image cannot be pulled (an offline machine), a stand-in is
-# built from Debian's prometheus package with the same entrypoint and config path.
+# none. Where images cannot be pulled (an offline machine), Debian 12 comes from debootstrap
+# and a stand-in prom/prometheus is built from Debian's prometheus package, with the same
+# entrypoint and config path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,25 @@ else
 fi
 model=SmolLM2-135M-Instruct.Q4_1.gguf
 [[ -f models/$model ]] || { echo "models/$model missing: run make setup" >&2; exit 1; }
+
+# A machine with the engine installed but not running (and root): start one, on the vfs storage
+# driver, which needs no kernel support.
+if ! docker info >/dev/null 2>&1; then
+  command -v dockerd >/dev/null && [[ $(id -u) == 0 ]] || { echo "no Docker engine" >&2; exit 1; }
+  mkdir -p build/dockerd
+  dockerd --storage-driver=vfs --data-root="$PWD/build/dockerd/data" >build/dockerd/log 2>&1 &
+  for _ in $(seq 1 30); do docker info >/dev/null 2>&1 && break; sleep 1; done
+fi
+# An offline machine: Debian 12 from its package archive instead of the registry's image.
+for base in debian:bookworm debian:bookworm-slim; do
+  if ! docker image inspect "$base" >/dev/null 2>&1 && ! docker pull "$base" >/dev/null 2>&1; then
+    echo "$base cannot be pulled: importing a debootstrap of Debian 12" >&2
+    command -v debootstrap >/dev/null || { echo "offline without debootstrap" >&2; exit 1; }
+    rootfs=build/docker-rootfs
+    [[ -x $rootfs/bin/sh ]] || debootstrap --variant=minbase bookworm "$rootfs" >/dev/null
+    tar -C "$rootfs" -c . | docker import - "$base" >/dev/null
+  fi
+done
 
 docker build --network host -t superweight:latest .
 if ! docker image inspect prom/prometheus >/dev/null 2>&1 &&
