@@ -18,40 +18,47 @@ absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(const Model& model
   options.cancelled = cancelled;
   auto out = RunForward(model, batch, options);
   if (!out.ok()) return out.status();
-  const int64_t V = model.config.vocab, D = model.config.hidden;
-  // The lm_head a slice of the vocabulary at a time, with an online log-sum-exp per row: each
-  // slice of (possibly quantized) weights is converted once for all tokens, and the logits held
-  // at once are [tokens, slice], never [tokens, vocab].
-  constexpr int64_t kVocabSlice = 4096;
+  const int64_t V = model.config.vocab, N = out->offsets.back();
+  // The lm_head a slice of the vocabulary at a time, over the rows of every sequence at once,
+  // with an online log-sum-exp per row: each slice of (possibly quantized) weights is converted
+  // once per batch, and the logits held at once are [rows, slice] (at most ~16 MiB), never
+  // [rows, vocab]. A sequence's last row has no next token and is carried along unused.
+  const int64_t slice = std::clamp<int64_t>((int64_t{1} << 22) / N, 256, 4096);
   const ScopedFlushSubnormals flush;
   LinearScratch scratch;
+  std::vector<int32_t> next(N, -1);  // the token each row predicts; -1 for a sequence's last row
+  for (size_t s = 0; s < batch.size(); ++s) {
+    for (int64_t p = 0; p + 1 < static_cast<int64_t>(batch[s].tokens.size()); ++p) {
+      next[out->offsets[s] + p] = batch[s].tokens[p + 1];
+    }
+  }
+  std::vector<float> row_max(N, -INFINITY), target(N, 0.f);
+  std::vector<double> row_sum(N, 0.0);
+  std::vector<float> logits(N * std::min(V, slice));
+  for (int64_t v0 = 0; v0 < V; v0 += slice) {
+    const int64_t n = std::min(slice, V - v0);
+    Linear(model.lm_head.RowSlice(v0, n), out->hidden.data(), N, logits.data(), n, precision,
+           &scratch);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < N; ++r) {
+      if (next[r] < 0) continue;
+      const float* lr = &logits[r * n];
+      const float mx = std::max(row_max[r], MaxOf(lr, n));
+      float slice_sum = 0;
+#pragma omp simd reduction(+ : slice_sum)
+      for (int64_t i = 0; i < n; ++i) slice_sum += FastExp(lr[i] - mx);
+      row_sum[r] = row_sum[r] * std::exp(static_cast<double>(row_max[r] - mx)) + slice_sum;
+      row_max[r] = mx;
+      if (next[r] >= v0 && next[r] < v0 + n) target[r] = lr[next[r] - v0];
+    }
+  }
   std::vector<std::vector<float>> result(batch.size());
   for (size_t s = 0; s < batch.size(); ++s) {
     const int64_t first = out->offsets[s], rows = out->offsets[s + 1] - first - 1;
-    std::vector<float> row_max(rows, -INFINITY), target(rows, 0.f);
-    std::vector<double> row_sum(rows, 0.0);
-    std::vector<float> logits(rows * std::min(V, kVocabSlice));
-    for (int64_t v0 = 0; v0 < V; v0 += kVocabSlice) {
-      const int64_t n = std::min(kVocabSlice, V - v0);
-      Linear(model.lm_head.RowSlice(v0, n), &out->hidden[first * D], rows, logits.data(), n,
-             precision, &scratch);
-#pragma omp parallel for schedule(static)
-      for (int64_t r = 0; r < rows; ++r) {
-        const float* lr = &logits[r * n];
-        const float mx = std::max(row_max[r], MaxOf(lr, n));
-        float slice_sum = 0;
-#pragma omp simd reduction(+ : slice_sum)
-        for (int64_t i = 0; i < n; ++i) slice_sum += FastExp(lr[i] - mx);
-        const double sum = row_sum[r] * std::exp(static_cast<double>(row_max[r] - mx)) + slice_sum;
-        row_max[r] = mx;
-        row_sum[r] = sum;
-        const int64_t t = batch[s].tokens[r + 1];
-        if (t >= v0 && t < v0 + n) target[r] = lr[t - v0];
-      }
-    }
     result[s].resize(rows);
-    for (int64_t r = 0; r < rows; ++r) {
-      result[s][r] = static_cast<float>(target[r] - row_max[r] - std::log(row_sum[r]));
+    for (int64_t p = 0; p < rows; ++p) {
+      const int64_t r = first + p;
+      result[s][p] = static_cast<float>(target[r] - row_max[r] - std::log(row_sum[r]));
     }
   }
   return result;
