@@ -280,6 +280,8 @@ bool HasAvx512Bf16() {
 }  // namespace
 
 void internal::AllowAvx512Bf16(bool allowed) { avx512_bf16_allowed = allowed; }
+#else
+void internal::AllowAvx512Bf16(bool) {}  // no vector paths in this build
 #endif  // SUPERWEIGHT_DEQUANTIZE_AVX2
 
 void DequantizeRow(DType type, const uint8_t* src, int64_t n, float* dst) {
