@@ -1,5 +1,6 @@
 """The transformers side of the scoring benchmark: scores random 512-token sequences and prints
-one JSON line. Run by score_throughput.py in its own process, with the same thread count."""
+one JSON line. Run by score_throughput.py in its own process, with the same thread count; with
+--serve, one sequence per line of stdin, for paired runs against the engine."""
 import json
 import os
 import sys
@@ -33,11 +34,22 @@ def main():
             return torch.log_softmax(logits, -1).gather(1, seq[1:, None])
 
     score(ids[0])  # warm-up
-    t0 = time.time()
-    for s in range(sequences):
-        score(ids[s])
-    seconds = time.time() - t0
-    print(json.dumps({"tokens_per_s": tokens * sequences / seconds, "seconds": seconds,
+    seconds, scored = 0.0, 0
+    if "--serve" in sys.argv:
+        # Paired benchmarking, as superweight-bench-score --serve: a sequence per stdin line.
+        print(json.dumps({"ready": True}), flush=True)
+        for _ in sys.stdin:
+            t0 = time.time()
+            score(ids[scored % sequences])
+            seconds += time.time() - t0
+            scored += 1
+            print(json.dumps({"seconds": time.time() - t0}), flush=True)
+    else:
+        t0 = time.time()
+        for s in range(sequences):
+            score(ids[s])
+        seconds, scored = time.time() - t0, sequences
+    print(json.dumps({"tokens_per_s": tokens * scored / seconds, "seconds": seconds,
                       "blas": blas, "threads": torch.get_num_threads()}))
 
 

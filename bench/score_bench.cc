@@ -83,13 +83,29 @@ int main(int argc, char** argv) {
   };
   score(0, 1);  // warm-up: primitive creation, page faults of the mapping
   sw::ResetLinearStats();
-  t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < sequences; i += batch) score(i, std::min(batch, sequences - i));
-  const double run_s = Seconds(t0);
+  double run_s = 0;
+  int scored = 0;
+  if (flags.count("serve")) {
+    // Paired benchmarking: one sequence per line read from stdin, its seconds printed at once,
+    // so that a driver can alternate this process with a peer's a sequence at a time.
+    std::cout << "{\"ready\":true}" << std::endl;
+    for (std::string line; std::getline(std::cin, line); ++scored) {
+      t0 = std::chrono::steady_clock::now();
+      score(scored % sequences, 1);
+      const double s = Seconds(t0);
+      run_s += s;
+      std::cout << "{\"seconds\":" << s << "}" << std::endl;
+    }
+  } else {
+    t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < sequences; i += batch) score(i, std::min(batch, sequences - i));
+    run_s = Seconds(t0);
+    scored = sequences;
+  }
   const sw::LinearStats stats = sw::GetLinearStats();
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  nlohmann::json out = {{"tokens_per_s", tokens * sequences / run_s},
+  nlohmann::json out = {{"tokens_per_s", tokens * scored / run_s},
                         {"seconds", run_s},
                         {"linear_gflops", stats.flops / (stats.nanos * 1e-9) / 1e9},
                         {"linear_share", stats.nanos * 1e-9 / run_s},

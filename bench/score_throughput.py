@@ -2,7 +2,8 @@
 
 For each model (SmolLM2-135M-Instruct Q4_1 GGUF, and a generated 1.1B llama with random bf16
 weights) and each precision (f32, bf16), scores random 512-token sequences with
-superweight-bench-score and with transformers, and prints tokens/s of each and their ratio, the
+superweight-bench-score and with transformers, taking turns a sequence at a time, and prints
+tokens/s of each and the median of the per-pair ratios with its quartiles, the
 engine's peak RSS, its anonymous memory beyond the mapped file and its model-open time, and the
 engine's matmul throughput against oneDNN alone on the same shapes.
 """
@@ -11,6 +12,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BIN = os.path.join(ROOT, "build", "bin")
@@ -43,6 +45,38 @@ def shapes(model_path):
     return ",".join(per_layer)
 
 
+class Served:
+    """A scorer started with --serve: one sequence per request, its seconds answered at once."""
+
+    def __init__(self, cmd, env):
+        self.cmd = cmd
+        self.err = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.err, text=True, env=env)
+        self._read()  # {"ready": true} once loaded and warmed up
+
+    def _read(self):
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                self.err.seek(0)
+                sys.exit(f"{' '.join(self.cmd)} stopped (exit {self.proc.wait()}):\n"
+                         f"{self.err.read()[-2000:]}")
+            if line.startswith("{"):  # anything else a library prints is passed over
+                return json.loads(line)
+
+    def score(self):
+        self.proc.stdin.write("score\n")
+        self.proc.stdin.flush()
+        return self._read()["seconds"]
+
+    def finish(self):
+        self.proc.stdin.close()
+        summary = self._read()
+        self.proc.wait()
+        return summary
+
+
 def main():
     models = [("SmolLM2-135M Q4_1", os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"), 4)]
     big = os.path.join(ROOT, "build", "bench-models", "llama-1.1b-bf16")
@@ -52,41 +86,49 @@ def main():
             subprocess.run([PY, os.path.join(ROOT, "bench", "make_random_llama.py"), big], check=True)
         models.append(("llama-1.1B random bf16", big, 2))
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS))
-    rounds = int(os.environ.get("BENCH_ROUNDS", 3))
+    # The machines are shared and their speed drifts by 30% or more within a minute. So both
+    # scorers stay loaded side by side and take turns a sequence at a time (ABBA order), and the
+    # median of the per-pair ratios counts; oneDNN alone is measured before and after.
+    pairs = int(os.environ.get("BENCH_PAIRS", 10))
     rows = []
     median = statistics.median  # the mean of the middle two for an even count
     for name, path, sequences in models:
         for precision in ("f32", "bf16"):
             flag = ["--bf16"] if precision == "bf16" else []
-            # The machines are shared and noisy: the engine, transformers and oneDNN alone run in
-            # turn, `rounds` times, and the medians (of each, and of the per-round ratios) count.
-            runs = []
-            for _ in range(rounds if sequences > 2 else max(1, rounds - 1)):
-                eng = run_json([os.path.join(BIN, "superweight-bench-score"), path, "--tokens=512",
-                                f"--sequences={sequences}"] + flag, env)
-                hf = run_json([PY, os.path.join(ROOT, "bench", "hf_score.py"), path, precision,
-                               "512", str(sequences), str(THREADS)], peer_env())
-                ceiling = run_json([os.path.join(BIN, "superweight-bench-matmul"), "--m=512",
-                                    f"--shapes={shapes(path)}"] + flag, env)
-                runs.append((eng, hf, ceiling))
-            eng = dict(runs[0][0])
-            for key in ("tokens_per_s", "linear_gflops", "open_ms", "peak_rss_mb", "anon_mb"):
-                eng[key] = median([r[0][key] for r in runs])
-            hf = dict(runs[0][1], tokens_per_s=median([r[1]["tokens_per_s"] for r in runs]))
-            ceiling = {"gflops": median([r[2]["gflops"] for r in runs])}
-            ratios = [r[0]["tokens_per_s"] / r[1]["tokens_per_s"] for r in runs]
+            ceiling_cmd = [os.path.join(BIN, "superweight-bench-matmul"), "--m=512",
+                           f"--shapes={shapes(path)}"] + flag
+            ceilings = [run_json(ceiling_cmd, env)["gflops"]]
+            engine = Served([os.path.join(BIN, "superweight-bench-score"), path, "--tokens=512",
+                             f"--sequences={sequences}", "--serve"] + flag, env)
+            peer = Served([PY, os.path.join(ROOT, "bench", "hf_score.py"), path, precision, "512",
+                           str(sequences), str(THREADS), "--serve"], peer_env())
+            eng_s, hf_s = [], []
+            for p in range(pairs):
+                if p % 2 == 0:
+                    eng_s.append(engine.score())
+                    hf_s.append(peer.score())
+                else:
+                    hf_s.append(peer.score())
+                    eng_s.append(engine.score())
+            eng, hf = engine.finish(), peer.finish()
+            ceilings.append(run_json(ceiling_cmd, env)["gflops"])
+            ratios = sorted(h / e for e, h in zip(eng_s, hf_s))
             ratio = median(ratios)
-            share = median([r[0]["linear_gflops"] / r[2]["gflops"] for r in runs])
+            quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratio] * 3
+            eng["tokens_per_s"] = 512 / median(eng_s)
+            hf["tokens_per_s"] = 512 / median(hf_s)
+            ceiling = {"gflops": median(ceilings)}
+            share = eng["linear_gflops"] / ceiling["gflops"]
             rows.append((name, precision, eng, hf, ceiling, ratios))
             print(f"{name:24s} {precision:4s} engine {eng['tokens_per_s']:8.1f} tok/s  "
                   f"transformers {hf['tokens_per_s']:8.1f} tok/s  ratio {ratio:5.2f}x "
-                  f"(rounds {', '.join(f'{x:.2f}' for x in ratios)})  "
+                  f"(quartiles {quartiles[0]:.2f}-{quartiles[2]:.2f} over {len(ratios)} pairs)  "
                   f"| matmul {eng['linear_gflops']:6.1f} GFLOP/s = {100 * share:3.0f}% of oneDNN alone "
                   f"({ceiling['gflops']:.1f})  | open {eng['open_ms']:.0f} ms, peak RSS {eng['peak_rss_mb']:.0f} MB, "
                   f"anon {eng['anon_mb']:.0f} MB, mapped {eng['mapped_mb']:.0f} MB  "
-                  f"[{hf['blas']}, {THREADS} threads, median of {len(runs)}]", flush=True)
+                  f"[{hf['blas']}, {THREADS} threads]", flush=True)
     print(json.dumps([{"model": r[0], "precision": r[1], "engine": r[2], "transformers": r[3],
-                       "onednn_alone_gflops": r[4]["gflops"], "ratios": r[5]} for r in rows]))
+                       "onednn_alone_gflops": r[4]["gflops"], "pair_ratios": r[5]} for r in rows]))
 
 
 if __name__ == "__main__":
