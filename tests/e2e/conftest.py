@@ -42,13 +42,14 @@ def plant_super_weight(src, dst):
 
 
 class Server:
-    def __init__(self, root, state_dir, token_file, extra=()):
+    def __init__(self, root, state_dir, token_file, extra=(), client_flags=()):
         self.port, self.metrics_port = free_port(), free_port()
         self.args = [os.path.join(BIN, "superweightd"), f"--listen=127.0.0.1:{self.port}",
                      f"--model_root={root}", f"--metrics_listen=127.0.0.1:{self.metrics_port}",
                      f"--state_dir={state_dir}", f"--token_file={token_file}",
                      "--max_tokens=2048", *extra]
         self.token_file = token_file
+        self.client_flags = list(client_flags)  # e.g. --ca_cert for a TLS server
         self.proc = None
 
     def start(self):
@@ -66,7 +67,8 @@ class Server:
             self.proc.wait(timeout=30)
 
     def client(self, verb, *flags, token=True, check=True, timeout=600):
-        cmd = [os.path.join(BIN, "superweight"), f"--server=127.0.0.1:{self.port}", verb, *flags]
+        cmd = [os.path.join(BIN, "superweight"), f"--server=127.0.0.1:{self.port}",
+               *self.client_flags, verb, *flags]
         if token:
             cmd.append(f"--token_file={self.token_file}")
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

@@ -187,6 +187,29 @@ def test_finished_job_survives_a_restart(model_root, tmp_path):
         second.stop()
 
 
+def test_tls_serves_clients_with_the_ca_and_refuses_plaintext(model_root, tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    token = tmp_path / "token"
+    token.write_text("t")
+    s = Server(model_root, tmp_path / "state", token,
+               extra=[f"--tls_cert={cert}", f"--tls_key={key}"],
+               client_flags=[f"--ca_cert={cert}", "--timeout=10"]).start()
+    try:
+        r = s.call("score", "--model=stories260K/stories260K.bin", "--token_ids=1,403,407,261")
+        assert len(r["result"]["logprobs"]) == 3
+        # A plaintext client cannot talk to a TLS server: the call fails, the server serves on.
+        s.client_flags = ["--timeout=3"]
+        plain = s.client("models", check=False)
+        assert plain.returncode == 1 and "UNAVAILABLE" in plain.stderr
+        s.client_flags = [f"--ca_cert={cert}", "--timeout=10"]
+        assert s.call("models")["models"]
+    finally:
+        s.stop()
+
+
 def test_no_wait_returns_a_job_to_watch(server):
     job_id = server.client("score", "--model=tinystories656k", "--text=A job to watch.",
                            "--no_wait").stdout.strip()
