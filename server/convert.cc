@@ -92,7 +92,7 @@ v1::LocateResult ToProto(const LocateResult& r) {
   return out;
 }
 
-v1::ModelInfo ToProto(const ModelSummary& m, const std::string& name, bool loaded) {
+v1::ModelInfo ToProto(const ModelSummary& m, const std::string& name) {
   v1::ModelInfo info;
   info.set_name(name);
   info.set_display_name(m.display_name);
@@ -103,7 +103,7 @@ v1::ModelInfo ToProto(const ModelSummary& m, const std::string& name, bool loade
   info.set_intermediate_size(m.intermediate);
   info.set_vocab_size(m.vocab);
   info.set_weight_dtype(m.weight_dtype);
-  info.set_loaded(loaded);
+  info.set_loaded(m.loaded);
   info.set_mapped_bytes(m.mapped_bytes);
   return info;
 }

@@ -17,6 +17,6 @@ absl::StatusOr<std::vector<int32_t>> TokensFromInput(const v1::Input& input, con
                                                      int max_tokens,
                                                      const std::string& fallback_text);
 v1::LocateResult ToProto(const LocateResult& r);
-v1::ModelInfo ToProto(const ModelSummary& m, const std::string& name, bool loaded);
+v1::ModelInfo ToProto(const ModelSummary& m, const std::string& name);
 
 }  // namespace superweight::server

@@ -130,11 +130,18 @@ absl::StatusOr<std::unique_ptr<Model>> ModelRegistry::Open(const std::string& pa
 absl::StatusOr<ModelSummary> ModelRegistry::Describe(const std::string& name) {
   auto path = Resolve(name);
   if (!path.ok()) return path.status();
-  const std::string version = FileVersion(*path);
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto open = open_.find(*path);
-    if (open != open_.end()) return Summarize(*open->second);
+    if (open != open_.end()) {
+      ModelSummary summary = Summarize(*open->second);
+      summary.loaded = true;
+      return summary;
+    }
+  }
+  const std::string version = FileVersion(*path);  // only a closed model needs its files read
+  {
+    std::lock_guard<std::mutex> lock(mu_);
     auto cached = summaries_.find(*path);
     if (cached != summaries_.end() && cached->second.version == version) {
       return cached->second.summary;
@@ -198,12 +205,6 @@ std::vector<std::string> ModelRegistry::Discover() const {
   walk("", 0);
   std::sort(found.begin(), found.end());
   return found;
-}
-
-bool ModelRegistry::IsLoaded(const std::string& name) const {
-  auto path = Resolve(name);
-  std::lock_guard<std::mutex> lock(mu_);
-  return path.ok() && open_.count(*path) > 0;
 }
 
 int ModelRegistry::LoadedCount() const {

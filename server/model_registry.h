@@ -22,6 +22,7 @@ struct ModelSummary {
   std::string display_name, format, architecture, weight_dtype;
   int layers = 0, hidden = 0, intermediate = 0, vocab = 0;
   uint64_t mapped_bytes = 0;
+  bool loaded = false;  // mapped by the registry when described
 };
 ModelSummary Summarize(const Model& m);
 
@@ -36,14 +37,13 @@ class ModelRegistry {
   std::vector<std::string> Discover() const;
 
   // The summary of a model, without keeping it open or touching the LRU: from the open model
-  // if it is open, else from a short-lived open of its files. Cached per version of the files
-  // (their sizes and modification times), so listing a root opens each model once, not on
+  // if it is open (loaded = true), else from a short-lived open of its files. Cached per version of
+  // the files (their sizes and modification times), so listing a root opens each model once, not on
   // every call; a broken file's error is cached the same way.
   absl::StatusOr<ModelSummary> Describe(const std::string& name);
 
   // OpenModel calls so far (for tests and metrics).
   uint64_t OpenCount() const;
-  bool IsLoaded(const std::string& name) const;
   int LoadedCount() const;
   uint64_t LoadedBytes() const;
 

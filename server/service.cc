@@ -79,7 +79,7 @@ grpc::Status SuperWeightService::ListModels(grpc::ServerContext* ctx, const v1::
     for (const std::string& name : registry_->Discover()) {
       auto summary = registry_->Describe(name);
       if (!summary.ok()) continue;  // a broken file is not a model: listed by nobody
-      *resp->add_models() = ToProto(*summary, name, registry_->IsLoaded(name));
+      *resp->add_models() = ToProto(*summary, name);
     }
     return absl::OkStatus();
   });

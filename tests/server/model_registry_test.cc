@@ -35,6 +35,7 @@ TEST(ModelRegistry, DescribeNeitherKeepsModelsOpenNorReopensThem) {
   EXPECT_EQ(summary->architecture, "llama");
   EXPECT_EQ(summary->format, "llama2c");
   EXPECT_GT(summary->mapped_bytes, 0u);
+  EXPECT_FALSE(summary->loaded);
   EXPECT_EQ(registry.LoadedCount(), 0);  // not kept open, not in the LRU
   EXPECT_EQ(registry.OpenCount(), 1u);
 
@@ -57,7 +58,9 @@ TEST(ModelRegistry, DescribeUsesTheOpenModelAndSeesReplacedFiles) {
     auto model = registry.Get("stories260K.bin");
     ASSERT_TRUE(model.ok()) << model.status();
     EXPECT_EQ(registry.OpenCount(), 1u);
-    ASSERT_TRUE(registry.Describe("stories260K.bin").ok());
+    auto summary = registry.Describe("stories260K.bin");
+    ASSERT_TRUE(summary.ok()) << summary.status();
+    EXPECT_TRUE(summary->loaded);
     EXPECT_EQ(registry.OpenCount(), 1u);  // the open model answered
   }
   // A file that changes is read again.
