@@ -14,7 +14,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "engine/formats/dtype.h"
+#include "engine/formats/dequantize.h"  // BFloat16ToFloat, and DType
 
 #define SUPERWEIGHT_DEQUANTIZE_AVX2 1
 
@@ -88,10 +88,9 @@ void BF16Avx2(const uint8_t* src, int64_t n, typename Sink::Out* y) {
     Sink::Store8(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)), y + i);
   }
   for (; i < n; ++i) {
-    uint32_t bits = uint32_t{src[2 * i]} << 16 | uint32_t{src[2 * i + 1]} << 24;
-    float f;
-    std::memcpy(&f, &bits, 4);
-    y[i] = Sink::Scalar(f);
+    uint16_t h;
+    std::memcpy(&h, src + 2 * i, 2);
+    y[i] = Sink::Scalar(BFloat16ToFloat(h));
   }
 }
 
