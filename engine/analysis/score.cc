@@ -21,9 +21,11 @@ absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(const Model& model
   const int64_t V = model.config.vocab, N = out->offsets.back();
   // The lm_head a slice of the vocabulary at a time, over the rows of every sequence at once,
   // with an online log-sum-exp per row: each slice of (possibly quantized) weights is converted
-  // once per batch, and the logits held at once are [rows, slice] (at most ~16 MiB), never
-  // [rows, vocab]. A sequence's last row has no next token and is carried along unused.
-  const int64_t slice = std::clamp<int64_t>((int64_t{1} << 22) / N, 256, 4096);
+  // once per batch, and the logits held at once are [rows, slice]: about 2 MiB, still in cache
+  // for the log-sum-exp (more past 2048 rows, where a slice stays 256 wide), never [rows, vocab].
+  // The hidden states are rounded to bf16 once for all slices. A sequence's last row has no next
+  // token and is carried along unused.
+  const int64_t slice = std::clamp<int64_t>((int64_t{1} << 19) / N, 256, 4096);
   const ScopedFlushSubnormals flush;
   LinearScratch scratch;
   std::vector<int32_t> next(N, -1);  // the token each row predicts; -1 for a sequence's last row
@@ -35,10 +37,11 @@ absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(const Model& model
   std::vector<float> row_max(N, -INFINITY), target(N, 0.f);
   std::vector<double> row_sum(N, 0.0);
   std::vector<float> logits(N * std::min(V, slice));
+  std::vector<uint16_t> hidden_bf16;
+  const LinearInput hidden(out->hidden.data(), N, model.config.hidden, precision, &hidden_bf16);
   for (int64_t v0 = 0; v0 < V; v0 += slice) {
     const int64_t n = std::min(slice, V - v0);
-    Linear(model.lm_head.RowSlice(v0, n), out->hidden.data(), N, logits.data(), n, precision,
-           &scratch);
+    Linear(model.lm_head.RowSlice(v0, n), hidden, logits.data(), n, &scratch);
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < N; ++r) {
       if (next[r] < 0) continue;

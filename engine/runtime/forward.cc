@@ -149,6 +149,7 @@ void Attention(const ModelConfig& c, const float* q, const float* k, const float
 
 struct Buffers {
   std::vector<float> x, h, q, k, v, attn, o, gate, up, down, scores;
+  std::vector<uint16_t> input_bf16;  // a LinearInput's bf16 copy
   LinearScratch scratch;
 };
 
@@ -205,9 +206,10 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
   const std::vector<float> inv_freq = InverseFrequencies(c.rope);
 
   // y = x W^T for all tokens, then each sequence's weight edits on this (layer, kind).
-  auto linear = [&](int layer, LinearKind kind, const float* in, float* out) {
+  auto linear = [&](int layer, LinearKind kind, const LinearInput& x, float* out) {
     const Matrix& w = model.layers[layer].Get(kind);
-    Linear(w, in, N, out, w.rows, options.precision, &b.scratch);
+    const float* in = x.f32;
+    Linear(w, x, out, w.rows, &b.scratch);
     for (size_t s = 0; s < batch.size(); ++s) {
       if (batch[s].edits == nullptr) continue;
       for (const WeightEdit& e : batch[s].edits->weights) {
@@ -239,9 +241,10 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
     }
     const LayerWeights& w = model.layers[l];
     Norm(c, w.attn_norm, b.x.data(), N, b.h.data());
-    linear(l, LinearKind::kQ, b.h.data(), b.q.data());
-    linear(l, LinearKind::kK, b.h.data(), b.k.data());
-    linear(l, LinearKind::kV, b.h.data(), b.v.data());
+    const LinearInput attn_in(b.h.data(), N, D, options.precision, &b.input_bf16);
+    linear(l, LinearKind::kQ, attn_in, b.q.data());
+    linear(l, LinearKind::kK, attn_in, b.k.data());
+    linear(l, LinearKind::kV, attn_in, b.v.data());
     add_bias_and_clip(b.q.data(), w.q_bias, QD);
     add_bias_and_clip(b.k.data(), w.k_bias, KVD);
     add_bias_and_clip(b.v.data(), w.v_bias, KVD);
@@ -251,16 +254,19 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
       ApplyRope(c.rope, inv_freq, &b.k[o * KVD], T, c.kv_heads, c.head_dim, KVD);
       Attention(c, &b.q[o * QD], &b.k[o * KVD], &b.v[o * KVD], T, &b.attn[o * QD], &b.scores);
     }
-    linear(l, LinearKind::kO, b.attn.data(), b.o.data());
+    linear(l, LinearKind::kO, LinearInput(b.attn.data(), N, QD, options.precision, &b.input_bf16),
+           b.o.data());
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < N * D; ++i) b.x[i] += b.o[i];
 
     Norm(c, w.ffn_norm, b.x.data(), N, b.h.data());
-    linear(l, LinearKind::kGate, b.h.data(), b.gate.data());
-    linear(l, LinearKind::kUp, b.h.data(), b.up.data());
+    const LinearInput ffn_in(b.h.data(), N, D, options.precision, &b.input_bf16);
+    linear(l, LinearKind::kGate, ffn_in, b.gate.data());
+    linear(l, LinearKind::kUp, ffn_in, b.up.data());
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < N; ++t) SwiGlu(&b.gate[t * I], &b.up[t * I], I);
-    linear(l, LinearKind::kDown, b.gate.data(), b.down.data());
+    linear(l, LinearKind::kDown, LinearInput(b.gate.data(), N, I, options.precision, &b.input_bf16),
+           b.down.data());
     for (size_t s = 0; s < batch.size(); ++s) {
       const int64_t o = result.offsets[s];
       if (batch[s].edits != nullptr) {

@@ -104,14 +104,30 @@ void ResetLinearStats() {
 
 const char* PrecisionName(Precision p) { return p == Precision::kF32 ? "f32" : "bf16"; }
 
+LinearInput::LinearInput(const float* x, int64_t rows, int64_t cols, Precision precision,
+                         std::vector<uint16_t>* storage)
+    : f32(x), bf16(nullptr), rows(rows), cols(cols), precision(precision) {
+  if (precision != Precision::kBF16 || rows == 0) return;
+  LinearTimer timer(0);
+  storage->resize(rows * cols);
+  uint16_t* xb = storage->data();
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) FloatsToBFloat16(x + r * cols, cols, xb + r * cols);
+  bf16 = xb;
+}
+
 void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy, Precision precision,
             LinearScratch* scratch) {
-  const int64_t k = w.cols;
+  Linear(w, LinearInput(x, m, w.cols, precision, &scratch->input_bf16), y, ldy, scratch);
+}
+
+void Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, LinearScratch* scratch) {
+  const int64_t k = w.cols, m = x.rows;
   if (m == 0) return;
   LinearTimer timer(2 * m * k * w.rows);
-  if (precision == Precision::kF32) {
+  if (x.precision == Precision::kF32) {
     if (w.dtype == DType::kF32) {
-      Gemm(memory::data_type::f32, x, m, k, w.data, w.rows, y, ldy);
+      Gemm(memory::data_type::f32, x.f32, m, k, w.data, w.rows, y, ldy);
       return;
     }
     const int64_t slice = std::min(w.rows, SliceRows(k));
@@ -121,17 +137,13 @@ void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy, P
       float* dst = scratch->weights_f32.data();
 #pragma omp parallel for schedule(static)
       for (int64_t r = 0; r < rows; ++r) DequantizeRow(w.dtype, w.Row(r0 + r), k, dst + r * k);
-      Gemm(memory::data_type::f32, x, m, k, dst, rows, y + r0, ldy);
+      Gemm(memory::data_type::f32, x.f32, m, k, dst, rows, y + r0, ldy);
     }
     return;
   }
-  // bf16: activations rounded once per call, weights used in place when stored as bf16.
-  scratch->input_bf16.resize(m * k);
-  uint16_t* xb = scratch->input_bf16.data();
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < m; ++r) FloatsToBFloat16(x + r * k, k, xb + r * k);
+  // bf16: weights used in place when stored as bf16, else converted a slice at a time.
   if (w.dtype == DType::kBF16) {
-    Gemm(memory::data_type::bf16, xb, m, k, w.data, w.rows, y, ldy);
+    Gemm(memory::data_type::bf16, x.bf16, m, k, w.data, w.rows, y, ldy);
     return;
   }
   const int64_t slice = std::min(w.rows, SliceRows(k));
@@ -142,7 +154,7 @@ void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy, P
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; ++r)
       DequantizeRowToBFloat16(w.dtype, w.Row(r0 + r), k, b + r * k);
-    Gemm(memory::data_type::bf16, xb, m, k, b, rows, y + r0, ldy);
+    Gemm(memory::data_type::bf16, x.bf16, m, k, b, rows, y + r0, ldy);
   }
 }
 

@@ -21,7 +21,21 @@ struct LinearScratch {
   std::vector<uint16_t> input_bf16;
 };
 
-// y[m, ldy] = x[m, w.cols] * w^T, for m rows. Columns [0, w.rows) of each y row are written.
+// The input of one or more Linear calls: x[rows, cols] in f32 and, in bf16 precision, rounded
+// to bf16 once here instead of once per call (q/k/v, gate/up and the lm_head's vocabulary
+// slices share theirs). Holds pointers: x and storage must outlive it and stay unchanged.
+struct LinearInput {
+  LinearInput(const float* x, int64_t rows, int64_t cols, Precision precision,
+              std::vector<uint16_t>* storage);
+  const float* f32;
+  const uint16_t* bf16;  // null in f32 precision
+  int64_t rows, cols;
+  Precision precision;
+};
+
+// y[x.rows, ldy] = x * w^T; x.cols == w.cols. Columns [0, w.rows) of each y row are written.
+void Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, LinearScratch* scratch);
+// The same for an input used once.
 void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy, Precision precision,
             LinearScratch* scratch);
 
