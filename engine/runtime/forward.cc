@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/formats/dequantize.h"
+#include "engine/runtime/attention.h"
 #include "engine/runtime/fast_math.h"
 #include "engine/runtime/flush_subnormals.h"
 
@@ -95,60 +96,14 @@ void ApplyRope(const RopeConfig& r, const std::vector<float>& inv_freq, float* x
   }
 }
 
-// softmax(row * scale) in place. A function of its own: inside the OpenMP-outlined loop GCC
-// does not vectorize the exp loop, here it does.
-__attribute__((noinline)) void SoftmaxRow(float* row, int64_t n, float scale) {
-  const float mx = MaxOf(row, n);
-  float sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t j = 0; j < n; ++j) {
-    row[j] = FastExp((row[j] - mx) * scale);
-    sum += row[j];
-  }
-  const float inv = 1.f / sum;
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) row[j] *= inv;
-}
-
 // gate = silu(gate) * up, in place; a function of its own for the same reason as SoftmaxRow.
 __attribute__((noinline)) void SwiGlu(float* gate, const float* up, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.f + FastExp(-gate[i])) * up[i];
 }
 
-// Scaled dot-product causal attention of one sequence, grouped-query, a block of query rows at
-// a time. Each block is two oneDNN matmuls over all heads at once, of shape [KV heads, group,
-// rows, head_dim] against K (then V) broadcast over the group, so the threads share every head.
-// Block [r0, r0 + rows) attends to keys [0, r0 + rows) only: the masked upper triangle outside
-// the diagonal blocks is never computed (56% of the full product's flops at 512 tokens), and a
-// block's scores [heads, rows, keys] stay in cache between the two matmuls.
-void Attention(const ModelConfig& c, const float* q, const float* k, const float* v, int64_t tokens,
-               float* out, std::vector<float>* scores) {
-  constexpr int64_t kQueryBlock = 64;
-  const int64_t H = c.heads, KV = c.kv_heads, hd = c.head_dim, G = H / KV, T = tokens;
-  const int64_t q_stride = H * hd, kv_stride = KV * hd;
-  const int64_t block = std::min(T, kQueryBlock);
-  scores->resize(H * block * T);
-  float* s = scores->data();
-  const float scale = 1.f / std::sqrt(static_cast<float>(hd));
-  for (int64_t r0 = 0; r0 < T; r0 += block) {
-    const int64_t rows = std::min(block, T - r0), keys = r0 + rows;
-    GroupedMatmul(KV, G, rows, hd, keys, {q + r0 * q_stride, G * hd, hd, q_stride, 1},
-                  {k, hd, 0, 1, kv_stride}, s, G * rows * keys, rows * keys, keys);
-#pragma omp parallel for schedule(static)
-    for (int64_t row = 0; row < H * rows; ++row) {
-      const int64_t visible = r0 + row % rows + 1;  // keys [0, t] for query t
-      float* sr = s + row * keys;
-      SoftmaxRow(sr, visible, scale);
-      std::fill(sr + visible, sr + keys, 0.f);
-    }
-    GroupedMatmul(KV, G, rows, keys, hd, {s, G * rows * keys, rows * keys, keys, 1},
-                  {v, hd, 0, kv_stride, 1}, out + r0 * q_stride, G * hd, hd, q_stride);
-  }
-}
-
 struct Buffers {
-  std::vector<float> x, h, q, k, v, attn, o, gate, up, down, scores;
+  std::vector<float> x, h, q, k, v, attn, o, gate, up, down;
   std::vector<uint16_t> input_bf16;  // a LinearInput's bf16 copy
   LinearScratch scratch;
 };
@@ -252,7 +207,8 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
       const int64_t o = result.offsets[s], T = result.offsets[s + 1] - o;
       ApplyRope(c.rope, inv_freq, &b.q[o * QD], T, c.heads, c.head_dim, QD);
       ApplyRope(c.rope, inv_freq, &b.k[o * KVD], T, c.kv_heads, c.head_dim, KVD);
-      Attention(c, &b.q[o * QD], &b.k[o * KVD], &b.v[o * KVD], T, &b.attn[o * QD], &b.scores);
+      CausalAttention({c.heads, c.kv_heads, c.head_dim}, &b.q[o * QD], &b.k[o * KVD], &b.v[o * KVD],
+                      T, &b.attn[o * QD]);
     }
     linear(l, LinearKind::kO, LinearInput(b.attn.data(), N, QD, options.precision, &b.input_bf16),
            b.o.data());

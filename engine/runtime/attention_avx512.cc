@@ -1,0 +1,220 @@
+// Causal attention with AVX-512 register tiles. Built with -mavx512f; attention.cc calls it
+// only where the CPU reports the feature.
+//
+// Per query head and block of 64 query rows (one work item, the threads taking the costliest
+// first): scores S = Q K^T for the keys the block can see, softmax per row, then O = P V. K is
+// transposed once per call into [kv head][dim][token] so that both products are register tiles
+// of up to 6 rows x 64 columns, 24 accumulators, that read 16 consecutive floats per load and
+// broadcast the other operand: the same arithmetic as a matmul, without oneDNN's per-call
+// packing, which costs as much as the work on these small shapes (K = head_dim for S, N =
+// head_dim for O). Only the keys a row group can see are computed, rounded up to 16.
+// GCC 12's AVX-512 intrinsics pass _mm512_undefined_ps() as the unused merge source, which
+// -Wmaybe-uninitialized reports wherever they are inlined (GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "engine/runtime/attention.h"
+
+namespace superweight {
+namespace internal {
+namespace {
+
+constexpr int kMaxRows = 6;      // query rows per register tile
+constexpr int kMaxVectors = 4;   // 16-float vectors per register tile row
+constexpr int64_t kBlock = 64;   // query rows per work item
+
+// s[r, 0:16V] = sum_d q[r, d] * kt[d, 0:16V] for r in [0, R).
+template <int R, int V>
+void ScoreTile(const float* q, int64_t ldq, const float* kt, int64_t ldkt, int64_t depth, float* s,
+               int64_t lds) {
+  __m512 acc[R][V];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < V; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int64_t d = 0; d < depth; ++d) {
+    __m512 b[V];
+    for (int c = 0; c < V; ++c) b[c] = _mm512_loadu_ps(kt + d * ldkt + 16 * c);
+    for (int r = 0; r < R; ++r) {
+      const __m512 a = _mm512_set1_ps(q[r * ldq + d]);
+      for (int c = 0; c < V; ++c) acc[r][c] = _mm512_fmadd_ps(a, b[c], acc[r][c]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < V; ++c) _mm512_storeu_ps(s + r * lds + 16 * c, acc[r][c]);
+}
+
+// o[r, 0:16V] = row_scale[r] * sum_{j < keys} p[r, j] * v[j, 0:16V] for r in [0, R).
+template <int R, int V>
+void ValueTile(const float* p, int64_t ldp, const float* v, int64_t ldv, int64_t keys,
+               const float* row_scale, float* o, int64_t ldo) {
+  __m512 acc[R][V];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < V; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < keys; ++j) {
+    __m512 b[V];
+    for (int c = 0; c < V; ++c) b[c] = _mm512_loadu_ps(v + j * ldv + 16 * c);
+    for (int r = 0; r < R; ++r) {
+      const __m512 a = _mm512_set1_ps(p[r * ldp + j]);
+      for (int c = 0; c < V; ++c) acc[r][c] = _mm512_fmadd_ps(a, b[c], acc[r][c]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const __m512 scale = _mm512_set1_ps(row_scale[r]);
+    for (int c = 0; c < V; ++c) _mm512_storeu_ps(o + r * ldo + 16 * c, _mm512_mul_ps(acc[r][c], scale));
+  }
+}
+
+// Horizontal max and sum of 16 lanes.
+inline float MaxOf16(__m512 v) {
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, v);
+  float m = lanes[0];
+  for (int i = 1; i < 16; ++i) m = std::max(m, lanes[i]);
+  return m;
+}
+inline float SumOf16(__m512 v) {
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, v);
+  float s = 0;
+  for (int i = 0; i < 16; ++i) s += lanes[i];
+  return s;
+}
+
+// FastExp (fast_math.h) on 16 lanes: the same clamps, reduction and polynomial, with the
+// scaling by 2^n done by VSCALEFPS.
+inline __m512 Exp16(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-86.f)), _mm512_set1_ps(88.f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// row[j] = exp((row[j] - max) * scale) for j < visible, 0 for j in [visible, end); returns
+// 1 / the sum, by which the caller scales the row's output instead of the row.
+float UnnormalizedSoftmax(float* row, int64_t visible, int64_t end, float scale) {
+  __m512 mx = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t j = 0;
+  for (; j + 16 <= visible; j += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(row + j));
+  const __mmask16 tail = static_cast<__mmask16>((1u << (visible - j)) - 1);
+  mx = _mm512_mask_max_ps(mx, tail, mx, _mm512_mask_loadu_ps(mx, tail, row + j));
+  const __m512 shift = _mm512_set1_ps(MaxOf16(mx));
+  const __m512 vscale = _mm512_set1_ps(scale);
+  __m512 sum = _mm512_setzero_ps();
+  for (j = 0; j + 16 <= visible; j += 16) {
+    const __m512 e = Exp16(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(row + j), shift), vscale));
+    _mm512_storeu_ps(row + j, e);
+    sum = _mm512_add_ps(sum, e);
+  }
+  if (j < end) {  // the tail: visible lanes exp'd, the rest zero, up to the next vector end
+    const __m512 e = _mm512_maskz_mov_ps(
+        tail, Exp16(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(row + j), shift), vscale)));
+    _mm512_storeu_ps(row + j, e);
+    sum = _mm512_add_ps(sum, e);
+    j += 16;
+  }
+  for (; j < end; j += 16) _mm512_storeu_ps(row + j, _mm512_setzero_ps());
+  return 1.f / SumOf16(sum);
+}
+
+using ScoreFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t);
+using ValueFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, const float*,
+                        float*, int64_t);
+
+template <int R>
+struct Row {
+  static constexpr ScoreFn score[kMaxVectors] = {ScoreTile<R, 1>, ScoreTile<R, 2>,
+                                                 ScoreTile<R, 3>, ScoreTile<R, 4>};
+  static constexpr ValueFn value[kMaxVectors] = {ValueTile<R, 1>, ValueTile<R, 2>,
+                                                 ValueTile<R, 3>, ValueTile<R, 4>};
+};
+
+// [rows - 1][vectors - 1]
+constexpr const ScoreFn* kScore[kMaxRows] = {Row<1>::score, Row<2>::score, Row<3>::score,
+                                             Row<4>::score, Row<5>::score, Row<6>::score};
+constexpr const ValueFn* kValue[kMaxRows] = {Row<1>::value, Row<2>::value, Row<3>::value,
+                                             Row<4>::value, Row<5>::value, Row<6>::value};
+
+int64_t RoundUp16(int64_t n) { return (n + 15) / 16 * 16; }
+
+}  // namespace
+
+bool CausalAttentionAvx512(const AttentionShape& shape, const float* q, const float* k,
+                           const float* v, int64_t tokens, float* out) {
+  const int64_t H = shape.heads, KV = shape.kv_heads, hd = shape.head_dim, T = tokens;
+  if (hd % 16 != 0 || KV <= 0 || H % KV != 0) return false;
+  const int64_t G = H / KV, q_stride = H * hd, kv_stride = KV * hd;
+  const int64_t padded = RoundUp16(T);  // a row of K^T; the padding is zeros
+  // Kept from call to call: a fresh one would fault its pages in every time. The threads of the
+  // parallel regions below see it through a plain pointer (a thread_local is theirs).
+  thread_local std::vector<float> kt_storage;
+  kt_storage.resize(KV * hd * padded);
+  float* const kt = kt_storage.data();
+  // In blocks of 64 tokens: a block's K rows stay in L1 while each dimension's row of K^T is
+  // written 64 floats at a time.
+  const int64_t token_blocks = padded / 64 + 1;
+#pragma omp parallel for schedule(static)
+  for (int64_t item = 0; item < KV * token_blocks; ++item) {
+    const int64_t kh = item / token_blocks, t0 = item % token_blocks * 64;
+    const int64_t t1 = std::min(padded, t0 + 64);
+    float* dst = kt + kh * hd * padded;
+    for (int64_t d = 0; d < hd; ++d) {
+      for (int64_t t = t0; t < t1; ++t) {
+        dst[d * padded + t] = t < T ? k[t * kv_stride + kh * hd + d] : 0.f;
+      }
+    }
+  }
+  const float scale = 1.f / std::sqrt(static_cast<float>(hd));
+  const int64_t blocks = (T + kBlock - 1) / kBlock;
+#pragma omp parallel
+  {
+    thread_local std::vector<float> scores;  // [kBlock, padded] of one work item
+    scores.resize(kBlock * padded);
+    float* s = scores.data();
+    // Later blocks see more keys: taking them first balances the threads.
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < H * blocks; ++item) {
+      const int64_t block = blocks - 1 - item / H, h = item % H, kh = h / G;
+      const int64_t r0 = block * kBlock, rows = std::min(kBlock, T - r0);
+      const float* kth = kt + kh * hd * padded;
+      const float* vh = v + kh * hd;
+      for (int64_t g = 0; g < rows; g += kMaxRows) {
+        const int R = static_cast<int>(std::min<int64_t>(kMaxRows, rows - g));
+        const int64_t t0 = r0 + g;              // first query row of the tile
+        const int64_t seen = t0 + R;            // keys [0, seen) are visible to some row
+        const int64_t cols = RoundUp16(seen);   // computed, the rest of a vector included
+        const float* qg = q + t0 * q_stride + h * hd;
+        float* sg = s + g * padded;
+        for (int64_t j = 0; j < cols; j += 16 * kMaxVectors) {
+          const int64_t vecs = std::min<int64_t>(kMaxVectors, (cols - j) / 16);
+          kScore[R - 1][vecs - 1](qg, q_stride, kth + j, padded, hd, sg + j, padded);
+        }
+        float inv_sum[kMaxRows];
+        for (int r = 0; r < R; ++r) {
+          inv_sum[r] = UnnormalizedSoftmax(sg + r * padded, t0 + r + 1, cols, scale);
+        }
+        float* og = out + t0 * q_stride + h * hd;
+        for (int64_t d = 0; d < hd; d += 16 * kMaxVectors) {
+          const int64_t vecs = std::min<int64_t>(kMaxVectors, (hd - d) / 16);
+          kValue[R - 1][vecs - 1](sg, padded, vh + d, kv_stride, seen, inv_sum, og + d, q_stride);
+        }
+      }
+    }
+  }
+  return true;
+}
+
+}  // namespace internal
+}  // namespace superweight

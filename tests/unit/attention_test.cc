@@ -1,0 +1,120 @@
+#include "engine/runtime/attention.h"
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace superweight {
+namespace {
+
+struct Case {
+  int64_t heads, kv_heads, head_dim, tokens;
+  float q_scale;  // large values make the softmax peaked, exercising its clamps
+};
+
+struct Inputs {
+  std::vector<float> q, k, v;
+};
+
+Inputs Random(const Case& c, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal;
+  Inputs in;
+  in.q.resize(c.tokens * c.heads * c.head_dim);
+  in.k.resize(c.tokens * c.kv_heads * c.head_dim);
+  in.v.resize(in.k.size());
+  for (float& x : in.q) x = c.q_scale * normal(gen);
+  for (float& x : in.k) x = normal(gen);
+  for (float& x : in.v) x = normal(gen);
+  return in;
+}
+
+// The definition, in double.
+std::vector<double> Reference(const Case& c, const Inputs& in) {
+  const int64_t hd = c.head_dim, qs = c.heads * hd, ks = c.kv_heads * hd;
+  const int64_t group = c.heads / c.kv_heads;
+  std::vector<double> out(c.tokens * qs);
+  for (int64_t h = 0; h < c.heads; ++h) {
+    const int64_t kh = h / group;
+    for (int64_t t = 0; t < c.tokens; ++t) {
+      std::vector<double> p(t + 1);
+      double mx = -INFINITY, sum = 0;
+      for (int64_t j = 0; j <= t; ++j) {
+        double dot = 0;
+        for (int64_t d = 0; d < hd; ++d) dot += double{in.q[t * qs + h * hd + d]} * in.k[j * ks + kh * hd + d];
+        p[j] = dot / std::sqrt(static_cast<double>(hd));
+        mx = std::max(mx, p[j]);
+      }
+      for (double& x : p) sum += (x = std::exp(x - mx));
+      for (int64_t d = 0; d < hd; ++d) {
+        double acc = 0;
+        for (int64_t j = 0; j <= t; ++j) acc += p[j] * in.v[j * ks + kh * hd + d];
+        out[t * qs + h * hd + d] = acc / sum;
+      }
+    }
+  }
+  return out;
+}
+
+double MaxError(const std::vector<float>& got, const std::vector<double>& want) {
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(got[i] - want[i]));
+  return worst;
+}
+
+std::vector<float> Attend(const Case& c, const Inputs& in, bool avx512) {
+  internal::AllowAttentionAvx512(avx512);
+  std::vector<float> out(c.tokens * c.heads * c.head_dim, NAN);
+  CausalAttention({c.heads, c.kv_heads, c.head_dim}, in.q.data(), in.k.data(), in.v.data(),
+                  c.tokens, out.data());
+  internal::AllowAttentionAvx512(true);
+  return out;
+}
+
+// Outputs are averages of v ~ N(0, 1): an absolute bound is a relative one.
+constexpr double kTolerance = 2e-5;
+
+TEST(CausalAttention, BothKernelsMatchTheDefinition) {
+  const Case cases[] = {
+      {9, 3, 64, 512, 1.f},  // SmolLM2-135M
+      {4, 4, 64, 1, 1.f},    {4, 2, 32, 5, 1.f},   {8, 2, 96, 67, 1.f},  // phi3's head_dim
+      {2, 1, 128, 130, 1.f}, {6, 3, 16, 63, 1.f},  {3, 1, 48, 200, 8.f},
+      {4, 2, 24, 33, 1.f},  // head_dim not a multiple of 16: the portable kernel only
+      {2, 2, 64, 100, 30.f},
+  };
+  uint32_t seed = 1;
+  for (const Case& c : cases) {
+    const Inputs in = Random(c, seed++);
+    const std::vector<double> want = Reference(c, in);
+    EXPECT_LT(MaxError(Attend(c, in, true), want), kTolerance)
+        << c.heads << "/" << c.kv_heads << " heads, dim " << c.head_dim << ", " << c.tokens;
+    EXPECT_LT(MaxError(Attend(c, in, false), want), kTolerance)
+        << c.heads << "/" << c.kv_heads << " heads, dim " << c.head_dim << ", " << c.tokens;
+  }
+}
+
+TEST(CausalAttention, Avx512KernelTakesEveryMultipleOf16WhereTheCpuHasIt) {
+  const Case c{4, 2, 80, 20, 1.f};
+  const Inputs in = Random(c, 7);
+  std::vector<float> out(c.tokens * c.heads * c.head_dim);
+  const bool has = __builtin_cpu_supports("avx512f");
+  EXPECT_EQ(internal::CausalAttentionAvx512({c.heads, c.kv_heads, c.head_dim}, in.q.data(),
+                                            in.k.data(), in.v.data(), c.tokens, out.data()),
+            has);
+  EXPECT_FALSE(internal::CausalAttentionAvx512({4, 2, 40}, in.q.data(), in.k.data(),
+                                               in.v.data(), 20, out.data()));
+}
+
+TEST(CausalAttention, ShorterSequenceAfterALongerOneIsUnaffected) {
+  // The kernel keeps its buffers between calls; leftovers of a long call must not leak.
+  const Case long_case{4, 2, 64, 300, 1.f}, short_case{4, 2, 64, 37, 1.f};
+  const Inputs big = Random(long_case, 11), small = Random(short_case, 12);
+  const std::vector<float> fresh = Attend(short_case, small, true);
+  Attend(long_case, big, true);
+  EXPECT_EQ(Attend(short_case, small, true), fresh);
+}
+
+}  // namespace
+}  // namespace superweight
