@@ -1,5 +1,6 @@
-// Causal attention with AVX-512 register tiles. Built with -mavx512f; attention.cc calls it
-// only where the CPU reports the feature.
+// Causal attention with AVX-512 register tiles. Built with -mavx512f -mavx512bf16; attention.cc
+// calls it only where the CPU reports AVX-512F, and asks for bf16 products only where it
+// reports AVX512-BF16.
 //
 // Per query head and block of 64 query rows (one work item, the threads taking the costliest
 // first): scores S = Q K^T for the keys the block can see, softmax per row, then O = P V. K is
@@ -18,15 +19,16 @@
 #include <limits>
 #include <vector>
 
+#include "engine/formats/dequantize.h"
 #include "engine/runtime/attention.h"
 
 namespace superweight {
 namespace internal {
 namespace {
 
-constexpr int kMaxRows = 6;      // query rows per register tile
-constexpr int kMaxVectors = 4;   // 16-float vectors per register tile row
-constexpr int64_t kBlock = 64;   // query rows per work item
+constexpr int kMaxRows = 6;     // query rows per register tile
+constexpr int kMaxVectors = 4;  // 16-float vectors per register tile row
+constexpr int64_t kBlock = 64;  // query rows per work item
 
 // s[r, 0:16V] = sum_d q[r, d] * kt[d, 0:16V] for r in [0, R).
 template <int R, int V>
@@ -64,7 +66,8 @@ void ValueTile(const float* p, int64_t ldp, const float* v, int64_t ldv, int64_t
   }
   for (int r = 0; r < R; ++r) {
     const __m512 scale = _mm512_set1_ps(row_scale[r]);
-    for (int c = 0; c < V; ++c) _mm512_storeu_ps(o + r * ldo + 16 * c, _mm512_mul_ps(acc[r][c], scale));
+    for (int c = 0; c < V; ++c)
+      _mm512_storeu_ps(o + r * ldo + 16 * c, _mm512_mul_ps(acc[r][c], scale));
   }
 }
 
@@ -129,16 +132,47 @@ float UnnormalizedSoftmax(float* row, int64_t visible, int64_t end, float scale)
   return 1.f / SumOf16(sum);
 }
 
+// The bf16 products, on VDPBF16PS: each 32-bit lane holds a pair of bf16 along the reduction
+// (two dimensions for QK^T, two keys for PV) and the instruction adds both products to an f32
+// accumulator. a: [R, pairs] broadcast pairs; b: [pairs, ldb] pairs of 16 columns per vector.
+template <int R, int V>
+void PairTile(const uint32_t* a, int64_t lda, const uint16_t* b, int64_t ldb, int64_t pairs,
+              const float* row_scale, float* c, int64_t ldc) {
+  __m512 acc[R][V];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < pairs; ++p) {
+    __m512bh bv[V];
+    for (int v = 0; v < V; ++v) {
+      bv[v] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(b + p * ldb + 32 * v));
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m512bh av = reinterpret_cast<__m512bh>(_mm512_set1_epi32(a[r * lda + p]));
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, bv[v]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const __m512 scale = _mm512_set1_ps(row_scale == nullptr ? 1.f : row_scale[r]);
+    for (int v = 0; v < V; ++v)
+      _mm512_storeu_ps(c + r * ldc + 16 * v, _mm512_mul_ps(acc[r][v], scale));
+  }
+}
+
+using PairFn = void (*)(const uint32_t*, int64_t, const uint16_t*, int64_t, int64_t, const float*,
+                        float*, int64_t);
+
 using ScoreFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t);
 using ValueFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, const float*,
-                        float*, int64_t);
+                         float*, int64_t);
 
 template <int R>
 struct Row {
-  static constexpr ScoreFn score[kMaxVectors] = {ScoreTile<R, 1>, ScoreTile<R, 2>,
-                                                 ScoreTile<R, 3>, ScoreTile<R, 4>};
-  static constexpr ValueFn value[kMaxVectors] = {ValueTile<R, 1>, ValueTile<R, 2>,
-                                                 ValueTile<R, 3>, ValueTile<R, 4>};
+  static constexpr ScoreFn score[kMaxVectors] = {ScoreTile<R, 1>, ScoreTile<R, 2>, ScoreTile<R, 3>,
+                                                 ScoreTile<R, 4>};
+  static constexpr ValueFn value[kMaxVectors] = {ValueTile<R, 1>, ValueTile<R, 2>, ValueTile<R, 3>,
+                                                 ValueTile<R, 4>};
+  static constexpr PairFn pair[kMaxVectors] = {PairTile<R, 1>, PairTile<R, 2>, PairTile<R, 3>,
+                                               PairTile<R, 4>};
 };
 
 // [rows - 1][vectors - 1]
@@ -147,32 +181,54 @@ constexpr const ScoreFn* kScore[kMaxRows] = {Row<1>::score, Row<2>::score, Row<3
 constexpr const ValueFn* kValue[kMaxRows] = {Row<1>::value, Row<2>::value, Row<3>::value,
                                              Row<4>::value, Row<5>::value, Row<6>::value};
 
+constexpr const PairFn* kPair[kMaxRows] = {Row<1>::pair, Row<2>::pair, Row<3>::pair,
+                                           Row<4>::pair, Row<5>::pair, Row<6>::pair};
+
+inline uint32_t BFloat16Pair(float lo, float hi) {
+  return uint32_t{FloatToBFloat16(lo)} | uint32_t{FloatToBFloat16(hi)} << 16;
+}
+
 int64_t RoundUp16(int64_t n) { return (n + 15) / 16 * 16; }
 
-}  // namespace
-
-bool CausalAttentionAvx512(const AttentionShape& shape, const float* q, const float* k,
-                           const float* v, int64_t tokens, float* out) {
-  const int64_t H = shape.heads, KV = shape.kv_heads, hd = shape.head_dim, T = tokens;
-  if (hd % 16 != 0 || KV <= 0 || H % KV != 0) return false;
+// kBf16: K, V, each query and each row of probabilities rounded to bf16 for the products.
+template <bool kBf16>
+void Attend(const AttentionShape& shape, const float* q, const float* k, const float* v, int64_t T,
+            float* out) {
+  const int64_t H = shape.heads, KV = shape.kv_heads, hd = shape.head_dim;
   const int64_t G = H / KV, q_stride = H * hd, kv_stride = KV * hd;
-  const int64_t padded = RoundUp16(T);  // a row of K^T; the padding is zeros
-  // Kept from call to call: a fresh one would fault its pages in every time. The threads of the
-  // parallel regions below see it through a plain pointer (a thread_local is theirs).
+  const int64_t padded = RoundUp16(T);  // keys, the padding zeros
+  // K transposed: f32 [kv head][dim][token], or bf16 pairs [kv head][dim / 2][token][2]. V as
+  // it is in f32, or bf16 pairs [kv head][token / 2][dim][2]. Kept from call to call: fresh
+  // ones would fault their pages in every time. The threads of the parallel regions below see
+  // them through plain pointers (a thread_local is theirs).
   thread_local std::vector<float> kt_storage;
-  kt_storage.resize(KV * hd * padded);
+  thread_local std::vector<uint16_t> kb_storage, vb_storage;
+  if (!kBf16) {
+    kt_storage.resize(KV * hd * padded);
+  } else {
+    kb_storage.resize(KV * hd * padded);
+    vb_storage.resize(KV * padded * hd);
+  }
   float* const kt = kt_storage.data();
-  // In blocks of 64 tokens: a block's K rows stay in L1 while each dimension's row of K^T is
-  // written 64 floats at a time.
+  uint16_t* const kb = kb_storage.data();
+  uint16_t* const vb = vb_storage.data();
+  // In blocks of 64 tokens, so that a block's rows of K and V stay in L1 while the copies are
+  // written a row at a time.
   const int64_t token_blocks = padded / 64 + 1;
 #pragma omp parallel for schedule(static)
   for (int64_t item = 0; item < KV * token_blocks; ++item) {
     const int64_t kh = item / token_blocks, t0 = item % token_blocks * 64;
     const int64_t t1 = std::min(padded, t0 + 64);
-    float* dst = kt + kh * hd * padded;
+    auto key = [&](int64_t t, int64_t d) { return t < T ? k[t * kv_stride + kh * hd + d] : 0.f; };
+    auto value = [&](int64_t t, int64_t d) { return t < T ? v[t * kv_stride + kh * hd + d] : 0.f; };
     for (int64_t d = 0; d < hd; ++d) {
       for (int64_t t = t0; t < t1; ++t) {
-        dst[d * padded + t] = t < T ? k[t * kv_stride + kh * hd + d] : 0.f;
+        if (kBf16) {
+          kb[kh * hd * padded + ((d / 2) * padded + t) * 2 + d % 2] = FloatToBFloat16(key(t, d));
+          vb[kh * padded * hd + ((t / 2) * hd + d) * 2 + t % 2] = FloatToBFloat16(value(t, d));
+        } else {
+          kt[kh * hd * padded + d * padded + t] = key(t, d);
+        }
       }
     }
   }
@@ -180,38 +236,79 @@ bool CausalAttentionAvx512(const AttentionShape& shape, const float* q, const fl
   const int64_t blocks = (T + kBlock - 1) / kBlock;
 #pragma omp parallel
   {
-    thread_local std::vector<float> scores;  // [kBlock, padded] of one work item
+    thread_local std::vector<float> scores;    // [kBlock, padded] of one work item
+    thread_local std::vector<uint32_t> pairs;  // bf16: a tile's queries, then probabilities
     scores.resize(kBlock * padded);
+    if (kBf16) pairs.resize(kMaxRows * std::max(hd, padded) / 2);
     float* s = scores.data();
+    uint32_t* pr = pairs.data();
     // Later blocks see more keys: taking them first balances the threads.
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < H * blocks; ++item) {
       const int64_t block = blocks - 1 - item / H, h = item % H, kh = h / G;
       const int64_t r0 = block * kBlock, rows = std::min(kBlock, T - r0);
-      const float* kth = kt + kh * hd * padded;
-      const float* vh = v + kh * hd;
       for (int64_t g = 0; g < rows; g += kMaxRows) {
         const int R = static_cast<int>(std::min<int64_t>(kMaxRows, rows - g));
-        const int64_t t0 = r0 + g;              // first query row of the tile
-        const int64_t seen = t0 + R;            // keys [0, seen) are visible to some row
-        const int64_t cols = RoundUp16(seen);   // computed, the rest of a vector included
+        const int64_t t0 = r0 + g;             // first query row of the tile
+        const int64_t seen = t0 + R;           // keys [0, seen) are visible to some row
+        const int64_t cols = RoundUp16(seen);  // computed, the rest of a vector included
         const float* qg = q + t0 * q_stride + h * hd;
         float* sg = s + g * padded;
+        if (kBf16) {
+          for (int r = 0; r < R; ++r) {
+            for (int64_t d = 0; d < hd; d += 2) {
+              pr[r * hd / 2 + d / 2] = BFloat16Pair(qg[r * q_stride + d], qg[r * q_stride + d + 1]);
+            }
+          }
+        }
         for (int64_t j = 0; j < cols; j += 16 * kMaxVectors) {
           const int64_t vecs = std::min<int64_t>(kMaxVectors, (cols - j) / 16);
-          kScore[R - 1][vecs - 1](qg, q_stride, kth + j, padded, hd, sg + j, padded);
+          if (kBf16) {
+            kPair[R - 1][vecs - 1](pr, hd / 2, kb + kh * hd * padded + j * 2, padded * 2, hd / 2,
+                                   nullptr, sg + j, padded);
+          } else {
+            kScore[R - 1][vecs - 1](qg, q_stride, kt + kh * hd * padded + j, padded, hd, sg + j,
+                                    padded);
+          }
         }
         float inv_sum[kMaxRows];
         for (int r = 0; r < R; ++r) {
           inv_sum[r] = UnnormalizedSoftmax(sg + r * padded, t0 + r + 1, cols, scale);
         }
+        if (kBf16) {  // probabilities as pairs of keys, zeros past the visible ones
+          for (int r = 0; r < R; ++r) {
+            for (int64_t j = 0; j < cols; j += 2) {
+              pr[r * padded / 2 + j / 2] = BFloat16Pair(sg[r * padded + j], sg[r * padded + j + 1]);
+            }
+          }
+        }
         float* og = out + t0 * q_stride + h * hd;
         for (int64_t d = 0; d < hd; d += 16 * kMaxVectors) {
           const int64_t vecs = std::min<int64_t>(kMaxVectors, (hd - d) / 16);
-          kValue[R - 1][vecs - 1](sg, padded, vh + d, kv_stride, seen, inv_sum, og + d, q_stride);
+          if (kBf16) {
+            kPair[R - 1][vecs - 1](pr, padded / 2, vb + kh * padded * hd + d * 2, hd * 2,
+                                   (seen + 1) / 2, inv_sum, og + d, q_stride);
+          } else {
+            kValue[R - 1][vecs - 1](sg, padded, v + kh * hd + d, kv_stride, seen, inv_sum, og + d,
+                                    q_stride);
+          }
         }
       }
     }
+  }
+}
+
+}  // namespace
+
+bool CausalAttentionAvx512(const AttentionShape& shape, const float* q, const float* k,
+                           const float* v, int64_t tokens, float* out, bool bf16) {
+  if (shape.head_dim % 16 != 0 || shape.kv_heads <= 0 || shape.heads % shape.kv_heads != 0) {
+    return false;
+  }
+  if (bf16) {
+    Attend<true>(shape, q, k, v, tokens, out);
+  } else {
+    Attend<false>(shape, q, k, v, tokens, out);
   }
   return true;
 }

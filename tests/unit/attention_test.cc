@@ -4,6 +4,7 @@
 #include <random>
 #include <vector>
 
+#include "engine/formats/dequantize.h"
 #include "gtest/gtest.h"
 
 namespace superweight {
@@ -43,7 +44,8 @@ std::vector<double> Reference(const Case& c, const Inputs& in) {
       double mx = -INFINITY, sum = 0;
       for (int64_t j = 0; j <= t; ++j) {
         double dot = 0;
-        for (int64_t d = 0; d < hd; ++d) dot += double{in.q[t * qs + h * hd + d]} * in.k[j * ks + kh * hd + d];
+        for (int64_t d = 0; d < hd; ++d)
+          dot += double{in.q[t * qs + h * hd + d]} * in.k[j * ks + kh * hd + d];
         p[j] = dot / std::sqrt(static_cast<double>(hd));
         mx = std::max(mx, p[j]);
       }
@@ -64,11 +66,11 @@ double MaxError(const std::vector<float>& got, const std::vector<double>& want) 
   return worst;
 }
 
-std::vector<float> Attend(const Case& c, const Inputs& in, bool avx512) {
+std::vector<float> Attend(const Case& c, const Inputs& in, bool avx512, bool bf16 = false) {
   internal::AllowAttentionAvx512(avx512);
   std::vector<float> out(c.tokens * c.heads * c.head_dim, NAN);
   CausalAttention({c.heads, c.kv_heads, c.head_dim}, in.q.data(), in.k.data(), in.v.data(),
-                  c.tokens, out.data());
+                  c.tokens, out.data(), bf16);
   internal::AllowAttentionAvx512(true);
   return out;
 }
@@ -78,9 +80,9 @@ constexpr double kTolerance = 2e-5;
 
 TEST(CausalAttention, BothKernelsMatchTheDefinition) {
   const Case cases[] = {
-      {9, 3, 64, 512, 1.f},  // SmolLM2-135M
-      {4, 4, 64, 1, 1.f},    {4, 2, 32, 5, 1.f},   {8, 2, 96, 67, 1.f},  // phi3's head_dim
-      {2, 1, 128, 130, 1.f}, {6, 3, 16, 63, 1.f},  {3, 1, 48, 200, 8.f},
+      {9, 3, 64, 512, 1.f},                                             // SmolLM2-135M
+      {4, 4, 64, 1, 1.f},    {4, 2, 32, 5, 1.f},  {8, 2, 96, 67, 1.f},  // phi3's head_dim
+      {2, 1, 128, 130, 1.f}, {6, 3, 16, 63, 1.f}, {3, 1, 48, 200, 8.f},
       {4, 2, 24, 33, 1.f},  // head_dim not a multiple of 16: the portable kernel only
       {2, 2, 64, 100, 30.f},
   };
@@ -95,16 +97,34 @@ TEST(CausalAttention, BothKernelsMatchTheDefinition) {
   }
 }
 
+TEST(CausalAttention, Bf16ProductsMatchTheDefinitionOnRoundedInputs) {
+  // bf16: q, k, v rounded to bf16 (the definition is given the same rounded values), and the
+  // probabilities too (relative 2^-9 each, on averages of N(0, 1) values).
+  const Case cases[] = {{9, 3, 64, 512, 1.f},  {4, 2, 32, 5, 1.f},   {8, 2, 96, 67, 1.f},
+                        {2, 1, 128, 131, 1.f}, {3, 1, 48, 200, 8.f}, {4, 2, 24, 33, 1.f}};
+  uint32_t seed = 100;
+  for (const Case& c : cases) {
+    Inputs in = Random(c, seed++);
+    for (auto* x : {&in.q, &in.k, &in.v}) {
+      for (float& f : *x) f = BFloat16ToFloat(FloatToBFloat16(f));
+    }
+    const std::vector<double> want = Reference(c, in);
+    const std::vector<float> got = Attend(c, in, true, /*bf16=*/true);
+    EXPECT_LT(MaxError(got, want), 1e-2)
+        << c.heads << "/" << c.kv_heads << " heads, dim " << c.head_dim << ", " << c.tokens;
+  }
+}
+
 TEST(CausalAttention, Avx512KernelTakesEveryMultipleOf16WhereTheCpuHasIt) {
   const Case c{4, 2, 80, 20, 1.f};
   const Inputs in = Random(c, 7);
   std::vector<float> out(c.tokens * c.heads * c.head_dim);
   const bool has = __builtin_cpu_supports("avx512f");
   EXPECT_EQ(internal::CausalAttentionAvx512({c.heads, c.kv_heads, c.head_dim}, in.q.data(),
-                                            in.k.data(), in.v.data(), c.tokens, out.data()),
+                                            in.k.data(), in.v.data(), c.tokens, out.data(), false),
             has);
-  EXPECT_FALSE(internal::CausalAttentionAvx512({4, 2, 40}, in.q.data(), in.k.data(),
-                                               in.v.data(), 20, out.data()));
+  EXPECT_FALSE(internal::CausalAttentionAvx512({4, 2, 40}, in.q.data(), in.k.data(), in.v.data(),
+                                               20, out.data(), false));
 }
 
 TEST(CausalAttention, ShorterSequenceAfterALongerOneIsUnaffected) {
