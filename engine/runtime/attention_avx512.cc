@@ -30,46 +30,71 @@ constexpr int kMaxRows = 6;     // query rows per register tile
 constexpr int kMaxVectors = 4;  // 16-float vectors per register tile row
 constexpr int64_t kBlock = 64;  // query rows per work item
 
-// s[r, 0:16V] = sum_d q[r, d] * kt[d, 0:16V] for r in [0, R).
-template <int R, int V>
-void ScoreTile(const float* q, int64_t ldq, const float* kt, int64_t ldkt, int64_t depth, float* s,
-               int64_t lds) {
-  __m512 acc[R][V];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < V; ++c) acc[r][c] = _mm512_setzero_ps();
-  for (int64_t d = 0; d < depth; ++d) {
-    __m512 b[V];
-    for (int c = 0; c < V; ++c) b[c] = _mm512_loadu_ps(kt + d * ldkt + 16 * c);
-    for (int r = 0; r < R; ++r) {
-      const __m512 a = _mm512_set1_ps(q[r * ldq + d]);
-      for (int c = 0; c < V; ++c) acc[r][c] = _mm512_fmadd_ps(a, b[c], acc[r][c]);
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < V; ++c) _mm512_storeu_ps(s + r * lds + 16 * c, acc[r][c]);
-}
+// The products in f32: a broadcast float times 16 consecutive floats.
+struct F32Products {
+  using A = float;
+  using B = float;
+  static constexpr int kBPerVector = 16;
+  static __m512 Load(const float* b) { return _mm512_loadu_ps(b); }
+  static __m512 Broadcast(float a) { return _mm512_set1_ps(a); }
+  static __m512 Fma(__m512 acc, __m512 a, __m512 b) { return _mm512_fmadd_ps(a, b, acc); }
+};
 
-// o[r, 0:16V] = row_scale[r] * sum_{j < keys} p[r, j] * v[j, 0:16V] for r in [0, R).
-template <int R, int V>
-void ValueTile(const float* p, int64_t ldp, const float* v, int64_t ldv, int64_t keys,
-               const float* row_scale, float* o, int64_t ldo) {
+// The products in bf16, on VDPBF16PS: each 32-bit lane holds a pair of bf16 along the reduction
+// (two dimensions for QK^T, two keys for PV) and the instruction adds both products to an f32
+// accumulator.
+struct Bf16PairProducts {
+  using A = uint32_t;  // a broadcast pair
+  using B = uint16_t;  // 16 columns of pairs per vector
+  static constexpr int kBPerVector = 32;
+  static __m512bh Load(const uint16_t* b) {
+    return reinterpret_cast<__m512bh>(_mm512_loadu_si512(b));
+  }
+  static __m512bh Broadcast(uint32_t a) {
+    return reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(a)));
+  }
+  static __m512 Fma(__m512 acc, __m512bh a, __m512bh b) { return _mm512_dpbf16_ps(acc, a, b); }
+};
+
+// A register tile: c[r, 0:16V] = row_scale[r] (1 if null) * sum_{p < depth} a[r, p] * b[p, 0:16V]
+// for r in [0, R), a broadcast, b read a vector at a time. QK^T takes a = queries, b = K^T
+// (depth: the head's dimensions); PV takes a = probabilities, b = V (depth: the keys).
+template <typename Products, int R, int V>
+void Tile(const typename Products::A* a, int64_t lda, const typename Products::B* b, int64_t ldb,
+          int64_t depth, const float* row_scale, float* c, int64_t ldc) {
   __m512 acc[R][V];
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < V; ++c) acc[r][c] = _mm512_setzero_ps();
-  for (int64_t j = 0; j < keys; ++j) {
-    __m512 b[V];
-    for (int c = 0; c < V; ++c) b[c] = _mm512_loadu_ps(v + j * ldv + 16 * c);
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < depth; ++p) {
+    decltype(Products::Load(b)) bv[V];
+    for (int v = 0; v < V; ++v) bv[v] = Products::Load(b + p * ldb + Products::kBPerVector * v);
     for (int r = 0; r < R; ++r) {
-      const __m512 a = _mm512_set1_ps(p[r * ldp + j]);
-      for (int c = 0; c < V; ++c) acc[r][c] = _mm512_fmadd_ps(a, b[c], acc[r][c]);
+      const auto av = Products::Broadcast(a[r * lda + p]);
+      for (int v = 0; v < V; ++v) acc[r][v] = Products::Fma(acc[r][v], av, bv[v]);
     }
   }
   for (int r = 0; r < R; ++r) {
-    const __m512 scale = _mm512_set1_ps(row_scale[r]);
-    for (int c = 0; c < V; ++c)
-      _mm512_storeu_ps(o + r * ldo + 16 * c, _mm512_mul_ps(acc[r][c], scale));
+    const __m512 scale = _mm512_set1_ps(row_scale == nullptr ? 1.f : row_scale[r]);
+    for (int v = 0; v < V; ++v) {
+      _mm512_storeu_ps(c + r * ldc + 16 * v, _mm512_mul_ps(acc[r][v], scale));
+    }
   }
 }
+
+// The tile for rows R and vectors V, chosen at run time.
+template <typename Products>
+using TileFn = void (*)(const typename Products::A*, int64_t, const typename Products::B*, int64_t,
+                        int64_t, const float*, float*, int64_t);
+
+template <typename Products>
+struct Tiles {
+  template <int R>
+  static constexpr TileFn<Products> kRow[kMaxVectors] = {
+      Tile<Products, R, 1>, Tile<Products, R, 2>, Tile<Products, R, 3>, Tile<Products, R, 4>};
+  static constexpr const TileFn<Products>* kAll[kMaxRows] = {kRow<1>, kRow<2>, kRow<3>,
+                                                             kRow<4>, kRow<5>, kRow<6>};
+  static TileFn<Products> Get(int rows, int64_t vectors) { return kAll[rows - 1][vectors - 1]; }
+};
 
 // Horizontal max and sum of 16 lanes.
 inline float MaxOf16(__m512 v) {
@@ -131,58 +156,6 @@ float UnnormalizedSoftmax(float* row, int64_t visible, int64_t end, float scale)
   for (; j < end; j += 16) _mm512_storeu_ps(row + j, _mm512_setzero_ps());
   return 1.f / SumOf16(sum);
 }
-
-// The bf16 products, on VDPBF16PS: each 32-bit lane holds a pair of bf16 along the reduction
-// (two dimensions for QK^T, two keys for PV) and the instruction adds both products to an f32
-// accumulator. a: [R, pairs] broadcast pairs; b: [pairs, ldb] pairs of 16 columns per vector.
-template <int R, int V>
-void PairTile(const uint32_t* a, int64_t lda, const uint16_t* b, int64_t ldb, int64_t pairs,
-              const float* row_scale, float* c, int64_t ldc) {
-  __m512 acc[R][V];
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
-  for (int64_t p = 0; p < pairs; ++p) {
-    __m512bh bv[V];
-    for (int v = 0; v < V; ++v) {
-      bv[v] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(b + p * ldb + 32 * v));
-    }
-    for (int r = 0; r < R; ++r) {
-      const __m512bh av = reinterpret_cast<__m512bh>(_mm512_set1_epi32(a[r * lda + p]));
-      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, bv[v]);
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    const __m512 scale = _mm512_set1_ps(row_scale == nullptr ? 1.f : row_scale[r]);
-    for (int v = 0; v < V; ++v)
-      _mm512_storeu_ps(c + r * ldc + 16 * v, _mm512_mul_ps(acc[r][v], scale));
-  }
-}
-
-using PairFn = void (*)(const uint32_t*, int64_t, const uint16_t*, int64_t, int64_t, const float*,
-                        float*, int64_t);
-
-using ScoreFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t);
-using ValueFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, const float*,
-                         float*, int64_t);
-
-template <int R>
-struct Row {
-  static constexpr ScoreFn score[kMaxVectors] = {ScoreTile<R, 1>, ScoreTile<R, 2>, ScoreTile<R, 3>,
-                                                 ScoreTile<R, 4>};
-  static constexpr ValueFn value[kMaxVectors] = {ValueTile<R, 1>, ValueTile<R, 2>, ValueTile<R, 3>,
-                                                 ValueTile<R, 4>};
-  static constexpr PairFn pair[kMaxVectors] = {PairTile<R, 1>, PairTile<R, 2>, PairTile<R, 3>,
-                                               PairTile<R, 4>};
-};
-
-// [rows - 1][vectors - 1]
-constexpr const ScoreFn* kScore[kMaxRows] = {Row<1>::score, Row<2>::score, Row<3>::score,
-                                             Row<4>::score, Row<5>::score, Row<6>::score};
-constexpr const ValueFn* kValue[kMaxRows] = {Row<1>::value, Row<2>::value, Row<3>::value,
-                                             Row<4>::value, Row<5>::value, Row<6>::value};
-
-constexpr const PairFn* kPair[kMaxRows] = {Row<1>::pair, Row<2>::pair, Row<3>::pair,
-                                           Row<4>::pair, Row<5>::pair, Row<6>::pair};
 
 inline uint32_t BFloat16Pair(float lo, float hi) {
   return uint32_t{FloatToBFloat16(lo)} | uint32_t{FloatToBFloat16(hi)} << 16;
@@ -264,11 +237,11 @@ void Attend(const AttentionShape& shape, const float* q, const float* k, const f
         for (int64_t j = 0; j < cols; j += 16 * kMaxVectors) {
           const int64_t vecs = std::min<int64_t>(kMaxVectors, (cols - j) / 16);
           if (kBf16) {
-            kPair[R - 1][vecs - 1](pr, hd / 2, kb + kh * hd * padded + j * 2, padded * 2, hd / 2,
-                                   nullptr, sg + j, padded);
+            Tiles<Bf16PairProducts>::Get(R, vecs)(pr, hd / 2, kb + kh * hd * padded + j * 2,
+                                                  padded * 2, hd / 2, nullptr, sg + j, padded);
           } else {
-            kScore[R - 1][vecs - 1](qg, q_stride, kt + kh * hd * padded + j, padded, hd, sg + j,
-                                    padded);
+            Tiles<F32Products>::Get(R, vecs)(qg, q_stride, kt + kh * hd * padded + j, padded, hd,
+                                             nullptr, sg + j, padded);
           }
         }
         float inv_sum[kMaxRows];
@@ -286,11 +259,12 @@ void Attend(const AttentionShape& shape, const float* q, const float* k, const f
         for (int64_t d = 0; d < hd; d += 16 * kMaxVectors) {
           const int64_t vecs = std::min<int64_t>(kMaxVectors, (hd - d) / 16);
           if (kBf16) {
-            kPair[R - 1][vecs - 1](pr, padded / 2, vb + kh * padded * hd + d * 2, hd * 2,
-                                   (seen + 1) / 2, inv_sum, og + d, q_stride);
+            Tiles<Bf16PairProducts>::Get(R, vecs)(pr, padded / 2, vb + kh * padded * hd + d * 2,
+                                                  hd * 2, (seen + 1) / 2, inv_sum, og + d,
+                                                  q_stride);
           } else {
-            kValue[R - 1][vecs - 1](sg, padded, v + kh * hd + d, kv_stride, seen, inv_sum, og + d,
-                                    q_stride);
+            Tiles<F32Products>::Get(R, vecs)(sg, padded, v + kh * hd + d, kv_stride, seen, inv_sum,
+                                             og + d, q_stride);
           }
         }
       }
