@@ -69,13 +69,9 @@ __attribute__((noinline)) void internal::SoftmaxRow(float* row, int64_t n, float
 void internal::AllowAttentionAvx512(bool allowed) { avx512_allowed = allowed; }
 
 void CausalAttention(const AttentionShape& shape, const float* q, const float* k, const float* v,
-                     int64_t tokens, float* out, bool bf16) {
+                     int64_t tokens, float* out) {
   if (tokens == 0) return;
-  static const bool has_bf16 = __builtin_cpu_supports("avx512bf16");
-  if (UseAvx512() &&
-      internal::CausalAttentionAvx512(shape, q, k, v, tokens, out, bf16 && has_bf16)) {
-    return;
-  }
+  if (UseAvx512() && internal::CausalAttentionAvx512(shape, q, k, v, tokens, out)) return;
   CausalAttentionOneDnn(shape, q, k, v, tokens, out);
 }
 

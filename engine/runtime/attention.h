@@ -11,19 +11,17 @@ struct AttentionShape {
 
 // out[t, h] = sum_{j <= t} softmax_j(q[t, h] . k[j, h / group] / sqrt(head_dim)) v[j, h / group]
 // for t in [0, tokens), with group = heads / kv_heads. Rows of q and out are heads * head_dim
-// wide, rows of k and v kv_heads * head_dim. bf16: q, k, v and the probabilities are rounded to
-// bf16 for the two products (accumulated in f32), as transformers computes attention in bf16;
-// honoured where the CPU has AVX512-BF16, elsewhere the products stay f32.
+// wide, rows of k and v kv_heads * head_dim. In f32 in both precisions of the forward pass.
 void CausalAttention(const AttentionShape& shape, const float* q, const float* k, const float* v,
-                     int64_t tokens, float* out, bool bf16 = false);
+                     int64_t tokens, float* out);
 
 namespace internal {
 // softmax(row * scale) over row[0, n), in place; shared by both kernels.
 void SoftmaxRow(float* row, int64_t n, float scale);
-// The AVX-512 kernel (attention_avx512.cc), for CPUs that have AVX-512F (and AVX512-BF16 for
-// bf16) and head_dim a multiple of 16. Returns false, doing nothing, where it does not apply.
+// The AVX-512 kernel (attention_avx512.cc), for CPUs that have AVX-512F and head_dim a multiple
+// of 16. Returns false, doing nothing, where it does not apply.
 bool CausalAttentionAvx512(const AttentionShape& shape, const float* q, const float* k,
-                           const float* v, int64_t tokens, float* out, bool bf16);
+                           const float* v, int64_t tokens, float* out);
 // Tests turn the AVX-512 kernel off to compare it with the oneDNN one.
 void AllowAttentionAvx512(bool allowed);
 }  // namespace internal

@@ -7,9 +7,9 @@ from conftest import SMOLLM2, STORIES260K, TINYSTORIES, engine, engine_logits, r
 MODELS = [SMOLLM2, TINYSTORIES, STORIES260K]
 PROMPT = "Apple Inc. is a worldwide tech company. Once upon a time, a little dog"
 
-# The bf16 path rounds activations and weights to bf16 (8 significant bits) before every matmul,
-# attention's q, k, v and probabilities included, accumulating in f32; against the f32 reference
-# that bounds the logits' relative error by this (measured: 4e-3 to 9e-3).
+# The bf16 path rounds activations and weights to bf16 (8 significant bits) before every linear
+# layer's matmul, accumulating in f32 (attention stays f32); against the f32 reference that
+# bounds the logits' relative error by this (measured: 4e-3 to 9e-3).
 BF16_BOUND = 3e-2
 
 

@@ -4,7 +4,6 @@
 #include <random>
 #include <vector>
 
-#include "engine/formats/dequantize.h"
 #include "gtest/gtest.h"
 
 namespace superweight {
@@ -66,11 +65,11 @@ double MaxError(const std::vector<float>& got, const std::vector<double>& want) 
   return worst;
 }
 
-std::vector<float> Attend(const Case& c, const Inputs& in, bool avx512, bool bf16 = false) {
+std::vector<float> Attend(const Case& c, const Inputs& in, bool avx512) {
   internal::AllowAttentionAvx512(avx512);
   std::vector<float> out(c.tokens * c.heads * c.head_dim, NAN);
   CausalAttention({c.heads, c.kv_heads, c.head_dim}, in.q.data(), in.k.data(), in.v.data(),
-                  c.tokens, out.data(), bf16);
+                  c.tokens, out.data());
   internal::AllowAttentionAvx512(true);
   return out;
 }
@@ -97,34 +96,18 @@ TEST(CausalAttention, BothKernelsMatchTheDefinition) {
   }
 }
 
-TEST(CausalAttention, Bf16ProductsMatchTheDefinitionOnRoundedInputs) {
-  // bf16: q, k, v rounded to bf16 (the definition is given the same rounded values), and the
-  // probabilities too (relative 2^-9 each, on averages of N(0, 1) values).
-  const Case cases[] = {{9, 3, 64, 512, 1.f},  {4, 2, 32, 5, 1.f},   {8, 2, 96, 67, 1.f},
-                        {2, 1, 128, 131, 1.f}, {3, 1, 48, 200, 8.f}, {4, 2, 24, 33, 1.f}};
-  uint32_t seed = 100;
-  for (const Case& c : cases) {
-    Inputs in = Random(c, seed++);
-    for (auto* x : {&in.q, &in.k, &in.v}) {
-      for (float& f : *x) f = BFloat16ToFloat(FloatToBFloat16(f));
-    }
-    const std::vector<double> want = Reference(c, in);
-    const std::vector<float> got = Attend(c, in, true, /*bf16=*/true);
-    EXPECT_LT(MaxError(got, want), 1e-2)
-        << c.heads << "/" << c.kv_heads << " heads, dim " << c.head_dim << ", " << c.tokens;
-  }
-}
-
 TEST(CausalAttention, Avx512KernelTakesEveryMultipleOf16WhereTheCpuHasIt) {
   const Case c{4, 2, 80, 20, 1.f};
   const Inputs in = Random(c, 7);
   std::vector<float> out(c.tokens * c.heads * c.head_dim);
-  const bool has = __builtin_cpu_supports("avx512f");
-  EXPECT_EQ(internal::CausalAttentionAvx512({c.heads, c.kv_heads, c.head_dim}, in.q.data(),
-                                            in.k.data(), in.v.data(), c.tokens, out.data(), false),
-            has);
+  // The kernel does not check the CPU itself (CausalAttention does): only call it where it runs.
+  if (__builtin_cpu_supports("avx512f")) {
+    EXPECT_TRUE(internal::CausalAttentionAvx512({c.heads, c.kv_heads, c.head_dim}, in.q.data(),
+                                                in.k.data(), in.v.data(), c.tokens, out.data()));
+  }
+  // A head size it cannot tile is refused before any AVX-512 instruction runs.
   EXPECT_FALSE(internal::CausalAttentionAvx512({4, 2, 40}, in.q.data(), in.k.data(), in.v.data(),
-                                               20, out.data(), false));
+                                               20, out.data()));
 }
 
 TEST(CausalAttention, ShorterSequenceAfterALongerOneIsUnaffected) {
