@@ -37,8 +37,8 @@ absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(const Model& model
   std::vector<float> row_max(N, -INFINITY), target(N, 0.f);
   std::vector<double> row_sum(N, 0.0);
   std::vector<float> logits(N * std::min(V, slice));
-  std::vector<uint16_t> hidden_bf16;
-  const LinearInput hidden(out->hidden.data(), N, model.config.hidden, precision, &hidden_bf16);
+  LinearInputStorage hidden_storage;
+  const LinearInput hidden(out->hidden.data(), N, model.config.hidden, precision, &hidden_storage);
   for (int64_t v0 = 0; v0 < V; v0 += slice) {
     const int64_t n = std::min(slice, V - v0);
     Linear(model.lm_head.RowSlice(v0, n), hidden, logits.data(), n, &scratch);

@@ -104,7 +104,7 @@ __attribute__((noinline)) void SwiGlu(float* gate, const float* up, int64_t n) {
 
 struct Buffers {
   std::vector<float> x, h, q, k, v, attn, o, gate, up, down;
-  std::vector<uint16_t> input_bf16;  // a LinearInput's bf16 copy
+  LinearInputStorage input;  // the converted copies of the LinearInput in use
   LinearScratch scratch;
 };
 
@@ -196,7 +196,7 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
     }
     const LayerWeights& w = model.layers[l];
     Norm(c, w.attn_norm, b.x.data(), N, b.h.data());
-    const LinearInput attn_in(b.h.data(), N, D, options.precision, &b.input_bf16);
+    const LinearInput attn_in(b.h.data(), N, D, options.precision, &b.input);
     linear(l, LinearKind::kQ, attn_in, b.q.data());
     linear(l, LinearKind::kK, attn_in, b.k.data());
     linear(l, LinearKind::kV, attn_in, b.v.data());
@@ -210,18 +210,18 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
       CausalAttention({c.heads, c.kv_heads, c.head_dim}, &b.q[o * QD], &b.k[o * KVD], &b.v[o * KVD],
                       T, &b.attn[o * QD]);
     }
-    linear(l, LinearKind::kO, LinearInput(b.attn.data(), N, QD, options.precision, &b.input_bf16),
+    linear(l, LinearKind::kO, LinearInput(b.attn.data(), N, QD, options.precision, &b.input),
            b.o.data());
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < N * D; ++i) b.x[i] += b.o[i];
 
     Norm(c, w.ffn_norm, b.x.data(), N, b.h.data());
-    const LinearInput ffn_in(b.h.data(), N, D, options.precision, &b.input_bf16);
+    const LinearInput ffn_in(b.h.data(), N, D, options.precision, &b.input);
     linear(l, LinearKind::kGate, ffn_in, b.gate.data());
     linear(l, LinearKind::kUp, ffn_in, b.up.data());
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < N; ++t) SwiGlu(&b.gate[t * I], &b.up[t * I], I);
-    linear(l, LinearKind::kDown, LinearInput(b.gate.data(), N, I, options.precision, &b.input_bf16),
+    linear(l, LinearKind::kDown, LinearInput(b.gate.data(), N, I, options.precision, &b.input),
            b.down.data());
     for (size_t s = 0; s < batch.size(); ++s) {
       const int64_t o = result.offsets[s];

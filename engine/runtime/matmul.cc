@@ -1,5 +1,9 @@
 #include "engine/runtime/matmul.h"
 
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -8,6 +12,7 @@
 #include <tuple>
 
 #include "engine/formats/dequantize.h"
+#include "engine/runtime/amx_gemm.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
 namespace superweight {
@@ -77,6 +82,24 @@ void Gemm(memory::data_type type, const void* x, int64_t m, int64_t k, const voi
 int64_t SliceRows(int64_t cols) { return std::max<int64_t>(16, (int64_t{1} << 20) / cols); }
 
 std::atomic<int64_t> linear_nanos{0}, linear_flops{0};
+std::atomic<bool> amx_allowed{true};
+std::atomic<int64_t> amx_linear_calls{0};
+
+bool DetectAmx() {
+  unsigned a, b, c, d, a1, b1, c1, d1;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !__get_cpuid_count(7, 1, &a1, &b1, &c1, &d1)) {
+    return false;
+  }
+  const bool amx = (d & (1u << 22)) && (d & (1u << 24));                  // AMX-BF16, AMX-TILE
+  if (!amx || !(a1 & (1u << 5)) || !__builtin_cpu_supports("avx512f") ||  // AVX512-BF16
+      !__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl")) {
+    return false;
+  }
+  // Linux hands out the tile data state only to processes that ask (ARCH_REQ_XCOMP_PERM for
+  // XTILEDATA); a kernel without AMX support refuses and the oneDNN path serves.
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+}
 
 // Adds the scope's duration and flops to the process-wide counters.
 class LinearTimer {
@@ -104,27 +127,76 @@ void ResetLinearStats() {
 
 const char* PrecisionName(Precision p) { return p == Precision::kF32 ? "f32" : "bf16"; }
 
-LinearInput::LinearInput(const float* x, int64_t rows, int64_t cols, Precision precision,
-                         std::vector<uint16_t>* storage)
-    : f32(x), bf16(nullptr), rows(rows), cols(cols), precision(precision) {
-  if (precision != Precision::kBF16 || rows == 0) return;
-  LinearTimer timer(0);
-  storage->resize(rows * cols);
-  uint16_t* xb = storage->data();
+bool internal::AmxAvailable() {
+  static const bool available = DetectAmx();
+  return available;
+}
+void internal::AllowAmx(bool allowed) { amx_allowed = allowed; }
+bool internal::AmxAllowed() { return amx_allowed.load(std::memory_order_relaxed); }
+int64_t internal::AmxLinearCalls() { return amx_linear_calls.load(); }
+int64_t internal::AmxPaddedTokens(int64_t m) { return (m + 31) / 32 * 32; }
+
+const uint16_t* LinearInput::Bf16() const {
+  if (!bf16_ready_) {
+    storage_->bf16.resize(rows * cols);
+    uint16_t* xb = storage_->bf16.data();
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) FloatsToBFloat16(x + r * cols, cols, xb + r * cols);
-  bf16 = xb;
+    for (int64_t r = 0; r < rows; ++r) FloatsToBFloat16(f32 + r * cols, cols, xb + r * cols);
+    bf16_ready_ = true;
+  }
+  return storage_->bf16.data();
+}
+
+const uint16_t* LinearInput::AmxPlanes() const {
+  if (!amx_ready_) {
+    internal::AmxPackActivations(f32, rows, cols, precision == Precision::kBF16 ? 1 : 3,
+                                 &storage_->amx);
+    amx_ready_ = true;
+  }
+  return storage_->amx.data();
 }
 
 void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy, Precision precision,
             LinearScratch* scratch) {
-  Linear(w, LinearInput(x, m, w.cols, precision, &scratch->input_bf16), y, ldy, scratch);
+  Linear(w, LinearInput(x, m, w.cols, precision, &scratch->input), y, ldy, scratch);
 }
+
+namespace {
+
+// AMX serves bf16 precision, and f32 precision on weights stored as bf16, where the exact
+// three-part split of the input keeps f32's accuracy (every product is exact).
+bool UseAmx(const Matrix& w, const LinearInput& x) {
+  return (x.precision == Precision::kBF16 || w.dtype == DType::kBF16) && w.cols % 32 == 0 &&
+         internal::AmxAllowed() && internal::AmxAvailable();
+}
+
+void LinearAmx(const Matrix& w, const LinearInput& x, float* y, int64_t ldy) {
+  ++amx_linear_calls;
+  internal::AmxWeights weights;
+  weights.rows = w.rows;
+  if (w.dtype == DType::kBF16) {
+    weights.in_place = reinterpret_cast<const uint16_t*>(w.data);
+    weights.row_bytes = static_cast<int64_t>(w.row_bytes);
+  }
+  weights.convert = [&w](int64_t first, int64_t count, uint16_t* dst) {
+    for (int64_t r = 0; r < count; ++r) {
+      DequantizeRowToBFloat16(w.dtype, w.Row(first + r), w.cols, dst + r * w.cols);
+    }
+  };
+  internal::AmxGemm(weights, x.AmxPlanes(), x.precision == Precision::kBF16 ? 1 : 3, x.rows, w.cols,
+                    y, ldy);
+}
+
+}  // namespace
 
 void Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, LinearScratch* scratch) {
   const int64_t k = w.cols, m = x.rows;
   if (m == 0) return;
   LinearTimer timer(2 * m * k * w.rows);
+  if (UseAmx(w, x)) {
+    LinearAmx(w, x, y, ldy);
+    return;
+  }
   if (x.precision == Precision::kF32) {
     if (w.dtype == DType::kF32) {
       Gemm(memory::data_type::f32, x.f32, m, k, w.data, w.rows, y, ldy);
@@ -143,7 +215,7 @@ void Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, Linear
   }
   // bf16: weights used in place when stored as bf16, else converted a slice at a time.
   if (w.dtype == DType::kBF16) {
-    Gemm(memory::data_type::bf16, x.bf16, m, k, w.data, w.rows, y, ldy);
+    Gemm(memory::data_type::bf16, x.Bf16(), m, k, w.data, w.rows, y, ldy);
     return;
   }
   const int64_t slice = std::min(w.rows, SliceRows(k));
@@ -154,7 +226,7 @@ void Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, Linear
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; ++r)
       DequantizeRowToBFloat16(w.dtype, w.Row(r0 + r), k, b + r * k);
-    Gemm(memory::data_type::bf16, x.bf16, m, k, b, rows, y + r0, ldy);
+    Gemm(memory::data_type::bf16, x.Bf16(), m, k, b, rows, y + r0, ldy);
   }
 }
 

@@ -14,23 +14,41 @@ namespace superweight {
 enum class Precision { kF32, kBF16 };
 const char* PrecisionName(Precision p);
 
+// Where a LinearInput keeps its converted copies; one live LinearInput per storage.
+struct LinearInputStorage {
+  std::vector<uint16_t> bf16;
+  std::vector<uint16_t> amx;
+};
+
 // Per-forward-pass scratch: reused across the linear layers of one pass.
 struct LinearScratch {
   std::vector<float> weights_f32;
   std::vector<uint16_t> weights_bf16;
-  std::vector<uint16_t> input_bf16;
+  LinearInputStorage input;  // for inputs used once
 };
 
-// The input of one or more Linear calls: x[rows, cols] in f32 and, in bf16 precision, rounded
-// to bf16 once here instead of once per call (q/k/v, gate/up and the lm_head's vocabulary
-// slices share theirs). Holds pointers: x and storage must outlive it and stay unchanged.
-struct LinearInput {
+// The input of one or more Linear calls: x[rows, cols] in f32, and the copies the matmuls read,
+// made on first use and shared by every call on this input (q/k/v, gate/up and the lm_head's
+// vocabulary slices each convert theirs once). Holds pointers: x and storage must outlive it
+// and stay unchanged.
+class LinearInput {
+ public:
   LinearInput(const float* x, int64_t rows, int64_t cols, Precision precision,
-              std::vector<uint16_t>* storage);
+              LinearInputStorage* storage)
+      : f32(x), rows(rows), cols(cols), precision(precision), storage_(storage) {}
+  // x rounded to bf16, [rows, cols].
+  const uint16_t* Bf16() const;
+  // x as the AMX kernel's activation planes (amx_gemm.h): one part in bf16 precision, three
+  // (an exact split) in f32 precision.
+  const uint16_t* AmxPlanes() const;
+
   const float* f32;
-  const uint16_t* bf16;  // null in f32 precision
   int64_t rows, cols;
   Precision precision;
+
+ private:
+  LinearInputStorage* storage_;
+  mutable bool bf16_ready_ = false, amx_ready_ = false;
 };
 
 // y[x.rows, ldy] = x * w^T; x.cols == w.cols. Columns [0, w.rows) of each y row are written.

@@ -1,0 +1,165 @@
+// Built with AMX and AVX-512 enabled; called only where AmxAvailable() (matmul.cc) said yes.
+// GCC 12's AVX-512 intrinsics pass _mm512_undefined_ps() as the unused merge source, which
+// -Wmaybe-uninitialized reports wherever they are inlined (GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "engine/runtime/amx_gemm.h"
+
+namespace superweight::internal {
+namespace {
+
+// Tiles 0-3: the 2x2 block of f32 products (32 tokens x 32 weight rows); 4-5: two 16-token
+// slabs of activations; 6-7: two 16-row slabs of weights. Every tile is 16 rows of 64 bytes.
+struct alignas(64) TileConfig {
+  uint8_t palette_id = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {64, 64, 64, 64, 64, 64, 64, 64};
+  uint8_t rows[16] = {16, 16, 16, 16, 16, 16, 16, 16};
+};
+
+// Transposes 16x16 32-bit elements in registers: on return r[c] holds column c.
+inline void Transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    const __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+    const __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int g = 0; g < 16; g += 8) {
+    for (int j = 0; j < 4; ++j) {
+      t[g + j] = _mm512_shuffle_f32x4(r[g + j], r[g + j + 4], 0x88);
+      t[g + j + 4] = _mm512_shuffle_f32x4(r[g + j], r[g + j + 4], 0xdd);
+    }
+  }
+  for (int j = 0; j < 8; ++j) {
+    r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
+    r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xdd);
+  }
+}
+
+}  // namespace
+
+void AmxPackActivations(const float* x, int64_t m, int64_t k, int parts,
+                        std::vector<uint16_t>* planes) {
+  const int64_t padded_m = AmxPaddedTokens(m), plane = padded_m * k;
+  planes->resize(parts * plane);
+  uint16_t* out = planes->data();
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < padded_m; ++t) {
+    for (int64_t c = 0; c < k; c += 16) {
+      const auto mask = static_cast<__mmask16>(k - c >= 16 ? 0xFFFF : (1u << (k - c)) - 1);
+      __m512 v = t < m ? _mm512_maskz_loadu_ps(mask, x + t * k + c) : _mm512_setzero_ps();
+      for (int p = 0; p < parts; ++p) {
+        const __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
+        _mm256_mask_storeu_epi16(out + p * plane + t * k + c, mask, h);
+        // What remains of x after this part, exactly.
+        if (p + 1 < parts) {
+          v = _mm512_sub_ps(v, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+        }
+      }
+    }
+  }
+}
+
+void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, int64_t k,
+             float* y, int64_t ldy) {
+  const int64_t padded_m = AmxPaddedTokens(m), plane = padded_m * k, pairs = k / 2;
+  const int64_t token_blocks = padded_m / 32, steps = k / 32, row_blocks = (w.rows + 31) / 32;
+  const int64_t a_stride = k * 2, b_stride = 32 * 4;
+#pragma omp parallel
+  {
+    const TileConfig config;
+    _tile_loadconfig(&config);
+    alignas(64) float edge[16 * 16];
+    thread_local std::vector<uint16_t> converted;  // one block of 32 rows, as stored
+    thread_local std::vector<uint32_t> vnni;       // the same as [k / 2][32] bf16 pairs
+    vnni.resize(pairs * 32);
+#pragma omp for schedule(dynamic)
+    for (int64_t block = 0; block < row_blocks; ++block) {
+      const int64_t o0 = block * 32, rows = std::min<int64_t>(32, w.rows - o0);
+      const char* src;
+      int64_t src_stride;
+      if (w.in_place != nullptr && rows == 32) {
+        src_stride = w.row_bytes;
+        src = reinterpret_cast<const char*>(w.in_place) + o0 * src_stride;
+      } else {
+        converted.resize(32 * k);
+        w.convert(o0, rows, converted.data());
+        std::fill(converted.begin() + rows * k, converted.end(), uint16_t{0});
+        src_stride = k * 2;
+        src = reinterpret_cast<const char*>(converted.data());
+      }
+      // The tiles' B operand: 16 pairs along k by 16 weight rows, in 16x16 register transposes.
+      for (int64_t c = 0; c < pairs; c += 16) {
+        for (int h = 0; h < 2; ++h) {
+          __m512 r[16];
+          for (int q = 0; q < 16; ++q) {
+            r[q] = _mm512_loadu_ps(src + (16 * h + q) * src_stride + c * 4);
+          }
+          Transpose16(r);
+          for (int j = 0; j < 16; ++j) _mm512_storeu_ps(vnni.data() + (c + j) * 32 + 16 * h, r[j]);
+        }
+      }
+      for (int64_t tb = 0; tb < token_blocks; ++tb) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int64_t s = 0; s < steps; ++s) {
+          _tile_loadd(6, vnni.data() + s * 16 * 32, b_stride);
+          _tile_loadd(7, vnni.data() + s * 16 * 32 + 16, b_stride);
+          for (int p = 0; p < parts; ++p) {
+            const uint16_t* a = planes + p * plane + tb * 32 * k + s * 32;
+            _tile_loadd(4, a, a_stride);
+            _tile_loadd(5, a + 16 * k, a_stride);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+          }
+        }
+        // Tile 2i + j holds tokens [16i, 16i + 16) x weight rows [16j, 16j + 16) of the block:
+        // stored straight into y where all of it is wanted, through `edge` at the borders.
+        const int64_t t0 = tb * 32;
+        const bool whole = t0 + 32 <= m && rows == 32;
+        float* y0 = y + t0 * ldy + o0;
+        if (whole) {
+          _tile_stored(0, y0, ldy * 4);
+          _tile_stored(1, y0 + 16, ldy * 4);
+          _tile_stored(2, y0 + 16 * ldy, ldy * 4);
+          _tile_stored(3, y0 + 16 * ldy + 16, ldy * 4);
+          continue;
+        }
+        for (int tile = 0; tile < 4; ++tile) {
+          const int64_t ti = t0 + 16 * (tile / 2), oj = 16 * (tile % 2);
+          const int64_t tokens = std::min<int64_t>(16, m - ti), outputs = std::min<int64_t>(16, rows - oj);
+          if (tokens <= 0 || outputs <= 0) continue;
+          switch (tile) {  // tile numbers are immediates
+            case 0: _tile_stored(0, edge, 64); break;
+            case 1: _tile_stored(1, edge, 64); break;
+            case 2: _tile_stored(2, edge, 64); break;
+            default: _tile_stored(3, edge, 64); break;
+          }
+          for (int64_t i = 0; i < tokens; ++i) {
+            std::copy(edge + 16 * i, edge + 16 * i + outputs, y + (ti + i) * ldy + o0 + oj);
+          }
+        }
+      }
+    }
+    _tile_release();
+  }
+}
+
+}  // namespace superweight::internal

@@ -1,0 +1,45 @@
+// Linear layers on AMX tiles. The activations are the tiles' A operand (16 tokens by 32 bf16
+// along k, rows as they lie); the weights the B operand, which wants bf16 pairs along k by
+// output: each block of 32 weight rows is read where it lies (bf16 in the mapped file) or
+// dequantized by the core that uses it, transposed into a per-thread buffer and used for every
+// token, so no weight is copied beyond one block per thread. Products land in y as they are.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+namespace superweight::internal {
+
+// Whether the CPU has AMX-BF16 and the kernel granted this process the tile state. Asked once.
+bool AmxAvailable();
+// Tests and benchmarks turn the AMX path off to compare it with oneDNN's.
+void AllowAmx(bool allowed);
+bool AmxAllowed();
+// Linear calls served by AMX so far, process-wide: tests check the path they mean ran.
+int64_t AmxLinearCalls();
+
+// x[m, k] (f32) as the tiles' A operand: `parts` planes of [padded_m][k] bf16, padded_m = m
+// rounded up to 32 with zero tokens. One part is x rounded to bf16; three are x's exact split
+// into bf16 terms (hi + mid + lo), which makes products with bf16 weights as exact as f32's.
+int64_t AmxPaddedTokens(int64_t m);
+void AmxPackActivations(const float* x, int64_t m, int64_t k, int parts,
+                        std::vector<uint16_t>* planes);
+
+// The weights of one AmxGemm: `rows` rows of k values, read in place as bf16 where `in_place`
+// is set (row_bytes apart), otherwise (and for a last block of fewer than 32 rows) written as
+// bf16 by `convert(first_row, count, dst)` into a per-thread block, k values per row, just
+// before the tiles use it: dequantization happens in the cache of the core that reads it.
+struct AmxWeights {
+  int64_t rows = 0;
+  const uint16_t* in_place = nullptr;
+  int64_t row_bytes = 0;
+  std::function<void(int64_t, int64_t, uint16_t*)> convert;
+};
+
+// y[t, o] (row stride ldy) = sum over parts and k of w[o, k] x_part[t, k], for t < m and
+// o < w.rows; k a multiple of 32, planes as AmxPackActivations made them.
+void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, int64_t k,
+             float* y, int64_t ldy);
+
+}  // namespace superweight::internal

@@ -1,0 +1,119 @@
+#include "engine/runtime/matmul.h"
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "engine/formats/dequantize.h"
+#include "engine/runtime/amx_gemm.h"
+#include "gtest/gtest.h"
+
+namespace superweight {
+namespace {
+
+// Weights of a given type with ordinary random values, kept alive with their Matrix view.
+struct Weights {
+  std::vector<uint8_t> bytes;
+  Matrix matrix;
+};
+
+Weights RandomWeights(DType dtype, int64_t rows, int64_t cols, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal;
+  Weights w;
+  if (dtype == DType::kBF16) {
+    w.bytes.resize(rows * cols * 2);
+    for (int64_t i = 0; i < rows * cols; ++i) {
+      const uint16_t b = FloatToBFloat16(normal(gen));
+      std::memcpy(&w.bytes[2 * i], &b, 2);
+    }
+  } else {  // Q8_0: per 32 values an f16 scale, then 32 int8
+    EXPECT_EQ(dtype, DType::kQ8_0);
+    w.bytes.resize(rows * cols / 32 * 34);
+    for (size_t b = 0; b < w.bytes.size(); b += 34) {
+      const uint16_t scale = 0x2000 + static_cast<uint16_t>(gen() % 0x400);  // ~0.008-0.016
+      std::memcpy(&w.bytes[b], &scale, 2);
+      for (int j = 0; j < 32; ++j) w.bytes[b + 2 + j] = static_cast<uint8_t>(gen());
+    }
+  }
+  w.matrix = Matrix::Make(dtype, rows, cols, w.bytes.data());
+  return w;
+}
+
+struct Case {
+  DType dtype;
+  Precision precision;
+  int64_t m, k, n, ldy;
+};
+
+// Runs Linear on a y wider than the output (ldy > n) filled with a sentinel, and checks every
+// element against the definition in double: inputs (and weights, in bf16 precision) rounded to
+// bf16 where the precision says so, products summed in f32's accuracy; columns past n untouched.
+void CheckLinear(const Case& c) {
+  SCOPED_TRACE(testing::Message() << DTypeName(c.dtype) << " " << PrecisionName(c.precision)
+                                  << " m=" << c.m << " k=" << c.k << " n=" << c.n);
+  const Weights w = RandomWeights(c.dtype, c.n, c.k, 7);
+  std::mt19937 gen(11);
+  std::normal_distribution<float> normal;
+  std::vector<float> x(c.m * c.k);
+  for (float& v : x) v = normal(gen);
+  constexpr float kSentinel = -12345.f;
+  std::vector<float> y(c.m * c.ldy, kSentinel);
+  LinearScratch scratch;
+  Linear(w.matrix, x.data(), c.m, y.data(), c.ldy, c.precision, &scratch);
+  const bool bf16 = c.precision == Precision::kBF16;
+  auto round = [&](float v) { return bf16 ? BFloat16ToFloat(FloatToBFloat16(v)) : v; };
+  for (int64_t t = 0; t < c.m; ++t) {
+    for (int64_t o = 0; o < c.n; ++o) {
+      double sum = 0, magnitude = 0;
+      for (int64_t i = 0; i < c.k; ++i) {
+        const double p = double{round(w.matrix.At(o, i))} * round(x[t * c.k + i]);
+        sum += p;
+        magnitude += std::fabs(p);
+      }
+      ASSERT_NEAR(y[t * c.ldy + o], sum, 2e-6 * magnitude + 1e-6) << "t=" << t << " o=" << o;
+    }
+    for (int64_t o = c.n; o < c.ldy; ++o) ASSERT_EQ(y[t * c.ldy + o], kSentinel);
+  }
+}
+
+const Case kCases[] = {
+    // Token and output counts off the 32-blocks (edges), one token, strided output.
+    {DType::kBF16, Precision::kBF16, 45, 96, 70, 75},
+    {DType::kBF16, Precision::kBF16, 1, 64, 33, 33},
+    {DType::kBF16, Precision::kBF16, 64, 32, 64, 64},
+    {DType::kQ8_0, Precision::kBF16, 37, 128, 40, 48},
+    // f32 precision on bf16 weights: AMX with the input split exactly into three bf16 parts.
+    {DType::kBF16, Precision::kF32, 45, 96, 70, 75},
+    {DType::kBF16, Precision::kF32, 100, 576, 192, 192},
+    {DType::kQ8_0, Precision::kF32, 33, 64, 31, 31},
+    // k not a multiple of 32: oneDNN whatever the CPU.
+    {DType::kBF16, Precision::kBF16, 20, 48, 40, 40},
+};
+
+TEST(Linear, MatchesDefinitionOnEveryPath) {
+  for (bool amx : {true, false}) {
+    internal::AllowAmx(amx);
+    for (const Case& c : kCases) CheckLinear(c);
+  }
+  internal::AllowAmx(true);
+}
+
+// The AMX kernel serves what it should, where the CPU has it: without this a dispatch slip
+// would leave the tests above comparing oneDNN with itself.
+TEST(Linear, AmxServesBf16AndExactF32) {
+  if (!internal::AmxAvailable()) GTEST_SKIP() << "no AMX-BF16 on this CPU";
+  internal::AllowAmx(true);
+  const int64_t before = internal::AmxLinearCalls();
+  CheckLinear({DType::kBF16, Precision::kBF16, 40, 64, 40, 40});
+  CheckLinear({DType::kQ8_0, Precision::kBF16, 40, 64, 40, 40});
+  CheckLinear({DType::kBF16, Precision::kF32, 40, 64, 40, 40});
+  EXPECT_EQ(internal::AmxLinearCalls() - before, 3);
+  CheckLinear({DType::kQ8_0, Precision::kF32, 40, 64, 40, 40});  // not exact in bf16
+  CheckLinear({DType::kBF16, Precision::kBF16, 40, 48, 40, 40});  // k off the tile width
+  EXPECT_EQ(internal::AmxLinearCalls() - before, 3);
+}
+
+}  // namespace
+}  // namespace superweight
