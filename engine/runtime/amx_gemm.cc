@@ -2,12 +2,12 @@
 // GCC 12's AVX-512 intrinsics pass _mm512_undefined_ps() as the unused merge source, which
 // -Wmaybe-uninitialized reports wherever they are inlined (GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include "engine/runtime/amx_gemm.h"
+
 #include <immintrin.h>
 
 #include <algorithm>
 #include <vector>
-
-#include "engine/runtime/amx_gemm.h"
 
 namespace superweight::internal {
 namespace {
@@ -63,21 +63,24 @@ void AmxPackActivations(const float* x, int64_t m, int64_t k, int parts,
       __m512 v = t < m ? _mm512_maskz_loadu_ps(mask, x + t * k + c) : _mm512_setzero_ps();
       for (int p = 0; p < parts; ++p) {
         const __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
-        _mm256_mask_storeu_epi16(out + p * plane + t * k + c, mask, h);
+        // Tile order: per 32 tokens, per 32 columns, per part, a 32 x 32 block.
+        uint16_t* block = out + ((t / 32 * (k / 32) + c / 32) * parts + p) * 1024;
+        _mm256_mask_storeu_epi16(block + t % 32 * 32 + c % 32, mask, h);
         // What remains of x after this part, exactly.
         if (p + 1 < parts) {
-          v = _mm512_sub_ps(v, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+          v = _mm512_sub_ps(v,
+                            _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
         }
       }
     }
   }
 }
 
-void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, int64_t k,
-             float* y, int64_t ldy) {
-  const int64_t padded_m = AmxPaddedTokens(m), plane = padded_m * k, pairs = k / 2;
+void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, int64_t k, float* y,
+             int64_t ldy) {
+  const int64_t padded_m = AmxPaddedTokens(m), pairs = k / 2;
   const int64_t token_blocks = padded_m / 32, steps = k / 32, row_blocks = (w.rows + 31) / 32;
-  const int64_t a_stride = k * 2, b_stride = 32 * 4;
+  const int64_t b_stride = 32 * 4;
 #pragma omp parallel
   {
     const TileConfig config;
@@ -121,9 +124,9 @@ void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, 
           _tile_loadd(6, vnni.data() + s * 16 * 32, b_stride);
           _tile_loadd(7, vnni.data() + s * 16 * 32 + 16, b_stride);
           for (int p = 0; p < parts; ++p) {
-            const uint16_t* a = planes + p * plane + tb * 32 * k + s * 32;
-            _tile_loadd(4, a, a_stride);
-            _tile_loadd(5, a + 16 * k, a_stride);
+            const uint16_t* a = planes + ((tb * steps + s) * parts + p) * 1024;
+            _tile_loadd(4, a, 64);
+            _tile_loadd(5, a + 512, 64);
             _tile_dpbf16ps(0, 4, 6);
             _tile_dpbf16ps(1, 4, 7);
             _tile_dpbf16ps(2, 5, 6);
@@ -144,13 +147,22 @@ void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, 
         }
         for (int tile = 0; tile < 4; ++tile) {
           const int64_t ti = t0 + 16 * (tile / 2), oj = 16 * (tile % 2);
-          const int64_t tokens = std::min<int64_t>(16, m - ti), outputs = std::min<int64_t>(16, rows - oj);
+          const int64_t tokens = std::min<int64_t>(16, m - ti),
+                        outputs = std::min<int64_t>(16, rows - oj);
           if (tokens <= 0 || outputs <= 0) continue;
           switch (tile) {  // tile numbers are immediates
-            case 0: _tile_stored(0, edge, 64); break;
-            case 1: _tile_stored(1, edge, 64); break;
-            case 2: _tile_stored(2, edge, 64); break;
-            default: _tile_stored(3, edge, 64); break;
+            case 0:
+              _tile_stored(0, edge, 64);
+              break;
+            case 1:
+              _tile_stored(1, edge, 64);
+              break;
+            case 2:
+              _tile_stored(2, edge, 64);
+              break;
+            default:
+              _tile_stored(3, edge, 64);
+              break;
           }
           for (int64_t i = 0; i < tokens; ++i) {
             std::copy(edge + 16 * i, edge + 16 * i + outputs, y + (ti + i) * ldy + o0 + oj);

@@ -19,9 +19,11 @@ bool AmxAllowed();
 // Linear calls served by AMX so far, process-wide: tests check the path they mean ran.
 int64_t AmxLinearCalls();
 
-// x[m, k] (f32) as the tiles' A operand: `parts` planes of [padded_m][k] bf16, padded_m = m
-// rounded up to 32 with zero tokens. One part is x rounded to bf16; three are x's exact split
-// into bf16 terms (hi + mid + lo), which makes products with bf16 weights as exact as f32's.
+// x[m, k] (f32) as the tiles' A operand, in the order the kernel reads it: per 32 tokens, per
+// 32 columns, per part, a [32 tokens][32 columns] bf16 block (one stream for the prefetcher);
+// tokens past m are zero. One part is x rounded to bf16; three are x's exact split into bf16
+// terms (hi + mid + lo), which makes products with bf16 weights as exact as f32's. k must be a
+// multiple of 32.
 int64_t AmxPaddedTokens(int64_t m);
 void AmxPackActivations(const float* x, int64_t m, int64_t k, int parts,
                         std::vector<uint16_t>* planes);
@@ -39,7 +41,7 @@ struct AmxWeights {
 
 // y[t, o] (row stride ldy) = sum over parts and k of w[o, k] x_part[t, k], for t < m and
 // o < w.rows; k a multiple of 32, planes as AmxPackActivations made them.
-void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, int64_t k,
-             float* y, int64_t ldy);
+void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, int64_t k, float* y,
+             int64_t ldy);
 
 }  // namespace superweight::internal
