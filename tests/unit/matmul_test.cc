@@ -88,8 +88,9 @@ const Case kCases[] = {
     {DType::kBF16, Precision::kF32, 45, 96, 70, 75},
     {DType::kBF16, Precision::kF32, 100, 576, 192, 192},
     {DType::kQ8_0, Precision::kF32, 33, 64, 31, 31},
-    // Long inputs, edges included.
-    {DType::kBF16, Precision::kF32, 300, 1088, 40, 45},
+    // Long inputs and long rows, edges included.
+    {DType::kBF16, Precision::kF32, 300, 2080, 40, 45},
+    {DType::kQ8_0, Precision::kBF16, 100, 2048, 33, 33},
     {DType::kQ8_0, Precision::kBF16, 1100, 1024, 33, 33},
     // k not a multiple of 32: oneDNN whatever the CPU.
     {DType::kBF16, Precision::kBF16, 20, 48, 40, 40},
