@@ -4,6 +4,7 @@
 //   superweight-bench-score MODEL --tokens=512 --sequences=4 --batch=1 [--bf16] [--onednn]
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -16,6 +17,7 @@
 #include "engine/analysis/score.h"
 #include "engine/model/model.h"
 #include "engine/runtime/amx_gemm.h"
+#include "engine/runtime/matmul.h"
 #include "nlohmann/json.hpp"
 
 namespace sw = superweight;
@@ -89,15 +91,20 @@ int main(int argc, char** argv) {
   double run_s = 0;
   int scored = 0;
   if (flags.count("serve")) {
-    // Paired benchmarking: one sequence per line read from stdin, its seconds printed at once,
-    // so that a driver can alternate this process with a peer's a sequence at a time.
+    // Paired benchmarking: one sequence per line read from stdin, its seconds (and its matmul
+    // throughput) printed at once, so that a driver can alternate this process with a peer's,
+    // and with oneDNN alone, a sequence at a time.
     std::cout << "{\"ready\":true}" << std::endl;
     for (std::string line; std::getline(std::cin, line); ++scored) {
+      const sw::LinearStats before = sw::GetLinearStats();
       t0 = std::chrono::steady_clock::now();
       score(scored % sequences, 1);
       const double s = Seconds(t0);
       run_s += s;
-      std::cout << "{\"seconds\":" << s << "}" << std::endl;
+      const sw::LinearStats after = sw::GetLinearStats();
+      const double gflops = static_cast<double>(after.flops - before.flops) /
+                            static_cast<double>(std::max<int64_t>(1, after.nanos - before.nanos));
+      std::cout << nlohmann::json({{"seconds", s}, {"linear_gflops", gflops}}).dump() << std::endl;
     }
   } else {
     t0 = std::chrono::steady_clock::now();

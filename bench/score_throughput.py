@@ -5,7 +5,8 @@ weights) and each precision (f32, bf16), scores random 512-token sequences with
 superweight-bench-score and with transformers, taking turns a sequence at a time, and prints
 tokens/s of each and the median of the per-pair ratios with its quartiles, the
 engine's peak RSS, its anonymous memory beyond the mapped file and its model-open time, and the
-engine's matmul throughput against oneDNN alone on the same shapes.
+engine's matmul throughput against oneDNN alone on the same shapes, measured right after each
+of the engine's sequences (the median of those per-sequence shares counts).
 """
 import json
 import os
@@ -66,9 +67,10 @@ class Served:
                 return json.loads(line)
 
     def score(self):
+        """One sequence: {"seconds": ...} (and the engine's "linear_gflops")."""
         self.proc.stdin.write("score\n")
         self.proc.stdin.flush()
-        return self._read()["seconds"]
+        return self._read()
 
     def finish(self):
         self.proc.stdin.close()
@@ -88,47 +90,59 @@ def main():
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS))
     # The machines are shared and their speed drifts by 30% or more within a minute. So both
     # scorers stay loaded side by side and take turns a sequence at a time (ABBA order), and the
-    # median of the per-pair ratios counts; oneDNN alone is measured before and after.
+    # median of the per-pair ratios counts. oneDNN alone on the same shapes runs right after each
+    # of the engine's sequences, and the median of those per-pair shares counts in the same way.
     pairs = int(os.environ.get("BENCH_PAIRS", 10))
     rows = []
     median = statistics.median  # the mean of the middle two for an even count
+
+    def spread(values):
+        values = sorted(values)
+        return statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+
     for name, path, sequences in models:
         for precision in ("f32", "bf16"):
             flag = ["--bf16"] if precision == "bf16" else []
             ceiling_cmd = [os.path.join(BIN, "superweight-bench-matmul"), "--m=512",
                            f"--shapes={shapes(path)}"] + flag
-            ceilings = [run_json(ceiling_cmd, env)["gflops"]]
             engine = Served([os.path.join(BIN, "superweight-bench-score"), path, "--tokens=512",
                              f"--sequences={sequences}", "--serve"] + flag, env)
             peer = Served([PY, os.path.join(ROOT, "bench", "hf_score.py"), path, precision, "512",
                            str(sequences), str(THREADS), "--serve"], peer_env())
-            eng_s, hf_s = [], []
+            eng_s, hf_s, shares, ceilings = [], [], [], []
+
+            def engine_then_ceiling():
+                e = engine.score()
+                eng_s.append(e["seconds"])
+                ceilings.append(run_json(ceiling_cmd, env)["gflops"])
+                shares.append(e["linear_gflops"] / ceilings[-1])
+
             for p in range(pairs):
                 if p % 2 == 0:
-                    eng_s.append(engine.score())
-                    hf_s.append(peer.score())
+                    engine_then_ceiling()
+                    hf_s.append(peer.score()["seconds"])
                 else:
-                    hf_s.append(peer.score())
-                    eng_s.append(engine.score())
+                    hf_s.append(peer.score()["seconds"])
+                    engine_then_ceiling()
             eng, hf = engine.finish(), peer.finish()
-            ceilings.append(run_json(ceiling_cmd, env)["gflops"])
             ratios = sorted(h / e for e, h in zip(eng_s, hf_s))
-            ratio = median(ratios)
-            quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratio] * 3
+            ratio, quartiles = median(ratios), spread(ratios)
+            share, share_q = median(shares), spread(shares)
             eng["tokens_per_s"] = 512 / median(eng_s)
             hf["tokens_per_s"] = 512 / median(hf_s)
-            ceiling = {"gflops": median(ceilings)}
-            share = eng["linear_gflops"] / ceiling["gflops"]
+            ceiling = {"gflops": median(ceilings), "share": share, "shares": sorted(shares)}
             rows.append((name, precision, eng, hf, ceiling, ratios))
             print(f"{name:24s} {precision:4s} engine {eng['tokens_per_s']:8.1f} tok/s  "
                   f"transformers {hf['tokens_per_s']:8.1f} tok/s  ratio {ratio:5.2f}x "
                   f"(quartiles {quartiles[0]:.2f}-{quartiles[2]:.2f} over {len(ratios)} pairs)  "
                   f"| matmul {eng['linear_gflops']:6.1f} GFLOP/s = {100 * share:3.0f}% of oneDNN alone "
-                  f"({ceiling['gflops']:.1f})  | open {eng['open_ms']:.0f} ms, peak RSS {eng['peak_rss_mb']:.0f} MB, "
+                  f"(quartiles {100 * share_q[0]:.0f}-{100 * share_q[2]:.0f}%; oneDNN alone "
+                  f"{ceiling['gflops']:.1f})  | open {eng['open_ms']:.0f} ms, peak RSS {eng['peak_rss_mb']:.0f} MB, "
                   f"anon {eng['anon_mb']:.0f} MB, mapped {eng['mapped_mb']:.0f} MB  "
                   f"[{hf['blas']}, {THREADS} threads]", flush=True)
     print(json.dumps([{"model": r[0], "precision": r[1], "engine": r[2], "transformers": r[3],
-                       "onednn_alone_gflops": r[4]["gflops"], "pair_ratios": r[5]} for r in rows]))
+                       "onednn_alone_gflops": r[4]["gflops"], "matmul_shares": r[4]["shares"],
+                       "pair_ratios": r[5]} for r in rows]))
 
 
 if __name__ == "__main__":
