@@ -1,6 +1,5 @@
 #include "engine/runtime/matmul.h"
 
-#include <cpuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -86,12 +85,8 @@ std::atomic<bool> amx_allowed{true};
 std::atomic<int64_t> amx_linear_calls{0};
 
 bool DetectAmx() {
-  unsigned a, b, c, d, a1, b1, c1, d1;
-  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !__get_cpuid_count(7, 1, &a1, &b1, &c1, &d1)) {
-    return false;
-  }
-  const bool amx = (d & (1u << 22)) && (d & (1u << 24));                  // AMX-BF16, AMX-TILE
-  if (!amx || !(a1 & (1u << 5)) || !__builtin_cpu_supports("avx512f") ||  // AVX512-BF16
+  if (!__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-bf16") ||
+      !__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bf16") ||
       !__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl")) {
     return false;
   }
