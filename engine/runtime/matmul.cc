@@ -142,10 +142,11 @@ const uint16_t* LinearInput::Bf16() const {
   return storage_->bf16.data();
 }
 
+int LinearInput::AmxParts() const { return precision == Precision::kBF16 ? 1 : 3; }
+
 const uint16_t* LinearInput::AmxPlanes() const {
   if (!amx_ready_) {
-    internal::AmxPackActivations(f32, rows, cols, precision == Precision::kBF16 ? 1 : 3,
-                                 &storage_->amx);
+    internal::AmxPackActivations(f32, rows, cols, AmxParts(), &storage_->amx);
     amx_ready_ = true;
   }
   return storage_->amx.data();
@@ -178,8 +179,7 @@ void LinearAmx(const Matrix& w, const LinearInput& x, float* y, int64_t ldy) {
       DequantizeRowToBFloat16(w.dtype, w.Row(first + r), w.cols, dst + r * w.cols);
     }
   };
-  internal::AmxGemm(weights, x.AmxPlanes(), x.precision == Precision::kBF16 ? 1 : 3, x.rows, w.cols,
-                    y, ldy);
+  internal::AmxGemm(weights, x.AmxPlanes(), x.AmxParts(), x.rows, w.cols, y, ldy);
 }
 
 }  // namespace

@@ -38,9 +38,10 @@ class LinearInput {
       : f32(x), rows(rows), cols(cols), precision(precision), storage_(storage) {}
   // x rounded to bf16, [rows, cols].
   const uint16_t* Bf16() const;
-  // x as the AMX kernel's activation planes (amx_gemm.h): one part in bf16 precision, three
-  // (an exact split) in f32 precision.
+  // x as the AMX kernel's activation planes (amx_gemm.h), AmxParts() of them: one part in bf16
+  // precision, three (an exact split) in f32 precision.
   const uint16_t* AmxPlanes() const;
+  int AmxParts() const;
 
   const float* f32;
   int64_t rows, cols;
