@@ -130,7 +130,7 @@ def main():
             share, share_q = median(shares), spread(shares)
             eng["tokens_per_s"] = 512 / median(eng_s)
             hf["tokens_per_s"] = 512 / median(hf_s)
-            ceiling = {"gflops": median(ceilings), "share": share, "shares": sorted(shares)}
+            ceiling = {"gflops": median(ceilings), "shares": sorted(shares)}
             rows.append((name, precision, eng, hf, ceiling, ratios))
             print(f"{name:24s} {precision:4s} engine {eng['tokens_per_s']:8.1f} tok/s  "
                   f"transformers {hf['tokens_per_s']:8.1f} tok/s  ratio {ratio:5.2f}x "
