@@ -85,7 +85,7 @@ void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, 
   {
     const TileConfig config;
     _tile_loadconfig(&config);
-    alignas(64) float edge[16 * 16];
+    alignas(64) float sums[4 * 16 * 16];
     thread_local std::vector<uint16_t> converted;  // one block of 32 rows, as stored
     thread_local std::vector<uint32_t> vnni;       // the same as [k / 2][32] bf16 pairs
     vnni.resize(pairs * 32);
@@ -121,52 +121,39 @@ void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, 
         _tile_zero(2);
         _tile_zero(3);
         for (int64_t s = 0; s < steps; ++s) {
-          _tile_loadd(6, vnni.data() + s * 16 * 32, b_stride);
-          _tile_loadd(7, vnni.data() + s * 16 * 32 + 16, b_stride);
-          for (int p = 0; p < parts; ++p) {
-            const uint16_t* a = planes + ((tb * steps + s) * parts + p) * 1024;
+          const uint32_t* b = vnni.data() + s * 16 * 32;
+          const uint16_t* a = planes + (tb * steps + s) * parts * 1024;
+          // Each load sits just before the first product that reads it: tiles are not renamed,
+          // so a load waits for the products still reading its tile, and loading all four
+          // tiles ahead of the four products stalled the multiplier on every step.
+          for (int p = 0; p < parts; ++p, a += 1024) {
             _tile_loadd(4, a, 64);
-            _tile_loadd(5, a + 512, 64);
+            if (p == 0) _tile_loadd(6, b, b_stride);
             _tile_dpbf16ps(0, 4, 6);
+            if (p == 0) _tile_loadd(7, b + 16, b_stride);
             _tile_dpbf16ps(1, 4, 7);
+            _tile_loadd(5, a + 512, 64);
             _tile_dpbf16ps(2, 5, 6);
             _tile_dpbf16ps(3, 5, 7);
           }
         }
-        // Tile 2i + j holds tokens [16i, 16i + 16) x weight rows [16j, 16j + 16) of the block:
-        // stored straight into y where all of it is wanted, through `edge` at the borders.
-        const int64_t t0 = tb * 32;
-        const bool whole = t0 + 32 <= m && rows == 32;
+        // Tile 2i + j holds tokens [16i, 16i + 16) x weight rows [16j, 16j + 16) of the block.
+        // The tiles go to `sums` in L1 and vector stores copy them into y: tile stores straight
+        // into y missed the cache row by row while the next block's products waited on them.
+        _tile_stored(0, sums, 64);
+        _tile_stored(1, sums + 256, 64);
+        _tile_stored(2, sums + 512, 64);
+        _tile_stored(3, sums + 768, 64);
+        const int64_t t0 = tb * 32, tokens = std::min<int64_t>(32, m - t0);
         float* y0 = y + t0 * ldy + o0;
-        if (whole) {
-          _tile_stored(0, y0, ldy * 4);
-          _tile_stored(1, y0 + 16, ldy * 4);
-          _tile_stored(2, y0 + 16 * ldy, ldy * 4);
-          _tile_stored(3, y0 + 16 * ldy + 16, ldy * 4);
-          continue;
-        }
-        for (int tile = 0; tile < 4; ++tile) {
-          const int64_t ti = t0 + 16 * (tile / 2), oj = 16 * (tile % 2);
-          const int64_t tokens = std::min<int64_t>(16, m - ti),
-                        outputs = std::min<int64_t>(16, rows - oj);
-          if (tokens <= 0 || outputs <= 0) continue;
-          switch (tile) {  // tile numbers are immediates
-            case 0:
-              _tile_stored(0, edge, 64);
-              break;
-            case 1:
-              _tile_stored(1, edge, 64);
-              break;
-            case 2:
-              _tile_stored(2, edge, 64);
-              break;
-            default:
-              _tile_stored(3, edge, 64);
-              break;
-          }
-          for (int64_t i = 0; i < tokens; ++i) {
-            std::copy(edge + 16 * i, edge + 16 * i + outputs, y + (ti + i) * ldy + o0 + oj);
-          }
+        const auto lo = static_cast<__mmask16>(rows >= 16 ? 0xFFFF : (1u << rows) - 1);
+        const auto hi = static_cast<__mmask16>(rows >= 32   ? 0xFFFF
+                                               : rows <= 16 ? 0
+                                                            : (1u << (rows - 16)) - 1);
+        for (int64_t i = 0; i < tokens; ++i) {
+          const float* row = sums + (i / 16) * 512 + (i % 16) * 16;
+          _mm512_mask_storeu_ps(y0 + i * ldy, lo, _mm512_load_ps(row));
+          _mm512_mask_storeu_ps(y0 + i * ldy + 16, hi, _mm512_load_ps(row + 256));
         }
       }
     }
