@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "engine/runtime/amx_gemm.h"
 #include "engine/runtime/fast_math.h"
 #include "engine/runtime/matmul.h"
 
@@ -69,8 +70,12 @@ __attribute__((noinline)) void internal::SoftmaxRow(float* row, int64_t n, float
 void internal::AllowAttentionAvx512(bool allowed) { avx512_allowed = allowed; }
 
 void CausalAttention(const AttentionShape& shape, const float* q, const float* k, const float* v,
-                     int64_t tokens, float* out) {
+                     int64_t tokens, float* out, Precision precision) {
   if (tokens == 0) return;
+  if (precision == Precision::kBF16 && internal::AmxAllowed() && internal::AmxAvailable() &&
+      internal::CausalAttentionAmx(shape, q, k, v, tokens, out)) {
+    return;
+  }
   if (UseAvx512() && internal::CausalAttentionAvx512(shape, q, k, v, tokens, out)) return;
   CausalAttentionOneDnn(shape, q, k, v, tokens, out);
 }

@@ -1,7 +1,9 @@
-// Scaled dot-product causal attention of one sequence, grouped-query, in f32.
+// Scaled dot-product causal attention of one sequence, grouped-query.
 #pragma once
 
 #include <cstdint>
+
+#include "engine/runtime/matmul.h"
 
 namespace superweight {
 
@@ -11,9 +13,11 @@ struct AttentionShape {
 
 // out[t, h] = sum_{j <= t} softmax_j(q[t, h] . k[j, h / group] / sqrt(head_dim)) v[j, h / group]
 // for t in [0, tokens), with group = heads / kv_heads. Rows of q and out are heads * head_dim
-// wide, rows of k and v kv_heads * head_dim. In f32 in both precisions of the forward pass.
+// wide, rows of k and v kv_heads * head_dim. In f32; with bf16 precision, where the CPU has
+// AMX, q, k, v and the probabilities are rounded to bf16 and the products summed in f32, as the
+// bf16 linear layers do.
 void CausalAttention(const AttentionShape& shape, const float* q, const float* k, const float* v,
-                     int64_t tokens, float* out);
+                     int64_t tokens, float* out, Precision precision = Precision::kF32);
 
 namespace internal {
 // softmax(row * scale) over row[0, n), in place; shared by both kernels.
@@ -22,6 +26,10 @@ void SoftmaxRow(float* row, int64_t n, float scale);
 // of 16. Returns false, doing nothing, where it does not apply.
 bool CausalAttentionAvx512(const AttentionShape& shape, const float* q, const float* k,
                            const float* v, int64_t tokens, float* out);
+// The AMX kernel (attention_amx.cc), for CPUs with AMX-BF16 (internal::AmxAvailable) and
+// head_dim a multiple of 32. Returns false, doing nothing, where it does not apply.
+bool CausalAttentionAmx(const AttentionShape& shape, const float* q, const float* k, const float* v,
+                        int64_t tokens, float* out);
 // Tests turn the AVX-512 kernel off to compare it with the oneDNN one.
 void AllowAttentionAvx512(bool allowed);
 }  // namespace internal

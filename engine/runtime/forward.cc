@@ -208,7 +208,7 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
       ApplyRope(c.rope, inv_freq, &b.q[o * QD], T, c.heads, c.head_dim, QD);
       ApplyRope(c.rope, inv_freq, &b.k[o * KVD], T, c.kv_heads, c.head_dim, KVD);
       CausalAttention({c.heads, c.kv_heads, c.head_dim}, &b.q[o * QD], &b.k[o * KVD], &b.v[o * KVD],
-                      T, &b.attn[o * QD]);
+                      T, &b.attn[o * QD], options.precision);
     }
     linear(l, LinearKind::kO, LinearInput(b.attn.data(), N, QD, options.precision, &b.input),
            b.o.data());

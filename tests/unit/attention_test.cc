@@ -4,6 +4,8 @@
 #include <random>
 #include <vector>
 
+#include "engine/formats/dequantize.h"
+#include "engine/runtime/amx_gemm.h"
 #include "gtest/gtest.h"
 
 namespace superweight {
@@ -117,6 +119,70 @@ TEST(CausalAttention, ShorterSequenceAfterALongerOneIsUnaffected) {
   const std::vector<float> fresh = Attend(short_case, small, true);
   Attend(long_case, big, true);
   EXPECT_EQ(Attend(short_case, small, true), fresh);
+}
+
+// The inputs rounded to bf16, as the AMX kernel rounds them.
+Inputs RoundedToBf16(const Inputs& in) {
+  Inputs out = in;
+  for (std::vector<float>* x : {&out.q, &out.k, &out.v}) {
+    for (float& f : *x) f = BFloat16ToFloat(FloatToBFloat16(f));
+  }
+  return out;
+}
+
+std::vector<float> AttendBf16(const Case& c, const Inputs& in) {
+  std::vector<float> out(c.tokens * c.heads * c.head_dim, NAN);
+  CausalAttention({c.heads, c.kv_heads, c.head_dim}, in.q.data(), in.k.data(), in.v.data(),
+                  c.tokens, out.data(), Precision::kBF16);
+  return out;
+}
+
+TEST(CausalAttention, AmxKernelMatchesTheDefinitionOnBf16Inputs) {
+  const Case cases[] = {
+      {9, 3, 64, 512, 1.f},  // SmolLM2-135M
+      {4, 4, 64, 1, 1.f},    {4, 2, 32, 5, 1.f},    {8, 2, 96, 67, 1.f},
+      {2, 1, 128, 130, 1.f}, {2, 2, 64, 100, 30.f}, {3, 1, 32, 33, 8.f},
+  };
+  uint32_t seed = 21;
+  for (const Case& c : cases) {
+    const Inputs in = Random(c, seed++);
+    if (!internal::AmxAvailable()) {  // bf16 precision falls back to the f32 kernels
+      EXPECT_LT(MaxError(AttendBf16(c, in), Reference(c, in)), kTolerance);
+      continue;
+    }
+    // The products of bf16 inputs are exact and summed in f32; what remains is the rounding of
+    // each probability to bf16 (8 bits), at most 2^-9 of the weighted average of |v|.
+    const Inputs rounded = RoundedToBf16(in);
+    float max_v = 0;
+    for (float x : rounded.v) max_v = std::max(max_v, std::fabs(x));
+    const std::vector<float> got = AttendBf16(c, in);
+    EXPECT_LT(MaxError(got, Reference(c, rounded)), max_v / 512 + 1e-5)
+        << c.heads << "/" << c.kv_heads << " heads, dim " << c.head_dim << ", " << c.tokens;
+    // It is the AMX kernel that answered: called directly, it gives the same bits.
+    std::vector<float> direct(got.size(), NAN);
+    ASSERT_TRUE(internal::CausalAttentionAmx({c.heads, c.kv_heads, c.head_dim}, in.q.data(),
+                                             in.k.data(), in.v.data(), c.tokens, direct.data()));
+    EXPECT_EQ(got, direct);
+  }
+}
+
+TEST(CausalAttention, AmxKernelRefusesHeadSizesItCannotTile) {
+  const Case c{4, 2, 48, 20, 1.f};
+  const Inputs in = Random(c, 8);
+  std::vector<float> out(c.tokens * c.heads * c.head_dim);
+  // Refused before any tile instruction runs, so this holds on any CPU.
+  EXPECT_FALSE(internal::CausalAttentionAmx({c.heads, c.kv_heads, c.head_dim}, in.q.data(),
+                                            in.k.data(), in.v.data(), c.tokens, out.data()));
+  // bf16 precision then takes the f32 kernels.
+  EXPECT_LT(MaxError(AttendBf16(c, in), Reference(c, in)), kTolerance);
+}
+
+TEST(CausalAttention, Bf16ShorterSequenceAfterALongerOneIsUnaffected) {
+  const Case long_case{4, 2, 64, 300, 1.f}, short_case{4, 2, 64, 37, 1.f};
+  const Inputs big = Random(long_case, 13), small = Random(short_case, 14);
+  const std::vector<float> fresh = AttendBf16(short_case, small);
+  AttendBf16(long_case, big);
+  EXPECT_EQ(AttendBf16(short_case, small), fresh);
 }
 
 }  // namespace
