@@ -31,16 +31,15 @@ inline __m256i ToBf16(__m512 v) { return (__m256i)_mm512_cvtneps_pbh(v); }
 // 32 floats as 32 bf16 in one register: element i of a (i < 16) at 2i, of b at 2i + 1 when
 // interleaved, or a then b when not.
 inline __m512i Interleave(__m256i a, __m256i b) {
-  const __m512i index = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9,
-                                         40, 8, 39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1,
-                                         32, 0);
+  const __m512i index = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40,
+                                         8, 39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
   return _mm512_permutex2var_epi16(_mm512_castsi256_si512(a), index, _mm512_castsi256_si512(b));
 }
 
 }  // namespace
 
-bool CausalAttentionAmx(const AttentionShape& shape, const float* q, const float* k,
-                        const float* v, int64_t T, float* out) {
+bool CausalAttentionAmx(const AttentionShape& shape, const float* q, const float* k, const float* v,
+                        int64_t T, float* out) {
   const int64_t H = shape.heads, KV = shape.kv_heads, hd = shape.head_dim;
   if (hd % 32 != 0 || KV <= 0 || H % KV != 0) return false;
   if (T == 0) return true;
@@ -65,8 +64,8 @@ bool CausalAttentionAmx(const AttentionShape& shape, const float* q, const float
     for (int64_t t = 0; t < padded; ++t) {
       for (int64_t h = 0; h < H; ++h) {
         for (int64_t d = 0; d < hd; d += 16) {
-          const __m512 x = t < T ? _mm512_loadu_ps(q + t * q_stride + h * hd + d)
-                                 : _mm512_setzero_ps();
+          const __m512 x =
+              t < T ? _mm512_loadu_ps(q + t * q_stride + h * hd + d) : _mm512_setzero_ps();
           _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb + (h * padded + t) * hd + d),
                               ToBf16(x));
         }
