@@ -82,34 +82,18 @@ void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, 
         }
       }
       for (int64_t tb = 0; tb < token_blocks; ++tb) {
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
+        ZeroProducts();
         for (int64_t s = 0; s < steps; ++s) {
           const uint32_t* b = vnni.data() + s * 512;
           const uint16_t* a = planes + (tb * steps + s) * parts * 1024;
-          // Each load sits just before the first product that reads it: tiles are not renamed,
-          // so a load waits for the products still reading its tile, and loading all four
-          // tiles ahead of the four products stalled the multiplier on every step.
           for (int p = 0; p < parts; ++p, a += 1024) {
-            _tile_loadd(4, a, 64);
-            if (p == 0) _tile_loadd(6, b, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            if (p == 0) _tile_loadd(7, b + 256, 64);
-            _tile_dpbf16ps(1, 4, 7);
-            _tile_loadd(5, a + 512, 64);
-            _tile_dpbf16ps(2, 5, 6);
-            _tile_dpbf16ps(3, 5, 7);
+            MultiplyStep(a, a + 512, 64, b, b + 256, 64, p == 0);
           }
         }
         // Tile 2i + j holds tokens [16i, 16i + 16) x weight rows [16j, 16j + 16) of the block.
         // The tiles go to `sums` in L1 and vector stores copy them into y: tile stores straight
         // into y missed the cache row by row while the next block's products waited on them.
-        _tile_stored(0, sums, 64);
-        _tile_stored(1, sums + 256, 64);
-        _tile_stored(2, sums + 512, 64);
-        _tile_stored(3, sums + 768, 64);
+        StoreProducts(sums);
         const int64_t t0 = tb * 32, tokens = std::min<int64_t>(32, m - t0);
         float* y0 = y + t0 * ldy + o0;
         const auto lo = static_cast<__mmask16>(rows >= 16 ? 0xFFFF : (1u << rows) - 1);

@@ -18,6 +18,39 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {16, 16, 16, 16, 16, 16, 16, 16};
 };
 
+// The 2x2 block of products, tiles 0-3, set to zero.
+inline void ZeroProducts() {
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+}
+
+// One step of the 2x2 block: tile 2i + j += A_i x B_j, with A_0, A_1 (tiles 4, 5) 16 rows each
+// and B_0, B_1 (tiles 6, 7) bf16 pairs; `load_b` false keeps the B tiles already loaded. Each
+// load sits just before the first product that reads it: tiles are not renamed, so a load
+// waits for the products still reading its tile, and loading all four tiles ahead of the four
+// products stalled the multiplier on every step.
+inline void MultiplyStep(const void* a0, const void* a1, int64_t a_stride, const void* b0,
+                         const void* b1, int64_t b_stride, bool load_b = true) {
+  _tile_loadd(4, a0, a_stride);
+  if (load_b) _tile_loadd(6, b0, b_stride);
+  _tile_dpbf16ps(0, 4, 6);
+  if (load_b) _tile_loadd(7, b1, b_stride);
+  _tile_dpbf16ps(1, 4, 7);
+  _tile_loadd(5, a1, a_stride);
+  _tile_dpbf16ps(2, 5, 6);
+  _tile_dpbf16ps(3, 5, 7);
+}
+
+// Tiles 0-3 into sums[4][16][16] (tile t at sums + 256 t), rows 64 bytes apart.
+inline void StoreProducts(float* sums) {
+  _tile_stored(0, sums, 64);
+  _tile_stored(1, sums + 256, 64);
+  _tile_stored(2, sums + 512, 64);
+  _tile_stored(3, sums + 768, 64);
+}
+
 // Transposes 16x16 32-bit elements in registers: on return r[c] holds column c.
 inline void Transpose16(__m512 r[16]) {
   __m512 t[16];

@@ -123,20 +123,11 @@ bool CausalAttentionAmx(const AttentionShape& shape, const float* q, const float
       const int64_t q0 = block * kBlock, seen = q0 + kBlock;  // keys [0, seen) are computed
       const uint16_t* qt = qb + (h * padded + q0) * hd;
       for (int64_t kc = 0; kc <= block; ++kc) {
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
+        ZeroProducts();
         const uint16_t* kt = kb + (kh * (padded / 16) + 2 * kc) * dim_steps * tile;
         for (int64_t ds = 0; ds < dim_steps; ++ds) {
-          _tile_loadd(4, qt + 32 * ds, hd * 2);
-          _tile_loadd(6, kt + ds * tile, 64);
-          _tile_dpbf16ps(0, 4, 6);
-          _tile_loadd(7, kt + (dim_steps + ds) * tile, 64);
-          _tile_dpbf16ps(1, 4, 7);
-          _tile_loadd(5, qt + 16 * hd + 32 * ds, hd * 2);
-          _tile_dpbf16ps(2, 5, 6);
-          _tile_dpbf16ps(3, 5, 7);
+          MultiplyStep(qt + 32 * ds, qt + 16 * hd + 32 * ds, hd * 2, kt + ds * tile,
+                       kt + (dim_steps + ds) * tile, 64);
         }
         float* sk = s + kc * kBlock;
         _tile_stored(0, sk, padded * 4);
@@ -157,26 +148,14 @@ bool CausalAttentionAmx(const AttentionShape& shape, const float* q, const float
       }
       const int64_t rows = std::min(kBlock, T - q0);
       for (int64_t d0 = 0; d0 < hd; d0 += 32) {
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
+        ZeroProducts();
         for (int64_t kc = 0; kc <= block; ++kc) {
           const uint16_t* vt = vb + ((kh * blocks + kc) * (hd / 16) + d0 / 16) * tile;
-          _tile_loadd(4, pb + kc * kBlock, padded * 2);
-          _tile_loadd(6, vt, 64);
-          _tile_dpbf16ps(0, 4, 6);
-          _tile_loadd(7, vt + tile, 64);
-          _tile_dpbf16ps(1, 4, 7);
-          _tile_loadd(5, pb + 16 * padded + kc * kBlock, padded * 2);
-          _tile_dpbf16ps(2, 5, 6);
-          _tile_dpbf16ps(3, 5, 7);
+          MultiplyStep(pb + kc * kBlock, pb + 16 * padded + kc * kBlock, padded * 2, vt, vt + tile,
+                       64);
         }
         // Tile 2i + j: queries [16i, 16i + 16) x dims [d0 + 16j, d0 + 16j + 16).
-        _tile_stored(0, sums, 64);
-        _tile_stored(1, sums + 256, 64);
-        _tile_stored(2, sums + 512, 64);
-        _tile_stored(3, sums + 768, 64);
+        StoreProducts(sums);
         for (int64_t r = 0; r < rows; ++r) {
           const float* sr = sums + (r / 16) * 512 + (r % 16) * 16;
           const __m512 inv = _mm512_set1_ps(inv_sum[r]);
