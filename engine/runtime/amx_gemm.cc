@@ -1,4 +1,4 @@
-// Built with AMX and AVX-512 enabled; called only where AmxAvailable() (matmul.cc) said yes.
+// Built with AMX and AVX-512 enabled; called only where AmxEnabled() (matmul.cc) said yes.
 // GCC 12's AVX-512 intrinsics pass _mm512_undefined_ps() as the unused merge source, which
 // -Wmaybe-uninitialized reports wherever they are inlined (GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -20,14 +20,13 @@ void AmxPackActivations(const float* x, int64_t m, int64_t k, int parts,
   uint16_t* out = planes->data();
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < padded_m; ++t) {
-    for (int64_t c = 0; c < k; c += 16) {
-      const auto mask = static_cast<__mmask16>(k - c >= 16 ? 0xFFFF : (1u << (k - c)) - 1);
-      __m512 v = t < m ? _mm512_maskz_loadu_ps(mask, x + t * k + c) : _mm512_setzero_ps();
+    for (int64_t c = 0; c < k; c += 16) {  // k is a multiple of 32: no column tail
+      __m512 v = t < m ? _mm512_loadu_ps(x + t * k + c) : _mm512_setzero_ps();
       for (int p = 0; p < parts; ++p) {
-        const __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
+        const __m256i h = ToBf16(v);
         // Tile order: per 32 tokens, per 32 columns, per part, a 32 x 32 block.
         uint16_t* block = out + ((t / 32 * (k / 32) + c / 32) * parts + p) * 1024;
-        _mm256_mask_storeu_epi16(block + t % 32 * 32 + c % 32, mask, h);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(block + t % 32 * 32 + c % 32), h);
         // What remains of x after this part, exactly.
         if (p + 1 < parts) {
           v = _mm512_sub_ps(v,
@@ -81,6 +80,11 @@ void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, 
           for (int j = 0; j < 16; ++j) _mm512_storeu_ps(tile + 16 * j, r[j]);
         }
       }
+      // The block's rows among the 16 + 16 columns of each product row.
+      const auto lo = static_cast<__mmask16>(rows >= 16 ? 0xFFFF : (1u << rows) - 1);
+      const auto hi = static_cast<__mmask16>(rows >= 32   ? 0xFFFF
+                                             : rows <= 16 ? 0
+                                                          : (1u << (rows - 16)) - 1);
       for (int64_t tb = 0; tb < token_blocks; ++tb) {
         ZeroProducts();
         for (int64_t s = 0; s < steps; ++s) {
@@ -96,10 +100,6 @@ void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, 
         StoreProducts(sums);
         const int64_t t0 = tb * 32, tokens = std::min<int64_t>(32, m - t0);
         float* y0 = y + t0 * ldy + o0;
-        const auto lo = static_cast<__mmask16>(rows >= 16 ? 0xFFFF : (1u << rows) - 1);
-        const auto hi = static_cast<__mmask16>(rows >= 32   ? 0xFFFF
-                                               : rows <= 16 ? 0
-                                                            : (1u << (rows - 16)) - 1);
         for (int64_t i = 0; i < tokens; ++i) {
           const float* row = sums + (i / 16) * 512 + (i % 16) * 16;
           _mm512_mask_storeu_ps(y0 + i * ldy, lo, _mm512_load_ps(row));

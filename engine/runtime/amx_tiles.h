@@ -18,6 +18,9 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {16, 16, 16, 16, 16, 16, 16, 16};
 };
 
+// 16 floats rounded to bf16 (to nearest even).
+inline __m256i ToBf16(__m512 v) { return (__m256i)_mm512_cvtneps_pbh(v); }
+
 // The 2x2 block of products, tiles 0-3, set to zero.
 inline void ZeroProducts() {
   _tile_zero(0);

@@ -72,7 +72,7 @@ void internal::AllowAttentionAvx512(bool allowed) { avx512_allowed = allowed; }
 void CausalAttention(const AttentionShape& shape, const float* q, const float* k, const float* v,
                      int64_t tokens, float* out, Precision precision) {
   if (tokens == 0) return;
-  if (precision == Precision::kBF16 && internal::AmxAllowed() && internal::AmxAvailable() &&
+  if (precision == Precision::kBF16 && internal::AmxEnabled() &&
       internal::CausalAttentionAmx(shape, q, k, v, tokens, out)) {
     return;
   }

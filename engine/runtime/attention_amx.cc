@@ -1,6 +1,6 @@
 // Causal attention on AMX tiles, for the bf16 forward pass: q, k, v and the probabilities are
 // rounded to bf16 and every product is summed in f32, as the bf16 matmuls do. Built with AMX
-// and AVX-512 enabled; attention.cc calls it only where AmxAvailable() said yes.
+// and AVX-512 enabled; attention.cc calls it only where AmxEnabled() said yes.
 //
 // Per query head and block of 32 queries (one work item, the costliest first): S = Q K^T for
 // the keys the block can see, 32 keys at a time into 2x2 tiles; the softmax of each row in f32
@@ -26,10 +26,7 @@ namespace {
 
 constexpr int64_t kBlock = 32;  // queries per work item, keys per step of S and of P V
 
-inline __m256i ToBf16(__m512 v) { return (__m256i)_mm512_cvtneps_pbh(v); }
-
-// 32 floats as 32 bf16 in one register: element i of a (i < 16) at 2i, of b at 2i + 1 when
-// interleaved, or a then b when not.
+// Two rows of 16 bf16 interleaved in one register: element i of a at 2i, of b at 2i + 1.
 inline __m512i Interleave(__m256i a, __m256i b) {
   const __m512i index = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40,
                                          8, 39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);

@@ -72,7 +72,8 @@ std::vector<float> InverseFrequencies(const RopeConfig& r) {
 }
 
 // cos and sin of each position's angles, [position][rotary_dim / 2]: computed once per pass
-// and shared by q and k of every layer (sincosf was 2% of a pass when done per use). Each
+// and shared by q and k of every layer (sincosf was 0.7% of a bf16 pass when done per use,
+// now 0.01%). Each
 // angle is the f32 product t * inv_freq, as transformers computes it.
 struct RopeTable {
   std::vector<float> cos, sin;

@@ -127,7 +127,9 @@ bool internal::AmxAvailable() {
   return available;
 }
 void internal::AllowAmx(bool allowed) { amx_allowed = allowed; }
-bool internal::AmxAllowed() { return amx_allowed.load(std::memory_order_relaxed); }
+bool internal::AmxEnabled() {
+  return amx_allowed.load(std::memory_order_relaxed) && internal::AmxAvailable();
+}
 int64_t internal::AmxLinearCalls() { return amx_linear_calls.load(); }
 int64_t internal::AmxPaddedTokens(int64_t m) { return (m + 31) / 32 * 32; }
 
@@ -163,7 +165,7 @@ namespace {
 // three-part split of the input keeps f32's accuracy (every product is exact).
 bool UseAmx(const Matrix& w, const LinearInput& x) {
   return (x.precision == Precision::kBF16 || w.dtype == DType::kBF16) && w.cols % 32 == 0 &&
-         internal::AmxAllowed() && internal::AmxAvailable();
+         internal::AmxEnabled();
 }
 
 void LinearAmx(const Matrix& w, const LinearInput& x, float* y, int64_t ldy) {
