@@ -14,7 +14,7 @@
 namespace superweight::internal {
 
 void AmxPackActivations(const float* x, int64_t m, int64_t k, int parts,
-                        std::vector<uint16_t>* planes) {
+                        CacheAlignedVector<uint16_t>* planes) {
   const int64_t padded_m = AmxPaddedTokens(m), plane = padded_m * k;
   planes->resize(parts * plane);
   uint16_t* out = planes->data();
@@ -48,8 +48,8 @@ void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, 
     const TileConfig config;
     _tile_loadconfig(&config);
     alignas(64) float sums[4 * 16 * 16];
-    thread_local std::vector<uint16_t> converted;  // one block of 32 rows, as stored
-    thread_local std::vector<uint32_t> vnni;       // the same as bf16 pairs, in tiles
+    thread_local CacheAlignedVector<uint16_t> converted;  // one block of 32 rows, as stored
+    thread_local CacheAlignedVector<uint32_t> vnni;       // the same as bf16 pairs, in tiles
     vnni.resize(pairs * 32);
 #pragma omp for schedule(dynamic)
     for (int64_t block = 0; block < row_blocks; ++block) {

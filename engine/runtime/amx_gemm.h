@@ -9,6 +9,8 @@
 #include <functional>
 #include <vector>
 
+#include "engine/runtime/cache_aligned.h"
+
 namespace superweight::internal {
 
 // Whether the CPU has AMX-BF16 and the kernel granted this process the tile state. Asked once.
@@ -27,7 +29,7 @@ int64_t AmxLinearCalls();
 // multiple of 32.
 int64_t AmxPaddedTokens(int64_t m);
 void AmxPackActivations(const float* x, int64_t m, int64_t k, int parts,
-                        std::vector<uint16_t>* planes);
+                        CacheAlignedVector<uint16_t>* planes);
 
 // The weights of one AmxGemm: `rows` rows of k values, read in place as bf16 where `in_place`
 // is set (row_bytes apart), otherwise (and for a last block of fewer than 32 rows) written as

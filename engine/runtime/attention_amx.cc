@@ -19,6 +19,7 @@
 
 #include "engine/runtime/amx_tiles.h"
 #include "engine/runtime/attention.h"
+#include "engine/runtime/cache_aligned.h"
 #include "engine/runtime/softmax_avx512.h"
 
 namespace superweight::internal {
@@ -45,7 +46,7 @@ bool CausalAttentionAmx(const AttentionShape& shape, const float* q, const float
   const int64_t dim_steps = hd / 32, tile = 16 * 32;  // bf16 elements in a tile
   // Kept from call to call (a fresh one would fault its pages in every time); the threads of
   // the parallel regions below see them through plain pointers (a thread_local is theirs).
-  thread_local std::vector<uint16_t> q_storage, k_storage, v_storage;
+  thread_local CacheAlignedVector<uint16_t> q_storage, k_storage, v_storage;
   q_storage.resize(H * padded * hd);
   k_storage.resize(KV * padded * hd);
   v_storage.resize(KV * padded * hd);
@@ -106,8 +107,8 @@ bool CausalAttentionAmx(const AttentionShape& shape, const float* q, const float
   {
     const TileConfig config;
     _tile_loadconfig(&config);
-    thread_local std::vector<float> scores;  // [kBlock][padded] of one work item
-    thread_local std::vector<uint16_t> probs;
+    thread_local CacheAlignedVector<float> scores;  // [kBlock][padded] of one work item
+    thread_local CacheAlignedVector<uint16_t> probs;
     scores.resize(kBlock * padded);
     probs.resize(kBlock * padded);
     float* const s = scores.data();

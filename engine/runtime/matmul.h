@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/model/model.h"
+#include "engine/runtime/cache_aligned.h"
 
 namespace superweight {
 
@@ -17,7 +18,7 @@ const char* PrecisionName(Precision p);
 // Where a LinearInput keeps its converted copies; one live LinearInput per storage.
 struct LinearInputStorage {
   std::vector<uint16_t> bf16;
-  std::vector<uint16_t> amx;
+  internal::CacheAlignedVector<uint16_t> amx;  // tile rows start cache lines
 };
 
 // Per-forward-pass scratch: reused across the linear layers of one pass.

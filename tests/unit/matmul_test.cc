@@ -119,5 +119,26 @@ TEST(Linear, AmxServesBf16AndExactF32) {
   EXPECT_EQ(internal::AmxLinearCalls() - before, 3);
 }
 
+// A tile row is one cache line only if the buffer starts one: at malloc's 16-byte alignment
+// three tile rows in four straddle two lines (the bf16 pass ran 1.05-1.13x faster aligned).
+TEST(CacheAlignedVector, StartsACacheLineWhateverItsSize) {
+  for (size_t n : {1, 3, 100, 4096, 300000}) {
+    internal::CacheAlignedVector<uint16_t> v(n);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(v.data()) % internal::kCacheLine, 0u) << n;
+    v.resize(3 * n + 7);  // a reallocation keeps the alignment
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(v.data()) % internal::kCacheLine, 0u) << n;
+  }
+}
+
+TEST(Linear, AmxPlanesStartACacheLine) {
+  if (!internal::AmxAvailable()) GTEST_SKIP() << "no AMX-BF16 on this CPU";
+  std::vector<float> x(37 * 64 + 5, 0.5f);
+  for (Precision p : {Precision::kBF16, Precision::kF32}) {
+    LinearInputStorage storage;
+    const LinearInput input(x.data() + 5, 37, 64, p, &storage);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(input.AmxPlanes()) % internal::kCacheLine, 0u);
+  }
+}
+
 }  // namespace
 }  // namespace superweight
