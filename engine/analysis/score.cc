@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_format.h"
+#include "engine/runtime/aligned_vector.h"
 #include "engine/runtime/fast_math.h"
 #include "engine/runtime/flush_subnormals.h"
 
@@ -36,7 +37,7 @@ absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(const Model& model
   }
   std::vector<float> row_max(N, -INFINITY), target(N, 0.f);
   std::vector<double> row_sum(N, 0.0);
-  std::vector<float> logits(N * std::min(V, slice));
+  internal::HugePageVector<float> logits(N * std::min(V, slice));  // a matmul output
   LinearInputStorage hidden_storage;
   const LinearInput hidden(out->hidden.data(), N, model.config.hidden, precision, &hidden_storage);
   for (int64_t v0 = 0; v0 < V; v0 += slice) {

@@ -9,7 +9,7 @@
 #include <functional>
 #include <vector>
 
-#include "engine/runtime/cache_aligned.h"
+#include "engine/runtime/aligned_vector.h"
 
 namespace superweight::internal {
 

@@ -17,9 +17,9 @@
 #include <cmath>
 #include <vector>
 
+#include "engine/runtime/aligned_vector.h"
 #include "engine/runtime/amx_tiles.h"
 #include "engine/runtime/attention.h"
-#include "engine/runtime/cache_aligned.h"
 #include "engine/runtime/softmax_avx512.h"
 
 namespace superweight::internal {

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/formats/dequantize.h"
+#include "engine/runtime/aligned_vector.h"
 #include "engine/runtime/attention.h"
 #include "engine/runtime/fast_math.h"
 #include "engine/runtime/flush_subnormals.h"
@@ -123,7 +124,8 @@ __attribute__((noinline)) void SwiGlu(float* gate, const float* up, int64_t n) {
 }
 
 struct Buffers {
-  std::vector<float> x, h, q, k, v, attn, o, gate, up, down;
+  // The matmuls' outputs on huge pages (aligned_vector.h); the rest alike, for simplicity.
+  internal::HugePageVector<float> x, h, q, k, v, attn, o, gate, up, down;
   LinearInputStorage input;  // the converted copies of the LinearInput in use
   LinearScratch scratch;
 };

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "engine/model/model.h"
-#include "engine/runtime/cache_aligned.h"
+#include "engine/runtime/aligned_vector.h"
 
 namespace superweight {
 

@@ -130,6 +130,29 @@ TEST(CacheAlignedVector, StartsACacheLineWhateverItsSize) {
   }
 }
 
+// From 1 MiB up the storage is whole 2 MiB pages (under AddressSanitizer a heap block, which the
+// sanitizer watches); either way it holds what a vector holds through growth and shrinking.
+TEST(HugePageVector, AlignedAndAVectorWhateverItsSize) {
+#if defined(__SANITIZE_ADDRESS__)
+  constexpr uintptr_t kLargeAlignment = internal::kCacheLine;
+#else
+  constexpr uintptr_t kLargeAlignment = internal::kHugePage;
+#endif
+  internal::HugePageVector<float> v;
+  size_t previous = 0;
+  for (size_t n : {size_t{10}, size_t{200000}, size_t{300000}, size_t{1500000}, size_t{40}}) {
+    v.resize(n);
+    for (size_t i = previous; i < n; ++i) v[i] = static_cast<float>(i);
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(v[i], static_cast<float>(i)) << n;
+    const uintptr_t alignment =
+        n * sizeof(float) >= internal::kHugePage / 2 ? kLargeAlignment : internal::kCacheLine;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(v.data()) % alignment, 0u) << n;
+    v.shrink_to_fit();  // a reallocation to the exact size, large or small
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(v.data()) % alignment, 0u) << n;
+    previous = n;
+  }
+}
+
 TEST(Linear, AmxPlanesStartACacheLine) {
   if (!internal::AmxAvailable()) GTEST_SKIP() << "no AMX-BF16 on this CPU";
   std::vector<float> x(37 * 64 + 5, 0.5f);
