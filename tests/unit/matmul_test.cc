@@ -28,13 +28,18 @@ Weights RandomWeights(DType dtype, int64_t rows, int64_t cols, uint32_t seed) {
       const uint16_t b = FloatToBFloat16(normal(gen));
       std::memcpy(&w.bytes[2 * i], &b, 2);
     }
-  } else {  // Q8_0: per 32 values an f16 scale, then 32 int8
-    EXPECT_EQ(dtype, DType::kQ8_0);
-    w.bytes.resize(rows * cols / 32 * 34);
-    for (size_t b = 0; b < w.bytes.size(); b += 34) {
-      const uint16_t scale = 0x2000 + static_cast<uint16_t>(gen() % 0x400);  // ~0.008-0.016
+  } else {  // per 32 values f16 scales (Q4_1: and a minimum), then random quants
+    const int64_t block_bytes = Traits(dtype).block_bytes;
+    const int scales = dtype == DType::kQ4_1 ? 2 : 1;
+    EXPECT_TRUE(dtype == DType::kQ8_0 || dtype == DType::kQ4_0 || dtype == DType::kQ4_1);
+    w.bytes.resize(rows * cols / 32 * block_bytes);
+    for (size_t b = 0; b < w.bytes.size(); b += block_bytes) {
+      const uint16_t scale = 0x2000 + static_cast<uint16_t>(gen() % 0x400);    // ~0.008-0.016
+      const uint16_t minimum = 0xA000 + static_cast<uint16_t>(gen() % 0x400);  // about -0.01
       std::memcpy(&w.bytes[b], &scale, 2);
-      for (int j = 0; j < 32; ++j) w.bytes[b + 2 + j] = static_cast<uint8_t>(gen());
+      if (scales == 2) std::memcpy(&w.bytes[b + 2], &minimum, 2);
+      for (int64_t j = 2 * scales; j < block_bytes; ++j)
+        w.bytes[b + j] = static_cast<uint8_t>(gen());
     }
   }
   w.matrix = Matrix::Make(dtype, rows, cols, w.bytes.data());
@@ -84,6 +89,10 @@ const Case kCases[] = {
     {DType::kBF16, Precision::kBF16, 1, 64, 33, 33},
     {DType::kBF16, Precision::kBF16, 64, 32, 64, 64},
     {DType::kQ8_0, Precision::kBF16, 37, 128, 40, 48},
+    // The 4-bit block formats (SmolLM2's Q4_1), whole and short last blocks of rows.
+    {DType::kQ4_0, Precision::kBF16, 37, 128, 64, 64},
+    {DType::kQ4_1, Precision::kBF16, 45, 96, 70, 75},
+    {DType::kQ4_1, Precision::kBF16, 100, 576, 192, 192},
     // f32 precision on bf16 weights: AMX with the input split exactly into three bf16 parts.
     {DType::kBF16, Precision::kF32, 45, 96, 70, 75},
     {DType::kBF16, Precision::kF32, 100, 576, 192, 192},
@@ -113,10 +122,12 @@ TEST(Linear, AmxServesBf16AndExactF32) {
   CheckLinear({DType::kBF16, Precision::kBF16, 40, 64, 40, 40});
   CheckLinear({DType::kQ8_0, Precision::kBF16, 40, 64, 40, 40});
   CheckLinear({DType::kBF16, Precision::kF32, 40, 64, 40, 40});
-  EXPECT_EQ(internal::AmxLinearCalls() - before, 3);
+  CheckLinear({DType::kQ4_0, Precision::kBF16, 40, 64, 40, 40});
+  CheckLinear({DType::kQ4_1, Precision::kBF16, 40, 64, 40, 40});
+  EXPECT_EQ(internal::AmxLinearCalls() - before, 5);
   CheckLinear({DType::kQ8_0, Precision::kF32, 40, 64, 40, 40});   // not exact in bf16
   CheckLinear({DType::kBF16, Precision::kBF16, 40, 48, 40, 40});  // k off the tile width
-  EXPECT_EQ(internal::AmxLinearCalls() - before, 3);
+  EXPECT_EQ(internal::AmxLinearCalls() - before, 5);
 }
 
 // A tile row is one cache line only if the buffer starts one: at malloc's 16-byte alignment
