@@ -5,11 +5,15 @@
 #include "engine/runtime/amx_gemm.h"
 
 #include <immintrin.h>
+#include <omp.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <vector>
 
 #include "engine/runtime/amx_tiles.h"
+#include "engine/runtime/softmax_avx512.h"
 
 namespace superweight::internal {
 
@@ -37,8 +41,15 @@ void AmxPackActivations(const float* x, int64_t m, int64_t k, int parts,
   }
 }
 
-void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, int64_t k, float* y,
-             int64_t ldy) {
+namespace {
+
+// The tile loop both entry points share: every 32x32 block of products (32 tokens from t0, 32
+// weight rows from o0; `tokens` and `rows` of them real) is handed to
+// finish(sums, t0, tokens, o0, rows, thread) as four 16x16 tiles in L1: tile 2i + j, at
+// sums + 256 (2i + j), holds tokens [16i, 16i + 16) x rows [16j, 16j + 16), rows 64 bytes apart.
+template <typename Finish>
+void ForEachProductBlock(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m,
+                         int64_t k, Finish&& finish) {
   const int64_t padded_m = AmxPaddedTokens(m), pairs = k / 2;
   const int64_t token_blocks = padded_m / 32, steps = k / 32, row_blocks = (w.rows + 31) / 32;
   // Tiles 0-3: the 2x2 block of f32 products (32 tokens x 32 weight rows); 4-5: two 16-token
@@ -47,6 +58,7 @@ void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, 
   {
     const TileConfig config;
     _tile_loadconfig(&config);
+    const int thread = omp_get_thread_num();
     alignas(64) float sums[4 * 16 * 16];
     thread_local CacheAlignedVector<uint16_t> converted;  // one block of 32 rows, as stored
     thread_local CacheAlignedVector<uint32_t> vnni;       // the same as bf16 pairs, in tiles
@@ -80,11 +92,6 @@ void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, 
           for (int j = 0; j < 16; ++j) _mm512_storeu_ps(tile + 16 * j, r[j]);
         }
       }
-      // The block's rows among the 16 + 16 columns of each product row.
-      const auto lo = static_cast<__mmask16>(rows >= 16 ? 0xFFFF : (1u << rows) - 1);
-      const auto hi = static_cast<__mmask16>(rows >= 32   ? 0xFFFF
-                                             : rows <= 16 ? 0
-                                                          : (1u << (rows - 16)) - 1);
       for (int64_t tb = 0; tb < token_blocks; ++tb) {
         ZeroProducts();
         for (int64_t s = 0; s < steps; ++s) {
@@ -94,20 +101,89 @@ void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, 
             MultiplyStep(a, a + 512, 64, b, b + 256, 64, p == 0);
           }
         }
-        // Tile 2i + j holds tokens [16i, 16i + 16) x weight rows [16j, 16j + 16) of the block.
-        // The tiles go to `sums` in L1 and vector stores copy them into y: tile stores straight
-        // into y missed the cache row by row while the next block's products waited on them.
+        // The tiles go to `sums` in L1, where the finisher reads them: tile stores straight into
+        // y missed the cache row by row while the next block's products waited on them.
         StoreProducts(sums);
-        const int64_t t0 = tb * 32, tokens = std::min<int64_t>(32, m - t0);
+        const int64_t t0 = tb * 32;
+        finish(sums, t0, std::min<int64_t>(32, m - t0), o0, rows, thread);
+      }
+    }
+    _tile_release();
+  }
+}
+
+// Masks of a block's real rows among the 16 + 16 columns of each product row.
+inline __mmask16 LowColumns(int64_t rows) {
+  return static_cast<__mmask16>(rows >= 16 ? 0xFFFF : (1u << rows) - 1);
+}
+inline __mmask16 HighColumns(int64_t rows) {
+  return static_cast<__mmask16>(rows >= 32 ? 0xFFFF : rows <= 16 ? 0 : (1u << (rows - 16)) - 1);
+}
+
+}  // namespace
+
+void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, int64_t k, float* y,
+             int64_t ldy) {
+  ForEachProductBlock(
+      w, planes, parts, m, k,
+      [&](const float* sums, int64_t t0, int64_t tokens, int64_t o0, int64_t rows, int /*thread*/) {
+        const __mmask16 lo = LowColumns(rows), hi = HighColumns(rows);
         float* y0 = y + t0 * ldy + o0;
         for (int64_t i = 0; i < tokens; ++i) {
           const float* row = sums + (i / 16) * 512 + (i % 16) * 16;
           _mm512_mask_storeu_ps(y0 + i * ldy, lo, _mm512_load_ps(row));
           _mm512_mask_storeu_ps(y0 + i * ldy + 16, hi, _mm512_load_ps(row + 256));
         }
-      }
+      });
+}
+
+void AmxGemmLogSumExp(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, int64_t k,
+                      const int32_t* targets, float* row_max, double* row_sum, float* target) {
+  // Each thread keeps its own running maximum and sum per token (its blocks cover some of the
+  // columns), merged at the end: no two threads ever write the same accumulator.
+  const int threads = omp_get_max_threads();
+  thread_local std::vector<float> maxima;
+  thread_local std::vector<double> sums_of_exp;
+  maxima.assign(threads * m, -std::numeric_limits<float>::infinity());
+  sums_of_exp.assign(threads * m, 0.0);
+  float* const thread_max = maxima.data();
+  double* const thread_sum = sums_of_exp.data();
+  const __m512 minus_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  ForEachProductBlock(
+      w, planes, parts, m, k,
+      [&](const float* sums, int64_t t0, int64_t tokens, int64_t o0, int64_t rows, int thread) {
+        const __mmask16 lo = LowColumns(rows), hi = HighColumns(rows);
+        float* const maxes = thread_max + thread * m + t0;
+        double* const totals = thread_sum + thread * m + t0;
+        for (int64_t i = 0; i < tokens; ++i) {
+          const float* row = sums + (i / 16) * 512 + (i % 16) * 16;
+          const __m512 a = _mm512_mask_blend_ps(lo, minus_inf, _mm512_load_ps(row));
+          const __m512 b = _mm512_mask_blend_ps(hi, minus_inf, _mm512_load_ps(row + 256));
+          // Online log-sum-exp: the sum is rescaled only when the block raises the maximum,
+          // which stops happening after the first few blocks of a row.
+          const float block_max = _mm512_reduce_max_ps(_mm512_max_ps(a, b));
+          if (block_max > maxes[i]) {
+            totals[i] *= std::exp(static_cast<double>(maxes[i]) - block_max);
+            maxes[i] = block_max;
+          }
+          const __m512 shift = _mm512_set1_ps(maxes[i]);
+          const __m512 e = _mm512_add_ps(_mm512_maskz_mov_ps(lo, Exp16(_mm512_sub_ps(a, shift))),
+                                         _mm512_maskz_mov_ps(hi, Exp16(_mm512_sub_ps(b, shift))));
+          totals[i] += _mm512_reduce_add_ps(e);
+          const int64_t column = targets[t0 + i] - o0;
+          if (column >= 0 && column < rows) target[t0 + i] = row[column / 16 * 256 + column % 16];
+        }
+      });
+  for (int64_t t = 0; t < m; ++t) {
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int th = 0; th < threads; ++th) mx = std::max(mx, thread_max[th * m + t]);
+    double total = 0;
+    for (int th = 0; th < threads; ++th) {
+      const double part = thread_sum[th * m + t];
+      if (part > 0) total += part * std::exp(static_cast<double>(thread_max[th * m + t]) - mx);
     }
-    _tile_release();
+    row_max[t] = mx;
+    row_sum[t] = total;
   }
 }
 

@@ -168,8 +168,7 @@ bool UseAmx(const Matrix& w, const LinearInput& x) {
          internal::AmxEnabled();
 }
 
-void LinearAmx(const Matrix& w, const LinearInput& x, float* y, int64_t ldy) {
-  ++amx_linear_calls;
+internal::AmxWeights AmxWeightsOf(const Matrix& w) {
   internal::AmxWeights weights;
   weights.rows = w.rows;
   if (w.dtype == DType::kBF16) {
@@ -181,7 +180,12 @@ void LinearAmx(const Matrix& w, const LinearInput& x, float* y, int64_t ldy) {
       DequantizeRowToBFloat16(w.dtype, w.Row(first + r), w.cols, dst + r * w.cols);
     }
   };
-  internal::AmxGemm(weights, x.AmxPlanes(), x.AmxParts(), x.rows, w.cols, y, ldy);
+  return weights;
+}
+
+void LinearAmx(const Matrix& w, const LinearInput& x, float* y, int64_t ldy) {
+  ++amx_linear_calls;
+  internal::AmxGemm(AmxWeightsOf(w), x.AmxPlanes(), x.AmxParts(), x.rows, w.cols, y, ldy);
 }
 
 }  // namespace
@@ -225,6 +229,16 @@ void Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, Linear
       DequantizeRowToBFloat16(w.dtype, w.Row(r0 + r), k, b + r * k);
     Gemm(memory::data_type::bf16, x.Bf16(), m, k, b, rows, y + r0, ldy);
   }
+}
+
+bool LinearLogSumExp(const Matrix& w, const LinearInput& x, const int32_t* targets, float* row_max,
+                     double* row_sum, float* target) {
+  if (!UseAmx(w, x)) return false;
+  if (x.rows == 0) return true;
+  ++amx_linear_calls;
+  internal::AmxGemmLogSumExp(AmxWeightsOf(w), x.AmxPlanes(), x.AmxParts(), x.rows, w.cols, targets,
+                             row_max, row_sum, target);
+  return true;
 }
 
 void GroupedMatmul(int64_t outer, int64_t inner, int64_t m, int64_t k, int64_t n, StridedMatrix a,

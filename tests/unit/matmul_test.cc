@@ -1,5 +1,6 @@
 #include "engine/runtime/matmul.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -128,6 +129,57 @@ TEST(Linear, AmxServesBf16AndExactF32) {
   CheckLinear({DType::kQ8_0, Precision::kF32, 40, 64, 40, 40});   // not exact in bf16
   CheckLinear({DType::kBF16, Precision::kBF16, 40, 48, 40, 40});  // k off the tile width
   EXPECT_EQ(internal::AmxLinearCalls() - before, 5);
+}
+
+// The lm_head's fused log-softmax: the maximum and target equal Linear's outputs bit for bit (the
+// same products), and the sum of exponentials equals theirs in double; targets off the outputs
+// leave their entry alone. Where AMX does not serve, it declines and computes nothing.
+TEST(LinearLogSumExp, EqualsLogSumExpOfLinearOutputs) {
+  const Case cases[] = {{DType::kQ8_0, Precision::kBF16, 45, 96, 70, 70},
+                        {DType::kBF16, Precision::kF32, 33, 64, 40, 40},
+                        {DType::kQ4_1, Precision::kBF16, 100, 576, 1000, 1000}};
+  constexpr float kSentinel = -12345.f;
+  for (bool amx : {true, false}) {
+    internal::AllowAmx(amx);
+    for (const Case& c : cases) {
+      SCOPED_TRACE(testing::Message() << DTypeName(c.dtype) << " " << PrecisionName(c.precision)
+                                      << " m=" << c.m << " n=" << c.n << " amx=" << amx);
+      const Weights w = RandomWeights(c.dtype, c.n, c.k, 5);
+      std::mt19937 gen(3);
+      std::normal_distribution<float> normal;
+      std::vector<float> x(c.m * c.k);
+      for (float& v : x) v = normal(gen);
+      std::vector<int32_t> targets(c.m);
+      for (int64_t t = 0; t < c.m; ++t) {
+        targets[t] = static_cast<int32_t>((t * 37) % (c.n + 3)) - 1;  // -1 and n + 1 included
+      }
+      LinearInputStorage storage;
+      const LinearInput input(x.data(), c.m, c.k, c.precision, &storage);
+      std::vector<float> row_max(c.m, kSentinel), target(c.m, kSentinel);
+      std::vector<double> row_sum(c.m, kSentinel);
+      const bool served = LinearLogSumExp(w.matrix, input, targets.data(), row_max.data(),
+                                          row_sum.data(), target.data());
+      ASSERT_EQ(served, amx && internal::AmxAvailable());
+      if (!served) {
+        for (int64_t t = 0; t < c.m; ++t) ASSERT_EQ(row_max[t], kSentinel);
+        continue;
+      }
+      std::vector<float> y(c.m * c.n);
+      LinearScratch scratch;
+      Linear(w.matrix, input, y.data(), c.n, &scratch);
+      for (int64_t t = 0; t < c.m; ++t) {
+        const float* row = &y[t * c.n];
+        const float mx = *std::max_element(row, row + c.n);
+        double sum = 0;
+        for (int64_t o = 0; o < c.n; ++o) sum += std::exp(static_cast<double>(row[o]) - mx);
+        ASSERT_EQ(row_max[t], mx) << t;
+        ASSERT_NEAR(std::log(row_sum[t]), std::log(sum), 1e-5) << t;
+        const bool inside = targets[t] >= 0 && targets[t] < c.n;
+        ASSERT_EQ(target[t], inside ? row[targets[t]] : kSentinel) << t;
+      }
+    }
+  }
+  internal::AllowAmx(true);
 }
 
 // A tile row is one cache line only if the buffer starts one: at malloc's 16-byte alignment
