@@ -138,51 +138,58 @@ void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, 
 }
 
 void AmxGemmLogSumExp(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, int64_t k,
-                      const int32_t* targets, float* row_max, double* row_sum, float* target) {
-  // Each thread keeps its own running maximum and sum per token (its blocks cover some of the
-  // columns), merged at the end: no two threads ever write the same accumulator.
+                      const int32_t* targets, float* row_shift, double* row_sum, float* target) {
+  // Each thread keeps, per token, a shift and 16 lanes of sums of exp(product - shift) over the
+  // columns of its blocks, merged at the end: no two threads write the same accumulator, and
+  // no block needs a horizontal sum. The shift moves (and the lanes are rescaled) only when a
+  // product passes it by more than kSlack, which stops happening after a row's first blocks;
+  // below that each term is at most e^16 and the sum of a whole vocabulary stays far from
+  // f32's range.
+  constexpr float kSlack = 16.f;
   const int threads = omp_get_max_threads();
-  thread_local std::vector<float> maxima;
-  thread_local std::vector<double> sums_of_exp;
-  maxima.assign(threads * m, -std::numeric_limits<float>::infinity());
-  sums_of_exp.assign(threads * m, 0.0);
-  float* const thread_max = maxima.data();
-  double* const thread_sum = sums_of_exp.data();
+  thread_local std::vector<float> shifts;
+  thread_local CacheAlignedVector<float> lanes;
+  shifts.assign(threads * m, -std::numeric_limits<float>::infinity());
+  lanes.assign(threads * m * 16, 0.f);
+  float* const thread_shift = shifts.data();
+  float* const thread_lanes = lanes.data();
   const __m512 minus_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   ForEachProductBlock(
       w, planes, parts, m, k,
       [&](const float* sums, int64_t t0, int64_t tokens, int64_t o0, int64_t rows, int thread) {
         const __mmask16 lo = LowColumns(rows), hi = HighColumns(rows);
-        float* const maxes = thread_max + thread * m + t0;
-        double* const totals = thread_sum + thread * m + t0;
+        float* const shift = thread_shift + thread * m + t0;
+        float* const acc = thread_lanes + (thread * m + t0) * 16;
         for (int64_t i = 0; i < tokens; ++i) {
           const float* row = sums + (i / 16) * 512 + (i % 16) * 16;
           const __m512 a = _mm512_mask_blend_ps(lo, minus_inf, _mm512_load_ps(row));
           const __m512 b = _mm512_mask_blend_ps(hi, minus_inf, _mm512_load_ps(row + 256));
-          // Online log-sum-exp: the sum is rescaled only when the block raises the maximum,
-          // which stops happening after the first few blocks of a row.
-          const float block_max = _mm512_reduce_max_ps(_mm512_max_ps(a, b));
-          if (block_max > maxes[i]) {
-            totals[i] *= std::exp(static_cast<double>(maxes[i]) - block_max);
-            maxes[i] = block_max;
+          __m512 sum = _mm512_load_ps(acc + 16 * i);
+          const __m512 both = _mm512_max_ps(a, b);
+          if (_mm512_cmp_ps_mask(both, _mm512_set1_ps(shift[i] + kSlack), _CMP_GT_OQ) != 0) {
+            const float moved = _mm512_reduce_max_ps(both);
+            sum = _mm512_mul_ps(sum, _mm512_set1_ps(std::exp(shift[i] - moved)));
+            shift[i] = moved;
           }
-          const __m512 shift = _mm512_set1_ps(maxes[i]);
-          const __m512 e = _mm512_add_ps(_mm512_maskz_mov_ps(lo, Exp16(_mm512_sub_ps(a, shift))),
-                                         _mm512_maskz_mov_ps(hi, Exp16(_mm512_sub_ps(b, shift))));
-          totals[i] += _mm512_reduce_add_ps(e);
+          const __m512 s = _mm512_set1_ps(shift[i]);
+          sum = _mm512_mask_add_ps(sum, lo, sum, Exp16(_mm512_sub_ps(a, s)));
+          sum = _mm512_mask_add_ps(sum, hi, sum, Exp16(_mm512_sub_ps(b, s)));
+          _mm512_store_ps(acc + 16 * i, sum);
           const int64_t column = targets[t0 + i] - o0;
           if (column >= 0 && column < rows) target[t0 + i] = row[column / 16 * 256 + column % 16];
         }
       });
   for (int64_t t = 0; t < m; ++t) {
-    float mx = -std::numeric_limits<float>::infinity();
-    for (int th = 0; th < threads; ++th) mx = std::max(mx, thread_max[th * m + t]);
+    float shift = -std::numeric_limits<float>::infinity();
+    for (int th = 0; th < threads; ++th) shift = std::max(shift, thread_shift[th * m + t]);
     double total = 0;
     for (int th = 0; th < threads; ++th) {
-      const double part = thread_sum[th * m + t];
-      if (part > 0) total += part * std::exp(static_cast<double>(thread_max[th * m + t]) - mx);
+      if (thread_shift[th * m + t] == -std::numeric_limits<float>::infinity()) continue;
+      double part = 0;
+      for (int lane = 0; lane < 16; ++lane) part += thread_lanes[(th * m + t) * 16 + lane];
+      total += part * std::exp(static_cast<double>(thread_shift[th * m + t]) - shift);
     }
-    row_max[t] = mx;
+    row_shift[t] = shift;
     row_sum[t] = total;
   }
 }

@@ -47,12 +47,13 @@ struct AmxWeights {
 void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, int64_t k, float* y,
              int64_t ldy);
 
-// The same products, never stored: for each token t < m, their maximum over the w.rows outputs
-// (row_max[t]), the sum of exp(product - maximum) (row_sum[t]), and the product at output
-// targets[t] (target[t], left as it is where targets[t] is outside [0, w.rows)). For an lm_head
-// that is the log-softmax at the target, log p = target - row_max - log(row_sum), without the
-// [m, vocabulary] logits ever reaching memory.
+// The same products, never stored: for each token t < m, a shift at or below their maximum
+// over the w.rows outputs (row_shift[t], within 16 of it), the sum of exp(product - shift)
+// (row_sum[t]), and the product at output targets[t] (target[t], left as it is where
+// targets[t] is outside [0, w.rows)). For an lm_head that is the log-softmax at the target,
+// log p = target - row_shift - log(row_sum), without the [m, vocabulary] logits ever reaching
+// memory.
 void AmxGemmLogSumExp(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, int64_t k,
-                      const int32_t* targets, float* row_max, double* row_sum, float* target);
+                      const int32_t* targets, float* row_shift, double* row_sum, float* target);
 
 }  // namespace superweight::internal

@@ -231,13 +231,13 @@ void Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, Linear
   }
 }
 
-bool LinearLogSumExp(const Matrix& w, const LinearInput& x, const int32_t* targets, float* row_max,
-                     double* row_sum, float* target) {
+bool LinearLogSumExp(const Matrix& w, const LinearInput& x, const int32_t* targets,
+                     float* row_shift, double* row_sum, float* target) {
   if (!UseAmx(w, x)) return false;
   if (x.rows == 0) return true;
   ++amx_linear_calls;
   internal::AmxGemmLogSumExp(AmxWeightsOf(w), x.AmxPlanes(), x.AmxParts(), x.rows, w.cols, targets,
-                             row_max, row_sum, target);
+                             row_shift, row_sum, target);
   return true;
 }
 

@@ -59,14 +59,15 @@ void Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, Linear
 void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy, Precision precision,
             LinearScratch* scratch);
 
-// For each row r of x, over the outputs of x w^T without storing them: their maximum
-// (row_max[r]), the sum of exp(output - maximum) (row_sum[r]), and the output at column
-// targets[r] (target[r], left as it is where targets[r] is outside [0, w.rows)). Served where
+// For each row r of x, over the outputs of x w^T without storing them: a shift at or below
+// their maximum (row_shift[r]), the sum of exp(output - shift) (row_sum[r]), so that their
+// log-sum-exp is row_shift[r] + log(row_sum[r]), and the output at column targets[r]
+// (target[r], left as it is where targets[r] is outside [0, w.rows)). Served where
 // the AMX kernel serves Linear(w, x); elsewhere returns false having computed nothing, and the
 // caller computes the outputs with Linear. Not counted in LinearStats: its time is a
 // log-softmax's as much as a matmul's.
-bool LinearLogSumExp(const Matrix& w, const LinearInput& x, const int32_t* targets, float* row_max,
-                     double* row_sum, float* target);
+bool LinearLogSumExp(const Matrix& w, const LinearInput& x, const int32_t* targets,
+                     float* row_shift, double* row_sum, float* target);
 
 // Time spent inside Linear() (weight conversion included) and the flops it did, process-wide;
 // benchmarks read it to compare the engine's matmul throughput with oneDNN's alone.
