@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/runtime/amx_tiles.h"
+#include "engine/runtime/fast_math.h"
 #include "engine/runtime/softmax_avx512.h"
 
 namespace superweight::internal {
@@ -43,15 +44,16 @@ void AmxPackActivations(const float* x, int64_t m, int64_t k, int parts,
 
 namespace {
 
-// The tile loop both entry points share: every 32x32 block of products (32 tokens from t0, 32
-// weight rows from o0; `tokens` and `rows` of them real) is handed to
-// finish(sums, t0, tokens, o0, rows, thread) as four 16x16 tiles in L1: tile 2i + j, at
-// sums + 256 (2i + j), holds tokens [16i, 16i + 16) x rows [16j, 16j + 16), rows 64 bytes apart.
+// The tile loop the entry points share, over `count` (1 or 2) matrices of the same shape: every
+// 32x32 block of products (32 tokens from t0, 32 weight rows from o0; `tokens` and `rows` of
+// them real) is handed to finish(sums, t0, tokens, o0, rows, thread) as four 16x16 tiles per
+// matrix in L1: for matrix j, tile 2i + c at sums + 1024 j + 256 (2i + c) holds tokens
+// [16i, 16i + 16) x rows [16c, 16c + 16), rows 64 bytes apart.
 template <typename Finish>
-void ForEachProductBlock(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m,
-                         int64_t k, Finish&& finish) {
+void ForEachProductBlock(const AmxWeights* ws, int count, const uint16_t* planes, int parts,
+                         int64_t m, int64_t k, Finish&& finish) {
   const int64_t padded_m = AmxPaddedTokens(m), pairs = k / 2;
-  const int64_t token_blocks = padded_m / 32, steps = k / 32, row_blocks = (w.rows + 31) / 32;
+  const int64_t token_blocks = padded_m / 32, steps = k / 32, row_blocks = (ws[0].rows + 31) / 32;
   // Tiles 0-3: the 2x2 block of f32 products (32 tokens x 32 weight rows); 4-5: two 16-token
   // slabs of activations; 6-7: two 16-row slabs of weights.
 #pragma omp parallel
@@ -59,51 +61,59 @@ void ForEachProductBlock(const AmxWeights& w, const uint16_t* planes, int parts,
     const TileConfig config;
     _tile_loadconfig(&config);
     const int thread = omp_get_thread_num();
-    alignas(64) float sums[4 * 16 * 16];
+    alignas(64) float sums[2 * 4 * 16 * 16];
     thread_local CacheAlignedVector<uint16_t> converted;  // one block of 32 rows, as stored
     thread_local CacheAlignedVector<uint32_t> vnni;       // the same as bf16 pairs, in tiles
-    vnni.resize(pairs * 32);
+    vnni.resize(count * pairs * 32);
 #pragma omp for schedule(dynamic)
     for (int64_t block = 0; block < row_blocks; ++block) {
-      const int64_t o0 = block * 32, rows = std::min<int64_t>(32, w.rows - o0);
-      const char* src;
-      int64_t src_stride;
-      if (w.in_place != nullptr && rows == 32) {
-        src_stride = w.row_bytes;
-        src = reinterpret_cast<const char*>(w.in_place) + o0 * src_stride;
-      } else {
-        converted.resize(32 * k);
-        w.convert(o0, rows, converted.data());
-        std::fill(converted.begin() + rows * k, converted.end(), uint16_t{0});
-        src_stride = k * 2;
-        src = reinterpret_cast<const char*>(converted.data());
-      }
-      // The tiles' B operand: 16 pairs along k by 16 weight rows, in 16x16 register transposes,
-      // each tile's 1 KiB contiguous (tile h of step s at 512 s + 256 h): a tile load of 16
-      // consecutive rows is faster than one of rows 128 bytes apart (1.1B bf16 pass 1.05x).
-      for (int64_t c = 0; c < pairs; c += 16) {
-        for (int h = 0; h < 2; ++h) {
-          __m512 r[16];
-          for (int q = 0; q < 16; ++q) {
-            r[q] = _mm512_loadu_ps(src + (16 * h + q) * src_stride + c * 4);
+      const int64_t o0 = block * 32, rows = std::min<int64_t>(32, ws[0].rows - o0);
+      for (int j = 0; j < count; ++j) {
+        const AmxWeights& w = ws[j];
+        const char* src;
+        int64_t src_stride;
+        if (w.in_place != nullptr && rows == 32) {
+          src_stride = w.row_bytes;
+          src = reinterpret_cast<const char*>(w.in_place) + o0 * src_stride;
+        } else {
+          converted.resize(32 * k);
+          w.convert(o0, rows, converted.data());
+          std::fill(converted.begin() + rows * k, converted.end(), uint16_t{0});
+          src_stride = k * 2;
+          src = reinterpret_cast<const char*>(converted.data());
+        }
+        // The tiles' B operand: 16 pairs along k by 16 weight rows, in 16x16 register
+        // transposes, each tile's 1 KiB contiguous (tile h of step s at 512 s + 256 h): a tile
+        // load of 16 consecutive rows is faster than one of rows 128 bytes apart (1.1B bf16
+        // pass 1.05x).
+        uint32_t* const matrix_tiles = vnni.data() + j * pairs * 32;
+        for (int64_t c = 0; c < pairs; c += 16) {
+          for (int h = 0; h < 2; ++h) {
+            __m512 r[16];
+            for (int q = 0; q < 16; ++q) {
+              r[q] = _mm512_loadu_ps(src + (16 * h + q) * src_stride + c * 4);
+            }
+            Transpose16(r);
+            uint32_t* tile = matrix_tiles + c / 16 * 512 + h * 256;
+            for (int i = 0; i < 16; ++i) _mm512_storeu_ps(tile + 16 * i, r[i]);
           }
-          Transpose16(r);
-          uint32_t* tile = vnni.data() + c / 16 * 512 + h * 256;
-          for (int j = 0; j < 16; ++j) _mm512_storeu_ps(tile + 16 * j, r[j]);
         }
       }
       for (int64_t tb = 0; tb < token_blocks; ++tb) {
-        ZeroProducts();
-        for (int64_t s = 0; s < steps; ++s) {
-          const uint32_t* b = vnni.data() + s * 512;
-          const uint16_t* a = planes + (tb * steps + s) * parts * 1024;
-          for (int p = 0; p < parts; ++p, a += 1024) {
-            MultiplyStep(a, a + 512, 64, b, b + 256, 64, p == 0);
+        for (int j = 0; j < count; ++j) {
+          ZeroProducts();
+          const uint32_t* const matrix_tiles = vnni.data() + j * pairs * 32;
+          for (int64_t s = 0; s < steps; ++s) {
+            const uint32_t* b = matrix_tiles + s * 512;
+            const uint16_t* a = planes + (tb * steps + s) * parts * 1024;
+            for (int p = 0; p < parts; ++p, a += 1024) {
+              MultiplyStep(a, a + 512, 64, b, b + 256, 64, p == 0);
+            }
           }
+          // The tiles go to `sums` in L1, where the finisher reads them: tile stores straight
+          // into y missed the cache row by row while the next block's products waited on them.
+          StoreProducts(sums + 1024 * j);
         }
-        // The tiles go to `sums` in L1, where the finisher reads them: tile stores straight into
-        // y missed the cache row by row while the next block's products waited on them.
-        StoreProducts(sums);
         const int64_t t0 = tb * 32;
         finish(sums, t0, std::min<int64_t>(32, m - t0), o0, rows, thread);
       }
@@ -125,7 +135,7 @@ inline __mmask16 HighColumns(int64_t rows) {
 void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, int64_t k, float* y,
              int64_t ldy) {
   ForEachProductBlock(
-      w, planes, parts, m, k,
+      &w, 1, planes, parts, m, k,
       [&](const float* sums, int64_t t0, int64_t tokens, int64_t o0, int64_t rows, int /*thread*/) {
         const __mmask16 lo = LowColumns(rows), hi = HighColumns(rows);
         float* y0 = y + t0 * ldy + o0;
@@ -133,6 +143,28 @@ void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, 
           const float* row = sums + (i / 16) * 512 + (i % 16) * 16;
           _mm512_mask_storeu_ps(y0 + i * ldy, lo, _mm512_load_ps(row));
           _mm512_mask_storeu_ps(y0 + i * ldy + 16, hi, _mm512_load_ps(row + 256));
+        }
+      });
+}
+
+void AmxGemmSwiGlu(const AmxWeights& gate, const AmxWeights& up, const uint16_t* planes, int parts,
+                   int64_t m, int64_t k, float* y, int64_t ldy) {
+  const AmxWeights both[2] = {gate, up};
+  ForEachProductBlock(
+      both, 2, planes, parts, m, k,
+      [&](const float* sums, int64_t t0, int64_t tokens, int64_t o0, int64_t rows, int /*thread*/) {
+        for (int64_t i = 0; i < tokens; ++i) {
+          const float* g = sums + (i / 16) * 512 + (i % 16) * 16;
+          const float* u = g + 1024;
+          float* out = y + (t0 + i) * ldy + o0;
+#pragma omp simd
+          for (int64_t c = 0; c < std::min<int64_t>(rows, 16); ++c) {
+            out[c] = SwiGluOf(g[c], u[c]);
+          }
+#pragma omp simd
+          for (int64_t c = 16; c < rows; ++c) {
+            out[c] = SwiGluOf(g[c + 240], u[c + 240]);
+          }
         }
       });
 }
@@ -155,7 +187,7 @@ void AmxGemmLogSumExp(const AmxWeights& w, const uint16_t* planes, int parts, in
   float* const thread_lanes = lanes.data();
   const __m512 minus_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   ForEachProductBlock(
-      w, planes, parts, m, k,
+      &w, 1, planes, parts, m, k,
       [&](const float* sums, int64_t t0, int64_t tokens, int64_t o0, int64_t rows, int thread) {
         const __mmask16 lo = LowColumns(rows), hi = HighColumns(rows);
         float* const shift = thread_shift + thread * m + t0;

@@ -47,6 +47,12 @@ struct AmxWeights {
 void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, int64_t k, float* y,
              int64_t ldy);
 
+// silu(x gate^T) * (x up^T), the SwiGLU of a gated MLP, into y (row stride ldy), from the
+// products of both matrices for the same block of outputs in L1: the gate's and up's outputs
+// never reach memory, only their SwiGLU does. gate and up have the same shape.
+void AmxGemmSwiGlu(const AmxWeights& gate, const AmxWeights& up, const uint16_t* planes, int parts,
+                   int64_t m, int64_t k, float* y, int64_t ldy);
+
 // The same products, never stored: for each token t < m, a shift at or below their maximum
 // over the w.rows outputs (row_shift[t], within 16 of it), the sum of exp(product - shift)
 // (row_sum[t]), and the product at output targets[t] (target[t], left as it is where

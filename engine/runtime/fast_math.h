@@ -32,6 +32,9 @@ inline float FastExp(float x) {
   return p * scale;
 }
 
+// silu(g) * u, the gated MLP's activation, as transformers computes it: g * sigmoid(g) * u.
+inline float SwiGluOf(float g, float u) { return g / (1.f + FastExp(-g)) * u; }
+
 // max(x[0..n)), -inf for n = 0. GCC leaves a max reduction over floats scalar even under
 // `omp simd` (a 4-cycle dependency chain per element): eight lanes by hand.
 inline float MaxOf(const float* x, int64_t n) {

@@ -120,7 +120,7 @@ void ApplyRope(const RopeConfig& r, const RopeTable& table, float* x, int64_t to
 // gate = silu(gate) * up, in place; a function of its own for the same reason as SoftmaxRow.
 __attribute__((noinline)) void SwiGlu(float* gate, const float* up, int64_t n) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.f + FastExp(-gate[i])) * up[i];
+  for (int64_t i = 0; i < n; ++i) gate[i] = SwiGluOf(gate[i], up[i]);
 }
 
 struct Buffers {
@@ -171,8 +171,7 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
   b.v.resize(N * KVD);
   b.attn.resize(N * QD);
   b.o.resize(N * D);
-  b.gate.resize(N * I);
-  b.up.resize(N * I);
+  b.gate.resize(N * I);  // b.up only where gate and up are not fused
   b.down.resize(N * D);
   for (size_t s = 0; s < batch.size(); ++s) {
     for (size_t t = 0; t < batch[s].tokens.size(); ++t) {
@@ -243,10 +242,25 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
 
     Norm(c, w.ffn_norm, b.x.data(), N, b.h.data());
     const LinearInput ffn_in(b.h.data(), N, D, options.precision, &b.input);
-    linear(l, LinearKind::kGate, ffn_in, b.gate.data());
-    linear(l, LinearKind::kUp, ffn_in, b.up.data());
+    // Gate, up and their SwiGLU in one pass over the products where the AMX kernel serves and
+    // no weight edit of this layer's gate or up has to be added to their outputs first.
+    bool gate_up_edited = false;
+    for (const SequenceInput& in : batch) {
+      if (in.edits == nullptr) continue;
+      for (const WeightEdit& e : in.edits->weights) {
+        gate_up_edited |=
+            e.layer == l && (e.kind == LinearKind::kGate || e.kind == LinearKind::kUp);
+      }
+    }
+    if (gate_up_edited ||
+        !LinearSwiGlu(model.layers[l].Get(LinearKind::kGate), model.layers[l].Get(LinearKind::kUp),
+                      ffn_in, b.gate.data(), I)) {
+      b.up.resize(N * I);
+      linear(l, LinearKind::kGate, ffn_in, b.gate.data());
+      linear(l, LinearKind::kUp, ffn_in, b.up.data());
 #pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < N; ++t) SwiGlu(&b.gate[t * I], &b.up[t * I], I);
+      for (int64_t t = 0; t < N; ++t) SwiGlu(&b.gate[t * I], &b.up[t * I], I);
+    }
     linear(l, LinearKind::kDown, LinearInput(b.gate.data(), N, I, options.precision, &b.input),
            b.down.data());
     for (size_t s = 0; s < batch.size(); ++s) {

@@ -231,6 +231,19 @@ void Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, Linear
   }
 }
 
+bool LinearSwiGlu(const Matrix& gate, const Matrix& up, const LinearInput& x, float* y,
+                  int64_t ldy) {
+  if (!UseAmx(gate, x) || !UseAmx(up, x) || gate.rows != up.rows || gate.cols != up.cols) {
+    return false;
+  }
+  if (x.rows == 0) return true;
+  LinearTimer timer(2 * 2 * x.rows * gate.cols * gate.rows);
+  amx_linear_calls += 2;
+  internal::AmxGemmSwiGlu(AmxWeightsOf(gate), AmxWeightsOf(up), x.AmxPlanes(), x.AmxParts(), x.rows,
+                          gate.cols, y, ldy);
+  return true;
+}
+
 bool LinearLogSumExp(const Matrix& w, const LinearInput& x, const int32_t* targets,
                      float* row_shift, double* row_sum, float* target) {
   if (!UseAmx(w, x)) return false;

@@ -59,6 +59,13 @@ void Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, Linear
 void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy, Precision precision,
             LinearScratch* scratch);
 
+// y[x.rows, ldy] = silu(x gate^T) * (x up^T), the SwiGLU of a gated MLP, from both products of
+// each block of outputs while they are in cache: the gate's and up's outputs never reach
+// memory. Served where the AMX kernel serves Linear on both; elsewhere returns false having
+// computed nothing. Counted in LinearStats as the two matmuls (the SwiGLU's arithmetic in).
+bool LinearSwiGlu(const Matrix& gate, const Matrix& up, const LinearInput& x, float* y,
+                  int64_t ldy);
+
 // For each row r of x, over the outputs of x w^T without storing them: a shift at or below
 // their maximum (row_shift[r]), the sum of exp(output - shift) (row_sum[r]), so that their
 // log-sum-exp is row_shift[r] + log(row_sum[r]), and the output at column targets[r]

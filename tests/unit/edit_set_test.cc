@@ -34,11 +34,12 @@ class EditSetTest : public ::testing::Test {
     ASSERT_TRUE(m.ok()) << m.status();
     model_ = std::move(*m);
   }
-  CaptureTap Run(const EditSet* edits, int layer) {
+  CaptureTap Run(const EditSet* edits, int layer, Precision precision = Precision::kF32) {
     CaptureTap tap(layer);
     SequenceInput in{tokens_, edits};
     ForwardOptions o;
     o.tap = &tap;
+    o.precision = precision;
     auto out = RunForward(*model_, {&in, 1}, o);
     EXPECT_TRUE(out.ok()) << out.status();
     return tap;
@@ -77,6 +78,35 @@ TEST_F(EditSetTest, IdentityEditChangesNothingAndLaterLayersFeelARealOne) {
   EditSet big;
   big.weights.push_back({layer, LinearKind::kDown, row, col, 100.f});
   EXPECT_NE(Run(nullptr, 4).out, Run(&big, 4).out);
+}
+
+// In bf16 on AMX, gate, up and their SwiGLU run fused unless an edit touches gate or up: an
+// identity edit (the unfused path) gives the fused result bit for bit, and a real edit moves
+// the down_proj input in the edited weight's channel only.
+TEST_F(EditSetTest, GateAndUpEditsReachTheirChannelWhetherOrNotTheMlpIsFused) {
+  const int layer = 2, row = 9, col = 17;
+  const int I = model_->config.intermediate;
+  const CaptureTap base = Run(nullptr, layer, Precision::kBF16);
+  for (LinearKind kind : {LinearKind::kGate, LinearKind::kUp}) {
+    const float w = model_->layers[layer].Get(kind).At(row, col);
+    ASSERT_NE(w, 0.f);
+    EditSet same, zero;
+    same.weights.push_back({layer, kind, row, col, w});
+    zero.weights.push_back({layer, kind, row, col, 0.f});
+    EXPECT_EQ(Run(&same, layer, Precision::kBF16).in, base.in);
+    const CaptureTap edited = Run(&zero, layer, Precision::kBF16);
+    int moved = 0;
+    for (size_t t = 0; t < tokens_.size(); ++t) {
+      for (int c = 0; c < I; ++c) {
+        if (c != row) {
+          ASSERT_EQ(edited.in[t * I + c], base.in[t * I + c]) << t << "," << c;
+        } else {
+          moved += edited.in[t * I + c] != base.in[t * I + c];
+        }
+      }
+    }
+    EXPECT_GT(moved, 0);
+  }
 }
 
 TEST_F(EditSetTest, ActivationOverrideIsWhatTheTapSees) {

@@ -8,6 +8,7 @@
 
 #include "engine/formats/dequantize.h"
 #include "engine/runtime/amx_gemm.h"
+#include "engine/runtime/fast_math.h"
 #include "gtest/gtest.h"
 
 namespace superweight {
@@ -129,6 +130,50 @@ TEST(Linear, AmxServesBf16AndExactF32) {
   CheckLinear({DType::kQ8_0, Precision::kF32, 40, 64, 40, 40});   // not exact in bf16
   CheckLinear({DType::kBF16, Precision::kBF16, 40, 48, 40, 40});  // k off the tile width
   EXPECT_EQ(internal::AmxLinearCalls() - before, 5);
+}
+
+// Gate, up and their SwiGLU fused give SwiGluOf of the two Linear outputs (the same products,
+// the same function; within an ulp or two, as the compiler contracts the vector and scalar
+// copies alike or not); columns past n untouched. Without AMX it declines.
+TEST(LinearSwiGlu, EqualsSwiGluOfTheTwoLinearOutputs) {
+  const Case cases[] = {{DType::kQ4_1, Precision::kBF16, 45, 96, 70, 75},
+                        {DType::kBF16, Precision::kF32, 33, 64, 40, 40},
+                        {DType::kBF16, Precision::kBF16, 100, 576, 192, 200}};
+  constexpr float kSentinel = -12345.f;
+  for (bool amx : {true, false}) {
+    internal::AllowAmx(amx);
+    for (const Case& c : cases) {
+      SCOPED_TRACE(testing::Message() << DTypeName(c.dtype) << " " << PrecisionName(c.precision)
+                                      << " m=" << c.m << " n=" << c.n << " amx=" << amx);
+      const Weights gate = RandomWeights(c.dtype, c.n, c.k, 5);
+      const Weights up = RandomWeights(c.dtype, c.n, c.k, 6);
+      std::mt19937 gen(3);
+      std::normal_distribution<float> normal;
+      std::vector<float> x(c.m * c.k);
+      for (float& v : x) v = normal(gen);
+      LinearInputStorage storage;
+      const LinearInput input(x.data(), c.m, c.k, c.precision, &storage);
+      std::vector<float> y(c.m * c.ldy, kSentinel);
+      const bool served = LinearSwiGlu(gate.matrix, up.matrix, input, y.data(), c.ldy);
+      ASSERT_EQ(served, amx && internal::AmxAvailable());
+      if (!served) {
+        for (float v : y) ASSERT_EQ(v, kSentinel);
+        continue;
+      }
+      std::vector<float> g(c.m * c.n), u(c.m * c.n);
+      LinearScratch scratch;
+      Linear(gate.matrix, input, g.data(), c.n, &scratch);
+      Linear(up.matrix, input, u.data(), c.n, &scratch);
+      for (int64_t t = 0; t < c.m; ++t) {
+        for (int64_t o = 0; o < c.n; ++o) {
+          const float want = SwiGluOf(g[t * c.n + o], u[t * c.n + o]);
+          ASSERT_NEAR(y[t * c.ldy + o], want, 1e-6f * std::fabs(want)) << t << "," << o;
+        }
+        for (int64_t o = c.n; o < c.ldy; ++o) ASSERT_EQ(y[t * c.ldy + o], kSentinel);
+      }
+    }
+  }
+  internal::AllowAmx(true);
 }
 
 // The lm_head's fused log-softmax: the target equals Linear's output bit for bit (the same
