@@ -133,7 +133,7 @@ inline __mmask16 HighColumns(int64_t rows) {
 }  // namespace
 
 void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, int64_t k, float* y,
-             int64_t ldy) {
+             int64_t ldy, bool add_to_y) {
   ForEachProductBlock(
       &w, 1, planes, parts, m, k,
       [&](const float* sums, int64_t t0, int64_t tokens, int64_t o0, int64_t rows, int /*thread*/) {
@@ -141,8 +141,14 @@ void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, 
         float* y0 = y + t0 * ldy + o0;
         for (int64_t i = 0; i < tokens; ++i) {
           const float* row = sums + (i / 16) * 512 + (i % 16) * 16;
-          _mm512_mask_storeu_ps(y0 + i * ldy, lo, _mm512_load_ps(row));
-          _mm512_mask_storeu_ps(y0 + i * ldy + 16, hi, _mm512_load_ps(row + 256));
+          float* out = y0 + i * ldy;
+          __m512 a = _mm512_load_ps(row), b = _mm512_load_ps(row + 256);
+          if (add_to_y) {
+            a = _mm512_add_ps(_mm512_maskz_loadu_ps(lo, out), a);
+            b = _mm512_add_ps(_mm512_maskz_loadu_ps(hi, out + 16), b);
+          }
+          _mm512_mask_storeu_ps(out, lo, a);
+          _mm512_mask_storeu_ps(out + 16, hi, b);
         }
       });
 }

@@ -43,9 +43,10 @@ struct AmxWeights {
 };
 
 // y[t, o] (row stride ldy) = sum over parts and k of w[o, k] x_part[t, k], for t < m and
-// o < w.rows; k a multiple of 32, planes as AmxPackActivations made them.
+// o < w.rows; k a multiple of 32, planes as AmxPackActivations made them. With add_to_y the
+// sum is added to what y holds (y + sum, as a separate addition would round it).
 void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, int64_t k, float* y,
-             int64_t ldy);
+             int64_t ldy, bool add_to_y = false);
 
 // silu(x gate^T) * (x up^T), the SwiGLU of a gated MLP, into y (row stride ldy), from the
 // products of both matrices for the same block of outputs in L1: the gate's and up's outputs

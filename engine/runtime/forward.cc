@@ -170,9 +170,8 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
   b.k.resize(N * KVD);
   b.v.resize(N * KVD);
   b.attn.resize(N * QD);
-  b.o.resize(N * D);
-  b.gate.resize(N * I);  // b.up only where gate and up are not fused
-  b.down.resize(N * D);
+  // b.o, b.up and b.down only where the outputs they hold are not fused away.
+  b.gate.resize(N * I);
   for (size_t s = 0; s < batch.size(); ++s) {
     for (size_t t = 0; t < batch[s].tokens.size(); ++t) {
       const int64_t row = result.offsets[s] + t;
@@ -185,6 +184,17 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
   }
   const RopeTable rope = MakeRopeTable(InverseFrequencies(c.rope), longest);
 
+  // Whether any sequence edits a weight of `layer`'s `a` or `b`: the fused paths then give way
+  // to plain outputs that the edits can correct.
+  auto weights_edited = [&](int layer, LinearKind a, LinearKind b) {
+    for (const SequenceInput& in : batch) {
+      if (in.edits == nullptr) continue;
+      for (const WeightEdit& e : in.edits->weights) {
+        if (e.layer == layer && (e.kind == a || e.kind == b)) return true;
+      }
+    }
+    return false;
+  };
   // y = x W^T for all tokens, then each sequence's weight edits on this (layer, kind).
   auto linear = [&](int layer, LinearKind kind, const LinearInput& x, float* out) {
     const Matrix& w = model.layers[layer].Get(kind);
@@ -235,34 +245,44 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
       CausalAttention({c.heads, c.kv_heads, c.head_dim}, &b.q[o * QD], &b.k[o * KVD], &b.v[o * KVD],
                       T, &b.attn[o * QD], options.precision);
     }
-    linear(l, LinearKind::kO, LinearInput(b.attn.data(), N, QD, options.precision, &b.input),
-           b.o.data());
+    // The attention output added into the residual stream as it leaves the tiles, where the
+    // AMX kernel serves and no weight edit has to be added to it first.
+    const LinearInput attn_out(b.attn.data(), N, QD, options.precision, &b.input);
+    if (weights_edited(l, LinearKind::kO, LinearKind::kO) ||
+        !LinearAddTo(w.Get(LinearKind::kO), attn_out, b.x.data(), D)) {
+      b.o.resize(N * D);
+      linear(l, LinearKind::kO, attn_out, b.o.data());
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < N * D; ++i) b.x[i] += b.o[i];
+      for (int64_t i = 0; i < N * D; ++i) b.x[i] += b.o[i];
+    }
 
     Norm(c, w.ffn_norm, b.x.data(), N, b.h.data());
     const LinearInput ffn_in(b.h.data(), N, D, options.precision, &b.input);
     // Gate, up and their SwiGLU in one pass over the products where the AMX kernel serves and
     // no weight edit of this layer's gate or up has to be added to their outputs first.
-    bool gate_up_edited = false;
-    for (const SequenceInput& in : batch) {
-      if (in.edits == nullptr) continue;
-      for (const WeightEdit& e : in.edits->weights) {
-        gate_up_edited |=
-            e.layer == l && (e.kind == LinearKind::kGate || e.kind == LinearKind::kUp);
-      }
-    }
-    if (gate_up_edited ||
-        !LinearSwiGlu(model.layers[l].Get(LinearKind::kGate), model.layers[l].Get(LinearKind::kUp),
-                      ffn_in, b.gate.data(), I)) {
+    if (weights_edited(l, LinearKind::kGate, LinearKind::kUp) ||
+        !LinearSwiGlu(w.Get(LinearKind::kGate), w.Get(LinearKind::kUp), ffn_in, b.gate.data(), I)) {
       b.up.resize(N * I);
       linear(l, LinearKind::kGate, ffn_in, b.gate.data());
       linear(l, LinearKind::kUp, ffn_in, b.up.data());
 #pragma omp parallel for schedule(static)
       for (int64_t t = 0; t < N; ++t) SwiGlu(&b.gate[t * I], &b.up[t * I], I);
     }
-    linear(l, LinearKind::kDown, LinearInput(b.gate.data(), N, I, options.precision, &b.input),
-           b.down.data());
+    // The MLP's output likewise straight into the residual stream, unless a tap has to see it or
+    // an edit has to change it first.
+    const LinearInput mlp_in(b.gate.data(), N, I, options.precision, &b.input);
+    bool activations_edited = false;
+    for (const SequenceInput& in : batch) {
+      if (in.edits == nullptr) continue;
+      for (const ActivationEdit& e : in.edits->activations) activations_edited |= e.layer == l;
+    }
+    if (options.tap == nullptr && !activations_edited &&
+        !weights_edited(l, LinearKind::kDown, LinearKind::kDown) &&
+        LinearAddTo(w.Get(LinearKind::kDown), mlp_in, b.x.data(), D)) {
+      continue;
+    }
+    b.down.resize(N * D);
+    linear(l, LinearKind::kDown, mlp_in, b.down.data());
     for (size_t s = 0; s < batch.size(); ++s) {
       const int64_t o = result.offsets[s];
       if (batch[s].edits != nullptr) {

@@ -231,6 +231,16 @@ void Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, Linear
   }
 }
 
+bool LinearAddTo(const Matrix& w, const LinearInput& x, float* y, int64_t ldy) {
+  if (!UseAmx(w, x)) return false;
+  if (x.rows == 0) return true;
+  LinearTimer timer(2 * x.rows * w.cols * w.rows);
+  ++amx_linear_calls;
+  internal::AmxGemm(AmxWeightsOf(w), x.AmxPlanes(), x.AmxParts(), x.rows, w.cols, y, ldy,
+                    /*add_to_y=*/true);
+  return true;
+}
+
 bool LinearSwiGlu(const Matrix& gate, const Matrix& up, const LinearInput& x, float* y,
                   int64_t ldy) {
   if (!UseAmx(gate, x) || !UseAmx(up, x) || gate.rows != up.rows || gate.cols != up.cols) {

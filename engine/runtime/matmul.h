@@ -59,6 +59,12 @@ void Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, Linear
 void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy, Precision precision,
             LinearScratch* scratch);
 
+// y[x.rows, ldy] += x * w^T, each output added to y as it leaves the tiles (a residual
+// connection without the output ever stored on its own; y + output rounds as a separate
+// addition would). Served where the AMX kernel serves Linear(w, x); elsewhere returns false
+// having computed nothing.
+bool LinearAddTo(const Matrix& w, const LinearInput& x, float* y, int64_t ldy);
+
 // y[x.rows, ldy] = silu(x gate^T) * (x up^T), the SwiGLU of a gated MLP, from both products of
 // each block of outputs while they are in cache: the gate's and up's outputs never reach
 // memory. Served where the AMX kernel serves Linear on both; elsewhere returns false having

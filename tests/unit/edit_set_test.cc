@@ -109,6 +109,27 @@ TEST_F(EditSetTest, GateAndUpEditsReachTheirChannelWhetherOrNotTheMlpIsFused) {
   }
 }
 
+// In bf16 on AMX the attention and MLP outputs are added into the residual stream as they leave
+// the tiles, unless an edit or a tap needs them on their own: identity edits on o_proj and
+// down_proj (which turn the fusion off) give the fused pass's hidden states bit for bit. On
+// TinyStories-656K, whose down_proj rows (384) fit the tiles, unlike stories260K's (172).
+TEST_F(EditSetTest, ResidualFusionGivesWhatTheSeparateAdditionGives) {
+  auto model = OpenModel(testing::TestData("hf_tinystories_656k"));
+  ASSERT_TRUE(model.ok()) << model.status();
+  const int layer = 1;
+  EditSet same;
+  for (LinearKind kind : {LinearKind::kO, LinearKind::kDown}) {
+    same.weights.push_back({layer, kind, 2, 3, (*model)->layers[layer].Get(kind).At(2, 3)});
+  }
+  ForwardOptions o;
+  o.precision = Precision::kBF16;
+  SequenceInput fused{tokens_, nullptr}, separate{tokens_, &same};
+  auto a = RunForward(**model, {&fused, 1}, o);
+  auto b = RunForward(**model, {&separate, 1}, o);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->hidden, b->hidden);
+}
+
 TEST_F(EditSetTest, ActivationOverrideIsWhatTheTapSees) {
   EditSet edits;
   edits.activations.push_back({2, 0, 10, 123.5f});

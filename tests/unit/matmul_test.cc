@@ -132,6 +132,45 @@ TEST(Linear, AmxServesBf16AndExactF32) {
   EXPECT_EQ(internal::AmxLinearCalls() - before, 5);
 }
 
+// Outputs added into y as they leave the tiles equal y plus Linear's outputs bit for bit;
+// columns past n untouched. Without AMX it declines.
+TEST(LinearAddTo, EqualsYPlusLinearOutputs) {
+  const Case cases[] = {{DType::kQ4_1, Precision::kBF16, 45, 96, 70, 75},
+                        {DType::kBF16, Precision::kF32, 33, 64, 40, 40}};
+  for (bool amx : {true, false}) {
+    internal::AllowAmx(amx);
+    for (const Case& c : cases) {
+      SCOPED_TRACE(testing::Message() << DTypeName(c.dtype) << " " << PrecisionName(c.precision)
+                                      << " m=" << c.m << " n=" << c.n << " amx=" << amx);
+      const Weights w = RandomWeights(c.dtype, c.n, c.k, 5);
+      std::mt19937 gen(3);
+      std::normal_distribution<float> normal;
+      std::vector<float> x(c.m * c.k), y0(c.m * c.ldy);
+      for (float& v : x) v = normal(gen);
+      for (float& v : y0) v = normal(gen);
+      LinearInputStorage storage;
+      const LinearInput input(x.data(), c.m, c.k, c.precision, &storage);
+      std::vector<float> y = y0;
+      const bool served = LinearAddTo(w.matrix, input, y.data(), c.ldy);
+      ASSERT_EQ(served, amx && internal::AmxAvailable());
+      if (!served) {
+        ASSERT_EQ(y, y0);
+        continue;
+      }
+      std::vector<float> out(c.m * c.n);
+      LinearScratch scratch;
+      Linear(w.matrix, input, out.data(), c.n, &scratch);
+      for (int64_t t = 0; t < c.m; ++t) {
+        for (int64_t o = 0; o < c.n; ++o) {
+          ASSERT_EQ(y[t * c.ldy + o], y0[t * c.ldy + o] + out[t * c.n + o]) << t << "," << o;
+        }
+        for (int64_t o = c.n; o < c.ldy; ++o) ASSERT_EQ(y[t * c.ldy + o], y0[t * c.ldy + o]);
+      }
+    }
+  }
+  internal::AllowAmx(true);
+}
+
 // Gate, up and their SwiGLU fused give SwiGluOf of the two Linear outputs (the same products,
 // the same function; within an ulp or two, as the compiler contracts the vector and scalar
 // copies alike or not); columns past n untouched. Without AMX it declines.
