@@ -82,11 +82,14 @@ bool LinearSwiGlu(const Matrix& gate, const Matrix& up, const LinearInput& x, fl
 bool LinearLogSumExp(const Matrix& w, const LinearInput& x, const int32_t* targets,
                      float* row_shift, double* row_sum, float* target);
 
-// Time spent inside Linear() (weight conversion included) and the flops it did, process-wide;
-// benchmarks read it to compare the engine's matmul throughput with oneDNN's alone.
+// Time spent in the matmuls of Linear(), LinearAddTo() and LinearSwiGlu() (weight conversion
+// included) and the flops they did, process-wide, and apart from it the time spent converting
+// their activations (bf16 rounding, tile order), which oneDNN alone, the yardstick, is spared:
+// benchmarks read these to compare the engine's matmul throughput with oneDNN's alone.
 struct LinearStats {
   int64_t nanos = 0;
   int64_t flops = 0;
+  int64_t input_nanos = 0;
 };
 LinearStats GetLinearStats();
 void ResetLinearStats();
