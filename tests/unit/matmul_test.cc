@@ -132,142 +132,131 @@ TEST(Linear, AmxServesBf16AndExactF32) {
   EXPECT_EQ(internal::AmxLinearCalls() - before, 5);
 }
 
-// Outputs added into y as they leave the tiles equal y plus Linear's outputs bit for bit;
-// columns past n untouched. Without AMX it declines.
-TEST(LinearAddTo, EqualsYPlusLinearOutputs) {
-  const Case cases[] = {{DType::kQ4_1, Precision::kBF16, 45, 96, 70, 75},
-                        {DType::kBF16, Precision::kF32, 33, 64, 40, 40}};
+// The fused entry points on the AMX path and off it: for each case, with AMX allowed and not,
+// `check(case, input, amx)` gets the input (random normal values times `scale`) and whether
+// AMX serves, which the entry point's answer must equal.
+template <typename Check>
+void ForEachFusedCase(std::initializer_list<Case> cases, float scale, Check check) {
   for (bool amx : {true, false}) {
     internal::AllowAmx(amx);
     for (const Case& c : cases) {
       SCOPED_TRACE(testing::Message() << DTypeName(c.dtype) << " " << PrecisionName(c.precision)
                                       << " m=" << c.m << " n=" << c.n << " amx=" << amx);
-      const Weights w = RandomWeights(c.dtype, c.n, c.k, 5);
       std::mt19937 gen(3);
       std::normal_distribution<float> normal;
-      std::vector<float> x(c.m * c.k), y0(c.m * c.ldy);
-      for (float& v : x) v = normal(gen);
-      for (float& v : y0) v = normal(gen);
+      std::vector<float> x(c.m * c.k);
+      for (float& v : x) v = scale * normal(gen);
       LinearInputStorage storage;
-      const LinearInput input(x.data(), c.m, c.k, c.precision, &storage);
-      std::vector<float> y = y0;
-      const bool served = LinearAddTo(w.matrix, input, y.data(), c.ldy);
-      ASSERT_EQ(served, amx && internal::AmxAvailable());
-      if (!served) {
-        ASSERT_EQ(y, y0);
-        continue;
-      }
-      std::vector<float> out(c.m * c.n);
-      LinearScratch scratch;
-      Linear(w.matrix, input, out.data(), c.n, &scratch);
-      for (int64_t t = 0; t < c.m; ++t) {
-        for (int64_t o = 0; o < c.n; ++o) {
-          ASSERT_EQ(y[t * c.ldy + o], y0[t * c.ldy + o] + out[t * c.n + o]) << t << "," << o;
-        }
-        for (int64_t o = c.n; o < c.ldy; ++o) ASSERT_EQ(y[t * c.ldy + o], y0[t * c.ldy + o]);
-      }
+      check(c, LinearInput(x.data(), c.m, c.k, c.precision, &storage),
+            amx && internal::AmxAvailable());
     }
   }
   internal::AllowAmx(true);
+}
+
+// Outputs added into y as they leave the tiles equal y plus Linear's outputs bit for bit;
+// columns past n untouched. Without AMX it declines.
+TEST(LinearAddTo, EqualsYPlusLinearOutputs) {
+  auto check = [](const Case& c, const LinearInput& input, bool amx) {
+    const Weights w = RandomWeights(c.dtype, c.n, c.k, 5);
+    std::mt19937 gen(4);
+    std::normal_distribution<float> normal;
+    std::vector<float> y0(c.m * c.ldy);
+    for (float& v : y0) v = normal(gen);
+    std::vector<float> y = y0;
+    ASSERT_EQ(LinearAddTo(w.matrix, input, y.data(), c.ldy), amx);
+    if (!amx) {
+      ASSERT_EQ(y, y0);
+      return;
+    }
+    std::vector<float> out(c.m * c.n);
+    LinearScratch scratch;
+    Linear(w.matrix, input, out.data(), c.n, &scratch);
+    for (int64_t t = 0; t < c.m; ++t) {
+      for (int64_t o = 0; o < c.n; ++o) {
+        ASSERT_EQ(y[t * c.ldy + o], y0[t * c.ldy + o] + out[t * c.n + o]) << t << "," << o;
+      }
+      for (int64_t o = c.n; o < c.ldy; ++o) ASSERT_EQ(y[t * c.ldy + o], y0[t * c.ldy + o]);
+    }
+  };
+  ForEachFusedCase({{DType::kQ4_1, Precision::kBF16, 45, 96, 70, 75},
+                    {DType::kBF16, Precision::kF32, 33, 64, 40, 40}},
+                   1.f, check);
 }
 
 // Gate, up and their SwiGLU fused give SwiGluOf of the two Linear outputs (the same products,
 // the same function; within an ulp or two, as the compiler contracts the vector and scalar
 // copies alike or not); columns past n untouched. Without AMX it declines.
 TEST(LinearSwiGlu, EqualsSwiGluOfTheTwoLinearOutputs) {
-  const Case cases[] = {{DType::kQ4_1, Precision::kBF16, 45, 96, 70, 75},
-                        {DType::kBF16, Precision::kF32, 33, 64, 40, 40},
-                        {DType::kBF16, Precision::kBF16, 100, 576, 192, 200}};
   constexpr float kSentinel = -12345.f;
-  for (bool amx : {true, false}) {
-    internal::AllowAmx(amx);
-    for (const Case& c : cases) {
-      SCOPED_TRACE(testing::Message() << DTypeName(c.dtype) << " " << PrecisionName(c.precision)
-                                      << " m=" << c.m << " n=" << c.n << " amx=" << amx);
-      const Weights gate = RandomWeights(c.dtype, c.n, c.k, 5);
-      const Weights up = RandomWeights(c.dtype, c.n, c.k, 6);
-      std::mt19937 gen(3);
-      std::normal_distribution<float> normal;
-      std::vector<float> x(c.m * c.k);
-      for (float& v : x) v = normal(gen);
-      LinearInputStorage storage;
-      const LinearInput input(x.data(), c.m, c.k, c.precision, &storage);
-      std::vector<float> y(c.m * c.ldy, kSentinel);
-      const bool served = LinearSwiGlu(gate.matrix, up.matrix, input, y.data(), c.ldy);
-      ASSERT_EQ(served, amx && internal::AmxAvailable());
-      if (!served) {
-        for (float v : y) ASSERT_EQ(v, kSentinel);
-        continue;
-      }
-      std::vector<float> g(c.m * c.n), u(c.m * c.n);
-      LinearScratch scratch;
-      Linear(gate.matrix, input, g.data(), c.n, &scratch);
-      Linear(up.matrix, input, u.data(), c.n, &scratch);
-      for (int64_t t = 0; t < c.m; ++t) {
-        for (int64_t o = 0; o < c.n; ++o) {
-          const float want = SwiGluOf(g[t * c.n + o], u[t * c.n + o]);
-          ASSERT_NEAR(y[t * c.ldy + o], want, 1e-6f * std::fabs(want)) << t << "," << o;
-        }
-        for (int64_t o = c.n; o < c.ldy; ++o) ASSERT_EQ(y[t * c.ldy + o], kSentinel);
-      }
+  auto check = [&](const Case& c, const LinearInput& input, bool amx) {
+    const Weights gate = RandomWeights(c.dtype, c.n, c.k, 5);
+    const Weights up = RandomWeights(c.dtype, c.n, c.k, 6);
+    std::vector<float> y(c.m * c.ldy, kSentinel);
+    ASSERT_EQ(LinearSwiGlu(gate.matrix, up.matrix, input, y.data(), c.ldy), amx);
+    if (!amx) {
+      for (float v : y) ASSERT_EQ(v, kSentinel);
+      return;
     }
-  }
-  internal::AllowAmx(true);
+    std::vector<float> g(c.m * c.n), u(c.m * c.n);
+    LinearScratch scratch;
+    Linear(gate.matrix, input, g.data(), c.n, &scratch);
+    Linear(up.matrix, input, u.data(), c.n, &scratch);
+    for (int64_t t = 0; t < c.m; ++t) {
+      for (int64_t o = 0; o < c.n; ++o) {
+        const float want = SwiGluOf(g[t * c.n + o], u[t * c.n + o]);
+        ASSERT_NEAR(y[t * c.ldy + o], want, 1e-6f * std::fabs(want)) << t << "," << o;
+      }
+      for (int64_t o = c.n; o < c.ldy; ++o) ASSERT_EQ(y[t * c.ldy + o], kSentinel);
+    }
+  };
+  ForEachFusedCase({{DType::kQ4_1, Precision::kBF16, 45, 96, 70, 75},
+                    {DType::kBF16, Precision::kF32, 33, 64, 40, 40},
+                    {DType::kBF16, Precision::kBF16, 100, 576, 192, 200}},
+                   1.f, check);
 }
 
 // The lm_head's fused log-softmax: the target equals Linear's output bit for bit (the same
 // products), the shift lies within 16 below their maximum, and the log-sum-exp equals theirs in
 // double; targets off the outputs leave their entry alone. Where AMX does not serve, it
-// declines and computes nothing.
+// declines and computes nothing. Outputs spread over hundreds at the second scale: there the
+// shift moves block after block.
 TEST(LinearLogSumExp, EqualsLogSumExpOfLinearOutputs) {
-  const Case cases[] = {{DType::kQ8_0, Precision::kBF16, 45, 96, 70, 70},
-                        {DType::kBF16, Precision::kF32, 33, 64, 40, 40},
-                        {DType::kQ4_1, Precision::kBF16, 100, 576, 1000, 1000}};
   constexpr float kSentinel = -12345.f;
-  for (bool amx : {true, false}) {
-    internal::AllowAmx(amx);
-    for (const Case& c : cases) {
-      SCOPED_TRACE(testing::Message() << DTypeName(c.dtype) << " " << PrecisionName(c.precision)
-                                      << " m=" << c.m << " n=" << c.n << " amx=" << amx);
-      const Weights w = RandomWeights(c.dtype, c.n, c.k, 5);
-      std::mt19937 gen(3);
-      std::normal_distribution<float> normal;
-      // Outputs spread over hundreds at the second scale: the shift moves block after block.
-      const float scale = c.dtype == DType::kQ4_1 ? 300.f : 1.f;
-      std::vector<float> x(c.m * c.k);
-      for (float& v : x) v = scale * normal(gen);
-      std::vector<int32_t> targets(c.m);
-      for (int64_t t = 0; t < c.m; ++t) {
-        targets[t] = static_cast<int32_t>((t * 37) % (c.n + 3)) - 1;  // -1 and n + 1 included
-      }
-      LinearInputStorage storage;
-      const LinearInput input(x.data(), c.m, c.k, c.precision, &storage);
-      std::vector<float> row_shift(c.m, kSentinel), target(c.m, kSentinel);
-      std::vector<double> row_sum(c.m, kSentinel);
-      const bool served = LinearLogSumExp(w.matrix, input, targets.data(), row_shift.data(),
-                                          row_sum.data(), target.data());
-      ASSERT_EQ(served, amx && internal::AmxAvailable());
-      if (!served) {
-        for (int64_t t = 0; t < c.m; ++t) ASSERT_EQ(row_shift[t], kSentinel);
-        continue;
-      }
-      std::vector<float> y(c.m * c.n);
-      LinearScratch scratch;
-      Linear(w.matrix, input, y.data(), c.n, &scratch);
-      for (int64_t t = 0; t < c.m; ++t) {
-        const float* row = &y[t * c.n];
-        const float mx = *std::max_element(row, row + c.n);
-        double sum = 0;
-        for (int64_t o = 0; o < c.n; ++o) sum += std::exp(static_cast<double>(row[o]) - mx);
-        ASSERT_LE(row_shift[t], mx) << t;
-        ASSERT_GE(row_shift[t], mx - 16) << t;
-        ASSERT_NEAR(row_shift[t] + std::log(row_sum[t]), mx + std::log(sum), 1e-5 + 1e-6 * mx) << t;
-        const bool inside = targets[t] >= 0 && targets[t] < c.n;
-        ASSERT_EQ(target[t], inside ? row[targets[t]] : kSentinel) << t;
-      }
+  auto check = [&](const Case& c, const LinearInput& input, bool amx) {
+    const Weights w = RandomWeights(c.dtype, c.n, c.k, 5);
+    std::vector<int32_t> targets(c.m);
+    for (int64_t t = 0; t < c.m; ++t) {
+      targets[t] = static_cast<int32_t>((t * 37) % (c.n + 3)) - 1;  // -1 and n + 1 included
     }
-  }
-  internal::AllowAmx(true);
+    std::vector<float> row_shift(c.m, kSentinel), target(c.m, kSentinel);
+    std::vector<double> row_sum(c.m, kSentinel);
+    ASSERT_EQ(LinearLogSumExp(w.matrix, input, targets.data(), row_shift.data(), row_sum.data(),
+                              target.data()),
+              amx);
+    if (!amx) {
+      for (int64_t t = 0; t < c.m; ++t) ASSERT_EQ(row_shift[t], kSentinel);
+      return;
+    }
+    std::vector<float> y(c.m * c.n);
+    LinearScratch scratch;
+    Linear(w.matrix, input, y.data(), c.n, &scratch);
+    for (int64_t t = 0; t < c.m; ++t) {
+      const float* row = &y[t * c.n];
+      const float mx = *std::max_element(row, row + c.n);
+      double sum = 0;
+      for (int64_t o = 0; o < c.n; ++o) sum += std::exp(static_cast<double>(row[o]) - mx);
+      ASSERT_LE(row_shift[t], mx) << t;
+      ASSERT_GE(row_shift[t], mx - 16) << t;
+      ASSERT_NEAR(row_shift[t] + std::log(row_sum[t]), mx + std::log(sum), 1e-5 + 1e-6 * mx) << t;
+      const bool inside = targets[t] >= 0 && targets[t] < c.n;
+      ASSERT_EQ(target[t], inside ? row[targets[t]] : kSentinel) << t;
+    }
+  };
+  ForEachFusedCase({{DType::kQ8_0, Precision::kBF16, 45, 96, 70, 70},
+                    {DType::kBF16, Precision::kF32, 33, 64, 40, 40}},
+                   1.f, check);
+  ForEachFusedCase({{DType::kQ4_1, Precision::kBF16, 100, 576, 1000, 1000}}, 300.f, check);
 }
 
 // A tile row is one cache line only if the buffer starts one: at malloc's 16-byte alignment
