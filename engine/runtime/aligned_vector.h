@@ -6,7 +6,7 @@
 //   A matmul writes its output 32 columns at a time down all rows, one row every few KiB: on
 //   4 KiB pages each 32-row block touches up to 32 pages, more than the first-level TLB holds
 //   alongside the operands' pages (SmolLM2 bf16 pass 1.15x with the gate/up outputs and the
-//   logits on huge pages, 1.05x more with every buffer of 1 MiB and more).
+//   logits on huge pages, about 1.05x more with every buffer of 1 MiB and more).
 #pragma once
 
 #include <sys/mman.h>
@@ -56,8 +56,9 @@ struct HugePageAllocator {
   HugePageAllocator(const HugePageAllocator<U>&) {}  // NOLINT: rebinding is implicit
   T* allocate(std::size_t n) {
     const std::size_t bytes = n * sizeof(T);
-    if (!Mapped(bytes))
+    if (!Mapped(bytes)) {
       return static_cast<T*>(::operator new (bytes, std::align_val_t{kCacheLine}));
+    }
     const std::size_t size = Rounded(bytes);
     // Mapped one page over, so that an aligned start lies inside; the slack is unmapped.
     void* raw = mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE,

@@ -184,13 +184,13 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
   }
   const RopeTable rope = MakeRopeTable(InverseFrequencies(c.rope), longest);
 
-  // Whether any sequence edits a weight of `layer`'s `a` or `b`: the fused paths then give way
-  // to plain outputs that the edits can correct.
-  auto weights_edited = [&](int layer, LinearKind a, LinearKind b) {
+  // Whether any sequence edits a weight of `layer`'s `one` or `other`: the fused paths then
+  // give way to plain outputs that the edits can correct.
+  auto weights_edited = [&](int layer, LinearKind one, LinearKind other) {
     for (const SequenceInput& in : batch) {
       if (in.edits == nullptr) continue;
       for (const WeightEdit& e : in.edits->weights) {
-        if (e.layer == layer && (e.kind == a || e.kind == b)) return true;
+        if (e.layer == layer && (e.kind == one || e.kind == other)) return true;
       }
     }
     return false;
