@@ -56,9 +56,7 @@ struct HugePageAllocator {
   HugePageAllocator(const HugePageAllocator<U>&) {}  // NOLINT: rebinding is implicit
   T* allocate(std::size_t n) {
     const std::size_t bytes = n * sizeof(T);
-    if (!Mapped(bytes)) {
-      return static_cast<T*>(::operator new (bytes, std::align_val_t{kCacheLine}));
-    }
+    if (!Mapped(bytes)) return CacheLineAllocator<T>().allocate(n);
     const std::size_t size = Rounded(bytes);
     // Mapped one page over, so that an aligned start lies inside; the slack is unmapped.
     void* raw = mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE,
@@ -76,7 +74,7 @@ struct HugePageAllocator {
   void deallocate(T* p, std::size_t n) {
     const std::size_t bytes = n * sizeof(T);
     if (!Mapped(bytes)) {
-      ::operator delete (p, std::align_val_t{kCacheLine});
+      CacheLineAllocator<T>().deallocate(p, n);
     } else {
       munmap(p, Rounded(bytes));
     }

@@ -205,7 +205,7 @@ void AmxGemmLogSumExp(const AmxWeights& w, const uint16_t* planes, int parts, in
           __m512 sum = _mm512_load_ps(acc + 16 * i);
           const __m512 both = _mm512_max_ps(a, b);
           if (_mm512_cmp_ps_mask(both, _mm512_set1_ps(shift[i] + kSlack), _CMP_GT_OQ) != 0) {
-            const float moved = _mm512_reduce_max_ps(both);
+            const float moved = MaxOf16(both);
             sum = _mm512_mul_ps(sum, _mm512_set1_ps(std::exp(shift[i] - moved)));
             shift[i] = moved;
           }

@@ -1,4 +1,5 @@
-// What the AMX kernels share: the tile configuration and a 16x16 transpose in registers.
+// What the AMX kernels share: the tile configuration, the 2x2 block of products (zeroing, one
+// step, storing), bf16 rounding and a 16x16 transpose in registers.
 // Included only by files built with AMX and AVX-512 enabled (see engine/CMakeLists.txt).
 #pragma once
 

@@ -206,9 +206,9 @@ internal::AmxWeights AmxWeightsOf(const Matrix& w) {
   return weights;
 }
 
-void LinearAmx(const Matrix& w, const LinearInput& x, float* y, int64_t ldy) {
+void LinearAmx(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, bool add_to_y) {
   ++amx_linear_calls;
-  internal::AmxGemm(AmxWeightsOf(w), x.AmxPlanes(), x.AmxParts(), x.rows, w.cols, y, ldy);
+  internal::AmxGemm(AmxWeightsOf(w), x.AmxPlanes(), x.AmxParts(), x.rows, w.cols, y, ldy, add_to_y);
 }
 
 }  // namespace
@@ -220,7 +220,7 @@ void Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, Linear
   PrepareInput(x, amx);
   LinearTimer timer(2 * m * k * w.rows);
   if (amx) {
-    LinearAmx(w, x, y, ldy);
+    LinearAmx(w, x, y, ldy, /*add_to_y=*/false);
     return;
   }
   if (x.precision == Precision::kF32) {
@@ -261,9 +261,7 @@ bool LinearAddTo(const Matrix& w, const LinearInput& x, float* y, int64_t ldy) {
   if (x.rows == 0) return true;
   PrepareInput(x, /*amx=*/true);
   LinearTimer timer(2 * x.rows * w.cols * w.rows);
-  ++amx_linear_calls;
-  internal::AmxGemm(AmxWeightsOf(w), x.AmxPlanes(), x.AmxParts(), x.rows, w.cols, y, ldy,
-                    /*add_to_y=*/true);
+  LinearAmx(w, x, y, ldy, /*add_to_y=*/true);
   return true;
 }
 
