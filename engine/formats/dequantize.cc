@@ -160,6 +160,70 @@ void DequantQ6_K(const uint8_t* b, int64_t blocks, float* y) {
   }
 }
 
+// Codes: integers up to 128 in magnitude, whose bf16 is exact.
+inline uint16_t CodeOf(int q) { return FloatToBFloat16(static_cast<float>(q)); }
+
+// The 32-element block formats: `bias` is subtracted from the stored q (Q4_0, Q5_0), the
+// offset is the block's m where it has one (Q4_1, Q5_1).
+template <int kBlockBytes, int kBits, int kBias, bool kOffset>
+void CodesQ45(const uint8_t* b, int64_t blocks, uint16_t* codes, float* scale, float* offset,
+              int64_t stride) {
+  for (int64_t i = 0; i < blocks; ++i, b += kBlockBytes, codes += 32) {
+    scale[i * stride] = HalfToFloat(Load16(b));
+    offset[i * stride] = kOffset ? HalfToFloat(Load16(b + 2)) : 0.f;
+    const uint8_t* p = b + (kOffset ? 4 : 2);
+    uint32_t qh = 0;
+    if (kBits == 5) {
+      std::memcpy(&qh, p, 4);
+      p += 4;
+    }
+    for (int j = 0; j < 16; ++j) {
+      const int high0 = kBits == 5 ? ((qh >> j) << 4) & 0x10 : 0;
+      const int high1 = kBits == 5 ? (qh >> (j + 12)) & 0x10 : 0;
+      codes[j] = CodeOf(((p[j] & 0x0F) | high0) - kBias);
+      codes[j + 16] = CodeOf(((p[j] >> 4) | high1) - kBias);
+    }
+  }
+}
+
+void CodesQ8_0(const uint8_t* b, int64_t blocks, uint16_t* codes, float* scale, float* offset,
+               int64_t stride) {
+  for (int64_t i = 0; i < blocks; ++i, b += 34, codes += 32) {
+    scale[i * stride] = HalfToFloat(Load16(b));
+    offset[i * stride] = 0.f;
+    for (int j = 0; j < 32; ++j) codes[j] = CodeOf(static_cast<int8_t>(b[2 + j]));
+  }
+}
+
+// Q4_K and Q5_K: 256-element super-blocks of eight 32-element groups, each d * sc (exact: 11 x 6
+// bits) times q minus dmin * m (exact too), as DequantQ4_K/DequantQ5_K compute them.
+template <bool kFiveBits>
+void CodesK(const uint8_t* b, int64_t blocks, uint16_t* codes, float* scale, float* offset,
+            int64_t stride) {
+  for (int64_t i = 0; i < blocks; ++i, b += kFiveBits ? 176 : 144) {
+    const float d = HalfToFloat(Load16(b));
+    const float dmin = HalfToFloat(Load16(b + 2));
+    const uint8_t* scales = b + 4;
+    const uint8_t* qh = b + 16;
+    const uint8_t* q = b + (kFiveBits ? 48 : 16);
+    for (int group = 0; group < 8; group += 2, q += 32) {
+      for (int half = 0; half < 2; ++half, codes += 32) {
+        uint8_t sc, m;
+        ScaleMinK4(group + half, scales, &sc, &m);
+        const int64_t g = i * 8 + group + half;
+        scale[g * stride] = d * sc;
+        offset[g * stride] = -(dmin * m);
+        const int shift = half * 4;
+        const uint8_t high_bit = static_cast<uint8_t>(1u << (group + half));
+        for (int l = 0; l < 32; ++l) {
+          const int high = kFiveBits && (qh[l] & high_bit) != 0 ? 16 : 0;
+          codes[l] = CodeOf(((q[l] >> shift) & 0xF) + high);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 float HalfToFloat(uint16_t h) {
@@ -229,6 +293,28 @@ void DequantizeRowScalar(DType type, const uint8_t* src, int64_t n, float* dst) 
   }
 }
 
+void DecodeRowToBlockCodesScalar(DType type, const uint8_t* src, int64_t n, uint16_t* codes,
+                                 float* scale, float* offset, int64_t stride) {
+  switch (type) {
+    case DType::kQ4_0:
+      return CodesQ45<18, 4, 8, false>(src, n / 32, codes, scale, offset, stride);
+    case DType::kQ4_1:
+      return CodesQ45<20, 4, 0, true>(src, n / 32, codes, scale, offset, stride);
+    case DType::kQ5_0:
+      return CodesQ45<22, 5, 16, false>(src, n / 32, codes, scale, offset, stride);
+    case DType::kQ5_1:
+      return CodesQ45<24, 5, 0, true>(src, n / 32, codes, scale, offset, stride);
+    case DType::kQ8_0:
+      return CodesQ8_0(src, n / 32, codes, scale, offset, stride);
+    case DType::kQ4_K:
+      return CodesK<false>(src, n / 256, codes, scale, offset, stride);
+    case DType::kQ5_K:
+      return CodesK<true>(src, n / 256, codes, scale, offset, stride);
+    default:
+      return;  // no codes form: HasBlockCodes said so
+  }
+}
+
 }  // namespace internal
 
 #ifdef SUPERWEIGHT_DEQUANTIZE_AVX2
@@ -269,6 +355,8 @@ namespace internal {
 // In dequantize_avx512bf16.cc, built for AVX512-BF16; called only where the CPU has it.
 bool DequantizeToBFloat16Avx512(DType type, const uint8_t* src, int64_t n, uint16_t* dst);
 void FloatsToBFloat16Avx512(const float* x, int64_t n, uint16_t* dst);
+bool DecodeToBlockCodesAvx512(DType type, const uint8_t* src, int64_t n, uint16_t* codes,
+                              float* scale, float* offset, int64_t stride);
 }  // namespace internal
 
 namespace {
@@ -324,6 +412,37 @@ void DequantizeRowToBFloat16(DType type, const uint8_t* src, int64_t n, uint16_t
     DequantizeRow(type, src + i / t.block_elements * t.block_bytes, count, buffer);
     FloatsToBFloat16(buffer, count, dst + i);
   }
+}
+
+bool HasBlockCodes(DType type) {
+  switch (type) {
+    case DType::kQ4_0:
+    case DType::kQ4_1:
+    case DType::kQ5_0:
+    case DType::kQ5_1:
+    case DType::kQ8_0:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool BlockCodesHaveOffsets(DType type) {
+  return type == DType::kQ4_1 || type == DType::kQ5_1 || type == DType::kQ4_K ||
+         type == DType::kQ5_K;
+}
+
+void DecodeRowToBlockCodes(DType type, const uint8_t* src, int64_t n, uint16_t* codes, float* scale,
+                           float* offset, int64_t stride) {
+#ifdef SUPERWEIGHT_DEQUANTIZE_AVX2
+  if (HasAvx512Bf16() &&
+      internal::DecodeToBlockCodesAvx512(type, src, n, codes, scale, offset, stride)) {
+    return;
+  }
+#endif
+  internal::DecodeRowToBlockCodesScalar(type, src, n, codes, scale, offset, stride);
 }
 
 }  // namespace superweight

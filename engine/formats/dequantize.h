@@ -31,12 +31,28 @@ void DequantizeRow(DType type, const uint8_t* src, int64_t n, float* dst);
 // The same, rounded to bf16 (FloatToBFloat16 of each value), without a whole-row f32 copy.
 void DequantizeRowToBFloat16(DType type, const uint8_t* src, int64_t n, uint16_t* dst);
 
+// Block-quantized rows as exact integer codes: per group of 32 elements, a scale and an offset
+// such that each element is scale * code + offset, the codes small integers (|code| <= 128, so
+// exact in bf16) and scale and offset exact in f32. That is the value llama.cpp's
+// dequantization computes before its one rounding to f32, so products of f32 activations with
+// the codes, scaled per group, keep f32 accuracy. Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q5_K
+// have this form (Q6_K's scales change every 16 elements).
+bool HasBlockCodes(DType type);
+// Whether a type's offsets can be nonzero (Q4_1, Q5_1, Q4_K, Q5_K).
+bool BlockCodesHaveOffsets(DType type);
+// Writes n codes (bf16) into codes and, for each group g of 32, scale[g * stride] and
+// offset[g * stride]. type must have HasBlockCodes.
+void DecodeRowToBlockCodes(DType type, const uint8_t* src, int64_t n, uint16_t* codes, float* scale,
+                           float* offset, int64_t stride);
+
 // dst[i] = FloatToBFloat16(x[i]).
 void FloatsToBFloat16(const float* x, int64_t n, uint16_t* dst);
 
 namespace internal {
 // The portable scalar loops; the reference the vector kernels are tested against.
 void DequantizeRowScalar(DType type, const uint8_t* src, int64_t n, float* dst);
+void DecodeRowToBlockCodesScalar(DType type, const uint8_t* src, int64_t n, uint16_t* codes,
+                                 float* scale, float* offset, int64_t stride);
 // Tests turn the AVX512-BF16 path off to check the AVX2 one on a CPU that has both.
 void AllowAvx512Bf16(bool allowed);
 }  // namespace internal

@@ -61,6 +61,36 @@ void Q8_0Block16(const uint8_t* b, int64_t blocks, uint16_t* y) {
   }
 }
 
+// Codes (HasBlockCodes): the nibbles of a Q4 block widened to 32 words and looked up in a table
+// of their bf16 values (q - bias), one permute for the block.
+template <int kBlockBytes, bool kOffset>
+void Q4Codes16(const uint8_t* b, int64_t blocks, uint16_t* codes, float* scale, float* offset,
+               int64_t stride) {
+  alignas(64) uint16_t table[32];
+  for (int q = 0; q < 32; ++q) table[q] = FloatToBFloat16(static_cast<float>(kOffset ? q : q - 8));
+  const __m512i bf16_of = _mm512_load_si512(table);
+  const __m128i low4 = _mm_set1_epi8(0x0F);
+  for (int64_t i = 0; i < blocks; ++i, b += kBlockBytes, codes += 32) {
+    scale[i * stride] = HalfAt(b);
+    offset[i * stride] = kOffset ? HalfAt(b + 2) : 0.f;
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + (kOffset ? 4 : 2)));
+    const __m128i lo = _mm_and_si128(q, low4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), low4);
+    const __m512i words = _mm512_cvtepu8_epi16(_mm256_set_m128i(hi, lo));
+    _mm512_storeu_si512(codes, _mm512_permutexvar_epi16(words, bf16_of));
+  }
+}
+
+void Q8_0Codes16(const uint8_t* b, int64_t blocks, uint16_t* codes, float* scale, float* offset,
+                 int64_t stride) {
+  for (int64_t i = 0; i < blocks; ++i, b += 34, codes += 32) {
+    scale[i * stride] = HalfAt(b);
+    offset[i * stride] = 0.f;
+    const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
+    const __m128i q1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 18));
+    StoreBlock(I8ToFloat16(q0), I8ToFloat16(q1), codes);
+  }
+}
+
 }  // namespace
 
 namespace internal {
@@ -78,6 +108,23 @@ bool DequantizeToBFloat16Avx512(DType type, const uint8_t* src, int64_t n, uint1
       return true;
     default:
       return DequantizeAvx2<SinkBF16Avx512>(type, src, n, dst);
+  }
+}
+
+bool DecodeToBlockCodesAvx512(DType type, const uint8_t* src, int64_t n, uint16_t* codes,
+                              float* scale, float* offset, int64_t stride) {
+  switch (type) {
+    case DType::kQ4_0:
+      Q4Codes16<18, false>(src, n / 32, codes, scale, offset, stride);
+      return true;
+    case DType::kQ4_1:
+      Q4Codes16<20, true>(src, n / 32, codes, scale, offset, stride);
+      return true;
+    case DType::kQ8_0:
+      Q8_0Codes16(src, n / 32, codes, scale, offset, stride);
+      return true;
+    default:
+      return false;
   }
 }
 

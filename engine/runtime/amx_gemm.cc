@@ -42,7 +42,39 @@ void AmxPackActivations(const float* x, int64_t m, int64_t k, int parts,
   }
 }
 
+void AmxBlockSums(const float* x, int64_t m, int64_t k, CacheAlignedVector<float>* sums) {
+  const int64_t padded_m = AmxPaddedTokens(m), steps = k / 32;
+  sums->assign(padded_m * steps, 0.f);
+  float* out = sums->data();
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < m; ++t) {
+    for (int64_t s = 0; s < steps; ++s) {
+      const float* v = x + t * k + s * 32;
+      out[(t / 32 * steps + s) * 32 + t % 32] =
+          _mm512_reduce_add_ps(_mm512_add_ps(_mm512_loadu_ps(v), _mm512_loadu_ps(v + 16)));
+    }
+  }
+}
+
 namespace {
+
+// acc (four 16x16 tiles of a 32x32 block, as StoreProducts lays them out) gets one step's
+// products scaled per weight row, plus the offset times the tokens' sums over the step's
+// columns: sum over the step of x (scale code + offset). `first` sets acc instead.
+inline void AddScaledStep(const float* products, const float* scale, const float* offset,
+                          const float* token_sums, bool first, float* acc) {
+  for (int tile = 0; tile < 4; ++tile) {
+    const int i = tile / 2, c = tile % 2;
+    const __m512 d = _mm512_load_ps(scale + 16 * c);
+    const __m512 o = offset != nullptr ? _mm512_load_ps(offset + 16 * c) : _mm512_setzero_ps();
+    for (int r = 0; r < 16; ++r) {
+      const int at = 256 * tile + 16 * r;
+      __m512 sum = _mm512_mul_ps(d, _mm512_load_ps(products + at));
+      if (offset != nullptr) sum = _mm512_fmadd_ps(o, _mm512_set1_ps(token_sums[16 * i + r]), sum);
+      _mm512_store_ps(acc + at, first ? sum : _mm512_add_ps(_mm512_load_ps(acc + at), sum));
+    }
+  }
+}
 
 // The tile loop the entry points share, over `count` (1 or 2) matrices of the same shape: every
 // 32x32 block of products (32 tokens from t0, 32 weight rows from o0; `tokens` and `rows` of
@@ -50,9 +82,9 @@ namespace {
 // matrix in L1: for matrix j, tile 2i + c at sums + 1024 j + 256 (2i + c) holds tokens
 // [16i, 16i + 16) x rows [16c, 16c + 16), rows 64 bytes apart.
 template <typename Finish>
-void ForEachProductBlock(const AmxWeights* ws, int count, const uint16_t* planes, int parts,
-                         int64_t m, int64_t k, Finish&& finish) {
-  const int64_t padded_m = AmxPaddedTokens(m), pairs = k / 2;
+void ForEachProductBlock(const AmxWeights* ws, int count, const AmxInput& x, Finish&& finish) {
+  const int parts = x.parts;
+  const int64_t m = x.m, k = x.k, padded_m = AmxPaddedTokens(m), pairs = k / 2;
   const int64_t token_blocks = padded_m / 32, steps = k / 32, row_blocks = (ws[0].rows + 31) / 32;
   // Tiles 0-3: the 2x2 block of f32 products (32 tokens x 32 weight rows); 4-5: two 16-token
   // slabs of activations; 6-7: two 16-row slabs of weights.
@@ -62,9 +94,12 @@ void ForEachProductBlock(const AmxWeights* ws, int count, const uint16_t* planes
     _tile_loadconfig(&config);
     const int thread = omp_get_thread_num();
     alignas(64) float sums[2 * 4 * 16 * 16];
+    alignas(64) float step_products[2 * 4 * 16 * 16];     // decoded weights: two steps in flight
     thread_local CacheAlignedVector<uint16_t> converted;  // one block of 32 rows, as stored
     thread_local CacheAlignedVector<uint32_t> vnni;       // the same as bf16 pairs, in tiles
+    thread_local CacheAlignedVector<float> block_scales;  // per matrix: scale, then offset
     vnni.resize(count * pairs * 32);
+    block_scales.resize(count * 2 * steps * 32);
 #pragma omp for schedule(dynamic)
     for (int64_t block = 0; block < row_blocks; ++block) {
       const int64_t o0 = block * 32, rows = std::min<int64_t>(32, ws[0].rows - o0);
@@ -72,7 +107,17 @@ void ForEachProductBlock(const AmxWeights* ws, int count, const uint16_t* planes
         const AmxWeights& w = ws[j];
         const char* src;
         int64_t src_stride;
-        if (w.in_place != nullptr && rows == 32) {
+        if (w.decode) {
+          converted.resize(32 * k);
+          float* const scale = block_scales.data() + j * 2 * steps * 32;
+          if (rows < 32) {  // the missing rows' codes and scales are zero: no products
+            std::fill(converted.begin(), converted.end(), uint16_t{0});
+            std::fill(scale, scale + 2 * steps * 32, 0.f);
+          }
+          w.decode(o0, rows, converted.data(), scale, scale + steps * 32);
+          src_stride = k * 2;
+          src = reinterpret_cast<const char*>(converted.data());
+        } else if (w.in_place != nullptr && rows == 32) {
           src_stride = w.row_bytes;
           src = reinterpret_cast<const char*>(w.in_place) + o0 * src_stride;
         } else {
@@ -101,18 +146,46 @@ void ForEachProductBlock(const AmxWeights* ws, int count, const uint16_t* planes
       }
       for (int64_t tb = 0; tb < token_blocks; ++tb) {
         for (int j = 0; j < count; ++j) {
-          ZeroProducts();
           const uint32_t* const matrix_tiles = vnni.data() + j * pairs * 32;
+          const uint16_t* const token_planes = x.planes + tb * steps * parts * 1024;
+          if (!ws[j].decode) {
+            ZeroProducts();
+            for (int64_t s = 0; s < steps; ++s) {
+              const uint32_t* b = matrix_tiles + s * 512;
+              const uint16_t* a = token_planes + s * parts * 1024;
+              for (int p = 0; p < parts; ++p, a += 1024) {
+                MultiplyStep(a, a + 512, 64, b, b + 256, 64, p == 0);
+              }
+            }
+            // The tiles go to `sums` in L1, where the finisher reads them: tile stores straight
+            // into y missed the cache row by row while the next block's products waited on
+            // them.
+            StoreProducts(sums + 1024 * j);
+            continue;
+          }
+          // Decoded weights: each step (one quant block along k) has its own scale per weight
+          // row, so its products leave the tiles every step. Step s - 1's are scaled while the
+          // tiles work on step s.
+          const float* const scale = block_scales.data() + j * 2 * steps * 32;
+          const float* const offset = ws[j].offsets ? scale + steps * 32 : nullptr;
+          const float* const token_sums = ws[j].offsets ? x.block_sums + tb * steps * 32 : nullptr;
+          const auto scale_step = [&](int64_t s) {
+            AddScaledStep(step_products + 1024 * (s % 2), scale + s * 32,
+                          offset != nullptr ? offset + s * 32 : nullptr,
+                          token_sums != nullptr ? token_sums + s * 32 : nullptr, s == 0,
+                          sums + 1024 * j);
+          };
           for (int64_t s = 0; s < steps; ++s) {
+            ZeroProducts();
             const uint32_t* b = matrix_tiles + s * 512;
-            const uint16_t* a = planes + (tb * steps + s) * parts * 1024;
+            const uint16_t* a = token_planes + s * parts * 1024;
             for (int p = 0; p < parts; ++p, a += 1024) {
               MultiplyStep(a, a + 512, 64, b, b + 256, 64, p == 0);
             }
+            if (s > 0) scale_step(s - 1);
+            StoreProducts(step_products + 1024 * (s % 2));
           }
-          // The tiles go to `sums` in L1, where the finisher reads them: tile stores straight
-          // into y missed the cache row by row while the next block's products waited on them.
-          StoreProducts(sums + 1024 * j);
+          scale_step(steps - 1);
         }
         const int64_t t0 = tb * 32;
         finish(sums, t0, std::min<int64_t>(32, m - t0), o0, rows, thread);
@@ -132,10 +205,9 @@ inline __mmask16 HighColumns(int64_t rows) {
 
 }  // namespace
 
-void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, int64_t k, float* y,
-             int64_t ldy, bool add_to_y) {
+void AmxGemm(const AmxWeights& w, const AmxInput& x, float* y, int64_t ldy, bool add_to_y) {
   ForEachProductBlock(
-      &w, 1, planes, parts, m, k,
+      &w, 1, x,
       [&](const float* sums, int64_t t0, int64_t tokens, int64_t o0, int64_t rows, int /*thread*/) {
         const __mmask16 lo = LowColumns(rows), hi = HighColumns(rows);
         float* y0 = y + t0 * ldy + o0;
@@ -153,11 +225,11 @@ void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, 
       });
 }
 
-void AmxGemmSwiGlu(const AmxWeights& gate, const AmxWeights& up, const uint16_t* planes, int parts,
-                   int64_t m, int64_t k, float* y, int64_t ldy) {
+void AmxGemmSwiGlu(const AmxWeights& gate, const AmxWeights& up, const AmxInput& x, float* y,
+                   int64_t ldy) {
   const AmxWeights both[2] = {gate, up};
   ForEachProductBlock(
-      both, 2, planes, parts, m, k,
+      both, 2, x,
       [&](const float* sums, int64_t t0, int64_t tokens, int64_t o0, int64_t rows, int /*thread*/) {
         for (int64_t i = 0; i < tokens; ++i) {
           const float* g = sums + (i / 16) * 512 + (i % 16) * 16;
@@ -175,8 +247,9 @@ void AmxGemmSwiGlu(const AmxWeights& gate, const AmxWeights& up, const uint16_t*
       });
 }
 
-void AmxGemmLogSumExp(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, int64_t k,
-                      const int32_t* targets, float* row_shift, double* row_sum, float* target) {
+void AmxGemmLogSumExp(const AmxWeights& w, const AmxInput& x, const int32_t* targets,
+                      float* row_shift, double* row_sum, float* target) {
+  const int64_t m = x.m;
   // Each thread keeps, per token, a shift and 16 lanes of sums of exp(product - shift) over the
   // columns of its blocks, merged at the end: no two threads write the same accumulator, and
   // no block needs a horizontal sum. The shift moves (and the lanes are rescaled) only when a
@@ -193,7 +266,7 @@ void AmxGemmLogSumExp(const AmxWeights& w, const uint16_t* planes, int parts, in
   float* const thread_lanes = lanes.data();
   const __m512 minus_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   ForEachProductBlock(
-      &w, 1, planes, parts, m, k,
+      &w, 1, x,
       [&](const float* sums, int64_t t0, int64_t tokens, int64_t o0, int64_t rows, int thread) {
         const __mmask16 lo = LowColumns(rows), hi = HighColumns(rows);
         float* const shift = thread_shift + thread * m + t0;

@@ -31,36 +31,56 @@ int64_t AmxPaddedTokens(int64_t m);
 void AmxPackActivations(const float* x, int64_t m, int64_t k, int parts,
                         CacheAlignedVector<uint16_t>* planes);
 
-// The weights of one AmxGemm: `rows` rows of k values, read in place as bf16 where `in_place`
-// is set (row_bytes apart), otherwise (and for a last block of fewer than 32 rows) written as
-// bf16 by `convert(first_row, count, dst)` into a per-thread block, k values per row, just
-// before the tiles use it: dequantization happens in the cache of the core that reads it.
+// The sums of x over each 32 columns, in the planes' token order: [padded tokens / 32][k / 32]
+// [32 tokens], zero past m. Weights with offsets (AmxWeights::decode) add offset * sum.
+void AmxBlockSums(const float* x, int64_t m, int64_t k, CacheAlignedVector<float>* sums);
+
+// The activations of one call, as the kernels read them.
+struct AmxInput {
+  const uint16_t* planes = nullptr;  // AmxPackActivations
+  int parts = 1;
+  int64_t m = 0, k = 0;               // tokens, columns (a multiple of 32)
+  const float* block_sums = nullptr;  // AmxBlockSums; needed only by weights with offsets
+};
+
+// The weights of one AmxGemm: `rows` rows of k values, in one of three forms.
+// - bf16 read in place where `in_place` is set (row_bytes apart);
+// - otherwise (and for a last block of fewer than 32 rows) written as bf16 by
+//   `convert(first_row, count, dst)` into a per-thread block, k values per row, just before the
+//   tiles use it: dequantization happens in the cache of the core that reads it;
+// - or, where `decode` is set (block-quantized weights in f32 precision), as exact integer codes
+//   (bf16) with, per 32 columns, a scale and an offset: decode(first_row, count, codes, scale,
+//   offset) writes count rows of k codes and scale[step * 32 + row], offset likewise, the
+//   weight being scale * code + offset (DecodeRowToBlockCodes). Each 32-column step's tile
+//   products are then scaled into f32 sums: one quant block per step, no weight rounded to
+//   bf16. `offsets` says whether any offset can be nonzero (the input's block sums are read).
 struct AmxWeights {
   int64_t rows = 0;
   const uint16_t* in_place = nullptr;
   int64_t row_bytes = 0;
   std::function<void(int64_t, int64_t, uint16_t*)> convert;
+  std::function<void(int64_t, int64_t, uint16_t*, float*, float*)> decode;
+  bool offsets = false;
 };
 
-// y[t, o] (row stride ldy) = sum over parts and k of w[o, k] x_part[t, k], for t < m and
-// o < w.rows; k a multiple of 32, planes as AmxPackActivations made them. With add_to_y the
-// sum is added to what y holds (y + sum, as a separate addition would round it).
-void AmxGemm(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, int64_t k, float* y,
-             int64_t ldy, bool add_to_y = false);
+// y[t, o] (row stride ldy) = sum over parts and k of w[o, k] x_part[t, k], for t < x.m and
+// o < w.rows. With add_to_y the sum is added to what y holds (y + sum, as a separate addition
+// would round it).
+void AmxGemm(const AmxWeights& w, const AmxInput& x, float* y, int64_t ldy, bool add_to_y = false);
 
 // silu(x gate^T) * (x up^T), the SwiGLU of a gated MLP, into y (row stride ldy), from the
 // products of both matrices for the same block of outputs in L1: the gate's and up's outputs
 // never reach memory, only their SwiGLU does. gate and up have the same shape.
-void AmxGemmSwiGlu(const AmxWeights& gate, const AmxWeights& up, const uint16_t* planes, int parts,
-                   int64_t m, int64_t k, float* y, int64_t ldy);
+void AmxGemmSwiGlu(const AmxWeights& gate, const AmxWeights& up, const AmxInput& x, float* y,
+                   int64_t ldy);
 
-// The same products, never stored: for each token t < m, a shift at or below their maximum
+// The same products, never stored: for each token t < x.m, a shift at or below their maximum
 // over the w.rows outputs (row_shift[t], within 16 of it), the sum of exp(product - shift)
 // (row_sum[t]), and the product at output targets[t] (target[t], left as it is where
 // targets[t] is outside [0, w.rows)). For an lm_head that is the log-softmax at the target,
 // log p = target - row_shift - log(row_sum), without the [m, vocabulary] logits ever reaching
 // memory.
-void AmxGemmLogSumExp(const AmxWeights& w, const uint16_t* planes, int parts, int64_t m, int64_t k,
-                      const int32_t* targets, float* row_shift, double* row_sum, float* target);
+void AmxGemmLogSumExp(const AmxWeights& w, const AmxInput& x, const int32_t* targets,
+                      float* row_shift, double* row_sum, float* target);
 
 }  // namespace superweight::internal

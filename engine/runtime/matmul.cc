@@ -121,10 +121,19 @@ class LinearTimer : public ScopeTimer {
   explicit LinearTimer(int64_t flops) : ScopeTimer(&linear_nanos, flops) {}
 };
 
-// The activations a matmul reads, converted (bf16 rounding, tile order) on the input's clock.
-void PrepareInput(const LinearInput& x, bool amx) {
+// Block-quantized weights in f32 precision go to the AMX kernel as exact codes and scales
+// (amx_gemm.h): three bf16 parts of x times integer codes are exact products, so f32 accuracy
+// holds without an f32 copy of the weights or oneDNN's f32 matmul.
+bool DecodedForAmx(const Matrix& w, Precision precision) {
+  return precision == Precision::kF32 && HasBlockCodes(w.dtype);
+}
+
+// The activations a matmul reads, converted (bf16 rounding, tile order, block sums) on the
+// input's clock.
+void PrepareInput(const LinearInput& x, bool amx, const Matrix& w) {
   if (amx) {
     x.AmxPlanes();
+    if (DecodedForAmx(w, x.precision) && BlockCodesHaveOffsets(w.dtype)) x.AmxBlockSums();
   } else if (x.precision == Precision::kBF16) {
     x.Bf16();
   }
@@ -177,6 +186,15 @@ const uint16_t* LinearInput::AmxPlanes() const {
   return storage_->amx.data();
 }
 
+const float* LinearInput::AmxBlockSums() const {
+  if (!sums_ready_) {
+    const ScopeTimer timer(&linear_input_nanos);
+    internal::AmxBlockSums(f32, rows, cols, &storage_->amx_block_sums);
+    sums_ready_ = true;
+  }
+  return storage_->amx_block_sums.data();
+}
+
 void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy, Precision precision,
             LinearScratch* scratch) {
   Linear(w, LinearInput(x, m, w.cols, precision, &scratch->input), y, ldy, scratch);
@@ -184,16 +202,40 @@ void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy, P
 
 namespace {
 
-// AMX serves bf16 precision, and f32 precision on weights stored as bf16, where the exact
-// three-part split of the input keeps f32's accuracy (every product is exact).
+// AMX serves bf16 precision, and f32 precision on weights stored as bf16 or as block codes,
+// where the exact three-part split of the input keeps f32's accuracy (every product is exact).
 bool UseAmx(const Matrix& w, const LinearInput& x) {
-  return (x.precision == Precision::kBF16 || w.dtype == DType::kBF16) && w.cols % 32 == 0 &&
-         internal::AmxEnabled();
+  return (x.precision == Precision::kBF16 || w.dtype == DType::kBF16 ||
+          DecodedForAmx(w, x.precision)) &&
+         w.cols % 32 == 0 && internal::AmxEnabled();
 }
 
-internal::AmxWeights AmxWeightsOf(const Matrix& w) {
+internal::AmxInput AmxInputOf(const Matrix& w, const LinearInput& x) {
+  internal::AmxInput input;
+  input.planes = x.AmxPlanes();
+  input.parts = x.AmxParts();
+  input.m = x.rows;
+  input.k = w.cols;
+  if (DecodedForAmx(w, x.precision) && BlockCodesHaveOffsets(w.dtype)) {
+    input.block_sums = x.AmxBlockSums();
+  }
+  return input;
+}
+
+internal::AmxWeights AmxWeightsOf(const Matrix& w, Precision precision) {
   internal::AmxWeights weights;
   weights.rows = w.rows;
+  if (DecodedForAmx(w, precision)) {
+    weights.offsets = BlockCodesHaveOffsets(w.dtype);
+    weights.decode = [&w](int64_t first, int64_t count, uint16_t* codes, float* scale,
+                          float* offset) {
+      for (int64_t r = 0; r < count; ++r) {
+        DecodeRowToBlockCodes(w.dtype, w.Row(first + r), w.cols, codes + r * w.cols, scale + r,
+                              offset + r, 32);
+      }
+    };
+    return weights;
+  }
   if (w.dtype == DType::kBF16) {
     weights.in_place = reinterpret_cast<const uint16_t*>(w.data);
     weights.row_bytes = static_cast<int64_t>(w.row_bytes);
@@ -208,7 +250,7 @@ internal::AmxWeights AmxWeightsOf(const Matrix& w) {
 
 void LinearAmx(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, bool add_to_y) {
   ++amx_linear_calls;
-  internal::AmxGemm(AmxWeightsOf(w), x.AmxPlanes(), x.AmxParts(), x.rows, w.cols, y, ldy, add_to_y);
+  internal::AmxGemm(AmxWeightsOf(w, x.precision), AmxInputOf(w, x), y, ldy, add_to_y);
 }
 
 }  // namespace
@@ -217,7 +259,7 @@ void Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, Linear
   const int64_t k = w.cols, m = x.rows;
   if (m == 0) return;
   const bool amx = UseAmx(w, x);
-  PrepareInput(x, amx);
+  PrepareInput(x, amx, w);
   LinearTimer timer(2 * m * k * w.rows);
   if (amx) {
     LinearAmx(w, x, y, ldy, /*add_to_y=*/false);
@@ -259,7 +301,7 @@ void Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, Linear
 bool LinearAddTo(const Matrix& w, const LinearInput& x, float* y, int64_t ldy) {
   if (!UseAmx(w, x)) return false;
   if (x.rows == 0) return true;
-  PrepareInput(x, /*amx=*/true);
+  PrepareInput(x, /*amx=*/true, w);
   LinearTimer timer(2 * x.rows * w.cols * w.rows);
   LinearAmx(w, x, y, ldy, /*add_to_y=*/true);
   return true;
@@ -271,11 +313,14 @@ bool LinearSwiGlu(const Matrix& gate, const Matrix& up, const LinearInput& x, fl
     return false;
   }
   if (x.rows == 0) return true;
-  PrepareInput(x, /*amx=*/true);
+  PrepareInput(x, /*amx=*/true, gate);
+  PrepareInput(x, /*amx=*/true, up);
   LinearTimer timer(2 * 2 * x.rows * gate.cols * gate.rows);
   amx_linear_calls += 2;
-  internal::AmxGemmSwiGlu(AmxWeightsOf(gate), AmxWeightsOf(up), x.AmxPlanes(), x.AmxParts(), x.rows,
-                          gate.cols, y, ldy);
+  internal::AmxInput input = AmxInputOf(gate, x);
+  if (input.block_sums == nullptr) input.block_sums = AmxInputOf(up, x).block_sums;
+  internal::AmxGemmSwiGlu(AmxWeightsOf(gate, x.precision), AmxWeightsOf(up, x.precision), input, y,
+                          ldy);
   return true;
 }
 
@@ -284,8 +329,8 @@ bool LinearLogSumExp(const Matrix& w, const LinearInput& x, const int32_t* targe
   if (!UseAmx(w, x)) return false;
   if (x.rows == 0) return true;
   ++amx_linear_calls;
-  internal::AmxGemmLogSumExp(AmxWeightsOf(w), x.AmxPlanes(), x.AmxParts(), x.rows, w.cols, targets,
-                             row_shift, row_sum, target);
+  internal::AmxGemmLogSumExp(AmxWeightsOf(w, x.precision), AmxInputOf(w, x), targets, row_shift,
+                             row_sum, target);
   return true;
 }
 

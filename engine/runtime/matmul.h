@@ -1,7 +1,8 @@
-// Linear layers on oneDNN: y = x W^T with W in the Hugging Face [out, in] layout, read in place
-// from the memory map when its type is one oneDNN consumes (f32, or bf16 in bf16 mode), and
-// otherwise converted a slice of rows at a time into a bounded scratch buffer, so the whole
-// model is never copied.
+// Linear layers: y = x W^T with W in the Hugging Face [out, in] layout, never copied whole. Where
+// the CPU has AMX (amx_gemm.h), the tiles serve bf16 precision, and f32 precision on bf16
+// weights and on block-quantized ones (as exact integer codes scaled per 32 columns); elsewhere
+// oneDNN reads f32 weights (and bf16 ones in bf16 mode) in place from the memory map and other
+// types converted a slice of rows at a time into a bounded scratch buffer.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +20,7 @@ const char* PrecisionName(Precision p);
 struct LinearInputStorage {
   std::vector<uint16_t> bf16;
   internal::CacheAlignedVector<uint16_t> amx;  // tile rows start cache lines
+  internal::CacheAlignedVector<float> amx_block_sums;
 };
 
 // Per-forward-pass scratch: reused across the linear layers of one pass.
@@ -43,6 +45,8 @@ class LinearInput {
   // precision, three (an exact split) in f32 precision.
   const uint16_t* AmxPlanes() const;
   int AmxParts() const;
+  // x's sums over each 32 columns, for block-quantized weights with offsets (amx_gemm.h).
+  const float* AmxBlockSums() const;
 
   const float* f32;
   int64_t rows, cols;
@@ -50,7 +54,7 @@ class LinearInput {
 
  private:
   LinearInputStorage* storage_;
-  mutable bool bf16_ready_ = false, amx_ready_ = false;
+  mutable bool bf16_ready_ = false, amx_ready_ = false, sums_ready_ = false;
 };
 
 // y[x.rows, ldy] = x * w^T; x.cols == w.cols. Columns [0, w.rows) of each y row are written.

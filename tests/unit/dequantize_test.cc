@@ -150,6 +150,42 @@ TEST_P(DequantizeBothPaths, FastPathsEqualScalarReferenceBitForBit) {
   }
 }
 
+// The block codes (the AMX kernel's form in f32 precision) rebuild every dequantized value:
+// fma(scale, code, offset) equals the scalar loops' result (zeros of either sign alike, NaNs
+// alike), the codes being integers in bf16. Random bytes, so odd scales occur here too.
+TEST_P(DequantizeBothPaths, BlockCodesRebuildEveryValue) {
+  std::mt19937 rng(9);
+  for (DType type : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0,
+                     DType::kQ4_K, DType::kQ5_K}) {
+    ASSERT_TRUE(HasBlockCodes(type));
+    const DTypeTraits& t = Traits(type);
+    for (int64_t blocks : {1, 5}) {
+      const int64_t n = blocks * t.block_elements, groups = n / 32, stride = 3;
+      std::vector<uint8_t> src(*StorageBytes(type, n));
+      for (uint8_t& byte : src) byte = static_cast<uint8_t>(rng());
+      std::vector<float> want(n);
+      internal::DequantizeRowScalar(type, src.data(), n, want.data());
+      std::vector<uint16_t> codes(n);
+      std::vector<float> scale(groups * stride, -1.f), offset(groups * stride, -1.f);
+      DecodeRowToBlockCodes(type, src.data(), n, codes.data(), scale.data(), offset.data(), stride);
+      for (int64_t i = 0; i < n; ++i) {
+        const float code = BFloat16ToFloat(codes[i]);
+        ASSERT_EQ(code, std::nearbyint(code)) << t.name << " element " << i;
+        ASSERT_LE(std::fabs(code), 128.f) << t.name << " element " << i;
+        const float got = std::fma(scale[i / 32 * stride], code, offset[i / 32 * stride]);
+        ASSERT_TRUE(got == want[i] || (std::isnan(got) && std::isnan(want[i])))
+            << t.name << " element " << i << ": " << got << " vs " << want[i];
+      }
+      if (!BlockCodesHaveOffsets(type)) {
+        for (int64_t g = 0; g < groups; ++g) ASSERT_EQ(offset[g * stride], 0.f) << t.name;
+      }
+    }
+  }
+  for (DType type : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ6_K}) {
+    EXPECT_FALSE(HasBlockCodes(type)) << Traits(type).name;
+  }
+}
+
 TEST_P(DequantizeBothPaths, FloatsToBFloat16EqualsScalarOnSpecialValues) {
   std::vector<float> x = {0.f,     -0.f,     1.f,      -1.5f,     1.f + std::ldexp(1.f, -8),
                           3.4e38f, -3.4e38f, INFINITY, -INFINITY, NAN,

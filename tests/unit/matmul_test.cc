@@ -30,18 +30,44 @@ Weights RandomWeights(DType dtype, int64_t rows, int64_t cols, uint32_t seed) {
       const uint16_t b = FloatToBFloat16(normal(gen));
       std::memcpy(&w.bytes[2 * i], &b, 2);
     }
-  } else {  // per 32 values f16 scales (Q4_1: and a minimum), then random quants
+  } else {  // random quants with ordinary f16 scales (~0.008-0.016) and minimums (about -0.01)
+    struct HalfField {
+      int offset;
+      uint16_t base;
+    };
+    HalfField fields[2] = {};
+    int field_count = 0;
+    switch (dtype) {
+      case DType::kQ4_0:
+      case DType::kQ5_0:
+      case DType::kQ8_0:
+        fields[field_count++] = {0, 0x2000};
+        break;
+      case DType::kQ4_1:
+      case DType::kQ5_1:
+        fields[field_count++] = {0, 0x2000};
+        fields[field_count++] = {2, 0xA000};
+        break;
+      case DType::kQ4_K:
+      case DType::kQ5_K:  // d and dmin (subtracted)
+        fields[field_count++] = {0, 0x2000};
+        fields[field_count++] = {2, 0x2000};
+        break;
+      case DType::kQ6_K:
+        fields[field_count++] = {208, 0x2000};
+        break;
+      default:
+        ADD_FAILURE() << "no random weights for " << DTypeName(dtype);
+    }
     const int64_t block_bytes = Traits(dtype).block_bytes;
-    const int scales = dtype == DType::kQ4_1 ? 2 : 1;
-    EXPECT_TRUE(dtype == DType::kQ8_0 || dtype == DType::kQ4_0 || dtype == DType::kQ4_1);
-    w.bytes.resize(rows * cols / 32 * block_bytes);
+    w.bytes.resize(*StorageBytes(dtype, rows * cols));
+    for (uint8_t& byte : w.bytes) byte = static_cast<uint8_t>(gen());
     for (size_t b = 0; b < w.bytes.size(); b += block_bytes) {
-      const uint16_t scale = 0x2000 + static_cast<uint16_t>(gen() % 0x400);    // ~0.008-0.016
-      const uint16_t minimum = 0xA000 + static_cast<uint16_t>(gen() % 0x400);  // about -0.01
-      std::memcpy(&w.bytes[b], &scale, 2);
-      if (scales == 2) std::memcpy(&w.bytes[b + 2], &minimum, 2);
-      for (int64_t j = 2 * scales; j < block_bytes; ++j)
-        w.bytes[b + j] = static_cast<uint8_t>(gen());
+      for (int i = 0; i < field_count; ++i) {
+        const HalfField& f = fields[i];
+        const uint16_t half = f.base + static_cast<uint16_t>(gen() % 0x400);
+        std::memcpy(&w.bytes[b + f.offset], &half, 2);
+      }
     }
   }
   w.matrix = Matrix::Make(dtype, rows, cols, w.bytes.data());
@@ -98,7 +124,16 @@ const Case kCases[] = {
     // f32 precision on bf16 weights: AMX with the input split exactly into three bf16 parts.
     {DType::kBF16, Precision::kF32, 45, 96, 70, 75},
     {DType::kBF16, Precision::kF32, 100, 576, 192, 192},
+    // f32 precision on block-quantized weights: AMX on exact codes, scaled per 32 columns.
     {DType::kQ8_0, Precision::kF32, 33, 64, 31, 31},
+    {DType::kQ4_1, Precision::kF32, 45, 96, 70, 75},
+    {DType::kQ4_1, Precision::kF32, 100, 576, 192, 192},
+    {DType::kQ4_0, Precision::kF32, 37, 128, 64, 64},
+    {DType::kQ5_1, Precision::kF32, 40, 64, 33, 33},
+    {DType::kQ4_K, Precision::kF32, 33, 512, 40, 40},
+    {DType::kQ5_K, Precision::kF32, 20, 256, 33, 35},
+    // Q6_K's scales change every 16 columns: oneDNN on an f32 slice.
+    {DType::kQ6_K, Precision::kF32, 20, 256, 33, 35},
     // Long inputs and long rows, edges included.
     {DType::kBF16, Precision::kF32, 300, 2080, 40, 45},
     {DType::kQ8_0, Precision::kBF16, 100, 2048, 33, 33},
@@ -126,10 +161,12 @@ TEST(Linear, AmxServesBf16AndExactF32) {
   CheckLinear({DType::kBF16, Precision::kF32, 40, 64, 40, 40});
   CheckLinear({DType::kQ4_0, Precision::kBF16, 40, 64, 40, 40});
   CheckLinear({DType::kQ4_1, Precision::kBF16, 40, 64, 40, 40});
-  EXPECT_EQ(internal::AmxLinearCalls() - before, 5);
-  CheckLinear({DType::kQ8_0, Precision::kF32, 40, 64, 40, 40});   // not exact in bf16
+  CheckLinear({DType::kQ8_0, Precision::kF32, 40, 64, 40, 40});  // exact codes and scales
+  CheckLinear({DType::kQ4_1, Precision::kF32, 40, 64, 40, 40});
+  EXPECT_EQ(internal::AmxLinearCalls() - before, 7);
+  CheckLinear({DType::kQ6_K, Precision::kF32, 40, 256, 40, 40});  // no codes form
   CheckLinear({DType::kBF16, Precision::kBF16, 40, 48, 40, 40});  // k off the tile width
-  EXPECT_EQ(internal::AmxLinearCalls() - before, 5);
+  EXPECT_EQ(internal::AmxLinearCalls() - before, 7);
 }
 
 // The fused entry points on the AMX path and off it: for each case, with AMX allowed and not,
@@ -180,7 +217,8 @@ TEST(LinearAddTo, EqualsYPlusLinearOutputs) {
     }
   };
   ForEachFusedCase({{DType::kQ4_1, Precision::kBF16, 45, 96, 70, 75},
-                    {DType::kBF16, Precision::kF32, 33, 64, 40, 40}},
+                    {DType::kBF16, Precision::kF32, 33, 64, 40, 40},
+                    {DType::kQ4_1, Precision::kF32, 45, 96, 70, 75}},
                    1.f, check);
 }
 
@@ -212,6 +250,7 @@ TEST(LinearSwiGlu, EqualsSwiGluOfTheTwoLinearOutputs) {
   };
   ForEachFusedCase({{DType::kQ4_1, Precision::kBF16, 45, 96, 70, 75},
                     {DType::kBF16, Precision::kF32, 33, 64, 40, 40},
+                    {DType::kQ4_1, Precision::kF32, 45, 96, 70, 75},
                     {DType::kBF16, Precision::kBF16, 100, 576, 192, 200}},
                    1.f, check);
 }
@@ -248,13 +287,16 @@ TEST(LinearLogSumExp, EqualsLogSumExpOfLinearOutputs) {
       for (int64_t o = 0; o < c.n; ++o) sum += std::exp(static_cast<double>(row[o]) - mx);
       ASSERT_LE(row_shift[t], mx) << t;
       ASSERT_GE(row_shift[t], mx - 16) << t;
-      ASSERT_NEAR(row_shift[t] + std::log(row_sum[t]), mx + std::log(sum), 1e-5 + 1e-6 * mx) << t;
+      ASSERT_NEAR(row_shift[t] + std::log(row_sum[t]), mx + std::log(sum),
+                  1e-5 + 1e-6 * std::fabs(mx))
+          << t;
       const bool inside = targets[t] >= 0 && targets[t] < c.n;
       ASSERT_EQ(target[t], inside ? row[targets[t]] : kSentinel) << t;
     }
   };
   ForEachFusedCase({{DType::kQ8_0, Precision::kBF16, 45, 96, 70, 70},
-                    {DType::kBF16, Precision::kF32, 33, 64, 40, 40}},
+                    {DType::kBF16, Precision::kF32, 33, 64, 40, 40},
+                    {DType::kQ8_0, Precision::kF32, 45, 96, 70, 70}},
                    1.f, check);
   ForEachFusedCase({{DType::kQ4_1, Precision::kBF16, 100, 576, 1000, 1000}}, 300.f, check);
 }
