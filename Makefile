@@ -53,6 +53,7 @@ demo: build
 
 bench: build
 	@.venv/bin/python bench/score_throughput.py
+	@build/bin/superweight-bench-dequantize
 	@.venv/bin/python bench/service_concurrency.py
 
 # The image and deploy/docker-compose.yml, for real (needs a Docker engine).

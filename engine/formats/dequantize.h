@@ -23,9 +23,9 @@ inline uint16_t FloatToBFloat16(float f) {
   return static_cast<uint16_t>(nan ? ((bits >> 16) | 0x40u) : rounded);
 }
 
-// Converts n elements (a whole number of blocks) starting at src into dst. Q4_0, Q4_1, Q8_0
-// and F16 go through AVX2 kernels where the build targets AVX2 (x86-64-v3), bit-exact with
-// the scalar code.
+// Converts n elements (a whole number of blocks) starting at src into dst. Q4_0, Q4_1, Q8_0,
+// Q6_K, F16 and BF16 go through AVX2 kernels where the build targets AVX2 (x86-64-v3),
+// bit-exact with the scalar code.
 void DequantizeRow(DType type, const uint8_t* src, int64_t n, float* dst);
 
 // The same, rounded to bf16 (FloatToBFloat16 of each value), without a whole-row f32 copy.

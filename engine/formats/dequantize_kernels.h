@@ -94,6 +94,41 @@ void BF16Avx2(const uint8_t* src, int64_t n, typename Sink::Out* y) {
   }
 }
 
+// Q6_K: per 128 elements, 64 bytes of low nibbles and 32 of high bit pairs make four runs of 32
+// six-bit quants; each 16 elements share an int8 scale. d * scale (11 x 8 bits) and its product
+// with q - 32 (6 bits) are exact in f32, as in the scalar loop.
+template <typename Sink>
+void Q6_KAvx2(const uint8_t* b, int64_t blocks, typename Sink::Out* y) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(3);
+  const __m256i bias = _mm256_set1_epi8(32);
+  for (int64_t i = 0; i < blocks; ++i, b += 210) {
+    const uint8_t* ql = b;
+    const uint8_t* qh = b + 128;
+    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
+    const float d = HalfAt(b + 208);
+    for (int half = 0; half < 2; ++half, ql += 64, qh += 32, sc += 8, y += 128) {
+      const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
+      const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh));
+      // Byte lanes shifted as 16-bit words: the masks drop what crosses from the next byte.
+      const __m256i nibbles[4] = {_mm256_and_si256(l0, low4), _mm256_and_si256(l1, low4),
+                                  _mm256_and_si256(_mm256_srli_epi16(l0, 4), low4),
+                                  _mm256_and_si256(_mm256_srli_epi16(l1, 4), low4)};
+      for (int run = 0; run < 4; ++run) {
+        const __m256i pair = _mm256_and_si256(_mm256_srli_epi16(h, 2 * run), low2);
+        const __m256i q =
+            _mm256_sub_epi8(_mm256_or_si256(nibbles[run], _mm256_slli_epi16(pair, 4)), bias);
+        const __m128i halves[2] = {_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1)};
+        for (int g = 0; g < 4; ++g) {  // eight elements at y[32 run + 8 g]
+          const __m128i bytes = g % 2 == 0 ? halves[g / 2] : _mm_srli_si128(halves[g / 2], 8);
+          const __m256 scale = _mm256_set1_ps(d * sc[2 * run + g / 2]);
+          Sink::Store8(_mm256_mul_ps(I8ToFloat(bytes), scale), y + 32 * run + 8 * g);
+        }
+      }
+    }
+  }
+}
+
 // The types with a vector kernel; false leaves the caller to the scalar path.
 template <typename Sink>
 bool DequantizeAvx2(DType type, const uint8_t* src, int64_t n, typename Sink::Out* dst) {
@@ -106,6 +141,9 @@ bool DequantizeAvx2(DType type, const uint8_t* src, int64_t n, typename Sink::Ou
       return true;
     case DType::kQ8_0:
       Q8_0Avx2<Sink>(src, n / 32, dst);
+      return true;
+    case DType::kQ6_K:
+      Q6_KAvx2<Sink>(src, n / 256, dst);
       return true;
     case DType::kF16:
       F16Avx2<Sink>(src, n, dst);
