@@ -25,8 +25,7 @@ template <typename F>
 double Nanos(F&& f) {
   const auto start = std::chrono::steady_clock::now();
   f();
-  return std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start)
-      .count();
+  return std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
 }
 
 }  // namespace
@@ -66,26 +65,25 @@ int main(int argc, char** argv) {
                           superweight::internal::DequantizeRowScalar(type, src.data(), elements,
                                                                      f32.data());
                         }));
-      to_f32 = std::min(
-          to_f32, Nanos([&] { superweight::DequantizeRow(type, src.data(), elements, f32.data()); }));
-      to_bf16 = std::min(to_bf16, Nanos([&] {
-                           superweight::DequantizeRowToBFloat16(type, src.data(), elements,
-                                                                bf16.data());
-                         }));
+      to_f32 = std::min(to_f32, Nanos([&] {
+                          superweight::DequantizeRow(type, src.data(), elements, f32.data());
+                        }));
+      to_bf16 =
+          std::min(to_bf16, Nanos([&] {
+                     superweight::DequantizeRowToBFloat16(type, src.data(), elements, bf16.data());
+                   }));
       if (codes) {
-        to_codes = std::min(to_codes, Nanos([&] {
-                              superweight::DecodeRowToBlockCodes(type, src.data(), elements,
-                                                                 bf16.data(), scales.data(),
-                                                                 offsets.data(), 1);
-                            }));
+        to_codes =
+            std::min(to_codes, Nanos([&] {
+                       superweight::DecodeRowToBlockCodes(type, src.data(), elements, bf16.data(),
+                                                          scales.data(), offsets.data(), 1);
+                     }));
       }
     }
-    nlohmann::json line = {{"type", superweight::Traits(type).name},
-                           {"scalar_ns_per_weight", scalar / elements},
-                           {"f32_ns_per_weight", to_f32 / elements},
-                           {"bf16_ns_per_weight", to_bf16 / elements},
-                           {"f32_speedup", scalar / to_f32},
-                           {"bf16_speedup", scalar / to_bf16}};
+    nlohmann::json line = {
+        {"type", superweight::Traits(type).name}, {"scalar_ns_per_weight", scalar / elements},
+        {"f32_ns_per_weight", to_f32 / elements}, {"bf16_ns_per_weight", to_bf16 / elements},
+        {"f32_speedup", scalar / to_f32},         {"bf16_speedup", scalar / to_bf16}};
     if (codes) line["codes_ns_per_weight"] = to_codes / elements;
     std::printf("%-5s ns/weight: scalar loops %.3f | to f32 %.3f (%.1fx) | to bf16 %.3f (%.1fx)",
                 superweight::Traits(type).name, scalar / elements, to_f32 / elements,
