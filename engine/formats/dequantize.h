@@ -23,8 +23,8 @@ inline uint16_t FloatToBFloat16(float f) {
   return static_cast<uint16_t>(nan ? ((bits >> 16) | 0x40u) : rounded);
 }
 
-// Converts n elements (a whole number of blocks) starting at src into dst. Q4_0, Q4_1, Q8_0,
-// Q6_K, F16 and BF16 go through AVX2 kernels where the build targets AVX2 (x86-64-v3),
+// Converts n elements (a whole number of blocks) starting at src into dst. Q4_0, Q4_1, Q5_0,
+// Q5_1, Q8_0, Q6_K, F16 and BF16 go through AVX2 kernels where the build targets AVX2 (x86-64-v3),
 // bit-exact with the scalar code.
 void DequantizeRow(DType type, const uint8_t* src, int64_t n, float* dst);
 

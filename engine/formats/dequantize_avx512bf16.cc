@@ -80,6 +80,29 @@ void Q4Codes16(const uint8_t* b, int64_t blocks, uint16_t* codes, float* scale, 
   }
 }
 
+// Q5_0/Q5_1 codes the same way: the fifth bits from BitsToByteMask, then the table.
+template <bool kOffset>
+void Q5Codes16(const uint8_t* b, int64_t blocks, uint16_t* codes, float* scale, float* offset,
+               int64_t stride) {
+  constexpr int kBlockBytes = kOffset ? 24 : 22, kHigh = kOffset ? 4 : 2;
+  alignas(64) uint16_t table[32];
+  for (int q = 0; q < 32; ++q) table[q] = FloatToBFloat16(static_cast<float>(kOffset ? q : q - 16));
+  const __m512i bf16_of = _mm512_load_si512(table);
+  const __m128i low4 = _mm_set1_epi8(0x0F);
+  const __m256i fifth_bit = _mm256_set1_epi8(0x10);
+  for (int64_t i = 0; i < blocks; ++i, b += kBlockBytes, codes += 32) {
+    scale[i * stride] = HalfAt(b);
+    offset[i * stride] = kOffset ? HalfAt(b + 2) : 0.f;
+    uint32_t qh;
+    std::memcpy(&qh, b + kHigh, 4);
+    const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + kHigh + 4));
+    const __m256i nibbles =
+        _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), low4), _mm_and_si128(qs, low4));
+    const __m256i q = _mm256_or_si256(nibbles, _mm256_and_si256(BitsToByteMask(qh), fifth_bit));
+    _mm512_storeu_si512(codes, _mm512_permutexvar_epi16(_mm512_cvtepu8_epi16(q), bf16_of));
+  }
+}
+
 void Q8_0Codes16(const uint8_t* b, int64_t blocks, uint16_t* codes, float* scale, float* offset,
                  int64_t stride) {
   for (int64_t i = 0; i < blocks; ++i, b += 34, codes += 32) {
@@ -119,6 +142,12 @@ bool DecodeToBlockCodesAvx512(DType type, const uint8_t* src, int64_t n, uint16_
       return true;
     case DType::kQ4_1:
       Q4Codes16<20, true>(src, n / 32, codes, scale, offset, stride);
+      return true;
+    case DType::kQ5_0:
+      Q5Codes16<false>(src, n / 32, codes, scale, offset, stride);
+      return true;
+    case DType::kQ5_1:
+      Q5Codes16<true>(src, n / 32, codes, scale, offset, stride);
       return true;
     case DType::kQ8_0:
       Q8_0Codes16(src, n / 32, codes, scale, offset, stride);

@@ -94,6 +94,43 @@ void BF16Avx2(const uint8_t* src, int64_t n, typename Sink::Out* y) {
   }
 }
 
+// 32 bits spread over 32 bytes: byte i is 0xFF where bit i of bits is set, else 0.
+inline __m256i BitsToByteMask(uint32_t bits) {
+  // Byte i takes byte i / 8 of bits (the shuffle works within each 16-byte lane, and both lanes
+  // hold all four bytes), then every bit but bit i % 8 is set: all ones exactly where bit i was.
+  const __m256i spread = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(static_cast<int>(bits)),
+      _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
+  const __m256i all_but_one = _mm256_set1_epi64x(0x7FBFDFEFF7FBFDFE);
+  return _mm256_cmpeq_epi8(_mm256_or_si256(spread, all_but_one), _mm256_set1_epi8(-1));
+}
+
+// Q5_0 (q - 16) * d and Q5_1 q * d + m: element j's fifth bit is bit j of the block's qh. The
+// products are exact in f32 (5 x 11 bits), as in the scalar loops.
+template <typename Sink, bool kOffset>
+void Q5Avx2(const uint8_t* b, int64_t blocks, typename Sink::Out* y) {
+  constexpr int kBlockBytes = kOffset ? 24 : 22, kHigh = kOffset ? 4 : 2;
+  const __m128i low4 = _mm_set1_epi8(0x0F);
+  const __m256i fifth_bit = _mm256_set1_epi8(0x10), bias = _mm256_set1_epi8(kOffset ? 0 : 16);
+  for (int64_t i = 0; i < blocks; ++i, b += kBlockBytes, y += 32) {
+    const __m256 d = _mm256_set1_ps(HalfAt(b));
+    const __m256 m = _mm256_set1_ps(kOffset ? HalfAt(b + 2) : 0.f);
+    uint32_t qh;
+    std::memcpy(&qh, b + kHigh, 4);
+    const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + kHigh + 4));
+    const __m256i nibbles =
+        _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), low4), _mm_and_si128(qs, low4));
+    const __m256i q = _mm256_sub_epi8(
+        _mm256_or_si256(nibbles, _mm256_and_si256(BitsToByteMask(qh), fifth_bit)), bias);
+    const __m128i halves[2] = {_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1)};
+    for (int g = 0; g < 4; ++g) {
+      const __m128i bytes = g % 2 == 0 ? halves[g / 2] : _mm_srli_si128(halves[g / 2], 8);
+      const __m256 v = I8ToFloat(bytes);  // q - bias is within [-16, 31]: signed bytes
+      Sink::Store8(kOffset ? _mm256_fmadd_ps(v, d, m) : _mm256_mul_ps(v, d), y + 8 * g);
+    }
+  }
+}
+
 // Q6_K: per 128 elements, 64 bytes of low nibbles and 32 of high bit pairs make four runs of 32
 // six-bit quants; each 16 elements share an int8 scale. d * scale (11 x 8 bits) and its product
 // with q - 32 (6 bits) are exact in f32, as in the scalar loop.
@@ -141,6 +178,12 @@ bool DequantizeAvx2(DType type, const uint8_t* src, int64_t n, typename Sink::Ou
       return true;
     case DType::kQ8_0:
       Q8_0Avx2<Sink>(src, n / 32, dst);
+      return true;
+    case DType::kQ5_0:
+      Q5Avx2<Sink, false>(src, n / 32, dst);
+      return true;
+    case DType::kQ5_1:
+      Q5Avx2<Sink, true>(src, n / 32, dst);
       return true;
     case DType::kQ6_K:
       Q6_KAvx2<Sink>(src, n / 256, dst);
