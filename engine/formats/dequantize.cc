@@ -77,17 +77,6 @@ void DequantQ8_0(const uint8_t* b, int64_t blocks, float* y) {
   }
 }
 
-// The 6-bit scale and min of sub-block j packed in 12 bytes (K-quants).
-inline void ScaleMinK4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
-  if (j < 4) {
-    *d = q[j] & 63;
-    *m = q[j + 4] & 63;
-  } else {
-    *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
-
 void DequantQ4_K(const uint8_t* b, int64_t blocks, float* y) {
   for (int64_t i = 0; i < blocks; ++i, b += 144) {
     const float d = HalfToFloat(Load16(b));
@@ -97,9 +86,9 @@ void DequantQ4_K(const uint8_t* b, int64_t blocks, float* y) {
     int is = 0;
     for (int j = 0; j < 256; j += 64) {
       uint8_t sc, m;
-      ScaleMinK4(is + 0, scales, &sc, &m);
+      internal::KQuantScaleMin(is + 0, scales, &sc, &m);
       const float d1 = d * sc, m1 = dmin * m;
-      ScaleMinK4(is + 1, scales, &sc, &m);
+      internal::KQuantScaleMin(is + 1, scales, &sc, &m);
       const float d2 = d * sc, m2 = dmin * m;
       for (int l = 0; l < 32; ++l) *y++ = d1 * (q[l] & 0xF) - m1;
       for (int l = 0; l < 32; ++l) *y++ = d2 * (q[l] >> 4) - m2;
@@ -120,9 +109,9 @@ void DequantQ5_K(const uint8_t* b, int64_t blocks, float* y) {
     uint8_t u1 = 1, u2 = 2;
     for (int j = 0; j < 256; j += 64) {
       uint8_t sc, m;
-      ScaleMinK4(is + 0, scales, &sc, &m);
+      internal::KQuantScaleMin(is + 0, scales, &sc, &m);
       const float d1 = d * sc, m1 = dmin * m;
-      ScaleMinK4(is + 1, scales, &sc, &m);
+      internal::KQuantScaleMin(is + 1, scales, &sc, &m);
       const float d2 = d * sc, m2 = dmin * m;
       for (int l = 0; l < 32; ++l) *y++ = d1 * ((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
       for (int l = 0; l < 32; ++l) *y++ = d2 * ((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
@@ -215,7 +204,7 @@ void CodesK(const uint8_t* b, int64_t blocks, uint16_t* codes, float* scale, flo
     for (int group = 0; group < 8; group += 2, q += 32) {
       for (int half = 0; half < 2; ++half, codes += 32) {
         uint8_t sc, m;
-        ScaleMinK4(group + half, scales, &sc, &m);
+        internal::KQuantScaleMin(group + half, scales, &sc, &m);
         const int64_t g = i * 8 + group + half;
         scale[g * stride] = d * sc;
         offset[g * stride] = -(dmin * m);

@@ -49,6 +49,16 @@ void DecodeRowToBlockCodes(DType type, const uint8_t* src, int64_t n, uint16_t* 
 void FloatsToBFloat16(const float* x, int64_t n, uint16_t* dst);
 
 namespace internal {
+// The 6-bit scale and min of sub-block j (0-7) of a Q4_K/Q5_K super-block, packed in 12 bytes.
+inline void KQuantScaleMin(int j, const uint8_t* scales, uint8_t* sc, uint8_t* m) {
+  if (j < 4) {
+    *sc = scales[j] & 63;
+    *m = scales[j + 4] & 63;
+  } else {
+    *sc = (scales[j + 4] & 0xF) | ((scales[j - 4] >> 6) << 4);
+    *m = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
+  }
+}
 // The portable scalar loops; the reference the vector kernels are tested against.
 void DequantizeRowScalar(DType type, const uint8_t* src, int64_t n, float* dst);
 void DecodeRowToBlockCodesScalar(DType type, const uint8_t* src, int64_t n, uint16_t* codes,

@@ -103,6 +103,60 @@ void Q5Codes16(const uint8_t* b, int64_t blocks, uint16_t* codes, float* scale, 
   }
 }
 
+// Q4_K/Q5_K: each 32-element group's quants as 32 bytes, with its scale d * sc and offset
+// -(dmin * m) (both exact in f32), handed to group(q, scale, offset) in order.
+template <bool kFiveBits, typename Group>
+void ForEachKGroup(const uint8_t* b, int64_t blocks, Group&& group) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+  for (int64_t i = 0; i < blocks; ++i, b += kFiveBits ? 176 : 144) {
+    const float d = HalfAt(b), dmin = HalfAt(b + 2);
+    const uint8_t* scales = b + 4;
+    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
+    const uint8_t* qs = b + (kFiveBits ? 48 : 16);
+    for (int pair = 0; pair < 4; ++pair, qs += 32) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs));
+      for (int half = 0; half < 2; ++half) {
+        const int g = 2 * pair + half;
+        __m256i v = _mm256_and_si256(half == 0 ? q : _mm256_srli_epi16(q, 4), low4);
+        if (kFiveBits) {  // bit g of each qh byte is the fifth bit of group g's element
+          const __m256i bit = _mm256_and_si256(_mm256_srli_epi16(qh, g), one);
+          v = _mm256_or_si256(v, _mm256_slli_epi16(bit, 4));
+        }
+        uint8_t sc, m;
+        internal::KQuantScaleMin(g, scales, &sc, &m);
+        group(v, d * sc, -(dmin * m));
+      }
+    }
+  }
+}
+
+// d1 * q - m1 per element, as DequantQ4_K/DequantQ5_K compute it (the product is exact, so
+// the fused multiply-add rounds as they do).
+template <bool kFiveBits>
+void KQuantBlock16(const uint8_t* b, int64_t blocks, uint16_t* y) {
+  ForEachKGroup<kFiveBits>(b, blocks, [&](__m256i q, float scale, float offset) {
+    const __m512 d = _mm512_set1_ps(scale), o = _mm512_set1_ps(offset);
+    StoreBlock(_mm512_fmadd_ps(U8ToFloat16(_mm256_castsi256_si128(q)), d, o),
+               _mm512_fmadd_ps(U8ToFloat16(_mm256_extracti128_si256(q, 1)), d, o), y);
+    y += 32;
+  });
+}
+
+template <bool kFiveBits>
+void KQuantCodes16(const uint8_t* b, int64_t blocks, uint16_t* codes, float* scale, float* offset,
+                   int64_t stride) {
+  alignas(64) uint16_t table[32];
+  for (int q = 0; q < 32; ++q) table[q] = FloatToBFloat16(static_cast<float>(q));
+  const __m512i bf16_of = _mm512_load_si512(table);
+  int64_t g = 0;
+  ForEachKGroup<kFiveBits>(b, blocks, [&](__m256i q, float group_scale, float group_offset) {
+    scale[g * stride] = group_scale;
+    offset[g * stride] = group_offset;
+    _mm512_storeu_si512(codes + 32 * g, _mm512_permutexvar_epi16(_mm512_cvtepu8_epi16(q), bf16_of));
+    ++g;
+  });
+}
+
 void Q8_0Codes16(const uint8_t* b, int64_t blocks, uint16_t* codes, float* scale, float* offset,
                  int64_t stride) {
   for (int64_t i = 0; i < blocks; ++i, b += 34, codes += 32) {
@@ -129,6 +183,12 @@ bool DequantizeToBFloat16Avx512(DType type, const uint8_t* src, int64_t n, uint1
     case DType::kQ8_0:
       Q8_0Block16(src, n / 32, dst);
       return true;
+    case DType::kQ4_K:
+      KQuantBlock16<false>(src, n / 256, dst);
+      return true;
+    case DType::kQ5_K:
+      KQuantBlock16<true>(src, n / 256, dst);
+      return true;
     default:
       return DequantizeAvx2<SinkBF16Avx512>(type, src, n, dst);
   }
@@ -151,6 +211,12 @@ bool DecodeToBlockCodesAvx512(DType type, const uint8_t* src, int64_t n, uint16_
       return true;
     case DType::kQ8_0:
       Q8_0Codes16(src, n / 32, codes, scale, offset, stride);
+      return true;
+    case DType::kQ4_K:
+      KQuantCodes16<false>(src, n / 256, codes, scale, offset, stride);
+      return true;
+    case DType::kQ5_K:
+      KQuantCodes16<true>(src, n / 256, codes, scale, offset, stride);
       return true;
     default:
       return false;
