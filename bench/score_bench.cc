@@ -91,14 +91,16 @@ int main(int argc, char** argv) {
   double run_s = 0;
   int scored = 0;
   if (flags.count("serve")) {
-    // Paired benchmarking: one sequence per line read from stdin, its seconds (and its matmul
-    // throughput) printed at once, so that a driver can alternate this process with a peer's,
-    // and with oneDNN alone, a sequence at a time.
+    // Paired benchmarking: one pass of --batch sequences per line read from stdin, its seconds
+    // (and its matmul throughput) printed at once, so that a driver can alternate this process
+    // with a peer's, and with oneDNN alone, a pass at a time.
     std::cout << "{\"ready\":true}" << std::endl;
-    for (std::string line; std::getline(std::cin, line); ++scored) {
+    for (std::string line; std::getline(std::cin, line);) {
       const sw::LinearStats before = sw::GetLinearStats();
+      const int first = scored % sequences, count = std::min(batch, sequences - first);
       t0 = std::chrono::steady_clock::now();
-      score(scored % sequences, 1);
+      score(first, count);
+      scored += count;
       const double s = Seconds(t0);
       run_s += s;
       const sw::LinearStats after = sw::GetLinearStats();

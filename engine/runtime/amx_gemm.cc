@@ -6,8 +6,10 @@
 
 #include <immintrin.h>
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -76,6 +78,63 @@ inline void AddScaledStep(const float* products, const float* scale, const float
   }
 }
 
+// Weight rows [o0, o0 + rows) (rows <= 32; the rest of the block reads as zeros) as the tiles'
+// B operand: 16 pairs along k by 16 weight rows, in 16x16 register transposes, each tile's 1 KiB
+// contiguous (tile h of step s at tiles + 512 s + 256 h): a tile load of 16 consecutive rows is
+// faster than one of rows 128 bytes apart (1.1B bf16 pass 1.05x). Decoded weights also leave
+// their scales, then offsets, in scales[steps * 32] each.
+void PackWeightTiles(const AmxWeights& w, int64_t o0, int64_t rows, int64_t k,
+                     CacheAlignedVector<uint16_t>* converted, float* scales, uint32_t* tiles) {
+  const int64_t steps = k / 32;
+  const char* src;
+  int64_t src_stride;
+  if (w.decode) {
+    converted->resize(32 * k);
+    if (rows < 32) {  // the missing rows' codes and scales are zero: no products
+      std::fill(converted->begin(), converted->end(), uint16_t{0});
+      std::fill(scales, scales + 2 * steps * 32, 0.f);
+    }
+    w.decode(o0, rows, converted->data(), scales, scales + steps * 32);
+    src_stride = k * 2;
+    src = reinterpret_cast<const char*>(converted->data());
+  } else if (w.in_place != nullptr && rows == 32) {
+    src_stride = w.row_bytes;
+    src = reinterpret_cast<const char*>(w.in_place) + o0 * src_stride;
+  } else {
+    converted->resize(32 * k);
+    w.convert(o0, rows, converted->data());
+    std::fill(converted->begin() + rows * k, converted->end(), uint16_t{0});
+    src_stride = k * 2;
+    src = reinterpret_cast<const char*>(converted->data());
+  }
+  for (int64_t c = 0; c < k / 2; c += 16) {
+    for (int h = 0; h < 2; ++h) {
+      __m512 r[16];
+      for (int q = 0; q < 16; ++q) r[q] = _mm512_loadu_ps(src + (16 * h + q) * src_stride + c * 4);
+      Transpose16(r);
+      uint32_t* tile = tiles + c / 16 * 512 + h * 256;
+      for (int i = 0; i < 16; ++i) _mm512_storeu_ps(tile + 16 * i, r[i]);
+    }
+  }
+}
+
+// Token blocks per pass over the weights: every block of weight rows streams all the
+// activation planes of the pass through its core, so one pass's planes are kept within a core's
+// L2, and more tokens (a server batch, f32's three parts) take several passes, each packing the
+// weights again. f32 passes of 16 batched 128-token sequences ran 1.07-1.15x faster (four
+// paired runs); bf16 and single 512-token sequences, whose planes mostly fit, unchanged.
+std::atomic<int64_t> chunk_bytes_for_tests{0};
+
+int64_t ActivationChunkBlocks(int64_t k, int parts) {
+  static const int64_t l2_bytes = [] {
+    const long reported = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return reported > 0 ? std::clamp<int64_t>(reported, int64_t{256} << 10, int64_t{16} << 20)
+                        : int64_t{2} << 20;
+  }();
+  const int64_t set = chunk_bytes_for_tests.load(std::memory_order_relaxed);
+  return std::max<int64_t>(1, (set > 0 ? set : l2_bytes) / (32 * k * parts * 2));
+}
+
 // The tile loop the entry points share, over `count` (1 or 2) matrices of the same shape: every
 // 32x32 block of products (32 tokens from t0, 32 weight rows from o0; `tokens` and `rows` of
 // them real) is handed to finish(sums, t0, tokens, o0, rows, thread) as four 16x16 tiles per
@@ -86,6 +145,7 @@ void ForEachProductBlock(const AmxWeights* ws, int count, const AmxInput& x, Fin
   const int parts = x.parts;
   const int64_t m = x.m, k = x.k, padded_m = AmxPaddedTokens(m), pairs = k / 2;
   const int64_t token_blocks = padded_m / 32, steps = k / 32, row_blocks = (ws[0].rows + 31) / 32;
+  const int64_t chunk_blocks = ActivationChunkBlocks(k, parts);
   // Tiles 0-3: the 2x2 block of f32 products (32 tokens x 32 weight rows); 4-5: two 16-token
   // slabs of activations; 6-7: two 16-row slabs of weights.
 #pragma omp parallel
@@ -100,95 +160,63 @@ void ForEachProductBlock(const AmxWeights* ws, int count, const AmxInput& x, Fin
     thread_local CacheAlignedVector<float> block_scales;  // per matrix: scale, then offset
     vnni.resize(count * pairs * 32);
     block_scales.resize(count * 2 * steps * 32);
+    // Token chunks, each a pass over all the weights (see ActivationChunkBlocks).
+    for (int64_t tb0 = 0; tb0 < token_blocks; tb0 += chunk_blocks) {
+      const int64_t tb1 = std::min(token_blocks, tb0 + chunk_blocks);
 #pragma omp for schedule(dynamic)
-    for (int64_t block = 0; block < row_blocks; ++block) {
-      const int64_t o0 = block * 32, rows = std::min<int64_t>(32, ws[0].rows - o0);
-      for (int j = 0; j < count; ++j) {
-        const AmxWeights& w = ws[j];
-        const char* src;
-        int64_t src_stride;
-        if (w.decode) {
-          converted.resize(32 * k);
-          float* const scale = block_scales.data() + j * 2 * steps * 32;
-          if (rows < 32) {  // the missing rows' codes and scales are zero: no products
-            std::fill(converted.begin(), converted.end(), uint16_t{0});
-            std::fill(scale, scale + 2 * steps * 32, 0.f);
-          }
-          w.decode(o0, rows, converted.data(), scale, scale + steps * 32);
-          src_stride = k * 2;
-          src = reinterpret_cast<const char*>(converted.data());
-        } else if (w.in_place != nullptr && rows == 32) {
-          src_stride = w.row_bytes;
-          src = reinterpret_cast<const char*>(w.in_place) + o0 * src_stride;
-        } else {
-          converted.resize(32 * k);
-          w.convert(o0, rows, converted.data());
-          std::fill(converted.begin() + rows * k, converted.end(), uint16_t{0});
-          src_stride = k * 2;
-          src = reinterpret_cast<const char*>(converted.data());
-        }
-        // The tiles' B operand: 16 pairs along k by 16 weight rows, in 16x16 register
-        // transposes, each tile's 1 KiB contiguous (tile h of step s at 512 s + 256 h): a tile
-        // load of 16 consecutive rows is faster than one of rows 128 bytes apart (1.1B bf16
-        // pass 1.05x).
-        uint32_t* const matrix_tiles = vnni.data() + j * pairs * 32;
-        for (int64_t c = 0; c < pairs; c += 16) {
-          for (int h = 0; h < 2; ++h) {
-            __m512 r[16];
-            for (int q = 0; q < 16; ++q) {
-              r[q] = _mm512_loadu_ps(src + (16 * h + q) * src_stride + c * 4);
-            }
-            Transpose16(r);
-            uint32_t* tile = matrix_tiles + c / 16 * 512 + h * 256;
-            for (int i = 0; i < 16; ++i) _mm512_storeu_ps(tile + 16 * i, r[i]);
-          }
-        }
-      }
-      for (int64_t tb = 0; tb < token_blocks; ++tb) {
+      for (int64_t block = 0; block < row_blocks; ++block) {
+        const int64_t o0 = block * 32, rows = std::min<int64_t>(32, ws[0].rows - o0);
         for (int j = 0; j < count; ++j) {
-          const uint32_t* const matrix_tiles = vnni.data() + j * pairs * 32;
-          const uint16_t* const token_planes = x.planes + tb * steps * parts * 1024;
-          if (!ws[j].decode) {
-            ZeroProducts();
+          PackWeightTiles(ws[j], o0, rows, k, &converted, block_scales.data() + j * 2 * steps * 32,
+                          vnni.data() + j * pairs * 32);
+        }
+        for (int64_t tb = tb0; tb < tb1; ++tb) {
+          for (int j = 0; j < count; ++j) {
+            const uint32_t* const matrix_tiles = vnni.data() + j * pairs * 32;
+            const uint16_t* const token_planes = x.planes + tb * steps * parts * 1024;
+            if (!ws[j].decode) {
+              ZeroProducts();
+              for (int64_t s = 0; s < steps; ++s) {
+                const uint32_t* b = matrix_tiles + s * 512;
+                const uint16_t* a = token_planes + s * parts * 1024;
+                for (int p = 0; p < parts; ++p, a += 1024) {
+                  MultiplyStep(a, a + 512, 64, b, b + 256, 64, p == 0);
+                }
+              }
+              // The tiles go to `sums` in L1, where the finisher reads them: tile stores straight
+              // into y missed the cache row by row while the next block's products waited on
+              // them.
+              StoreProducts(sums + 1024 * j);
+              continue;
+            }
+            // Decoded weights: each step (one quant block along k) has its own scale per weight
+            // row, so its products leave the tiles every step. Step s - 1's are scaled while the
+            // tiles work on step s.
+            const float* const scale = block_scales.data() + j * 2 * steps * 32;
+            const float* const offset = ws[j].offsets ? scale + steps * 32 : nullptr;
+            const float* const token_sums =
+                ws[j].offsets ? x.block_sums + tb * steps * 32 : nullptr;
+            const auto scale_step = [&](int64_t s) {
+              AddScaledStep(step_products + 1024 * (s % 2), scale + s * 32,
+                            offset != nullptr ? offset + s * 32 : nullptr,
+                            token_sums != nullptr ? token_sums + s * 32 : nullptr, s == 0,
+                            sums + 1024 * j);
+            };
             for (int64_t s = 0; s < steps; ++s) {
+              ZeroProducts();
               const uint32_t* b = matrix_tiles + s * 512;
               const uint16_t* a = token_planes + s * parts * 1024;
               for (int p = 0; p < parts; ++p, a += 1024) {
                 MultiplyStep(a, a + 512, 64, b, b + 256, 64, p == 0);
               }
+              if (s > 0) scale_step(s - 1);
+              StoreProducts(step_products + 1024 * (s % 2));
             }
-            // The tiles go to `sums` in L1, where the finisher reads them: tile stores straight
-            // into y missed the cache row by row while the next block's products waited on
-            // them.
-            StoreProducts(sums + 1024 * j);
-            continue;
+            scale_step(steps - 1);
           }
-          // Decoded weights: each step (one quant block along k) has its own scale per weight
-          // row, so its products leave the tiles every step. Step s - 1's are scaled while the
-          // tiles work on step s.
-          const float* const scale = block_scales.data() + j * 2 * steps * 32;
-          const float* const offset = ws[j].offsets ? scale + steps * 32 : nullptr;
-          const float* const token_sums = ws[j].offsets ? x.block_sums + tb * steps * 32 : nullptr;
-          const auto scale_step = [&](int64_t s) {
-            AddScaledStep(step_products + 1024 * (s % 2), scale + s * 32,
-                          offset != nullptr ? offset + s * 32 : nullptr,
-                          token_sums != nullptr ? token_sums + s * 32 : nullptr, s == 0,
-                          sums + 1024 * j);
-          };
-          for (int64_t s = 0; s < steps; ++s) {
-            ZeroProducts();
-            const uint32_t* b = matrix_tiles + s * 512;
-            const uint16_t* a = token_planes + s * parts * 1024;
-            for (int p = 0; p < parts; ++p, a += 1024) {
-              MultiplyStep(a, a + 512, 64, b, b + 256, 64, p == 0);
-            }
-            if (s > 0) scale_step(s - 1);
-            StoreProducts(step_products + 1024 * (s % 2));
-          }
-          scale_step(steps - 1);
+          const int64_t t0 = tb * 32;
+          finish(sums, t0, std::min<int64_t>(32, m - t0), o0, rows, thread);
         }
-        const int64_t t0 = tb * 32;
-        finish(sums, t0, std::min<int64_t>(32, m - t0), o0, rows, thread);
       }
     }
     _tile_release();
@@ -204,6 +232,8 @@ inline __mmask16 HighColumns(int64_t rows) {
 }
 
 }  // namespace
+
+void SetActivationChunkBytes(int64_t bytes) { chunk_bytes_for_tests = bytes; }
 
 void AmxGemm(const AmxWeights& w, const AmxInput& x, float* y, int64_t ldy, bool add_to_y) {
   ForEachProductBlock(

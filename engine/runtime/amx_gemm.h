@@ -22,6 +22,10 @@ bool AmxEnabled();
 // Linear calls served by AMX so far, process-wide: tests check the path they mean ran.
 int64_t AmxLinearCalls();
 
+// The activation bytes one pass over the weights reads: a core's L2 unless set here (0 resets);
+// tests set a few KiB so that small inputs take several passes.
+void SetActivationChunkBytes(int64_t bytes);
+
 // x[m, k] (f32) as the tiles' A operand, in the order the kernel reads it: per 32 tokens, per
 // 32 columns, per part, a [32 tokens][32 columns] bf16 block (one stream for the prefetcher);
 // tokens past m are zero. One part is x rounded to bf16; three are x's exact split into bf16

@@ -150,6 +150,16 @@ TEST(Linear, MatchesDefinitionOnEveryPath) {
   internal::AllowAmx(true);
 }
 
+// Inputs larger than the activation budget take several passes over the weights, each packing
+// them again: with a budget of a few token blocks every case above takes several, and the
+// results still match the definition.
+TEST(Linear, SeveralPassesOverTheWeightsMatchTheDefinition) {
+  if (!internal::AmxAvailable()) GTEST_SKIP() << "no AMX-BF16 on this CPU";
+  internal::SetActivationChunkBytes(16 << 10);
+  for (const Case& c : kCases) CheckLinear(c);
+  internal::SetActivationChunkBytes(0);
+}
+
 // The AMX kernel serves what it should, where the CPU has it: without this a dispatch slip
 // would leave the tests above comparing oneDNN with itself.
 TEST(Linear, AmxServesBf16AndExactF32) {
@@ -169,16 +179,18 @@ TEST(Linear, AmxServesBf16AndExactF32) {
   EXPECT_EQ(internal::AmxLinearCalls() - before, 7);
 }
 
-// The fused entry points on the AMX path and off it: for each case, with AMX allowed and not,
-// `check(case, input, amx)` gets the input (random normal values times `scale`) and whether
-// AMX serves, which the entry point's answer must equal.
+// The fused entry points on the AMX path (in one pass over the weights and in several) and off
+// it: for each case and mode, `check(case, input, amx)` gets the input (random normal values
+// times `scale`) and whether AMX serves, which the entry point's answer must equal.
 template <typename Check>
 void ForEachFusedCase(std::initializer_list<Case> cases, float scale, Check check) {
-  for (bool amx : {true, false}) {
+  for (int mode : {0, 1, 2}) {  // AMX in one pass over the weights, in several, no AMX
+    const bool amx = mode < 2;
     internal::AllowAmx(amx);
+    internal::SetActivationChunkBytes(mode == 1 ? 16 << 10 : 0);
     for (const Case& c : cases) {
       SCOPED_TRACE(testing::Message() << DTypeName(c.dtype) << " " << PrecisionName(c.precision)
-                                      << " m=" << c.m << " n=" << c.n << " amx=" << amx);
+                                      << " m=" << c.m << " n=" << c.n << " mode=" << mode);
       std::mt19937 gen(3);
       std::normal_distribution<float> normal;
       std::vector<float> x(c.m * c.k);
