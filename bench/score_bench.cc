@@ -100,9 +100,9 @@ int main(int argc, char** argv) {
       const int first = scored % sequences, count = std::min(batch, sequences - first);
       t0 = std::chrono::steady_clock::now();
       score(first, count);
-      scored += count;
       const double s = Seconds(t0);
       run_s += s;
+      scored += count;
       const sw::LinearStats after = sw::GetLinearStats();
       const double flops = static_cast<double>(after.flops - before.flops);
       const int64_t matmul = after.nanos - before.nanos;

@@ -128,15 +128,9 @@ bool DecodedForAmx(const Matrix& w, Precision precision) {
   return precision == Precision::kF32 && HasBlockCodes(w.dtype);
 }
 
-// The activations a matmul reads, converted (bf16 rounding, tile order, block sums) on the
-// input's clock.
-void PrepareInput(const LinearInput& x, bool amx, const Matrix& w) {
-  if (amx) {
-    x.AmxPlanes();
-    if (DecodedForAmx(w, x.precision) && BlockCodesHaveOffsets(w.dtype)) x.AmxBlockSums();
-  } else if (x.precision == Precision::kBF16) {
-    x.Bf16();
-  }
+// Whether the AMX kernel reads x's block sums for w: decoded weights whose offsets can be nonzero.
+bool ReadsBlockSums(const Matrix& w, Precision precision) {
+  return DecodedForAmx(w, precision) && BlockCodesHaveOffsets(w.dtype);
 }
 
 }  // namespace
@@ -210,15 +204,20 @@ bool UseAmx(const Matrix& w, const LinearInput& x) {
          w.cols % 32 == 0 && internal::AmxEnabled();
 }
 
-internal::AmxInput AmxInputOf(const Matrix& w, const LinearInput& x) {
+// The activations a matmul reads, converted (bf16 rounding; for AMX tile order and, where
+// `block_sums`, the sums over each 32 columns) on the input's clock, before the matmul's starts;
+// for AMX, as the kernels read them.
+internal::AmxInput PrepareInput(const LinearInput& x, bool amx, bool block_sums) {
   internal::AmxInput input;
+  if (!amx) {
+    if (x.precision == Precision::kBF16) x.Bf16();
+    return input;
+  }
   input.planes = x.AmxPlanes();
   input.parts = x.AmxParts();
   input.m = x.rows;
-  input.k = w.cols;
-  if (DecodedForAmx(w, x.precision) && BlockCodesHaveOffsets(w.dtype)) {
-    input.block_sums = x.AmxBlockSums();
-  }
+  input.k = x.cols;
+  if (block_sums) input.block_sums = x.AmxBlockSums();
   return input;
 }
 
@@ -248,9 +247,10 @@ internal::AmxWeights AmxWeightsOf(const Matrix& w, Precision precision) {
   return weights;
 }
 
-void LinearAmx(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, bool add_to_y) {
+void LinearAmx(const Matrix& w, const LinearInput& x, const internal::AmxInput& input, float* y,
+               int64_t ldy, bool add_to_y) {
   ++amx_linear_calls;
-  internal::AmxGemm(AmxWeightsOf(w, x.precision), AmxInputOf(w, x), y, ldy, add_to_y);
+  internal::AmxGemm(AmxWeightsOf(w, x.precision), input, y, ldy, add_to_y);
 }
 
 }  // namespace
@@ -259,10 +259,10 @@ void Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, Linear
   const int64_t k = w.cols, m = x.rows;
   if (m == 0) return;
   const bool amx = UseAmx(w, x);
-  PrepareInput(x, amx, w);
+  const internal::AmxInput input = PrepareInput(x, amx, ReadsBlockSums(w, x.precision));
   LinearTimer timer(2 * m * k * w.rows);
   if (amx) {
-    LinearAmx(w, x, y, ldy, /*add_to_y=*/false);
+    LinearAmx(w, x, input, y, ldy, /*add_to_y=*/false);
     return;
   }
   if (x.precision == Precision::kF32) {
@@ -301,9 +301,9 @@ void Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, Linear
 bool LinearAddTo(const Matrix& w, const LinearInput& x, float* y, int64_t ldy) {
   if (!UseAmx(w, x)) return false;
   if (x.rows == 0) return true;
-  PrepareInput(x, /*amx=*/true, w);
+  const internal::AmxInput input = PrepareInput(x, /*amx=*/true, ReadsBlockSums(w, x.precision));
   LinearTimer timer(2 * x.rows * w.cols * w.rows);
-  LinearAmx(w, x, y, ldy, /*add_to_y=*/true);
+  LinearAmx(w, x, input, y, ldy, /*add_to_y=*/true);
   return true;
 }
 
@@ -313,12 +313,10 @@ bool LinearSwiGlu(const Matrix& gate, const Matrix& up, const LinearInput& x, fl
     return false;
   }
   if (x.rows == 0) return true;
-  PrepareInput(x, /*amx=*/true, gate);
-  PrepareInput(x, /*amx=*/true, up);
+  const internal::AmxInput input = PrepareInput(
+      x, /*amx=*/true, ReadsBlockSums(gate, x.precision) || ReadsBlockSums(up, x.precision));
   LinearTimer timer(2 * 2 * x.rows * gate.cols * gate.rows);
   amx_linear_calls += 2;
-  internal::AmxInput input = AmxInputOf(gate, x);
-  if (input.block_sums == nullptr) input.block_sums = AmxInputOf(up, x).block_sums;
   internal::AmxGemmSwiGlu(AmxWeightsOf(gate, x.precision), AmxWeightsOf(up, x.precision), input, y,
                           ldy);
   return true;
@@ -329,8 +327,9 @@ bool LinearLogSumExp(const Matrix& w, const LinearInput& x, const int32_t* targe
   if (!UseAmx(w, x)) return false;
   if (x.rows == 0) return true;
   ++amx_linear_calls;
-  internal::AmxGemmLogSumExp(AmxWeightsOf(w, x.precision), AmxInputOf(w, x), targets, row_shift,
-                             row_sum, target);
+  internal::AmxGemmLogSumExp(AmxWeightsOf(w, x.precision),
+                             PrepareInput(x, /*amx=*/true, ReadsBlockSums(w, x.precision)), targets,
+                             row_shift, row_sum, target);
   return true;
 }
 
