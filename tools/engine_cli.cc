@@ -6,8 +6,11 @@
 //   superweight-engine logits MODEL --ids=1,2,3 --out=F [--bf16]
 //   superweight-engine logprobs MODEL --ids=1,2,3 [--bf16] [--zero=L,R,C]
 //   superweight-engine perplexity MODEL --text_file=F [--window=512] [--max_windows=N]
-//   [--zero=L,R,C] superweight-engine generate MODEL --ids=1,2,3 --steps=N superweight-engine
-//   locate MODEL [--text=T] [--threshold=50] [--spike_ratio=10] [--confirm_file=F]
+//       [--zero=L,R,C]
+//   superweight-engine generate MODEL --ids=1,2,3 --steps=N
+//   superweight-engine locate MODEL [--text=T] [--threshold=50] [--spike_ratio=10]
+//       [--confirm_file=F]
+//   superweight-engine cpu  (the CPU class in use and those below it)
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -22,6 +25,7 @@
 #include "engine/analysis/score.h"
 #include "engine/formats/dequantize.h"
 #include "engine/model/model.h"
+#include "engine/runtime/cpu.h"
 #include "nlohmann/json.hpp"
 
 namespace sw = superweight;
@@ -59,7 +63,22 @@ Json LayerJson(const std::vector<sw::LayerMax>& layers) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 3) return Fail("usage: superweight-engine VERB MODEL [--flag=value...]");
+  if (!sw::Cpu().problem.ok()) return Fail(std::string(sw::Cpu().problem.message()));
+  if (argc == 2 && std::string(argv[1]) == "cpu") {
+    // The CPU classes this machine offers: the one in use, and each below it (make test runs
+    // the suites capped at each).
+    const sw::CpuInfo& cpu = sw::Cpu();
+    Json below = Json::array();
+    for (int isa = 0; isa < static_cast<int>(cpu.active); ++isa) {
+      below.push_back(sw::IsaName(static_cast<sw::Isa>(isa)));
+    }
+    std::cout << Json{{"detected", sw::IsaName(cpu.detected)},
+                      {"active", sw::IsaName(cpu.active)},
+                      {"below", below}}
+              << "\n";
+    return 0;
+  }
+  if (argc < 3) return Fail("usage: superweight-engine VERB MODEL [--flag=value...] | cpu");
   const std::string verb = argv[1], path = argv[2];
   std::map<std::string, std::string> flags;
   std::vector<std::string> zeros;
@@ -143,7 +162,8 @@ int main(int argc, char** argv) {
            {"bos", c.bos_token},
            {"down_proj_dtype", sw::DTypeName(m.layers[0].Get(sw::LinearKind::kDown).dtype)},
            {"mapped_bytes", m.MappedBytes()},
-           {"open_ms", open_ms}};
+           {"open_ms", open_ms},
+           {"cpu_class", sw::IsaName(sw::Cpu().active)}};
   } else if (verb == "tokenize") {
     out = {{"ids", ids}};
   } else if (verb == "logits") {
@@ -153,7 +173,9 @@ int main(int argc, char** argv) {
     auto fwd = sw::RunForward(m, {&in, 1}, fo);
     if (!fwd.ok()) return Fail(std::string(fwd.status().ToString()));
     std::vector<float> logits(ids.size() * m.config.vocab);
-    sw::ComputeLogits(m, fwd->hidden.data(), ids.size(), logits.data(), precision);
+    const absl::Status status =
+        sw::ComputeLogits(m, fwd->hidden.data(), ids.size(), logits.data(), precision);
+    if (!status.ok()) return Fail(std::string(status.ToString()));
     std::ofstream f(flags["out"], std::ios::binary);
     f.write(reinterpret_cast<const char*>(logits.data()), logits.size() * sizeof(float));
     out = {{"tokens", ids.size()}, {"vocab", m.config.vocab}};
@@ -187,8 +209,9 @@ int main(int argc, char** argv) {
       sw::SequenceInput in{ids, &edits};
       auto fwd = sw::RunForward(m, {&in, 1}, {precision, nullptr});
       if (!fwd.ok()) return Fail(std::string(fwd.status().ToString()));
-      sw::ComputeLogits(m, &fwd->hidden[(ids.size() - 1) * m.config.hidden], 1, logits.data(),
-                        precision);
+      const absl::Status status = sw::ComputeLogits(
+          m, &fwd->hidden[(ids.size() - 1) * m.config.hidden], 1, logits.data(), precision);
+      if (!status.ok()) return Fail(std::string(status.ToString()));
       ids.push_back(
           static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
     }

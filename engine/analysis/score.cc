@@ -46,7 +46,9 @@ absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(const Model& model
   internal::HugePageVector<float> logits(fused ? 0 : N * std::min(V, slice));  // a matmul output
   for (int64_t v0 = 0; v0 < V && !fused; v0 += slice) {
     const int64_t n = std::min(slice, V - v0);
-    Linear(model.lm_head.RowSlice(v0, n), hidden, logits.data(), n, &scratch);
+    const absl::Status status =
+        Linear(model.lm_head.RowSlice(v0, n), hidden, logits.data(), n, &scratch);
+    if (!status.ok()) return status;
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < N; ++r) {
       if (next[r] < 0) continue;

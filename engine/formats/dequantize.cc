@@ -1,10 +1,10 @@
 #include "engine/formats/dequantize.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cstring>
 
 #include "engine/formats/dequantize_kernels.h"
+#include "engine/runtime/cpu.h"
 
 namespace superweight {
 namespace {
@@ -355,16 +355,8 @@ bool DecodeToBlockCodesAvx512(DType type, const uint8_t* src, int64_t n, uint16_
 }  // namespace internal
 
 namespace {
-std::atomic<bool> avx512_bf16_allowed{true};
-bool HasAvx512Bf16() {
-  static const bool has = __builtin_cpu_supports("avx512bf16");
-  return has && avx512_bf16_allowed.load(std::memory_order_relaxed);
-}
+bool HasAvx512Bf16() { return CpuAllows(Isa::kAvx512Bf16); }
 }  // namespace
-
-void internal::AllowAvx512Bf16(bool allowed) { avx512_bf16_allowed = allowed; }
-#else
-void internal::AllowAvx512Bf16(bool) {}  // no vector paths in this build
 #endif  // SUPERWEIGHT_DEQUANTIZE_AVX2
 
 void DequantizeRow(DType type, const uint8_t* src, int64_t n, float* dst) {
@@ -381,6 +373,15 @@ void FloatsToBFloat16(const float* x, int64_t n, uint16_t* dst) {
   for (; i + 8 <= n; i += 8) SinkBF16::Store8(_mm256_loadu_ps(x + i), dst + i);
 #endif
   for (; i < n; ++i) dst[i] = FloatToBFloat16(x[i]);
+}
+
+void FloatsToBFloat16Values(const float* x, int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = RoundToBFloat16Value(x[i]);
+}
+
+void DequantizeRowToBFloat16Values(DType type, const uint8_t* src, int64_t n, float* dst) {
+  DequantizeRow(type, src, n, dst);
+  if (type != DType::kBF16) FloatsToBFloat16Values(dst, n, dst);
 }
 
 void DequantizeRowToBFloat16(DType type, const uint8_t* src, int64_t n, uint16_t* dst) {

@@ -23,6 +23,14 @@ inline uint16_t FloatToBFloat16(float f) {
   return static_cast<uint16_t>(nan ? ((bits >> 16) | 0x40u) : rounded);
 }
 
+// FloatToBFloat16(f) as a float: f rounded to bf16's precision (exact in f32).
+inline float RoundToBFloat16Value(float f) {
+  const uint32_t bits = uint32_t{FloatToBFloat16(f)} << 16;
+  float r;
+  std::memcpy(&r, &bits, 4);
+  return r;
+}
+
 // Converts n elements (a whole number of blocks) starting at src into dst. Q4_0, Q4_1, Q5_0,
 // Q5_1, Q8_0, Q6_K, F16 and BF16 go through AVX2 kernels where the build targets AVX2 (x86-64-v3),
 // bit-exact with the scalar code.
@@ -45,8 +53,14 @@ bool BlockCodesHaveOffsets(DType type);
 void DecodeRowToBlockCodes(DType type, const uint8_t* src, int64_t n, uint16_t* codes, float* scale,
                            float* offset, int64_t stride);
 
+// The same, each value rounded to bf16 and held as a float (RoundToBFloat16Value): the operand of
+// bf16 arithmetic done on f32 FMA units, where the CPU has no bf16 dot product.
+void DequantizeRowToBFloat16Values(DType type, const uint8_t* src, int64_t n, float* dst);
+
 // dst[i] = FloatToBFloat16(x[i]).
 void FloatsToBFloat16(const float* x, int64_t n, uint16_t* dst);
+// dst[i] = RoundToBFloat16Value(x[i]); dst may be x.
+void FloatsToBFloat16Values(const float* x, int64_t n, float* dst);
 
 namespace internal {
 // The 6-bit scale and min of sub-block j (0-7) of a Q4_K/Q5_K super-block, packed in 12 bytes.
@@ -63,8 +77,6 @@ inline void KQuantScaleMin(int j, const uint8_t* scales, uint8_t* sc, uint8_t* m
 void DequantizeRowScalar(DType type, const uint8_t* src, int64_t n, float* dst);
 void DecodeRowToBlockCodesScalar(DType type, const uint8_t* src, int64_t n, uint16_t* codes,
                                  float* scale, float* offset, int64_t stride);
-// Tests turn the AVX512-BF16 path off to check the AVX2 one on a CPU that has both.
-void AllowAvx512Bf16(bool allowed);
 }  // namespace internal
 
 }  // namespace superweight

@@ -13,11 +13,7 @@
 
 namespace superweight::internal {
 
-// Whether the CPU has AMX-BF16 and the kernel granted this process the tile state. Asked once.
-bool AmxAvailable();
-// Tests and benchmarks turn the AMX paths off to compare them with the others.
-void AllowAmx(bool allowed);
-// AmxAvailable() and allowed: whether the matmul and attention dispatchers take the AMX paths.
+// CpuAllows(Isa::kAmx) (cpu.h): whether the matmul and attention dispatchers take the AMX paths.
 bool AmxEnabled();
 // Linear calls served by AMX so far, process-wide: tests check the path they mean ran.
 int64_t AmxLinearCalls();

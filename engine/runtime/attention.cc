@@ -1,31 +1,26 @@
 #include "engine/runtime/attention.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <vector>
 
+#include "engine/formats/dequantize.h"
 #include "engine/runtime/amx_gemm.h"
+#include "engine/runtime/cpu.h"
 #include "engine/runtime/fast_math.h"
 #include "engine/runtime/matmul.h"
 
 namespace superweight {
 namespace {
 
-std::atomic<bool> avx512_allowed{true};
-
-bool UseAvx512() {
-  static const bool has = __builtin_cpu_supports("avx512f");
-  return has && avx512_allowed.load(std::memory_order_relaxed);
-}
-
 // The portable path, a block of query rows at a time. Each block is two oneDNN matmuls over all
 // heads at once, of shape [KV heads, group, rows, head_dim] against K (then V) broadcast over
 // the group, so the threads share every head. Block [r0, r0 + rows) attends to keys
 // [0, r0 + rows) only: the masked upper triangle outside the diagonal blocks is never computed,
 // and a block's scores [heads, rows, keys] stay in cache between the two matmuls.
-void CausalAttentionOneDnn(const AttentionShape& shape, const float* q, const float* k,
-                           const float* v, int64_t tokens, float* out) {
+absl::Status CausalAttentionOneDnn(const AttentionShape& shape, const float* q, const float* k,
+                                   const float* v, int64_t tokens, float* out,
+                                   bool round_probabilities) {
   constexpr int64_t kQueryBlock = 64;
   const int64_t H = shape.heads, KV = shape.kv_heads, hd = shape.head_dim, G = H / KV, T = tokens;
   const int64_t q_stride = H * hd, kv_stride = KV * hd;
@@ -36,18 +31,33 @@ void CausalAttentionOneDnn(const AttentionShape& shape, const float* q, const fl
   const float scale = 1.f / std::sqrt(static_cast<float>(hd));
   for (int64_t r0 = 0; r0 < T; r0 += block) {
     const int64_t rows = std::min(block, T - r0), keys = r0 + rows;
-    GroupedMatmul(KV, G, rows, hd, keys, {q + r0 * q_stride, G * hd, hd, q_stride, 1},
-                  {k, hd, 0, 1, kv_stride}, s, G * rows * keys, rows * keys, keys);
+    absl::Status status =
+        GroupedMatmul(KV, G, rows, hd, keys, {q + r0 * q_stride, G * hd, hd, q_stride, 1},
+                      {k, hd, 0, 1, kv_stride}, s, G * rows * keys, rows * keys, keys);
+    if (!status.ok()) return status;
 #pragma omp parallel for schedule(static)
     for (int64_t row = 0; row < H * rows; ++row) {
       const int64_t visible = r0 + row % rows + 1;  // keys [0, t] for query t
       float* sr = s + row * keys;
       internal::SoftmaxRow(sr, visible, scale);
+      if (round_probabilities) FloatsToBFloat16Values(sr, visible, sr);
       std::fill(sr + visible, sr + keys, 0.f);
     }
-    GroupedMatmul(KV, G, rows, keys, hd, {s, G * rows * keys, rows * keys, keys, 1},
-                  {v, hd, 0, kv_stride, 1}, out + r0 * q_stride, G * hd, hd, q_stride);
+    status = GroupedMatmul(KV, G, rows, keys, hd, {s, G * rows * keys, rows * keys, keys, 1},
+                           {v, hd, 0, kv_stride, 1}, out + r0 * q_stride, G * hd, hd, q_stride);
+    if (!status.ok()) return status;
   }
+  return absl::OkStatus();
+}
+
+// x rounded to bf16 values, into a buffer of this thread's.
+const float* RoundedCopy(const float* x, int64_t n, std::vector<float>* buffer) {
+  buffer->resize(n);
+  float* dst = buffer->data();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; i += 4096)
+    FloatsToBFloat16Values(x + i, std::min<int64_t>(4096, n - i), dst + i);
+  return dst;
 }
 
 }  // namespace
@@ -67,17 +77,28 @@ __attribute__((noinline)) void internal::SoftmaxRow(float* row, int64_t n, float
   for (int64_t j = 0; j < n; ++j) row[j] *= inv;
 }
 
-void internal::AllowAttentionAvx512(bool allowed) { avx512_allowed = allowed; }
-
-void CausalAttention(const AttentionShape& shape, const float* q, const float* k, const float* v,
-                     int64_t tokens, float* out, Precision precision) {
-  if (tokens == 0) return;
-  if (precision == Precision::kBF16 && internal::AmxEnabled() &&
-      internal::CausalAttentionAmx(shape, q, k, v, tokens, out)) {
-    return;
+absl::Status CausalAttention(const AttentionShape& shape, const float* q, const float* k,
+                             const float* v, int64_t tokens, float* out, Precision precision) {
+  if (tokens == 0) return absl::OkStatus();
+  const bool bf16 = precision == Precision::kBF16;
+  if (bf16 && internal::AmxEnabled() && internal::CausalAttentionAmx(shape, q, k, v, tokens, out)) {
+    return absl::OkStatus();
   }
-  if (UseAvx512() && internal::CausalAttentionAvx512(shape, q, k, v, tokens, out)) return;
-  CausalAttentionOneDnn(shape, q, k, v, tokens, out);
+  // bf16 off the tiles: q, k and v rounded here, the probabilities by the kernel, every product
+  // of two bf16 values exact in f32 as on the tiles.
+  thread_local std::vector<float> q_rounded, k_rounded, v_rounded;
+  if (bf16) {
+    const int64_t q_size = tokens * shape.heads * shape.head_dim;
+    const int64_t kv_size = tokens * shape.kv_heads * shape.head_dim;
+    q = RoundedCopy(q, q_size, &q_rounded);
+    k = RoundedCopy(k, kv_size, &k_rounded);
+    v = RoundedCopy(v, kv_size, &v_rounded);
+  }
+  if (CpuAllows(Isa::kAvx512) &&
+      internal::CausalAttentionAvx512(shape, q, k, v, tokens, out, /*round_probabilities=*/bf16)) {
+    return absl::OkStatus();
+  }
+  return CausalAttentionOneDnn(shape, q, k, v, tokens, out, /*round_probabilities=*/bf16);
 }
 
 }  // namespace superweight

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 
+#include "absl/status/status.h"
 #include "engine/runtime/matmul.h"
 
 namespace superweight {
@@ -13,25 +14,25 @@ struct AttentionShape {
 
 // out[t, h] = sum_{j <= t} softmax_j(q[t, h] . k[j, h / group] / sqrt(head_dim)) v[j, h / group]
 // for t in [0, tokens), with group = heads / kv_heads. Rows of q and out are heads * head_dim
-// wide, rows of k and v kv_heads * head_dim. In f32; with bf16 precision, where the CPU has
-// AMX, q, k, v and the probabilities are rounded to bf16 and the products summed in f32, as the
-// bf16 linear layers do.
-void CausalAttention(const AttentionShape& shape, const float* q, const float* k, const float* v,
-                     int64_t tokens, float* out, Precision precision = Precision::kF32);
+// wide, rows of k and v kv_heads * head_dim. In f32; with bf16 precision q, k, v and the
+// probabilities are rounded to bf16 and the products summed in f32, as the bf16 linear layers
+// do, on every CPU class. Fails only where oneDNN fails (the path below AVX-512).
+absl::Status CausalAttention(const AttentionShape& shape, const float* q, const float* k,
+                             const float* v, int64_t tokens, float* out,
+                             Precision precision = Precision::kF32);
 
 namespace internal {
 // softmax(row * scale) over row[0, n), in place; shared by both kernels.
 void SoftmaxRow(float* row, int64_t n, float scale);
-// The AVX-512 kernel (attention_avx512.cc), for CPUs that have AVX-512F and head_dim a multiple
-// of 16. Returns false, doing nothing, where it does not apply.
+// The AVX-512 kernel (attention_avx512.cc), for CPUs that have AVX-512 and head_dim a multiple
+// of 16; round_probabilities rounds each probability to bf16 before it meets v. Returns false,
+// doing nothing, where it does not apply.
 bool CausalAttentionAvx512(const AttentionShape& shape, const float* q, const float* k,
-                           const float* v, int64_t tokens, float* out);
-// The AMX kernel (attention_amx.cc), for CPUs with AMX-BF16 (internal::AmxAvailable) and
+                           const float* v, int64_t tokens, float* out, bool round_probabilities);
+// The AMX kernel (attention_amx.cc), for CPUs with AMX-BF16 (internal::AmxEnabled) and
 // head_dim a multiple of 32. Returns false, doing nothing, where it does not apply.
 bool CausalAttentionAmx(const AttentionShape& shape, const float* q, const float* k, const float* v,
                         int64_t tokens, float* out);
-// Tests turn the AVX-512 kernel off to compare it with the oneDNN one.
-void AllowAttentionAvx512(bool allowed);
 }  // namespace internal
 
 }  // namespace superweight

@@ -18,6 +18,7 @@
 #include <limits>
 #include <vector>
 
+#include "engine/formats/dequantize.h"
 #include "engine/runtime/attention.h"
 #include "engine/runtime/softmax_avx512.h"
 
@@ -68,7 +69,7 @@ TileFn GetTile(int rows, int64_t vectors) { return kTiles[rows - 1][vectors - 1]
 int64_t RoundUp16(int64_t n) { return (n + 15) / 16 * 16; }
 
 void Attend(const AttentionShape& shape, const float* q, const float* k, const float* v, int64_t T,
-            float* out) {
+            float* out, bool round_probabilities) {
   const int64_t H = shape.heads, KV = shape.kv_heads, hd = shape.head_dim;
   const int64_t G = H / KV, q_stride = H * hd, kv_stride = KV * hd;
   const int64_t padded = RoundUp16(T);  // keys, the padding zeros
@@ -119,6 +120,8 @@ void Attend(const AttentionShape& shape, const float* q, const float* k, const f
         float inv_sum[kMaxRows];
         for (int r = 0; r < R; ++r) {
           inv_sum[r] = UnnormalizedSoftmax(sg + r * padded, t0 + r + 1, cols, scale);
+          if (round_probabilities)
+            FloatsToBFloat16Values(sg + r * padded, t0 + r + 1, sg + r * padded);
         }
         float* og = out + t0 * q_stride + h * hd;
         for (int64_t d = 0; d < hd; d += 16 * kMaxVectors) {
@@ -133,11 +136,11 @@ void Attend(const AttentionShape& shape, const float* q, const float* k, const f
 }  // namespace
 
 bool CausalAttentionAvx512(const AttentionShape& shape, const float* q, const float* k,
-                           const float* v, int64_t tokens, float* out) {
+                           const float* v, int64_t tokens, float* out, bool round_probabilities) {
   if (shape.head_dim % 16 != 0 || shape.kv_heads <= 0 || shape.heads % shape.kv_heads != 0) {
     return false;
   }
-  Attend(shape, q, k, v, tokens, out);
+  Attend(shape, q, k, v, tokens, out, round_probabilities);
   return true;
 }
 

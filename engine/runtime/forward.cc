@@ -196,10 +196,10 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
     return false;
   };
   // y = x W^T for all tokens, then each sequence's weight edits on this (layer, kind).
-  auto linear = [&](int layer, LinearKind kind, const LinearInput& x, float* out) {
+  auto linear = [&](int layer, LinearKind kind, const LinearInput& x, float* out) -> absl::Status {
     const Matrix& w = model.layers[layer].Get(kind);
     const float* in = x.f32;
-    Linear(w, x, out, w.rows, &b.scratch);
+    if (absl::Status status = Linear(w, x, out, w.rows, &b.scratch); !status.ok()) return status;
     for (size_t s = 0; s < batch.size(); ++s) {
       if (batch[s].edits == nullptr) continue;
       for (const WeightEdit& e : batch[s].edits->weights) {
@@ -210,7 +210,9 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
         }
       }
     }
+    return absl::OkStatus();
   };
+  absl::Status status;
   auto add_bias_and_clip = [&](float* y, const std::vector<float>& bias, int64_t width) {
     if (bias.empty() && c.clip_qkv <= 0) return;
 #pragma omp parallel for schedule(static)
@@ -232,9 +234,11 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
     const LayerWeights& w = model.layers[l];
     Norm(c, w.attn_norm, b.x.data(), N, b.h.data());
     const LinearInput attn_in(b.h.data(), N, D, options.precision, &b.input);
-    linear(l, LinearKind::kQ, attn_in, b.q.data());
-    linear(l, LinearKind::kK, attn_in, b.k.data());
-    linear(l, LinearKind::kV, attn_in, b.v.data());
+    for (auto [kind, out] : {std::pair{LinearKind::kQ, b.q.data()},
+                             {LinearKind::kK, b.k.data()},
+                             {LinearKind::kV, b.v.data()}}) {
+      if (status = linear(l, kind, attn_in, out); !status.ok()) return status;
+    }
     add_bias_and_clip(b.q.data(), w.q_bias, QD);
     add_bias_and_clip(b.k.data(), w.k_bias, KVD);
     add_bias_and_clip(b.v.data(), w.v_bias, KVD);
@@ -242,8 +246,9 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
       const int64_t o = result.offsets[s], T = result.offsets[s + 1] - o;
       ApplyRope(c.rope, rope, &b.q[o * QD], T, c.heads, c.head_dim, QD);
       ApplyRope(c.rope, rope, &b.k[o * KVD], T, c.kv_heads, c.head_dim, KVD);
-      CausalAttention({c.heads, c.kv_heads, c.head_dim}, &b.q[o * QD], &b.k[o * KVD], &b.v[o * KVD],
-                      T, &b.attn[o * QD], options.precision);
+      status = CausalAttention({c.heads, c.kv_heads, c.head_dim}, &b.q[o * QD], &b.k[o * KVD],
+                               &b.v[o * KVD], T, &b.attn[o * QD], options.precision);
+      if (!status.ok()) return status;
     }
     // The attention output added into the residual stream as it leaves the tiles, where the
     // AMX kernel serves and no weight edit has to be added to it first.
@@ -251,7 +256,7 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
     if (weights_edited(l, LinearKind::kO, LinearKind::kO) ||
         !LinearAddTo(w.Get(LinearKind::kO), attn_out, b.x.data(), D)) {
       b.o.resize(N * D);
-      linear(l, LinearKind::kO, attn_out, b.o.data());
+      if (status = linear(l, LinearKind::kO, attn_out, b.o.data()); !status.ok()) return status;
 #pragma omp parallel for schedule(static)
       for (int64_t i = 0; i < N * D; ++i) b.x[i] += b.o[i];
     }
@@ -263,8 +268,8 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
     if (weights_edited(l, LinearKind::kGate, LinearKind::kUp) ||
         !LinearSwiGlu(w.Get(LinearKind::kGate), w.Get(LinearKind::kUp), ffn_in, b.gate.data(), I)) {
       b.up.resize(N * I);
-      linear(l, LinearKind::kGate, ffn_in, b.gate.data());
-      linear(l, LinearKind::kUp, ffn_in, b.up.data());
+      if (status = linear(l, LinearKind::kGate, ffn_in, b.gate.data()); !status.ok()) return status;
+      if (status = linear(l, LinearKind::kUp, ffn_in, b.up.data()); !status.ok()) return status;
 #pragma omp parallel for schedule(static)
       for (int64_t t = 0; t < N; ++t) SwiGlu(&b.gate[t * I], &b.up[t * I], I);
     }
@@ -282,7 +287,7 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
       continue;
     }
     b.down.resize(N * D);
-    linear(l, LinearKind::kDown, mlp_in, b.down.data());
+    if (status = linear(l, LinearKind::kDown, mlp_in, b.down.data()); !status.ok()) return status;
     for (size_t s = 0; s < batch.size(); ++s) {
       const int64_t o = result.offsets[s];
       if (batch[s].edits != nullptr) {
@@ -303,11 +308,11 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
   return result;
 }
 
-void ComputeLogits(const Model& model, const float* hidden, int64_t rows, float* logits,
-                   Precision precision) {
+absl::Status ComputeLogits(const Model& model, const float* hidden, int64_t rows, float* logits,
+                           Precision precision) {
   const ScopedFlushSubnormals flush;
   LinearScratch scratch;
-  Linear(model.lm_head, hidden, rows, logits, model.lm_head.rows, precision, &scratch);
+  return Linear(model.lm_head, hidden, rows, logits, model.lm_head.rows, precision, &scratch);
 }
 
 }  // namespace superweight

@@ -37,7 +37,7 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
                                          const ForwardOptions& options);
 
 // logits[rows, vocab] = hidden[rows, hidden] * lm_head^T.
-void ComputeLogits(const Model& model, const float* hidden, int64_t rows, float* logits,
-                   Precision precision);
+absl::Status ComputeLogits(const Model& model, const float* hidden, int64_t rows, float* logits,
+                           Precision precision);
 
 }  // namespace superweight

@@ -1,17 +1,18 @@
 #include "engine/runtime/matmul.h"
 
-#include <sys/syscall.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <map>
 #include <mutex>
+#include <string>
 #include <tuple>
 
+#include "absl/strings/str_cat.h"
 #include "engine/formats/dequantize.h"
 #include "engine/runtime/amx_gemm.h"
+#include "engine/runtime/cpu.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
 namespace superweight {
@@ -22,7 +23,10 @@ using dnnl::memory;
 using Dims = memory::dims;
 
 dnnl::engine& Engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  static dnnl::engine engine = [] {
+    Cpu();  // caps oneDNN's ISA before its first primitive
+    return dnnl::engine(dnnl::engine::kind::cpu, 0);
+  }();
   return engine;
 }
 
@@ -39,9 +43,24 @@ struct Cached {
   memory::desc a, b, c;
 };
 
-Cached GetPrimitive(memory::data_type type, const Dims& a_dims, const Dims& a_strides,
-                    const Dims& b_dims, const Dims& b_strides, const Dims& c_dims,
-                    const Dims& c_strides) {
+// oneDNN reports failures by throwing dnnl::error; they end here as a Status.
+absl::Status OneDnnError(const dnnl::error& e, const char* what) {
+  const std::string message =
+      absl::StrCat("oneDNN ", what, " failed on this CPU (", CpuDescription(), "): ", e.what());
+  switch (e.status) {
+    case dnnl_unimplemented:
+      return absl::FailedPreconditionError(message);
+    case dnnl_out_of_memory:
+      return absl::ResourceExhaustedError(message);
+    default:
+      return absl::InternalError(message);
+  }
+}
+
+absl::StatusOr<Cached> GetPrimitive(memory::data_type type, const Dims& a_dims,
+                                    const Dims& a_strides, const Dims& b_dims,
+                                    const Dims& b_strides, const Dims& c_dims,
+                                    const Dims& c_strides) {
   static std::mutex mu;
   static std::map<Key, Cached> cache;
   Key key;
@@ -54,47 +73,44 @@ Cached GetPrimitive(memory::data_type type, const Dims& a_dims, const Dims& a_st
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   if (cache.size() > 4096) cache.clear();  // bounded: token counts vary per request
-  memory::desc a(a_dims, type, a_strides);
-  memory::desc b(b_dims, type, b_strides);
-  memory::desc c(c_dims, memory::data_type::f32, c_strides);
-  matmul::primitive_desc pd(matmul::desc(a, b, c), Engine());
-  return cache.emplace(key, Cached{matmul(pd), a, b, c}).first->second;
+  try {
+    memory::desc a(a_dims, type, a_strides);
+    memory::desc b(b_dims, type, b_strides);
+    memory::desc c(c_dims, memory::data_type::f32, c_strides);
+    matmul::primitive_desc pd(matmul::desc(a, b, c), Engine());
+    return cache.emplace(key, Cached{matmul(pd), a, b, c}).first->second;
+  } catch (const dnnl::error& e) {
+    return OneDnnError(e, type == memory::data_type::bf16 ? "bf16 matmul" : "f32 matmul");
+  }
 }
 
-void Run(const Cached& p, const void* a, const void* b, void* c) {
-  dnnl::stream stream(Engine());
-  memory am(p.a, Engine(), const_cast<void*>(a));
-  memory bm(p.b, Engine(), const_cast<void*>(b));
-  memory cm(p.c, Engine(), c);
-  p.primitive.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
-  stream.wait();
+absl::Status Run(const Cached& p, const void* a, const void* b, void* c) {
+  try {
+    dnnl::stream stream(Engine());
+    memory am(p.a, Engine(), const_cast<void*>(a));
+    memory bm(p.b, Engine(), const_cast<void*>(b));
+    memory cm(p.c, Engine(), c);
+    p.primitive.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return OneDnnError(e, "matmul execution");
+  }
+  return absl::OkStatus();
 }
 
 // y[m, n] (stride ldy) = x[m, k] * w[n, k]^T, w rows contiguous with stride k.
-void Gemm(memory::data_type type, const void* x, int64_t m, int64_t k, const void* w, int64_t n,
-          float* y, int64_t ldy) {
-  const Cached p = GetPrimitive(type, {m, k}, {k, 1}, {k, n}, {1, k}, {m, n}, {ldy, 1});
-  Run(p, x, w, y);
+absl::Status Gemm(memory::data_type type, const void* x, int64_t m, int64_t k, const void* w,
+                  int64_t n, float* y, int64_t ldy) {
+  absl::StatusOr<Cached> p = GetPrimitive(type, {m, k}, {k, 1}, {k, n}, {1, k}, {m, n}, {ldy, 1});
+  if (!p.ok()) return p.status();
+  return Run(*p, x, w, y);
 }
 
 // Rows per converted slice: about 4 MiB of f32 weights.
 int64_t SliceRows(int64_t cols) { return std::max<int64_t>(16, (int64_t{1} << 20) / cols); }
 
 std::atomic<int64_t> linear_nanos{0}, linear_flops{0}, linear_input_nanos{0};
-std::atomic<bool> amx_allowed{true};
 std::atomic<int64_t> amx_linear_calls{0};
-
-bool DetectAmx() {
-  if (!__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-bf16") ||
-      !__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bf16") ||
-      !__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl")) {
-    return false;
-  }
-  // Linux hands out the tile data state only to processes that ask (ARCH_REQ_XCOMP_PERM for
-  // XTILEDATA); a kernel without AMX support refuses and the oneDNN path serves.
-  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
-}
 
 // Adds the scope's duration (and flops) to process-wide counters.
 class ScopeTimer {
@@ -121,6 +137,21 @@ class LinearTimer : public ScopeTimer {
   explicit LinearTimer(int64_t flops) : ScopeTimer(&linear_nanos, flops) {}
 };
 
+// Whether bf16 matmuls off the AMX path go to oneDNN's bf16 matmul: where the CPU has a bf16 dot
+// product (AVX512-BF16). Below it oneDNN 2.6 has no bf16 matmul (or emulates it slower than
+// f32), and the engine multiplies the bf16 values in f32 FMA instead: products of two bf16
+// values are exact in f32, so that is bf16 arithmetic with f32 accumulation, as oneDNN's.
+// SUPERWEIGHT_FORCE_ONEDNN_BF16=1 sends them to oneDNN whatever the CPU, which is how tests
+// reproduce oneDNN refusing a request (FAILED_PRECONDITION) below AVX-512.
+std::atomic<bool> onednn_bf16_forced{[] {
+  const char* v = std::getenv("SUPERWEIGHT_FORCE_ONEDNN_BF16");
+  return v != nullptr && std::string(v) == "1";
+}()};
+
+bool OneDnnBf16() {
+  return onednn_bf16_forced.load(std::memory_order_relaxed) || CpuAllows(Isa::kAvx512Bf16);
+}
+
 // Block-quantized weights in f32 precision go to the AMX kernel as exact codes and scales
 // (amx_gemm.h): three bf16 parts of x times integer codes are exact products, so f32 accuracy
 // holds without an f32 copy of the weights or oneDNN's f32 matmul.
@@ -146,14 +177,8 @@ void ResetLinearStats() {
 
 const char* PrecisionName(Precision p) { return p == Precision::kF32 ? "f32" : "bf16"; }
 
-bool internal::AmxAvailable() {
-  static const bool available = DetectAmx();
-  return available;
-}
-void internal::AllowAmx(bool allowed) { amx_allowed = allowed; }
-bool internal::AmxEnabled() {
-  return amx_allowed.load(std::memory_order_relaxed) && internal::AmxAvailable();
-}
+bool internal::AmxEnabled() { return CpuAllows(Isa::kAmx); }
+void internal::ForceOneDnnBf16(bool forced) { onednn_bf16_forced = forced; }
 int64_t internal::AmxLinearCalls() { return amx_linear_calls.load(); }
 int64_t internal::AmxPaddedTokens(int64_t m) { return (m + 31) / 32 * 32; }
 
@@ -167,6 +192,19 @@ const uint16_t* LinearInput::Bf16() const {
     bf16_ready_ = true;
   }
   return storage_->bf16.data();
+}
+
+const float* LinearInput::F32Operand() const {
+  if (precision == Precision::kF32) return f32;
+  if (!widened_ready_) {
+    const ScopeTimer timer(&linear_input_nanos);
+    storage_->bf16_values.resize(rows * cols);
+    float* xw = storage_->bf16_values.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) FloatsToBFloat16Values(f32 + r * cols, cols, xw + r * cols);
+    widened_ready_ = true;
+  }
+  return storage_->bf16_values.data();
 }
 
 int LinearInput::AmxParts() const { return precision == Precision::kBF16 ? 1 : 3; }
@@ -189,9 +227,9 @@ const float* LinearInput::AmxBlockSums() const {
   return storage_->amx_block_sums.data();
 }
 
-void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy, Precision precision,
-            LinearScratch* scratch) {
-  Linear(w, LinearInput(x, m, w.cols, precision, &scratch->input), y, ldy, scratch);
+absl::Status Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy,
+                    Precision precision, LinearScratch* scratch) {
+  return Linear(w, LinearInput(x, m, w.cols, precision, &scratch->input), y, ldy, scratch);
 }
 
 namespace {
@@ -255,36 +293,45 @@ void LinearAmx(const Matrix& w, const LinearInput& x, const internal::AmxInput& 
 
 }  // namespace
 
-void Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, LinearScratch* scratch) {
+absl::Status Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy,
+                    LinearScratch* scratch) {
   const int64_t k = w.cols, m = x.rows;
-  if (m == 0) return;
+  if (m == 0) return absl::OkStatus();
   const bool amx = UseAmx(w, x);
   const internal::AmxInput input = PrepareInput(x, amx, ReadsBlockSums(w, x.precision));
   LinearTimer timer(2 * m * k * w.rows);
   if (amx) {
     LinearAmx(w, x, input, y, ldy, /*add_to_y=*/false);
-    return;
+    return absl::OkStatus();
   }
-  if (x.precision == Precision::kF32) {
-    if (w.dtype == DType::kF32) {
-      Gemm(memory::data_type::f32, x.f32, m, k, w.data, w.rows, y, ldy);
-      return;
+  if (x.precision == Precision::kF32 || !OneDnnBf16()) {
+    // f32, or bf16 as f32 arithmetic on bf16 values (x.F32Operand() rounds x where needed).
+    const bool bf16 = x.precision == Precision::kBF16;
+    if (w.dtype == DType::kF32 && !bf16) {
+      return Gemm(memory::data_type::f32, x.f32, m, k, w.data, w.rows, y, ldy);
     }
+    const float* xf = x.F32Operand();
     const int64_t slice = std::min(w.rows, SliceRows(k));
     scratch->weights_f32.resize(slice * k);
     for (int64_t r0 = 0; r0 < w.rows; r0 += slice) {
       const int64_t rows = std::min(slice, w.rows - r0);
       float* dst = scratch->weights_f32.data();
 #pragma omp parallel for schedule(static)
-      for (int64_t r = 0; r < rows; ++r) DequantizeRow(w.dtype, w.Row(r0 + r), k, dst + r * k);
-      Gemm(memory::data_type::f32, x.f32, m, k, dst, rows, y + r0, ldy);
+      for (int64_t r = 0; r < rows; ++r) {
+        if (bf16) {
+          DequantizeRowToBFloat16Values(w.dtype, w.Row(r0 + r), k, dst + r * k);
+        } else {
+          DequantizeRow(w.dtype, w.Row(r0 + r), k, dst + r * k);
+        }
+      }
+      absl::Status status = Gemm(memory::data_type::f32, xf, m, k, dst, rows, y + r0, ldy);
+      if (!status.ok()) return status;
     }
-    return;
+    return absl::OkStatus();
   }
-  // bf16: weights used in place when stored as bf16, else converted a slice at a time.
+  // bf16 on oneDNN: weights used in place when stored as bf16, else converted a slice at a time.
   if (w.dtype == DType::kBF16) {
-    Gemm(memory::data_type::bf16, x.Bf16(), m, k, w.data, w.rows, y, ldy);
-    return;
+    return Gemm(memory::data_type::bf16, x.Bf16(), m, k, w.data, w.rows, y, ldy);
   }
   const int64_t slice = std::min(w.rows, SliceRows(k));
   scratch->weights_bf16.resize(slice * k);
@@ -294,8 +341,10 @@ void Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, Linear
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; ++r)
       DequantizeRowToBFloat16(w.dtype, w.Row(r0 + r), k, b + r * k);
-    Gemm(memory::data_type::bf16, x.Bf16(), m, k, b, rows, y + r0, ldy);
+    absl::Status status = Gemm(memory::data_type::bf16, x.Bf16(), m, k, b, rows, y + r0, ldy);
+    if (!status.ok()) return status;
   }
+  return absl::OkStatus();
 }
 
 bool LinearAddTo(const Matrix& w, const LinearInput& x, float* y, int64_t ldy) {
@@ -333,15 +382,16 @@ bool LinearLogSumExp(const Matrix& w, const LinearInput& x, const int32_t* targe
   return true;
 }
 
-void GroupedMatmul(int64_t outer, int64_t inner, int64_t m, int64_t k, int64_t n, StridedMatrix a,
-                   StridedMatrix b, float* c, int64_t c_outer_stride, int64_t c_inner_stride,
-                   int64_t c_row_stride) {
-  const Cached p =
+absl::Status GroupedMatmul(int64_t outer, int64_t inner, int64_t m, int64_t k, int64_t n,
+                           StridedMatrix a, StridedMatrix b, float* c, int64_t c_outer_stride,
+                           int64_t c_inner_stride, int64_t c_row_stride) {
+  const absl::StatusOr<Cached> p =
       GetPrimitive(memory::data_type::f32, {outer, inner, m, k},
                    {a.outer_stride, a.inner_stride, a.row_stride, a.col_stride}, {outer, 1, k, n},
                    {b.outer_stride, k * n, b.row_stride, b.col_stride}, {outer, inner, m, n},
                    {c_outer_stride, c_inner_stride, c_row_stride, 1});
-  Run(p, a.data, b.data, c);
+  if (!p.ok()) return p.status();
+  return Run(*p, a.data, b.data, c);
 }
 
 }  // namespace superweight

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "engine/model/model.h"
 #include "engine/runtime/aligned_vector.h"
 
@@ -19,6 +20,7 @@ const char* PrecisionName(Precision p);
 // Where a LinearInput keeps its converted copies; one live LinearInput per storage.
 struct LinearInputStorage {
   std::vector<uint16_t> bf16;
+  std::vector<float> bf16_values;
   internal::CacheAlignedVector<uint16_t> amx;  // tile rows start cache lines
   internal::CacheAlignedVector<float> amx_block_sums;
 };
@@ -41,6 +43,9 @@ class LinearInput {
       : f32(x), rows(rows), cols(cols), precision(precision), storage_(storage) {}
   // x rounded to bf16, [rows, cols].
   const uint16_t* Bf16() const;
+  // What an f32 matmul reads for this precision: x itself in f32; in bf16, x rounded to bf16
+  // values held as floats (bf16 arithmetic on f32 FMA units, where no bf16 matmul serves).
+  const float* F32Operand() const;
   // x as the AMX kernel's activation planes (amx_gemm.h), AmxParts() of them: one part in bf16
   // precision, three (an exact split) in f32 precision.
   const uint16_t* AmxPlanes() const;
@@ -54,14 +59,17 @@ class LinearInput {
 
  private:
   LinearInputStorage* storage_;
-  mutable bool bf16_ready_ = false, amx_ready_ = false, sums_ready_ = false;
+  mutable bool bf16_ready_ = false, widened_ready_ = false, amx_ready_ = false, sums_ready_ = false;
 };
 
 // y[x.rows, ldy] = x * w^T; x.cols == w.cols. Columns [0, w.rows) of each y row are written.
-void Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy, LinearScratch* scratch);
+// Fails only where oneDNN refuses or fails the matmul (FAILED_PRECONDITION where this CPU class
+// lacks what it needs, RESOURCE_EXHAUSTED for memory, INTERNAL otherwise); y is then undefined.
+absl::Status Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy,
+                    LinearScratch* scratch);
 // The same for an input used once.
-void Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy, Precision precision,
-            LinearScratch* scratch);
+absl::Status Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_t ldy,
+                    Precision precision, LinearScratch* scratch);
 
 // y[x.rows, ldy] += x * w^T, each output added to y as it leaves the tiles (a residual
 // connection without the output ever stored on its own; y + output rounds as a separate
@@ -98,6 +106,13 @@ struct LinearStats {
 LinearStats GetLinearStats();
 void ResetLinearStats();
 
+namespace internal {
+// bf16 matmuls off the AMX path to oneDNN's bf16 matmul whatever the CPU class (as the
+// environment's SUPERWEIGHT_FORCE_ONEDNN_BF16=1 does): below AVX-512 oneDNN refuses them, which
+// is how tests see an engine failure reach a request.
+void ForceOneDnnBf16(bool forced);
+}  // namespace internal
+
 // Plain f32 matmul over two batch dimensions with explicit strides (attention):
 // for (i, j) in [0, outer) x [0, inner): C_ij[M, N] = A_ij[M, K] * B_i[K, N]; B is shared across
 // the inner dimension (grouped-query attention: one KV head per group of query heads).
@@ -105,8 +120,8 @@ struct StridedMatrix {
   const float* data;
   int64_t outer_stride, inner_stride, row_stride, col_stride;
 };
-void GroupedMatmul(int64_t outer, int64_t inner, int64_t m, int64_t k, int64_t n, StridedMatrix a,
-                   StridedMatrix b, float* c, int64_t c_outer_stride, int64_t c_inner_stride,
-                   int64_t c_row_stride);
+absl::Status GroupedMatmul(int64_t outer, int64_t inner, int64_t m, int64_t k, int64_t n,
+                           StridedMatrix a, StridedMatrix b, float* c, int64_t c_outer_stride,
+                           int64_t c_inner_stride, int64_t c_row_stride);
 
 }  // namespace superweight

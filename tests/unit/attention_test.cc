@@ -6,7 +6,9 @@
 
 #include "engine/formats/dequantize.h"
 #include "engine/runtime/amx_gemm.h"
+#include "engine/runtime/cpu.h"
 #include "gtest/gtest.h"
+#include "tests/unit/test_util.h"
 
 namespace superweight {
 namespace {
@@ -67,19 +69,18 @@ double MaxError(const std::vector<float>& got, const std::vector<double>& want) 
   return worst;
 }
 
-std::vector<float> Attend(const Case& c, const Inputs& in, bool avx512) {
-  internal::AllowAttentionAvx512(avx512);
+std::vector<float> Attend(const Case& c, const Inputs& in) {
   std::vector<float> out(c.tokens * c.heads * c.head_dim, NAN);
-  CausalAttention({c.heads, c.kv_heads, c.head_dim}, in.q.data(), in.k.data(), in.v.data(),
-                  c.tokens, out.data());
-  internal::AllowAttentionAvx512(true);
+  EXPECT_TRUE(CausalAttention({c.heads, c.kv_heads, c.head_dim}, in.q.data(), in.k.data(),
+                              in.v.data(), c.tokens, out.data())
+                  .ok());
   return out;
 }
 
 // Outputs are averages of v ~ N(0, 1): an absolute bound is a relative one.
 constexpr double kTolerance = 2e-5;
 
-TEST(CausalAttention, BothKernelsMatchTheDefinition) {
+TEST(CausalAttention, EveryKernelMatchesTheDefinition) {
   const Case cases[] = {
       {9, 3, 64, 512, 1.f},                                             // SmolLM2-135M
       {4, 4, 64, 1, 1.f},    {4, 2, 32, 5, 1.f},  {8, 2, 96, 67, 1.f},  // phi3's head_dim
@@ -91,10 +92,10 @@ TEST(CausalAttention, BothKernelsMatchTheDefinition) {
   for (const Case& c : cases) {
     const Inputs in = Random(c, seed++);
     const std::vector<double> want = Reference(c, in);
-    EXPECT_LT(MaxError(Attend(c, in, true), want), kTolerance)
-        << c.heads << "/" << c.kv_heads << " heads, dim " << c.head_dim << ", " << c.tokens;
-    EXPECT_LT(MaxError(Attend(c, in, false), want), kTolerance)
-        << c.heads << "/" << c.kv_heads << " heads, dim " << c.head_dim << ", " << c.tokens;
+    superweight::testing::ForEachCpuClass([&](Isa) {
+      EXPECT_LT(MaxError(Attend(c, in), want), kTolerance)
+          << c.heads << "/" << c.kv_heads << " heads, dim " << c.head_dim << ", " << c.tokens;
+    });
   }
 }
 
@@ -103,22 +104,23 @@ TEST(CausalAttention, Avx512KernelTakesEveryMultipleOf16WhereTheCpuHasIt) {
   const Inputs in = Random(c, 7);
   std::vector<float> out(c.tokens * c.heads * c.head_dim);
   // The kernel does not check the CPU itself (CausalAttention does): only call it where it runs.
-  if (__builtin_cpu_supports("avx512f")) {
+  if (CpuAllows(Isa::kAvx512)) {
     EXPECT_TRUE(internal::CausalAttentionAvx512({c.heads, c.kv_heads, c.head_dim}, in.q.data(),
-                                                in.k.data(), in.v.data(), c.tokens, out.data()));
+                                                in.k.data(), in.v.data(), c.tokens, out.data(),
+                                                false));
   }
   // A head size it cannot tile is refused before any AVX-512 instruction runs.
   EXPECT_FALSE(internal::CausalAttentionAvx512({4, 2, 40}, in.q.data(), in.k.data(), in.v.data(),
-                                               20, out.data()));
+                                               20, out.data(), false));
 }
 
 TEST(CausalAttention, ShorterSequenceAfterALongerOneIsUnaffected) {
   // The kernel keeps its buffers between calls; leftovers of a long call must not leak.
   const Case long_case{4, 2, 64, 300, 1.f}, short_case{4, 2, 64, 37, 1.f};
   const Inputs big = Random(long_case, 11), small = Random(short_case, 12);
-  const std::vector<float> fresh = Attend(short_case, small, true);
-  Attend(long_case, big, true);
-  EXPECT_EQ(Attend(short_case, small, true), fresh);
+  const std::vector<float> fresh = Attend(short_case, small);
+  Attend(long_case, big);
+  EXPECT_EQ(Attend(short_case, small), fresh);
 }
 
 // The inputs rounded to bf16, as the AMX kernel rounds them.
@@ -132,37 +134,48 @@ Inputs RoundedToBf16(const Inputs& in) {
 
 std::vector<float> AttendBf16(const Case& c, const Inputs& in) {
   std::vector<float> out(c.tokens * c.heads * c.head_dim, NAN);
-  CausalAttention({c.heads, c.kv_heads, c.head_dim}, in.q.data(), in.k.data(), in.v.data(),
-                  c.tokens, out.data(), Precision::kBF16);
+  EXPECT_TRUE(CausalAttention({c.heads, c.kv_heads, c.head_dim}, in.q.data(), in.k.data(),
+                              in.v.data(), c.tokens, out.data(), Precision::kBF16)
+                  .ok());
   return out;
 }
 
-TEST(CausalAttention, AmxKernelMatchesTheDefinitionOnBf16Inputs) {
-  const Case cases[] = {
-      {9, 3, 64, 512, 1.f},  // SmolLM2-135M
-      {4, 4, 64, 1, 1.f},    {4, 2, 32, 5, 1.f},    {8, 2, 96, 67, 1.f},
-      {2, 1, 128, 130, 1.f}, {2, 2, 64, 100, 30.f}, {3, 1, 32, 33, 8.f},
-  };
+// bf16 precision means bf16 arithmetic on every CPU class: q, k, v and the probabilities
+// rounded to bf16, the products (exact) summed in f32.
+TEST(CausalAttention, Bf16MatchesTheDefinitionOnBf16InputsOnEveryPath) {
+  const Case
+      cases[] =
+          {
+              {9, 3, 64, 512, 1.f},  // SmolLM2-135M
+              {4, 4, 64, 1, 1.f},    {4, 2, 32, 5, 1.f},    {8, 2, 96, 67, 1.f},
+              {2, 1, 128, 130, 1.f}, {2, 2, 64, 100, 30.f}, {3, 1, 32, 33, 8.f},
+              {4, 2, 24, 33, 1.f},  // head_dim not a multiple of 16: the portable kernel only
+          };
   uint32_t seed = 21;
   for (const Case& c : cases) {
+    SCOPED_TRACE(::testing::Message() << c.heads << "/" << c.kv_heads << " heads, dim "
+                                      << c.head_dim << ", " << c.tokens);
     const Inputs in = Random(c, seed++);
-    if (!internal::AmxAvailable()) {  // bf16 precision falls back to the f32 kernels
-      EXPECT_LT(MaxError(AttendBf16(c, in), Reference(c, in)), kTolerance);
-      continue;
-    }
     // The products of bf16 inputs are exact and summed in f32; what remains is the rounding of
     // each probability to bf16 (8 bits), at most 2^-9 of the weighted average of |v|.
     const Inputs rounded = RoundedToBf16(in);
     float max_v = 0;
     for (float x : rounded.v) max_v = std::max(max_v, std::fabs(x));
-    const std::vector<float> got = AttendBf16(c, in);
-    EXPECT_LT(MaxError(got, Reference(c, rounded)), max_v / 512 + 1e-5)
-        << c.heads << "/" << c.kv_heads << " heads, dim " << c.head_dim << ", " << c.tokens;
-    // It is the AMX kernel that answered: called directly, it gives the same bits.
-    std::vector<float> direct(got.size(), NAN);
-    ASSERT_TRUE(internal::CausalAttentionAmx({c.heads, c.kv_heads, c.head_dim}, in.q.data(),
-                                             in.k.data(), in.v.data(), c.tokens, direct.data()));
-    EXPECT_EQ(got, direct);
+    const std::vector<double> want = Reference(c, rounded);
+    superweight::testing::ForEachCpuClass([&](Isa isa) {
+      const std::vector<float> got = AttendBf16(c, in);
+      EXPECT_LT(MaxError(got, want), max_v / 512 + 1e-5);
+      // Rounded, not the f32 kernels' answer.
+      if (c.tokens > 1) {
+        EXPECT_NE(got, Attend(c, in));
+      }
+      if (isa != Isa::kAmx || c.head_dim % 32 != 0) return;
+      // It is the AMX kernel that answered: called directly, it gives the same bits.
+      std::vector<float> direct(got.size(), NAN);
+      ASSERT_TRUE(internal::CausalAttentionAmx({c.heads, c.kv_heads, c.head_dim}, in.q.data(),
+                                               in.k.data(), in.v.data(), c.tokens, direct.data()));
+      EXPECT_EQ(got, direct);
+    });
   }
 }
 
@@ -173,8 +186,10 @@ TEST(CausalAttention, AmxKernelRefusesHeadSizesItCannotTile) {
   // Refused before any tile instruction runs, so this holds on any CPU.
   EXPECT_FALSE(internal::CausalAttentionAmx({c.heads, c.kv_heads, c.head_dim}, in.q.data(),
                                             in.k.data(), in.v.data(), c.tokens, out.data()));
-  // bf16 precision then takes the f32 kernels.
-  EXPECT_LT(MaxError(AttendBf16(c, in), Reference(c, in)), kTolerance);
+  // bf16 precision then takes the other kernels, rounding as the tiles do.
+  float max_v = 0;
+  for (float x : in.v) max_v = std::max(max_v, std::fabs(x));
+  EXPECT_LT(MaxError(AttendBf16(c, in), Reference(c, RoundedToBf16(in))), max_v / 512 + 1e-5);
 }
 
 TEST(CausalAttention, Bf16ShorterSequenceAfterALongerOneIsUnaffected) {

@@ -5,6 +5,7 @@
 #include <random>
 #include <vector>
 
+#include "engine/runtime/cpu.h"
 #include "gtest/gtest.h"
 
 namespace superweight {
@@ -120,12 +121,14 @@ TEST(StorageBytes, RejectsPartialBlocks) {
 // Random bytes for every block type (scales included, so f16 subnormals, infinities and NaNs
 // occur): DequantizeRow, whichever kernel serves it, equals the scalar loops bit for bit, and
 // DequantizeRowToBFloat16 equals FloatToBFloat16 of that. Odd lengths exercise the tails.
-class DequantizeBothPaths : public ::testing::TestWithParam<bool> {
+class DequantizeBothPaths : public ::testing::TestWithParam<Isa> {
  protected:
-  void SetUp() override { internal::AllowAvx512Bf16(GetParam()); }
-  void TearDown() override { internal::AllowAvx512Bf16(true); }
+  void SetUp() override { internal::SetIsaCeilingForTests(GetParam()); }
+  void TearDown() override { internal::SetIsaCeilingForTests(Isa::kAmx); }
 };
-INSTANTIATE_TEST_SUITE_P(Avx512Bf16AllowedOrNot, DequantizeBothPaths, ::testing::Bool());
+// At the AVX2 ceiling and at the CPU's own (AVX512-BF16 kernels where it has them).
+INSTANTIATE_TEST_SUITE_P(Avx2AndAvx512Bf16, DequantizeBothPaths,
+                         ::testing::Values(Isa::kAvx2, Isa::kAvx512Bf16));
 
 TEST_P(DequantizeBothPaths, FastPathsEqualScalarReferenceBitForBit) {
   std::mt19937 rng(7);
@@ -145,6 +148,13 @@ TEST_P(DequantizeBothPaths, FastPathsEqualScalarReferenceBitForBit) {
       DequantizeRowToBFloat16(type, src.data(), n, bf16.data());
       for (int64_t i = 0; i < n; ++i) {
         ASSERT_EQ(bf16[i], FloatToBFloat16(want[i])) << t.name << " element " << i;
+      }
+      // The same values held as floats, the operand of bf16 arithmetic on f32 FMA units.
+      std::vector<float> values(n);
+      DequantizeRowToBFloat16Values(type, src.data(), n, values.data());
+      for (int64_t i = 0; i < n; ++i) {
+        const float expected = BFloat16ToFloat(bf16[i]);
+        ASSERT_EQ(std::memcmp(&values[i], &expected, 4), 0) << t.name << " element " << i;
       }
     }
   }

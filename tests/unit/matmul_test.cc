@@ -8,8 +8,10 @@
 
 #include "engine/formats/dequantize.h"
 #include "engine/runtime/amx_gemm.h"
+#include "engine/runtime/cpu.h"
 #include "engine/runtime/fast_math.h"
 #include "gtest/gtest.h"
+#include "tests/unit/test_util.h"
 
 namespace superweight {
 namespace {
@@ -84,8 +86,8 @@ struct Case {
 // element against the definition in double: inputs (and weights, in bf16 precision) rounded to
 // bf16 where the precision says so, products summed in f32's accuracy; columns past n untouched.
 void CheckLinear(const Case& c) {
-  SCOPED_TRACE(testing::Message() << DTypeName(c.dtype) << " " << PrecisionName(c.precision)
-                                  << " m=" << c.m << " k=" << c.k << " n=" << c.n);
+  SCOPED_TRACE(::testing::Message() << DTypeName(c.dtype) << " " << PrecisionName(c.precision)
+                                    << " m=" << c.m << " k=" << c.k << " n=" << c.n);
   const Weights w = RandomWeights(c.dtype, c.n, c.k, 7);
   std::mt19937 gen(11);
   std::normal_distribution<float> normal;
@@ -94,7 +96,7 @@ void CheckLinear(const Case& c) {
   constexpr float kSentinel = -12345.f;
   std::vector<float> y(c.m * c.ldy, kSentinel);
   LinearScratch scratch;
-  Linear(w.matrix, x.data(), c.m, y.data(), c.ldy, c.precision, &scratch);
+  ASSERT_TRUE(Linear(w.matrix, x.data(), c.m, y.data(), c.ldy, c.precision, &scratch).ok());
   const bool bf16 = c.precision == Precision::kBF16;
   auto round = [&](float v) { return bf16 ? BFloat16ToFloat(FloatToBFloat16(v)) : v; };
   for (int64_t t = 0; t < c.m; ++t) {
@@ -143,18 +145,16 @@ const Case kCases[] = {
 };
 
 TEST(Linear, MatchesDefinitionOnEveryPath) {
-  for (bool amx : {true, false}) {
-    internal::AllowAmx(amx);
+  superweight::testing::ForEachCpuClass([](Isa) {
     for (const Case& c : kCases) CheckLinear(c);
-  }
-  internal::AllowAmx(true);
+  });
 }
 
 // Inputs larger than the activation budget take several passes over the weights, each packing
 // them again: with a budget of a few token blocks every case above takes several, and the
 // results still match the definition.
 TEST(Linear, SeveralPassesOverTheWeightsMatchTheDefinition) {
-  if (!internal::AmxAvailable()) GTEST_SKIP() << "no AMX-BF16 on this CPU";
+  if (!CpuAllows(Isa::kAmx)) GTEST_SKIP() << "no AMX-BF16 on this CPU (" << CpuDescription() << ")";
   internal::SetActivationChunkBytes(16 << 10);
   for (const Case& c : kCases) CheckLinear(c);
   internal::SetActivationChunkBytes(0);
@@ -163,8 +163,7 @@ TEST(Linear, SeveralPassesOverTheWeightsMatchTheDefinition) {
 // The AMX kernel serves what it should, where the CPU has it: without this a dispatch slip
 // would leave the tests above comparing oneDNN with itself.
 TEST(Linear, AmxServesBf16AndExactF32) {
-  if (!internal::AmxAvailable()) GTEST_SKIP() << "no AMX-BF16 on this CPU";
-  internal::AllowAmx(true);
+  if (!CpuAllows(Isa::kAmx)) GTEST_SKIP() << "no AMX-BF16 on this CPU (" << CpuDescription() << ")";
   const int64_t before = internal::AmxLinearCalls();
   CheckLinear({DType::kBF16, Precision::kBF16, 40, 64, 40, 40});
   CheckLinear({DType::kQ8_0, Precision::kBF16, 40, 64, 40, 40});
@@ -185,22 +184,21 @@ TEST(Linear, AmxServesBf16AndExactF32) {
 template <typename Check>
 void ForEachFusedCase(std::initializer_list<Case> cases, float scale, Check check) {
   for (int mode : {0, 1, 2}) {  // AMX in one pass over the weights, in several, no AMX
-    const bool amx = mode < 2;
-    internal::AllowAmx(amx);
+    const bool amx = mode < 2 && CpuAllows(Isa::kAmx);
+    internal::SetIsaCeilingForTests(amx ? Isa::kAmx : Isa::kAvx512Bf16);
     internal::SetActivationChunkBytes(mode == 1 ? 16 << 10 : 0);
     for (const Case& c : cases) {
-      SCOPED_TRACE(testing::Message() << DTypeName(c.dtype) << " " << PrecisionName(c.precision)
-                                      << " m=" << c.m << " n=" << c.n << " mode=" << mode);
+      SCOPED_TRACE(::testing::Message() << DTypeName(c.dtype) << " " << PrecisionName(c.precision)
+                                        << " m=" << c.m << " n=" << c.n << " mode=" << mode);
       std::mt19937 gen(3);
       std::normal_distribution<float> normal;
       std::vector<float> x(c.m * c.k);
       for (float& v : x) v = scale * normal(gen);
       LinearInputStorage storage;
-      check(c, LinearInput(x.data(), c.m, c.k, c.precision, &storage),
-            amx && internal::AmxAvailable());
+      check(c, LinearInput(x.data(), c.m, c.k, c.precision, &storage), amx);
     }
   }
-  internal::AllowAmx(true);
+  internal::SetIsaCeilingForTests(Isa::kAmx);
 }
 
 // Outputs added into y as they leave the tiles equal y plus Linear's outputs bit for bit;
@@ -220,7 +218,7 @@ TEST(LinearAddTo, EqualsYPlusLinearOutputs) {
     }
     std::vector<float> out(c.m * c.n);
     LinearScratch scratch;
-    Linear(w.matrix, input, out.data(), c.n, &scratch);
+    ASSERT_TRUE(Linear(w.matrix, input, out.data(), c.n, &scratch).ok());
     for (int64_t t = 0; t < c.m; ++t) {
       for (int64_t o = 0; o < c.n; ++o) {
         ASSERT_EQ(y[t * c.ldy + o], y0[t * c.ldy + o] + out[t * c.n + o]) << t << "," << o;
@@ -250,8 +248,8 @@ TEST(LinearSwiGlu, EqualsSwiGluOfTheTwoLinearOutputs) {
     }
     std::vector<float> g(c.m * c.n), u(c.m * c.n);
     LinearScratch scratch;
-    Linear(gate.matrix, input, g.data(), c.n, &scratch);
-    Linear(up.matrix, input, u.data(), c.n, &scratch);
+    ASSERT_TRUE(Linear(gate.matrix, input, g.data(), c.n, &scratch).ok());
+    ASSERT_TRUE(Linear(up.matrix, input, u.data(), c.n, &scratch).ok());
     for (int64_t t = 0; t < c.m; ++t) {
       for (int64_t o = 0; o < c.n; ++o) {
         const float want = SwiGluOf(g[t * c.n + o], u[t * c.n + o]);
@@ -291,7 +289,7 @@ TEST(LinearLogSumExp, EqualsLogSumExpOfLinearOutputs) {
     }
     std::vector<float> y(c.m * c.n);
     LinearScratch scratch;
-    Linear(w.matrix, input, y.data(), c.n, &scratch);
+    ASSERT_TRUE(Linear(w.matrix, input, y.data(), c.n, &scratch).ok());
     for (int64_t t = 0; t < c.m; ++t) {
       const float* row = &y[t * c.n];
       const float mx = *std::max_element(row, row + c.n);
@@ -348,7 +346,7 @@ TEST(HugePageVector, AlignedAndAVectorWhateverItsSize) {
 }
 
 TEST(Linear, AmxPlanesStartACacheLine) {
-  if (!internal::AmxAvailable()) GTEST_SKIP() << "no AMX-BF16 on this CPU";
+  if (!CpuAllows(Isa::kAmx)) GTEST_SKIP() << "no AMX-BF16 on this CPU (" << CpuDescription() << ")";
   std::vector<float> x(37 * 64 + 5, 0.5f);
   for (Precision p : {Precision::kBF16, Precision::kF32}) {
     LinearInputStorage storage;

@@ -18,8 +18,9 @@ std::vector<int32_t> Greedy(const Model& m, std::vector<int32_t> ids, int steps)
     SequenceInput in{ids, nullptr};
     auto out = RunForward(m, {&in, 1}, {});
     EXPECT_TRUE(out.ok()) << out.status();
-    ComputeLogits(m, &out->hidden[(ids.size() - 1) * m.config.hidden], 1, logits.data(),
-                  Precision::kF32);
+    EXPECT_TRUE(ComputeLogits(m, &out->hidden[(ids.size() - 1) * m.config.hidden], 1, logits.data(),
+                              Precision::kF32)
+                    .ok());
     ids.push_back(std::max_element(logits.begin(), logits.end()) - logits.begin());
   }
   return ids;

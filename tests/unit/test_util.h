@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/runtime/cpu.h"
 #include "gtest/gtest.h"
 
 namespace superweight::testing {
@@ -33,6 +34,20 @@ inline std::string ScratchDir(const std::string& name) {
   std::string cmd = "rm -rf '" + dir + "' && mkdir -p '" + dir + "'";
   EXPECT_EQ(std::system(cmd.c_str()), 0);
   return dir;
+}
+
+// Runs body(isa) once for each CPU class up to the one this process runs at, with the engine's
+// own kernels capped at it (oneDNN keeps its cap), so that one machine checks the paths of
+// lesser ones; restores the ceiling afterwards.
+template <typename Body>
+void ForEachCpuClass(Body body) {
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Bf16, Isa::kAmx}) {
+    if (static_cast<int>(isa) > static_cast<int>(Cpu().active)) break;
+    internal::SetIsaCeilingForTests(isa);
+    SCOPED_TRACE(IsaName(isa));
+    body(isa);
+  }
+  internal::SetIsaCeilingForTests(Isa::kAmx);
 }
 
 }  // namespace superweight::testing
