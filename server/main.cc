@@ -12,6 +12,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "engine/runtime/cpu.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
@@ -58,6 +59,13 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  // The CPU class is decided before anything else runs (and caps oneDNN): a bad
+  // SUPERWEIGHT_MAX_ISA or a CPU below the baseline is refused here, not in a request.
+  if (const absl::Status cpu = superweight::Cpu().problem; !cpu.ok()) {
+    std::cerr << "superweightd: " << cpu.message() << "\n";
+    return 2;
+  }
 
   sws::ServiceOptions options;
   options.max_tokens = absl::GetFlag(FLAGS_max_tokens);
@@ -122,8 +130,9 @@ int main(int argc, char** argv) {
     std::cerr << "superweightd: stopping\n";
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   });
-  std::cerr << absl::StrFormat("superweightd: serving %s on port %d\n",
-                               absl::GetFlag(FLAGS_model_root), port);
+  std::cerr << absl::StrFormat("superweightd: serving %s on port %d, CPU class %s\n",
+                               absl::GetFlag(FLAGS_model_root), port,
+                               superweight::CpuDescription());
   server->Wait();
   stopper.join();
   return 0;

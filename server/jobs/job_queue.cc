@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <iostream>
 
 #include "absl/strings/str_format.h"
 #include "engine/analysis/score.h"
@@ -228,11 +229,36 @@ void JobQueue::WorkerLoop() {
       changed_.notify_all();
     }
     for (Entry* e : batch) Persist(e->job);
+    RunBatch(batch);
+  }
+}
+
+// Whatever a job throws ends that job (and the others of its batch) as FAILED; the worker, and
+// so the server, goes on.
+void JobQueue::RunBatch(const std::vector<Entry*>& batch) {
+  absl::Status thrown;
+  try {
     if (batch[0]->job.kind() == "locate") {
       RunLocate(batch[0]);
     } else {
       RunScoreBatch(batch);
     }
+    return;
+  } catch (const std::bad_alloc&) {
+    thrown = absl::ResourceExhaustedError("the job ran out of memory");
+  } catch (const std::exception& ex) {
+    thrown = absl::InternalError(absl::StrCat("the job failed unexpectedly: ", ex.what()));
+  } catch (...) {
+    thrown = absl::InternalError("the job failed unexpectedly");
+  }
+  std::cerr << "superweightd: job " << batch[0]->job.id() << ": " << thrown.message() << "\n";
+  for (Entry* e : batch) {
+    bool finished;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      finished = Finished(e->job);
+    }
+    if (!finished) Finish(e, thrown);
   }
 }
 

@@ -67,6 +67,7 @@ class JobQueue {
     int64_t started_unix_ms = 0;  // when the worker took it: job durations count from here
   };
   void WorkerLoop();
+  void RunBatch(const std::vector<Entry*>& batch);
   void RunLocate(Entry* e);
   void RunScoreBatch(const std::vector<Entry*>& batch);
   void Finish(Entry* e, const absl::Status& status);
