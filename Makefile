@@ -4,7 +4,7 @@ BUILD := build
 ASAN_BUILD := build-asan
 CMAKE_FLAGS := -G Ninja -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: docker-test fuzz format-check setup build build-asan test unit-test asan-test oracle-test e2e-test demo bench format clean
+.PHONY: docker-test fuzz format-check setup build build-asan test unit-test asan-test oracle-test e2e-test lesser-cpu-test demo bench format clean
 
 setup:
 	@tools/setup.sh
@@ -46,12 +46,27 @@ fuzz: setup
 format-check: setup
 	@clang-format --dry-run -Werror $$(git ls-files '*.cc' '*.h')
 
-test: format-check unit-test asan-test oracle-test e2e-test
+# The unit and oracle suites again with the engine capped (SUPERWEIGHT_MAX_ISA) at each CPU class
+# below this machine's, so that one machine checks the paths of lesser ones; the sanitizers at
+# the lowest (avx2). tests/e2e/test_cpu_classes.py runs the service capped.
+lesser-cpu-test: build build-asan
+	@for isa in $$(build/bin/superweight-engine cpu | .venv/bin/python -c \
+	    'import json, sys; print(" ".join(json.load(sys.stdin)["below"]))'); do \
+	  echo "== SUPERWEIGHT_MAX_ISA=$$isa"; \
+	  (cd $(BUILD) && SUPERWEIGHT_MAX_ISA=$$isa ctest --output-on-failure -j $(JOBS)) || exit 1; \
+	  if [ $$isa = avx2 ]; then \
+	    (cd $(ASAN_BUILD) && SUPERWEIGHT_MAX_ISA=$$isa ctest --output-on-failure -j $(JOBS)) || exit 1; \
+	  fi; \
+	  SUPERWEIGHT_MAX_ISA=$$isa .venv/bin/python -m pytest -q tests/oracle || exit 1; \
+	done
+
+test: format-check unit-test asan-test oracle-test e2e-test lesser-cpu-test
 
 demo: build
 	@tools/demo.sh
 
 bench: build
+	@tools/setup-bench.sh
 	@.venv/bin/python bench/score_throughput.py
 	@build/bin/superweight-bench-dequantize
 	@.venv/bin/python bench/service_concurrency.py

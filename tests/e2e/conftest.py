@@ -17,6 +17,11 @@ TOKEN = "s3cret-test-token"
 PLANTED = (1, 37, 101)  # layer, row, col of the weight the planted model makes huge
 
 
+def coordinate(super_weight):
+    c = super_weight["coordinate"]  # proto JSON writes 64-bit integers as strings
+    return int(c.get("layer", 0)), int(c.get("row", 0)), int(c.get("col", 0))
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -42,7 +47,7 @@ def plant_super_weight(src, dst):
 
 
 class Server:
-    def __init__(self, root, state_dir, token_file, extra=(), client_flags=()):
+    def __init__(self, root, state_dir, token_file, extra=(), client_flags=(), env=None):
         self.port, self.metrics_port = free_port(), free_port()
         self.args = [os.path.join(BIN, "superweightd"), f"--listen=127.0.0.1:{self.port}",
                      f"--model_root={root}", f"--metrics_listen=127.0.0.1:{self.metrics_port}",
@@ -50,10 +55,12 @@ class Server:
                      "--max_tokens=2048", *extra]
         self.token_file = token_file
         self.client_flags = list(client_flags)  # e.g. --ca_cert for a TLS server
+        self.env = {**os.environ, **(env or {})}  # e.g. SUPERWEIGHT_MAX_ISA
         self.proc = None
 
     def start(self):
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env=self.env)
         for _ in range(100):
             if self.client("models", check=False).returncode == 0:
                 return self

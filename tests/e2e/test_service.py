@@ -8,12 +8,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from conftest import BIN, PLANTED, Server, TESTDATA
-
-
-def coordinate(super_weight):
-    c = super_weight["coordinate"]  # proto JSON writes 64-bit integers as strings
-    return int(c.get("layer", 0)), int(c.get("row", 0)), int(c.get("col", 0))
+from conftest import BIN, PLANTED, Server, TESTDATA, coordinate
 
 
 def test_models_lists_real_models_and_skips_broken(server):
