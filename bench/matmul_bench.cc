@@ -1,5 +1,8 @@
 // oneDNN alone on given matmul shapes, with its preferred (prepacked) weight layout: the
-// ceiling the engine's linear layers are compared against.
+// ceiling the engine's linear layers are compared against. oneDNN is capped at the engine's CPU
+// class (SUPERWEIGHT_MAX_ISA); below AMX, where the engine does bf16 arithmetic on f32 FMA units
+// (oneDNN 2.6's own bf16 matmul is slower there, or absent), --bf16 measures oneDNN's f32
+// matmul, which is that ceiling there.
 //   superweight-bench-matmul --m=512 --shapes=KxN,KxN,... [--bf16] [--plain] [--reps=5]
 #include <chrono>
 #include <iostream>
@@ -9,6 +12,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "engine/runtime/cpu.h"
 #include "nlohmann/json.hpp"
 #include "oneapi/dnnl/dnnl.hpp"
 
@@ -24,7 +28,8 @@ int main(int argc, char** argv) {
   int reps = 5;
   absl::SimpleAtoi(flags["m"], &m);
   if (flags.count("reps")) absl::SimpleAtoi(flags["reps"], &reps);
-  const bool bf16 = flags.count("bf16") > 0;
+  superweight::Cpu();  // caps oneDNN at the engine's class before its first primitive
+  const bool bf16 = flags.count("bf16") > 0 && superweight::CpuAllows(superweight::Isa::kAmx);
   using dnnl::memory;
   const auto type = bf16 ? memory::data_type::bf16 : memory::data_type::f32;
   dnnl::engine eng(dnnl::engine::kind::cpu, 0);
@@ -66,6 +71,10 @@ int main(int argc, char** argv) {
     seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     flops += 2.0 * m * k * n * reps;
   }
-  std::cout << nlohmann::json({{"gflops", flops / seconds / 1e9}}).dump() << std::endl;
+  std::cout << nlohmann::json({{"gflops", flops / seconds / 1e9},
+                               {"type", bf16 ? "bf16" : "f32"},
+                               {"cpu_class", superweight::IsaName(superweight::Cpu().active)}})
+                   .dump()
+            << std::endl;
   return 0;
 }

@@ -1,7 +1,7 @@
 // The engine's side of the scoring benchmark: opens a model, scores sequences of random tokens
 // and prints one JSON line with tokens/s, the matmul throughput inside the forward pass, open
 // time and memory. bench/score_throughput.py runs it next to transformers.
-//   superweight-bench-score MODEL --tokens=512 --sequences=4 --batch=1 [--bf16] [--onednn]
+//   superweight-bench-score MODEL --tokens=512 --sequences=4 --batch=1 [--bf16]
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -43,7 +43,7 @@ int64_t StatusKb(const std::string& field) {
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::cerr << "usage: superweight-bench-score MODEL [--tokens=N] [--sequences=N] [--batch=N] "
-                 "[--bf16] [--onednn]\n";
+                 "[--bf16]\n(SUPERWEIGHT_MAX_ISA=avx2|avx512|avx512_bf16|amx caps the CPU class)\n";
     return 2;
   }
   std::map<std::string, std::string> flags;
@@ -61,8 +61,6 @@ int main(int argc, char** argv) {
     return 2;
   }
   const sw::Precision precision = flags.count("bf16") ? sw::Precision::kBF16 : sw::Precision::kF32;
-  // Every matmul on oneDNN, as on a CPU without AMX: how much the AMX kernel brings.
-  if (flags.count("onednn")) sw::internal::AllowAmx(false);
   const int64_t anon_before_open = StatusKb("RssAnon");
   auto t0 = std::chrono::steady_clock::now();
   auto model = sw::OpenModel(argv[1]);

@@ -137,20 +137,19 @@ class LinearTimer : public ScopeTimer {
   explicit LinearTimer(int64_t flops) : ScopeTimer(&linear_nanos, flops) {}
 };
 
-// Whether bf16 matmuls off the AMX path go to oneDNN's bf16 matmul: where the CPU has a bf16 dot
-// product (AVX512-BF16). Below it oneDNN 2.6 has no bf16 matmul (or emulates it slower than
-// f32), and the engine multiplies the bf16 values in f32 FMA instead: products of two bf16
-// values are exact in f32, so that is bf16 arithmetic with f32 accumulation, as oneDNN's.
-// SUPERWEIGHT_FORCE_ONEDNN_BF16=1 sends them to oneDNN whatever the CPU, which is how tests
-// reproduce oneDNN refusing a request (FAILED_PRECONDITION) below AVX-512.
-std::atomic<bool> onednn_bf16_forced{[] {
-  const char* v = std::getenv("SUPERWEIGHT_FORCE_ONEDNN_BF16");
+// Whether bf16 matmuls off the AMX path go to oneDNN's bf16 matmul. By default they do not: the
+// engine multiplies the values rounded to bf16 in f32 FMA, and products of two bf16 values are
+// exact in f32, so that is bf16 arithmetic with f32 accumulation, as oneDNN's. Below AVX-512
+// oneDNN 2.6 has no bf16 matmul at all, and capped at avx512_bf16 on Sapphire Rapids its bf16
+// matmul ran at 232 GFLOP/s against its f32 one's 366 on SmolLM2's shapes (2 threads, weights
+// prepacked). SUPERWEIGHT_ONEDNN_BF16=1 turns it on, for CPUs whose native bf16 may do better;
+// below AVX-512 oneDNN then refuses the request (FAILED_PRECONDITION), as tests show.
+std::atomic<bool> onednn_bf16{[] {
+  const char* v = std::getenv("SUPERWEIGHT_ONEDNN_BF16");
   return v != nullptr && std::string(v) == "1";
 }()};
 
-bool OneDnnBf16() {
-  return onednn_bf16_forced.load(std::memory_order_relaxed) || CpuAllows(Isa::kAvx512Bf16);
-}
+bool OneDnnBf16() { return onednn_bf16.load(std::memory_order_relaxed); }
 
 // Block-quantized weights in f32 precision go to the AMX kernel as exact codes and scales
 // (amx_gemm.h): three bf16 parts of x times integer codes are exact products, so f32 accuracy
@@ -178,7 +177,7 @@ void ResetLinearStats() {
 const char* PrecisionName(Precision p) { return p == Precision::kF32 ? "f32" : "bf16"; }
 
 bool internal::AmxEnabled() { return CpuAllows(Isa::kAmx); }
-void internal::ForceOneDnnBf16(bool forced) { onednn_bf16_forced = forced; }
+void internal::UseOneDnnBf16(bool use) { onednn_bf16 = use; }
 int64_t internal::AmxLinearCalls() { return amx_linear_calls.load(); }
 int64_t internal::AmxPaddedTokens(int64_t m) { return (m + 31) / 32 * 32; }
 

@@ -1,8 +1,10 @@
 // Linear layers: y = x W^T with W in the Hugging Face [out, in] layout, never copied whole. Where
 // the CPU has AMX (amx_gemm.h), the tiles serve bf16 precision, and f32 precision on bf16
 // weights and on block-quantized ones (as exact integer codes scaled per 32 columns); elsewhere
-// oneDNN reads f32 weights (and bf16 ones in bf16 mode) in place from the memory map and other
-// types converted a slice of rows at a time into a bounded scratch buffer.
+// oneDNN reads f32 weights in place from the memory map and other types converted a slice of
+// rows at a time into a bounded scratch buffer; bf16 precision there is f32 FMA on values
+// rounded to bf16 (exact products, f32 sums): bf16 arithmetic on the units every CPU has.
+// cpu.h decides the class.
 #pragma once
 
 #include <cstdint>
@@ -107,10 +109,9 @@ LinearStats GetLinearStats();
 void ResetLinearStats();
 
 namespace internal {
-// bf16 matmuls off the AMX path to oneDNN's bf16 matmul whatever the CPU class (as the
-// environment's SUPERWEIGHT_FORCE_ONEDNN_BF16=1 does): below AVX-512 oneDNN refuses them, which
-// is how tests see an engine failure reach a request.
-void ForceOneDnnBf16(bool forced);
+// bf16 matmuls off the AMX path on oneDNN's bf16 matmul (as SUPERWEIGHT_ONEDNN_BF16=1 sets)
+// instead of f32 FMA on bf16 values; below AVX-512 oneDNN refuses them.
+void UseOneDnnBf16(bool use);
 }  // namespace internal
 
 // Plain f32 matmul over two batch dimensions with explicit strides (attention):

@@ -43,9 +43,9 @@ def test_bf16_on_an_avx2_cpu_is_bf16_and_the_server_keeps_serving(model_root, tm
 
 
 def test_an_engine_failure_fails_the_job_and_the_next_request_is_served(model_root, tmp_path):
-    # oneDNN 2.6 refuses bf16 matmuls below AVX-512: forced onto it, a bf16 score fails there.
+    # oneDNN 2.6 refuses bf16 matmuls below AVX-512: sent to it, a bf16 score fails there.
     s = start(model_root, tmp_path, {"SUPERWEIGHT_MAX_ISA": "avx2",
-                                     "SUPERWEIGHT_FORCE_ONEDNN_BF16": "1"})
+                                     "SUPERWEIGHT_ONEDNN_BF16": "1"})
     try:
         out = s.client("score", "--model=smollm2.gguf", "--text=Hello world", "--bf16", check=False)
         assert out.returncode == 1

@@ -1,5 +1,6 @@
 #include "engine/runtime/cpu.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <random>
 #include <vector>
@@ -45,9 +46,9 @@ TEST(Cpu, EnvironmentCapBoundsTheActiveClass) {
   EXPECT_EQ(CpuAllows(Isa::kAvx512), cpu.active >= Isa::kAvx512);
 }
 
-// A bf16 matmul forced onto oneDNN's bf16 path: below AVX-512 oneDNN 2.6 refuses it, and that
-// comes back as FAILED_PRECONDITION naming the CPU class, not as an exception; where oneDNN has
-// bf16 it succeeds.
+// A bf16 matmul on oneDNN's bf16 path: below AVX-512 oneDNN 2.6 refuses it, and that comes back
+// as FAILED_PRECONDITION naming the CPU class, not as an exception; where oneDNN has bf16 it
+// gives what the default path (f32 FMA on bf16 values) gives.
 TEST(Cpu, OneDnnRefusalBecomesAStatus) {
   std::mt19937 rng(5);
   std::normal_distribution<float> normal;
@@ -57,17 +58,21 @@ TEST(Cpu, OneDnnRefusalBecomesAStatus) {
   for (float& v : w) v = normal(rng);
   const Matrix matrix = Matrix::Make(DType::kF32, n, k, reinterpret_cast<const uint8_t*>(w.data()));
   internal::SetIsaCeilingForTests(Isa::kAvx512Bf16);  // not the AMX kernel
-  internal::ForceOneDnnBf16(true);
+  std::vector<float> want(m * n);
   LinearScratch scratch;
+  ASSERT_TRUE(Linear(matrix, x.data(), m, want.data(), n, Precision::kBF16, &scratch).ok());
+  internal::UseOneDnnBf16(true);
   const absl::Status status = Linear(matrix, x.data(), m, y.data(), n, Precision::kBF16, &scratch);
-  internal::ForceOneDnnBf16(false);
+  internal::UseOneDnnBf16(false);
   internal::SetIsaCeilingForTests(Isa::kAmx);
   if (Cpu().active < Isa::kAvx512) {
     EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
     EXPECT_NE(status.message().find("oneDNN"), absl::string_view::npos) << status;
     EXPECT_NE(status.message().find("avx2"), absl::string_view::npos) << status;
   } else {
-    EXPECT_TRUE(status.ok()) << status;
+    ASSERT_TRUE(status.ok()) << status;
+    for (int64_t i = 0; i < m * n; ++i)
+      EXPECT_NEAR(y[i], want[i], 1e-4f * (1 + std::fabs(want[i])));
   }
 }
 
