@@ -6,6 +6,7 @@
 // 3 an expectation (--expect) did not hold.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <condition_variable>
 #include <fstream>
@@ -33,14 +34,26 @@ ABSL_FLAG(std::string, token_ids, "", "input token ids, comma-separated");
 ABSL_FLAG(bool, json, false, "print the response as JSON with the proto's field names");
 ABSL_FLAG(int32_t, expect, -1,
           "locate: exit 3 unless exactly this many super weights are confirmed");
-ABSL_FLAG(std::string, plot, "", "locate: write the per-layer profile as an SVG file");
+ABSL_FLAG(std::string, plot, "",
+          "locate: the per-layer profile as an SVG file; ablate: average accuracy against the "
+          "super weights' scale");
 ABSL_FLAG(bool, bf16, false, "compute in bf16");
 ABSL_FLAG(int32_t, window, 0, "score: perplexity over windows of this many tokens");
 ABSL_FLAG(int32_t, max_windows, 0, "score: at most this many windows");
 ABSL_FLAG(float, threshold, 0, "locate: spike threshold (default: the server's, 50)");
 ABSL_FLAG(bool, skip_confirmation, false, "locate: report candidates without measuring them");
 ABSL_FLAG(std::string, job, "", "job id (watch, cancel)");
-ABSL_FLAG(bool, no_wait, false, "locate/score: print the job id and return at once");
+ABSL_FLAG(
+    std::string, settings, "",
+    "ablate: rows, comma-separated: prune,scale,outliers,restore_sa,token_probs (default all)");
+ABSL_FLAG(std::string, tasks, "",
+          "ablate: wikitext2,piqa,arc_easy,arc_challenge,hellaswag,winogrande,sciq,lambada "
+          "(default all)");
+ABSL_FLAG(int32_t, max_examples, 0, "ablate: the first N examples of each task (0: all)");
+ABSL_FLAG(std::string, scales, "", "ablate: the scale rows' factors, e.g. 0,0.5,1,2");
+ABSL_FLAG(double, outlier_fraction, 0, "ablate: top fraction pruned as outliers (default 1e-6)");
+ABSL_FLAG(int32_t, token_prob_contexts, 0, "ablate: LAMBADA contexts of token_probs (default 500)");
+ABSL_FLAG(bool, no_wait, false, "locate/score/ablate: print the job id and return at once");
 ABSL_FLAG(std::string, token_file, "", "file with the bearer token");
 ABSL_FLAG(std::string, ca_cert, "", "PEM root certificate: connect with TLS");
 ABSL_FLAG(double, timeout, 600, "seconds before the call is abandoned");
@@ -109,6 +122,112 @@ bool FillInput(v1::Input* input) {
     input->set_text(absl::GetFlag(FLAGS_text));
   }
   return true;
+}
+
+// The table: one row per setting, one column per metric (in the order first seen).
+void PrintAblate(const v1::AblateResponse& resp) {
+  const v1::AblateResult& r = resp.result();
+  std::vector<std::string> columns;
+  for (const auto& row : r.rows()) {
+    std::vector<std::string> names;
+    for (const auto& [name, value] : row.metrics()) names.push_back(name);
+    std::sort(names.begin(), names.end(), [](const std::string& a, const std::string& b) {
+      // average/acc last, perplexities first.
+      auto rank = [](const std::string& n) {
+        return n.rfind("average", 0) == 0 ? 2 : n.find("perplexity") != std::string::npos ? 0 : 1;
+      };
+      return std::make_pair(rank(a), a) < std::make_pair(rank(b), b);
+    });
+    for (const std::string& n : names) {
+      if (std::find(columns.begin(), columns.end(), n) == columns.end()) columns.push_back(n);
+    }
+  }
+  std::cout << "job " << resp.job_id() << ": super weights";
+  for (const auto& c : r.super_weights()) {
+    std::cout << absl::StrFormat(" layers[%d].mlp.down_proj.weight[%d, %d]", c.layer(), c.row(),
+                                 c.col());
+  }
+  std::cout << " (" << r.super_weights_source() << ")\n";
+  std::cout << absl::StrFormat("%-24s", "setting");
+  for (const std::string& c : columns) std::cout << absl::StrFormat(" %14s", c);
+  std::cout << "\n";
+  for (const auto& row : r.rows()) {
+    std::cout << absl::StrFormat("%-24s", row.setting());
+    for (const std::string& c : columns) {
+      auto it = row.metrics().find(c);
+      if (it == row.metrics().end()) {
+        std::cout << absl::StrFormat(" %14s", "-");
+      } else {
+        std::cout << absl::StrFormat(" %14.4g", it->second);
+      }
+    }
+    std::cout << "\n";
+  }
+  if (r.token_probabilities_size() > 0) {
+    std::cout << absl::StrFormat("\nnext-token probability over %d LAMBADA contexts\n",
+                                 r.token_prob_contexts());
+    std::cout << absl::StrFormat("%-8s %12s %12s %8s\n", "token", "intact", "SW pruned", "ratio");
+    for (const auto& t : r.token_probabilities()) {
+      std::cout << absl::StrFormat("%-8s %12.4g %12.4g %7.2fx\n", " '" + t.token() + "' ",
+                                   t.intact(), t.pruned(),
+                                   t.intact() > 0 ? t.pruned() / t.intact() : 0.0);
+    }
+  }
+}
+
+// Average zero-shot accuracy against the super weights' scale (the scale rows and, at 1, the
+// intact one), as the paper's Figure 6. False when the file cannot be written.
+bool PlotAblation(const v1::AblateResult& r, const std::string& path) {
+  std::vector<std::pair<double, double>> points;
+  for (const auto& row : r.rows()) {
+    auto acc = row.metrics().find("average/acc");
+    if (acc == row.metrics().end()) continue;
+    double scale;
+    if (row.setting() == "intact") {
+      scale = 1;
+    } else if (row.setting().rfind("scale SW x", 0) == 0 &&
+               absl::SimpleAtod(row.setting().substr(10), &scale)) {
+    } else {
+      continue;
+    }
+    points.push_back({scale, acc->second});
+  }
+  std::sort(points.begin(), points.end());
+  const double w = 560, h = 360, left = 60, right = 20, top = 30, bottom = 45;
+  double max_scale = 1, max_acc = 0.01;
+  for (const auto& [x, y] : points) {
+    max_scale = std::max(max_scale, x);
+    max_acc = std::max(max_acc, y);
+  }
+  auto px = [&](double x) { return left + (w - left - right) * x / max_scale; };
+  auto py = [&](double y) { return top + (h - top - bottom) * (1 - y / (1.1 * max_acc)); };
+  std::ofstream f(path);
+  if (!f) return false;
+  f << absl::StrFormat(
+      "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' font-family='sans-serif' "
+      "font-size='11'>\n<rect width='100%%' height='100%%' fill='white'/>\n"
+      "<text x='%.0f' y='18' font-size='13'>average zero-shot accuracy against the super weights' "
+      "scale</text>\n",
+      w, h, left);
+  f << absl::StrFormat("<line x1='%.0f' x2='%.0f' y1='%.1f' y2='%.1f' stroke='black'/>\n", left,
+                       w - right, py(0), py(0));
+  f << absl::StrFormat("<line x1='%.0f' x2='%.0f' y1='%.1f' y2='%.1f' stroke='black'/>\n", left,
+                       left, py(0), top);
+  f << absl::StrFormat("<text x='%.0f' y='%.0f'>scale</text>\n", w / 2, h - 8);
+  std::string line;
+  for (const auto& [x, y] : points) {
+    f << absl::StrFormat(
+        "<circle cx='%.1f' cy='%.1f' r='3' fill='#c33'/><text x='%.1f' y='%.1f'>%.3g</text>\n",
+        px(x), py(y), px(x) - 6, py(0) + 14, x);
+    line += absl::StrFormat("%s%.1f,%.1f", line.empty() ? "" : " ", px(x), py(y));
+  }
+  f << "<polyline fill='none' stroke='#c33' points='" << line << "'/>\n";
+  for (int i = 0; i <= 4; ++i) {
+    const double y = 1.1 * max_acc * i / 4;
+    f << absl::StrFormat("<text x='8' y='%.1f'>%.2f</text>\n", py(y) + 4, y);
+  }
+  f << "</svg>\n";
+  return static_cast<bool>(f);
 }
 
 void PlotProfile(const v1::LocateResult& r, const std::string& path) {
@@ -224,14 +343,16 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "superweight --server=HOST:PORT {models|locate|score|ablate|quantize|jobs|watch|cancel} "
       "[flags]");
-  // --zero=LAYER,ROW,COL repeats, and its value holds commas: taken out before absl's parser,
-  // whose list flags would split and replace rather than append.
-  std::vector<std::string> zeros;
+  // --zero=LAYER,ROW,COL and --super_weights=LAYER,ROW,COL repeat, and their values hold commas:
+  // taken out before absl's parser, whose list flags would split and replace rather than append.
+  std::vector<std::string> zeros, super_weights;
   std::vector<char*> rest;
   for (int i = 0; i < argc; ++i) {
     const std::string a = argv[i];
     if (a.rfind("--zero=", 0) == 0) {
       zeros.push_back(a.substr(7));
+    } else if (a.rfind("--super_weights=", 0) == 0) {
+      super_weights.push_back(a.substr(16));
     } else {
       rest.push_back(argv[i]);
     }
@@ -399,21 +520,62 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
-  if (verb == "ablate" || verb == "quantize") {
-    grpc::Status s;
-    if (verb == "ablate") {
-      v1::AblateRequest req;
-      req.set_model(absl::GetFlag(FLAGS_model));
-      v1::AblateResponse resp;
-      s = stub->Ablate(&ctx, req, &resp);
-      if (s.ok()) PrintJson(resp);
-    } else {
-      v1::QuantizeRequest req;
-      req.set_model(absl::GetFlag(FLAGS_model));
-      v1::QuantizeResponse resp;
-      s = stub->Quantize(&ctx, req, &resp);
-      if (s.ok()) PrintJson(resp);
+  if (verb == "ablate") {
+    v1::AblateRequest req;
+    req.set_model(absl::GetFlag(FLAGS_model));
+    for (absl::string_view v :
+         absl::StrSplit(absl::GetFlag(FLAGS_settings), ',', absl::SkipEmpty()))
+      req.add_settings(std::string(v));
+    for (absl::string_view v : absl::StrSplit(absl::GetFlag(FLAGS_tasks), ',', absl::SkipEmpty()))
+      req.add_tasks(std::string(v));
+    for (absl::string_view v :
+         absl::StrSplit(absl::GetFlag(FLAGS_scales), ',', absl::SkipEmpty())) {
+      float scale;
+      if (!absl::SimpleAtof(v, &scale) || !std::isfinite(scale)) {
+        return Usage("--scales wants comma-separated numbers");
+      }
+      req.add_scales(scale);
     }
+    for (const std::string& c : super_weights) {
+      std::vector<std::string> p = absl::StrSplit(c, ',');
+      int32_t layer;
+      int64_t row, col;
+      if (p.size() != 3 || !absl::SimpleAtoi(p[0], &layer) || !absl::SimpleAtoi(p[1], &row) ||
+          !absl::SimpleAtoi(p[2], &col)) {
+        return Usage("--super_weights wants LAYER,ROW,COL");
+      }
+      v1::Coordinate* coordinate = req.add_super_weights();
+      coordinate->set_layer(layer);
+      coordinate->set_row(row);
+      coordinate->set_col(col);
+    }
+    req.set_max_examples(absl::GetFlag(FLAGS_max_examples));
+    req.set_outlier_fraction(absl::GetFlag(FLAGS_outlier_fraction));
+    req.set_token_prob_contexts(absl::GetFlag(FLAGS_token_prob_contexts));
+    req.set_window(absl::GetFlag(FLAGS_window));
+    req.set_max_windows(absl::GetFlag(FLAGS_max_windows));
+    req.set_precision(precision);
+    v1::AblateResponse resp;
+    const int rc = run_job([&](v1::AblateRequest& q) { return stub->Ablate(&ctx, q, &resp); }, req,
+                           resp, [](const v1::Job& job) { return job.ablate(); });
+    if (rc >= 0) return rc;
+    if (json) {
+      PrintJson(resp);
+    } else {
+      PrintAblate(resp);
+    }
+    if (!absl::GetFlag(FLAGS_plot).empty() &&
+        !PlotAblation(resp.result(), absl::GetFlag(FLAGS_plot))) {
+      return Usage("cannot write --plot " + absl::GetFlag(FLAGS_plot));
+    }
+    return 0;
+  }
+  if (verb == "quantize") {
+    v1::QuantizeRequest req;
+    req.set_model(absl::GetFlag(FLAGS_model));
+    v1::QuantizeResponse resp;
+    grpc::Status s = stub->Quantize(&ctx, req, &resp);
+    if (s.ok()) PrintJson(resp);
     return s.ok() ? 0 : Failed(s);
   }
   if (verb == "jobs") {

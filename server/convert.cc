@@ -1,5 +1,7 @@
 #include "server/convert.h"
 
+#include <cmath>
+
 #include "absl/strings/str_format.h"
 
 namespace superweight::server {
@@ -69,6 +71,32 @@ void LayerProfile(const std::vector<LayerMax>& layers,
 }
 
 }  // namespace
+
+v1::AblateResult ToProto(const AblateResult& r) {
+  v1::AblateResult out;
+  for (const AblationRow& row : r.rows) {
+    v1::AblateResult::Row* p = out.add_rows();
+    p->set_setting(row.setting.Name());
+    auto& metrics = *p->mutable_metrics();
+    if (row.wikitext2_perplexity >= 0) metrics["wikitext2/perplexity"] = row.wikitext2_perplexity;
+    for (const TaskScore& t : row.tasks) {
+      metrics[t.task + "/acc"] = t.acc;
+      if (!std::isnan(t.acc_norm)) metrics[t.task + "/acc_norm"] = t.acc_norm;
+      if (!std::isnan(t.perplexity)) metrics[t.task + "/perplexity"] = t.perplexity;
+      (*p->mutable_examples())[t.task] = t.examples;
+    }
+    if (row.average_acc >= 0) metrics["average/acc"] = row.average_acc;
+    p->set_outliers_pruned(row.outliers_pruned);
+  }
+  for (const TokenProbability& t : r.token_probabilities) {
+    v1::AblateResult::TokenProbability* p = out.add_token_probabilities();
+    p->set_token(t.token);
+    p->set_id(t.id);
+    p->set_intact(t.intact);
+    p->set_pruned(t.pruned);
+  }
+  return out;
+}
 
 v1::LocateResult ToProto(const LocateResult& r) {
   v1::LocateResult out;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "absl/status/statusor.h"
+#include "engine/analysis/ablate.h"
 #include "engine/analysis/locate.h"
 #include "engine/model/model.h"
 #include "engine/runtime/edit_set.h"
@@ -17,6 +18,9 @@ absl::StatusOr<std::vector<int32_t>> TokensFromInput(const v1::Input& input, con
                                                      int max_tokens,
                                                      const std::string& fallback_text);
 v1::LocateResult ToProto(const LocateResult& r);
+// Rows and token probabilities; metrics named TASK/acc, TASK/acc_norm, wikitext2/perplexity,
+// lambada/perplexity, average/acc.
+v1::AblateResult ToProto(const AblateResult& r);
 v1::ModelInfo ToProto(const ModelSummary& m, const std::string& name);
 
 }  // namespace superweight::server

@@ -32,6 +32,8 @@ ABSL_FLAG(int64_t, memory_budget_mb, 16384, "mapped bytes of open models before 
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain (with --tls_key: serve TLS)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key");
 ABSL_FLAG(std::string, token_file, "", "file holding the bearer token clients must send");
+ABSL_FLAG(std::string, eval_data_dir, SUPERWEIGHT_DEFAULT_EVAL_DATA_DIR,
+          "directory of Ablate's evaluation sets (the layout of server/data/eval)");
 ABSL_FLAG(std::string, confirm_text_file, "",
           "text whose perplexity confirms located super weights (its first 16 KiB are used); "
           "default: the first 16 KiB of WikiText-2's test split, built in");
@@ -70,6 +72,7 @@ int main(int argc, char** argv) {
   sws::ServiceOptions options;
   options.max_tokens = absl::GetFlag(FLAGS_max_tokens);
   options.max_text_tokens = absl::GetFlag(FLAGS_max_text_tokens);
+  options.eval_data_dir = absl::GetFlag(FLAGS_eval_data_dir);
   bool ok = true;
   if (!absl::GetFlag(FLAGS_token_file).empty()) {
     options.bearer_token =

@@ -1,7 +1,12 @@
 #include "server/service.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <fstream>
+#include <sstream>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/convert.h"
 #include "server/known_directory.h"
@@ -85,6 +90,18 @@ grpc::Status SuperWeightService::ListModels(grpc::ServerContext* ctx, const v1::
   });
 }
 
+absl::Status SuperWeightService::SetConfirmation(const Model& model, const std::string& text,
+                                                 LocateOptions* options) const {
+  if (text.empty() || model.tokenizer == nullptr) return absl::OkStatus();
+  options->confirm_tokens = model.tokenizer->Encode(text, model.config.add_bos);
+  if (options->confirm_tokens.size() > static_cast<size_t>(options_.max_text_tokens)) {
+    return absl::ResourceExhaustedError("confirmation text is over the token limit");
+  }
+  options->confirm_window = std::min<int>(512, options->confirm_tokens.size());
+  if (options->confirm_window < 2) options->confirm_tokens.clear();
+  return absl::OkStatus();
+}
+
 grpc::Status SuperWeightService::Locate(grpc::ServerContext* ctx, const v1::LocateRequest* req,
                                         v1::LocateResponse* resp) {
   return Handle("Locate", ctx, [&]() -> absl::Status {
@@ -109,13 +126,8 @@ grpc::Status SuperWeightService::Locate(grpc::ServerContext* ctx, const v1::Loca
     lo.precision = FromProto(req->precision());
     const std::string& confirm =
         req->confirm_text().empty() ? options_.confirm_text : req->confirm_text();
-    if (!req->skip_confirmation() && !confirm.empty() && (*model)->tokenizer != nullptr) {
-      lo.confirm_tokens = (*model)->tokenizer->Encode(confirm, (*model)->config.add_bos);
-      if (lo.confirm_tokens.size() > static_cast<size_t>(options_.max_text_tokens)) {
-        return absl::ResourceExhaustedError("confirmation text is over the token limit");
-      }
-      lo.confirm_window = std::min<int>(512, lo.confirm_tokens.size());
-      if (lo.confirm_window < 2) lo.confirm_tokens.clear();
+    if (!req->skip_confirmation()) {
+      if (absl::Status s = SetConfirmation(**model, confirm, &lo); !s.ok()) return s;
     }
     work.precision = lo.precision;
     work.known_model = RecogniseModel(req->model() + " " + (*model)->name);
@@ -158,10 +170,101 @@ grpc::Status SuperWeightService::Score(grpc::ServerContext* ctx, const v1::Score
   });
 }
 
-grpc::Status SuperWeightService::Ablate(grpc::ServerContext* ctx, const v1::AblateRequest*,
-                                        v1::AblateResponse*) {
-  return Handle("Ablate", ctx, [] {
-    return absl::UnimplementedError("Ablate is not implemented yet (use Score with an edit set)");
+grpc::Status SuperWeightService::Ablate(grpc::ServerContext* ctx, const v1::AblateRequest* req,
+                                        v1::AblateResponse* resp) {
+  return Handle("Ablate", ctx, [&]() -> absl::Status {
+    auto model = registry_->Get(req->model());
+    if (!model.ok()) return model.status();
+    const Model& m = **model;
+    if (req->max_examples() < 0 || req->max_windows() < 0 || req->token_prob_contexts() < 0 ||
+        req->window() < 0 || req->window() == 1) {
+      return absl::InvalidArgumentError(
+          "max_examples, max_windows and token_prob_contexts must not be negative, and window "
+          "must be 0 (the default, 512) or at least 2");
+    }
+    if (!std::isfinite(req->outlier_fraction()) || req->outlier_fraction() < 0 ||
+        req->outlier_fraction() >= 1) {
+      return absl::InvalidArgumentError("outlier_fraction must be in [0, 1) (0: the default 1e-6)");
+    }
+    JobWork work;
+    work.model = *model;
+    AblateOptions& o = work.ablate;
+    std::vector<std::string> settings(req->settings().begin(), req->settings().end());
+    if (settings.empty()) settings = {"prune", "scale", "outliers", "restore_sa", "token_probs"};
+    std::vector<float> scales(req->scales().begin(), req->scales().end());
+    if (scales.empty()) scales = {0.f, 0.2f, 0.5f, 0.8f, 1.f, 1.5f, 2.f, 3.f};
+    auto parsed = AblationSettings(settings, scales);
+    if (!parsed.ok()) return parsed.status();
+    o.settings = std::move(*parsed);
+    std::vector<std::string> tasks(req->tasks().begin(), req->tasks().end());
+    if (tasks.empty()) {
+      tasks = {"wikitext2"};
+      for (const std::string& t : ZeroShotTaskNames()) tasks.push_back(t);
+    }
+    const bool token_probs =
+        std::find(settings.begin(), settings.end(), "token_probs") != settings.end();
+    if (m.tokenizer == nullptr) {
+      return absl::FailedPreconditionError(
+          "this model has no tokenizer: Ablate evaluates on text (WikiText-2 and the zero-shot "
+          "tasks)");
+    }
+    for (const std::string& name : tasks) {
+      if (name == "wikitext2") {
+        std::ifstream f(options_.eval_data_dir + "/wikitext2/wiki.test.raw", std::ios::binary);
+        if (!f) return absl::FailedPreconditionError("the server has no WikiText-2 test text");
+        std::stringstream text;
+        text << f.rdbuf();
+        o.wikitext2 = m.tokenizer->Encode(text.str(), m.config.add_bos);
+        continue;
+      }
+      auto task = LoadTask(name, options_.eval_data_dir, req->max_examples());
+      if (!task.ok()) {
+        if (task.status().code() == absl::StatusCode::kInvalidArgument) return task.status();
+        return absl::FailedPreconditionError(
+            absl::StrCat("the server cannot read task ", name, ": ", task.status().message()));
+      }
+      o.tasks.push_back(std::move(*task));
+    }
+    if (token_probs) {
+      const int contexts = req->token_prob_contexts() > 0 ? req->token_prob_contexts() : 500;
+      auto lambada = LoadTask("lambada", options_.eval_data_dir, contexts);
+      if (!lambada.ok()) return absl::FailedPreconditionError(lambada.status().message());
+      for (const TaskExample& e : lambada->examples) {
+        o.token_probability_contexts.push_back(
+            m.tokenizer->Encode(e.choices[0].context, /*add_bos=*/false));
+      }
+    }
+    o.window = req->window() > 0 ? req->window() : 512;
+    o.max_windows = req->max_windows();
+    if (req->outlier_fraction() > 0) o.outlier_fraction = req->outlier_fraction();
+    o.harness.precision = FromProto(req->precision());
+    for (const v1::Coordinate& c : req->super_weights()) {
+      if (c.layer() < 0 || c.layer() >= m.config.layers) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "super weight layer %d outside the model's %d layers", c.layer(), m.config.layers));
+      }
+      const Matrix& down = m.layers[c.layer()].Get(LinearKind::kDown);
+      if (c.row() < 0 || c.row() >= down.rows || c.col() < 0 || c.col() >= down.cols) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "super weight [%d, %d] outside layers[%d].mlp.down_proj.weight [%d, %d]", c.row(),
+            c.col(), c.layer(), down.rows, down.cols));
+      }
+      o.super_weights.push_back({c.layer(), c.row(), c.col()});
+    }
+    if (o.super_weights.empty()) {  // Locate's confirmed ones, found in the job
+      work.locate_super_weights = true;
+      work.tokens = m.tokenizer->Encode(kPaperPrompt, m.config.add_bos);
+      work.locate.precision = o.harness.precision;
+      if (absl::Status s = SetConfirmation(m, options_.confirm_text, &work.locate); !s.ok()) {
+        return s;
+      }
+    }
+    work.precision = o.harness.precision;
+    auto job =
+        RunJob(ctx, "ablate", req->model(), std::move(work), req->async(), resp->mutable_job_id());
+    if (!job.ok()) return job.status();
+    if (job->has_ablate()) *resp->mutable_result() = job->ablate();
+    return absl::OkStatus();
   });
 }
 

@@ -18,8 +18,9 @@ extern const char kDefaultConfirmationText[];
 struct ServiceOptions {
   int max_tokens = 8192;  // per request (Score's windows may read more: max_text_tokens)
   int max_text_tokens = 1 << 20;
-  std::string bearer_token;  // empty: no authentication
-  std::string confirm_text;  // Locate's default confirmation text
+  std::string bearer_token;   // empty: no authentication
+  std::string confirm_text;   // Locate's default confirmation text
+  std::string eval_data_dir;  // Ablate's evaluation sets (data/eval/, data/SOURCES.md)
 };
 
 class SuperWeightService final : public v1::SuperWeightService::Service {
@@ -58,6 +59,10 @@ class SuperWeightService final : public v1::SuperWeightService::Service {
   absl::StatusOr<v1::Job> RunJob(grpc::ServerContext* ctx, const std::string& kind,
                                  const std::string& model, JobWork work, bool async,
                                  std::string* job_id);
+  // Locate's confirmation by effect on `text` (tokenized; nothing where the model has no
+  // tokenizer or the text is empty).
+  absl::Status SetConfirmation(const Model& model, const std::string& text,
+                               LocateOptions* options) const;
 
   ModelRegistry* registry_;
   JobQueue* jobs_;

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/analysis/score.h"
 #include "server/convert.h"
@@ -97,6 +98,9 @@ void JobQueue::LoadPersisted() {
 
 absl::StatusOr<std::string> JobQueue::Submit(const std::string& kind, const std::string& model_name,
                                              JobWork work) {
+  if (kind != "locate" && kind != "score" && kind != "ablate") {
+    return absl::InvalidArgumentError(absl::StrCat("no job kind '", kind, "'"));
+  }
   std::lock_guard<std::mutex> lock(mu_);
   if (static_cast<int>(queue_.size()) >= max_queued_) {
     return absl::ResourceExhaustedError(
@@ -238,8 +242,11 @@ void JobQueue::WorkerLoop() {
 void JobQueue::RunBatch(const std::vector<Entry*>& batch) {
   absl::Status thrown;
   try {
-    if (batch[0]->job.kind() == "locate") {
+    const std::string& kind = batch[0]->job.kind();
+    if (kind == "locate") {
       RunLocate(batch[0]);
+    } else if (kind == "ablate") {
+      RunAblate(batch[0]);
     } else {
       RunScoreBatch(batch);
     }
@@ -307,6 +314,47 @@ void JobQueue::RunLocate(Entry* e) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     *e->job.mutable_locate() = std::move(result);
+  }
+  Finish(e, absl::OkStatus());
+}
+
+void JobQueue::RunAblate(Entry* e) {
+  JobWork& w = e->work;
+  AblateOptions& options = w.ablate;
+  options.harness.cancelled = &e->cancelled;
+  v1::AblateResult result;
+  result.set_super_weights_source(w.locate_super_weights ? "locate" : "request");
+  if (w.locate_super_weights) {  // Locate's confirmed super weights, found first
+    w.locate.cancelled = &e->cancelled;
+    w.locate.on_progress = [this, e](double p) { SetProgress(e, 0.05 * p); };
+    auto located = Locate(*w.model, w.tokens, w.locate);
+    if (!located.ok()) return Finish(e, located.status());
+    for (const SuperWeight& s : located->candidates) {
+      if (s.confirmed) options.super_weights.push_back({s.layer, s.row, s.col});
+    }
+    if (options.super_weights.empty()) {
+      return Finish(e, absl::FailedPreconditionError(
+                           "Locate confirmed no super weight in this model; name the ones to "
+                           "ablate with super_weights (--super_weights=LAYER,ROW,COL)"));
+    }
+  }
+  const double base = w.locate_super_weights ? 0.05 : 0.0;
+  options.on_progress = [this, e, base](double p, const std::string&) {
+    SetProgress(e, base + (1 - base) * p);
+  };
+  auto r = Ablate(*w.model, options);
+  if (!r.ok()) return Finish(e, r.status());
+  result.MergeFrom(ToProto(*r));
+  for (const SuperWeightCoordinate& c : options.super_weights) {
+    v1::Coordinate* p = result.add_super_weights();
+    p->set_layer(c.layer);
+    p->set_row(c.row);
+    p->set_col(c.col);
+  }
+  result.set_token_prob_contexts(static_cast<int>(options.token_probability_contexts.size()));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    *e->job.mutable_ablate() = std::move(result);
   }
   Finish(e, absl::OkStatus());
 }

@@ -19,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/analysis/ablate.h"
 #include "engine/analysis/locate.h"
 #include "engine/runtime/edit_set.h"
 #include "server/metrics.h"
@@ -35,9 +36,13 @@ struct JobWork {
   // Score: window 0 scores one sequence; > 0 is perplexity over windows.
   int window = 0;
   int max_windows = 0;
-  // Locate.
+  // Locate; Ablate when it locates its super weights first (locate_super_weights), on `tokens`.
   LocateOptions locate;
   std::string known_model;
+  // Ablate.
+  AblateOptions ablate;
+  bool locate_super_weights = false;
+  int token_prob_contexts = 0;
 };
 
 class JobQueue {
@@ -46,7 +51,8 @@ class JobQueue {
   JobQueue(std::string state_dir, int max_queued, int max_batch, Metrics* metrics);
   ~JobQueue();
 
-  // Queues a job of `kind` ("locate" or "score"); RESOURCE_EXHAUSTED when the queue is full.
+  // Queues a job of `kind` ("locate", "score" or "ablate"); RESOURCE_EXHAUSTED when the queue is
+  // full, INVALID_ARGUMENT for a kind no runner serves.
   absl::StatusOr<std::string> Submit(const std::string& kind, const std::string& model_name,
                                      JobWork work);
   absl::StatusOr<v1::Job> Get(const std::string& id) const;
@@ -69,6 +75,7 @@ class JobQueue {
   void WorkerLoop();
   void RunBatch(const std::vector<Entry*>& batch);
   void RunLocate(Entry* e);
+  void RunAblate(Entry* e);
   void RunScoreBatch(const std::vector<Entry*>& batch);
   void Finish(Entry* e, const absl::Status& status);
   void Persist(const v1::Job& job) const;

@@ -1,0 +1,338 @@
+#include "engine/analysis/ablate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <queue>
+#include <tuple>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/formats/dequantize.h"
+#include "engine/runtime/tap.h"
+#include "engine/tokenizer/tokenizer.h"
+
+namespace superweight {
+namespace {
+
+constexpr LinearKind kLinearKinds[] = {LinearKind::kQ,   LinearKind::kK,    LinearKind::kV,
+                                       LinearKind::kO,   LinearKind::kGate, LinearKind::kUp,
+                                       LinearKind::kDown};
+
+absl::Status CheckCoordinates(const Model& model,
+                              const std::vector<SuperWeightCoordinate>& super_weights) {
+  for (const SuperWeightCoordinate& sw : super_weights) {
+    if (sw.layer < 0 || sw.layer >= model.config.layers) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "super weight layer %d outside the model's %d layers", sw.layer, model.config.layers));
+    }
+    const Matrix& down = model.layers[sw.layer].Get(LinearKind::kDown);
+    if (sw.row < 0 || sw.row >= down.rows || sw.col < 0 || sw.col >= down.cols) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("super weight [%d, %d] outside layers[%d].mlp.down_proj.weight [%d, %d]",
+                          sw.row, sw.col, sw.layer, down.rows, down.cols));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::vector<WeightEdit> SuperWeightEdits(const Model& model,
+                                         const std::vector<SuperWeightCoordinate>& super_weights,
+                                         float scale) {
+  std::vector<WeightEdit> edits;
+  for (const SuperWeightCoordinate& sw : super_weights) {
+    const float stored = model.layers[sw.layer].Get(LinearKind::kDown).At(sw.row, sw.col);
+    edits.push_back({sw.layer, LinearKind::kDown, sw.row, sw.col, scale * stored});
+  }
+  return edits;
+}
+
+// Per sequence and super weight: the token of the largest |down_proj output[:, row]| in the
+// super weight's layer, and the output there.
+class SuperActivationTap : public ForwardTap {
+ public:
+  SuperActivationTap(const std::vector<SuperWeightCoordinate>& super_weights, int sequences)
+      : super_weights_(super_weights),
+        found_(sequences, std::vector<std::pair<int, float>>(super_weights.size(), {-1, 0.f})) {}
+
+  void OnDownProj(int layer, int sequence, const float* input, const float* output, int tokens,
+                  int intermediate, int hidden) override {
+    for (size_t i = 0; i < super_weights_.size(); ++i) {
+      if (super_weights_[i].layer != layer) continue;
+      auto& [token, value] = found_[sequence][i];
+      for (int t = 0; t < tokens; ++t) {
+        const float v = output[static_cast<int64_t>(t) * hidden + super_weights_[i].row];
+        if (token < 0 || std::fabs(v) > std::fabs(value)) {
+          token = t;
+          value = v;
+        }
+      }
+    }
+  }
+  const std::vector<std::pair<int, float>>& found(int sequence) const { return found_[sequence]; }
+
+ private:
+  const std::vector<SuperWeightCoordinate>& super_weights_;
+  std::vector<std::vector<std::pair<int, float>>> found_;
+};
+
+}  // namespace
+
+std::string AblationSetting::Name() const {
+  switch (kind) {
+    case AblationKind::kIntact:
+      return "intact";
+    case AblationKind::kPruneSuperWeights:
+      return "prune SW";
+    case AblationKind::kScaleSuperWeights:
+      return absl::StrFormat("scale SW x%g", scale);
+    case AblationKind::kPruneOutliers:
+      return "prune outliers, SW kept";
+    case AblationKind::kPruneOutliersAndSuperWeights:
+      return "prune outliers and SW";
+    case AblationKind::kRestoreSuperActivation:
+      break;
+  }
+  return "prune SW, restore SA";
+}
+
+absl::StatusOr<std::vector<AblationSetting>> AblationSettings(const std::vector<std::string>& names,
+                                                              const std::vector<float>& scales) {
+  std::vector<AblationSetting> settings = {{AblationKind::kIntact}};
+  for (const std::string& name : names) {
+    if (name == "intact") continue;  // always first
+    if (name == "prune") {
+      settings.push_back({AblationKind::kPruneSuperWeights});
+    } else if (name == "scale") {
+      for (float s : scales) {
+        if (!std::isfinite(s)) return absl::InvalidArgumentError("scales must be finite");
+        settings.push_back({AblationKind::kScaleSuperWeights, s});
+      }
+    } else if (name == "outliers") {
+      settings.push_back({AblationKind::kPruneOutliers});
+      settings.push_back({AblationKind::kPruneOutliersAndSuperWeights});
+    } else if (name == "restore_sa") {
+      settings.push_back({AblationKind::kRestoreSuperActivation});
+    } else if (name != "token_probs") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown ablation setting '", name.substr(0, 64),
+                       "'; expected prune, scale, outliers, restore_sa or token_probs"));
+    }
+  }
+  return settings;
+}
+
+absl::StatusOr<std::vector<WeightEdit>> OutlierEdits(
+    const Model& model, double fraction, const std::vector<SuperWeightCoordinate>& keep) {
+  if (!(fraction > 0 && fraction < 1)) {
+    return absl::InvalidArgumentError("outlier_fraction must be in (0, 1)");
+  }
+  if (absl::Status s = CheckCoordinates(model, keep); !s.ok()) return s;
+  const int tensors = model.config.layers * static_cast<int>(std::size(kLinearKinds));
+  std::vector<std::vector<WeightEdit>> found(tensors);
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int t = 0; t < tensors; ++t) {
+    const int layer = t / static_cast<int>(std::size(kLinearKinds));
+    const LinearKind kind = kLinearKinds[t % std::size(kLinearKinds)];
+    const Matrix& w = model.layers[layer].Get(kind);
+    const int64_t count = std::max<int64_t>(
+        1, std::llround(fraction * static_cast<double>(w.rows) * static_cast<double>(w.cols)));
+    // The `count` largest |w| so far, smallest on top.
+    using Entry = std::tuple<float, int64_t, int64_t>;
+    std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> top;
+    std::vector<float> row(w.cols);
+    for (int64_t r = 0; r < w.rows; ++r) {
+      DequantizeRow(w.dtype, w.Row(r), w.cols, row.data());
+      for (int64_t c = 0; c < w.cols; ++c) {
+        const float magnitude = std::fabs(row[c]);
+        if (static_cast<int64_t>(top.size()) == count && magnitude <= std::get<0>(top.top())) {
+          continue;
+        }
+        bool is_super = false;
+        for (const SuperWeightCoordinate& sw : keep) {
+          is_super |= kind == LinearKind::kDown && sw.layer == layer && sw.row == r && sw.col == c;
+        }
+        if (is_super) continue;
+        top.emplace(magnitude, r, c);
+        if (static_cast<int64_t>(top.size()) > count) top.pop();
+      }
+    }
+    for (; !top.empty(); top.pop()) {
+      found[t].push_back({layer, kind, std::get<1>(top.top()), std::get<2>(top.top()), 0.f});
+    }
+  }
+  std::vector<WeightEdit> edits;
+  for (const auto& f : found) edits.insert(edits.end(), f.begin(), f.end());
+  return edits;
+}
+
+absl::StatusOr<BatchEdits> AblationEdits(const Model& model, const AblationSetting& setting,
+                                         const std::vector<SuperWeightCoordinate>& super_weights,
+                                         const std::vector<WeightEdit>& outliers,
+                                         Precision precision) {
+  if (absl::Status s = CheckCoordinates(model, super_weights); !s.ok()) return s;
+  EditSet fixed;
+  switch (setting.kind) {
+    case AblationKind::kIntact:
+      return BatchEdits();
+    case AblationKind::kPruneSuperWeights:
+    case AblationKind::kRestoreSuperActivation:
+      fixed.weights = SuperWeightEdits(model, super_weights, 0.f);
+      break;
+    case AblationKind::kScaleSuperWeights:
+      fixed.weights = SuperWeightEdits(model, super_weights, setting.scale);
+      break;
+    case AblationKind::kPruneOutliers:
+      fixed.weights = outliers;
+      break;
+    case AblationKind::kPruneOutliersAndSuperWeights:
+      fixed.weights = outliers;
+      for (const WeightEdit& e : SuperWeightEdits(model, super_weights, 0.f)) {
+        fixed.weights.push_back(e);
+      }
+      break;
+  }
+  if (absl::Status s = fixed.Validate(model); !s.ok()) return s;
+  if (setting.kind != AblationKind::kRestoreSuperActivation) {
+    return BatchEdits([fixed](absl::Span<const std::vector<int32_t>> sequences) {
+      return absl::StatusOr<std::vector<EditSet>>(std::vector<EditSet>(sequences.size(), fixed));
+    });
+  }
+  return BatchEdits(
+      [&model, fixed, super_weights, precision](absl::Span<const std::vector<int32_t>> sequences)
+          -> absl::StatusOr<std::vector<EditSet>> {
+        SuperActivationTap tap(super_weights, static_cast<int>(sequences.size()));
+        std::vector<SequenceInput> batch;
+        for (const auto& s : sequences) batch.push_back({s, nullptr});
+        ForwardOptions fo;
+        fo.precision = precision;
+        fo.tap = &tap;
+        absl::StatusOr<ForwardOutput> intact = RunForward(model, batch, fo);
+        if (!intact.ok()) return intact.status();
+        std::vector<EditSet> edits(sequences.size(), fixed);
+        for (size_t s = 0; s < sequences.size(); ++s) {
+          for (size_t i = 0; i < super_weights.size(); ++i) {
+            const auto [token, value] = tap.found(static_cast<int>(s))[i];
+            if (token < 0) continue;
+            edits[s].activations.push_back(
+                {super_weights[i].layer, token, static_cast<int>(super_weights[i].row), value});
+          }
+        }
+        return edits;
+      });
+}
+
+const std::vector<std::string>& StopwordTokens() {
+  static const std::vector<std::string> words = {"the", ".",  ",",  "and", "of", "to",
+                                                 "a",   "in", "\"", "was", "he", "that"};
+  return words;
+}
+
+absl::StatusOr<AblateResult> Ablate(const Model& model, const AblateOptions& options) {
+  if (absl::Status s = CheckCoordinates(model, options.super_weights); !s.ok()) return s;
+  const bool outliers_needed =
+      std::any_of(options.settings.begin(), options.settings.end(), [](const AblationSetting& s) {
+        return s.kind == AblationKind::kPruneOutliers ||
+               s.kind == AblationKind::kPruneOutliersAndSuperWeights;
+      });
+  std::vector<WeightEdit> outliers;
+  if (outliers_needed) {
+    absl::StatusOr<std::vector<WeightEdit>> found =
+        OutlierEdits(model, options.outlier_fraction, options.super_weights);
+    if (!found.ok()) return found.status();
+    outliers = std::move(*found);
+  }
+  const bool perplexity = !options.wikitext2.empty();
+  const int steps_per_setting = static_cast<int>(options.tasks.size()) + (perplexity ? 1 : 0);
+  const int token_steps = options.token_probability_contexts.empty() ? 0 : 2;
+  const double total_steps =
+      std::max(1, static_cast<int>(options.settings.size()) * steps_per_setting + token_steps);
+  int step = 0;
+  auto progress_for = [&](const std::string& what) {
+    HarnessOptions h = options.harness;
+    h.on_progress = [&options, &step, total_steps, what](int64_t done, int64_t total) {
+      if (options.on_progress) {
+        options.on_progress(
+            (step + static_cast<double>(done) / std::max<int64_t>(1, total)) / total_steps, what);
+      }
+    };
+    return h;
+  };
+
+  AblateResult result;
+  for (const AblationSetting& setting : options.settings) {
+    absl::StatusOr<BatchEdits> edits =
+        AblationEdits(model, setting, options.super_weights, outliers, options.harness.precision);
+    if (!edits.ok()) return edits.status();
+    AblationRow row;
+    row.setting = setting;
+    if (setting.kind == AblationKind::kPruneOutliers ||
+        setting.kind == AblationKind::kPruneOutliersAndSuperWeights) {
+      row.outliers_pruned = static_cast<int64_t>(outliers.size());
+    }
+    if (perplexity) {
+      HarnessOptions h = progress_for(setting.Name() + " / wikitext2");
+      h.edits = *edits;
+      absl::StatusOr<double> ppl =
+          WindowedPerplexity(model, options.wikitext2, options.window, options.max_windows, h);
+      if (!ppl.ok()) return ppl.status();
+      row.wikitext2_perplexity = *ppl;
+      ++step;
+    }
+    double acc_sum = 0;
+    int zero_shot = 0;
+    for (const Task& task : options.tasks) {
+      HarnessOptions h = progress_for(setting.Name() + " / " + task.name);
+      h.edits = *edits;
+      absl::StatusOr<TaskScore> score = EvaluateTask(model, task, h);
+      if (!score.ok()) return score.status();
+      acc_sum += score->acc;
+      ++zero_shot;
+      row.tasks.push_back(*score);
+      ++step;
+    }
+    if (zero_shot > 0) row.average_acc = acc_sum / zero_shot;
+    result.rows.push_back(std::move(row));
+  }
+
+  if (!options.token_probability_contexts.empty()) {
+    if (model.tokenizer == nullptr) {
+      return absl::FailedPreconditionError("token probabilities need the model's tokenizer");
+    }
+    std::vector<int32_t> ids;
+    for (const std::string& word : StopwordTokens()) {
+      const bool punctuation = !std::isalpha(static_cast<unsigned char>(word[0]));
+      const std::vector<int32_t> encoded =
+          model.tokenizer->Encode(punctuation ? word : " " + word, /*add_bos=*/false);
+      if (encoded.size() != 1) continue;  // not one token in this vocabulary
+      result.token_probabilities.push_back({word, encoded[0]});
+      ids.push_back(encoded[0]);
+    }
+    for (int pass = 0; pass < 2; ++pass) {
+      HarnessOptions h =
+          progress_for(pass == 0 ? "token probabilities, intact" : "token probabilities, prune SW");
+      if (pass == 1) {
+        absl::StatusOr<BatchEdits> pruned =
+            AblationEdits(model, {AblationKind::kPruneSuperWeights}, options.super_weights, {},
+                          options.harness.precision);
+        if (!pruned.ok()) return pruned.status();
+        h.edits = *pruned;
+      }
+      absl::StatusOr<std::vector<std::vector<double>>> p =
+          NextTokenProbabilities(model, options.token_probability_contexts, ids, h);
+      if (!p.ok()) return p.status();
+      for (size_t w = 0; w < ids.size(); ++w) {
+        double mean = 0;
+        for (const auto& context : *p) mean += context[w];
+        mean /= static_cast<double>(p->size());
+        (pass == 0 ? result.token_probabilities[w].intact : result.token_probabilities[w].pruned) =
+            mean;
+      }
+      ++step;
+    }
+  }
+  if (options.on_progress) options.on_progress(1.0, "done");
+  return result;
+}
+
+}  // namespace superweight

@@ -1,0 +1,98 @@
+// The paper's ablations as one job: every setting a row of the same harness (WikiText-2
+// perplexity and the zero-shot tasks), each setting an edit set applied in the forward pass,
+// never a copy of the weights.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/analysis/harness.h"
+
+namespace superweight {
+
+struct SuperWeightCoordinate {
+  int layer = 0;
+  int64_t row = 0;  // down_proj.weight[row, col], the Hugging Face layout
+  int64_t col = 0;
+};
+
+enum class AblationKind {
+  kIntact,                        // the model as stored
+  kPruneSuperWeights,             // the super weights set to 0
+  kScaleSuperWeights,             // each super weight times `scale`
+  kPruneOutliers,                 // the largest other weights of every linear layer set to 0
+  kPruneOutliersAndSuperWeights,  // the same with the super weights at 0 too
+  kRestoreSuperActivation,        // super weights at 0, the super activation written back
+};
+
+struct AblationSetting {
+  AblationKind kind = AblationKind::kIntact;
+  float scale = 1.f;  // kScaleSuperWeights
+  std::string Name() const;
+};
+
+// The table's settings for the names a request gives: "prune", "scale" (one row per scale),
+// "outliers" (both outlier rows), "restore_sa"; intact always first. INVALID_ARGUMENT names an
+// unknown one. ("token_probs" is not a row; the caller handles it.)
+absl::StatusOr<std::vector<AblationSetting>> AblationSettings(const std::vector<std::string>& names,
+                                                              const std::vector<float>& scales);
+
+// The weight edits of every linear weight of the layers (q, k, v, o, gate, up, down) whose
+// magnitude is in the top `fraction` of its tensor (at least one per tensor), leaving out the
+// super weights' own coordinates. INVALID_ARGUMENT for a fraction outside (0, 1).
+absl::StatusOr<std::vector<WeightEdit>> OutlierEdits(
+    const Model& model, double fraction, const std::vector<SuperWeightCoordinate>& keep);
+
+// The per-sequence edits of a setting (outliers: OutlierEdits' result). Restoring the super
+// activation runs each batch through the intact model first to find, per sequence and super
+// weight, the token of the largest |down_proj output[:, row]| and its value, then writes it
+// back with the super weights at 0. INVALID_ARGUMENT for coordinates outside the model.
+absl::StatusOr<BatchEdits> AblationEdits(const Model& model, const AblationSetting& setting,
+                                         const std::vector<SuperWeightCoordinate>& super_weights,
+                                         const std::vector<WeightEdit>& outliers,
+                                         Precision precision);
+
+struct AblationRow {
+  AblationSetting setting;
+  std::vector<TaskScore> tasks;      // in the order asked
+  double wikitext2_perplexity = -1;  // -1 when not asked
+  double average_acc = -1;           // over the zero-shot tasks run; -1 when none
+  int64_t outliers_pruned = 0;       // outlier settings: weights set to 0
+};
+
+struct TokenProbability {
+  std::string token;  // as written: "the", ".", ...
+  int32_t id = -1;
+  double intact = 0, pruned = 0;  // mean probability as the next token
+};
+
+struct AblateOptions {
+  std::vector<SuperWeightCoordinate> super_weights;
+  std::vector<AblationSetting> settings;  // AblationSettings()
+  std::vector<Task> tasks;                // loaded with LoadTask
+  std::vector<int32_t> wikitext2;         // tokens; empty: no perplexity row
+  int window = 512;
+  int max_windows = 0;
+  double outlier_fraction = 1e-6;
+  // Token probabilities over these LAMBADA contexts (empty: none).
+  std::vector<std::vector<int32_t>> token_probability_contexts;
+  HarnessOptions harness;  // precision, batching, cancellation
+  // Called as the job advances: fraction done and what is running ("prune SW / piqa").
+  std::function<void(double, const std::string&)> on_progress;
+};
+
+struct AblateResult {
+  std::vector<AblationRow> rows;
+  std::vector<TokenProbability> token_probabilities;
+};
+
+absl::StatusOr<AblateResult> Ablate(const Model& model, const AblateOptions& options);
+
+// The stopwords and punctuation whose next-token probability the paper compares.
+const std::vector<std::string>& StopwordTokens();
+
+}  // namespace superweight

@@ -1,0 +1,284 @@
+#include "engine/analysis/harness.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "absl/strings/str_format.h"
+#include "engine/analysis/score.h"
+#include "engine/tokenizer/tokenizer.h"
+
+namespace superweight {
+namespace {
+
+absl::Status Cancelled(const HarnessOptions& options) {
+  if (options.cancelled != nullptr && options.cancelled->load(std::memory_order_relaxed)) {
+    return absl::CancelledError("evaluation cancelled");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<EditSet>> EditsOf(const HarnessOptions& options,
+                                             absl::Span<const std::vector<int32_t>> batch) {
+  if (!options.edits) return std::vector<EditSet>(batch.size());
+  absl::StatusOr<std::vector<EditSet>> edits = options.edits(batch);
+  if (edits.ok() && edits->size() != batch.size()) {
+    return absl::InternalError("an edit hook returned the wrong number of edit sets");
+  }
+  return edits;
+}
+
+// Forward passes over inputs[order[0]], inputs[order[1]], ... in batches of at most
+// max_batch_tokens, and for each position p in positions[i], the log-softmax of the logits at p
+// handed to visit(i, j, row) (j: p's index in positions[i]).
+absl::Status VisitLogProbs(const Model& model, const std::vector<std::vector<int32_t>>& inputs,
+                           const std::vector<std::vector<int>>& positions,
+                           const std::vector<size_t>& order, const HarnessOptions& options,
+                           const std::function<void(size_t, size_t, const float*)>& visit) {
+  const int64_t D = model.config.hidden, V = model.config.vocab;
+  constexpr int64_t kRowsPerChunk = 32;
+  std::vector<float> hidden_rows(kRowsPerChunk * D), logits(kRowsPerChunk * V);
+  size_t next = 0;
+  while (next < order.size()) {
+    if (absl::Status s = Cancelled(options); !s.ok()) return s;
+    std::vector<size_t> members;
+    std::vector<std::vector<int32_t>> sequences;
+    int64_t tokens = 0;
+    while (next < order.size()) {
+      const int64_t n = static_cast<int64_t>(inputs[order[next]].size());
+      if (!members.empty() && tokens + n > options.max_batch_tokens) break;
+      members.push_back(order[next]);
+      sequences.push_back(inputs[order[next]]);
+      tokens += n;
+      ++next;
+    }
+    absl::StatusOr<std::vector<EditSet>> edits = EditsOf(options, sequences);
+    if (!edits.ok()) return edits.status();
+    std::vector<SequenceInput> batch;
+    for (size_t b = 0; b < members.size(); ++b) {
+      batch.push_back({sequences[b], (*edits)[b].empty() ? nullptr : &(*edits)[b]});
+    }
+    ForwardOptions fo;
+    fo.precision = options.precision;
+    fo.cancelled = options.cancelled;
+    absl::StatusOr<ForwardOutput> out = RunForward(model, batch, fo);
+    if (!out.ok()) return out.status();
+    // The wanted rows, a chunk at a time through the lm_head and a log-softmax.
+    std::vector<std::pair<size_t, size_t>> wanted;  // (member, j)
+    for (size_t b = 0; b < members.size(); ++b) {
+      for (size_t j = 0; j < positions[members[b]].size(); ++j) wanted.push_back({b, j});
+    }
+    for (size_t c0 = 0; c0 < wanted.size(); c0 += kRowsPerChunk) {
+      const int64_t rows = std::min<int64_t>(kRowsPerChunk, wanted.size() - c0);
+      for (int64_t r = 0; r < rows; ++r) {
+        const auto [b, j] = wanted[c0 + r];
+        const int64_t row = out->offsets[b] + positions[members[b]][j];
+        std::copy_n(&out->hidden[row * D], D, &hidden_rows[r * D]);
+      }
+      if (absl::Status s =
+              ComputeLogits(model, hidden_rows.data(), rows, logits.data(), options.precision);
+          !s.ok()) {
+        return s;
+      }
+#pragma omp parallel for schedule(static)
+      for (int64_t r = 0; r < rows; ++r) {
+        float* l = &logits[r * V];
+        const float mx = *std::max_element(l, l + V);
+        double sum = 0;
+        for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(l[v] - mx));
+        const float shift = mx + static_cast<float>(std::log(sum));
+        for (int64_t v = 0; v < V; ++v) l[v] -= shift;
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        const auto [b, j] = wanted[c0 + r];
+        visit(members[b], j, &logits[r * V]);
+      }
+    }
+    if (options.on_progress) options.on_progress(next, order.size());
+  }
+  return absl::OkStatus();
+}
+
+// Indices of `inputs`, longest first (as lm-eval orders its requests): passes of like lengths.
+std::vector<size_t> LongestFirst(const std::vector<std::vector<int32_t>>& inputs) {
+  std::vector<size_t> order(inputs.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return inputs[a].size() > inputs[b].size(); });
+  return order;
+}
+
+int64_t CodePoints(std::string_view s) {
+  int64_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<Loglikelihood>> ScoreLoglikelihoods(
+    const Model& model, absl::Span<const LoglikelihoodRequest> requests,
+    const HarnessOptions& options) {
+  if (model.tokenizer == nullptr) {
+    return absl::FailedPreconditionError("the model has no tokenizer: text tasks need one");
+  }
+  const Tokenizer& tok = *model.tokenizer;
+  std::vector<std::vector<int32_t>> inputs(requests.size());
+  std::vector<std::vector<int>> positions(requests.size());
+  std::vector<std::vector<int32_t>> targets(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    std::string context = requests[i].context, continuation = requests[i].continuation;
+    const size_t kept = context.find_last_not_of(' ');
+    const size_t spaces = kept == std::string::npos ? context.size() : context.size() - kept - 1;
+    continuation = context.substr(context.size() - spaces) + continuation;
+    context.resize(context.size() - spaces);
+    std::vector<int32_t> whole = tok.Encode(context + continuation, /*add_bos=*/false);
+    std::vector<int32_t> context_ids = tok.Encode(context, /*add_bos=*/false);
+    if (context_ids.empty()) {  // lm-eval conditions an empty context on a prefix token
+      const int prefix = tok.bos_id() >= 0 ? tok.bos_id() : tok.eos_id();
+      if (prefix < 0)
+        return absl::InvalidArgumentError("an empty context needs a BOS or EOS token");
+      context_ids.push_back(prefix);
+      whole.insert(whole.begin(), prefix);
+    }
+    const size_t first = std::min(context_ids.size(), whole.size());
+    targets[i].assign(whole.begin() + first, whole.end());
+    if (targets[i].empty()) continue;  // nothing to score: log p = 0
+    // Left-truncated to max_context + 1 tokens; the last token is only predicted.
+    const size_t begin = whole.size() > static_cast<size_t>(options.max_context) + 1
+                             ? whole.size() - options.max_context - 1
+                             : 0;
+    inputs[i].assign(whole.begin() + begin, whole.end() - 1);
+    for (size_t t = 0; t < targets[i].size(); ++t) {
+      positions[i].push_back(static_cast<int>(whole.size() - 1 - targets[i].size() + t - begin));
+    }
+  }
+  std::vector<Loglikelihood> result(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    result[i].greedy = true;
+    result[i].tokens = static_cast<int>(targets[i].size());
+  }
+  std::vector<size_t> order;
+  for (size_t i : LongestFirst(inputs)) {
+    if (!inputs[i].empty()) order.push_back(i);
+  }
+  const int64_t V = model.config.vocab;
+  absl::Status s = VisitLogProbs(model, inputs, positions, order, options,
+                                 [&](size_t i, size_t j, const float* row) {
+                                   const int32_t target = targets[i][j];
+                                   result[i].logprob += row[target];
+                                   if (std::max_element(row, row + V) - row != target)
+                                     result[i].greedy = false;
+                                 });
+  if (!s.ok()) return s;
+  return result;
+}
+
+absl::StatusOr<TaskScore> EvaluateTask(const Model& model, const Task& task,
+                                       const HarnessOptions& options) {
+  std::vector<LoglikelihoodRequest> requests;
+  for (const TaskExample& e : task.examples) {
+    requests.insert(requests.end(), e.choices.begin(), e.choices.end());
+  }
+  absl::StatusOr<std::vector<Loglikelihood>> lls = ScoreLoglikelihoods(model, requests, options);
+  if (!lls.ok()) return lls.status();
+  TaskScore score;
+  score.task = task.name;
+  score.examples = static_cast<int>(task.examples.size());
+  double correct = 0, correct_norm = 0, last_word_logprob = 0;
+  size_t at = 0;
+  for (const TaskExample& e : task.examples) {
+    const Loglikelihood* ll = &(*lls)[at];
+    at += e.choices.size();
+    if (task.metric == TaskMetric::kLastWord) {
+      correct += ll[0].greedy;
+      last_word_logprob += ll[0].logprob;
+      continue;
+    }
+    size_t best = 0, best_norm = 0;
+    double best_norm_value = -INFINITY;
+    for (size_t c = 0; c < e.choices.size(); ++c) {
+      if (ll[c].logprob > ll[best].logprob) best = c;
+      // The choice's own characters: the continuation less the target delimiter.
+      const int64_t chars = std::max<int64_t>(1, CodePoints(e.choices[c].continuation) - 1);
+      const double norm = ll[c].logprob / static_cast<double>(chars);
+      if (norm > best_norm_value) {
+        best_norm_value = norm;
+        best_norm = c;
+      }
+    }
+    correct += static_cast<int>(best) == e.gold;
+    correct_norm += static_cast<int>(best_norm) == e.gold;
+  }
+  const double n = static_cast<double>(task.examples.size());
+  score.acc = correct / n;
+  if (task.metric == TaskMetric::kMultipleChoice) score.acc_norm = correct_norm / n;
+  if (task.metric == TaskMetric::kLastWord) score.perplexity = std::exp(-last_word_logprob / n);
+  return score;
+}
+
+absl::StatusOr<double> WindowedPerplexity(const Model& model, absl::Span<const int32_t> tokens,
+                                          int window, int max_windows,
+                                          const HarnessOptions& options) {
+  if (window < 2) return absl::InvalidArgumentError("window must be at least 2 tokens");
+  int64_t windows = static_cast<int64_t>(tokens.size()) / window;
+  if (max_windows > 0) windows = std::min<int64_t>(windows, max_windows);
+  if (windows == 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "text has %d tokens, fewer than one %d-token window", tokens.size(), window));
+  }
+  const int64_t per_pass = std::max<int64_t>(1, options.max_batch_tokens / window);
+  double nll = 0;
+  int64_t count = 0;
+  for (int64_t w0 = 0; w0 < windows; w0 += per_pass) {
+    if (absl::Status s = Cancelled(options); !s.ok()) return s;
+    std::vector<std::vector<int32_t>> sequences;
+    for (int64_t w = w0; w < std::min(windows, w0 + per_pass); ++w) {
+      sequences.emplace_back(tokens.begin() + w * window, tokens.begin() + (w + 1) * window);
+    }
+    absl::StatusOr<std::vector<EditSet>> edits = EditsOf(options, sequences);
+    if (!edits.ok()) return edits.status();
+    std::vector<SequenceInput> batch;
+    for (size_t b = 0; b < sequences.size(); ++b) {
+      batch.push_back({sequences[b], (*edits)[b].empty() ? nullptr : &(*edits)[b]});
+    }
+    auto lp = TokenLogprobs(model, batch, options.precision, options.cancelled);
+    if (!lp.ok()) return lp.status();
+    for (const auto& seq : *lp) {
+      for (float v : seq) nll -= v;
+      count += static_cast<int64_t>(seq.size());
+    }
+    if (options.on_progress) options.on_progress(std::min(windows, w0 + per_pass), windows);
+  }
+  return std::exp(nll / static_cast<double>(count));
+}
+
+absl::StatusOr<std::vector<std::vector<double>>> NextTokenProbabilities(
+    const Model& model, absl::Span<const std::vector<int32_t>> contexts,
+    absl::Span<const int32_t> candidates, const HarnessOptions& options) {
+  std::vector<std::vector<int32_t>> inputs(contexts.begin(), contexts.end());
+  std::vector<std::vector<int>> positions(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (inputs[i].empty()) return absl::InvalidArgumentError("an empty context");
+    if (inputs[i].size() > static_cast<size_t>(options.max_context)) {
+      inputs[i].erase(inputs[i].begin(), inputs[i].end() - options.max_context);
+    }
+    positions[i] = {static_cast<int>(inputs[i].size()) - 1};
+  }
+  for (int32_t c : candidates) {
+    if (c < 0 || c >= model.config.vocab)
+      return absl::InvalidArgumentError("candidate out of range");
+  }
+  std::vector<std::vector<double>> result(inputs.size(), std::vector<double>(candidates.size()));
+  absl::Status s = VisitLogProbs(model, inputs, positions, LongestFirst(inputs), options,
+                                 [&](size_t i, size_t, const float* row) {
+                                   for (size_t c = 0; c < candidates.size(); ++c) {
+                                     result[i][c] =
+                                         std::exp(static_cast<double>(row[candidates[c]]));
+                                   }
+                                 });
+  if (!s.ok()) return s;
+  return result;
+}
+
+}  // namespace superweight

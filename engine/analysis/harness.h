@@ -1,0 +1,72 @@
+// The evaluation harness: WikiText-2 perplexity and the zero-shot tasks (eval_tasks.h) scored
+// as lm-evaluation-harness 0.4 scores them, under any ablation given as per-sequence edit sets.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/analysis/eval_tasks.h"
+#include "engine/runtime/forward.h"
+
+namespace superweight {
+
+// The edits of each sequence of a batch (one EditSet per sequence), given the sequences' tokens:
+// fixed edits return the same set for each; restoring the super activation derives each
+// sequence's from an intact pass over it. Null: the model as stored.
+using BatchEdits = std::function<absl::StatusOr<std::vector<EditSet>>(
+    absl::Span<const std::vector<int32_t>> sequences)>;
+
+struct HarnessOptions {
+  Precision precision = Precision::kF32;
+  BatchEdits edits;
+  int64_t max_batch_tokens = 4096;  // tokens per forward pass
+  int max_context = 2048;           // longer requests keep their last tokens, as lm-eval does
+  const std::atomic<bool>* cancelled = nullptr;
+  // Requests (or windows) done so far, out of the call's total.
+  std::function<void(int64_t done, int64_t total)> on_progress;
+};
+
+struct Loglikelihood {
+  double logprob = 0;   // sum over the continuation's tokens
+  bool greedy = false;  // every continuation token is the argmax of its position
+  int tokens = 0;       // the continuation's tokens
+};
+
+// lm-eval's loglikelihood: the context's trailing spaces moved to the continuation, the
+// continuation's tokens taken as encode(context + continuation) past encode(context), no BOS.
+// FAILED_PRECONDITION for a model without a tokenizer.
+absl::StatusOr<std::vector<Loglikelihood>> ScoreLoglikelihoods(
+    const Model& model, absl::Span<const LoglikelihoodRequest> requests,
+    const HarnessOptions& options);
+
+struct TaskScore {
+  std::string task;
+  int examples = 0;
+  double acc = 0;
+  double acc_norm = std::numeric_limits<double>::quiet_NaN();    // multiple choice with norm
+  double perplexity = std::numeric_limits<double>::quiet_NaN();  // LAMBADA's last word
+};
+
+// acc: argmax of the summed log-probabilities (the first of equals); acc_norm: of the sums
+// divided by each choice's length in characters (code points, the target delimiter excluded);
+// LAMBADA: acc = greedy last word, perplexity = exp(-mean log-probability of the last word).
+absl::StatusOr<TaskScore> EvaluateTask(const Model& model, const Task& task,
+                                       const HarnessOptions& options);
+
+// Perplexity over consecutive full windows of `window` tokens (at most max_windows; 0: all).
+absl::StatusOr<double> WindowedPerplexity(const Model& model, absl::Span<const int32_t> tokens,
+                                          int window, int max_windows,
+                                          const HarnessOptions& options);
+
+// For each context, the probability of each of `candidates` as the next token.
+absl::StatusOr<std::vector<std::vector<double>>> NextTokenProbabilities(
+    const Model& model, absl::Span<const std::vector<int32_t>> contexts,
+    absl::Span<const int32_t> candidates, const HarnessOptions& options);
+
+}  // namespace superweight
