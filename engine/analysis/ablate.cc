@@ -1,6 +1,7 @@
 #include "engine/analysis/ablate.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <memory>
 #include <queue>
@@ -301,12 +302,17 @@ absl::StatusOr<AblateResult> Ablate(const Model& model, const AblateOptions& opt
     }
     std::vector<int32_t> ids;
     for (const std::string& word : StopwordTokens()) {
+      // As it follows a word: " the" in byte-level BPE (SentencePiece's "▁the" comes from
+      // "the"), "." with no space.
       const bool punctuation = !std::isalpha(static_cast<unsigned char>(word[0]));
-      const std::vector<int32_t> encoded =
-          model.tokenizer->Encode(punctuation ? word : " " + word, /*add_bos=*/false);
-      if (encoded.size() != 1) continue;  // not one token in this vocabulary
-      result.token_probabilities.push_back({word, encoded[0]});
-      ids.push_back(encoded[0]);
+      for (const std::string& spelling : punctuation ? std::vector<std::string>{word}
+                                                     : std::vector<std::string>{" " + word, word}) {
+        const std::vector<int32_t> encoded = model.tokenizer->Encode(spelling, /*add_bos=*/false);
+        if (encoded.size() != 1) continue;
+        result.token_probabilities.push_back({word, encoded[0]});
+        ids.push_back(encoded[0]);
+        break;
+      }
     }
     for (int pass = 0; pass < 2; ++pass) {
       HarnessOptions h =

@@ -64,6 +64,8 @@ struct AblationRow {
   int64_t outliers_pruned = 0;       // outlier settings: weights set to 0
 };
 
+// Words that are no single token of the vocabulary (with or without a leading space) are left
+// out.
 struct TokenProbability {
   std::string token;  // as written: "the", ".", ...
   int32_t id = -1;

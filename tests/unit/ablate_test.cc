@@ -1,0 +1,258 @@
+// The evaluation harness and the ablations: task files read as lm-evaluation-harness builds its
+// requests, loglikelihoods against the forward pass, and each setting's edits.
+#include "engine/analysis/ablate.h"
+
+#include <cmath>
+#include <fstream>
+#include <set>
+
+#include "engine/analysis/eval_tasks.h"
+#include "engine/analysis/harness.h"
+#include "engine/analysis/score.h"
+#include "engine/model/model.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "gtest/gtest.h"
+#include "tests/unit/test_util.h"
+
+namespace superweight {
+namespace {
+
+std::string EvalData() { return std::string(SUPERWEIGHT_EVAL_DATA); }
+
+std::shared_ptr<const Model> TinyStories() {
+  static std::shared_ptr<const Model> model = [] {
+    auto m = OpenModel(testing::TestData("hf_tinystories_656k"));
+    EXPECT_TRUE(m.ok()) << m.status();
+    return std::shared_ptr<const Model>(std::move(*m));
+  }();
+  return model;
+}
+
+TEST(EvalTasks, EveryTaskLoadsWithLmEvalsPrompts) {
+  for (const std::string& name : ZeroShotTaskNames()) {
+    auto task = LoadTask(name, EvalData(), 3);
+    ASSERT_TRUE(task.ok()) << name << ": " << task.status();
+    EXPECT_EQ(task->examples.size(), 3u) << name;
+  }
+  auto piqa = *LoadTask("piqa", EvalData(), 1);
+  EXPECT_EQ(piqa.examples[0].choices.size(), 2u);
+  EXPECT_EQ(piqa.examples[0].choices[0].context,
+            "Question: How do I ready a guinea pig cage for it's new occupants?\nAnswer:");
+  EXPECT_EQ(piqa.examples[0].choices[0].continuation.rfind(" Provide the guinea pig", 0), 0u);
+  EXPECT_EQ(piqa.examples[0].gold, 0);
+  auto arc = *LoadTask("arc_easy", EvalData(), 1);
+  EXPECT_EQ(arc.examples[0].choices.size(), 4u);
+  EXPECT_EQ(arc.examples[0].gold, 0);  // answerKey A
+  auto sciq = *LoadTask("sciq", EvalData(), 1);
+  EXPECT_EQ(sciq.examples[0].gold, 3);  // the correct answer after the three distractors
+  EXPECT_EQ(sciq.examples[0].choices[3].continuation, " oxidants");
+  EXPECT_EQ(sciq.examples[0].choices[0].context.rfind("\nQuestion: Compounds", 0), 0u);
+  // Winogrande: each option before the blank is a context; the rest of the sentence is shared.
+  auto wino = *LoadTask("winogrande", EvalData(), 1);
+  ASSERT_EQ(wino.examples[0].choices.size(), 2u);
+  EXPECT_EQ(wino.examples[0].choices[0].context,
+            "Sarah was a much better surgeon than Maria so Sarah");
+  EXPECT_EQ(wino.examples[0].choices[1].context,
+            "Sarah was a much better surgeon than Maria so Maria");
+  EXPECT_EQ(wino.examples[0].choices[0].continuation, " always got the easier cases.");
+  EXPECT_EQ(wino.examples[0].gold, 1);
+  // LAMBADA: the text up to its last space, and the last word with that space.
+  auto lambada = *LoadTask("lambada", EvalData(), 1);
+  const auto& last = lambada.examples[0].choices[0];
+  EXPECT_EQ(last.continuation.front(), ' ');
+  EXPECT_EQ(last.continuation.find(' ', 1), std::string::npos);
+  EXPECT_NE(last.context.back(), ' ');
+  auto hellaswag = *LoadTask("hellaswag", EvalData(), 1);
+  EXPECT_EQ(hellaswag.examples[0].choices[0].context,
+            "Roof shingle removal: A man is sitting on a roof. he");
+  EXPECT_EQ(hellaswag.examples[0].gold, 3);
+  EXPECT_EQ(LoadTask("piqa", EvalData()).value().examples.size(), 1838u);
+}
+
+TEST(EvalTasks, UnknownMissingAndMalformedAreRefused) {
+  EXPECT_EQ(LoadTask("mmlu", EvalData()).status().code(), absl::StatusCode::kInvalidArgument);
+  const std::string dir = testing::ScratchDir("eval_tasks");
+  EXPECT_EQ(LoadTask("piqa", dir).status().code(), absl::StatusCode::kNotFound);
+  ASSERT_EQ(std::system(("mkdir -p " + dir + "/arc " + dir + "/winogrande").c_str()), 0);
+  std::ofstream(dir + "/arc/arc_easy_test.jsonl")
+      << "{\"question\": \"q\", \"choices\": {\"text\": [\"a\"], \"label\": [\"A\"]}, "
+         "\"answerKey\": \"A\"}\n{not json\n";
+  auto arc = LoadTask("arc_easy", dir);
+  EXPECT_EQ(arc.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(arc.status().message().find(":2:"), absl::string_view::npos) << arc.status();
+  std::ofstream(dir + "/winogrande/dev.jsonl") << "{\"sentence\": \"no blank\", \"option1\": "
+                                                  "\"a\", \"option2\": \"b\", \"answer\": \"1\"}\n";
+  EXPECT_EQ(LoadTask("winogrande", dir).status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(EvalTasks, HellaSwagPreprocessAsLmEval) {
+  // Python's str.replace("  ", " ") is one pass: three spaces become two.
+  EXPECT_EQ(HellaSwagPreprocess("  How to cook [title] Boil water.  [step] Stir.  "),
+            "How to cook. Boil water.  Stir.");
+  EXPECT_EQ(HellaSwagPreprocess("a [header] b"), "a b");
+  EXPECT_EQ(HellaSwagPreprocess("open [ bracket"), "open [ bracket");
+}
+
+// The summed log-probability of a continuation equals the per-token log-probabilities of the
+// whole sequence over the continuation's positions; greedy means every one is the argmax.
+TEST(Harness, LoglikelihoodIsTheContinuationsShareOfTheSequence) {
+  const auto model = TinyStories();
+  const Tokenizer& tok = *model->tokenizer;
+  const std::string context = "Once upon a time, there was a little",
+                    continuation = " dog. The dog was happy.";
+  HarnessOptions options;
+  options.max_batch_tokens = 16;  // several passes
+  std::vector<LoglikelihoodRequest> requests = {{context, continuation},
+                                                {context + " ", "cat"},  // space moves over
+                                                {"Tom had a red", " ball. He liked it a lot."}};
+  auto lls = ScoreLoglikelihoods(*model, requests, options);
+  ASSERT_TRUE(lls.ok()) << lls.status();
+  // lm-eval's rule: the continuation is what encode(context + continuation) has past
+  // encode(context)'s length.
+  std::vector<int32_t> ids = tok.Encode(context + continuation, false);
+  const size_t context_tokens = tok.Encode(context, false).size();
+  ASSERT_GT(ids.size(), context_tokens);
+  SequenceInput in{ids, nullptr};
+  auto lp = TokenLogprobs(*model, {&in, 1}, Precision::kF32);
+  ASSERT_TRUE(lp.ok());
+  double want = 0;
+  for (size_t t = context_tokens; t < ids.size(); ++t) want += (*lp)[0][t - 1];
+  EXPECT_NEAR((*lls)[0].logprob, want, 1e-4);
+  EXPECT_EQ((*lls)[0].tokens, static_cast<int>(ids.size() - context_tokens));
+  EXPECT_EQ((*lls)[1].logprob,
+            ScoreLoglikelihoods(*model, {{{context, " cat"}}}, {}).value()[0].logprob);
+  EXPECT_GT((*lls)[2].tokens, 3);
+  EXPECT_LT((*lls)[2].logprob, 0);
+}
+
+TEST(Harness, TaskScoresCountArgmaxAndLengthNormalizedChoices) {
+  const auto model = TinyStories();
+  Task task;
+  task.name = "toy";
+  TaskExample e;
+  e.choices = {{"Once upon a time, there was a little", " girl"},
+               {"Once upon a time, there was a little", " xylophone quantum"}};
+  e.gold = 0;
+  task.examples = {e, e};
+  task.examples[1].gold = 1;
+  auto score = EvaluateTask(*model, task, {});
+  ASSERT_TRUE(score.ok()) << score.status();
+  EXPECT_EQ(score->examples, 2);
+  EXPECT_DOUBLE_EQ(score->acc, 0.5);  // one of the two golds is the likelier choice
+  EXPECT_FALSE(std::isnan(score->acc_norm));
+  task.metric = TaskMetric::kLastWord;
+  task.examples = {{{{"Once upon a time, there was a", " little"}}, 0}};
+  auto last = EvaluateTask(*model, task, {});
+  ASSERT_TRUE(last.ok());
+  EXPECT_GT(last->perplexity, 1);
+  EXPECT_TRUE(std::isnan(last->acc_norm));
+}
+
+TEST(Ablate, OutliersAreEachTensorsLargestAndSkipTheSuperWeights) {
+  const auto model = TinyStories();
+  auto edits = OutlierEdits(*model, 1e-6, {});
+  ASSERT_TRUE(edits.ok()) << edits.status();
+  EXPECT_EQ(edits->size(), static_cast<size_t>(7 * model->config.layers));  // one per tensor
+  for (const WeightEdit& e : *edits) {
+    const Matrix& w = model->layers[e.layer].Get(e.kind);
+    const float largest = std::fabs(w.At(e.row, e.col));
+    for (int64_t r = 0; r < w.rows; ++r) {
+      for (int64_t c = 0; c < w.cols; ++c) ASSERT_LE(std::fabs(w.At(r, c)), largest);
+    }
+    EXPECT_EQ(e.value, 0.f);
+  }
+  // Named as a super weight, the largest of a down_proj is left out and the next one taken.
+  const WeightEdit down = *std::find_if(edits->begin(), edits->end(), [](const WeightEdit& e) {
+    return e.kind == LinearKind::kDown;
+  });
+  auto without = OutlierEdits(*model, 1e-6, {{down.layer, down.row, down.col}});
+  ASSERT_TRUE(without.ok());
+  for (const WeightEdit& e : *without) {
+    EXPECT_FALSE(e.kind == LinearKind::kDown && e.layer == down.layer && e.row == down.row &&
+                 e.col == down.col);
+  }
+  EXPECT_EQ(OutlierEdits(*model, 0, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(OutlierEdits(*model, 1e-6, {{99, 0, 0}}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Ablate, SettingsEditWhatTheyName) {
+  const auto model = TinyStories();
+  const std::vector<SuperWeightCoordinate> sw = {{1, 37, 101}};
+  const float stored = model->layers[1].Get(LinearKind::kDown).At(37, 101);
+  std::vector<std::vector<int32_t>> seqs = {model->tokenizer->Encode("Once upon a time", false)};
+  auto edits_of = [&](AblationSetting s) {
+    auto hook = AblationEdits(*model, s, sw, {}, Precision::kF32);
+    EXPECT_TRUE(hook.ok()) << hook.status();
+    if (!*hook) return EditSet();
+    return (*hook)(seqs).value()[0];
+  };
+  EXPECT_TRUE(edits_of({AblationKind::kIntact}).empty());
+  EditSet prune = edits_of({AblationKind::kPruneSuperWeights});
+  ASSERT_EQ(prune.weights.size(), 1u);
+  EXPECT_EQ(prune.weights[0].value, 0.f);
+  EditSet scaled = edits_of({AblationKind::kScaleSuperWeights, 2.5f});
+  EXPECT_EQ(scaled.weights[0].value, 2.5f * stored);
+  // Restore SA: the super weight at 0 and, at the token of the intact model's largest
+  // |down_proj output[:, 37]| in layer 1, that output written back.
+  EditSet restore = edits_of({AblationKind::kRestoreSuperActivation});
+  ASSERT_EQ(restore.activations.size(), 1u);
+  EXPECT_EQ(restore.activations[0].layer, 1);
+  EXPECT_EQ(restore.activations[0].channel, 37);
+  EXPECT_GE(restore.activations[0].token, 0);
+  EXPECT_LT(restore.activations[0].token, static_cast<int>(seqs[0].size()));
+  EXPECT_NE(restore.activations[0].value, 0.f);
+  EXPECT_EQ(
+      AblationEdits(*model, {AblationKind::kPruneSuperWeights}, {{1, 9999, 0}}, {}, Precision::kF32)
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+  auto names = AblationSettings({"prune", "scale", "outliers", "restore_sa"}, {0.f, 2.f});
+  ASSERT_TRUE(names.ok());
+  std::vector<std::string> got;
+  for (const auto& s : *names) got.push_back(s.Name());
+  EXPECT_EQ(got, (std::vector<std::string>{"intact", "prune SW", "scale SW x0", "scale SW x2",
+                                           "prune outliers, SW kept", "prune outliers and SW",
+                                           "prune SW, restore SA"}));
+  EXPECT_EQ(AblationSettings({"bogus"}, {}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// The whole job on a small model: rows in order, scale x1 equal to intact, pruning a weight the
+// model relies on costs perplexity, and cancellation ends it.
+TEST(Ablate, TableOnASmallModel) {
+  const auto model = TinyStories();
+  AblateOptions o;
+  o.super_weights = {{1, 37, 101}};
+  o.settings = AblationSettings({"prune", "scale"}, {1.f, 100.f}).value();
+  o.tasks.push_back(LoadTask("piqa", EvalData(), 4).value());
+  std::ifstream f(testing::TestData("text/tinystories_validation_head.txt"));
+  std::string text((std::istreambuf_iterator<char>(f)), {});
+  o.wikitext2 = model->tokenizer->Encode(text, model->config.add_bos);
+  o.window = 128;
+  o.max_windows = 2;
+  o.token_probability_contexts = {model->tokenizer->Encode("Once upon a time there", false)};
+  double last_progress = -1;
+  o.on_progress = [&](double p, const std::string&) {
+    EXPECT_GE(p, last_progress);
+    last_progress = p;
+  };
+  auto r = Ablate(*model, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->rows.size(), 4u);
+  EXPECT_EQ(r->rows[0].setting.Name(), "intact");
+  EXPECT_DOUBLE_EQ(r->rows[2].wikitext2_perplexity, r->rows[0].wikitext2_perplexity);  // x1
+  EXPECT_NE(r->rows[3].wikitext2_perplexity, r->rows[0].wikitext2_perplexity);         // x100
+  EXPECT_EQ(r->rows[0].tasks[0].examples, 4);
+  EXPECT_GE(r->rows[0].average_acc, 0);
+  EXPECT_DOUBLE_EQ(last_progress, 1.0);
+  for (const TokenProbability& t : r->token_probabilities) {
+    EXPECT_GT(t.intact, 0);
+    EXPECT_LT(t.intact, 1);
+  }
+  std::atomic<bool> cancelled{true};
+  o.harness.cancelled = &cancelled;
+  EXPECT_EQ(Ablate(*model, o).status().code(), absl::StatusCode::kCancelled);
+}
+
+}  // namespace
+}  // namespace superweight
