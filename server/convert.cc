@@ -98,6 +98,33 @@ v1::AblateResult ToProto(const AblateResult& r) {
   return out;
 }
 
+std::string LocateSummary(const LocateResult& r) {
+  const int confirmed = r.ConfirmedCount();
+  // perplexity_intact is 0 when no confirmation ran (skipped, or no text to measure with).
+  std::string summary;
+  if (r.candidates.empty()) {
+    summary = "no layer spikes: no super weight";
+  } else if (r.perplexity_intact <= 0) {
+    summary = absl::StrFormat(
+        "%d candidate%s, not confirmed: confirmation skipped, so none counts as a super weight",
+        r.candidates.size(), r.candidates.size() == 1 ? "" : "s");
+  } else if (confirmed == 0) {
+    summary = "spikes found, but zeroing none of them hurts: no confirmed super weight";
+  } else {
+    summary = absl::StrFormat("%d super weight%s", confirmed, confirmed == 1 ? "" : "s");
+  }
+  for (const auto& s : r.candidates) {
+    if (!s.confirmed) continue;
+    summary += absl::StrFormat("; layers[%d].mlp.down_proj.weight[%d, %d] = %.4g", s.layer, s.row,
+                               s.col, s.weight);
+    if (r.perplexity_intact > 0) {
+      summary += absl::StrFormat(" (zeroed: perplexity %.4g -> %.4g)", r.perplexity_intact,
+                                 s.perplexity_zeroed);
+    }
+  }
+  return summary;
+}
+
 v1::LocateResult ToProto(const LocateResult& r) {
   v1::LocateResult out;
   for (const SuperWeight& s : r.candidates) {

@@ -18,6 +18,8 @@ absl::StatusOr<std::vector<int32_t>> TokensFromInput(const v1::Input& input, con
                                                      int max_tokens,
                                                      const std::string& fallback_text);
 v1::LocateResult ToProto(const LocateResult& r);
+// One line a person can read: how many super weights were confirmed, and each with its effect.
+std::string LocateSummary(const LocateResult& r);
 // Rows and token probabilities; metrics named TASK/acc, TASK/acc_norm, wikitext2/perplexity,
 // lambada/perplexity, average/acc.
 v1::AblateResult ToProto(const AblateResult& r);

@@ -9,9 +9,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "engine/analysis/score.h"
-#include "server/convert.h"
-#include "server/known_directory.h"
 
 namespace superweight::server {
 namespace {
@@ -27,9 +24,6 @@ std::string StateName(v1::Job::State s) {
   for (char& c : n) c = static_cast<char>(std::tolower(c));
   return n;
 }
-
-// Sequences of at most this many tokens in all go into one batched pass.
-constexpr size_t kMaxBatchTokens = 4096;
 
 }  // namespace
 
@@ -98,7 +92,7 @@ void JobQueue::LoadPersisted() {
 
 absl::StatusOr<std::string> JobQueue::Submit(const std::string& kind, const std::string& model_name,
                                              JobWork work) {
-  if (kind != "locate" && kind != "score" && kind != "ablate") {
+  if (FindJobKind(kind) == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("no job kind '", kind, "'"));
   }
   std::lock_guard<std::mutex> lock(mu_);
@@ -201,6 +195,7 @@ void JobQueue::Finish(Entry* e, const absl::Status& status) {
 void JobQueue::WorkerLoop() {
   while (true) {
     std::vector<Entry*> batch;
+    const JobKind* kind = nullptr;
     {
       std::unique_lock<std::mutex> lock(mu_);
       changed_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
@@ -208,21 +203,18 @@ void JobQueue::WorkerLoop() {
       Entry* first = jobs_.at(queue_.front()).get();
       queue_.pop_front();
       batch.push_back(first);
-      // Batch queued single-sequence scores on the same model and precision.
-      if (first->job.kind() == "score" && first->work.window == 0) {
-        size_t tokens = first->work.tokens.size();
-        for (auto it = queue_.begin();
-             it != queue_.end() && static_cast<int>(batch.size()) < max_batch_;) {
-          Entry* e = jobs_.at(*it).get();
-          if (e->job.kind() == "score" && e->work.window == 0 &&
-              e->work.model == first->work.model && e->work.precision == first->work.precision &&
-              tokens + e->work.tokens.size() <= kMaxBatchTokens) {
-            tokens += e->work.tokens.size();
-            batch.push_back(e);
-            it = queue_.erase(it);
-          } else {
-            ++it;
-          }
+      kind = FindJobKind(first->job.kind());
+      // Queued jobs that may share the first's run (Score: single sequences of one model).
+      size_t tokens = first->work.tokens.size();
+      for (auto it = queue_.begin();
+           it != queue_.end() && static_cast<int>(batch.size()) < max_batch_;) {
+        Entry* e = jobs_.at(*it).get();
+        if (e->job.kind() == first->job.kind() && kind->Joins(first->work, e->work, tokens)) {
+          tokens += e->work.tokens.size();
+          batch.push_back(e);
+          it = queue_.erase(it);
+        } else {
+          ++it;
         }
       }
       for (Entry* e : batch) {
@@ -233,22 +225,32 @@ void JobQueue::WorkerLoop() {
       changed_.notify_all();
     }
     for (Entry* e : batch) Persist(e->job);
-    RunBatch(batch);
+    RunBatch(*kind, batch);
   }
 }
 
 // Whatever a job throws ends that job (and the others of its batch) as FAILED; the worker, and
 // so the server, goes on.
-void JobQueue::RunBatch(const std::vector<Entry*>& batch) {
+void JobQueue::RunBatch(const JobKind& kind, const std::vector<Entry*>& batch) {
   absl::Status thrown;
   try {
-    const std::string& kind = batch[0]->job.kind();
-    if (kind == "locate") {
-      RunLocate(batch[0]);
-    } else if (kind == "ablate") {
-      RunAblate(batch[0]);
-    } else {
-      RunScoreBatch(batch);
+    std::vector<JobRun> runs;
+    for (Entry* e : batch) {
+      runs.push_back({&e->work, &e->cancelled, [this, e](double p) { SetProgress(e, p); }});
+    }
+    std::vector<absl::StatusOr<v1::Job>> results = kind.Run(runs, metrics_);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (i >= results.size()) {
+        Finish(batch[i], absl::InternalError("the job's kind returned no result for it"));
+      } else if (!results[i].ok()) {
+        Finish(batch[i], results[i].status());
+      } else {
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          batch[i]->job.MergeFrom(*results[i]);
+        }
+        Finish(batch[i], absl::OkStatus());
+      }
     }
     return;
   } catch (const std::bad_alloc&) {
@@ -266,163 +268,6 @@ void JobQueue::RunBatch(const std::vector<Entry*>& batch) {
       finished = Finished(e->job);
     }
     if (!finished) Finish(e, thrown);
-  }
-}
-
-void JobQueue::RunLocate(Entry* e) {
-  JobWork& w = e->work;
-  w.locate.cancelled = &e->cancelled;
-  w.locate.on_progress = [this, e](double p) { SetProgress(e, p); };
-  metrics_->RecordBatch(1, static_cast<int64_t>(w.tokens.size()));
-  auto r = Locate(*w.model, w.tokens, w.locate);
-  if (!r.ok()) return Finish(e, r.status());
-  v1::LocateResult result = ToProto(*r);
-  result.mutable_token_ids()->Add(w.tokens.begin(), w.tokens.end());
-  result.set_known_model(w.known_model);
-  for (auto& sw : *result.mutable_super_weights()) {
-    for (const auto& k : KnownSuperWeights()) {
-      if (k.model == w.known_model && k.layer == sw.coordinate().layer() &&
-          k.row == sw.coordinate().row() && k.col == sw.coordinate().col()) {
-        sw.set_known_match(k.model);
-      }
-    }
-  }
-  const int confirmed = r->ConfirmedCount();
-  // perplexity_intact is 0 when no confirmation ran (skipped, or no text to measure with).
-  std::string summary;
-  if (r->candidates.empty()) {
-    summary = "no layer spikes: no super weight";
-  } else if (r->perplexity_intact <= 0) {
-    summary = absl::StrFormat(
-        "%d candidate%s, not confirmed: confirmation skipped, so none counts as a super weight",
-        r->candidates.size(), r->candidates.size() == 1 ? "" : "s");
-  } else if (confirmed == 0) {
-    summary = "spikes found, but zeroing none of them hurts: no confirmed super weight";
-  } else {
-    summary = absl::StrFormat("%d super weight%s", confirmed, confirmed == 1 ? "" : "s");
-  }
-  for (const auto& s : r->candidates) {
-    if (!s.confirmed) continue;
-    summary += absl::StrFormat("; layers[%d].mlp.down_proj.weight[%d, %d] = %.4g", s.layer, s.row,
-                               s.col, s.weight);
-    if (r->perplexity_intact > 0) {
-      summary += absl::StrFormat(" (zeroed: perplexity %.4g -> %.4g)", r->perplexity_intact,
-                                 s.perplexity_zeroed);
-    }
-  }
-  result.set_summary(summary);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    *e->job.mutable_locate() = std::move(result);
-  }
-  Finish(e, absl::OkStatus());
-}
-
-void JobQueue::RunAblate(Entry* e) {
-  JobWork& w = e->work;
-  AblateOptions& options = w.ablate;
-  options.harness.cancelled = &e->cancelled;
-  v1::AblateResult result;
-  result.set_super_weights_source(w.locate_super_weights ? "locate" : "request");
-  if (w.locate_super_weights) {  // Locate's confirmed super weights, found first
-    w.locate.cancelled = &e->cancelled;
-    w.locate.on_progress = [this, e](double p) { SetProgress(e, 0.05 * p); };
-    auto located = Locate(*w.model, w.tokens, w.locate);
-    if (!located.ok()) return Finish(e, located.status());
-    for (const SuperWeight& s : located->candidates) {
-      if (s.confirmed) options.super_weights.push_back({s.layer, s.row, s.col});
-    }
-    if (options.super_weights.empty()) {
-      return Finish(e, absl::FailedPreconditionError(
-                           "Locate confirmed no super weight in this model; name the ones to "
-                           "ablate with super_weights (--super_weights=LAYER,ROW,COL)"));
-    }
-  }
-  const double base = w.locate_super_weights ? 0.05 : 0.0;
-  options.on_progress = [this, e, base](double p, const std::string&) {
-    SetProgress(e, base + (1 - base) * p);
-  };
-  auto r = Ablate(*w.model, options);
-  if (!r.ok()) return Finish(e, r.status());
-  result.MergeFrom(ToProto(*r));
-  for (const SuperWeightCoordinate& c : options.super_weights) {
-    v1::Coordinate* p = result.add_super_weights();
-    p->set_layer(c.layer);
-    p->set_row(c.row);
-    p->set_col(c.col);
-  }
-  result.set_token_prob_contexts(static_cast<int>(options.token_probability_contexts.size()));
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    *e->job.mutable_ablate() = std::move(result);
-  }
-  Finish(e, absl::OkStatus());
-}
-
-void JobQueue::RunScoreBatch(const std::vector<Entry*>& batch) {
-  Entry* first = batch[0];
-  if (first->work.window > 0) {  // perplexity over windows: a job of its own
-    PerplexityOptions po;
-    po.window = first->work.window;
-    po.max_windows = first->work.max_windows;
-    po.precision = first->work.precision;
-    po.edits = first->work.edits.empty() ? nullptr : &first->work.edits;
-    po.cancelled = &first->cancelled;
-    po.on_progress = [this, first](double p) { SetProgress(first, p); };
-    auto r = Perplexity(*first->work.model, first->work.tokens, po);
-    if (!r.ok()) return Finish(first, r.status());
-    metrics_->RecordBatch(1, r->tokens_scored + r->windows);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      v1::ScoreResult* s = first->job.mutable_score();
-      s->set_perplexity(r->perplexity);
-      s->set_mean_nll(r->mean_nll);
-      s->set_tokens_scored(r->tokens_scored);
-      s->set_windows(r->windows);
-    }
-    return Finish(first, absl::OkStatus());
-  }
-  // One forward pass for every sequence; each carries its own edit set. A cancelled job is
-  // left out of the pass; if all are, the pass is skipped.
-  std::vector<Entry*> live;
-  for (Entry* e : batch) {
-    if (e->cancelled) {
-      Finish(e, absl::CancelledError("cancelled"));
-    } else {
-      live.push_back(e);
-    }
-  }
-  if (live.empty()) return;
-  std::vector<SequenceInput> inputs;
-  int64_t tokens = 0;
-  for (Entry* e : live) {
-    inputs.push_back({e->work.tokens, e->work.edits.empty() ? nullptr : &e->work.edits});
-    tokens += e->work.tokens.size();
-  }
-  // Cancelling any one job of the batch does not stop the others: the flag passed is the
-  // first's only when it is alone.
-  auto r = TokenLogprobs(*first->work.model, inputs, first->work.precision,
-                         live.size() == 1 ? &live[0]->cancelled : nullptr);
-  metrics_->RecordBatch(static_cast<int>(live.size()), tokens);
-  for (size_t i = 0; i < live.size(); ++i) {
-    if (!r.ok()) {
-      Finish(live[i], r.status());
-      continue;
-    }
-    const std::vector<float>& lp = (*r)[i];
-    double nll = 0;
-    for (float v : lp) nll -= v;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      v1::ScoreResult* s = live[i]->job.mutable_score();
-      s->mutable_logprobs()->Add(lp.begin(), lp.end());
-      s->set_tokens_scored(static_cast<int64_t>(lp.size()));
-      if (!lp.empty()) {
-        s->set_mean_nll(nll / lp.size());
-        s->set_perplexity(std::exp(nll / lp.size()));
-      }
-    }
-    Finish(live[i], absl::OkStatus());
   }
 }
 

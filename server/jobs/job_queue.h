@@ -1,6 +1,7 @@
 // Long work as jobs: an id, a state, progress, cancellation and a stored result. One worker runs
-// them in order (the forward pass already uses every core through oneDNN's OpenMP threads);
-// queued single-sequence Score jobs on the same model and precision are batched into one pass.
+// them in order (the forward pass already uses every core through OpenMP), each through its kind
+// (job_kind.h), which may let queued jobs join one run (Score: single sequences of one model
+// and precision share a forward pass).
 // Finished jobs are written to the state directory and survive a restart; a job that was
 // running when the server died is reported as failed.
 #pragma once
@@ -19,31 +20,12 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "engine/analysis/ablate.h"
-#include "engine/analysis/locate.h"
-#include "engine/runtime/edit_set.h"
+#include "server/jobs/job_kind.h"
+#include "server/jobs/job_work.h"
 #include "server/metrics.h"
 #include "superweight/v1/superweight.pb.h"
 
 namespace superweight::server {
-
-// The engine-side inputs of a job, validated when it is submitted.
-struct JobWork {
-  std::shared_ptr<const Model> model;
-  std::vector<int32_t> tokens;
-  Precision precision = Precision::kF32;
-  EditSet edits;
-  // Score: window 0 scores one sequence; > 0 is perplexity over windows.
-  int window = 0;
-  int max_windows = 0;
-  // Locate; Ablate when it locates its super weights first (locate_super_weights), on `tokens`.
-  LocateOptions locate;
-  std::string known_model;
-  // Ablate.
-  AblateOptions ablate;
-  bool locate_super_weights = false;
-  int token_prob_contexts = 0;
-};
 
 class JobQueue {
  public:
@@ -73,10 +55,7 @@ class JobQueue {
     int64_t started_unix_ms = 0;  // when the worker took it: job durations count from here
   };
   void WorkerLoop();
-  void RunBatch(const std::vector<Entry*>& batch);
-  void RunLocate(Entry* e);
-  void RunAblate(Entry* e);
-  void RunScoreBatch(const std::vector<Entry*>& batch);
+  void RunBatch(const JobKind& kind, const std::vector<Entry*>& batch);
   void Finish(Entry* e, const absl::Status& status);
   void Persist(const v1::Job& job) const;
   void LoadPersisted();

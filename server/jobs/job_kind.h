@@ -1,0 +1,50 @@
+// A job kind as a unit of its own: how its jobs run on the worker and what result each leaves.
+// One file per kind (locate_job.cc, score_job.cc, ablate_job.cc), registered in job_kinds.cc;
+// the queue knows none of them by name, and a kind nobody registered is refused.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <functional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "server/jobs/job_work.h"
+#include "server/metrics.h"
+#include "superweight/v1/superweight.pb.h"
+
+namespace superweight::server {
+
+// One job of a batch as its kind sees it.
+struct JobRun {
+  JobWork* work = nullptr;
+  const std::atomic<bool>* cancelled = nullptr;
+  std::function<void(double)> set_progress;  // fraction done, 0..1
+};
+
+class JobKind {
+ public:
+  virtual ~JobKind() = default;
+  virtual absl::string_view name() const = 0;
+  // Whether a queued job may join `first` in one run, the batch holding `batch_tokens` tokens so
+  // far. Default: never.
+  virtual bool Joins(const JobWork& first, const JobWork& next, size_t batch_tokens) const {
+    return false;
+  }
+  // Runs the batch; per job, a Job holding only its result (merged into the stored record) or
+  // why it did not succeed (CANCELLED ends it cancelled).
+  virtual std::vector<absl::StatusOr<v1::Job>> Run(absl::Span<const JobRun> batch,
+                                                   Metrics* metrics) const = 0;
+};
+
+// The registered kind of that name, or null.
+const JobKind* FindJobKind(absl::string_view name);
+
+// The kinds, each defined in its own file.
+const JobKind& LocateJobKind();
+const JobKind& ScoreJobKind();
+const JobKind& AblateJobKind();
+
+}  // namespace superweight::server

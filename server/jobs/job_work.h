@@ -1,0 +1,33 @@
+// The engine-side inputs of a job, validated when it is submitted.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/analysis/ablate.h"
+#include "engine/analysis/locate.h"
+#include "engine/model/model.h"
+#include "engine/runtime/edit_set.h"
+#include "engine/runtime/matmul.h"
+
+namespace superweight::server {
+
+struct JobWork {
+  std::shared_ptr<const Model> model;
+  std::vector<int32_t> tokens;
+  Precision precision = Precision::kF32;
+  EditSet edits;
+  // Score: window 0 scores one sequence; > 0 is perplexity over windows.
+  int window = 0;
+  int max_windows = 0;
+  // Locate; Ablate when it locates its super weights first (locate_super_weights), on `tokens`.
+  LocateOptions locate;
+  std::string known_model;
+  // Ablate.
+  AblateOptions ablate;
+  bool locate_super_weights = false;
+};
+
+}  // namespace superweight::server
