@@ -101,6 +101,10 @@ int main(int argc, char** argv) {
                               static_cast<uint64_t>(absl::GetFlag(FLAGS_memory_budget_mb)) << 20);
   sws::JobQueue jobs(absl::GetFlag(FLAGS_state_dir), absl::GetFlag(FLAGS_max_queued_jobs),
                      std::max(1, absl::GetFlag(FLAGS_max_batch_sequences)), &metrics);
+  if (!jobs.StorageStatus().ok()) {
+    std::cerr << "superweightd: " << jobs.StorageStatus().message() << "\n";
+    return 2;
+  }
   sws::SuperWeightService service(&registry, &jobs, &metrics, options);
 
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
@@ -127,6 +131,9 @@ int main(int argc, char** argv) {
     std::cerr << "superweightd: cannot listen on " << absl::GetFlag(FLAGS_listen) << "\n";
     return 2;
   }
+  // A state directory that stops taking records turns the server NOT_SERVING: results would be
+  // lost on restart.
+  jobs.OnStorageFailure([&server] { server->GetHealthCheckService()->SetServingStatus(false); });
   std::thread stopper([&] {
     int sig = 0;
     sigwait(&stop_signals, &sig);
@@ -138,5 +145,6 @@ int main(int argc, char** argv) {
                                superweight::CpuDescription());
   server->Wait();
   stopper.join();
+  jobs.OnStorageFailure(nullptr);  // the server goes before the queue
   return 0;
 }

@@ -47,6 +47,16 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                               .Help("Bytes of model files mapped by open models")
                               .Register(*registry_)
                               .Add({});
+  store_failures_ = &BuildCounter()
+                         .Name("superweight_job_store_failures_total")
+                         .Help("Job records the state directory could not take")
+                         .Register(*registry_)
+                         .Add({});
+  unreadable_jobs_ = &BuildCounter()
+                          .Name("superweight_unreadable_jobs_total")
+                          .Help("Stored job records that could not be read back (moved aside)")
+                          .Register(*registry_)
+                          .Add({});
 }
 
 void Metrics::Serve(const std::string& address) {

@@ -24,6 +24,10 @@ class Metrics {
   void RecordBatch(int sequences, int64_t tokens);
   void RecordJob(const std::string& kind, const std::string& state, double seconds);
   void SetModels(double loaded, double mapped_bytes);
+  // Job records the state directory could not take, and stored ones it could not read back
+  // (moved aside to jobs/unreadable/).
+  void RecordStoreFailure() { store_failures_->Increment(); }
+  void RecordUnreadableJob() { unreadable_jobs_->Increment(); }
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -37,6 +41,8 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* jobs_;
   prometheus::Gauge* models_loaded_;
   prometheus::Gauge* models_mapped_bytes_;
+  prometheus::Counter* store_failures_;
+  prometheus::Counter* unreadable_jobs_;
 };
 
 }  // namespace superweight::server

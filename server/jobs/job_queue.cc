@@ -3,10 +3,13 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
@@ -25,6 +28,9 @@ std::string StateName(v1::Job::State s) {
   return n;
 }
 
+// Job ids count up to here, then start again at 1, skipping ids in use.
+constexpr uint64_t kMaxJobCounter = 1'000'000'000'000;
+
 }  // namespace
 
 JobQueue::JobQueue(std::string state_dir, int max_queued, int max_batch, Metrics* metrics)
@@ -35,7 +41,17 @@ JobQueue::JobQueue(std::string state_dir, int max_queued, int max_batch, Metrics
   if (!state_dir_.empty()) {
     ::mkdir(state_dir_.c_str(), 0755);
     ::mkdir((state_dir_ + "/jobs").c_str(), 0755);
-    LoadPersisted();
+    // A record written and removed: the directory takes them, or the server must not start.
+    const std::string probe = state_dir_ + "/jobs/.write-test";
+    std::ofstream f(probe, std::ios::binary | std::ios::trunc);
+    f << "ok";
+    f.close();
+    if (!f || std::remove(probe.c_str()) != 0) {
+      storage_status_ = absl::FailedPreconditionError(absl::StrCat(
+          "--state_dir ", state_dir_, " cannot store job records: ", std::strerror(errno)));
+    } else {
+      LoadPersisted();
+    }
   }
   worker_ = std::thread([this] { WorkerLoop(); });
 }
@@ -55,39 +71,77 @@ bool JobQueue::Finished(const v1::Job& job) {
          job.state() == v1::Job::CANCELLED;
 }
 
-void JobQueue::Persist(const v1::Job& job) const {
+void JobQueue::OnStorageFailure(std::function<void()> handler) {
+  std::lock_guard<std::mutex> lock(mu_);
+  on_storage_failure_ = std::move(handler);
+}
+
+void JobQueue::Persist(v1::Job* job) {
   if (state_dir_.empty()) return;
   // Written aside and renamed, so a crash never leaves half a record.
-  const std::string path = state_dir_ + "/jobs/" + job.id() + ".pb";
+  const std::string path = state_dir_ + "/jobs/" + job->id() + ".pb";
+  bool written;
   {
     std::ofstream f(path + ".tmp", std::ios::binary | std::ios::trunc);
-    job.SerializeToOstream(&f);
+    written = f && job->SerializeToOstream(&f);
+    f.close();
+    written = written && !f.fail();
   }
-  std::rename((path + ".tmp").c_str(), path.c_str());
+  if (written && std::rename((path + ".tmp").c_str(), path.c_str()) == 0) return;
+  const std::string why = std::strerror(errno);
+  std::remove((path + ".tmp").c_str());
+  job->set_storage_error(absl::StrCat("cannot store the job record in ", state_dir_, ": ", why));
+  std::cerr << "superweightd: job " << job->id() << ": " << job->storage_error() << "\n";
+  metrics_->RecordStoreFailure();
+  if (!storage_failed_) {
+    storage_failed_ = true;
+    if (on_storage_failure_) on_storage_failure_();
+  }
 }
 
 void JobQueue::LoadPersisted() {
-  DIR* d = ::opendir((state_dir_ + "/jobs").c_str());
+  const std::string dir = state_dir_ + "/jobs";
+  DIR* d = ::opendir(dir.c_str());
   if (d == nullptr) return;
-  while (dirent* e = ::readdir(d)) {
-    const std::string name = e->d_name;
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d)) names.push_back(e->d_name);
+  ::closedir(d);
+  for (const std::string& name : names) {
     if (name.size() < 4 || name.substr(name.size() - 3) != ".pb") continue;
-    std::ifstream f(state_dir_ + "/jobs/" + name, std::ios::binary);
+    std::ifstream f(dir + "/" + name, std::ios::binary);
     auto entry = std::make_unique<Entry>();
-    if (!entry->job.ParseFromIstream(&f) || entry->job.id().empty()) continue;
+    const char* why = nullptr;
+    if (!entry->job.ParseFromIstream(&f)) {
+      why = "not a job record";
+    } else if (entry->job.id().empty() || entry->job.id() + ".pb" != name) {
+      why = "its id does not match its file name";
+    } else if (jobs_.count(entry->job.id()) != 0) {
+      why = "a duplicate id";
+    }
+    if (why != nullptr) {  // kept, aside, for a person to look at
+      ::mkdir((dir + "/unreadable").c_str(), 0755);
+      std::rename((dir + "/" + name).c_str(), (dir + "/unreadable/" + name).c_str());
+      std::cerr << "superweightd: stored job " << name << " is unreadable (" << why
+                << "); moved to jobs/unreadable/\n";
+      metrics_->RecordUnreadableJob();
+      continue;
+    }
     if (!Finished(entry->job)) {  // it was queued or running when the server stopped
       entry->job.set_state(v1::Job::FAILED);
       entry->job.set_error_code(static_cast<int>(absl::StatusCode::kAborted));
       entry->job.set_error_message("the server stopped while this job was queued or running");
       entry->job.set_finished_unix_ms(NowMs());
-      Persist(entry->job);
+      Persist(&entry->job);
     }
+    // New ids count on past every stored one that reads as a counter value; Submit also skips
+    // any id in use, so no counter value (wrapped or not) can replace a stored record.
+    const std::string& id = entry->job.id();
     uint64_t n = 0;
-    if (std::sscanf(entry->job.id().c_str(), "job-%lu", &n) == 1)
+    if (id.rfind("job-", 0) == 0 && absl::SimpleAtoi(id.substr(4), &n) && n < kMaxJobCounter) {
       next_id_ = std::max(next_id_, n + 1);
-    jobs_[entry->job.id()] = std::move(entry);
+    }
+    jobs_[id] = std::move(entry);
   }
-  ::closedir(d);
 }
 
 absl::StatusOr<std::string> JobQueue::Submit(const std::string& kind, const std::string& model_name,
@@ -101,14 +155,18 @@ absl::StatusOr<std::string> JobQueue::Submit(const std::string& kind, const std:
         absl::StrFormat("the job queue is full (%d jobs waiting)", queue_.size()));
   }
   auto entry = std::make_unique<Entry>();
-  const std::string id = absl::StrFormat("job-%06d", next_id_++);
+  std::string id;
+  do {
+    if (next_id_ >= kMaxJobCounter) next_id_ = 1;
+    id = absl::StrFormat("job-%06d", next_id_++);
+  } while (jobs_.count(id) != 0);
   entry->job.set_id(id);
   entry->job.set_kind(kind);
   entry->job.set_model(model_name);
   entry->job.set_state(v1::Job::QUEUED);
   entry->job.set_created_unix_ms(NowMs());
   entry->work = std::move(work);
-  Persist(entry->job);
+  Persist(&entry->job);
   jobs_[id] = std::move(entry);
   queue_.push_back(id);
   metrics_->SetQueueDepth(queue_.size());
@@ -136,7 +194,7 @@ absl::StatusOr<v1::Job> JobQueue::Cancel(const std::string& id) {
     e->job.set_state(v1::Job::CANCELLED);
     e->job.set_finished_unix_ms(NowMs());
     e->work = JobWork();
-    Persist(e->job);
+    Persist(&e->job);
     changed_.notify_all();
     return e->job;
   }
@@ -186,7 +244,7 @@ void JobQueue::Finish(Entry* e, const absl::Status& status) {
   }
   e->job.set_finished_unix_ms(NowMs());
   e->work = JobWork();  // drop the model handle and inputs
-  Persist(e->job);
+  Persist(&e->job);
   metrics_->RecordJob(e->job.kind(), StateName(e->job.state()),
                       (e->job.finished_unix_ms() - e->started_unix_ms) / 1000.0);
   changed_.notify_all();
@@ -224,7 +282,10 @@ void JobQueue::WorkerLoop() {
       metrics_->SetQueueDepth(queue_.size());
       changed_.notify_all();
     }
-    for (Entry* e : batch) Persist(e->job);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (Entry* e : batch) Persist(&e->job);
+    }
     RunBatch(*kind, batch);
   }
 }

@@ -47,6 +47,13 @@ class JobQueue {
                                         int timeout_ms) const;
   static bool Finished(const v1::Job& job);
 
+  // Not OK where the state directory cannot take records (checked at construction by writing
+  // one): the server refuses to start on it.
+  const absl::Status& StorageStatus() const { return storage_status_; }
+  // Called (once) the first time a record cannot be stored after start-up.
+  // Null removes it.
+  void OnStorageFailure(std::function<void()> handler);
+
  private:
   struct Entry {
     v1::Job job;
@@ -57,11 +64,16 @@ class JobQueue {
   void WorkerLoop();
   void RunBatch(const JobKind& kind, const std::vector<Entry*>& batch);
   void Finish(Entry* e, const absl::Status& status);
-  void Persist(const v1::Job& job) const;
+  // Writes the record aside and renames it; on failure notes it in the job, the log and
+  // /metrics. Called with mu_ held, or before the worker starts.
+  void Persist(v1::Job* job);
   void LoadPersisted();
   void SetProgress(Entry* e, double p);
 
   std::string state_dir_;
+  absl::Status storage_status_;
+  std::function<void()> on_storage_failure_;
+  bool storage_failed_ = false;
   int max_queued_;
   int max_batch_;
   Metrics* metrics_;
