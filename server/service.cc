@@ -39,7 +39,14 @@ template <typename Body>
 grpc::Status SuperWeightService::Handle(const char* rpc, grpc::ServerContext* ctx, Body body) {
   const auto start = std::chrono::steady_clock::now();
   absl::Status status = Authenticate(ctx);
-  if (status.ok()) status = body();
+  // Nothing a handler throws reaches gRPC (which would answer UNKNOWN with no message).
+  try {
+    if (status.ok()) status = body();
+  } catch (const std::bad_alloc&) {
+    status = absl::ResourceExhaustedError(absl::StrCat(rpc, " ran out of memory"));
+  } catch (const std::exception& e) {
+    status = absl::InternalError(absl::StrCat(rpc, " failed unexpectedly: ", e.what()));
+  }
   metrics_->RecordRequest(
       rpc, absl::StatusCodeToString(status.code()),
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());

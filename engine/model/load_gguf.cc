@@ -93,7 +93,7 @@ absl::StatusOr<std::unique_ptr<Model>> OpenGgufModel(const std::string& path) {
     if (!n.ok()) return n.status();
     model->final_norm = *n;
   }
-  if (c.layers > 1024) return error("block_count out of range");
+  if (auto s = ValidateConfig(c, path); !s.ok()) return s;
   model->layers.resize(c.layers);
   for (int l = 0; l < c.layers; ++l) {
     LayerWeights& w = model->layers[l];

@@ -152,6 +152,7 @@ absl::StatusOr<std::unique_ptr<Model>> OpenHuggingFaceModel(const std::string& d
   auto config = ReadJson(dir + "/config.json");
   if (!config.ok()) return config.status();
   if (auto s = ParseConfig(*config, dir + "/config.json", &model->config); !s.ok()) return s;
+  if (auto s = ValidateConfig(model->config, dir + "/config.json"); !s.ok()) return s;
   ModelConfig& c = model->config;
 
   // Weights: one file, or the shards an index names.

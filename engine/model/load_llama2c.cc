@@ -83,6 +83,7 @@ absl::StatusOr<std::unique_ptr<Model>> OpenLlama2cModel(const std::string& path)
        c.head_dim);  // precomputed RoPE tables, recomputed instead
   model->lm_head =
       shared_classifier ? model->embed : Matrix::Make(DType::kF32, V, dim, take(V * dim));
+  if (auto s = ValidateConfig(c, path); !s.ok()) return s;
   model->layers.resize(L);
   for (uint64_t l = 0; l < L; ++l) {
     LayerWeights& w = model->layers[l];

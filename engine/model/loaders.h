@@ -13,8 +13,13 @@ absl::StatusOr<std::unique_ptr<Model>> OpenHuggingFaceModel(const std::string& d
 absl::StatusOr<std::unique_ptr<Model>> OpenGgufModel(const std::string& path);
 absl::StatusOr<std::unique_ptr<Model>> OpenLlama2cModel(const std::string& path);
 
-// Shared checks once a loader has filled config and weights: positive, consistent sizes and
-// every matrix the shape the config says.
+// Every number a config or header claims, checked before anything is allocated from it: sizes
+// positive and within bounds, heads divisible, epsilon and rope theta finite and positive.
+// INVALID_ARGUMENT naming the field.
+absl::Status ValidateConfig(const ModelConfig& config, const std::string& path);
+
+// Shared checks once a loader has filled config and weights: ValidateConfig, and every matrix
+// the shape the config says.
 absl::Status ValidateModel(const Model& model);
 
 // Views q, k, v and gate, up as row slices of Phi-3's fused qkv_proj and gate_up_proj (gate

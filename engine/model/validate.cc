@@ -1,3 +1,5 @@
+#include <cmath>
+
 #include "absl/strings/str_format.h"
 #include "engine/formats/dequantize.h"
 #include "engine/model/loaders.h"
@@ -26,27 +28,50 @@ absl::Status SplitFusedProjections(const Matrix& qkv, const Matrix& gate_up, con
   return absl::OkStatus();
 }
 
-absl::Status ValidateModel(const Model& model) {
-  const ModelConfig& c = model.config;
+absl::Status ValidateConfig(const ModelConfig& c, const std::string& path) {
   auto error = [&](const std::string& msg) {
-    return absl::InvalidArgumentError(absl::StrFormat("%s: %s", model.path, msg));
+    return absl::InvalidArgumentError(absl::StrFormat("%s: %s", path, msg));
   };
-  if (c.hidden <= 0 || c.intermediate <= 0 || c.layers <= 0 || c.heads <= 0 || c.kv_heads <= 0 ||
-      c.head_dim <= 0 || c.vocab <= 0) {
-    return error("config has a non-positive size");
-  }
-  if (c.hidden > (1 << 16) || c.intermediate > (1 << 18) || c.layers > 1024 || c.heads > 1024 ||
-      c.vocab > (1 << 22) || c.head_dim > 1024) {
-    return error("config sizes are implausibly large");
+  const struct {
+    const char* name;
+    int value, most;
+  } sizes[] = {
+      {"hidden size", c.hidden, 1 << 16},    {"intermediate size", c.intermediate, 1 << 18},
+      {"layer count", c.layers, 1024},       {"attention heads", c.heads, 1024},
+      {"key/value heads", c.kv_heads, 1024}, {"head_dim", c.head_dim, 1024},
+      {"vocabulary size", c.vocab, 1 << 22}};
+  for (const auto& size : sizes) {
+    if (size.value <= 0 || size.value > size.most) {
+      return error(absl::StrFormat("%s %d is outside [1, %d]", size.name, size.value, size.most));
+    }
   }
   if (c.heads % c.kv_heads != 0) {
     return error(
         absl::StrFormat("%d heads are not a multiple of %d KV heads", c.heads, c.kv_heads));
   }
+  if (c.max_positions < 0) return error("max_position_embeddings is negative");
+  if (!std::isfinite(c.norm_eps) || c.norm_eps <= 0 || c.norm_eps >= 1) {
+    return error(absl::StrFormat("norm epsilon %g is not in (0, 1)", c.norm_eps));
+  }
+  if (!std::isfinite(c.rope.theta) || c.rope.theta <= 0) {
+    return error(absl::StrFormat("rope theta %g is not a positive number", c.rope.theta));
+  }
+  if (!std::isfinite(c.clip_qkv) || c.clip_qkv < 0) {
+    return error(absl::StrFormat("clip_qkv %g is not a non-negative number", c.clip_qkv));
+  }
   if (c.rope.rotary_dim <= 0 || c.rope.rotary_dim > c.head_dim || c.rope.rotary_dim % 2 != 0) {
     return error(absl::StrFormat("rotary dimension %d does not fit head_dim %d", c.rope.rotary_dim,
                                  c.head_dim));
   }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateModel(const Model& model) {
+  const ModelConfig& c = model.config;
+  auto error = [&](const std::string& msg) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: %s", model.path, msg));
+  };
+  if (absl::Status s = ValidateConfig(c, model.path); !s.ok()) return s;
   auto check = [&](const Matrix& m, int64_t rows, int64_t cols, const std::string& what) {
     if (m.data == nullptr) return error(absl::StrFormat("missing tensor %s", what));
     if (m.rows != rows || m.cols != cols) {

@@ -1,0 +1,53 @@
+"""Model files that claim what they do not hold: refused with the field named, never a crash,
+an UNKNOWN for everyone, or memory allocated from the claim."""
+import json
+import os
+import shutil
+
+import psutil
+import pytest
+
+from conftest import TESTDATA, Server
+
+
+def broken_copy(root, name, **config):
+    shutil.copytree(os.path.join(TESTDATA, "hf_tinystories_656k"), root / name)
+    path = root / name / "config.json"
+    c = json.loads(path.read_text())
+    c.update(config)
+    path.write_text(json.dumps(c))
+
+
+@pytest.fixture
+def hostile_root(tmp_path):
+    root = tmp_path / "models"
+    root.mkdir()
+    shutil.copytree(os.path.join(TESTDATA, "hf_tinystories_656k"), root / "good")
+    broken_copy(root, "negative_layers", num_hidden_layers=-2)
+    broken_copy(root, "million_layers", num_hidden_layers=2000000)
+    broken_copy(root, "negative_eps", rms_norm_eps=-1)
+    broken_copy(root, "zero_theta", rope_theta=0)
+    return root
+
+
+def test_broken_configs_are_refused_by_name_and_the_rest_is_served(hostile_root, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("t")
+    s = Server(hostile_root, tmp_path / "state", token).start()
+    try:
+        rss_before = psutil.Process(s.proc.pid).memory_info().rss
+        names = [m["name"] for m in s.call("models")["models"]]
+        assert "good" in names
+        for model, field in [("negative_layers", "layer count -2"),
+                             ("million_layers", "layer count 2000000"),
+                             ("negative_eps", "norm epsilon -1"),
+                             ("zero_theta", "rope theta 0")]:
+            out = s.client("score", f"--model={model}", "--text=Once upon a time.", check=False)
+            assert out.returncode == 1
+            assert "INVALID_ARGUMENT" in out.stderr and field in out.stderr, out.stderr
+        # Listing and opening them allocated nothing from their claims (a million layers
+        # once cost ~740 MB per attempt).
+        assert psutil.Process(s.proc.pid).memory_info().rss - rss_before < 100 << 20
+        assert s.call("score", "--model=good", "--text=Once upon a time.")["result"]["logprobs"]
+    finally:
+        s.stop()
