@@ -39,12 +39,12 @@ def peer_env():
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS))
     cap = os.environ.get("SUPERWEIGHT_MAX_ISA", "")
     if cap:
-        # transformers capped like the engine: PyTorch's own kernels (ATen), its oneDNN, and
-        # OpenBLAS. (llama.cpp is built for this CPU and has no run-time cap: it runs uncapped.)
+        # transformers capped like the engine where it can be: PyTorch's own kernels (ATen) and
+        # OpenBLAS. Not its oneDNN: capped, PyTorch still routes bf16 linears to it (its CPU
+        # check ignores the cap) and oneDNN 2.6 refuses them below AVX-512, so transformers'
+        # bf16 matmuls keep this CPU's full ISA (AMX here): a stronger peer than on a real AVX2
+        # CPU. llama.cpp is built for this CPU and has no run-time cap: it runs uncapped too.
         env["ATEN_CPU_CAPABILITY"] = "avx2" if cap == "avx2" else "avx512"
-        env["ONEDNN_MAX_CPU_ISA"] = {"avx2": "AVX2", "avx512": "AVX512_CORE",
-                                     "avx512_bf16": "AVX512_CORE_BF16"}.get(cap, "ALL")
-        env["DNNL_MAX_CPU_ISA"] = env["ONEDNN_MAX_CPU_ISA"]
     # Debian's OpenBLAS picks a generic SSE3 kernel on CPUs it does not know; PyTorch at its
     # best gets the AVX-512 one where the CPU has AVX-512 (the kernel used is printed).
     with open("/proc/cpuinfo") as f:

@@ -124,6 +124,21 @@ bool FillInput(v1::Input* input) {
   return true;
 }
 
+// LAYER,ROW,COL into `out`; false when it is not three integers.
+bool ParseCoordinate(const std::string& text, v1::Coordinate* out) {
+  std::vector<std::string> p = absl::StrSplit(text, ',');
+  int32_t layer;
+  int64_t row, col;
+  if (p.size() != 3 || !absl::SimpleAtoi(p[0], &layer) || !absl::SimpleAtoi(p[1], &row) ||
+      !absl::SimpleAtoi(p[2], &col)) {
+    return false;
+  }
+  out->set_layer(layer);
+  out->set_row(row);
+  out->set_col(col);
+  return true;
+}
+
 // The table: one row per setting, one column per metric (in the order first seen).
 void PrintAblate(const v1::AblateResponse& resp) {
   const v1::AblateResult& r = resp.result();
@@ -149,17 +164,16 @@ void PrintAblate(const v1::AblateResponse& resp) {
   }
   std::cout << " (" << r.super_weights_source() << ")\n";
   std::cout << absl::StrFormat("%-24s", "setting");
-  for (const std::string& c : columns) std::cout << absl::StrFormat(" %14s", c);
+  for (const std::string& c : columns) std::cout << " " << c;
   std::cout << "\n";
   for (const auto& row : r.rows()) {
     std::cout << absl::StrFormat("%-24s", row.setting());
     for (const std::string& c : columns) {
       auto it = row.metrics().find(c);
-      if (it == row.metrics().end()) {
-        std::cout << absl::StrFormat(" %14s", "-");
-      } else {
-        std::cout << absl::StrFormat(" %14.4g", it->second);
-      }
+      const std::string cell =
+          it == row.metrics().end() ? "-" : absl::StrFormat("%.4g", it->second);
+      std::cout << " " << std::string(c.size() > cell.size() ? c.size() - cell.size() : 0, ' ')
+                << cell;
     }
     std::cout << "\n";
   }
@@ -491,17 +505,8 @@ int main(int argc, char** argv) {
     req.set_model(absl::GetFlag(FLAGS_model));
     if (!FillInput(req.mutable_input())) return Usage("--token_ids wants comma-separated integers");
     for (const std::string& z : zeros) {
-      std::vector<std::string> p = absl::StrSplit(z, ',');
-      int32_t layer;
-      int64_t row, col;
-      if (p.size() != 3 || !absl::SimpleAtoi(p[0], &layer) || !absl::SimpleAtoi(p[1], &row) ||
-          !absl::SimpleAtoi(p[2], &col)) {
-        return Usage("--zero wants LAYER,ROW,COL");
-      }
       v1::WeightEdit* e = req.mutable_edits()->add_weights();
-      e->mutable_coordinate()->set_layer(layer);
-      e->mutable_coordinate()->set_row(row);
-      e->mutable_coordinate()->set_col(col);
+      if (!ParseCoordinate(z, e->mutable_coordinate())) return Usage("--zero wants LAYER,ROW,COL");
       e->set_value(0.f);
     }
     req.set_precision(precision);
@@ -537,17 +542,9 @@ int main(int argc, char** argv) {
       req.add_scales(scale);
     }
     for (const std::string& c : super_weights) {
-      std::vector<std::string> p = absl::StrSplit(c, ',');
-      int32_t layer;
-      int64_t row, col;
-      if (p.size() != 3 || !absl::SimpleAtoi(p[0], &layer) || !absl::SimpleAtoi(p[1], &row) ||
-          !absl::SimpleAtoi(p[2], &col)) {
+      if (!ParseCoordinate(c, req.add_super_weights())) {
         return Usage("--super_weights wants LAYER,ROW,COL");
       }
-      v1::Coordinate* coordinate = req.add_super_weights();
-      coordinate->set_layer(layer);
-      coordinate->set_row(row);
-      coordinate->set_col(col);
     }
     req.set_max_examples(absl::GetFlag(FLAGS_max_examples));
     req.set_outlier_fraction(absl::GetFlag(FLAGS_outlier_fraction));

@@ -21,3 +21,8 @@ echo "== locate: SmolLM2-135M-Instruct (paper's prompt, threshold 50, confirmed 
 build/bin/superweight --server=127.0.0.1:$port locate --model=SmolLM2-135M-Instruct.Q4_1.gguf \
   --plot=build/demo-profile.svg
 echo "(per-layer profile: build/demo-profile.svg)"
+echo
+echo "== ablate: what SmolLM2 loses without it (WikiText-2, LAMBADA, next-token probabilities)"
+build/bin/superweight --server=127.0.0.1:$port ablate --model=SmolLM2-135M-Instruct.Q4_1.gguf \
+  --settings=prune,restore_sa,token_probs --tasks=wikitext2,lambada --max_examples=200 \
+  --max_windows=8 --token_prob_contexts=200

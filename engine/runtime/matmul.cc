@@ -181,29 +181,34 @@ void internal::UseOneDnnBf16(bool use) { onednn_bf16 = use; }
 int64_t internal::AmxLinearCalls() { return amx_linear_calls.load(); }
 int64_t internal::AmxPaddedTokens(int64_t m) { return (m + 31) / 32 * 32; }
 
-const uint16_t* LinearInput::Bf16() const {
-  if (!bf16_ready_) {
+namespace {
+
+// x[rows, cols] converted row by row into `out`, once (on the input's clock).
+template <typename T>
+const T* ConvertRowsOnce(const float* x, int64_t rows, int64_t cols,
+                         void (*convert)(const float*, int64_t, T*), std::vector<T>* out,
+                         bool* ready) {
+  if (!*ready) {
     const ScopeTimer timer(&linear_input_nanos);
-    storage_->bf16.resize(rows * cols);
-    uint16_t* xb = storage_->bf16.data();
+    out->resize(rows * cols);
+    T* dst = out->data();
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) FloatsToBFloat16(f32 + r * cols, cols, xb + r * cols);
-    bf16_ready_ = true;
+    for (int64_t r = 0; r < rows; ++r) convert(x + r * cols, cols, dst + r * cols);
+    *ready = true;
   }
-  return storage_->bf16.data();
+  return out->data();
+}
+
+}  // namespace
+
+const uint16_t* LinearInput::Bf16() const {
+  return ConvertRowsOnce(f32, rows, cols, &FloatsToBFloat16, &storage_->bf16, &bf16_ready_);
 }
 
 const float* LinearInput::F32Operand() const {
   if (precision == Precision::kF32) return f32;
-  if (!widened_ready_) {
-    const ScopeTimer timer(&linear_input_nanos);
-    storage_->bf16_values.resize(rows * cols);
-    float* xw = storage_->bf16_values.data();
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) FloatsToBFloat16Values(f32 + r * cols, cols, xw + r * cols);
-    widened_ready_ = true;
-  }
-  return storage_->bf16_values.data();
+  return ConvertRowsOnce(f32, rows, cols, &FloatsToBFloat16Values, &storage_->bf16_values,
+                         &widened_ready_);
 }
 
 int LinearInput::AmxParts() const { return precision == Precision::kBF16 ? 1 : 3; }

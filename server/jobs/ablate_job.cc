@@ -10,19 +10,11 @@ namespace {
 // Locate's share of the job's progress, when it runs first.
 constexpr double kLocateShare = 0.05;
 
-class AblateJob : public JobKind {
+class AblateJob : public SingleJobKind {
  public:
   absl::string_view name() const override { return "ablate"; }
 
-  std::vector<absl::StatusOr<v1::Job>> Run(absl::Span<const JobRun> batch,
-                                           Metrics* metrics) const override {
-    std::vector<absl::StatusOr<v1::Job>> results;
-    for (const JobRun& run : batch) results.push_back(RunOne(run, metrics));
-    return results;
-  }
-
- private:
-  static absl::StatusOr<v1::Job> RunOne(const JobRun& run, Metrics* metrics) {
+  absl::StatusOr<v1::Job> RunOne(const JobRun& run, Metrics* metrics) const override {
     JobWork& w = *run.work;
     AblateOptions& options = w.ablate;
     options.harness.cancelled = run.cancelled;

@@ -39,6 +39,20 @@ class JobKind {
                                                    Metrics* metrics) const = 0;
 };
 
+// A kind whose jobs run one at a time.
+class SingleJobKind : public JobKind {
+ public:
+  std::vector<absl::StatusOr<v1::Job>> Run(absl::Span<const JobRun> batch,
+                                           Metrics* metrics) const final {
+    std::vector<absl::StatusOr<v1::Job>> results;
+    for (const JobRun& run : batch) results.push_back(RunOne(run, metrics));
+    return results;
+  }
+
+ protected:
+  virtual absl::StatusOr<v1::Job> RunOne(const JobRun& run, Metrics* metrics) const = 0;
+};
+
 // The registered kind of that name, or null.
 const JobKind* FindJobKind(absl::string_view name);
 

@@ -8,19 +8,11 @@
 namespace superweight::server {
 namespace {
 
-class LocateJob : public JobKind {
+class LocateJob : public SingleJobKind {
  public:
   absl::string_view name() const override { return "locate"; }
 
-  std::vector<absl::StatusOr<v1::Job>> Run(absl::Span<const JobRun> batch,
-                                           Metrics* metrics) const override {
-    std::vector<absl::StatusOr<v1::Job>> results;
-    for (const JobRun& run : batch) results.push_back(RunOne(run, metrics));
-    return results;
-  }
-
- private:
-  static absl::StatusOr<v1::Job> RunOne(const JobRun& run, Metrics* metrics) {
+  absl::StatusOr<v1::Job> RunOne(const JobRun& run, Metrics* metrics) const override {
     JobWork& w = *run.work;
     w.locate.cancelled = run.cancelled;
     w.locate.on_progress = run.set_progress;
