@@ -70,6 +70,7 @@ bench: build
 	@.venv/bin/python bench/score_throughput.py
 	@build/bin/superweight-bench-dequantize
 	@.venv/bin/python bench/service_concurrency.py
+	@.venv/bin/python bench/ablate_bench.py
 
 # The image and deploy/docker-compose.yml, for real (needs a Docker engine).
 docker-test: setup

@@ -5,7 +5,10 @@ written from server/data/eval in the schema each task reads) on transformers' mo
 weights, and prints, per example, each choice's log-likelihood and greedy flag and lm-eval's
 acc and acc_norm. Runs in .venv-lmeval (tools/requirements-lmeval.txt):
 
-    lmeval_oracle.py MODEL TASK DATA_DIR MAX_EXAMPLES
+    lmeval_oracle.py MODEL TASK[,TASK...] DATA_DIR MAX_EXAMPLES
+
+One JSON line: per task its examples and metrics, and the seconds simple_evaluate took (all the
+tasks in one call, the model loaded once before it): bench/ablate_bench.py's intact row.
 """
 import json
 import os
@@ -65,7 +68,9 @@ def docs(task, data_dir, limit):
 
 
 def main():
-    model_path, task, data_dir, limit = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    model_path, tasks, data_dir, limit = sys.argv[1], sys.argv[2].split(","), sys.argv[3], int(sys.argv[4])
+    import time
+
     import lm_eval
     import torch
     from lm_eval.models.huggingface import HFLM
@@ -74,20 +79,22 @@ def main():
     sys.path.insert(0, os.path.join(ROOT, "tests", "oracle"))
     from conftest import _load_hf
     torch.set_num_threads(os.cpu_count() or 1)
-    yaml_path, split = TASKS[task]
     tasks_dir = os.path.join(os.path.dirname(lm_eval.__file__), "tasks")
     with tempfile.TemporaryDirectory() as tmp:
-        data = os.path.join(tmp, f"{task}.jsonl")
-        with open(data, "w") as f:
-            for d in docs(task, data_dir, limit):
-                f.write(json.dumps(d) + "\n")
-        splits = {s: None for s in ("training_split", "validation_split", "test_split", "fewshot_split")}
-        splits["validation_split" if split == "validation" else "test_split"] = split
-        config = {"include": os.path.join(tasks_dir, yaml_path), "task": f"sw_{task}",
-                  "tag": [], "dataset_path": "json", "dataset_name": None,
-                  "dataset_kwargs": {"data_files": {split: data}}, **splits}
-        with open(os.path.join(tmp, f"sw_{task}.yaml"), "w") as f:
-            json.dump(config, f)  # JSON is YAML
+        for task in tasks:
+            yaml_path, split = TASKS[task]
+            data = os.path.join(tmp, f"{task}.jsonl")
+            with open(data, "w") as f:
+                for d in docs(task, data_dir, limit):
+                    f.write(json.dumps(d) + "\n")
+            splits = {s: None for s in ("training_split", "validation_split", "test_split",
+                                        "fewshot_split")}
+            splits["validation_split" if split == "validation" else "test_split"] = split
+            config = {"include": os.path.join(tasks_dir, yaml_path), "task": f"sw_{task}",
+                      "tag": [], "dataset_path": "json", "dataset_name": None,
+                      "dataset_kwargs": {"data_files": {split: data}}, **splits}
+            with open(os.path.join(tmp, f"sw_{task}.yaml"), "w") as f:
+                json.dump(config, f)  # JSON is YAML
         model = _load_hf(model_path, torch)
         if model_path.endswith(".gguf"):
             tokenizer = AutoTokenizer.from_pretrained(os.path.dirname(model_path),
@@ -95,21 +102,28 @@ def main():
         else:
             tokenizer = AutoTokenizer.from_pretrained(model_path)
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=16, add_bos_token=False)
-        results = lm_eval.simple_evaluate(model=lm, tasks=[f"sw_{task}"], num_fewshot=0,
-                                          log_samples=True, task_manager=TaskManager(include_path=tmp),
+        t0 = time.time()
+        results = lm_eval.simple_evaluate(model=lm, tasks=[f"sw_{t}" for t in tasks],
+                                          num_fewshot=0, log_samples=True,
+                                          task_manager=TaskManager(include_path=tmp),
                                           bootstrap_iters=0)
-    samples = sorted(results["samples"][f"sw_{task}"], key=lambda s: s["doc_id"])
-    out = []
-    for s in samples:
-        resps = [r[0] for r in s["resps"]]  # (loglikelihood, is_greedy) per choice
-        row = {"logprobs": [float(r[0]) for r in resps], "greedy": [bool(r[1]) for r in resps],
-               "acc": s.get("acc")}
-        if "acc_norm" in s:
-            row["acc_norm"] = s["acc_norm"]
-        out.append(row)
-    print(json.dumps({"task": task, "examples": out,
-                      "metrics": {k: v for k, v in results["results"][f"sw_{task}"].items()
-                                  if isinstance(v, (int, float))}}))
+        seconds = time.time() - t0
+    out = {"seconds": seconds, "tasks": {}}
+    for task in tasks:
+        samples = sorted(results["samples"][f"sw_{task}"], key=lambda s: s["doc_id"])
+        examples = []
+        for s in samples:
+            resps = [r[0] for r in s["resps"]]  # (loglikelihood, is_greedy) per choice
+            row = {"logprobs": [float(r[0]) for r in resps], "greedy": [bool(r[1]) for r in resps],
+                   "acc": s.get("acc")}
+            if "acc_norm" in s:
+                row["acc_norm"] = s["acc_norm"]
+            examples.append(row)
+        out["tasks"][task] = {
+            "examples": examples,
+            "metrics": {k: v for k, v in results["results"][f"sw_{task}"].items()
+                        if isinstance(v, (int, float))}}
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

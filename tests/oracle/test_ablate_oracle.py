@@ -28,7 +28,7 @@ def test_same_decisions_and_loglikelihoods_as_lm_eval(task):
     out = subprocess.run([LMEVAL_PY, os.path.join(ROOT, "tools", "lmeval_oracle.py"), SMOLLM2, task,
                           DATA, str(EXAMPLES)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
-    want = json.loads(out.stdout.strip().splitlines()[-1])
+    want = json.loads(out.stdout.strip().splitlines()[-1])["tasks"][task]
     got = engine("eval", SMOLLM2, task=task, data_dir=DATA, max_examples=EXAMPLES)
     assert len(got["examples"]) == len(want["examples"]) == EXAMPLES
     worst = 0.0

@@ -1,0 +1,71 @@
+"""Ablate's benchmark: the whole job (every setting, the seven tasks, the same examples) through
+the real server and client, against lm-evaluation-harness on transformers for the intact row
+alone (the same tasks and examples, one simple_evaluate call, the model loaded before the clock
+starts), same machine, same threads. Prints wall times and their ratio.
+
+    BENCH_ABLATE_EXAMPLES=200 .venv/bin/python bench/ablate_bench.py
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+BIN = os.path.join(ROOT, "build", "bin")
+MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TASKS = ["piqa", "arc_easy", "arc_challenge", "hellaswag", "winogrande", "sciq", "lambada"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main():
+    examples = int(os.environ.get("BENCH_ABLATE_EXAMPLES", 200))
+    threads = os.cpu_count() or 1
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    port = free_port()
+    with tempfile.TemporaryDirectory() as state:
+        server = subprocess.Popen([os.path.join(BIN, "superweightd"), f"--listen=127.0.0.1:{port}",
+                                   f"--model_root={os.path.join(ROOT, 'models')}",
+                                   f"--state_dir={state}/s"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            client = [os.path.join(BIN, "superweight"), f"--server=127.0.0.1:{port}", "--timeout=7200"]
+            for _ in range(100):
+                if subprocess.run(client + ["health"], capture_output=True).returncode == 0:
+                    break
+                time.sleep(0.1)
+            subprocess.run(client + ["models"], check=True, capture_output=True)  # opened once
+            t0 = time.time()
+            out = subprocess.run(client + ["ablate", f"--model={MODEL}", "--json",
+                                           f"--tasks={','.join(TASKS)}", f"--max_examples={examples}",
+                                           "--settings=prune,scale,outliers,restore_sa"],
+                                 check=True, capture_output=True, text=True)
+            engine_s = time.time() - t0
+        finally:
+            server.terminate()
+            server.wait()
+    rows = json.loads(out.stdout)["result"]["rows"]
+    lmeval = subprocess.run([os.path.join(ROOT, ".venv-lmeval", "bin", "python"),
+                             os.path.join(ROOT, "tools", "lmeval_oracle.py"),
+                             os.path.join(ROOT, "models", MODEL), ",".join(TASKS),
+                             os.path.join(ROOT, "server", "data", "eval"), str(examples)],
+                            env=env, capture_output=True, text=True)
+    if lmeval.returncode != 0:
+        sys.exit(lmeval.stderr[-2000:])
+    lmeval_s = json.loads(lmeval.stdout.strip().splitlines()[-1])["seconds"]
+    print(f"Ablate, {len(rows)} settings x {len(TASKS)} tasks x {examples} examples (f32, {threads} "
+          f"threads): engine {engine_s:.0f} s ({engine_s / len(rows):.0f} s a setting, Locate "
+          f"included); lm-eval 0.4.9 on transformers, the intact row alone: {lmeval_s:.0f} s; "
+          f"whole job / lm-eval's intact row = {engine_s / lmeval_s:.2f}, "
+          f"one setting {lmeval_s / (engine_s / len(rows)):.1f}x faster than lm-eval's")
+
+
+if __name__ == "__main__":
+    main()
