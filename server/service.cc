@@ -246,18 +246,9 @@ grpc::Status SuperWeightService::Ablate(grpc::ServerContext* ctx, const v1::Abla
     if (req->outlier_fraction() > 0) o.outlier_fraction = req->outlier_fraction();
     o.harness.precision = FromProto(req->precision());
     for (const v1::Coordinate& c : req->super_weights()) {
-      if (c.layer() < 0 || c.layer() >= m.config.layers) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "super weight layer %d outside the model's %d layers", c.layer(), m.config.layers));
-      }
-      const Matrix& down = m.layers[c.layer()].Get(LinearKind::kDown);
-      if (c.row() < 0 || c.row() >= down.rows || c.col() < 0 || c.col() >= down.cols) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "super weight [%d, %d] outside layers[%d].mlp.down_proj.weight [%d, %d]", c.row(),
-            c.col(), c.layer(), down.rows, down.cols));
-      }
       o.super_weights.push_back({c.layer(), c.row(), c.col()});
     }
+    if (absl::Status s = CheckSuperWeights(m, o.super_weights); !s.ok()) return s;
     if (o.super_weights.empty()) {  // Locate's confirmed ones, found in the job
       work.locate_super_weights = true;
       work.tokens = m.tokenizer->Encode(kPaperPrompt, m.config.add_bos);

@@ -251,11 +251,10 @@ int main(int argc, char** argv) {
                           {"acc_norm_pick", picks.acc_norm}});
       at += e.choices.size();
     }
-    auto score = sw::EvaluateTask(m, *task, ho);
-    if (!score.ok()) return Fail(std::string(score.status().ToString()));
-    out = {{"task", task->name}, {"examples", examples}, {"acc", score->acc}};
-    if (!std::isnan(score->acc_norm)) out["acc_norm"] = score->acc_norm;
-    if (!std::isnan(score->perplexity)) out["perplexity"] = score->perplexity;
+    const sw::TaskScore score = sw::ScoreTask(*task, *lls);
+    out = {{"task", task->name}, {"examples", examples}, {"acc", score.acc}};
+    if (!std::isnan(score.acc_norm)) out["acc_norm"] = score.acc_norm;
+    if (!std::isnan(score.perplexity)) out["perplexity"] = score.perplexity;
   } else if (verb == "locate") {
     if (ids.empty()) ids = m.tokenizer->Encode(sw::kPaperPrompt, m.config.add_bos);
     sw::LocateOptions lo;

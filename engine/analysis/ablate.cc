@@ -20,23 +20,6 @@ constexpr LinearKind kLinearKinds[] = {LinearKind::kQ,   LinearKind::kK,    Line
                                        LinearKind::kO,   LinearKind::kGate, LinearKind::kUp,
                                        LinearKind::kDown};
 
-absl::Status CheckCoordinates(const Model& model,
-                              const std::vector<SuperWeightCoordinate>& super_weights) {
-  for (const SuperWeightCoordinate& sw : super_weights) {
-    if (sw.layer < 0 || sw.layer >= model.config.layers) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "super weight layer %d outside the model's %d layers", sw.layer, model.config.layers));
-    }
-    const Matrix& down = model.layers[sw.layer].Get(LinearKind::kDown);
-    if (sw.row < 0 || sw.row >= down.rows || sw.col < 0 || sw.col >= down.cols) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("super weight [%d, %d] outside layers[%d].mlp.down_proj.weight [%d, %d]",
-                          sw.row, sw.col, sw.layer, down.rows, down.cols));
-    }
-  }
-  return absl::OkStatus();
-}
-
 std::vector<WeightEdit> SuperWeightEdits(const Model& model,
                                          const std::vector<SuperWeightCoordinate>& super_weights,
                                          float scale) {
@@ -78,6 +61,23 @@ class SuperActivationTap : public ForwardTap {
 };
 
 }  // namespace
+
+absl::Status CheckSuperWeights(const Model& model,
+                               const std::vector<SuperWeightCoordinate>& super_weights) {
+  for (const SuperWeightCoordinate& sw : super_weights) {
+    if (sw.layer < 0 || sw.layer >= model.config.layers) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "super weight layer %d outside the model's %d layers", sw.layer, model.config.layers));
+    }
+    const Matrix& down = model.layers[sw.layer].Get(LinearKind::kDown);
+    if (sw.row < 0 || sw.row >= down.rows || sw.col < 0 || sw.col >= down.cols) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("super weight [%d, %d] outside layers[%d].mlp.down_proj.weight [%d, %d]",
+                          sw.row, sw.col, sw.layer, down.rows, down.cols));
+    }
+  }
+  return absl::OkStatus();
+}
 
 std::string AblationSetting::Name() const {
   switch (kind) {
@@ -128,7 +128,7 @@ absl::StatusOr<std::vector<WeightEdit>> OutlierEdits(
   if (!(fraction > 0 && fraction < 1)) {
     return absl::InvalidArgumentError("outlier_fraction must be in (0, 1)");
   }
-  if (absl::Status s = CheckCoordinates(model, keep); !s.ok()) return s;
+  if (absl::Status s = CheckSuperWeights(model, keep); !s.ok()) return s;
   const int tensors = model.config.layers * static_cast<int>(std::size(kLinearKinds));
   std::vector<std::vector<WeightEdit>> found(tensors);
 #pragma omp parallel for schedule(dynamic, 1)
@@ -171,7 +171,7 @@ absl::StatusOr<BatchEdits> AblationEdits(const Model& model, const AblationSetti
                                          const std::vector<SuperWeightCoordinate>& super_weights,
                                          const std::vector<WeightEdit>& outliers,
                                          Precision precision) {
-  if (absl::Status s = CheckCoordinates(model, super_weights); !s.ok()) return s;
+  if (absl::Status s = CheckSuperWeights(model, super_weights); !s.ok()) return s;
   EditSet fixed;
   switch (setting.kind) {
     case AblationKind::kIntact:
@@ -230,7 +230,7 @@ const std::vector<std::string>& StopwordTokens() {
 }
 
 absl::StatusOr<AblateResult> Ablate(const Model& model, const AblateOptions& options) {
-  if (absl::Status s = CheckCoordinates(model, options.super_weights); !s.ok()) return s;
+  if (absl::Status s = CheckSuperWeights(model, options.super_weights); !s.ok()) return s;
   const bool outliers_needed =
       std::any_of(options.settings.begin(), options.settings.end(), [](const AblationSetting& s) {
         return s.kind == AblationKind::kPruneOutliers ||

@@ -20,6 +20,10 @@ struct SuperWeightCoordinate {
   int64_t col = 0;
 };
 
+// INVALID_ARGUMENT naming the first coordinate outside its layer's down_proj.
+absl::Status CheckSuperWeights(const Model& model,
+                               const std::vector<SuperWeightCoordinate>& super_weights);
+
 enum class AblationKind {
   kIntact,                        // the model as stored
   kPruneSuperWeights,             // the super weights set to 0

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <numeric>
 
-#include "absl/strings/str_format.h"
 #include "engine/analysis/score.h"
 #include "engine/tokenizer/tokenizer.h"
 
@@ -192,21 +191,14 @@ ChoicePicks PickChoices(const TaskExample& example, const Loglikelihood* lls) {
   return picks;
 }
 
-absl::StatusOr<TaskScore> EvaluateTask(const Model& model, const Task& task,
-                                       const HarnessOptions& options) {
-  std::vector<LoglikelihoodRequest> requests;
-  for (const TaskExample& e : task.examples) {
-    requests.insert(requests.end(), e.choices.begin(), e.choices.end());
-  }
-  absl::StatusOr<std::vector<Loglikelihood>> lls = ScoreLoglikelihoods(model, requests, options);
-  if (!lls.ok()) return lls.status();
+TaskScore ScoreTask(const Task& task, absl::Span<const Loglikelihood> lls) {
   TaskScore score;
   score.task = task.name;
   score.examples = static_cast<int>(task.examples.size());
   double correct = 0, correct_norm = 0, last_word_logprob = 0;
   size_t at = 0;
   for (const TaskExample& e : task.examples) {
-    const Loglikelihood* ll = &(*lls)[at];
+    const Loglikelihood* ll = &lls[at];
     at += e.choices.size();
     if (task.metric == TaskMetric::kLastWord) {
       correct += ll[0].greedy;
@@ -224,40 +216,36 @@ absl::StatusOr<TaskScore> EvaluateTask(const Model& model, const Task& task,
   return score;
 }
 
+absl::StatusOr<TaskScore> EvaluateTask(const Model& model, const Task& task,
+                                       const HarnessOptions& options) {
+  std::vector<LoglikelihoodRequest> requests;
+  for (const TaskExample& e : task.examples) {
+    requests.insert(requests.end(), e.choices.begin(), e.choices.end());
+  }
+  absl::StatusOr<std::vector<Loglikelihood>> lls = ScoreLoglikelihoods(model, requests, options);
+  if (!lls.ok()) return lls.status();
+  return ScoreTask(task, *lls);
+}
+
 absl::StatusOr<double> WindowedPerplexity(const Model& model, absl::Span<const int32_t> tokens,
                                           int window, int max_windows,
                                           const HarnessOptions& options) {
-  if (window < 2) return absl::InvalidArgumentError("window must be at least 2 tokens");
-  int64_t windows = static_cast<int64_t>(tokens.size()) / window;
-  if (max_windows > 0) windows = std::min<int64_t>(windows, max_windows);
-  if (windows == 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "text has %d tokens, fewer than one %d-token window", tokens.size(), window));
+  PerplexityOptions po;
+  po.window = window;
+  po.max_windows = max_windows;
+  po.batch_windows = static_cast<int>(std::max<int64_t>(1, options.max_batch_tokens / window));
+  po.precision = options.precision;
+  po.batch_edits = options.edits;
+  po.cancelled = options.cancelled;
+  if (options.on_progress) {
+    constexpr int64_t kSteps = 1000;  // the fraction Perplexity reports, as done out of total
+    po.on_progress = [&options](double done) {
+      options.on_progress(std::llround(done * kSteps), kSteps);
+    };
   }
-  const int64_t per_pass = std::max<int64_t>(1, options.max_batch_tokens / window);
-  double nll = 0;
-  int64_t count = 0;
-  for (int64_t w0 = 0; w0 < windows; w0 += per_pass) {
-    if (absl::Status s = Cancelled(options); !s.ok()) return s;
-    std::vector<std::vector<int32_t>> sequences;
-    for (int64_t w = w0; w < std::min(windows, w0 + per_pass); ++w) {
-      sequences.emplace_back(tokens.begin() + w * window, tokens.begin() + (w + 1) * window);
-    }
-    absl::StatusOr<std::vector<EditSet>> edits = EditsOf(options, sequences);
-    if (!edits.ok()) return edits.status();
-    std::vector<SequenceInput> batch;
-    for (size_t b = 0; b < sequences.size(); ++b) {
-      batch.push_back({sequences[b], (*edits)[b].empty() ? nullptr : &(*edits)[b]});
-    }
-    auto lp = TokenLogprobs(model, batch, options.precision, options.cancelled);
-    if (!lp.ok()) return lp.status();
-    for (const auto& seq : *lp) {
-      for (float v : seq) nll -= v;
-      count += static_cast<int64_t>(seq.size());
-    }
-    if (options.on_progress) options.on_progress(std::min(windows, w0 + per_pass), windows);
-  }
-  return std::exp(nll / static_cast<double>(count));
+  absl::StatusOr<PerplexityResult> r = Perplexity(model, tokens, po);
+  if (!r.ok()) return r.status();
+  return r->perplexity;
 }
 
 absl::StatusOr<std::vector<std::vector<double>>> NextTokenProbabilities(

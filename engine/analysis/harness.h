@@ -12,15 +12,10 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/analysis/eval_tasks.h"
+#include "engine/analysis/score.h"  // BatchEdits
 #include "engine/runtime/forward.h"
 
 namespace superweight {
-
-// The edits of each sequence of a batch (one EditSet per sequence), given the sequences' tokens:
-// fixed edits return the same set for each; restoring the super activation derives each
-// sequence's from an intact pass over it. Null: the model as stored.
-using BatchEdits = std::function<absl::StatusOr<std::vector<EditSet>>(
-    absl::Span<const std::vector<int32_t>> sequences)>;
 
 struct HarnessOptions {
   Precision precision = Precision::kF32;
@@ -64,12 +59,17 @@ ChoicePicks PickChoices(const TaskExample& example, const Loglikelihood* lls);
 // The length acc_norm divides by: the continuation's code points less the target delimiter.
 int64_t ChoiceCharacters(const LoglikelihoodRequest& choice);
 
+// The task's scores from its requests' log-likelihoods (lls: every example's choices in order):
 // acc and acc_norm as PickChoices decides; LAMBADA: acc = greedy last word, perplexity =
 // exp(-mean log-probability of the last word).
+TaskScore ScoreTask(const Task& task, absl::Span<const Loglikelihood> lls);
+
+// Every request of the task through ScoreLoglikelihoods, then ScoreTask.
 absl::StatusOr<TaskScore> EvaluateTask(const Model& model, const Task& task,
                                        const HarnessOptions& options);
 
-// Perplexity over consecutive full windows of `window` tokens (at most max_windows; 0: all).
+// Perplexity (score.h) over consecutive full windows of `window` tokens (at most max_windows;
+// 0: all), with the harness's edits, batching, cancellation and progress.
 absl::StatusOr<double> WindowedPerplexity(const Model& model, absl::Span<const int32_t> tokens,
                                           int window, int max_windows,
                                           const HarnessOptions& options);

@@ -87,15 +87,33 @@ absl::StatusOr<PerplexityResult> Perplexity(const Model& model, absl::Span<const
   int64_t count = 0;
   const int per_pass = std::max(1, options.batch_windows);
   for (int64_t w0 = 0; w0 < windows; w0 += per_pass) {
+    const int64_t w1 = std::min(windows, w0 + per_pass);
+    std::vector<EditSet> window_edits;
+    if (options.batch_edits) {
+      std::vector<std::vector<int32_t>> sequences;
+      for (int64_t w = w0; w < w1; ++w) {
+        sequences.emplace_back(tokens.begin() + w * options.window,
+                               tokens.begin() + (w + 1) * options.window);
+      }
+      absl::StatusOr<std::vector<EditSet>> edits = options.batch_edits(sequences);
+      if (!edits.ok()) return edits.status();
+      if (edits->size() != sequences.size()) {
+        return absl::InternalError("an edit hook returned the wrong number of edit sets");
+      }
+      window_edits = std::move(*edits);
+    }
     std::vector<SequenceInput> batch;
-    for (int64_t w = w0; w < std::min(windows, w0 + per_pass); ++w) {
-      batch.push_back({tokens.subspan(w * options.window, options.window), options.edits});
+    for (int64_t w = w0; w < w1; ++w) {
+      const EditSet* edits = options.edits;
+      if (options.batch_edits) {
+        const EditSet& own = window_edits[w - w0];
+        edits = own.empty() ? nullptr : &own;
+      }
+      batch.push_back({tokens.subspan(w * options.window, options.window), edits});
     }
     auto lp = TokenLogprobs(model, batch, options.precision, options.cancelled);
     if (!lp.ok()) return lp.status();
-    if (options.on_progress) {
-      options.on_progress(static_cast<double>(std::min(windows, w0 + per_pass)) / windows);
-    }
+    if (options.on_progress) options.on_progress(static_cast<double>(w1) / windows);
     for (const auto& seq : *lp) {
       for (float v : seq) nll -= v;
       count += seq.size();
