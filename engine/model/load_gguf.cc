@@ -2,8 +2,43 @@
 #include "absl/strings/str_format.h"
 #include "engine/formats/gguf.h"
 #include "engine/model/loaders.h"
+#include "engine/model/tensor_names.h"
 
 namespace superweight {
+namespace {
+
+class GgufTensorSource : public TensorSource {
+ public:
+  GgufTensorSource(const GgufFile& gguf, const std::string& path) : gguf_(gguf), path_(path) {}
+  bool Has(const std::string& name) const override { return gguf_.tensors.count(name) > 0; }
+  absl::StatusOr<Matrix> GetMatrix(const std::string& name) const override {
+    auto t = Find(name, 2);
+    if (!t.ok()) return t.status();
+    return Matrix::Make((*t)->dtype, (*t)->ne[1], (*t)->ne[0], (*t)->data);
+  }
+  absl::StatusOr<std::vector<float>> GetVector(const std::string& name) const override {
+    auto t = Find(name, 1);
+    if (!t.ok()) return t.status();
+    return ToFloatVector((*t)->dtype, (*t)->data, (*t)->ne[0]);
+  }
+
+ private:
+  absl::StatusOr<const GgufTensor*> Find(const std::string& name, size_t dims) const {
+    auto it = gguf_.tensors.find(name);
+    if (it == gguf_.tensors.end()) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s: missing tensor %s", path_, name));
+    }
+    if (it->second.ne.size() != dims) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: tensor %s is not %d-D", path_, name, dims));
+    }
+    return &it->second;
+  }
+  const GgufFile& gguf_;
+  const std::string& path_;
+};
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Model>> OpenGgufModel(const std::string& path) {
   auto file = MappedFile::Open(path);
@@ -63,85 +98,24 @@ absl::StatusOr<std::unique_ptr<Model>> OpenGgufModel(const std::string& path) {
         absl::StrFormat("%s: per-dimension rope frequency factors are not supported yet", path));
   }
 
-  auto matrix = [&](const std::string& name) -> absl::StatusOr<Matrix> {
-    auto it = gguf->tensors.find(name);
-    if (it == gguf->tensors.end()) return error("missing tensor " + name);
-    const GgufTensor& t = it->second;
-    if (t.ne.size() != 2) return error("tensor " + name + " is not 2-D");
-    return Matrix::Make(t.dtype, t.ne[1], t.ne[0], t.data);
-  };
-  auto vector = [&](const std::string& name) -> absl::StatusOr<std::vector<float>> {
-    auto it = gguf->tensors.find(name);
-    if (it == gguf->tensors.end()) return error("missing tensor " + name);
-    const GgufTensor& t = it->second;
-    if (t.ne.size() != 1) return error("tensor " + name + " is not 1-D");
-    return ToFloatVector(t.dtype, t.data, t.ne[0]);
-  };
-
-  auto embed = matrix("token_embd.weight");
+  GgufTensorSource source(*gguf, path);
+  const std::string embed_name =
+      TensorName(*FindRole(c.arch, TensorRole::kTokenEmbedding), ModelFormat::kGguf, -1);
+  auto embed = source.GetMatrix(embed_name);
   if (!embed.ok()) return embed.status();
   model->embed = *embed;
   c.vocab = static_cast<int>(embed->rows);
   model->lm_head = model->embed;
-  if (gguf->tensors.count("output.weight")) {
-    auto head = matrix("output.weight");
+  const std::string head_name =
+      TensorName(*FindRole(c.arch, TensorRole::kOutput), ModelFormat::kGguf, -1);
+  if (source.Has(head_name)) {
+    auto head = source.GetMatrix(head_name);
     if (!head.ok()) return head.status();
     model->lm_head = *head;
   }
-  if (c.norm == NormKind::kRms) {
-    auto n = vector("output_norm.weight");
-    if (!n.ok()) return n.status();
-    model->final_norm = *n;
-  }
   if (auto s = ValidateConfig(c, path); !s.ok()) return s;
-  model->layers.resize(c.layers);
-  for (int l = 0; l < c.layers; ++l) {
-    LayerWeights& w = model->layers[l];
-    const std::string p = absl::StrFormat("blk.%d.", l);
-    auto set = [&](const char* name, LinearKind kind) -> absl::Status {
-      auto m = matrix(p + name);
-      if (!m.ok()) return m.status();
-      w.Get(kind) = *m;
-      return absl::OkStatus();
-    };
-    if (c.arch == Architecture::kPhi3) {
-      auto qkv = matrix(p + "attn_qkv.weight");
-      auto gate_up = matrix(p + "ffn_up.weight");  // gate rows first, then up
-      if (!qkv.ok()) return qkv.status();
-      if (!gate_up.ok()) return gate_up.status();
-      if (auto st = SplitFusedProjections(*qkv, *gate_up, c, l, &w); !st.ok()) {
-        return error(std::string(st.message()));
-      }
-    } else {
-      for (auto [name, kind] : {std::pair{"attn_q.weight", LinearKind::kQ},
-                                {"attn_k.weight", LinearKind::kK},
-                                {"attn_v.weight", LinearKind::kV},
-                                {"ffn_gate.weight", LinearKind::kGate},
-                                {"ffn_up.weight", LinearKind::kUp}}) {
-        if (auto s = set(name, kind); !s.ok()) return s;
-      }
-    }
-    if (auto s = set("attn_output.weight", LinearKind::kO); !s.ok()) return s;
-    if (auto s = set("ffn_down.weight", LinearKind::kDown); !s.ok()) return s;
-    if (c.norm == NormKind::kRms) {
-      auto a = vector(p + "attn_norm.weight");
-      auto f = vector(p + "ffn_norm.weight");
-      if (!a.ok()) return a.status();
-      if (!f.ok()) return f.status();
-      w.attn_norm = *a;
-      w.ffn_norm = *f;
-    }
-    if (gguf->tensors.count(p + "attn_q.bias")) {
-      auto qb = vector(p + "attn_q.bias");
-      auto kb = vector(p + "attn_k.bias");
-      auto vb = vector(p + "attn_v.bias");
-      if (!qb.ok()) return qb.status();
-      if (!kb.ok()) return kb.status();
-      if (!vb.ok()) return vb.status();
-      w.q_bias = *qb;
-      w.k_bias = *kb;
-      w.v_bias = *vb;
-    }
+  if (auto s = FillWeightsFromTable(source, ModelFormat::kGguf, model.get()); !s.ok()) {
+    return s.message().find(path) == 0 ? s : error(std::string(s.message()));
   }
   auto tok = LoadGgufTokenizer(*gguf, path);
   if (!tok.ok()) return tok.status();

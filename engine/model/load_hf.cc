@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/formats/safetensors.h"
 #include "engine/model/loaders.h"
+#include "engine/model/tensor_names.h"
 #include "nlohmann/json.hpp"
 
 namespace superweight {
@@ -101,7 +102,7 @@ absl::Status ParseConfig(const Json& j, const std::string& path, ModelConfig* c)
   return absl::OkStatus();
 }
 
-class TensorSet {
+class TensorSet : public TensorSource {
  public:
   absl::Status Add(std::shared_ptr<const MappedFile> file) {
     auto parsed = ParseSafetensors(file->bytes(), file->path());
@@ -110,11 +111,12 @@ class TensorSet {
     for (auto& [k, v] : parsed->metadata) metadata_[k] = v;
     return absl::OkStatus();
   }
+  bool Has(const std::string& name) const override { return Find(name) != nullptr; }
   const SafetensorsTensor* Find(const std::string& name) const {
     auto it = tensors_.find(name);
     return it == tensors_.end() ? nullptr : &it->second.first;
   }
-  absl::StatusOr<Matrix> GetMatrix(const std::string& name) const {
+  absl::StatusOr<Matrix> GetMatrix(const std::string& name) const override {
     auto it = tensors_.find(name);
     if (it == tensors_.end()) {
       return absl::InvalidArgumentError(absl::StrFormat("missing tensor '%s'", name));
@@ -126,7 +128,7 @@ class TensorSet {
     }
     return Matrix::Make(t.dtype, t.shape[0], t.shape[1], t.data);
   }
-  absl::StatusOr<std::vector<float>> GetVector(const std::string& name) const {
+  absl::StatusOr<std::vector<float>> GetVector(const std::string& name) const override {
     const SafetensorsTensor* t = Find(name);
     if (t == nullptr) {
       return absl::InvalidArgumentError(absl::StrFormat("missing tensor '%s'", name));
@@ -188,69 +190,23 @@ absl::StatusOr<std::unique_ptr<Model>> OpenHuggingFaceModel(const std::string& d
     return s.ok() ? s : absl::Status(s.code(), absl::StrFormat("%s: %s", dir, s.message()));
   };
   // Tied embeddings may be stored under either name.
-  const bool has_embed = tensors.Find("model.embed_tokens.weight") != nullptr;
-  const bool has_head = tensors.Find("lm_head.weight") != nullptr;
-  auto embed = tensors.GetMatrix(has_embed ? "model.embed_tokens.weight" : "lm_head.weight");
+  const std::string embed_name =
+      TensorName(*FindRole(c.arch, TensorRole::kTokenEmbedding), ModelFormat::kHuggingFace, -1);
+  const std::string head_name =
+      TensorName(*FindRole(c.arch, TensorRole::kOutput), ModelFormat::kHuggingFace, -1);
+  const bool has_embed = tensors.Has(embed_name);
+  const bool has_head = tensors.Has(head_name);
+  auto embed = tensors.GetMatrix(has_embed ? embed_name : head_name);
   if (!embed.ok()) return wrap(embed.status());
   model->embed = *embed;
   model->lm_head = model->embed;
   if (has_head && has_embed) {
-    auto head = tensors.GetMatrix("lm_head.weight");
+    auto head = tensors.GetMatrix(head_name);
     if (!head.ok()) return wrap(head.status());
     model->lm_head = *head;
   }
-  if (c.norm == NormKind::kRms) {
-    auto n = tensors.GetVector("model.norm.weight");
-    if (!n.ok()) return wrap(n.status());
-    model->final_norm = *n;
-  }
-  model->layers.resize(c.layers);
-  for (int l = 0; l < c.layers; ++l) {
-    LayerWeights& w = model->layers[l];
-    const std::string p = absl::StrFormat("model.layers.%d.", l);
-    auto get = [&](const std::string& name, LinearKind kind) -> absl::Status {
-      auto m = tensors.GetMatrix(p + name);
-      if (!m.ok()) return m.status();
-      w.Get(kind) = *m;
-      return absl::OkStatus();
-    };
-    absl::Status s;
-    if (c.arch == Architecture::kPhi3) {
-      auto qkv = tensors.GetMatrix(p + "self_attn.qkv_proj.weight");
-      auto gate_up = tensors.GetMatrix(p + "mlp.gate_up_proj.weight");
-      if (!qkv.ok()) return wrap(qkv.status());
-      if (!gate_up.ok()) return wrap(gate_up.status());
-      if (s = SplitFusedProjections(*qkv, *gate_up, c, l, &w); !s.ok()) return wrap(s);
-    } else {
-      for (auto [name, kind] : {std::pair{"self_attn.q_proj.weight", LinearKind::kQ},
-                                {"self_attn.k_proj.weight", LinearKind::kK},
-                                {"self_attn.v_proj.weight", LinearKind::kV},
-                                {"mlp.gate_proj.weight", LinearKind::kGate},
-                                {"mlp.up_proj.weight", LinearKind::kUp}}) {
-        if (s = get(name, kind); !s.ok()) return wrap(s);
-      }
-    }
-    if (s = get("self_attn.o_proj.weight", LinearKind::kO); !s.ok()) return wrap(s);
-    if (s = get("mlp.down_proj.weight", LinearKind::kDown); !s.ok()) return wrap(s);
-    if (c.norm == NormKind::kRms) {
-      auto a = tensors.GetVector(p + "input_layernorm.weight");
-      auto f = tensors.GetVector(p + "post_attention_layernorm.weight");
-      if (!a.ok()) return wrap(a.status());
-      if (!f.ok()) return wrap(f.status());
-      w.attn_norm = *a;
-      w.ffn_norm = *f;
-    }
-    if (c.arch == Architecture::kQwen2) {
-      auto qb = tensors.GetVector(p + "self_attn.q_proj.bias");
-      auto kb = tensors.GetVector(p + "self_attn.k_proj.bias");
-      auto vb = tensors.GetVector(p + "self_attn.v_proj.bias");
-      if (!qb.ok()) return wrap(qb.status());
-      if (!kb.ok()) return wrap(kb.status());
-      if (!vb.ok()) return wrap(vb.status());
-      w.q_bias = *qb;
-      w.k_bias = *kb;
-      w.v_bias = *vb;
-    }
+  if (auto s = FillWeightsFromTable(tensors, ModelFormat::kHuggingFace, model.get()); !s.ok()) {
+    return wrap(s);
   }
   // Tokenizer: BOS handling as the tokenizer's post-processor says.
   const std::string tok_path = dir + "/tokenizer.json";

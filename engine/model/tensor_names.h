@@ -1,0 +1,77 @@
+// Every tensor of a model by its role, with its Hugging Face and GGUF names: one table per
+// architecture, read by both loaders and by the exporters (as llama.cpp keeps its per-architecture
+// tensor names in one place).
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "engine/model/model.h"
+
+namespace superweight {
+
+enum class TensorRole {
+  kTokenEmbedding,
+  kOutput,  // the lm_head; absent when tied to the embedding
+  kOutputNorm,
+  kAttnNorm,
+  kFfnNorm,
+  kAttnQ,
+  kAttnK,
+  kAttnV,
+  kAttnQkv,  // Phi-3's fused q, k, v rows
+  kAttnOutput,
+  kFfnGate,
+  kFfnUp,
+  kFfnGateUp,  // Phi-3's fused gate rows, then up rows
+  kFfnDown,
+  kAttnQBias,
+  kAttnKBias,
+  kAttnVBias,
+};
+
+struct TensorNaming {
+  TensorRole role;
+  bool per_layer;
+  const char* hf;    // per-layer names follow "model.layers.N."
+  const char* gguf;  // per-layer names follow "blk.N."
+  bool required;
+};
+
+// The architecture's tensors, global ones first.
+absl::Span<const TensorNaming> TensorTable(Architecture arch);
+
+// The architecture's entry for a role, or nullptr where it has no such tensor.
+const TensorNaming* FindRole(Architecture arch, TensorRole role);
+
+// The full name in a format (kHuggingFace or kGguf); layer is ignored for global tensors.
+std::string TensorName(const TensorNaming& naming, ModelFormat format, int layer);
+
+// The linear weight a role is, if it is one of a layer's seven (fused roles are not).
+std::optional<LinearKind> LinearKindOfRole(TensorRole role);
+
+// A tensor name's role and layer (-1 for global tensors) in an architecture's table.
+struct NamedTensor {
+  const TensorNaming* naming;
+  int layer;
+};
+std::optional<NamedTensor> FindTensorNaming(Architecture arch, ModelFormat format,
+                                            const std::string& name);
+
+// How a loader reads a tensor by name: whether it is there, and as a matrix in the Hugging Face
+// layout or as a small f32 vector.
+class TensorSource {
+ public:
+  virtual ~TensorSource() = default;
+  virtual bool Has(const std::string& name) const = 0;
+  virtual absl::StatusOr<Matrix> GetMatrix(const std::string& name) const = 0;
+  virtual absl::StatusOr<std::vector<float>> GetVector(const std::string& name) const = 0;
+};
+
+// Fills the model's final norm and every layer's weights from the table (after the loader has
+// set the config and the embedding): required tensors missing are INVALID_ARGUMENT naming them.
+absl::Status FillWeightsFromTable(const TensorSource& source, ModelFormat format, Model* model);
+
+}  // namespace superweight
