@@ -221,7 +221,7 @@ grpc::Status SuperWeightService::Ablate(grpc::ServerContext* ctx, const v1::Abla
         if (!f) return absl::FailedPreconditionError("the server has no WikiText-2 test text");
         std::stringstream text;
         text << f.rdbuf();
-        o.wikitext2 = m.tokenizer->Encode(text.str(), m.config.add_bos);
+        o.plan.wikitext2 = m.tokenizer->Encode(text.str(), m.config.add_bos);
         continue;
       }
       auto task = LoadTask(name, options_.eval_data_dir, req->max_examples());
@@ -230,7 +230,7 @@ grpc::Status SuperWeightService::Ablate(grpc::ServerContext* ctx, const v1::Abla
         return absl::FailedPreconditionError(
             absl::StrCat("the server cannot read task ", name, ": ", task.status().message()));
       }
-      o.tasks.push_back(std::move(*task));
+      o.plan.tasks.push_back(std::move(*task));
     }
     if (token_probs) {
       const int contexts = req->token_prob_contexts() > 0 ? req->token_prob_contexts() : 500;
@@ -241,8 +241,8 @@ grpc::Status SuperWeightService::Ablate(grpc::ServerContext* ctx, const v1::Abla
             m.tokenizer->Encode(e.choices[0].context, /*add_bos=*/false));
       }
     }
-    o.window = req->window() > 0 ? req->window() : 512;
-    o.max_windows = req->max_windows();
+    o.plan.window = req->window() > 0 ? req->window() : 512;
+    o.plan.max_windows = req->max_windows();
     if (req->outlier_fraction() > 0) o.outlier_fraction = req->outlier_fraction();
     o.harness.precision = FromProto(req->precision());
     for (const v1::Coordinate& c : req->super_weights()) {

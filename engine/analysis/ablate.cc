@@ -243,22 +243,11 @@ absl::StatusOr<AblateResult> Ablate(const Model& model, const AblateOptions& opt
     if (!found.ok()) return found.status();
     outliers = std::move(*found);
   }
-  const bool perplexity = !options.wikitext2.empty();
-  const int steps_per_setting = static_cast<int>(options.tasks.size()) + (perplexity ? 1 : 0);
   const int token_steps = options.token_probability_contexts.empty() ? 0 : 2;
-  const double total_steps =
-      std::max(1, static_cast<int>(options.settings.size()) * steps_per_setting + token_steps);
-  int step = 0;
-  auto progress_for = [&](const std::string& what) {
-    HarnessOptions h = options.harness;
-    h.on_progress = [&options, &step, total_steps, what](int64_t done, int64_t total) {
-      if (options.on_progress) {
-        options.on_progress(
-            (step + static_cast<double>(done) / std::max<int64_t>(1, total)) / total_steps, what);
-      }
-    };
-    return h;
-  };
+  StepProgress progress(
+      options.harness,
+      static_cast<int>(options.settings.size()) * options.plan.steps() + token_steps,
+      options.on_progress);
 
   AblateResult result;
   for (const AblationSetting& setting : options.settings) {
@@ -271,28 +260,12 @@ absl::StatusOr<AblateResult> Ablate(const Model& model, const AblateOptions& opt
         setting.kind == AblationKind::kPruneOutliersAndSuperWeights) {
       row.outliers_pruned = static_cast<int64_t>(outliers.size());
     }
-    if (perplexity) {
-      HarnessOptions h = progress_for(setting.Name() + " / wikitext2");
-      h.edits = *edits;
-      absl::StatusOr<double> ppl =
-          WindowedPerplexity(model, options.wikitext2, options.window, options.max_windows, h);
-      if (!ppl.ok()) return ppl.status();
-      row.wikitext2_perplexity = *ppl;
-      ++step;
-    }
-    double acc_sum = 0;
-    int zero_shot = 0;
-    for (const Task& task : options.tasks) {
-      HarnessOptions h = progress_for(setting.Name() + " / " + task.name);
-      h.edits = *edits;
-      absl::StatusOr<TaskScore> score = EvaluateTask(model, task, h);
-      if (!score.ok()) return score.status();
-      acc_sum += score->acc;
-      ++zero_shot;
-      row.tasks.push_back(*score);
-      ++step;
-    }
-    if (zero_shot > 0) row.average_acc = acc_sum / zero_shot;
+    absl::StatusOr<Evaluation> evaluation =
+        EvaluateModel(model, options.plan, *edits, setting.Name(), &progress);
+    if (!evaluation.ok()) return evaluation.status();
+    row.tasks = std::move(evaluation->tasks);
+    row.wikitext2_perplexity = evaluation->wikitext2_perplexity;
+    row.average_acc = evaluation->average_acc;
     result.rows.push_back(std::move(row));
   }
 
@@ -315,8 +288,8 @@ absl::StatusOr<AblateResult> Ablate(const Model& model, const AblateOptions& opt
       }
     }
     for (int pass = 0; pass < 2; ++pass) {
-      HarnessOptions h =
-          progress_for(pass == 0 ? "token probabilities, intact" : "token probabilities, prune SW");
+      HarnessOptions h = progress.Next(pass == 0 ? "token probabilities, intact"
+                                                 : "token probabilities, prune SW");
       if (pass == 1) {
         absl::StatusOr<BatchEdits> pruned =
             AblationEdits(model, {AblationKind::kPruneSuperWeights}, options.super_weights, {},
@@ -334,10 +307,9 @@ absl::StatusOr<AblateResult> Ablate(const Model& model, const AblateOptions& opt
         (pass == 0 ? result.token_probabilities[w].intact : result.token_probabilities[w].pruned) =
             mean;
       }
-      ++step;
     }
   }
-  if (options.on_progress) options.on_progress(1.0, "done");
+  progress.Done();
   return result;
 }
 

@@ -79,10 +79,7 @@ struct TokenProbability {
 struct AblateOptions {
   std::vector<SuperWeightCoordinate> super_weights;
   std::vector<AblationSetting> settings;  // AblationSettings()
-  std::vector<Task> tasks;                // loaded with LoadTask
-  std::vector<int32_t> wikitext2;         // tokens; empty: no perplexity row
-  int window = 512;
-  int max_windows = 0;
+  EvaluationPlan plan;                    // every setting's tasks and perplexity
   double outlier_fraction = 1e-6;
   // Token probabilities over these LAMBADA contexts (empty: none).
   std::vector<std::vector<int32_t>> token_probability_contexts;

@@ -276,4 +276,42 @@ absl::StatusOr<std::vector<std::vector<double>>> NextTokenProbabilities(
   return result;
 }
 
+HarnessOptions StepProgress::Next(const std::string& what) {
+  HarnessOptions options = base_;
+  const int step = started_++;
+  auto report = report_;
+  const int total = total_;
+  options.on_progress = [report, step, total, what](int64_t done, int64_t all) {
+    if (report)
+      report((step + static_cast<double>(done) / std::max<int64_t>(1, all)) / total, what);
+  };
+  return options;
+}
+
+absl::StatusOr<Evaluation> EvaluateModel(const Model& model, const EvaluationPlan& plan,
+                                         const BatchEdits& edits, const std::string& label,
+                                         StepProgress* progress) {
+  Evaluation evaluation;
+  if (!plan.wikitext2.empty()) {
+    HarnessOptions h = progress->Next(label + " / wikitext2");
+    h.edits = edits;
+    absl::StatusOr<double> ppl =
+        WindowedPerplexity(model, plan.wikitext2, plan.window, plan.max_windows, h);
+    if (!ppl.ok()) return ppl.status();
+    evaluation.wikitext2_perplexity = *ppl;
+  }
+  double acc_sum = 0;
+  for (const Task& task : plan.tasks) {
+    HarnessOptions h = progress->Next(label + " / " + task.name);
+    h.edits = edits;
+    absl::StatusOr<TaskScore> score = EvaluateTask(model, task, h);
+    if (!score.ok()) return score.status();
+    acc_sum += score->acc;
+    evaluation.tasks.push_back(*score);
+  }
+  if (!plan.tasks.empty())
+    evaluation.average_acc = acc_sum / static_cast<double>(plan.tasks.size());
+  return evaluation;
+}
+
 }  // namespace superweight

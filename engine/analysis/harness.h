@@ -2,6 +2,7 @@
 // as lm-evaluation-harness 0.4 scores them, under any ablation given as per-sequence edit sets.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -73,6 +74,46 @@ absl::StatusOr<TaskScore> EvaluateTask(const Model& model, const Task& task,
 absl::StatusOr<double> WindowedPerplexity(const Model& model, absl::Span<const int32_t> tokens,
                                           int window, int max_windows,
                                           const HarnessOptions& options);
+
+// What a setting is evaluated on: the zero-shot tasks and WikiText-2 perplexity.
+struct EvaluationPlan {
+  std::vector<Task> tasks;         // loaded with LoadTask
+  std::vector<int32_t> wikitext2;  // tokens; empty: no perplexity
+  int window = 512;
+  int max_windows = 0;
+  int steps() const { return static_cast<int>(tasks.size()) + (wikitext2.empty() ? 0 : 1); }
+};
+
+struct Evaluation {
+  std::vector<TaskScore> tasks;      // in the plan's order
+  double wikitext2_perplexity = -1;  // -1 when not asked
+  double average_acc = -1;           // over the zero-shot tasks run (the paper's); -1 when none
+};
+
+// A job's progress over a number of harness calls (steps): Next() gives the options of the next
+// one, whose own progress it reports as a fraction of the job, labelled `what`.
+class StepProgress {
+ public:
+  StepProgress(const HarnessOptions& base, int total_steps,
+               std::function<void(double, const std::string&)> report)
+      : base_(base), total_(std::max(1, total_steps)), report_(std::move(report)) {}
+  HarnessOptions Next(const std::string& what);
+  void Done() const {
+    if (report_) report_(1.0, "done");
+  }
+
+ private:
+  HarnessOptions base_;
+  int total_;
+  int started_ = 0;
+  std::function<void(double, const std::string&)> report_;
+};
+
+// The plan's perplexity and tasks on one setting (`edits` on `model`), each a step labelled
+// "LABEL / TASK".
+absl::StatusOr<Evaluation> EvaluateModel(const Model& model, const EvaluationPlan& plan,
+                                         const BatchEdits& edits, const std::string& label,
+                                         StepProgress* progress);
 
 // For each context, the probability of each of `candidates` as the next token.
 absl::StatusOr<std::vector<std::vector<double>>> NextTokenProbabilities(

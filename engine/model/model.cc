@@ -53,11 +53,36 @@ const char* LinearKindName(LinearKind kind) {
 }
 
 float Matrix::At(int64_t row, int64_t col) const {
+  if (transform != nullptr) {
+    std::vector<float> values(cols);
+    RowToFloat(row, values.data());
+    return values[col];
+  }
   const int64_t block = Traits(dtype).block_elements;
   const int64_t first = col / block * block;
   float values[256];
   DequantizeRow(dtype, Row(row) + first / block * Traits(dtype).block_bytes, block, values);
   return values[col - first];
+}
+
+void Matrix::RowToFloat(int64_t r, float* out) const {
+  DequantizeRow(dtype, Row(r), cols, out);
+  if (transform != nullptr) transform->Apply(transform_row0 + r, 1, cols, out);
+}
+
+std::unique_ptr<Model> Model::ShareWeights() const {
+  auto copy = std::make_unique<Model>();
+  copy->path = path;
+  copy->format = format;
+  copy->name = name;
+  copy->config = config;
+  copy->embed = embed;
+  copy->lm_head = lm_head;
+  copy->final_norm = final_norm;
+  copy->layers = layers;
+  copy->tokenizer = tokenizer;
+  copy->files = files;
+  return copy;
 }
 
 uint64_t Model::MappedBytes() const {

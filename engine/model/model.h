@@ -57,6 +57,16 @@ struct ModelConfig {
   bool add_bos = false;  // whether text is tokenized with BOS in front
 };
 
+// A rewrite of a weight's values applied wherever the engine converts its rows for a matmul
+// (fake quantization): the stored weights are never copied whole or written.
+class WeightTransform {
+ public:
+  virtual ~WeightTransform() = default;
+  // values: rows [first_row, first_row + rows) of the tensor as stored, dequantized to f32
+  // (cols each, row-major), rewritten in place.
+  virtual void Apply(int64_t first_row, int64_t rows, int64_t cols, float* values) const = 0;
+};
+
 // A 2-D weight in the Hugging Face layout [rows = out_features, cols = in_features], row-major,
 // possibly block-quantized along each row.
 struct Matrix {
@@ -65,18 +75,29 @@ struct Matrix {
   int64_t cols = 0;
   const uint8_t* data = nullptr;
   uint64_t row_bytes = 0;
+  // Applied to the values after dequantization (nullptr: none); transform_row0 is this view's
+  // first row in the tensor the transform was made for.
+  const WeightTransform* transform = nullptr;
+  int64_t transform_row0 = 0;
 
   const uint8_t* Row(int64_t r) const { return data + r * row_bytes; }
   // A view of rows [begin, begin + count): how fused projections are split without copying.
   Matrix RowSlice(int64_t begin, int64_t count) const {
-    return {dtype, count, cols, Row(begin), row_bytes};
+    return {dtype, count, cols, Row(begin), row_bytes, transform, transform_row0 + begin};
   }
-  // The value at (row, col), dequantized.
+  // The value at (row, col), dequantized (and transformed).
   float At(int64_t row, int64_t col) const;
+  // Row r as f32 (cols values), dequantized and transformed.
+  void RowToFloat(int64_t r, float* out) const;
 
   static Matrix Make(DType dtype, int64_t rows, int64_t cols, const uint8_t* data) {
-    return {dtype, rows, cols, data,
-            static_cast<uint64_t>(cols / Traits(dtype).block_elements) * Traits(dtype).block_bytes};
+    return {dtype,
+            rows,
+            cols,
+            data,
+            static_cast<uint64_t>(cols / Traits(dtype).block_elements) * Traits(dtype).block_bytes,
+            nullptr,
+            0};
   }
 };
 
@@ -104,10 +125,13 @@ struct Model {
   Matrix lm_head;  // [vocab, hidden]; the same view as embed when tied
   std::vector<float> final_norm;
   std::vector<LayerWeights> layers;
-  std::unique_ptr<Tokenizer> tokenizer;
+  std::shared_ptr<const Tokenizer> tokenizer;
   std::vector<std::shared_ptr<const MappedFile>> files;  // keeps the views alive
 
   uint64_t MappedBytes() const;
+  // Another view of the same weights (the mappings, the tokenizer shared; norms copied), for
+  // settings that give some matrices a transform.
+  std::unique_ptr<Model> ShareWeights() const;
 };
 
 // Opens a model: a Hugging Face directory (config.json + safetensors), a .gguf file or a

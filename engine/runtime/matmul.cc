@@ -241,9 +241,38 @@ namespace {
 // AMX serves bf16 precision, and f32 precision on weights stored as bf16 or as block codes,
 // where the exact three-part split of the input keeps f32's accuracy (every product is exact).
 bool UseAmx(const Matrix& w, const LinearInput& x) {
+  // A transformed weight's values are no bf16 or block codes: AMX serves it in bf16 only.
+  if (w.transform != nullptr && x.precision != Precision::kBF16) return false;
   return (x.precision == Precision::kBF16 || w.dtype == DType::kBF16 ||
           DecodedForAmx(w, x.precision)) &&
          w.cols % 32 == 0 && internal::AmxEnabled();
+}
+
+// Row r of w as the f32 values a matmul reads: dequantized, transformed, and in bf16 precision
+// rounded to bf16.
+void WeightRowToFloats(const Matrix& w, int64_t r, bool bf16, float* dst) {
+  if (w.transform == nullptr) {
+    if (bf16) {
+      DequantizeRowToBFloat16Values(w.dtype, w.Row(r), w.cols, dst);
+    } else {
+      DequantizeRow(w.dtype, w.Row(r), w.cols, dst);
+    }
+    return;
+  }
+  w.RowToFloat(r, dst);
+  if (bf16) FloatsToBFloat16Values(dst, w.cols, dst);
+}
+
+// Row r of w in bf16.
+void WeightRowToBFloat16(const Matrix& w, int64_t r, uint16_t* dst) {
+  if (w.transform == nullptr) {
+    DequantizeRowToBFloat16(w.dtype, w.Row(r), w.cols, dst);
+    return;
+  }
+  thread_local std::vector<float> row;
+  row.resize(w.cols);
+  w.RowToFloat(r, row.data());
+  FloatsToBFloat16(row.data(), w.cols, dst);
 }
 
 // The activations a matmul reads, converted (bf16 rounding; for AMX tile order and, where
@@ -266,7 +295,7 @@ internal::AmxInput PrepareInput(const LinearInput& x, bool amx, bool block_sums)
 internal::AmxWeights AmxWeightsOf(const Matrix& w, Precision precision) {
   internal::AmxWeights weights;
   weights.rows = w.rows;
-  if (DecodedForAmx(w, precision)) {
+  if (DecodedForAmx(w, precision) && w.transform == nullptr) {
     weights.offsets = BlockCodesHaveOffsets(w.dtype);
     weights.decode = [&w](int64_t first, int64_t count, uint16_t* codes, float* scale,
                           float* offset) {
@@ -277,14 +306,12 @@ internal::AmxWeights AmxWeightsOf(const Matrix& w, Precision precision) {
     };
     return weights;
   }
-  if (w.dtype == DType::kBF16) {
+  if (w.dtype == DType::kBF16 && w.transform == nullptr) {
     weights.in_place = reinterpret_cast<const uint16_t*>(w.data);
     weights.row_bytes = static_cast<int64_t>(w.row_bytes);
   }
   weights.convert = [&w](int64_t first, int64_t count, uint16_t* dst) {
-    for (int64_t r = 0; r < count; ++r) {
-      DequantizeRowToBFloat16(w.dtype, w.Row(first + r), w.cols, dst + r * w.cols);
-    }
+    for (int64_t r = 0; r < count; ++r) WeightRowToBFloat16(w, first + r, dst + r * w.cols);
   };
   return weights;
 }
@@ -311,7 +338,7 @@ absl::Status Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy
   if (x.precision == Precision::kF32 || !OneDnnBf16()) {
     // f32, or bf16 as f32 arithmetic on bf16 values (x.F32Operand() rounds x where needed).
     const bool bf16 = x.precision == Precision::kBF16;
-    if (w.dtype == DType::kF32 && !bf16) {
+    if (w.dtype == DType::kF32 && !bf16 && w.transform == nullptr) {
       return Gemm(memory::data_type::f32, x.f32, m, k, w.data, w.rows, y, ldy);
     }
     const float* xf = x.F32Operand();
@@ -321,20 +348,14 @@ absl::Status Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy
       const int64_t rows = std::min(slice, w.rows - r0);
       float* dst = scratch->weights_f32.data();
 #pragma omp parallel for schedule(static)
-      for (int64_t r = 0; r < rows; ++r) {
-        if (bf16) {
-          DequantizeRowToBFloat16Values(w.dtype, w.Row(r0 + r), k, dst + r * k);
-        } else {
-          DequantizeRow(w.dtype, w.Row(r0 + r), k, dst + r * k);
-        }
-      }
+      for (int64_t r = 0; r < rows; ++r) WeightRowToFloats(w, r0 + r, bf16, dst + r * k);
       absl::Status status = Gemm(memory::data_type::f32, xf, m, k, dst, rows, y + r0, ldy);
       if (!status.ok()) return status;
     }
     return absl::OkStatus();
   }
   // bf16 on oneDNN: weights used in place when stored as bf16, else converted a slice at a time.
-  if (w.dtype == DType::kBF16) {
+  if (w.dtype == DType::kBF16 && w.transform == nullptr) {
     return Gemm(memory::data_type::bf16, x.Bf16(), m, k, w.data, w.rows, y, ldy);
   }
   const int64_t slice = std::min(w.rows, SliceRows(k));
@@ -343,8 +364,7 @@ absl::Status Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy
     const int64_t rows = std::min(slice, w.rows - r0);
     uint16_t* b = scratch->weights_bf16.data();
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r)
-      DequantizeRowToBFloat16(w.dtype, w.Row(r0 + r), k, b + r * k);
+    for (int64_t r = 0; r < rows; ++r) WeightRowToBFloat16(w, r0 + r, b + r * k);
     absl::Status status = Gemm(memory::data_type::bf16, x.Bf16(), m, k, b, rows, y + r0, ldy);
     if (!status.ok()) return status;
   }

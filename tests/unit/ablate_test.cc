@@ -224,12 +224,12 @@ TEST(Ablate, TableOnASmallModel) {
   AblateOptions o;
   o.super_weights = {{1, 37, 101}};
   o.settings = AblationSettings({"prune", "scale"}, {1.f, 100.f}).value();
-  o.tasks.push_back(LoadTask("piqa", EvalData(), 4).value());
+  o.plan.tasks.push_back(LoadTask("piqa", EvalData(), 4).value());
   std::ifstream f(testing::TestData("text/tinystories_validation_head.txt"));
   std::string text((std::istreambuf_iterator<char>(f)), {});
-  o.wikitext2 = model->tokenizer->Encode(text, model->config.add_bos);
-  o.window = 128;
-  o.max_windows = 2;
+  o.plan.wikitext2 = model->tokenizer->Encode(text, model->config.add_bos);
+  o.plan.window = 128;
+  o.plan.max_windows = 2;
   o.token_probability_contexts = {model->tokenizer->Encode("Once upon a time there", false)};
   double last_progress = -1;
   o.on_progress = [&](double p, const std::string&) {

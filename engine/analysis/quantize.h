@@ -1,0 +1,65 @@
+// The paper's weight quantization as one job: every setting (bits, block size, clipping, the
+// super weights restored or not) a row of the same harness as Ablate's, each a view of the
+// model whose linear weights carry a fake-quantization transform (quant/rtn.h), never a copy.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/analysis/ablate.h"  // SuperWeightCoordinate
+#include "engine/analysis/harness.h"
+#include "engine/quant/rtn.h"
+
+namespace superweight {
+
+struct QuantizeSetting {
+  bool full_precision = false;  // the model as stored: the table's baseline
+  RtnSpec spec;
+  bool restore_super_weights = false;  // put the super weights back after quantizing
+  std::string Name() const;            // "FP", "INT4 b65536", "INT4 b65536 z=9 +SW"
+};
+
+// The paper's grid: FP first, then INT4 at blocks tensor-wide, 1048576, 262144, 65536, 16384,
+// each plain RTN and super-weight-aware (clipped at z = 9, super weights restored).
+std::vector<QuantizeSetting> DefaultQuantizeSettings();
+
+// A model view with every linear weight of the layers (and the lm_head, where asked and not
+// tied) fake-quantized, the super weights kept where the setting restores them; it shares the
+// source model's mappings and must not outlive it.
+struct FakeQuantizedModel {
+  std::unique_ptr<Model> model;
+  std::vector<std::unique_ptr<RtnTensor>> tensors;
+  double weight_mse = 0;  // over every quantized element
+  int64_t elements = 0;
+};
+absl::StatusOr<FakeQuantizedModel> FakeQuantizeModel(const Model& model, const RtnSpec& spec,
+                                                     const std::vector<SuperWeightCoordinate>& keep,
+                                                     bool quantize_lm_head,
+                                                     const std::atomic<bool>* cancelled = nullptr);
+
+struct QuantizeRow {
+  QuantizeSetting setting;
+  Evaluation evaluation;
+  double weight_mse = 0;
+  // Per super weight: |quantized - stored| / |stored| (0 where restored).
+  std::vector<double> super_weight_relative_error;
+};
+
+struct QuantizeOptions {
+  std::vector<SuperWeightCoordinate> super_weights;
+  std::vector<QuantizeSetting> settings;
+  bool quantize_lm_head = false;
+  EvaluationPlan plan;
+  HarnessOptions harness;  // precision, batching, cancellation
+  std::function<void(double, const std::string&)> on_progress;
+};
+
+// INVALID_ARGUMENT for a bad setting or super weight, before any work.
+absl::StatusOr<std::vector<QuantizeRow>> Quantize(const Model& model,
+                                                  const QuantizeOptions& options);
+
+}  // namespace superweight
