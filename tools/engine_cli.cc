@@ -29,6 +29,8 @@
 #include "engine/analysis/locate.h"
 #include "engine/analysis/score.h"
 #include "engine/formats/dequantize.h"
+#include "engine/formats/gguf_requantize.h"
+#include "engine/formats/quantize_ggml.h"
 #include "engine/model/model.h"
 #include "engine/runtime/cpu.h"
 #include "nlohmann/json.hpp"
@@ -114,6 +116,40 @@ int main(int argc, char** argv) {
     sw::DequantizeRow(*type, (*file)->data(), values.size(), values.data());
     std::ofstream f(flags["out"], std::ios::binary);
     f.write(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+    return 0;
+  }
+  if (verb == "quantize-row") {  // PATH holds raw f32 values; their --type blocks go to --out
+    auto type = sw::DTypeFromName(flags["type"]);
+    if (!type.ok()) return Fail(std::string(type.status().message()));
+    if (!sw::HasGgmlQuantizer(*type)) return Fail(flags["type"] + " has no quantizer");
+    auto file = sw::MappedFile::Open(path);
+    if (!file.ok()) return Fail(std::string(file.status().ToString()));
+    if ((*file)->size() % sizeof(float) != 0) return Fail(path + " is not a whole number of f32");
+    const int64_t n = static_cast<int64_t>((*file)->size() / sizeof(float));
+    std::vector<float> values(n);
+    if (n > 0) std::memcpy(values.data(), (*file)->data(), n * sizeof(float));
+    auto bytes = sw::StorageBytes(*type, n);
+    if (!bytes.ok()) return Fail(std::string(bytes.status().message()));
+    std::vector<uint8_t> out(*bytes);
+    if (auto s = sw::QuantizeRow(*type, values.data(), n, out.data()); !s.ok()) {
+      return Fail(std::string(s.ToString()));
+    }
+    std::ofstream f(flags["out"], std::ios::binary);
+    f.write(reinterpret_cast<const char*>(out.data()), out.size());
+    return f ? 0 : Fail("cannot write " + flags["out"]);
+  }
+  if (verb == "requantize") {  // PATH a GGUF; its blk.*.weight matrices as --type into --out
+    auto type = sw::DTypeFromName(flags.count("type") ? flags["type"] : "Q8_0");
+    if (!type.ok()) return Fail(std::string(type.status().message()));
+    if (flags["out"].empty()) return Fail("requantize wants --out=FILE.gguf");
+    auto summary = sw::RequantizeGguf(path, flags["out"], {*type, nullptr});
+    if (!summary.ok()) return Fail(std::string(summary.status().ToString()));
+    std::cout << Json{{"out", flags["out"]},
+                      {"type", sw::DTypeName(*type)},
+                      {"converted", summary->converted},
+                      {"copied", summary->copied},
+                      {"not_whole_blocks", summary->not_whole_blocks}}
+              << "\n";
     return 0;
   }
   auto t0 = std::chrono::steady_clock::now();

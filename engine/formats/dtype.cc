@@ -28,6 +28,23 @@ absl::StatusOr<uint64_t> StorageBytes(DType type, uint64_t n) {
   return blocks * t.block_bytes;
 }
 
+namespace {
+// ggml_type ids (ggml.h), indexed by DType; the inverse of DTypeFromGgml below (a unit test
+// checks the round trip).
+constexpr uint32_t kGgmlTypeIds[] = {0, 1, 30, 2, 3, 6, 7, 8, 12, 13, 14};
+constexpr int kDTypeCount = static_cast<int>(DType::kQ6_K) + 1;
+static_assert(sizeof(kGgmlTypeIds) / sizeof(kGgmlTypeIds[0]) == kDTypeCount);
+}  // namespace
+
+uint32_t GgmlTypeId(DType type) { return kGgmlTypeIds[static_cast<int>(type)]; }
+
+absl::StatusOr<DType> DTypeFromName(absl::string_view name) {
+  for (int t = 0; t < kDTypeCount; ++t) {
+    if (name == Traits(static_cast<DType>(t)).name) return static_cast<DType>(t);
+  }
+  return absl::InvalidArgumentError(absl::StrFormat("unknown element type '%s'", name));
+}
+
 absl::StatusOr<DType> DTypeFromGgml(uint32_t ggml_type) {
   switch (ggml_type) {
     case 0:

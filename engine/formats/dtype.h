@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace superweight {
 
@@ -37,5 +38,10 @@ absl::StatusOr<uint64_t> StorageBytes(DType type, uint64_t n);
 
 // The GGML type id used in GGUF files (ggml_type), or an error for types this engine lacks.
 absl::StatusOr<DType> DTypeFromGgml(uint32_t ggml_type);
+// Its inverse: the ggml_type id a GGUF writer stores for `type`.
+uint32_t GgmlTypeId(DType type);
+
+// The type whose Traits(type).name is `name` ("Q8_0", "BF16"...), or INVALID_ARGUMENT.
+absl::StatusOr<DType> DTypeFromName(absl::string_view name);
 
 }  // namespace superweight

@@ -9,22 +9,6 @@
 namespace superweight {
 namespace {
 
-enum GgufType : uint32_t {
-  kU8 = 0,
-  kI8 = 1,
-  kU16 = 2,
-  kI16 = 3,
-  kU32 = 4,
-  kI32 = 5,
-  kF32 = 6,
-  kBool = 7,
-  kString = 8,
-  kArray = 9,
-  kU64 = 10,
-  kI64 = 11,
-  kF64 = 12,
-};
-
 // Reads one number as a double and as an int64 (exact for integer types, saturated for
 // uint64 past INT64_MAX and for floats out of range; a hostile file must not reach the
 // undefined float-to-int conversion).
@@ -50,27 +34,27 @@ absl::Status ReadNumber(ByteReader& r, double* out, int64_t* as_int, const char*
 absl::Status ReadScalarNumber(ByteReader& r, uint32_t type, double* out, int64_t* as_int,
                               const char* what) {
   switch (type) {
-    case kU8:
+    case kGgufU8:
       return ReadNumber<uint8_t>(r, out, as_int, what);
-    case kI8:
+    case kGgufI8:
       return ReadNumber<int8_t>(r, out, as_int, what);
-    case kU16:
+    case kGgufU16:
       return ReadNumber<uint16_t>(r, out, as_int, what);
-    case kI16:
+    case kGgufI16:
       return ReadNumber<int16_t>(r, out, as_int, what);
-    case kU32:
+    case kGgufU32:
       return ReadNumber<uint32_t>(r, out, as_int, what);
-    case kI32:
+    case kGgufI32:
       return ReadNumber<int32_t>(r, out, as_int, what);
-    case kF32:
+    case kGgufF32:
       return ReadNumber<float>(r, out, as_int, what);
-    case kBool:
+    case kGgufBool:
       return ReadNumber<uint8_t>(r, out, as_int, what);
-    case kU64:
+    case kGgufU64:
       return ReadNumber<uint64_t>(r, out, as_int, what);
-    case kI64:
+    case kGgufI64:
       return ReadNumber<int64_t>(r, out, as_int, what);
-    case kF64:
+    case kGgufF64:
       return ReadNumber<double>(r, out, as_int, what);
     default:
       return absl::InvalidArgumentError(
@@ -80,11 +64,11 @@ absl::Status ReadScalarNumber(ByteReader& r, uint32_t type, double* out, int64_t
 
 absl::Status ReadValue(ByteReader& r, uint32_t type, GgufValue* v, const std::string& key) {
   const char* what = key.c_str();
-  if (type == kString) {
+  if (type == kGgufString) {
     v->kind = GgufValue::Kind::kString;
     return r.ReadString(&v->s, what);
   }
-  if (type == kArray) {
+  if (type == kGgufArray) {
     v->kind = GgufValue::Kind::kArray;
     uint32_t elem_type = 0;
     uint64_t count = 0;
@@ -96,14 +80,14 @@ absl::Status ReadValue(ByteReader& r, uint32_t type, GgufValue* v, const std::st
       return absl::InvalidArgumentError(absl::StrFormat(
           "%s: array '%s' claims %d elements, more than the file holds", r.name(), key, count));
     }
-    if (elem_type == kString) {
+    if (elem_type == kGgufString) {
       v->strings.resize(count);
       for (auto& s : v->strings) {
         if (auto st = r.ReadString(&s, what); !st.ok()) return st;
       }
       return absl::OkStatus();
     }
-    if (elem_type == kArray) {
+    if (elem_type == kGgufArray) {
       return absl::InvalidArgumentError(
           absl::StrFormat("%s: nested arrays in '%s' are not supported", r.name(), key));
     }
@@ -117,9 +101,9 @@ absl::Status ReadValue(ByteReader& r, uint32_t type, GgufValue* v, const std::st
   double x = 0;
   int64_t as_int = 0;
   if (auto s = ReadScalarNumber(r, type, &x, &as_int, what); !s.ok()) return s;
-  if (type == kF32 || type == kF64) {
+  if (type == kGgufF32 || type == kGgufF64) {
     v->kind = GgufValue::Kind::kFloat;
-  } else if (type == kBool) {
+  } else if (type == kGgufBool) {
     v->kind = GgufValue::Kind::kBool;
     v->b = x != 0;
   } else {
@@ -185,8 +169,12 @@ absl::StatusOr<GgufFile> ParseGguf(absl::Span<const uint8_t> bytes, const std::s
     if (auto s = r.ReadString(&key, "metadata key"); !s.ok()) return s;
     if (auto s = r.Read(&type, "metadata type"); !s.ok()) return s;
     GgufValue value;
+    const size_t value_start = r.offset();
     if (auto s = ReadValue(r, type, &value, key); !s.ok()) return s;
-    file.metadata[key] = std::move(value);
+    value.type = type;
+    value.encoded = bytes.subspan(value_start, r.offset() - value_start);
+    auto [it, inserted] = file.metadata.insert_or_assign(key, std::move(value));
+    if (inserted) file.metadata_order.push_back(it->first);
   }
   struct Info {
     std::string name;
@@ -257,6 +245,7 @@ absl::StatusOr<GgufFile> ParseGguf(absl::Span<const uint8_t> bytes, const std::s
           info.name, info.offset, info.offset + *nbytes, data_size));
     }
     const uint8_t* data = bytes.data() + data_start + info.offset;
+    if (file.tensors.count(info.name) == 0) file.tensor_order.push_back(info.name);
     file.tensors[info.name] = {info.name, std::move(info.ne), *dtype, data, *nbytes};
   }
   return file;

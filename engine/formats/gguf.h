@@ -24,6 +24,29 @@ struct GgufValue {
   std::string s;
   std::vector<std::string> strings;
   std::vector<double> numbers;
+  // The value as the file encodes it, for copying it byte for byte (the fields above lose the
+  // exact type: an int32 array and a float32 array both become `numbers`): its gguf_type id
+  // (8 string, 9 array, ...; see GgufValueType) and the bytes after that id (an array's element
+  // type, count and elements). Like GgufTensor::data, `encoded` points into the parsed bytes.
+  uint32_t type = 0;
+  absl::Span<const uint8_t> encoded;
+};
+
+// gguf_type: the type ids of metadata values.
+enum GgufValueType : uint32_t {
+  kGgufU8 = 0,
+  kGgufI8 = 1,
+  kGgufU16 = 2,
+  kGgufI16 = 3,
+  kGgufU32 = 4,
+  kGgufI32 = 5,
+  kGgufF32 = 6,
+  kGgufBool = 7,
+  kGgufString = 8,
+  kGgufArray = 9,
+  kGgufU64 = 10,
+  kGgufI64 = 11,
+  kGgufF64 = 12,
 };
 
 struct GgufTensor {
@@ -39,6 +62,10 @@ class GgufFile {
   uint32_t version = 0;
   std::map<std::string, GgufValue> metadata;
   std::map<std::string, GgufTensor> tensors;
+  // The keys and tensor names in the order the file lists them (a key listed twice keeps its
+  // first place and its last value), so that a copy can keep the file's order.
+  std::vector<std::string> metadata_order;
+  std::vector<std::string> tensor_order;
 
   const GgufValue* Find(const std::string& key) const;
   std::optional<int64_t> GetInt(const std::string& key) const;

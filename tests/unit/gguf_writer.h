@@ -37,6 +37,12 @@ class GgufWriter {
     for (const auto& s : v) Str(s);
     ++kv_count_;
   }
+  // Any value: its gguf_type id and the bytes after it (an array's element type, count, elements).
+  void KvRaw(const std::string& key, uint32_t type, const std::vector<uint8_t>& encoded) {
+    Key(key, type);
+    kv_.insert(kv_.end(), encoded.begin(), encoded.end());
+    ++kv_count_;
+  }
   // ne in GGML order; data appended (aligned to 32) to the data section.
   void Tensor(const std::string& name, std::vector<uint64_t> ne, uint32_t type,
               const std::vector<uint8_t>& data) {

@@ -1,0 +1,104 @@
+#include "engine/formats/gguf_requantize.h"
+
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
+#include "engine/formats/dequantize.h"
+#include "engine/formats/gguf_writer.h"
+#include "engine/formats/quantize_ggml.h"
+#include "engine/util/mapped_file.h"
+
+namespace superweight {
+
+bool IsBlockWeightMatrix(const GgufTensor& tensor) {
+  return tensor.ne.size() == 2 && absl::StrContains(tensor.name, "blk.") &&
+         absl::EndsWith(tensor.name, ".weight");
+}
+
+absl::StatusOr<uint32_t> LlamaFileType(DType type) {
+  switch (type) {
+    case DType::kF32:
+      return 0;  // LLAMA_FTYPE_ALL_F32
+    case DType::kF16:
+      return 1;
+    case DType::kQ4_0:
+      return 2;
+    case DType::kQ4_1:
+      return 3;
+    case DType::kQ8_0:
+      return 7;
+    case DType::kQ5_0:
+      return 8;
+    case DType::kQ5_1:
+      return 9;
+    case DType::kBF16:
+      return 32;
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
+      break;  // llama_ftype names K-quant mixes (Q4_K_S, Q4_K_M...), not one type
+  }
+  return absl::UnimplementedError(
+      absl::StrFormat("no llama_ftype stands for a file of %s", DTypeName(type)));
+}
+
+absl::StatusOr<RequantizeSummary> RequantizeGguf(const std::string& source_path,
+                                                 const std::string& out_path,
+                                                 const RequantizeOptions& options) {
+  const DType target = options.target;
+  if (!HasGgmlQuantizer(target)) {
+    return absl::UnimplementedError(
+        absl::StrFormat("cannot quantize to %s (no reference quantizer)", DTypeName(target)));
+  }
+  auto mapped = MappedFile::Open(source_path);
+  if (!mapped.ok()) return mapped.status();
+  auto source = ParseGguf((*mapped)->bytes(), source_path);
+  if (!source.ok()) return source.status();
+  auto file_type = LlamaFileType(target);
+  if (!file_type.ok()) return file_type.status();
+
+  GgufFileWriter writer;
+  writer.CopyMetadataFrom(*source);
+  writer.SetUint32("general.file_type", *file_type);
+  RequantizeSummary summary;
+  for (const std::string& name : source->tensor_order) {
+    const GgufTensor& t = source->tensors.at(name);
+    const bool selected = options.select ? options.select(t) : IsBlockWeightMatrix(t);
+    const int64_t cols = t.ne[0];
+    absl::Status added;
+    if (selected && cols % Traits(target).block_elements == 0) {
+      int64_t rows = 1;
+      for (size_t d = 1; d < t.ne.size(); ++d) rows *= t.ne[d];
+      auto src_row_bytes = StorageBytes(t.dtype, static_cast<uint64_t>(cols));
+      auto dst_row_bytes = StorageBytes(target, static_cast<uint64_t>(cols));
+      if (!src_row_bytes.ok()) return src_row_bytes.status();
+      if (!dst_row_bytes.ok()) return dst_row_bytes.status();
+      // t.data points into *mapped, which outlives the write below.
+      auto produce = [&t, rows, cols, target, src_row = *src_row_bytes,
+                      dst_row = *dst_row_bytes](const GgufFileWriter::ByteSink& sink) {
+        std::vector<float> values(static_cast<size_t>(cols));
+        std::vector<uint8_t> quantized(dst_row);
+        for (int64_t r = 0; r < rows; ++r) {
+          DequantizeRow(t.dtype, t.data + r * src_row, cols, values.data());
+          absl::Status s = QuantizeRow(target, values.data(), cols, quantized.data());
+          if (!s.ok()) {
+            return absl::Status(s.code(), absl::StrFormat("row %d: %s", r, s.message()));
+          }
+          if (s = sink(quantized); !s.ok()) return s;
+        }
+        return absl::OkStatus();
+      };
+      added = writer.AddTensor(name, t.ne, target, GgufFileWriter::TensorProducer(produce));
+      summary.converted.push_back(name);
+    } else {
+      added = writer.AddTensor(name, t.ne, t.dtype, absl::MakeConstSpan(t.data, t.nbytes));
+      (selected ? summary.not_whole_blocks : summary.copied).push_back(name);
+    }
+    if (!added.ok()) return added;
+  }
+  if (auto s = writer.WriteAtomically(out_path); !s.ok()) return s;
+  return summary;
+}
+
+}  // namespace superweight

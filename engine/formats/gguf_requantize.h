@@ -1,0 +1,46 @@
+// Re-quantization of a GGUF file's weight matrices to another GGML type, as llama.cpp's
+// llama-quantize does for the simple block types: every other tensor and every metadata entry
+// copied unchanged, general.file_type set to the new type.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/formats/dtype.h"
+#include "engine/formats/gguf.h"
+
+namespace superweight {
+
+// The tensors a requantization converts by default: the 2-D weights of the transformer blocks
+// ("blk.N.*.weight"); embeddings, the output head and the norms are copied.
+bool IsBlockWeightMatrix(const GgufTensor& tensor);
+
+// llama_ftype's value for a file mostly of `type` (LLAMA_FTYPE_MOSTLY_Q8_0 = 7, ...), the value
+// of general.file_type.
+absl::StatusOr<uint32_t> LlamaFileType(DType type);
+
+struct RequantizeOptions {
+  DType target = DType::kQ8_0;
+  // Which tensors to convert (IsBlockWeightMatrix when empty).
+  std::function<bool(const GgufTensor&)> select;
+};
+
+struct RequantizeSummary {
+  std::vector<std::string> converted;
+  std::vector<std::string> copied;
+  // Selected, but their rows are not whole blocks of the target type: copied unchanged.
+  std::vector<std::string> not_whole_blocks;
+};
+
+// Reads source_path and writes out_path (atomically, GgufFileWriter), each selected tensor
+// dequantized a row at a time (DequantizeRow) and quantized again (QuantizeRow), so memory stays
+// at one row whatever the model's size. INVALID_ARGUMENT for a source value that is not finite
+// (naming the tensor and row), UNIMPLEMENTED for a target without HasGgmlQuantizer.
+absl::StatusOr<RequantizeSummary> RequantizeGguf(const std::string& source_path,
+                                                 const std::string& out_path,
+                                                 const RequantizeOptions& options);
+
+}  // namespace superweight

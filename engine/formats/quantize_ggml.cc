@@ -1,0 +1,276 @@
+#include "engine/formats/quantize_ggml.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+
+// Every expression below is llama.cpp's, one rounding per operation: this file is built with
+// -ffp-contract=off (engine/CMakeLists.txt) so that x * id + 8.5f is not fused into one FMA,
+// which would round once and move a few values across a truncation boundary.
+
+namespace superweight {
+namespace {
+
+inline uint32_t BitsOf(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  return bits;
+}
+
+inline void Store16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
+
+// C's (int8_t)(v) as llama.cpp's x86 builds compute it: truncation to int32 (cvttss2si, whose
+// answer for NaN and out-of-range values is INT32_MIN), then the low byte. Finite inputs reach
+// the out-of-range case only through a subnormal scale whose reciprocal overflows; C leaves that
+// undefined, and this keeps it defined.
+inline int8_t TruncToInt8(float v) {
+  const int32_t truncated =
+      (v > -2147483648.f && v < 2147483648.f) ? static_cast<int32_t>(v) : INT32_MIN;
+  return static_cast<int8_t>(truncated);  // modular (GCC and clang define it; C++20 does too)
+}
+
+// The value of the largest magnitude, with its sign; the first one on ties (strict <), and +0
+// when every value is zero (so such a block's scale is 0 / -8 = -0).
+inline float SignedAbsMax(const float* x, int n) {
+  float amax = 0.0f, max = 0.0f;
+  for (int j = 0; j < n; ++j) {
+    if (amax < std::fabs(x[j])) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  }
+  return max;
+}
+
+inline void MinMax(const float* x, int n, float* min, float* max) {
+  *min = FLT_MAX;
+  *max = -FLT_MAX;
+  for (int j = 0; j < n; ++j) {
+    if (x[j] < *min) *min = x[j];
+    if (x[j] > *max) *max = x[j];
+  }
+}
+
+// Q4_0: d = max / -8 (the extreme value lands on code 0), codes x / d + 8 truncated after + 0.5.
+void QuantizeQ4_0(const float* x, int64_t blocks, uint8_t* y) {
+  for (int64_t i = 0; i < blocks; ++i, x += 32, y += 18) {
+    const float d = SignedAbsMax(x, 32) / -8;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    Store16(y, GgmlFloatToHalf(d));
+    for (int j = 0; j < 16; ++j) {
+      const float x0 = x[j] * id;
+      const float x1 = x[16 + j] * id;
+      const uint8_t xi0 = static_cast<uint8_t>(std::min<int>(15, TruncToInt8(x0 + 8.5f)));
+      const uint8_t xi1 = static_cast<uint8_t>(std::min<int>(15, TruncToInt8(x1 + 8.5f)));
+      y[2 + j] = static_cast<uint8_t>(xi0 | (xi1 << 4));
+    }
+  }
+}
+
+void QuantizeQ4_1(const float* x, int64_t blocks, uint8_t* y) {
+  for (int64_t i = 0; i < blocks; ++i, x += 32, y += 20) {
+    float min, max;
+    MinMax(x, 32, &min, &max);
+    const float d = (max - min) / 15;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    Store16(y, GgmlFloatToHalf(d));
+    Store16(y + 2, GgmlFloatToHalf(min));
+    for (int j = 0; j < 16; ++j) {
+      const float x0 = (x[j] - min) * id;
+      const float x1 = (x[16 + j] - min) * id;
+      const uint8_t xi0 = static_cast<uint8_t>(std::min<int>(15, TruncToInt8(x0 + 0.5f)));
+      const uint8_t xi1 = static_cast<uint8_t>(std::min<int>(15, TruncToInt8(x1 + 0.5f)));
+      y[4 + j] = static_cast<uint8_t>(xi0 | (xi1 << 4));
+    }
+  }
+}
+
+// Q5_0/Q5_1: 5-bit codes, the low four bits packed as Q4's, the fifth bits of the 32 elements in
+// one little-endian uint32 (element j's at bit j).
+void QuantizeQ5_0(const float* x, int64_t blocks, uint8_t* y) {
+  for (int64_t i = 0; i < blocks; ++i, x += 32, y += 22) {
+    const float d = SignedAbsMax(x, 32) / -16;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    Store16(y, GgmlFloatToHalf(d));
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; ++j) {
+      const float x0 = x[j] * id;
+      const float x1 = x[16 + j] * id;
+      const uint8_t xi0 = static_cast<uint8_t>(std::min<int>(31, TruncToInt8(x0 + 16.5f)));
+      const uint8_t xi1 = static_cast<uint8_t>(std::min<int>(31, TruncToInt8(x1 + 16.5f)));
+      y[6 + j] = static_cast<uint8_t>((xi0 & 0x0F) | ((xi1 & 0x0F) << 4));
+      qh |= ((xi0 & 0x10u) >> 4) << j;
+      qh |= ((xi1 & 0x10u) >> 4) << (j + 16);
+    }
+    std::memcpy(y + 2, &qh, 4);
+  }
+}
+
+void QuantizeQ5_1(const float* x, int64_t blocks, uint8_t* y) {
+  for (int64_t i = 0; i < blocks; ++i, x += 32, y += 24) {
+    float min, max;
+    MinMax(x, 32, &min, &max);
+    const float d = (max - min) / 31;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    Store16(y, GgmlFloatToHalf(d));
+    Store16(y + 2, GgmlFloatToHalf(min));
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; ++j) {
+      const float x0 = (x[j] - min) * id;
+      const float x1 = (x[16 + j] - min) * id;
+      const uint8_t xi0 = static_cast<uint8_t>(std::min<int>(31, TruncToInt8(x0 + 0.5f)));
+      const uint8_t xi1 = static_cast<uint8_t>(std::min<int>(31, TruncToInt8(x1 + 0.5f)));
+      y[8 + j] = static_cast<uint8_t>((xi0 & 0x0F) | ((xi1 & 0x0F) << 4));
+      qh |= ((xi0 & 0x10u) >> 4) << j;
+      qh |= ((xi1 & 0x10u) >> 4) << (j + 16);
+    }
+    std::memcpy(y + 4, &qh, 4);
+  }
+}
+
+// Q8_0: d = amax / 127, codes roundf (half away from zero) of x / d.
+void QuantizeQ8_0(const float* x, int64_t blocks, uint8_t* y) {
+  for (int64_t i = 0; i < blocks; ++i, x += 32, y += 34) {
+    float amax = 0.0f;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    Store16(y, GgmlFloatToHalf(d));
+    for (int j = 0; j < 32; ++j) {
+      y[2 + j] = static_cast<uint8_t>(TruncToInt8(std::round(x[j] * id)));
+    }
+  }
+}
+
+}  // namespace
+
+uint16_t GgmlFloatToHalf(float f) {
+  const uint32_t bits = BitsOf(f);
+  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  const uint32_t abs = bits & 0x7FFFFFFFu;
+  if (abs > 0x7F800000u) {  // NaN: quiet, the top 9 payload bits kept
+    return static_cast<uint16_t>(sign | 0x7E00u | ((abs >> 13) & 0x3FFu));
+  }
+  // 65520 = 0x477FF000 is halfway between the largest half (65504) and 65536; the tie goes to
+  // the even neighbour, infinity.
+  if (abs >= 0x477FF000u) return static_cast<uint16_t>(sign | 0x7C00u);
+  if (abs >= 0x38800000u) {  // a normal half (>= 2^-14): rebias the exponent, round 13 bits off
+    uint32_t h = (abs - 0x38000000u) >> 13;
+    const uint32_t rest = abs & 0x1FFFu;
+    if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;  // a carry may make the next power
+    return static_cast<uint16_t>(sign | h);
+  }
+  // Subnormal half: the value in units of 2^-24, rounded to nearest even. Up to 2^-25 (a tie
+  // with zero, which is even) everything rounds to zero.
+  if (abs <= 0x33000000u) return sign;
+  const uint32_t mantissa = (abs & 0x7FFFFFu) | 0x800000u;
+  const int shift = 126 - static_cast<int>(abs >> 23);  // 14..24 in this range
+  uint32_t h = mantissa >> shift;
+  const uint32_t rest = mantissa & ((1u << shift) - 1);
+  const uint32_t half = 1u << (shift - 1);
+  if (rest > half || (rest == half && (h & 1u))) ++h;  // 0x400 is the smallest normal: correct
+  return static_cast<uint16_t>(sign | h);
+}
+
+uint16_t GgmlFloatToBFloat16(float f) {
+  const uint32_t bits = BitsOf(f);
+  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | 64u);
+  return static_cast<uint16_t>((bits + (0x7FFFu + ((bits >> 16) & 1u))) >> 16);
+}
+
+bool HasGgmlQuantizer(DType type) {
+  switch (type) {
+    case DType::kF32:
+    case DType::kF16:
+    case DType::kBF16:
+    case DType::kQ4_0:
+    case DType::kQ4_1:
+    case DType::kQ5_0:
+    case DType::kQ5_1:
+    case DType::kQ8_0:
+      return true;
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
+      return false;
+  }
+  return false;
+}
+
+absl::Status QuantizeRow(DType type, const float* x, int64_t n, uint8_t* out) {
+  const DTypeTraits& traits = Traits(type);
+  if (!HasGgmlQuantizer(type)) {
+    return absl::UnimplementedError(absl::StrFormat("no quantizer for %s", traits.name));
+  }
+  if (n < 0 || n % traits.block_elements != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%d values are not a whole number of %d-element %s blocks", n,
+                        traits.block_elements, traits.name));
+  }
+  // Refused up front so that nothing is written: llama.cpp would store a NaN scale (or, for
+  // F16/BF16, the value itself), which no reader can use.
+  for (int64_t i = 0; i < n; ++i) {
+    if ((BitsOf(x[i]) & 0x7F800000u) == 0x7F800000u) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("element %d is %s: only finite values can be quantized to %s", i,
+                          std::isnan(x[i]) ? "NaN" : "infinite", traits.name));
+    }
+  }
+  const int64_t blocks = n / traits.block_elements;
+  switch (type) {
+    case DType::kF32:
+      if (n > 0) std::memcpy(out, x, static_cast<size_t>(n) * 4);
+      break;
+    case DType::kF16:
+      for (int64_t i = 0; i < n; ++i) Store16(out + 2 * i, GgmlFloatToHalf(x[i]));
+      break;
+    case DType::kBF16:
+      for (int64_t i = 0; i < n; ++i) Store16(out + 2 * i, GgmlFloatToBFloat16(x[i]));
+      break;
+    case DType::kQ4_0:
+      QuantizeQ4_0(x, blocks, out);
+      break;
+    case DType::kQ4_1:
+      QuantizeQ4_1(x, blocks, out);
+      break;
+    case DType::kQ5_0:
+      QuantizeQ5_0(x, blocks, out);
+      break;
+    case DType::kQ5_1:
+      QuantizeQ5_1(x, blocks, out);
+      break;
+    case DType::kQ8_0:
+      QuantizeQ8_0(x, blocks, out);
+      break;
+    default:
+      break;  // excluded by HasGgmlQuantizer above
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<uint8_t>> QuantizeTensor(DType type, const float* x, int64_t rows,
+                                                    int64_t cols) {
+  if (rows < 0 || cols < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("negative shape [%d, %d]", rows, cols));
+  }
+  const DTypeTraits& traits = Traits(type);
+  if (!HasGgmlQuantizer(type)) {
+    return absl::UnimplementedError(absl::StrFormat("no quantizer for %s", traits.name));
+  }
+  auto row_bytes = StorageBytes(type, static_cast<uint64_t>(cols));
+  if (!row_bytes.ok()) return row_bytes.status();
+  if (rows > 0 && *row_bytes > (uint64_t{1} << 50) / static_cast<uint64_t>(rows)) {
+    return absl::InvalidArgumentError(absl::StrFormat("[%d, %d] overflows", rows, cols));
+  }
+  std::vector<uint8_t> out(*row_bytes * static_cast<uint64_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    absl::Status s = QuantizeRow(type, x + r * cols, cols, out.data() + r * *row_bytes);
+    if (!s.ok()) return absl::Status(s.code(), absl::StrFormat("row %d: %s", r, s.message()));
+  }
+  return out;
+}
+
+}  // namespace superweight

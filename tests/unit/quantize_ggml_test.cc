@@ -1,0 +1,288 @@
+#include "engine/formats/quantize_ggml.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "engine/formats/dequantize.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace superweight {
+namespace {
+
+using ::testing::HasSubstr;
+
+const DType kQuantizable[] = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ4_0,
+                              DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0};
+
+std::vector<uint8_t> Quantize(DType type, const std::vector<float>& x) {
+  std::vector<uint8_t> out(*StorageBytes(type, x.size()));
+  absl::Status s = QuantizeRow(type, x.data(), static_cast<int64_t>(x.size()), out.data());
+  EXPECT_TRUE(s.ok()) << s;
+  return out;
+}
+
+std::vector<float> RoundTrip(DType type, const std::vector<float>& x) {
+  std::vector<uint8_t> q = Quantize(type, x);
+  std::vector<float> y(x.size());
+  DequantizeRow(type, q.data(), static_cast<int64_t>(x.size()), y.data());
+  return y;
+}
+
+// What storing v as f16 can cost: half a unit in the last place, which below 2^-14 (f16's
+// subnormals: small blocks' scales) is the fixed 2^-25.
+double F16Error(double v) {
+  return std::max(std::fabs(v) * std::ldexp(1.0, -11), std::ldexp(1.0, -25));
+}
+
+// The largest error the format allows for element j of block x[0..block): half a step where the
+// code rounds, a whole step for the one value Q4_0/Q5_0 clip (the extreme of the sign opposite
+// to the block's largest, code 16 -> 15), plus what storing the scale (times the largest code)
+// and the minimum in f16 costs.
+double ErrorBound(DType type, const float* x, int64_t block, int64_t j) {
+  float amax = 0, min = x[0], max = x[0];
+  for (int64_t k = 0; k < block; ++k) {
+    amax = std::max(amax, std::fabs(x[k]));
+    min = std::min(min, x[k]);
+    max = std::max(max, x[k]);
+  }
+  const double slack = 1.001;
+  switch (type) {
+    case DType::kF32:
+      return 0;
+    case DType::kF16:
+      return F16Error(x[j]);
+    case DType::kBF16:
+      return std::fabs(x[j]) * std::ldexp(1.0, -8);
+    case DType::kQ4_0:
+      return slack * (amax / 8.0 + 8 * F16Error(amax / 8.0));
+    case DType::kQ5_0:
+      return slack * (amax / 16.0 + 16 * F16Error(amax / 16.0));
+    case DType::kQ4_1: {
+      const double d = (double{max} - min) / 15.0;
+      return slack * (d / 2 + 15 * F16Error(d) + F16Error(min));
+    }
+    case DType::kQ5_1: {
+      const double d = (double{max} - min) / 31.0;
+      return slack * (d / 2 + 31 * F16Error(d) + F16Error(min));
+    }
+    case DType::kQ8_0:
+      return slack * (amax / 254.0 + 127 * F16Error(amax / 127.0));
+    default:
+      return 0;
+  }
+}
+
+void ExpectWithinBounds(DType type, const std::vector<float>& x, const std::vector<float>& y) {
+  const int64_t block = 32;  // the float types' bounds are per element, any grouping works
+  for (size_t j = 0; j < x.size(); ++j) {
+    const float* b = x.data() + j / block * block;
+    const double bound = ErrorBound(type, b, block, static_cast<int64_t>(j % block));
+    ASSERT_LE(std::fabs(double{y[j]} - x[j]), bound)
+        << DTypeName(type) << " element " << j << ": " << x[j] << " -> " << y[j];
+  }
+}
+
+// Rows of normal values whose scale changes block to block (1e-3 to 10), as weights' do.
+std::vector<float> VariedRow(int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::uniform_real_distribution<float> log_scale(-3.f, 1.f);
+  std::vector<float> x(n);
+  for (int64_t b = 0; b < n; b += 32) {
+    const float scale = std::pow(10.f, log_scale(rng));
+    for (int64_t j = b; j < std::min(n, b + 32); ++j) x[j] = normal(rng) * scale;
+  }
+  return x;
+}
+
+TEST(QuantizeGgml, RoundTripsWithinEachTypesBound) {
+  const std::vector<float> x = VariedRow(4096, 7);
+  for (DType type : kQuantizable) {
+    SCOPED_TRACE(DTypeName(type));
+    ExpectWithinBounds(type, x, RoundTrip(type, x));
+  }
+  EXPECT_EQ(RoundTrip(DType::kF32, x), x);
+}
+
+TEST(QuantizeGgml, PlantedOutlierIsKeptToTheScalesPrecision) {
+  std::vector<float> x = VariedRow(256, 11);
+  for (float& v : x) v *= 0.02f / 3;
+  x[37] = 5.876f;   // a super-weight-like value in block 1
+  x[200] = -4.25f;  // and a negative one in block 6
+  for (DType type : kQuantizable) {
+    SCOPED_TRACE(DTypeName(type));
+    const std::vector<float> y = RoundTrip(type, x);
+    ExpectWithinBounds(type, x, y);
+    // The block's extreme sits on an end code, so it comes back as d (or min) in f16 times an
+    // integer: within f16's relative precision (Q4_1/Q5_1: plus the minimum's rounding).
+    for (int j : {37, 200}) EXPECT_NEAR(y[j], x[j], std::fabs(x[j]) * std::ldexp(1.0, -10)) << j;
+  }
+}
+
+TEST(QuantizeGgml, ConstantBlock) {
+  const std::vector<float> x(64, 0.3f);
+  const float in_f16 = HalfToFloat(GgmlFloatToHalf(0.3f));
+  for (DType type : kQuantizable) {
+    SCOPED_TRACE(DTypeName(type));
+    const std::vector<float> y = RoundTrip(type, x);
+    for (float v : y) EXPECT_NEAR(v, 0.3f, 0.3f * std::ldexp(1.0, -8));
+  }
+  // Q4_1 of a constant: scale 0, minimum the value, every code 0.
+  const std::vector<uint8_t> q = Quantize(DType::kQ4_1, x);
+  uint16_t d, m;
+  std::memcpy(&d, q.data(), 2);
+  std::memcpy(&m, q.data() + 2, 2);
+  EXPECT_EQ(d, 0);
+  EXPECT_EQ(HalfToFloat(m), in_f16);
+  EXPECT_TRUE(std::all_of(q.begin() + 4, q.begin() + 20, [](uint8_t b) { return b == 0; }));
+  EXPECT_THAT(RoundTrip(DType::kQ4_1, x), ::testing::Each(in_f16));
+}
+
+TEST(QuantizeGgml, AllZeroBlockHasLlamaCppsBytes) {
+  const std::vector<float> x(32, 0.f);
+  // Q4_0/Q5_0 take their scale as max / -8 (-16) with max starting at +0, so a zero block stores
+  // d = -0 (0x8000), and its zeros land on the middle code (8, 16).
+  std::vector<uint8_t> q4_0 = {0x00, 0x80};
+  q4_0.resize(18, 0x88);
+  EXPECT_EQ(Quantize(DType::kQ4_0, x), q4_0);
+  std::vector<uint8_t> q5_0 = {0x00, 0x80, 0xFF, 0xFF, 0xFF, 0xFF};
+  q5_0.resize(22, 0x00);
+  EXPECT_EQ(Quantize(DType::kQ5_0, x), q5_0);
+  EXPECT_EQ(Quantize(DType::kQ4_1, x), std::vector<uint8_t>(20, 0));
+  EXPECT_EQ(Quantize(DType::kQ5_1, x), std::vector<uint8_t>(24, 0));
+  EXPECT_EQ(Quantize(DType::kQ8_0, x), std::vector<uint8_t>(34, 0));
+  for (DType type : kQuantizable) {
+    EXPECT_THAT(RoundTrip(type, x), ::testing::Each(0.f)) << DTypeName(type);
+  }
+}
+
+TEST(QuantizeGgml, Q8_0RoundsHalfAwayFromZero) {
+  // amax 127 makes d = 1 and id = 1: codes are roundf of the values themselves.
+  std::vector<float> x(32, 0.f);
+  x[0] = 127.f;
+  x[1] = 2.5f;
+  x[2] = -2.5f;
+  x[3] = 0.5f;
+  x[4] = -1.5f;
+  const std::vector<uint8_t> q = Quantize(DType::kQ8_0, x);
+  EXPECT_EQ(static_cast<int8_t>(q[2]), 127);
+  EXPECT_EQ(static_cast<int8_t>(q[3]), 3);
+  EXPECT_EQ(static_cast<int8_t>(q[4]), -3);
+  EXPECT_EQ(static_cast<int8_t>(q[5]), 1);
+  EXPECT_EQ(static_cast<int8_t>(q[6]), -2);
+}
+
+TEST(QuantizeGgml, RefusesNonFiniteValuesNamingTheElement) {
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                    -std::numeric_limits<float>::infinity()}) {
+    for (DType type : kQuantizable) {
+      std::vector<float> x(64, 1.f);
+      x[45] = bad;
+      std::vector<uint8_t> out(*StorageBytes(type, 64), 0xAB);
+      absl::Status s = QuantizeRow(type, x.data(), 64, out.data());
+      EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << DTypeName(type);
+      EXPECT_THAT(std::string(s.message()), HasSubstr("element 45")) << DTypeName(type);
+      EXPECT_THAT(out, ::testing::Each(0xAB)) << "nothing written";
+    }
+  }
+}
+
+TEST(QuantizeGgml, RefusesPartialBlocksAndKQuants) {
+  std::vector<float> x(48, 1.f);
+  std::vector<uint8_t> out(256);
+  for (DType type : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0}) {
+    absl::Status s = QuantizeRow(type, x.data(), 48, out.data());
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << DTypeName(type);
+    EXPECT_THAT(std::string(s.message()), HasSubstr("48")) << s;
+  }
+  EXPECT_TRUE(QuantizeRow(DType::kF16, x.data(), 48, out.data()).ok());
+  std::vector<float> k(256, 1.f);
+  std::vector<uint8_t> k_out(256);
+  for (DType type : {DType::kQ4_K, DType::kQ5_K, DType::kQ6_K}) {
+    EXPECT_FALSE(HasGgmlQuantizer(type));
+    EXPECT_EQ(QuantizeRow(type, k.data(), 256, k_out.data()).code(),
+              absl::StatusCode::kUnimplemented);
+  }
+}
+
+TEST(QuantizeGgml, TensorIsItsRowsQuantizedOneByOne) {
+  const int64_t rows = 3, cols = 96;
+  std::vector<float> x = VariedRow(rows * cols, 5);
+  auto q = QuantizeTensor(DType::kQ5_1, x.data(), rows, cols);
+  ASSERT_TRUE(q.ok()) << q.status();
+  std::vector<uint8_t> want;
+  for (int64_t r = 0; r < rows; ++r) {
+    std::vector<float> row(x.begin() + r * cols, x.begin() + (r + 1) * cols);
+    const std::vector<uint8_t> b = Quantize(DType::kQ5_1, row);
+    want.insert(want.end(), b.begin(), b.end());
+  }
+  EXPECT_EQ(*q, want);
+  x[2 * cols + 7] = std::numeric_limits<float>::quiet_NaN();
+  auto bad = QuantizeTensor(DType::kQ5_1, x.data(), rows, cols);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("row 2: element 7"));
+  EXPECT_EQ(QuantizeTensor(DType::kQ8_0, x.data(), 2, 40).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+float FromBits(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+TEST(QuantizeGgml, FloatToHalfRoundsToNearestEven) {
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    if ((h & 0x7C00) == 0x7C00) continue;  // inf and NaN
+    const float f = HalfToFloat(static_cast<uint16_t>(h));
+    ASSERT_EQ(GgmlFloatToHalf(f), h) << std::hex << h;
+    // Halfway to the next half up in magnitude: a tie, which goes to the even code.
+    if ((h & 0x7FFF) == 0x7BFF) continue;
+    const float next = HalfToFloat(static_cast<uint16_t>(h + 1));
+    const float mid = (f + next) / 2;  // exact: halves have 11 significant bits
+    ASSERT_EQ(GgmlFloatToHalf(mid), (h & 1) ? h + 1 : h) << std::hex << h;
+    ASSERT_EQ(GgmlFloatToHalf(std::nextafter(mid, 2 * next)), h + 1) << std::hex << h;
+    ASSERT_EQ(GgmlFloatToHalf(std::nextafter(mid, f - (next - f))), h) << std::hex << h;
+  }
+  EXPECT_EQ(GgmlFloatToHalf(65519.99f), 0x7BFF);
+  EXPECT_EQ(GgmlFloatToHalf(65520.f), 0x7C00);  // the tie with 65536 goes to infinity
+  EXPECT_EQ(GgmlFloatToHalf(-1e10f), 0xFC00);
+  EXPECT_EQ(GgmlFloatToHalf(std::ldexp(1.f, -25)), 0);  // tie with the smallest subnormal
+  EXPECT_EQ(GgmlFloatToHalf(std::nextafter(std::ldexp(1.f, -25), 1.f)), 1);
+  EXPECT_EQ(GgmlFloatToHalf(-std::ldexp(1.f, -30)), 0x8000);
+  EXPECT_EQ(GgmlFloatToHalf(std::numeric_limits<float>::infinity()), 0x7C00);
+  EXPECT_EQ(GgmlFloatToHalf(std::numeric_limits<float>::quiet_NaN()) & 0x7E00, 0x7E00);
+}
+
+TEST(QuantizeGgml, FloatToBFloat16KeepsSubnormalsAndQuietsNaN) {
+  EXPECT_EQ(GgmlFloatToBFloat16(1.f), 0x3F80);
+  EXPECT_EQ(GgmlFloatToBFloat16(FromBits(0x3F808000)), 0x3F80);  // tie, even stays
+  EXPECT_EQ(GgmlFloatToBFloat16(FromBits(0x3F818000)), 0x3F82);  // tie, odd rounds up
+  EXPECT_EQ(GgmlFloatToBFloat16(FromBits(0x3F808001)), 0x3F81);
+  EXPECT_EQ(GgmlFloatToBFloat16(FromBits(0x00012345)), 0x0001);  // subnormal kept...
+  EXPECT_EQ(FloatToBFloat16(FromBits(0x00012345)), 0x0000);      // ...which the engine's flushes
+  EXPECT_EQ(GgmlFloatToBFloat16(FromBits(0x7F800001)), 0x7FC0);  // signalling NaN made quiet
+  EXPECT_EQ(GgmlFloatToBFloat16(FromBits(0xFF800000)), 0xFF80);  // -inf stays
+  EXPECT_EQ(GgmlFloatToBFloat16(FromBits(0x7F7FFFFF)), 0x7F80);  // FLT_MAX rounds to inf
+}
+
+TEST(DType, GgmlTypeIdIsTheInverseOfDTypeFromGgml) {
+  for (int t = 0; t <= static_cast<int>(DType::kQ6_K); ++t) {
+    const DType type = static_cast<DType>(t);
+    auto back = DTypeFromGgml(GgmlTypeId(type));
+    ASSERT_TRUE(back.ok()) << DTypeName(type);
+    EXPECT_EQ(*back, type);
+    EXPECT_EQ(*DTypeFromName(DTypeName(type)), type);
+  }
+  EXPECT_EQ(GgmlTypeId(DType::kBF16), 30u);
+  EXPECT_EQ(GgmlTypeId(DType::kQ8_0), 8u);
+  EXPECT_EQ(DTypeFromName("Q3_K").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace superweight
