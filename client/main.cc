@@ -36,7 +36,7 @@ ABSL_FLAG(int32_t, expect, -1,
           "locate: exit 3 unless exactly this many super weights are confirmed");
 ABSL_FLAG(std::string, plot, "",
           "locate: the per-layer profile as an SVG file; ablate: average accuracy against the "
-          "super weights' scale");
+          "super weights' scale; quantize: against the block size, RTN against SW-aware");
 ABSL_FLAG(bool, bf16, false, "compute in bf16");
 ABSL_FLAG(int32_t, window, 0, "score: perplexity over windows of this many tokens");
 ABSL_FLAG(int32_t, max_windows, 0, "score: at most this many windows");
@@ -53,7 +53,19 @@ ABSL_FLAG(int32_t, max_examples, 0, "ablate: the first N examples of each task (
 ABSL_FLAG(std::string, scales, "", "ablate: the scale rows' factors, e.g. 0,0.5,1,2");
 ABSL_FLAG(double, outlier_fraction, 0, "ablate: top fraction pruned as outliers (default 1e-6)");
 ABSL_FLAG(int32_t, token_prob_contexts, 0, "ablate: LAMBADA contexts of token_probs (default 500)");
-ABSL_FLAG(bool, no_wait, false, "locate/score/ablate: print the job id and return at once");
+ABSL_FLAG(bool, no_wait, false,
+          "locate/score/ablate/quantize: print the job id and return at once");
+ABSL_FLAG(std::string, bits, "", "quantize: bits per weight, comma-separated, 2..8 (default 4)");
+ABSL_FLAG(std::string, block_size, "",
+          "quantize: block sizes, comma-separated: elements, 'tensor' or 'row' (default: the "
+          "paper's grid, tensor,1048576,262144,65536,16384)");
+ABSL_FLAG(std::string, clip, "", "quantize: clip outliers first: none, z, block_top, tensor_top");
+ABSL_FLAG(double, clip_value, 0,
+          "quantize: z, or the top fraction (default z 9, block_top 1e-5, tensor_top 1e-6)");
+ABSL_FLAG(bool, aware, false,
+          "quantize: each block size twice, plain RTN and super-weight-aware (clipped, --clip "
+          "or z; super weights restored)");
+ABSL_FLAG(bool, restore, false, "quantize: put the super weights back after quantizing");
 ABSL_FLAG(std::string, token_file, "", "file with the bearer token");
 ABSL_FLAG(std::string, ca_cert, "", "PEM root certificate: connect with TLS");
 ABSL_FLAG(double, timeout, 600, "seconds before the call is abandoned");
@@ -139,15 +151,15 @@ bool ParseCoordinate(const std::string& text, v1::Coordinate* out) {
   return true;
 }
 
-// The table: one row per setting, one column per metric (in the order first seen).
-void PrintAblate(const v1::AblateResponse& resp) {
-  const v1::AblateResult& r = resp.result();
+// A table: one row per setting, one column per metric (in the order first seen), perplexities
+// first and the average last.
+template <typename Rows>
+void PrintRows(const Rows& rows) {
   std::vector<std::string> columns;
-  for (const auto& row : r.rows()) {
+  for (const auto& row : rows) {
     std::vector<std::string> names;
     for (const auto& [name, value] : row.metrics()) names.push_back(name);
     std::sort(names.begin(), names.end(), [](const std::string& a, const std::string& b) {
-      // average/acc last, perplexities first.
       auto rank = [](const std::string& n) {
         return n.rfind("average", 0) == 0 ? 2 : n.find("perplexity") != std::string::npos ? 0 : 1;
       };
@@ -157,16 +169,10 @@ void PrintAblate(const v1::AblateResponse& resp) {
       if (std::find(columns.begin(), columns.end(), n) == columns.end()) columns.push_back(n);
     }
   }
-  std::cout << "job " << resp.job_id() << ": super weights";
-  for (const auto& c : r.super_weights()) {
-    std::cout << absl::StrFormat(" layers[%d].mlp.down_proj.weight[%d, %d]", c.layer(), c.row(),
-                                 c.col());
-  }
-  std::cout << " (" << r.super_weights_source() << ")\n";
   std::cout << absl::StrFormat("%-24s", "setting");
   for (const std::string& c : columns) std::cout << " " << c;
   std::cout << "\n";
-  for (const auto& row : r.rows()) {
+  for (const auto& row : rows) {
     std::cout << absl::StrFormat("%-24s", row.setting());
     for (const std::string& c : columns) {
       auto it = row.metrics().find(c);
@@ -177,6 +183,22 @@ void PrintAblate(const v1::AblateResponse& resp) {
     }
     std::cout << "\n";
   }
+}
+
+template <typename Result>
+void PrintSuperWeights(const std::string& job_id, const Result& r) {
+  std::cout << "job " << job_id << ": super weights";
+  for (const auto& c : r.super_weights()) {
+    std::cout << absl::StrFormat(" layers[%d].mlp.down_proj.weight[%d, %d]", c.layer(), c.row(),
+                                 c.col());
+  }
+  std::cout << " (" << r.super_weights_source() << ")\n";
+}
+
+void PrintAblate(const v1::AblateResponse& resp) {
+  const v1::AblateResult& r = resp.result();
+  PrintSuperWeights(resp.job_id(), r);
+  PrintRows(r.rows());
   if (r.token_probabilities_size() > 0) {
     std::cout << absl::StrFormat("\nnext-token probability over %d LAMBADA contexts\n",
                                  r.token_prob_contexts());
@@ -189,10 +211,73 @@ void PrintAblate(const v1::AblateResponse& resp) {
   }
 }
 
+struct Series {
+  std::string name;
+  std::string color;
+  std::vector<std::pair<double, double>> points;  // (x, y), drawn in x order
+};
+
+// A line chart as SVG, y from 0; x ticks where `tick_label` names them. False when the file
+// cannot be written.
+bool PlotLines(const std::string& path, const std::string& title, const std::string& x_label,
+               std::vector<Series> series,
+               const std::vector<std::pair<double, std::string>>& x_ticks) {
+  const double w = 560, h = 360, left = 60, right = 20, top = 30, bottom = 45;
+  double min_x = 1e300, max_x = -1e300, max_y = 1e-9;
+  for (Series& s : series) {
+    std::sort(s.points.begin(), s.points.end());
+    for (const auto& [x, y] : s.points) {
+      min_x = std::min(min_x, x);
+      max_x = std::max(max_x, x);
+      max_y = std::max(max_y, y);
+    }
+  }
+  if (min_x > max_x) min_x = max_x = 0;
+  if (max_x == min_x) max_x = min_x + 1;
+  auto px = [&](double x) { return left + (w - left - right) * (x - min_x) / (max_x - min_x); };
+  auto py = [&](double y) { return top + (h - top - bottom) * (1 - y / (1.1 * max_y)); };
+  std::ofstream f(path);
+  if (!f) return false;
+  f << absl::StrFormat(
+      "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' font-family='sans-serif' "
+      "font-size='11'>\n<rect width='100%%' height='100%%' fill='white'/>\n"
+      "<text x='%.0f' y='18' font-size='13'>%s</text>\n",
+      w, h, left, title);
+  f << absl::StrFormat("<line x1='%.0f' x2='%.0f' y1='%.1f' y2='%.1f' stroke='black'/>\n", left,
+                       w - right, py(0), py(0));
+  f << absl::StrFormat("<line x1='%.0f' x2='%.0f' y1='%.1f' y2='%.1f' stroke='black'/>\n", left,
+                       left, py(0), top);
+  f << absl::StrFormat("<text x='%.0f' y='%.0f'>%s</text>\n", w / 2, h - 8, x_label);
+  for (const auto& [x, label] : x_ticks) {
+    f << absl::StrFormat("<text x='%.1f' y='%.1f'>%s</text>\n", px(x) - 6, py(0) + 14, label);
+  }
+  for (size_t i = 0; i < series.size(); ++i) {
+    const Series& s = series[i];
+    std::string line;
+    for (const auto& [x, y] : s.points) {
+      f << absl::StrFormat("<circle cx='%.1f' cy='%.1f' r='3' fill='%s'/>\n", px(x), py(y),
+                           s.color);
+      line += absl::StrFormat("%s%.1f,%.1f", line.empty() ? "" : " ", px(x), py(y));
+    }
+    f << "<polyline fill='none' stroke='" << s.color << "' points='" << line << "'/>\n";
+    if (series.size() > 1) {
+      f << absl::StrFormat("<text x='%.0f' y='%.0f' fill='%s'>%s</text>\n", w - 160,
+                           top + 14 * (i + 1), s.color, s.name);
+    }
+  }
+  for (int i = 0; i <= 4; ++i) {
+    const double y = 1.1 * max_y * i / 4;
+    f << absl::StrFormat("<text x='8' y='%.1f'>%.3g</text>\n", py(y) + 4, y);
+  }
+  f << "</svg>\n";
+  return static_cast<bool>(f);
+}
+
 // Average zero-shot accuracy against the super weights' scale (the scale rows and, at 1, the
-// intact one), as the paper's Figure 6. False when the file cannot be written.
+// intact one), as the paper's Figure 6.
 bool PlotAblation(const v1::AblateResult& r, const std::string& path) {
-  std::vector<std::pair<double, double>> points;
+  Series s{"average accuracy", "#c33", {}};
+  std::vector<std::pair<double, std::string>> ticks;
   for (const auto& row : r.rows()) {
     auto acc = row.metrics().find("average/acc");
     if (acc == row.metrics().end()) continue;
@@ -204,44 +289,36 @@ bool PlotAblation(const v1::AblateResult& r, const std::string& path) {
     } else {
       continue;
     }
-    points.push_back({scale, acc->second});
+    s.points.push_back({scale, acc->second});
+    ticks.push_back({scale, absl::StrFormat("%.3g", scale)});
   }
-  std::sort(points.begin(), points.end());
-  const double w = 560, h = 360, left = 60, right = 20, top = 30, bottom = 45;
-  double max_scale = 1, max_acc = 0.01;
-  for (const auto& [x, y] : points) {
-    max_scale = std::max(max_scale, x);
-    max_acc = std::max(max_acc, y);
+  return PlotLines(path, "average zero-shot accuracy against the super weights' scale", "scale",
+                   {s}, ticks);
+}
+
+// Average zero-shot accuracy (or, without tasks, WikiText-2 perplexity) against the block size,
+// plain RTN against super-weight-aware, as the paper's Figure 7; whole-tensor blocks rightmost.
+bool PlotQuantization(const v1::QuantizeResult& r, const std::string& path) {
+  bool has_acc = false;
+  for (const auto& row : r.rows()) has_acc |= row.metrics().count("average/acc") > 0;
+  const std::string metric = has_acc ? "average/acc" : "wikitext2/perplexity";
+  Series rtn{"RTN", "#c33", {}}, aware{"SW-aware", "#36c", {}};
+  std::vector<std::pair<double, std::string>> ticks;
+  double widest = 0;
+  for (const auto& row : r.rows()) widest = std::max<double>(widest, row.spec().block_size());
+  for (const auto& row : r.rows()) {
+    auto m = row.metrics().find(metric);
+    if (m == row.metrics().end() || row.spec().full_precision() || row.spec().block_size() < 0) {
+      continue;
+    }
+    const bool tensor = row.spec().block_size() == 0;
+    const double x =
+        tensor ? std::log2(std::max(2.0, widest)) + 2 : std::log2(row.spec().block_size());
+    ticks.push_back({x, tensor ? "tensor" : absl::StrFormat("2^%.0f", x)});
+    (row.spec().restore_super_weights() ? aware : rtn).points.push_back({x, m->second});
   }
-  auto px = [&](double x) { return left + (w - left - right) * x / max_scale; };
-  auto py = [&](double y) { return top + (h - top - bottom) * (1 - y / (1.1 * max_acc)); };
-  std::ofstream f(path);
-  if (!f) return false;
-  f << absl::StrFormat(
-      "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' font-family='sans-serif' "
-      "font-size='11'>\n<rect width='100%%' height='100%%' fill='white'/>\n"
-      "<text x='%.0f' y='18' font-size='13'>average zero-shot accuracy against the super weights' "
-      "scale</text>\n",
-      w, h, left);
-  f << absl::StrFormat("<line x1='%.0f' x2='%.0f' y1='%.1f' y2='%.1f' stroke='black'/>\n", left,
-                       w - right, py(0), py(0));
-  f << absl::StrFormat("<line x1='%.0f' x2='%.0f' y1='%.1f' y2='%.1f' stroke='black'/>\n", left,
-                       left, py(0), top);
-  f << absl::StrFormat("<text x='%.0f' y='%.0f'>scale</text>\n", w / 2, h - 8);
-  std::string line;
-  for (const auto& [x, y] : points) {
-    f << absl::StrFormat(
-        "<circle cx='%.1f' cy='%.1f' r='3' fill='#c33'/><text x='%.1f' y='%.1f'>%.3g</text>\n",
-        px(x), py(y), px(x) - 6, py(0) + 14, x);
-    line += absl::StrFormat("%s%.1f,%.1f", line.empty() ? "" : " ", px(x), py(y));
-  }
-  f << "<polyline fill='none' stroke='#c33' points='" << line << "'/>\n";
-  for (int i = 0; i <= 4; ++i) {
-    const double y = 1.1 * max_acc * i / 4;
-    f << absl::StrFormat("<text x='8' y='%.1f'>%.2f</text>\n", py(y) + 4, y);
-  }
-  f << "</svg>\n";
-  return static_cast<bool>(f);
+  return PlotLines(path, metric + " against the block size", "block size (elements)", {rtn, aware},
+                   ticks);
 }
 
 void PlotProfile(const v1::LocateResult& r, const std::string& path) {
@@ -570,10 +647,75 @@ int main(int argc, char** argv) {
   if (verb == "quantize") {
     v1::QuantizeRequest req;
     req.set_model(absl::GetFlag(FLAGS_model));
+    std::vector<int32_t> bits;
+    for (absl::string_view v : absl::StrSplit(absl::GetFlag(FLAGS_bits), ',', absl::SkipEmpty())) {
+      int32_t b;
+      if (!absl::SimpleAtoi(v, &b)) return Usage("--bits wants comma-separated integers");
+      bits.push_back(b);
+    }
+    std::vector<int64_t> blocks;
+    for (absl::string_view v :
+         absl::StrSplit(absl::GetFlag(FLAGS_block_size), ',', absl::SkipEmpty())) {
+      int64_t b;
+      if (v == "tensor") {
+        b = 0;
+      } else if (v == "row") {
+        b = -1;
+      } else if (!absl::SimpleAtoi(v, &b) || b <= 0) {
+        return Usage("--block_size wants positive integers, 'tensor' or 'row'");
+      }
+      blocks.push_back(b);
+    }
+    const std::string clip = absl::GetFlag(FLAGS_clip);
+    const bool aware = absl::GetFlag(FLAGS_aware);
+    if (!bits.empty() || !blocks.empty() || !clip.empty() || aware ||
+        absl::GetFlag(FLAGS_restore)) {
+      if (bits.empty()) bits = {4};
+      if (blocks.empty()) blocks = {0, 1048576, 262144, 65536, 16384};
+      for (int32_t b : bits) {
+        for (int64_t block : blocks) {
+          v1::QuantizeSetting* s = req.add_settings();
+          s->set_bits(b);
+          s->set_block_size(block);
+          if (aware) {  // the plain row, then the aware one
+            *req.add_settings() = *s;
+            s = req.mutable_settings(req.settings_size() - 1);
+            s->set_clip(clip.empty() ? "z" : clip);
+            s->set_restore_super_weights(true);
+          } else {
+            s->set_clip(clip);
+            s->set_restore_super_weights(absl::GetFlag(FLAGS_restore));
+          }
+          s->set_clip_value(absl::GetFlag(FLAGS_clip_value));
+        }
+      }
+    }
+    for (absl::string_view v : absl::StrSplit(absl::GetFlag(FLAGS_tasks), ',', absl::SkipEmpty()))
+      req.add_tasks(std::string(v));
+    for (const std::string& c : super_weights) {
+      if (!ParseCoordinate(c, req.add_super_weights())) {
+        return Usage("--super_weights wants LAYER,ROW,COL");
+      }
+    }
+    req.set_max_examples(absl::GetFlag(FLAGS_max_examples));
+    req.set_window(absl::GetFlag(FLAGS_window));
+    req.set_max_windows(absl::GetFlag(FLAGS_max_windows));
+    req.set_precision(precision);
     v1::QuantizeResponse resp;
-    grpc::Status s = stub->Quantize(&ctx, req, &resp);
-    if (s.ok()) PrintJson(resp);
-    return s.ok() ? 0 : Failed(s);
+    const int rc = run_job([&](v1::QuantizeRequest& q) { return stub->Quantize(&ctx, q, &resp); },
+                           req, resp, [](const v1::Job& job) { return job.quantize(); });
+    if (rc >= 0) return rc;
+    if (json) {
+      PrintJson(resp);
+    } else {
+      PrintSuperWeights(resp.job_id(), resp.result());
+      PrintRows(resp.result().rows());
+    }
+    if (!absl::GetFlag(FLAGS_plot).empty() &&
+        !PlotQuantization(resp.result(), absl::GetFlag(FLAGS_plot))) {
+      return Usage("cannot write --plot " + absl::GetFlag(FLAGS_plot));
+    }
+    return 0;
   }
   if (verb == "jobs") {
     v1::ListJobsRequest req;

@@ -1,5 +1,7 @@
 #include "server/convert.h"
 
+#include <algorithm>
+
 #include <cmath>
 
 #include "absl/strings/str_format.h"
@@ -70,22 +72,83 @@ void LayerProfile(const std::vector<LayerMax>& layers,
   }
 }
 
+// A row's harness metrics: TASK/acc, TASK/acc_norm, TASK/perplexity, wikitext2/perplexity,
+// average/acc, and the examples per task.
+void EvaluationMetrics(const std::vector<TaskScore>& tasks, double wikitext2_perplexity,
+                       double average_acc, google::protobuf::Map<std::string, double>* metrics,
+                       google::protobuf::Map<std::string, int32_t>* examples) {
+  if (wikitext2_perplexity >= 0) (*metrics)["wikitext2/perplexity"] = wikitext2_perplexity;
+  for (const TaskScore& t : tasks) {
+    (*metrics)[t.task + "/acc"] = t.acc;
+    if (!std::isnan(t.acc_norm)) (*metrics)[t.task + "/acc_norm"] = t.acc_norm;
+    if (!std::isnan(t.perplexity)) (*metrics)[t.task + "/perplexity"] = t.perplexity;
+    (*examples)[t.task] = t.examples;
+  }
+  if (average_acc >= 0) (*metrics)["average/acc"] = average_acc;
+}
+
 }  // namespace
+
+absl::StatusOr<QuantizeSetting> FromProto(const v1::QuantizeSetting& s) {
+  QuantizeSetting setting;
+  if (s.full_precision()) {
+    setting.full_precision = true;
+    return setting;
+  }
+  setting.spec.bits = s.bits();
+  setting.spec.block_size = s.block_size();
+  auto clip = ParseClipMethod(s.clip().empty() ? "none" : s.clip());
+  if (!clip.ok()) return clip.status();
+  setting.spec.clip = *clip;
+  setting.spec.clip_value = s.clip_value() == 0 ? DefaultClipValue(*clip) : s.clip_value();
+  setting.restore_super_weights = s.restore_super_weights();
+  if (absl::Status st = setting.spec.Validate(); !st.ok()) return st;
+  return setting;
+}
+
+v1::QuantizeSetting ToProto(const QuantizeSetting& s) {
+  v1::QuantizeSetting p;
+  if (s.full_precision) {
+    p.set_full_precision(true);
+    return p;
+  }
+  p.set_bits(s.spec.bits);
+  p.set_block_size(s.spec.block_size);
+  p.set_clip(ClipMethodName(s.spec.clip));
+  p.set_clip_value(s.spec.clip_value);
+  p.set_restore_super_weights(s.restore_super_weights);
+  return p;
+}
+
+v1::QuantizeResult ToProto(const std::vector<QuantizeRow>& rows) {
+  v1::QuantizeResult out;
+  for (const QuantizeRow& row : rows) {
+    v1::QuantizeResult::Row* p = out.add_rows();
+    p->set_setting(row.setting.Name());
+    *p->mutable_spec() = ToProto(row.setting);
+    const Evaluation& e = row.evaluation;
+    EvaluationMetrics(e.tasks, e.wikitext2_perplexity, e.average_acc, p->mutable_metrics(),
+                      p->mutable_examples());
+    (*p->mutable_metrics())["weights/mse"] = row.weight_mse;
+    double worst = 0;
+    for (double err : row.super_weight_relative_error) {
+      p->add_super_weight_relative_error(err);
+      worst = std::max(worst, err);
+    }
+    if (!row.super_weight_relative_error.empty()) {
+      (*p->mutable_metrics())["super_weights/max_rel_error"] = worst;
+    }
+  }
+  return out;
+}
 
 v1::AblateResult ToProto(const AblateResult& r) {
   v1::AblateResult out;
   for (const AblationRow& row : r.rows) {
     v1::AblateResult::Row* p = out.add_rows();
     p->set_setting(row.setting.Name());
-    auto& metrics = *p->mutable_metrics();
-    if (row.wikitext2_perplexity >= 0) metrics["wikitext2/perplexity"] = row.wikitext2_perplexity;
-    for (const TaskScore& t : row.tasks) {
-      metrics[t.task + "/acc"] = t.acc;
-      if (!std::isnan(t.acc_norm)) metrics[t.task + "/acc_norm"] = t.acc_norm;
-      if (!std::isnan(t.perplexity)) metrics[t.task + "/perplexity"] = t.perplexity;
-      (*p->mutable_examples())[t.task] = t.examples;
-    }
-    if (row.average_acc >= 0) metrics["average/acc"] = row.average_acc;
+    EvaluationMetrics(row.tasks, row.wikitext2_perplexity, row.average_acc, p->mutable_metrics(),
+                      p->mutable_examples());
     p->set_outliers_pruned(row.outliers_pruned);
   }
   for (const TokenProbability& t : r.token_probabilities) {

@@ -4,6 +4,7 @@
 #include "absl/status/statusor.h"
 #include "engine/analysis/ablate.h"
 #include "engine/analysis/locate.h"
+#include "engine/analysis/quantize.h"
 #include "engine/model/model.h"
 #include "engine/runtime/edit_set.h"
 #include "server/model_registry.h"
@@ -23,6 +24,12 @@ std::string LocateSummary(const LocateResult& r);
 // Rows and token probabilities; metrics named TASK/acc, TASK/acc_norm, wikitext2/perplexity,
 // lambada/perplexity, average/acc.
 v1::AblateResult ToProto(const AblateResult& r);
+// A request's setting, its default clip value filled in, and checked:
+// INVALID_ARGUMENT naming what is wrong.
+absl::StatusOr<QuantizeSetting> FromProto(const v1::QuantizeSetting& s);
+v1::QuantizeSetting ToProto(const QuantizeSetting& s);
+// Rows with Ablate's metrics plus weights/mse.
+v1::QuantizeResult ToProto(const std::vector<QuantizeRow>& rows);
 v1::ModelInfo ToProto(const ModelSummary& m, const std::string& name);
 
 }  // namespace superweight::server

@@ -177,17 +177,70 @@ grpc::Status SuperWeightService::Score(grpc::ServerContext* ctx, const v1::Score
   });
 }
 
+absl::Status SuperWeightService::LoadEvaluationPlan(
+    const Model& m, const google::protobuf::RepeatedPtrField<std::string>& requested,
+    int max_examples, int window, int max_windows, EvaluationPlan* plan) const {
+  if (max_examples < 0 || max_windows < 0 || window < 0 || window == 1) {
+    return absl::InvalidArgumentError(
+        "max_examples and max_windows must not be negative, and window must be 0 (the default, "
+        "512) or at least 2");
+  }
+  if (m.tokenizer == nullptr) {
+    return absl::FailedPreconditionError(
+        "this model has no tokenizer: the evaluation harness scores text (WikiText-2 and the "
+        "zero-shot tasks)");
+  }
+  std::vector<std::string> tasks(requested.begin(), requested.end());
+  if (tasks.empty()) {
+    tasks = {"wikitext2"};
+    for (const std::string& t : ZeroShotTaskNames()) tasks.push_back(t);
+  }
+  for (const std::string& name : tasks) {
+    if (name == "wikitext2") {
+      std::ifstream f(options_.eval_data_dir + "/wikitext2/wiki.test.raw", std::ios::binary);
+      if (!f) return absl::FailedPreconditionError("the server has no WikiText-2 test text");
+      std::stringstream text;
+      text << f.rdbuf();
+      plan->wikitext2 = m.tokenizer->Encode(text.str(), m.config.add_bos);
+      continue;
+    }
+    auto task = LoadTask(name, options_.eval_data_dir, max_examples);
+    if (!task.ok()) {
+      if (task.status().code() == absl::StatusCode::kInvalidArgument) return task.status();
+      return absl::FailedPreconditionError(
+          absl::StrCat("the server cannot read task ", name, ": ", task.status().message()));
+    }
+    plan->tasks.push_back(std::move(*task));
+  }
+  plan->window = window > 0 ? window : 512;
+  plan->max_windows = max_windows;
+  return absl::OkStatus();
+}
+
+absl::Status SuperWeightService::SuperWeightsOrLocate(
+    const Model& m, const google::protobuf::RepeatedPtrField<v1::Coordinate>& named,
+    Precision precision, JobWork* work, std::vector<SuperWeightCoordinate>* super_weights) const {
+  for (const v1::Coordinate& c : named) super_weights->push_back({c.layer(), c.row(), c.col()});
+  if (absl::Status s = CheckSuperWeights(m, *super_weights); !s.ok()) return s;
+  if (!super_weights->empty()) return absl::OkStatus();
+  if (m.tokenizer == nullptr) {
+    return absl::FailedPreconditionError(
+        "this model has no tokenizer to locate its super weights: name them with super_weights");
+  }
+  work->locate_super_weights = true;
+  work->tokens = m.tokenizer->Encode(kPaperPrompt, m.config.add_bos);
+  work->locate.precision = precision;
+  return SetConfirmation(m, options_.confirm_text, &work->locate);
+}
+
 grpc::Status SuperWeightService::Ablate(grpc::ServerContext* ctx, const v1::AblateRequest* req,
                                         v1::AblateResponse* resp) {
   return Handle("Ablate", ctx, [&]() -> absl::Status {
     auto model = registry_->Get(req->model());
     if (!model.ok()) return model.status();
     const Model& m = **model;
-    if (req->max_examples() < 0 || req->max_windows() < 0 || req->token_prob_contexts() < 0 ||
-        req->window() < 0 || req->window() == 1) {
-      return absl::InvalidArgumentError(
-          "max_examples, max_windows and token_prob_contexts must not be negative, and window "
-          "must be 0 (the default, 512) or at least 2");
+    if (req->token_prob_contexts() < 0) {
+      return absl::InvalidArgumentError("token_prob_contexts must not be negative");
     }
     if (!std::isfinite(req->outlier_fraction()) || req->outlier_fraction() < 0 ||
         req->outlier_fraction() >= 1) {
@@ -203,36 +256,12 @@ grpc::Status SuperWeightService::Ablate(grpc::ServerContext* ctx, const v1::Abla
     auto parsed = AblationSettings(settings, scales);
     if (!parsed.ok()) return parsed.status();
     o.settings = std::move(*parsed);
-    std::vector<std::string> tasks(req->tasks().begin(), req->tasks().end());
-    if (tasks.empty()) {
-      tasks = {"wikitext2"};
-      for (const std::string& t : ZeroShotTaskNames()) tasks.push_back(t);
+    if (absl::Status s = LoadEvaluationPlan(m, req->tasks(), req->max_examples(), req->window(),
+                                            req->max_windows(), &o.plan);
+        !s.ok()) {
+      return s;
     }
-    const bool token_probs =
-        std::find(settings.begin(), settings.end(), "token_probs") != settings.end();
-    if (m.tokenizer == nullptr) {
-      return absl::FailedPreconditionError(
-          "this model has no tokenizer: Ablate evaluates on text (WikiText-2 and the zero-shot "
-          "tasks)");
-    }
-    for (const std::string& name : tasks) {
-      if (name == "wikitext2") {
-        std::ifstream f(options_.eval_data_dir + "/wikitext2/wiki.test.raw", std::ios::binary);
-        if (!f) return absl::FailedPreconditionError("the server has no WikiText-2 test text");
-        std::stringstream text;
-        text << f.rdbuf();
-        o.plan.wikitext2 = m.tokenizer->Encode(text.str(), m.config.add_bos);
-        continue;
-      }
-      auto task = LoadTask(name, options_.eval_data_dir, req->max_examples());
-      if (!task.ok()) {
-        if (task.status().code() == absl::StatusCode::kInvalidArgument) return task.status();
-        return absl::FailedPreconditionError(
-            absl::StrCat("the server cannot read task ", name, ": ", task.status().message()));
-      }
-      o.plan.tasks.push_back(std::move(*task));
-    }
-    if (token_probs) {
+    if (std::find(settings.begin(), settings.end(), "token_probs") != settings.end()) {
       const int contexts = req->token_prob_contexts() > 0 ? req->token_prob_contexts() : 500;
       auto lambada = LoadTask("lambada", options_.eval_data_dir, contexts);
       if (!lambada.ok()) return absl::FailedPreconditionError(lambada.status().message());
@@ -241,21 +270,12 @@ grpc::Status SuperWeightService::Ablate(grpc::ServerContext* ctx, const v1::Abla
             m.tokenizer->Encode(e.choices[0].context, /*add_bos=*/false));
       }
     }
-    o.plan.window = req->window() > 0 ? req->window() : 512;
-    o.plan.max_windows = req->max_windows();
     if (req->outlier_fraction() > 0) o.outlier_fraction = req->outlier_fraction();
     o.harness.precision = FromProto(req->precision());
-    for (const v1::Coordinate& c : req->super_weights()) {
-      o.super_weights.push_back({c.layer(), c.row(), c.col()});
-    }
-    if (absl::Status s = CheckSuperWeights(m, o.super_weights); !s.ok()) return s;
-    if (o.super_weights.empty()) {  // Locate's confirmed ones, found in the job
-      work.locate_super_weights = true;
-      work.tokens = m.tokenizer->Encode(kPaperPrompt, m.config.add_bos);
-      work.locate.precision = o.harness.precision;
-      if (absl::Status s = SetConfirmation(m, options_.confirm_text, &work.locate); !s.ok()) {
-        return s;
-      }
+    if (absl::Status s = SuperWeightsOrLocate(m, req->super_weights(), o.harness.precision, &work,
+                                              &o.super_weights);
+        !s.ok()) {
+      return s;
     }
     work.precision = o.harness.precision;
     auto job =
@@ -266,10 +286,44 @@ grpc::Status SuperWeightService::Ablate(grpc::ServerContext* ctx, const v1::Abla
   });
 }
 
-grpc::Status SuperWeightService::Quantize(grpc::ServerContext* ctx, const v1::QuantizeRequest*,
-                                          v1::QuantizeResponse*) {
-  return Handle("Quantize", ctx,
-                [] { return absl::UnimplementedError("Quantize is not implemented yet"); });
+grpc::Status SuperWeightService::Quantize(grpc::ServerContext* ctx, const v1::QuantizeRequest* req,
+                                          v1::QuantizeResponse* resp) {
+  return Handle("Quantize", ctx, [&]() -> absl::Status {
+    auto model = registry_->Get(req->model());
+    if (!model.ok()) return model.status();
+    const Model& m = **model;
+    JobWork work;
+    work.model = *model;
+    QuantizeOptions& o = work.quantize;
+    o.settings = {QuantizeSetting{true, {}, false}};  // the baseline, always first
+    for (int i = 0; i < req->settings_size(); ++i) {
+      auto setting = FromProto(req->settings(i));
+      if (!setting.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("settings[", i, "]: ", setting.status().message()));
+      }
+      if (!setting->full_precision) o.settings.push_back(*setting);
+    }
+    if (req->settings().empty()) o.settings = DefaultQuantizeSettings();
+    o.quantize_lm_head = req->quantize_lm_head();
+    if (absl::Status s = LoadEvaluationPlan(m, req->tasks(), req->max_examples(), req->window(),
+                                            req->max_windows(), &o.plan);
+        !s.ok()) {
+      return s;
+    }
+    o.harness.precision = FromProto(req->precision());
+    if (absl::Status s = SuperWeightsOrLocate(m, req->super_weights(), o.harness.precision, &work,
+                                              &o.super_weights);
+        !s.ok()) {
+      return s;
+    }
+    work.precision = o.harness.precision;
+    auto job = RunJob(ctx, "quantize", req->model(), std::move(work), req->async(),
+                      resp->mutable_job_id());
+    if (!job.ok()) return job.status();
+    if (job->has_quantize()) *resp->mutable_result() = job->quantize();
+    return absl::OkStatus();
+  });
 }
 
 grpc::Status SuperWeightService::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req,

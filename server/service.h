@@ -63,6 +63,18 @@ class SuperWeightService final : public v1::SuperWeightService::Service {
   // tokenizer or the text is empty).
   absl::Status SetConfirmation(const Model& model, const std::string& text,
                                LocateOptions* options) const;
+  // The harness's inputs a request names (default: wikitext2 and every zero-shot task), read
+  // from --eval_data_dir and tokenized; window 0 means 512.
+  absl::Status LoadEvaluationPlan(const Model& model,
+                                  const google::protobuf::RepeatedPtrField<std::string>& tasks,
+                                  int max_examples, int window, int max_windows,
+                                  EvaluationPlan* plan) const;
+  // The request's super weights, checked against the model; none named: the work is set to
+  // run Locate first (on the paper's prompt, confirmed on the server's text).
+  absl::Status SuperWeightsOrLocate(const Model& model,
+                                    const google::protobuf::RepeatedPtrField<v1::Coordinate>& named,
+                                    Precision precision, JobWork* work,
+                                    std::vector<SuperWeightCoordinate>* super_weights) const;
 
   ModelRegistry* registry_;
   JobQueue* jobs_;

@@ -7,9 +7,6 @@
 namespace superweight::server {
 namespace {
 
-// Locate's share of the job's progress, when it runs first.
-constexpr double kLocateShare = 0.05;
-
 class AblateJob : public SingleJobKind {
  public:
   absl::string_view name() const override { return "ablate"; }
@@ -18,20 +15,7 @@ class AblateJob : public SingleJobKind {
     JobWork& w = *run.work;
     AblateOptions& options = w.ablate;
     options.harness.cancelled = run.cancelled;
-    if (w.locate_super_weights) {
-      w.locate.cancelled = run.cancelled;
-      w.locate.on_progress = [&run](double p) { run.set_progress(kLocateShare * p); };
-      auto located = Locate(*w.model, w.tokens, w.locate);
-      if (!located.ok()) return located.status();
-      for (const SuperWeight& s : located->candidates) {
-        if (s.confirmed) options.super_weights.push_back({s.layer, s.row, s.col});
-      }
-      if (options.super_weights.empty()) {
-        return absl::FailedPreconditionError(
-            "Locate confirmed no super weight in this model; name the ones to ablate with "
-            "super_weights (--super_weights=LAYER,ROW,COL)");
-      }
-    }
+    if (absl::Status s = LocateSuperWeightsFirst(run, &options.super_weights); !s.ok()) return s;
     const double base = w.locate_super_weights ? kLocateShare : 0.0;
     options.on_progress = [&run, base](double p, const std::string&) {
       run.set_progress(base + (1 - base) * p);
@@ -42,13 +26,7 @@ class AblateJob : public SingleJobKind {
     v1::Job job;
     v1::AblateResult* result = job.mutable_ablate();
     *result = ToProto(*r);
-    result->set_super_weights_source(w.locate_super_weights ? "locate" : "request");
-    for (const SuperWeightCoordinate& c : options.super_weights) {
-      v1::Coordinate* p = result->add_super_weights();
-      p->set_layer(c.layer);
-      p->set_row(c.row);
-      p->set_col(c.col);
-    }
+    RecordSuperWeights(w, options.super_weights, result);
     result->set_token_prob_contexts(static_cast<int>(options.token_probability_contexts.size()));
     return job;
   }

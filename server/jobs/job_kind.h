@@ -60,5 +60,27 @@ const JobKind* FindJobKind(absl::string_view name);
 const JobKind& LocateJobKind();
 const JobKind& ScoreJobKind();
 const JobKind& AblateJobKind();
+const JobKind& QuantizeJobKind();
+
+// Locate's share of the progress of a job that runs it first.
+constexpr double kLocateShare = 0.05;
+
+// For kinds that default to the model's super weights: where the work asks for it
+// (locate_super_weights), Locate's confirmed ones appended to `super_weights` (progress up to
+// kLocateShare); FAILED_PRECONDITION when it confirms none.
+absl::Status LocateSuperWeightsFirst(const JobRun& run,
+                                     std::vector<SuperWeightCoordinate>* super_weights);
+// The result's record of the super weights used and where they came from.
+template <typename Result>
+void RecordSuperWeights(const JobWork& work, const std::vector<SuperWeightCoordinate>& used,
+                        Result* result) {
+  result->set_super_weights_source(work.locate_super_weights ? "locate" : "request");
+  for (const SuperWeightCoordinate& c : used) {
+    v1::Coordinate* p = result->add_super_weights();
+    p->set_layer(c.layer);
+    p->set_row(c.row);
+    p->set_col(c.col);
+  }
+}
 
 }  // namespace superweight::server

@@ -8,6 +8,7 @@
 
 #include "engine/analysis/ablate.h"
 #include "engine/analysis/locate.h"
+#include "engine/analysis/quantize.h"
 #include "engine/model/model.h"
 #include "engine/runtime/edit_set.h"
 #include "engine/runtime/matmul.h"
@@ -22,12 +23,15 @@ struct JobWork {
   // Score: window 0 scores one sequence; > 0 is perplexity over windows.
   int window = 0;
   int max_windows = 0;
-  // Locate; Ablate when it locates its super weights first (locate_super_weights), on `tokens`.
+  // Locate; Ablate and Quantize when they locate their super weights first
+  // (locate_super_weights), on `tokens`.
   LocateOptions locate;
   std::string known_model;
+  bool locate_super_weights = false;
   // Ablate.
   AblateOptions ablate;
-  bool locate_super_weights = false;
+  // Quantize.
+  QuantizeOptions quantize;
 };
 
 }  // namespace superweight::server

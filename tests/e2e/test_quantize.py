@@ -1,0 +1,121 @@
+"""Quantize through the real server and client: the table's rows and errors, the super weights
+from Locate by default, bad settings refused, cancellation, and the result after a restart."""
+import time
+
+import pytest
+
+from conftest import PLANTED, Server, coordinate
+
+SMALL = ["--tasks=wikitext2,piqa", "--max_examples=4", "--window=128", "--max_windows=1"]
+
+
+def test_rows_in_order_with_metrics_and_the_super_weight_restored(server):
+    layer, row, col = PLANTED
+    r = server.call("quantize", "--model=planted", f"--super_weights={layer},{row},{col}",
+                    "--bits=8,2", "--block_size=row,tensor", "--aware", *SMALL)["result"]
+    assert r["super_weights_source"] == "request"
+    assert [coordinate({"coordinate": c}) for c in r["super_weights"]] == [PLANTED]
+    names = [row["setting"] for row in r["rows"]]
+    assert names == ["FP", "INT8 brow", "INT8 brow z=9 +SW", "INT8 btensor",
+                     "INT8 btensor z=9 +SW", "INT2 brow", "INT2 brow z=9 +SW", "INT2 btensor",
+                     "INT2 btensor z=9 +SW"]
+    rows = {row["setting"]: row for row in r["rows"]}
+    for row in r["rows"]:
+        m = row["metrics"]
+        for name in ("wikitext2/perplexity", "piqa/acc", "piqa/acc_norm", "average/acc",
+                     "weights/mse", "super_weights/max_rel_error"):
+            assert name in m, (row["setting"], name)
+        assert row["examples"] == {"piqa": 4}
+    fp = rows["FP"]["metrics"]
+    assert fp["weights/mse"] == 0
+    # INT8 per row is close to the stored model; INT2 over the whole tensor is not, and clipping
+    # the planted outlier (4000), which widens plain RTN's step, helps.
+    assert abs(rows["INT8 brow"]["metrics"]["wikitext2/perplexity"] / fp["wikitext2/perplexity"]
+               - 1) < 0.02
+    plain, aware = rows["INT2 btensor"]["metrics"], rows["INT2 btensor z=9 +SW"]["metrics"]
+    assert plain["wikitext2/perplexity"] > 2 * fp["wikitext2/perplexity"]
+    assert aware["weights/mse"] < plain["weights/mse"]
+    assert aware["wikitext2/perplexity"] < plain["wikitext2/perplexity"]
+    assert aware["super_weights/max_rel_error"] == 0
+    assert rows["INT2 btensor z=9 +SW"]["super_weight_relative_error"] == [0]
+    assert rows["INT2 btensor z=9 +SW"]["spec"]["restore_super_weights"]
+    assert rows["INT2 btensor z=9 +SW"]["spec"]["clip"] == "z"
+
+
+def test_smollm2_super_weight_from_locate(server):
+    r = server.call("quantize", "--model=smollm2.gguf", "--bits=8", "--block_size=row",
+                    "--tasks=wikitext2", "--window=256", "--max_windows=1", "--restore")["result"]
+    assert r["super_weights_source"] == "locate"
+    assert [coordinate({"coordinate": c}) for c in r["super_weights"]] == [(11, 507, 1229)]
+    fp, q = (row["metrics"] for row in r["rows"])
+    assert q["super_weights/max_rel_error"] == 0
+    assert abs(q["wikitext2/perplexity"] / fp["wikitext2/perplexity"] - 1) < 0.05
+
+
+def test_table_and_plot_on_a_terminal_free_run(server, tmp_path):
+    plot = tmp_path / "fig7.svg"
+    out = server.client("quantize", "--model=planted", "--super_weights=1,37,101", "--bits=4",
+                        "--block_size=64,4096,tensor", "--aware", f"--plot={plot}",
+                        "--tasks=wikitext2", "--window=128", "--max_windows=1")
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("job ") and "layers[1].mlp.down_proj.weight[37, 101]" in lines[0]
+    assert lines[1].split()[:2] == ["setting", "wikitext2/perplexity"]
+    assert [line.split()[0] for line in lines[2:]] == ["FP"] + ["INT4"] * 6
+    svg = plot.read_text()
+    assert svg.startswith("<svg") and "RTN" in svg and "SW-aware" in svg and "tensor" in svg
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--bits=0"], "bits"),
+    (["--bits=9"], "bits"),
+    (["--block_size=1"], "block size"),
+    (["--clip=bogus"], "unknown clip method"),
+    (["--clip=z", "--clip_value=-1"], "clip value"),
+    (["--clip=block_top", "--clip_value=2"], "below 1"),
+    (["--bits=4", "--super_weights=1,9999,0"], "outside"),
+    (["--bits=4", "--tasks=mmlu"], "unknown task"),
+    (["--bits=4", "--window=1"], "window"),
+])
+def test_bad_settings_are_refused(server, flags, message):
+    out = server.client("quantize", "--model=planted", "--super_weights=1,37,101", *flags,
+                        check=False)
+    assert out.returncode == 1, out.stderr
+    assert "INVALID_ARGUMENT" in out.stderr and message in out.stderr, out.stderr
+    assert server.client("models").returncode == 0
+
+
+def test_block_size_zero_and_negative_are_usage_errors(server):
+    for bad in ("0", "-3", "x"):
+        out = server.client("quantize", "--model=planted", f"--block_size={bad}", check=False)
+        assert out.returncode == 2 and "--block_size" in out.stderr, out.stderr
+
+
+def test_cancelled_mid_job_and_kept_across_a_restart(model_root, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("t")
+    first = Server(model_root, tmp_path / "state", token).start()
+    try:
+        done = first.call("quantize", "--model=planted", "--super_weights=1,37,101", "--bits=4",
+                          "--block_size=row", *SMALL)
+        long_job = first.client("quantize", "--model=smollm2.gguf", "--super_weights=11,507,1229",
+                                "--no_wait").stdout.strip()
+        time.sleep(3)
+        first.client("cancel", f"--job={long_job}")
+        t0 = time.time()
+        while time.time() - t0 < 5:
+            job = {j["id"]: j for j in first.call("jobs")["jobs"]}[long_job]
+            if job["state"] == "CANCELLED":
+                break
+            time.sleep(0.1)
+        assert job["state"] == "CANCELLED"
+        assert time.time() - t0 < 2
+    finally:
+        first.stop()
+    second = Server(model_root, tmp_path / "state", token).start()
+    try:
+        jobs = {j["id"]: j for j in second.call("jobs")["jobs"]}
+        assert jobs[done["job_id"]]["state"] == "SUCCEEDED"
+        assert jobs[done["job_id"]]["quantize"]["rows"] == done["result"]["rows"]
+        assert jobs[long_job]["state"] == "CANCELLED"
+    finally:
+        second.stop()
