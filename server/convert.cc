@@ -1,7 +1,6 @@
 #include "server/convert.h"
 
 #include <algorithm>
-
 #include <cmath>
 
 #include "absl/strings/str_format.h"
