@@ -12,7 +12,12 @@
 //       [--confirm_file=F]
 //   superweight-engine eval MODEL --task=piqa --data_dir=server/data/eval [--max_examples=N]
 //       (per example: each choice's log-likelihood, acc's and acc_norm's pick)
+//   superweight-engine weight MODEL --layer=N --kind=down_proj --out=F  (f32, [rows, cols])
+//   superweight-engine quantize-row F32_FILE --type=Q4_1 --out=F
+//   superweight-engine requantize SRC.gguf --type=Q8_0 --out=OUT.gguf
 //   superweight-engine cpu  (the CPU class in use and those below it)
+// Model verbs take --quantize=BITS,BLOCK[,CLIP[,VALUE]] [--keep=L,R,C] [--quantize_lm_head]:
+// every linear weight of the layers fake-quantized (quant/rtn.h) for what the verb does.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -27,6 +32,7 @@
 #include "engine/analysis/eval_tasks.h"
 #include "engine/analysis/harness.h"
 #include "engine/analysis/locate.h"
+#include "engine/analysis/quantize.h"
 #include "engine/analysis/score.h"
 #include "engine/formats/dequantize.h"
 #include "engine/formats/gguf_requantize.h"
@@ -157,7 +163,46 @@ int main(int argc, char** argv) {
   if (!model.ok()) return Fail(std::string(model.status().ToString()));
   const double open_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  const sw::Model& m = **model;
+  // --quantize=BITS,BLOCK[,CLIP[,VALUE]] (BLOCK: elements, tensor or row) fake-quantizes every
+  // linear weight of the layers for whatever the verb does; --keep=L,R,C (repeatable via
+  // commas in groups of three) keeps super weights; --quantize_lm_head includes the lm_head.
+  sw::FakeQuantizedModel quantized;
+  const sw::Model* opened = model->get();
+  if (flags.count("quantize")) {
+    std::vector<std::string> parts = absl::StrSplit(flags["quantize"], ',');
+    sw::RtnSpec spec;
+    if (parts.size() < 2 || !absl::SimpleAtoi(parts[0], &spec.bits)) {
+      return Fail("--quantize wants BITS,BLOCK[,CLIP[,VALUE]]");
+    }
+    if (parts[1] == "tensor") {
+      spec.block_size = sw::kBlockTensor;
+    } else if (parts[1] == "row") {
+      spec.block_size = sw::kBlockRow;
+    } else if (!absl::SimpleAtoi(parts[1], &spec.block_size)) {
+      return Fail("bad --quantize block size");
+    }
+    if (parts.size() > 2) {
+      auto clip = sw::ParseClipMethod(parts[2]);
+      if (!clip.ok()) return Fail(std::string(clip.status().message()));
+      spec.clip = *clip;
+      spec.clip_value = sw::DefaultClipValue(*clip);
+      if (parts.size() > 3 && !absl::SimpleAtod(parts[3], &spec.clip_value)) {
+        return Fail("bad --quantize clip value");
+      }
+    }
+    std::vector<sw::SuperWeightCoordinate> keep;
+    std::vector<int64_t> k;
+    if (flags.count("keep") && (!ParseInts(flags["keep"], &k) || k.size() % 3 != 0)) {
+      return Fail("--keep wants LAYER,ROW,COL[,LAYER,ROW,COL...]");
+    }
+    for (size_t i = 0; i < k.size(); i += 3)
+      keep.push_back({static_cast<int>(k[i]), k[i + 1], k[i + 2]});
+    auto q = sw::FakeQuantizeModel(**model, spec, keep, flags.count("quantize_lm_head") > 0);
+    if (!q.ok()) return Fail(std::string(q.status().ToString()));
+    quantized = std::move(*q);
+    opened = quantized.model.get();
+  }
+  const sw::Model& m = *opened;
   const sw::Precision precision = flags.count("bf16") ? sw::Precision::kBF16 : sw::Precision::kF32;
   sw::EditSet edits;
   for (const std::string& z : zeros) {
@@ -187,7 +232,24 @@ int main(int argc, char** argv) {
     ids = m.tokenizer->Encode(text, add_bos);
   }
   Json out;
-  if (verb == "info") {
+  if (verb == "weight") {  // layers[--layer].--kind (q_proj ... down_proj) as f32 to --out
+    int layer = 0;
+    if (!absl::SimpleAtoi(flags["layer"], &layer) || layer < 0 || layer >= m.config.layers) {
+      return Fail("bad --layer");
+    }
+    int kind = -1;
+    for (int k = 0; k < sw::kNumLinearKinds; ++k) {
+      if (flags["kind"] == sw::LinearKindName(static_cast<sw::LinearKind>(k))) kind = k;
+    }
+    if (kind < 0) return Fail("bad --kind");
+    const sw::Matrix& w = m.layers[layer].Get(static_cast<sw::LinearKind>(kind));
+    std::vector<float> values(w.rows * w.cols);
+    for (int64_t r = 0; r < w.rows; ++r) w.RowToFloat(r, &values[r * w.cols]);
+    std::ofstream f(flags["out"], std::ios::binary);
+    f.write(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+    if (!f) return Fail("cannot write --out");
+    out = {{"rows", w.rows}, {"cols", w.cols}, {"weight_mse", quantized.weight_mse}};
+  } else if (verb == "info") {
     const auto& c = m.config;
     out = {{"name", m.name},
            {"format", sw::ModelFormatName(m.format)},
