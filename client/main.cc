@@ -66,6 +66,12 @@ ABSL_FLAG(bool, aware, false,
           "quantize: each block size twice, plain RTN and super-weight-aware (clipped, --clip "
           "or z; super weights restored)");
 ABSL_FLAG(bool, restore, false, "quantize: put the super weights back after quantizing");
+ABSL_FLAG(std::string, export, "",
+          "quantize: write the one setting under the server's --export_root: gguf:TYPE (Q4_0, "
+          "Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16, F32), hf or hf:f32");
+ABSL_FLAG(std::string, export_name, "", "quantize: the export's file or directory name");
+ABSL_FLAG(std::string, super_weight_tensor_type, "",
+          "quantize: gguf export: the type of the down_proj holding a super weight (F16, Q8_0)");
 ABSL_FLAG(std::string, token_file, "", "file with the bearer token");
 ABSL_FLAG(std::string, ca_cert, "", "PEM root certificate: connect with TLS");
 ABSL_FLAG(double, timeout, 600, "seconds before the call is abandoned");
@@ -701,6 +707,9 @@ int main(int argc, char** argv) {
     req.set_window(absl::GetFlag(FLAGS_window));
     req.set_max_windows(absl::GetFlag(FLAGS_max_windows));
     req.set_precision(precision);
+    req.set_export_format(absl::GetFlag(FLAGS_export));
+    req.set_export_name(absl::GetFlag(FLAGS_export_name));
+    req.set_super_weight_tensor_type(absl::GetFlag(FLAGS_super_weight_tensor_type));
     v1::QuantizeResponse resp;
     const int rc = run_job([&](v1::QuantizeRequest& q) { return stub->Quantize(&ctx, q, &resp); },
                            req, resp, [](const v1::Job& job) { return job.quantize(); });
@@ -710,6 +719,12 @@ int main(int argc, char** argv) {
     } else {
       PrintSuperWeights(resp.job_id(), resp.result());
       PrintRows(resp.result().rows());
+      if (resp.result().has_exported()) {
+        const v1::ExportedModel& e = resp.result().exported();
+        std::cout << absl::StrFormat("exported %s: %s (%d bytes, sha256 %s)%s\n", e.format(),
+                                     e.path(), e.bytes(), e.sha256(),
+                                     e.model().empty() ? "" : ", served as " + e.model());
+      }
     }
     if (!absl::GetFlag(FLAGS_plot).empty() &&
         !PlotQuantization(resp.result(), absl::GetFlag(FLAGS_plot))) {

@@ -119,16 +119,16 @@ v1::QuantizeSetting ToProto(const QuantizeSetting& s) {
   return p;
 }
 
-v1::QuantizeResult ToProto(const std::vector<QuantizeRow>& rows) {
+v1::QuantizeResult ToProto(const std::vector<QuantizeTableRow>& rows) {
   v1::QuantizeResult out;
-  for (const QuantizeRow& row : rows) {
+  for (const QuantizeTableRow& row : rows) {
     v1::QuantizeResult::Row* p = out.add_rows();
-    p->set_setting(row.setting.Name());
+    p->set_setting(row.name.empty() ? row.setting.Name() : row.name);
     *p->mutable_spec() = ToProto(row.setting);
     const Evaluation& e = row.evaluation;
     EvaluationMetrics(e.tasks, e.wikitext2_perplexity, e.average_acc, p->mutable_metrics(),
                       p->mutable_examples());
-    (*p->mutable_metrics())["weights/mse"] = row.weight_mse;
+    if (row.weight_mse >= 0) (*p->mutable_metrics())["weights/mse"] = row.weight_mse;
     double worst = 0;
     for (double err : row.super_weight_relative_error) {
       p->add_super_weight_relative_error(err);

@@ -29,7 +29,7 @@ v1::AblateResult ToProto(const AblateResult& r);
 absl::StatusOr<QuantizeSetting> FromProto(const v1::QuantizeSetting& s);
 v1::QuantizeSetting ToProto(const QuantizeSetting& s);
 // Rows with Ablate's metrics plus weights/mse.
-v1::QuantizeResult ToProto(const std::vector<QuantizeRow>& rows);
+v1::QuantizeResult ToProto(const std::vector<QuantizeTableRow>& rows);
 v1::ModelInfo ToProto(const ModelSummary& m, const std::string& name);
 
 }  // namespace superweight::server

@@ -1,7 +1,10 @@
 // superweightd: the superweight gRPC server.
 #include <pthread.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -34,6 +37,9 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key");
 ABSL_FLAG(std::string, token_file, "", "file holding the bearer token clients must send");
 ABSL_FLAG(std::string, eval_data_dir, SUPERWEIGHT_DEFAULT_EVAL_DATA_DIR,
           "directory of Ablate's evaluation sets (the layout of server/data/eval)");
+ABSL_FLAG(std::string, export_root, "",
+          "directory Quantize writes exported models to (empty: exports refused); under "
+          "--model_root, the server opens them by name at once");
 ABSL_FLAG(std::string, confirm_text_file, "",
           "text whose perplexity confirms located super weights (its first 16 KiB are used); "
           "default: the first 16 KiB of WikiText-2's test split, built in");
@@ -73,6 +79,25 @@ int main(int argc, char** argv) {
   options.max_tokens = absl::GetFlag(FLAGS_max_tokens);
   options.max_text_tokens = absl::GetFlag(FLAGS_max_text_tokens);
   options.eval_data_dir = absl::GetFlag(FLAGS_eval_data_dir);
+  // Both canonical, so that an export's registry name is its path below the model root.
+  if (char* root = ::realpath(absl::GetFlag(FLAGS_model_root).c_str(), nullptr)) {
+    options.model_root = root;
+    ::free(root);
+  }
+  if (!absl::GetFlag(FLAGS_export_root).empty()) {
+    const std::string dir = absl::GetFlag(FLAGS_export_root);
+    ::mkdir(dir.c_str(), 0755);  // one level; its parent must exist
+    char* root = ::realpath(dir.c_str(), nullptr);
+    struct stat st;
+    if (root == nullptr || ::stat(root, &st) != 0 || !S_ISDIR(st.st_mode) ||
+        ::access(root, W_OK) != 0) {
+      std::cerr << "superweightd: --export_root " << dir << " is not a writable directory\n";
+      ::free(root);
+      return 2;
+    }
+    options.export_root = root;
+    ::free(root);
+  }
   bool ok = true;
   if (!absl::GetFlag(FLAGS_token_file).empty()) {
     options.bearer_token =

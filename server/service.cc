@@ -1,5 +1,7 @@
 #include "server/service.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -8,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/formats/quantize_ggml.h"
 #include "server/convert.h"
 #include "server/known_directory.h"
 
@@ -286,6 +289,72 @@ grpc::Status SuperWeightService::Ablate(grpc::ServerContext* ctx, const v1::Abla
   });
 }
 
+absl::Status SuperWeightService::PlanExport(const v1::QuantizeRequest& req, const Model& m,
+                                            const std::vector<QuantizeSetting>& settings,
+                                            JobWork::Export* out) const {
+  if (req.export_format().empty()) {
+    if (!req.export_name().empty() || !req.super_weight_tensor_type().empty()) {
+      return absl::InvalidArgumentError("export_name and super_weight_tensor_type need export");
+    }
+    return absl::OkStatus();
+  }
+  if (options_.export_root.empty()) {
+    return absl::InvalidArgumentError("this server has no --export_root: exports are refused");
+  }
+  if (std::count_if(settings.begin(), settings.end(),
+                    [](const QuantizeSetting& s) { return !s.full_precision; }) != 1) {
+    return absl::InvalidArgumentError("an export writes one setting: give exactly one besides FP");
+  }
+  const std::string& format = req.export_format();
+  if (format.rfind("gguf:", 0) == 0) {
+    auto type = DTypeFromName(format.substr(5));
+    if (!type.ok() || !HasGgmlQuantizer(*type)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("export ", format.substr(0, 40),
+                       ": the GGUF types are Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16, F32"));
+    }
+    if (m.format != ModelFormat::kGguf) {
+      return absl::FailedPreconditionError(
+          "a GGUF export carries over a GGUF source's metadata and tokenizer: this model is not "
+          "a GGUF file");
+    }
+    out->format = "gguf";
+    out->type = *type;
+    if (!req.super_weight_tensor_type().empty()) {
+      auto sw_type = DTypeFromName(req.super_weight_tensor_type());
+      if (!sw_type.ok() || !HasGgmlQuantizer(*sw_type)) {
+        return absl::InvalidArgumentError("super_weight_tensor_type: F16 or Q8_0 (any GGUF type)");
+      }
+      out->super_weight_tensor_type = *sw_type;
+    }
+  } else if (format == "hf" || format == "hf:bf16" || format == "hf:f32") {
+    out->format = "hf";
+    out->type = format == "hf:f32" ? DType::kF32 : DType::kBF16;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown export '", format.substr(0, 40), "' (gguf:TYPE, hf, hf:f32)"));
+  }
+  const std::string& name = req.export_name();
+  if (name.empty() || name.size() > 200 || name[0] == '.' ||
+      name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") !=
+          std::string::npos) {
+    return absl::InvalidArgumentError(
+        "export_name: a plain file or directory name under --export_root (letters, digits, "
+        "'.', '_', '-'; not starting with '.')");
+  }
+  out->relative_path = name;
+  out->path = options_.export_root + "/" + name;
+  struct stat st;
+  if (::lstat(out->path.c_str(), &st) == 0) {
+    return absl::AlreadyExistsError(absl::StrCat("export ", name, " already exists"));
+  }
+  if (!options_.model_root.empty() &&
+      options_.export_root.rfind(options_.model_root + "/", 0) == 0) {
+    out->model = options_.export_root.substr(options_.model_root.size() + 1) + "/" + name;
+  }
+  return absl::OkStatus();
+}
+
 grpc::Status SuperWeightService::Quantize(grpc::ServerContext* ctx, const v1::QuantizeRequest* req,
                                           v1::QuantizeResponse* resp) {
   return Handle("Quantize", ctx, [&]() -> absl::Status {
@@ -312,6 +381,7 @@ grpc::Status SuperWeightService::Quantize(grpc::ServerContext* ctx, const v1::Qu
       return s;
     }
     o.harness.precision = FromProto(req->precision());
+    if (absl::Status s = PlanExport(*req, m, o.settings, &work.quantize_export); !s.ok()) return s;
     if (absl::Status s = SuperWeightsOrLocate(m, req->super_weights(), o.harness.precision, &work,
                                               &o.super_weights);
         !s.ok()) {

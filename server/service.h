@@ -21,6 +21,8 @@ struct ServiceOptions {
   std::string bearer_token;   // empty: no authentication
   std::string confirm_text;   // Locate's default confirmation text
   std::string eval_data_dir;  // Ablate's evaluation sets (data/eval/, data/SOURCES.md)
+  std::string export_root;    // where Quantize writes exports (empty: refused)
+  std::string model_root;     // to name exports the registry can open
 };
 
 class SuperWeightService final : public v1::SuperWeightService::Service {
@@ -69,6 +71,10 @@ class SuperWeightService final : public v1::SuperWeightService::Service {
                                   const google::protobuf::RepeatedPtrField<std::string>& tasks,
                                   int max_examples, int window, int max_windows,
                                   EvaluationPlan* plan) const;
+  // A Quantize request's export checked and placed under --export_root (nothing when it asks
+  // for none).
+  absl::Status PlanExport(const v1::QuantizeRequest& req, const Model& model,
+                          const std::vector<QuantizeSetting>& settings, JobWork::Export* out) const;
   // The request's super weights, checked against the model; none named: the work is set to
   // run Locate first (on the paper's prompt, confirmed on the server's text).
   absl::Status SuperWeightsOrLocate(const Model& model,

@@ -23,10 +23,13 @@ std::vector<QuantizeSetting> DefaultQuantizeSettings() {
   return settings;
 }
 
-absl::StatusOr<FakeQuantizedModel> FakeQuantizeModel(const Model& model, const RtnSpec& spec,
-                                                     const std::vector<SuperWeightCoordinate>& keep,
-                                                     bool quantize_lm_head,
-                                                     const std::atomic<bool>* cancelled) {
+namespace {
+
+// Every linear weight of the layers (and the lm_head where asked and not tied) given an
+// RtnTensor: rounding, or the clipping alone.
+absl::StatusOr<FakeQuantizedModel> TransformLinearWeights(
+    const Model& model, const RtnSpec& spec, const std::vector<SuperWeightCoordinate>& keep,
+    bool quantize_lm_head, const std::atomic<bool>* cancelled, bool round) {
   if (absl::Status s = spec.Validate(); !s.ok()) return s;
   if (absl::Status s = CheckSuperWeights(model, keep); !s.ok()) return s;
   FakeQuantizedModel q;
@@ -35,7 +38,8 @@ absl::StatusOr<FakeQuantizedModel> FakeQuantizeModel(const Model& model, const R
   auto quantize = [&](Matrix* w, const std::vector<KeptElement>& kept,
                       const std::string& what) -> absl::Status {
     if (cancelled != nullptr && cancelled->load()) return absl::CancelledError("cancelled");
-    absl::StatusOr<std::unique_ptr<RtnTensor>> t = RtnTensor::Make(*w, spec, kept);
+    absl::StatusOr<std::unique_ptr<RtnTensor>> t =
+        round ? RtnTensor::Make(*w, spec, kept) : RtnTensor::MakeClipOnly(*w, spec, kept);
     if (!t.ok())
       return absl::Status(t.status().code(), absl::StrCat(what, ": ", t.status().message()));
     squared_error += (*t)->squared_error();
@@ -66,8 +70,36 @@ absl::StatusOr<FakeQuantizedModel> FakeQuantizeModel(const Model& model, const R
   return q;
 }
 
-absl::StatusOr<std::vector<QuantizeRow>> Quantize(const Model& model,
-                                                  const QuantizeOptions& options) {
+}  // namespace
+
+absl::StatusOr<FakeQuantizedModel> FakeQuantizeModel(const Model& model, const RtnSpec& spec,
+                                                     const std::vector<SuperWeightCoordinate>& keep,
+                                                     bool quantize_lm_head,
+                                                     const std::atomic<bool>* cancelled) {
+  return TransformLinearWeights(model, spec, keep, quantize_lm_head, cancelled, /*round=*/true);
+}
+
+absl::StatusOr<FakeQuantizedModel> ClipLinearWeights(const Model& model, const RtnSpec& spec,
+                                                     const std::vector<SuperWeightCoordinate>& keep,
+                                                     bool lm_head,
+                                                     const std::atomic<bool>* cancelled) {
+  return TransformLinearWeights(model, spec, keep, lm_head, cancelled, /*round=*/false);
+}
+
+std::vector<double> SuperWeightRelativeErrors(
+    const Model& stored, const Model& quantized,
+    const std::vector<SuperWeightCoordinate>& super_weights) {
+  std::vector<double> errors;
+  for (const SuperWeightCoordinate& sw : super_weights) {
+    const float a = stored.layers[sw.layer].Get(LinearKind::kDown).At(sw.row, sw.col);
+    const float b = quantized.layers[sw.layer].Get(LinearKind::kDown).At(sw.row, sw.col);
+    errors.push_back(a != 0 ? std::fabs(static_cast<double>(b) - a) / std::fabs(a) : 0.0);
+  }
+  return errors;
+}
+
+absl::StatusOr<std::vector<QuantizeTableRow>> Quantize(const Model& model,
+                                                       const QuantizeOptions& options) {
   if (absl::Status s = CheckSuperWeights(model, options.super_weights); !s.ok()) return s;
   for (const QuantizeSetting& setting : options.settings) {
     if (setting.full_precision) continue;
@@ -76,9 +108,9 @@ absl::StatusOr<std::vector<QuantizeRow>> Quantize(const Model& model,
   StepProgress progress(options.harness,
                         static_cast<int>(options.settings.size()) * options.plan.steps(),
                         options.on_progress);
-  std::vector<QuantizeRow> rows;
+  std::vector<QuantizeTableRow> rows;
   for (const QuantizeSetting& setting : options.settings) {
-    QuantizeRow row;
+    QuantizeTableRow row;
     row.setting = setting;
     FakeQuantizedModel quantized;
     const Model* evaluated = &model;
@@ -93,12 +125,9 @@ absl::StatusOr<std::vector<QuantizeRow>> Quantize(const Model& model,
       evaluated = quantized.model.get();
       row.weight_mse = quantized.weight_mse;
     }
-    for (const SuperWeightCoordinate& sw : options.super_weights) {
-      const float stored = model.layers[sw.layer].Get(LinearKind::kDown).At(sw.row, sw.col);
-      const float now = evaluated->layers[sw.layer].Get(LinearKind::kDown).At(sw.row, sw.col);
-      row.super_weight_relative_error.push_back(
-          stored != 0 ? std::fabs(static_cast<double>(now) - stored) / std::fabs(stored) : 0.0);
-    }
+    row.name = setting.Name();
+    row.super_weight_relative_error =
+        SuperWeightRelativeErrors(model, *evaluated, options.super_weights);
     absl::StatusOr<Evaluation> evaluation =
         EvaluateModel(*evaluated, options.plan, BatchEdits(), setting.Name(), &progress);
     if (!evaluation.ok()) return evaluation.status();

@@ -41,10 +41,23 @@ absl::StatusOr<FakeQuantizedModel> FakeQuantizeModel(const Model& model, const R
                                                      bool quantize_lm_head,
                                                      const std::atomic<bool>* cancelled = nullptr);
 
-struct QuantizeRow {
+// The same view with the spec's clipping alone (no rounding), the super weights kept: the values
+// an export hands to a GGML quantizer.
+absl::StatusOr<FakeQuantizedModel> ClipLinearWeights(const Model& model, const RtnSpec& spec,
+                                                     const std::vector<SuperWeightCoordinate>& keep,
+                                                     bool lm_head,
+                                                     const std::atomic<bool>* cancelled = nullptr);
+
+// Per super weight: |value in `quantized` - value in `stored`| / |stored| (0 where stored is 0).
+std::vector<double> SuperWeightRelativeErrors(
+    const Model& stored, const Model& quantized,
+    const std::vector<SuperWeightCoordinate>& super_weights);
+
+struct QuantizeTableRow {
+  std::string name;  // the setting's Name(), or what an export row is
   QuantizeSetting setting;
   Evaluation evaluation;
-  double weight_mse = 0;
+  double weight_mse = 0;  // -1: not measured
   // Per super weight: |quantized - stored| / |stored| (0 where restored).
   std::vector<double> super_weight_relative_error;
 };
@@ -59,7 +72,7 @@ struct QuantizeOptions {
 };
 
 // INVALID_ARGUMENT for a bad setting or super weight, before any work.
-absl::StatusOr<std::vector<QuantizeRow>> Quantize(const Model& model,
-                                                  const QuantizeOptions& options);
+absl::StatusOr<std::vector<QuantizeTableRow>> Quantize(const Model& model,
+                                                       const QuantizeOptions& options);
 
 }  // namespace superweight

@@ -187,15 +187,39 @@ absl::StatusOr<std::unique_ptr<RtnTensor>> RtnTensor::Make(const Matrix& w, cons
   return t;
 }
 
+absl::StatusOr<std::unique_ptr<RtnTensor>> RtnTensor::MakeClipOnly(
+    const Matrix& w, const RtnSpec& spec, const std::vector<KeptElement>& keep) {
+  absl::StatusOr<std::unique_ptr<RtnTensor>> t = Make(w, spec, keep);
+  if (!t.ok()) return t;
+  (*t)->round_ = false;
+  // The error of clipping alone.
+  (*t)->squared_error_ = 0;
+  std::vector<float> row(w.cols), clipped(w.cols);
+  for (int64_t r = 0; r < w.rows; ++r) {
+    w.RowToFloat(r, row.data());
+    clipped = row;
+    (*t)->Apply(r, 1, w.cols, clipped.data());
+    for (int64_t c = 0; c < w.cols; ++c) {
+      const double d = static_cast<double>(clipped[c]) - row[c];
+      (*t)->squared_error_ += d * d;
+    }
+  }
+  return t;
+}
+
 void RtnTensor::Apply(int64_t first_row, int64_t rows, int64_t cols, float* values) const {
   const int64_t begin = first_row * cols_, end = begin + rows * cols;
   for (int64_t i = begin; i < end;) {
     const int64_t b = i / block_elements_;
     const int64_t stop = std::min(end, (b + 1) * block_elements_);
     const float clip = clip_[b], min = min_[b], step = step_[b];
-    for (; i < stop; ++i) {
-      float& v = values[i - begin];
-      v = RtnQuantizeValue(v, clip, min, step, levels_);
+    if (round_) {
+      for (; i < stop; ++i) {
+        float& v = values[i - begin];
+        v = RtnQuantizeValue(v, clip, min, step, levels_);
+      }
+    } else {
+      for (; i < stop; ++i) values[i - begin] = std::min(std::max(values[i - begin], -clip), clip);
     }
   }
   auto it =

@@ -58,6 +58,10 @@ class RtnTensor : public WeightTransform {
   // is not finite.
   static absl::StatusOr<std::unique_ptr<RtnTensor>> Make(const Matrix& w, const RtnSpec& spec,
                                                          const std::vector<KeptElement>& keep);
+  // The spec's clipping alone, no rounding (kept elements still restored): what a GGML
+  // quantizer is given when an export clips outliers first.
+  static absl::StatusOr<std::unique_ptr<RtnTensor>> MakeClipOnly(
+      const Matrix& w, const RtnSpec& spec, const std::vector<KeptElement>& keep);
 
   void Apply(int64_t first_row, int64_t rows, int64_t cols, float* values) const override;
 
@@ -70,6 +74,7 @@ class RtnTensor : public WeightTransform {
   RtnTensor() = default;
   int64_t rows_ = 0, cols_ = 0, block_elements_ = 0;
   int levels_ = 15;
+  bool round_ = true;
   std::vector<float> clip_, min_, step_;         // per block; clip_ +inf where none
   std::vector<std::pair<int64_t, float>> kept_;  // flat index -> stored value, sorted
   double squared_error_ = 0;

@@ -32,6 +32,14 @@ struct JobWork {
   AblateOptions ablate;
   // Quantize.
   QuantizeOptions quantize;
+  struct Export {
+    std::string format;  // "" (none), "gguf", "hf"
+    DType type = DType::kQ4_1;  // gguf: the linear weights'; hf: BF16 or F32
+    DType super_weight_tensor_type = DType::kF16;
+    std::string path;   // absolute, under --export_root
+    std::string relative_path;
+    std::string model;  // the registry's name for it, or ""
+  } quantize_export;
 };
 
 }  // namespace superweight::server

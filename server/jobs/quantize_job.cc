@@ -1,11 +1,86 @@
 // Quantize: the paper's weight quantization grid as one table (engine/analysis/quantize.h), on
-// the super weights the request names or, by default, those Locate confirms first.
+// the super weights the request names or, by default, those Locate confirms first; optionally the
+// one quantized setting exported under --export_root (a GGUF file, evaluated as a row of its own).
+#include <openssl/evp.h>
+
+#include <fstream>
+
+#include "absl/strings/str_format.h"
 #include "engine/analysis/quantize.h"
+#include "engine/export/export_gguf.h"
 #include "server/convert.h"
 #include "server/jobs/job_kind.h"
 
 namespace superweight::server {
 namespace {
+
+// The export's share of the progress, when there is one.
+constexpr double kExportShare = 0.15;
+
+absl::StatusOr<std::string> Sha256OfFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return absl::InternalError(absl::StrCat("cannot read back ", path));
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  std::vector<char> buffer(1 << 20);
+  while (f) {
+    f.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    EVP_DigestUpdate(ctx, buffer.data(), static_cast<size_t>(f.gcount()));
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_DigestFinal_ex(ctx, digest, &length);
+  EVP_MD_CTX_free(ctx);
+  std::string hex;
+  for (unsigned int i = 0; i < length; ++i) absl::StrAppendFormat(&hex, "%02x", digest[i]);
+  return hex;
+}
+
+// Writes the request's one quantized setting as a GGUF file, then evaluates the file as the
+// server would open it: the row tells what the exported model does.
+absl::StatusOr<QuantizeTableRow> ExportGgufAndEvaluate(const JobWork& w,
+                                                       const QuantizeSetting& setting,
+                                                       const std::atomic<bool>* cancelled,
+                                                       StepProgress* progress,
+                                                       v1::ExportedModel* exported) {
+  const JobWork::Export& e = w.quantize_export;
+  const QuantizeOptions& o = w.quantize;
+  const std::vector<SuperWeightCoordinate> kept =
+      setting.restore_super_weights ? o.super_weights : std::vector<SuperWeightCoordinate>{};
+  absl::StatusOr<FakeQuantizedModel> clipped =
+      ClipLinearWeights(*w.model, setting.spec, kept, /*lm_head=*/false, cancelled);
+  if (!clipped.ok()) return clipped.status();
+  GgufExportOptions options;
+  options.type = e.type;
+  options.super_weight_tensor_type = e.super_weight_tensor_type;
+  options.super_weights = kept;
+  options.setting = setting.Name();
+  auto summary = ExportGguf(*w.model, *clipped->model, options, e.path);
+  if (!summary.ok()) return summary.status();
+  auto sha = Sha256OfFile(e.path);
+  if (!sha.ok()) return sha.status();
+  exported->set_format(absl::StrCat("gguf:", DTypeName(e.type)));
+  exported->set_path(e.relative_path);
+  exported->set_model(e.model);
+  exported->set_bytes(summary->bytes);
+  exported->set_sha256(*sha);
+
+  auto opened = OpenModel(e.path);
+  if (!opened.ok()) {
+    return absl::InternalError(
+        absl::StrCat("the export does not open again: ", opened.status().message()));
+  }
+  QuantizeTableRow row;
+  row.setting = setting;
+  row.name = absl::StrCat("export ", DTypeName(e.type));
+  if (!kept.empty()) absl::StrAppend(&row.name, " +SW ", DTypeName(e.super_weight_tensor_type));
+  row.weight_mse = -1;
+  row.super_weight_relative_error = SuperWeightRelativeErrors(*w.model, **opened, o.super_weights);
+  auto evaluation = EvaluateModel(**opened, o.plan, BatchEdits(), row.name, progress);
+  if (!evaluation.ok()) return evaluation.status();
+  row.evaluation = std::move(*evaluation);
+  return row;
+}
 
 class QuantizeJob : public SingleJobKind {
  public:
@@ -17,15 +92,37 @@ class QuantizeJob : public SingleJobKind {
     options.harness.cancelled = run.cancelled;
     if (absl::Status s = LocateSuperWeightsFirst(run, &options.super_weights); !s.ok()) return s;
     const double base = w.locate_super_weights ? kLocateShare : 0.0;
-    options.on_progress = [&run, base](double p, const std::string&) {
-      run.set_progress(base + (1 - base) * p);
+    const bool exporting = !w.quantize_export.format.empty();
+    const double table_share = (1 - base) * (exporting ? 1 - kExportShare : 1);
+    options.on_progress = [&run, base, table_share](double p, const std::string&) {
+      run.set_progress(base + table_share * p);
     };
     metrics->RecordBatch(1, 0);
     auto rows = Quantize(*w.model, options);
     if (!rows.ok()) return rows.status();
     v1::Job job;
     v1::QuantizeResult* result = job.mutable_quantize();
+    if (exporting) {
+      const QuantizeSetting* setting = nullptr;
+      for (const QuantizeSetting& s : options.settings) {
+        if (!s.full_precision) setting = &s;
+      }
+      if (setting == nullptr) return absl::InternalError("an export without its setting");
+      if (w.quantize_export.format != "gguf") {
+        return absl::UnimplementedError("Hugging Face export is not built yet");
+      }
+      const double done = base + table_share;
+      StepProgress progress(
+          options.harness, options.plan.steps(),
+          [&run, done](double p, const std::string&) { run.set_progress(done + (1 - done) * p); });
+      auto row =
+          ExportGgufAndEvaluate(w, *setting, run.cancelled, &progress, result->mutable_exported());
+      if (!row.ok()) return row.status();
+      rows->push_back(std::move(*row));
+    }
+    const v1::ExportedModel exported = result->exported();
     *result = ToProto(*rows);
+    if (exporting) *result->mutable_exported() = exported;
     RecordSuperWeights(w, options.super_weights, result);
     return job;
   }

@@ -1,8 +1,10 @@
 """Quantize through the real server and client: the table's rows and errors, the super weights
 from Locate by default, bad settings refused, cancellation, and the result after a restart."""
+import hashlib
 import time
 
 import pytest
+from gguf import GGUFReader
 
 from conftest import PLANTED, Server, coordinate
 
@@ -119,3 +121,85 @@ def test_cancelled_mid_job_and_kept_across_a_restart(model_root, tmp_path):
         assert jobs[long_job]["state"] == "CANCELLED"
     finally:
         second.stop()
+
+
+@pytest.fixture(scope="module")
+def exporting(model_root, tmp_path_factory):
+    """A server that may write exports, under its model root (so it serves them by name)."""
+    state = tmp_path_factory.mktemp("export_state")
+    token = state / "token"
+    token.write_text("t")
+    s = Server(model_root, state / "jobs", token,
+               extra=[f"--export_root={model_root}/exports"]).start()
+    yield s
+    s.stop()
+
+
+def test_gguf_export_is_written_reported_and_served(exporting, model_root):
+    r = exporting.call("quantize", "--model=smollm2.gguf", "--super_weights=11,507,1229",
+                       "--bits=4", "--block_size=65536", "--restore", "--export=gguf:Q8_0",
+                       "--export_name=smol-q8.gguf", "--super_weight_tensor_type=F16",
+                       "--tasks=wikitext2", "--window=128", "--max_windows=1")["result"]
+    names = [row["setting"] for row in r["rows"]]
+    assert names == ["FP", "INT4 b65536 +SW", "export Q8_0 +SW F16"]
+    e = r["exported"]
+    path = model_root / "exports" / "smol-q8.gguf"
+    assert e["format"] == "gguf:Q8_0" and e["path"] == "smol-q8.gguf"
+    assert e["model"] == "exports/smol-q8.gguf"
+    assert int(e["bytes"]) == path.stat().st_size
+    assert e["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert [p.name for p in (model_root / "exports").iterdir()] == ["smol-q8.gguf"]
+    fp, exported = r["rows"][0]["metrics"], r["rows"][2]["metrics"]
+    # Q8_0 of the Q4_1 source is nearly lossless; the super weight's tensor is F16.
+    assert abs(exported["wikitext2/perplexity"] / fp["wikitext2/perplexity"] - 1) < 0.02
+    assert exported["super_weights/max_rel_error"] < 1e-3
+    reader = GGUFReader(str(path))
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert types["blk.11.ffn_down.weight"] == "F16"
+    assert types["blk.10.ffn_down.weight"] == "Q8_0" and types["blk.0.attn_q.weight"] == "Q8_0"
+    source = {t.name: t.tensor_type.name for t in GGUFReader(str(model_root / "smollm2.gguf")).tensors}
+    assert types["token_embd.weight"] == source["token_embd.weight"]  # carried over as stored
+    setting = reader.get_field("superweight.setting")
+    assert bytes(setting.parts[setting.data[0]]).decode() == "INT4 b65536 +SW"
+    # The server opens the export by name at once.
+    scored = exporting.call("score", "--model=exports/smol-q8.gguf", "--text=The cat sat on the mat.")
+    assert scored["result"]["perplexity"] > 1
+
+
+@pytest.mark.parametrize("flags,code,message", [
+    (["--export=gguf:Q4_0", "--export_name=../escape.gguf"], "INVALID_ARGUMENT", "export_name"),
+    (["--export=gguf:Q4_0", "--export_name=sub/x.gguf"], "INVALID_ARGUMENT", "export_name"),
+    (["--export=gguf:Q4_0"], "INVALID_ARGUMENT", "export_name"),
+    (["--export=gguf:Q4_K", "--export_name=k.gguf"], "INVALID_ARGUMENT", "GGUF types"),
+    (["--export=onnx", "--export_name=o"], "INVALID_ARGUMENT", "unknown export"),
+    (["--block_size=64,128", "--export=gguf:Q4_0", "--export_name=two.gguf"], "INVALID_ARGUMENT",
+     "exactly one"),
+])
+def test_bad_exports_are_refused_and_nothing_is_written(exporting, model_root, flags, code,
+                                                        message):
+    before = sorted(p.name for p in (model_root / "exports").iterdir())
+    out = exporting.client("quantize", "--model=smollm2.gguf", "--super_weights=11,507,1229",
+                           "--bits=4", "--block_size=64", *flags, check=False)
+    assert out.returncode == 1 and code in out.stderr and message in out.stderr, out.stderr
+    assert sorted(p.name for p in (model_root / "exports").iterdir()) == before
+
+
+def test_exports_need_an_export_root_and_a_gguf_source(server, exporting):
+    out = server.client("quantize", "--model=smollm2.gguf", "--super_weights=11,507,1229",
+                        "--bits=4", "--export=gguf:Q4_0", "--export_name=a.gguf", check=False)
+    assert out.returncode == 1 and "INVALID_ARGUMENT" in out.stderr
+    assert "--export_root" in out.stderr
+    out = exporting.client("quantize", "--model=planted", "--super_weights=1,37,101", "--bits=4",
+                           "--block_size=64", "--export=gguf:Q4_0", "--export_name=b.gguf",
+                           check=False)
+    assert out.returncode == 1 and "FAILED_PRECONDITION" in out.stderr, out.stderr
+
+
+def test_an_existing_export_is_never_overwritten(exporting, model_root):
+    target = model_root / "exports" / "kept.gguf"
+    target.write_bytes(b"precious")
+    out = exporting.client("quantize", "--model=smollm2.gguf", "--super_weights=11,507,1229",
+                           "--bits=4", "--block_size=64", "--export=gguf:Q4_0",
+                           "--export_name=kept.gguf", check=False)
+    assert out.returncode == 1 and "ALREADY_EXISTS" in out.stderr, out.stderr
+    assert target.read_bytes() == b"precious"

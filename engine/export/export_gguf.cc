@@ -1,0 +1,103 @@
+#include "engine/export/export_gguf.h"
+
+#include <sys/stat.h>
+
+#include "absl/strings/str_format.h"
+#include "engine/formats/gguf.h"
+#include "engine/formats/gguf_requantize.h"
+#include "engine/formats/gguf_writer.h"
+#include "engine/formats/quantize_ggml.h"
+#include "engine/model/tensor_names.h"
+#include "engine/util/mapped_file.h"
+
+namespace superweight {
+
+absl::StatusOr<GgufExportSummary> ExportGguf(const Model& source, const Model& view,
+                                             const GgufExportOptions& options,
+                                             const std::string& out_path) {
+  if (source.format != ModelFormat::kGguf) {
+    return absl::UnimplementedError(
+        "GGUF export needs a GGUF source (its metadata and tokenizer are carried over)");
+  }
+  for (DType type : {options.type, options.super_weight_tensor_type}) {
+    if (!HasGgmlQuantizer(type)) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("no reference quantizer for %s (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, "
+                          "BF16, F32)",
+                          DTypeName(type)));
+    }
+  }
+  if (absl::Status s = CheckSuperWeights(source, options.super_weights); !s.ok()) return s;
+  auto mapped = MappedFile::Open(source.path);
+  if (!mapped.ok()) return mapped.status();
+  auto gguf = ParseGguf((*mapped)->bytes(), source.path);
+  if (!gguf.ok()) return gguf.status();
+  auto file_type = LlamaFileType(options.type);
+  if (!file_type.ok()) return file_type.status();
+
+  GgufFileWriter writer;
+  writer.CopyMetadataFrom(*gguf);
+  writer.SetUint32("general.file_type", *file_type);
+  if (!options.setting.empty()) writer.SetString("superweight.setting", options.setting);
+  GgufExportSummary summary;
+  for (const std::string& name : gguf->tensor_order) {
+    const GgufTensor& t = gguf->tensors.at(name);
+    auto named = FindTensorNaming(source.config.arch, ModelFormat::kGguf, name);
+    std::optional<LinearKind> kind;
+    if (named.has_value()) {
+      if (named->naming->role == TensorRole::kAttnQkv ||
+          named->naming->role == TensorRole::kFfnGateUp) {
+        return absl::UnimplementedError("GGUF export of fused projections (Phi-3) is not built");
+      }
+      if (named->layer >= 0) kind = LinearKindOfRole(named->naming->role);
+    }
+    if (!kind.has_value()) {
+      if (absl::Status s =
+              writer.AddTensor(name, t.ne, t.dtype, absl::MakeConstSpan(t.data, t.nbytes));
+          !s.ok()) {
+        return s;
+      }
+      continue;
+    }
+    const int layer = named->layer;
+    bool holds_super_weight = false;
+    for (const SuperWeightCoordinate& sw : options.super_weights) {
+      holds_super_weight |= *kind == LinearKind::kDown && sw.layer == layer;
+    }
+    const DType type = holds_super_weight ? options.super_weight_tensor_type : options.type;
+    const Matrix& w = view.layers[layer].Get(*kind);
+    if (w.cols % Traits(type).block_elements != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: rows of %d are not whole %s blocks", name, w.cols, DTypeName(type)));
+    }
+    auto row_bytes = StorageBytes(type, static_cast<uint64_t>(w.cols));
+    if (!row_bytes.ok()) return row_bytes.status();
+    // The view's rows are the file's rows (q/k keep llama.cpp's order in both).
+    auto produce = [&w, type, row_bytes = *row_bytes,
+                    name](const GgufFileWriter::ByteSink& sink) -> absl::Status {
+      std::vector<float> values(w.cols);
+      std::vector<uint8_t> quantized(row_bytes);
+      for (int64_t r = 0; r < w.rows; ++r) {
+        w.RowToFloat(r, values.data());
+        absl::Status s = QuantizeRow(type, values.data(), w.cols, quantized.data());
+        if (!s.ok()) {
+          return absl::Status(s.code(), absl::StrFormat("%s row %d: %s", name, r, s.message()));
+        }
+        if (s = sink(quantized); !s.ok()) return s;
+      }
+      return absl::OkStatus();
+    };
+    if (absl::Status s =
+            writer.AddTensor(name, t.ne, type, GgufFileWriter::TensorProducer(produce));
+        !s.ok()) {
+      return s;
+    }
+    ++(holds_super_weight ? summary.super_weight_tensors : summary.converted);
+  }
+  if (absl::Status s = writer.WriteAtomically(out_path); !s.ok()) return s;
+  struct stat st;
+  if (::stat(out_path.c_str(), &st) == 0) summary.bytes = static_cast<uint64_t>(st.st_size);
+  return summary;
+}
+
+}  // namespace superweight

@@ -1,0 +1,43 @@
+// A quantized model as a GGUF file llama.cpp runs: the source GGUF's metadata, tokenizer and
+// other tensors carried over byte for byte, every linear weight of the layers in a GGML block
+// type from llama.cpp's reference quantizers (formats/quantize_ggml.h), given the values of a
+// model view (the stored weights, or with outliers clipped and super weights kept:
+// ClipLinearWeights), and the tensors holding super weights at a higher type.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/analysis/ablate.h"  // SuperWeightCoordinate
+#include "engine/formats/dtype.h"
+#include "engine/model/model.h"
+
+namespace superweight {
+
+struct GgufExportOptions {
+  DType type = DType::kQ4_1;  // Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16 or F32
+  // The type of each layer's down_proj that holds one of `super_weights` (F16 or Q8_0, or the
+  // same as `type`); empty super_weights: none.
+  DType super_weight_tensor_type = DType::kF16;
+  std::vector<SuperWeightCoordinate> super_weights;
+  // Recorded in the file as superweight.setting.
+  std::string setting;
+};
+
+struct GgufExportSummary {
+  int64_t converted = 0;             // linear weights written in `type`
+  int64_t super_weight_tensors = 0;  // written in super_weight_tensor_type
+  uint64_t bytes = 0;                // the file's size
+};
+
+// `view` is a view of `source` (Model::ShareWeights, possibly with transforms); source must
+// have been opened from a GGUF file. Written atomically (a temporary beside out_path, renamed).
+// INVALID_ARGUMENT for a type without a reference quantizer or rows that are not whole blocks of
+// it, UNIMPLEMENTED for sources that are not GGUF or hold fused projections.
+absl::StatusOr<GgufExportSummary> ExportGguf(const Model& source, const Model& view,
+                                             const GgufExportOptions& options,
+                                             const std::string& out_path);
+
+}  // namespace superweight
