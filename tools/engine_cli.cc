@@ -15,6 +15,7 @@
 //   superweight-engine weight MODEL --layer=N --kind=down_proj --out=F  (f32, [rows, cols])
 //   superweight-engine quantize-row F32_FILE --type=Q4_1 --out=F
 //   superweight-engine requantize SRC.gguf --type=Q8_0 --out=OUT.gguf
+//   superweight-engine export-hf MODEL --out=DIR [--dtype=f32|bf16]  (a transformers directory)
 //   superweight-engine cpu  (the CPU class in use and those below it)
 // Model verbs take --quantize=BITS,BLOCK[,CLIP[,VALUE]] [--keep=L,R,C] [--quantize_lm_head]:
 // every linear weight of the layers fake-quantized (quant/rtn.h) for what the verb does.
@@ -34,6 +35,7 @@
 #include "engine/analysis/locate.h"
 #include "engine/analysis/quantize.h"
 #include "engine/analysis/score.h"
+#include "engine/export/export_hf.h"
 #include "engine/formats/dequantize.h"
 #include "engine/formats/gguf_requantize.h"
 #include "engine/formats/quantize_ggml.h"
@@ -232,6 +234,21 @@ int main(int argc, char** argv) {
     ids = m.tokenizer->Encode(text, add_bos);
   }
   Json out;
+  if (verb == "export-hf") {  // the view (fake-quantized with --quantize) as an HF directory
+    if (flags["out"].empty()) return Fail("export-hf wants --out=DIR");
+    const std::string dtype_name = flags.count("dtype") ? flags["dtype"] : "f32";
+    if (dtype_name != "f32" && dtype_name != "bf16") return Fail("--dtype wants f32 or bf16");
+    const sw::DType dtype = dtype_name == "f32" ? sw::DType::kF32 : sw::DType::kBF16;
+    if (auto s = sw::ExportHuggingFace(m, flags["out"], dtype); !s.ok()) {
+      return Fail(std::string(s.ToString()));
+    }
+    std::cout << Json{{"out", flags["out"]},
+                      {"dtype", dtype_name},
+                      {"quantized", flags.count("quantize") > 0},
+                      {"weight_mse", quantized.weight_mse}}
+              << "\n";
+    return 0;
+  }
   if (verb == "weight") {  // layers[--layer].--kind (q_proj ... down_proj) as f32 to --out
     int layer = 0;
     if (!absl::SimpleAtoi(flags["layer"], &layer) || layer < 0 || layer >= m.config.layers) {

@@ -1,0 +1,443 @@
+#include "engine/export/export_hf.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "engine/export/output_file.h"
+#include "engine/export/safetensors_writer.h"
+#include "engine/model/tensor_names.h"
+#include "nlohmann/json.hpp"
+
+namespace superweight {
+namespace {
+
+// ordered_json keeps a copied config.json's keys where its authors put them.
+using OrderedJson = nlohmann::ordered_json;
+using RowSource = SafetensorsWriter::RowSource;
+
+// What transformers' tokenizer and generation loaders read from a model directory.
+constexpr const char* kTokenizerFiles[] = {"tokenizer.json",
+                                           "tokenizer_config.json",
+                                           "special_tokens_map.json",
+                                           "generation_config.json",
+                                           "tokenizer.model",
+                                           "vocab.json",
+                                           "merges.txt",
+                                           "added_tokens.json"};
+
+// Row `row` of a q/k projection in Hugging Face's rotate-half order, which pairs dimension i of
+// a head with i + head_dim / 2, is the stored row of the interleaved-pair order (2i with 2i + 1)
+// that llama.cpp's converter made from it: its permute() sent rotate-half row s * half + i
+// (s = 0, 1) to row 2i + s of the same head.
+int64_t InterleavedRowOfRotateHalfRow(int64_t row, int head_dim) {
+  const int64_t head = row / head_dim, within = row % head_dim, half = head_dim / 2;
+  const int64_t pair = within % half, side = within / half;
+  return head * head_dim + 2 * pair + side;
+}
+
+// A matrix's rows, in rotate-half order where rope_head_dim > 0 (its rows interleaved).
+RowSource MatrixRows(const Matrix& m, int rope_head_dim) {
+  return [m, rope_head_dim](int64_t row, float* values) {
+    m.RowToFloat(rope_head_dim > 0 ? InterleavedRowOfRotateHalfRow(row, rope_head_dim) : row,
+                 values);
+  };
+}
+
+// A vector as a 1-D tensor's one row (a q/k bias reordered like its projection's rows).
+RowSource VectorValues(const std::vector<float>* vector, int rope_head_dim) {
+  return [vector, rope_head_dim](int64_t, float* values) {
+    for (size_t i = 0; i < vector->size(); ++i) {
+      const int64_t from = rope_head_dim > 0 ? InterleavedRowOfRotateHalfRow(i, rope_head_dim) : i;
+      values[i] = (*vector)[from];
+    }
+  };
+}
+
+// Several matrices' rows one after another: Phi-3's fused projections, which the loader split
+// into row slices, put back together.
+struct RowBlock {
+  int64_t rows;
+  RowSource source;
+};
+RowSource StackedRows(std::vector<RowBlock> blocks) {
+  return [blocks = std::move(blocks)](int64_t row, float* values) {
+    for (const RowBlock& block : blocks) {
+      if (row < block.rows) return block.source(row, values);
+      row -= block.rows;
+    }
+  };
+}
+
+// Every tensor of the architecture's table, by its Hugging Face name.
+absl::Status AddModelTensors(const Model& model, bool tied, SafetensorsWriter* writer) {
+  const ModelConfig& c = model.config;
+  if (c.rope.interleaved && (c.rope.rotary_dim != c.head_dim || c.head_dim % 2 != 0)) {
+    return absl::UnimplementedError(
+        "partial rotary embeddings in interleaved-pair order have no Hugging Face equivalent");
+  }
+  const int rope_head_dim = c.rope.interleaved ? c.head_dim : 0;
+  const int64_t q_rows = int64_t{c.heads} * c.head_dim;
+  const int64_t kv_rows = int64_t{c.kv_heads} * c.head_dim;
+  auto check_matrix = [](const std::string& name, const Matrix& m, int64_t cols) {
+    if (m.data == nullptr || m.cols != cols) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: the model has no such matrix of %d columns", name, cols));
+    }
+    return absl::OkStatus();
+  };
+  auto add_matrix = [&](const std::string& name, const Matrix& m, int unpermute_head_dim) {
+    if (auto s = check_matrix(name, m, m.cols); !s.ok()) return s;
+    return writer->AddTensor(name, {m.rows, m.cols}, MatrixRows(m, unpermute_head_dim));
+  };
+  auto add_vector = [&](const std::string& name, const std::vector<float>& v, int64_t size,
+                        int unpermute_head_dim) {
+    if (static_cast<int64_t>(v.size()) != size) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: the model holds %d values, not %d", name, v.size(), size));
+    }
+    return writer->AddTensor(name, {size}, VectorValues(&v, unpermute_head_dim));
+  };
+  // Row blocks of one layer's fused tensor, all with the same columns.
+  auto add_stacked = [&](const std::string& name,
+                         const std::vector<std::pair<Matrix, int>>& parts) {
+    std::vector<RowBlock> blocks;
+    int64_t rows = 0;
+    for (const auto& [m, unpermute_head_dim] : parts) {
+      if (auto s = check_matrix(name, m, parts.front().first.cols); !s.ok()) return s;
+      blocks.push_back({m.rows, MatrixRows(m, unpermute_head_dim)});
+      rows += m.rows;
+    }
+    return writer->AddTensor(name, {rows, parts.front().first.cols},
+                             StackedRows(std::move(blocks)));
+  };
+
+  for (int layer = -1; layer < c.layers; ++layer) {
+    for (const TensorNaming& naming : TensorTable(c.arch)) {
+      if (naming.per_layer != (layer >= 0)) continue;
+      const std::string name = TensorName(naming, ModelFormat::kHuggingFace, layer);
+      const LayerWeights* w = layer >= 0 ? &model.layers[layer] : nullptr;
+      absl::Status s;
+      switch (naming.role) {
+        case TensorRole::kTokenEmbedding:
+          s = add_matrix(name, model.embed, 0);
+          break;
+        case TensorRole::kOutput:
+          if (!tied) s = add_matrix(name, model.lm_head, 0);
+          break;
+        case TensorRole::kOutputNorm:
+          s = add_vector(name, model.final_norm, c.hidden, 0);
+          break;
+        case TensorRole::kAttnNorm:
+          s = add_vector(name, w->attn_norm, c.hidden, 0);
+          break;
+        case TensorRole::kFfnNorm:
+          s = add_vector(name, w->ffn_norm, c.hidden, 0);
+          break;
+        case TensorRole::kAttnQBias:
+          s = add_vector(name, w->q_bias, q_rows, rope_head_dim);
+          break;
+        case TensorRole::kAttnKBias:
+          s = add_vector(name, w->k_bias, kv_rows, rope_head_dim);
+          break;
+        case TensorRole::kAttnVBias:
+          s = add_vector(name, w->v_bias, kv_rows, 0);
+          break;
+        case TensorRole::kAttnQkv:
+          s = add_stacked(name, {{w->Get(LinearKind::kQ), rope_head_dim},
+                                 {w->Get(LinearKind::kK), rope_head_dim},
+                                 {w->Get(LinearKind::kV), 0}});
+          break;
+        case TensorRole::kFfnGateUp:
+          s = add_stacked(name, {{w->Get(LinearKind::kGate), 0}, {w->Get(LinearKind::kUp), 0}});
+          break;
+        default:
+          if (auto kind = LinearKindOfRole(naming.role)) {
+            const bool rope_rows = *kind == LinearKind::kQ || *kind == LinearKind::kK;
+            s = add_matrix(name, w->Get(*kind), rope_rows ? rope_head_dim : 0);
+          } else {
+            s = absl::InternalError(absl::StrFormat("%s: no export for its role", name));
+          }
+          break;
+      }
+      if (!s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The shortest decimal that reads back as the same float (1e-05, not 9.999999747378752e-06).
+double ShortestDecimal(float value) {
+  for (int digits = 6; digits < 9; ++digits) {
+    const double candidate = std::strtod(absl::StrFormat("%.*g", digits, value).c_str(), nullptr);
+    if (static_cast<float>(candidate) == value) return candidate;
+  }
+  return value;
+}
+
+// config.json for a model that came without one, in transformers' field names.
+absl::StatusOr<OrderedJson> SynthesizedConfig(const ModelConfig& c) {
+  struct Names {
+    const char* model_type;
+    const char* architecture;
+    bool config_has_head_dim;  // whether transformers reads head_dim from this config
+  };
+  Names names;
+  switch (c.arch) {
+    case Architecture::kLlama:
+      names = {"llama", "LlamaForCausalLM", true};
+      break;
+    case Architecture::kMistral:
+      names = {"mistral", "MistralForCausalLM", true};
+      break;
+    case Architecture::kQwen2:
+      names = {"qwen2", "Qwen2ForCausalLM", false};
+      break;
+    case Architecture::kOlmo:
+      names = {"olmo", "OlmoForCausalLM", false};
+      break;
+    case Architecture::kPhi3:
+      names = {"phi3", "Phi3ForCausalLM", false};
+      break;
+    default:
+      return absl::InternalError("unknown architecture");
+  }
+  if (!names.config_has_head_dim && int64_t{c.heads} * c.head_dim != c.hidden) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "%s configs derive head_dim from hidden_size / num_attention_heads, and %d != %d / %d",
+        names.model_type, c.head_dim, c.hidden, c.heads));
+  }
+  if (c.rope.llama3_factor > 0 && c.arch != Architecture::kLlama) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "Llama 3 rope scaling on a %s model has no Hugging Face config", names.model_type));
+  }
+  OrderedJson j = OrderedJson::object();
+  j["architectures"] = {names.architecture};
+  j["model_type"] = names.model_type;
+  j["hidden_size"] = c.hidden;
+  j["intermediate_size"] = c.intermediate;
+  j["num_hidden_layers"] = c.layers;
+  j["num_attention_heads"] = c.heads;
+  j["num_key_value_heads"] = c.kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["vocab_size"] = c.vocab;
+  // Left to the config class's default where the source did not say.
+  if (c.max_positions > 0) j["max_position_embeddings"] = c.max_positions;
+  j["hidden_act"] = "silu";
+  if (c.norm == NormKind::kRms) j["rms_norm_eps"] = ShortestDecimal(c.norm_eps);
+  j["rope_theta"] = ShortestDecimal(c.rope.theta);
+  if (c.rope.llama3_factor > 0) {
+    j["rope_scaling"] = {
+        {"rope_type", "llama3"},
+        {"factor", ShortestDecimal(c.rope.llama3_factor)},
+        {"low_freq_factor", ShortestDecimal(c.rope.llama3_low_freq_factor)},
+        {"high_freq_factor", ShortestDecimal(c.rope.llama3_high_freq_factor)},
+        {"original_max_position_embeddings", c.rope.llama3_original_max_positions}};
+  } else {
+    j["rope_scaling"] = nullptr;
+  }
+  j["bos_token_id"] = c.bos_token >= 0 ? OrderedJson(c.bos_token) : OrderedJson(nullptr);
+  j["eos_token_id"] = c.eos_token >= 0 ? OrderedJson(c.eos_token) : OrderedJson(nullptr);
+  switch (c.arch) {
+    case Architecture::kLlama:
+      j["attention_bias"] = false;
+      j["mlp_bias"] = false;
+      break;
+    case Architecture::kMistral:
+      j["sliding_window"] = nullptr;  // MistralConfig's default is 4096; the engine has none
+      break;
+    case Architecture::kQwen2:
+      j["use_sliding_window"] = false;
+      break;
+    case Architecture::kOlmo:
+      j["attention_bias"] = false;
+      j["clip_qkv"] = c.clip_qkv > 0 ? OrderedJson(ShortestDecimal(c.clip_qkv)) : OrderedJson();
+      break;
+    case Architecture::kPhi3:
+      // Read by transformers 4.49 and later (Phi-4-mini); older versions rotate whole heads.
+      if (c.rope.rotary_dim != c.head_dim) {
+        j["partial_rotary_factor"] =
+            ShortestDecimal(static_cast<float>(c.rope.rotary_dim) / c.head_dim);
+      }
+      break;
+  }
+  return j;
+}
+
+absl::StatusOr<std::string> ReadText(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrFormat("%s: cannot read", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrFormat("%s: read failed", path));
+  return text.str();
+}
+
+// The export's config.json text.
+absl::StatusOr<std::string> ConfigText(const Model& model, bool tied, DType dtype) {
+  OrderedJson config;
+  if (model.format == ModelFormat::kHuggingFace) {
+    const std::string path = model.path + "/config.json";
+    auto text = ReadText(path);
+    if (!text.ok()) return text.status();
+    config = OrderedJson::parse(*text, nullptr, /*allow_exceptions=*/false);
+    if (config.is_discarded() || !config.is_object()) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s: not a JSON object", path));
+    }
+  } else {
+    auto synthesized = SynthesizedConfig(model.config);
+    if (!synthesized.ok()) return synthesized.status();
+    config = std::move(*synthesized);
+  }
+  config["tie_word_embeddings"] = tied;
+  config["torch_dtype"] = dtype == DType::kF32 ? "float32" : "bfloat16";
+  try {
+    return config.dump(2) + "\n";
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrFormat("config.json: %s", e.what()));
+  }
+}
+
+bool IsRegularFile(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// The permissions mkdir(0777) would give: mkdtemp makes its directory 0700, and an export is
+// meant to be read like any other directory. The umask is read from /proc, as umask(2) can only
+// be read by changing it (racing other threads); 022 where /proc is absent.
+mode_t DirectoryModeForUmask() {
+  mode_t umask_bits = 022;
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("Umask:", 0) == 0) {
+      umask_bits = static_cast<mode_t>(std::strtoul(line.c_str() + 6, nullptr, 8));
+      break;
+    }
+  }
+  return 0777 & ~umask_bits;
+}
+
+absl::Status SyncDirectory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrFormat("%s: cannot open", dir));
+  const bool synced = ::fsync(fd) == 0;
+  const int error = errno;
+  ::close(fd);
+  if (!synced) return absl::ErrnoToStatus(error, absl::StrFormat("%s: fsync failed", dir));
+  return absl::OkStatus();
+}
+
+std::string ParentOf(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// rename(2) would replace an empty directory that appeared at `to` since the caller looked;
+// RENAME_NOREPLACE makes the refusal atomic where the file system supports it.
+absl::Status RenameWithoutReplacing(const std::string& from, const std::string& to) {
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) {
+    return absl::OkStatus();
+  }
+  if (errno == EEXIST || errno == ENOTEMPTY) {
+    return absl::AlreadyExistsError(absl::StrFormat("%s already exists", to));
+  }
+  if (errno != EINVAL && errno != ENOSYS) {
+    return absl::ErrnoToStatus(errno, absl::StrFormat("%s: cannot rename %s to it", to, from));
+  }
+  struct stat st;
+  if (::lstat(to.c_str(), &st) == 0) {
+    return absl::AlreadyExistsError(absl::StrFormat("%s already exists", to));
+  }
+  if (std::rename(from.c_str(), to.c_str()) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrFormat("%s: cannot rename %s to it", to, from));
+  }
+  return absl::OkStatus();
+}
+
+// The directory's files, written into dir (empty, made by the caller).
+absl::Status WriteDirectory(const std::string& dir, const std::string& config_text,
+                            const std::vector<std::string>& tokenizer_sources,
+                            const SafetensorsWriter& weights) {
+  auto config = OutputFile::Create(dir + "/config.json");
+  if (!config.ok()) return config.status();
+  if (auto s = (*config)->Append(config_text); !s.ok()) return s;
+  if (auto s = (*config)->Finish(); !s.ok()) return s;
+  for (const std::string& source : tokenizer_sources) {
+    const std::string name = source.substr(source.rfind('/') + 1);
+    if (auto s = CopyFileContents(source, dir + "/" + name); !s.ok()) return s;
+  }
+  if (auto s = weights.Write(dir + "/model.safetensors"); !s.ok()) return s;
+  if (::chmod(dir.c_str(), DirectoryModeForUmask()) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrFormat("%s: chmod failed", dir));
+  }
+  // The entries must be durable before the rename publishes the directory.
+  return SyncDirectory(dir);
+}
+
+}  // namespace
+
+absl::Status ExportHuggingFace(const Model& model, const std::string& out_dir_arg, DType dtype) {
+  if (dtype != DType::kF32 && dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "a Hugging Face export stores F32 or BF16 weights, not %s", DTypeName(dtype)));
+  }
+  // "out/" would otherwise put the temporary inside the directory it is to become.
+  std::string out_dir = out_dir_arg;
+  while (out_dir.size() > 1 && out_dir.back() == '/') out_dir.pop_back();
+  if (out_dir.empty() || out_dir == "/") {
+    return absl::InvalidArgumentError(absl::StrFormat("bad output directory '%s'", out_dir_arg));
+  }
+  struct stat st;
+  if (::lstat(out_dir.c_str(), &st) == 0) {
+    return absl::AlreadyExistsError(absl::StrFormat("%s already exists", out_dir));
+  }
+  if (static_cast<int>(model.layers.size()) != model.config.layers) {
+    return absl::InvalidArgumentError("the model's layers do not match its config");
+  }
+
+  // Everything that can be refused is settled before anything is written.
+  const bool tied =
+      model.lm_head.data == model.embed.data && model.lm_head.transform == model.embed.transform;
+  SafetensorsWriter weights(dtype);
+  if (auto s = AddModelTensors(model, tied, &weights); !s.ok()) return s;
+  auto config_text = ConfigText(model, tied, dtype);
+  if (!config_text.ok()) return config_text.status();
+  std::vector<std::string> tokenizer_sources;
+  if (model.format == ModelFormat::kHuggingFace) {
+    for (const char* name : kTokenizerFiles) {
+      const std::string source = model.path + "/" + name;
+      if (IsRegularFile(source)) tokenizer_sources.push_back(source);
+    }
+  }
+
+  std::string temp_dir = out_dir + ".tmp-XXXXXX";
+  if (::mkdtemp(temp_dir.data()) == nullptr) {
+    return absl::ErrnoToStatus(
+        errno, absl::StrFormat("%s: cannot create a temporary directory beside it", out_dir));
+  }
+  absl::Status status = WriteDirectory(temp_dir, *config_text, tokenizer_sources, weights);
+  if (status.ok()) status = RenameWithoutReplacing(temp_dir, out_dir);
+  if (!status.ok()) {
+    std::error_code ignored;
+    std::filesystem::remove_all(temp_dir, ignored);
+    return status;
+  }
+  // Best effort: the directory is in place either way, the rename durable once this lands.
+  SyncDirectory(ParentOf(out_dir)).IgnoreError();
+  return absl::OkStatus();
+}
+
+}  // namespace superweight
