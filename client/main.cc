@@ -1,9 +1,9 @@
 // superweight: the command-line client. Depends on the contract (proto/) only.
 //   superweight --server=HOST:PORT VERB [flags]
-// Verbs: health, models, locate, score, ablate, quantize, jobs, watch, cancel.
+// Verbs: health, models, locate, score, ablate, quantize, check, jobs, watch, cancel.
 // --zero=LAYER,ROW,COL (repeatable) zeroes a down_proj weight for score.
 // Exit codes: 0 done, 1 the server refused or failed (its status is printed), 2 usage,
-// 3 an expectation (--expect) did not hold.
+// 3 an expectation did not hold (--expect; check: the super weights or perplexity not kept).
 #include <unistd.h>
 
 #include <algorithm>
@@ -70,6 +70,11 @@ ABSL_FLAG(std::string, export, "",
           "quantize: write the one setting under the server's --export_root: gguf:TYPE (Q4_0, "
           "Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16, F32), hf or hf:f32");
 ABSL_FLAG(std::string, export_name, "", "quantize: the export's file or directory name");
+ABSL_FLAG(std::string, reference, "", "check: the model --model was quantized from");
+ABSL_FLAG(double, max_ppl_ratio, 0, "check: perplexity ratio allowed (default 1.1)");
+ABSL_FLAG(double, max_rel_error, 0, "check: relative error allowed per super weight (0.05)");
+ABSL_FLAG(double, min_activation_ratio, 0,
+          "check: share of the super activation that must remain (default 0.5)");
 ABSL_FLAG(std::string, super_weight_tensor_type, "",
           "quantize: gguf export: the type of the down_proj holding a super weight (F16, Q8_0)");
 ABSL_FLAG(std::string, token_file, "", "file with the bearer token");
@@ -438,7 +443,8 @@ grpc::Status FollowJob(v1::SuperWeightService::Stub* stub, const std::string& to
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "superweight --server=HOST:PORT {models|locate|score|ablate|quantize|jobs|watch|cancel} "
+      "superweight --server=HOST:PORT "
+      "{models|locate|score|ablate|quantize|check|jobs|watch|cancel} "
       "[flags]");
   // --zero=LAYER,ROW,COL and --super_weights=LAYER,ROW,COL repeat, and their values hold commas:
   // taken out before absl's parser, whose list flags would split and replace rather than append.
@@ -457,8 +463,8 @@ int main(int argc, char** argv) {
   std::vector<char*> args = absl::ParseCommandLine(static_cast<int>(rest.size()), rest.data());
   if (args.size() != 2)
     return Usage(
-        "give exactly one verb: health, models, locate, score, ablate, quantize, jobs, watch, "
-        "cancel");
+        "give exactly one verb: health, models, locate, score, ablate, quantize, check, jobs, "
+        "watch, cancel");
   const std::string verb = args[1];
 
   std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
@@ -731,6 +737,52 @@ int main(int argc, char** argv) {
       return Usage("cannot write --plot " + absl::GetFlag(FLAGS_plot));
     }
     return 0;
+  }
+  if (verb == "check") {
+    if (absl::GetFlag(FLAGS_model).empty() || absl::GetFlag(FLAGS_reference).empty()) {
+      return Usage("check wants --model=QUANTIZED and --reference=ORIGINAL");
+    }
+    v1::CheckRequest req;
+    req.set_model(absl::GetFlag(FLAGS_model));
+    req.set_reference(absl::GetFlag(FLAGS_reference));
+    for (const std::string& c : super_weights) {
+      if (!ParseCoordinate(c, req.add_super_weights())) {
+        return Usage("--super_weights wants LAYER,ROW,COL");
+      }
+    }
+    req.set_max_relative_error(absl::GetFlag(FLAGS_max_rel_error));
+    req.set_min_activation_ratio(absl::GetFlag(FLAGS_min_activation_ratio));
+    req.set_max_perplexity_ratio(absl::GetFlag(FLAGS_max_ppl_ratio));
+    req.set_window(absl::GetFlag(FLAGS_window));
+    req.set_max_windows(absl::GetFlag(FLAGS_max_windows));
+    req.set_precision(precision);
+    v1::CheckResponse resp;
+    const int rc = run_job([&](v1::CheckRequest& q) { return stub->Check(&ctx, q, &resp); }, req,
+                           resp, [](const v1::Job& job) { return job.check(); });
+    if (rc >= 0) return rc;
+    const v1::CheckResult& r = resp.result();
+    if (json) {
+      PrintJson(resp);
+    } else {
+      std::cout << absl::StrFormat("job %s: %s keeps the super weights of %s (%s): %s\n",
+                                   resp.job_id(), req.model(), req.reference(),
+                                   r.super_weights_source(), r.passed() ? "yes" : "NO");
+      std::cout << absl::StrFormat("%-42s %12s %12s %10s %12s %12s\n", "super weight", "reference",
+                                   "model", "rel error", "SA ref", "SA model");
+      for (const auto& w : r.super_weights()) {
+        std::cout << absl::StrFormat(
+            "%-42s %12.6g %12.6g %10.3g %12.6g %12.6g%s\n",
+            absl::StrFormat("layers[%d].mlp.down_proj.weight[%d, %d]", w.coordinate().layer(),
+                            w.coordinate().row(), w.coordinate().col()),
+            w.reference_value(), w.model_value(), w.relative_error(), w.reference_activation(),
+            w.model_activation(), w.kept() ? "" : "  LOST");
+      }
+      std::cout << absl::StrFormat("WikiText-2 perplexity: reference %.6g, model %.6g (x%.4g)\n",
+                                   r.reference_perplexity(), r.model_perplexity(),
+                                   r.perplexity_ratio());
+      for (const std::string& f : r.failures()) std::cout << "failed: " << f << "\n";
+    }
+    return r.passed() ? 0 : 3;
   }
   if (verb == "jobs") {
     v1::ListJobsRequest req;

@@ -396,6 +396,57 @@ grpc::Status SuperWeightService::Quantize(grpc::ServerContext* ctx, const v1::Qu
   });
 }
 
+grpc::Status SuperWeightService::Check(grpc::ServerContext* ctx, const v1::CheckRequest* req,
+                                       v1::CheckResponse* resp) {
+  return Handle("Check", ctx, [&]() -> absl::Status {
+    auto model = registry_->Get(req->model());
+    if (!model.ok()) return model.status();
+    auto reference = registry_->Get(req->reference());
+    if (!reference.ok()) return reference.status();
+    const Model& ref = **reference;
+    for (double bound :
+         {req->max_relative_error(), req->min_activation_ratio(), req->max_perplexity_ratio()}) {
+      if (!std::isfinite(bound) || bound < 0) {
+        return absl::InvalidArgumentError(
+            "max_relative_error, min_activation_ratio and max_perplexity_ratio must be finite and "
+            "not negative (0: the default)");
+      }
+    }
+    JobWork work;
+    work.model = *model;
+    work.reference = *reference;
+    CheckOptions& o = work.check;
+    if (req->max_relative_error() > 0) o.max_relative_error = req->max_relative_error();
+    if (req->min_activation_ratio() > 0) o.min_activation_ratio = req->min_activation_ratio();
+    if (req->max_perplexity_ratio() > 0) o.max_perplexity_ratio = req->max_perplexity_ratio();
+    google::protobuf::RepeatedPtrField<std::string> wikitext;
+    wikitext.Add("wikitext2");
+    EvaluationPlan plan;
+    if (absl::Status s =
+            LoadEvaluationPlan(ref, wikitext, 0, req->window(),
+                               req->max_windows() > 0 ? req->max_windows() : 16, &plan);
+        !s.ok()) {
+      return s;
+    }
+    o.text = std::move(plan.wikitext2);
+    o.window = plan.window;
+    o.max_windows = plan.max_windows;
+    o.prompt = ref.tokenizer->Encode(kPaperPrompt, ref.config.add_bos);
+    o.harness.precision = FromProto(req->precision());
+    if (absl::Status s = SuperWeightsOrLocate(ref, req->super_weights(), o.harness.precision, &work,
+                                              &o.super_weights);
+        !s.ok()) {
+      return s;
+    }
+    work.precision = o.harness.precision;
+    auto job =
+        RunJob(ctx, "check", req->model(), std::move(work), req->async(), resp->mutable_job_id());
+    if (!job.ok()) return job.status();
+    if (job->has_check()) *resp->mutable_result() = job->check();
+    return absl::OkStatus();
+  });
+}
+
 grpc::Status SuperWeightService::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req,
                                         v1::Job* resp) {
   return Handle("GetJob", ctx, [&]() -> absl::Status {

@@ -62,6 +62,22 @@ class SuperActivationTap : public ForwardTap {
 
 }  // namespace
 
+absl::StatusOr<std::vector<float>> SuperActivations(
+    const Model& model, absl::Span<const int32_t> tokens,
+    const std::vector<SuperWeightCoordinate>& super_weights, Precision precision) {
+  if (absl::Status s = CheckSuperWeights(model, super_weights); !s.ok()) return s;
+  SuperActivationTap tap(super_weights, 1);
+  SequenceInput input{tokens, nullptr};
+  ForwardOptions fo;
+  fo.precision = precision;
+  fo.tap = &tap;
+  absl::StatusOr<ForwardOutput> out = RunForward(model, {&input, 1}, fo);
+  if (!out.ok()) return out.status();
+  std::vector<float> values;
+  for (const auto& [token, value] : tap.found(0)) values.push_back(value);
+  return values;
+}
+
 absl::Status CheckSuperWeights(const Model& model,
                                const std::vector<SuperWeightCoordinate>& super_weights) {
   for (const SuperWeightCoordinate& sw : super_weights) {

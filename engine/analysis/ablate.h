@@ -24,6 +24,12 @@ struct SuperWeightCoordinate {
 absl::Status CheckSuperWeights(const Model& model,
                                const std::vector<SuperWeightCoordinate>& super_weights);
 
+// Per super weight, the super activation on one sequence: its layer's down_proj output at
+// channel `row` with the largest magnitude over the tokens (signed).
+absl::StatusOr<std::vector<float>> SuperActivations(
+    const Model& model, absl::Span<const int32_t> tokens,
+    const std::vector<SuperWeightCoordinate>& super_weights, Precision precision);
+
 enum class AblationKind {
   kIntact,                        // the model as stored
   kPruneSuperWeights,             // the super weights set to 0

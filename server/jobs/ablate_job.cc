@@ -15,7 +15,8 @@ class AblateJob : public SingleJobKind {
     JobWork& w = *run.work;
     AblateOptions& options = w.ablate;
     options.harness.cancelled = run.cancelled;
-    if (absl::Status s = LocateSuperWeightsFirst(run, &options.super_weights); !s.ok()) return s;
+    if (absl::Status s = LocateSuperWeightsFirst(run, *w.model, &options.super_weights); !s.ok())
+      return s;
     const double base = w.locate_super_weights ? kLocateShare : 0.0;
     options.on_progress = [&run, base](double p, const std::string&) {
       run.set_progress(base + (1 - base) * p);

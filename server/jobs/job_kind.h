@@ -61,14 +61,15 @@ const JobKind& LocateJobKind();
 const JobKind& ScoreJobKind();
 const JobKind& AblateJobKind();
 const JobKind& QuantizeJobKind();
+const JobKind& CheckJobKind();
 
 // Locate's share of the progress of a job that runs it first.
 constexpr double kLocateShare = 0.05;
 
-// For kinds that default to the model's super weights: where the work asks for it
-// (locate_super_weights), Locate's confirmed ones appended to `super_weights` (progress up to
-// kLocateShare); FAILED_PRECONDITION when it confirms none.
-absl::Status LocateSuperWeightsFirst(const JobRun& run,
+// For kinds that default to a model's super weights: where the work asks for it
+// (locate_super_weights), Locate's confirmed ones in `model` appended to `super_weights`
+// (progress up to kLocateShare); FAILED_PRECONDITION when it confirms none.
+absl::Status LocateSuperWeightsFirst(const JobRun& run, const Model& model,
                                      std::vector<SuperWeightCoordinate>* super_weights);
 // The result's record of the super weights used and where they came from.
 template <typename Result>

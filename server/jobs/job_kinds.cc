@@ -5,19 +5,19 @@ namespace superweight::server {
 
 const JobKind* FindJobKind(absl::string_view name) {
   for (const JobKind* kind :
-       {&LocateJobKind(), &ScoreJobKind(), &AblateJobKind(), &QuantizeJobKind()}) {
+       {&LocateJobKind(), &ScoreJobKind(), &AblateJobKind(), &QuantizeJobKind(), &CheckJobKind()}) {
     if (kind->name() == name) return kind;
   }
   return nullptr;
 }
 
-absl::Status LocateSuperWeightsFirst(const JobRun& run,
+absl::Status LocateSuperWeightsFirst(const JobRun& run, const Model& model,
                                      std::vector<SuperWeightCoordinate>* super_weights) {
   JobWork& w = *run.work;
   if (!w.locate_super_weights) return absl::OkStatus();
   w.locate.cancelled = run.cancelled;
   w.locate.on_progress = [&run](double p) { run.set_progress(kLocateShare * p); };
-  auto located = Locate(*w.model, w.tokens, w.locate);
+  auto located = Locate(model, w.tokens, w.locate);
   if (!located.ok()) return located.status();
   for (const SuperWeight& s : located->candidates) {
     if (s.confirmed) super_weights->push_back({s.layer, s.row, s.col});

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/analysis/ablate.h"
+#include "engine/analysis/check.h"
 #include "engine/analysis/locate.h"
 #include "engine/analysis/quantize.h"
 #include "engine/model/model.h"
@@ -33,13 +34,16 @@ struct JobWork {
   // Quantize.
   QuantizeOptions quantize;
   struct Export {
-    std::string format;  // "" (none), "gguf", "hf"
+    std::string format;         // "" (none), "gguf", "hf"
     DType type = DType::kQ4_1;  // gguf: the linear weights'; hf: BF16 or F32
     DType super_weight_tensor_type = DType::kF16;
-    std::string path;   // absolute, under --export_root
+    std::string path;  // absolute, under --export_root
     std::string relative_path;
     std::string model;  // the registry's name for it, or ""
   } quantize_export;
+  // Check: `model` is the quantized one.
+  std::shared_ptr<const Model> reference;
+  CheckOptions check;
 };
 
 }  // namespace superweight::server

@@ -1,13 +1,16 @@
 // Quantize: the paper's weight quantization grid as one table (engine/analysis/quantize.h), on
 // the super weights the request names or, by default, those Locate confirms first; optionally the
-// one quantized setting exported under --export_root (a GGUF file, evaluated as a row of its own).
+// one quantized setting exported under --export_root (a GGUF file, evaluated as a row of its own,
+// or a Hugging Face directory of the setting's values).
 #include <openssl/evp.h>
+#include <sys/stat.h>
 
 #include <fstream>
 
 #include "absl/strings/str_format.h"
 #include "engine/analysis/quantize.h"
 #include "engine/export/export_gguf.h"
+#include "engine/export/export_hf.h"
 #include "server/convert.h"
 #include "server/jobs/job_kind.h"
 
@@ -82,6 +85,30 @@ absl::StatusOr<QuantizeTableRow> ExportGgufAndEvaluate(const JobWork& w,
   return row;
 }
 
+// Writes the setting's fake-quantized values as a Hugging Face directory: the same model as the
+// setting's row, so it needs no row of its own.
+absl::Status ExportHf(const JobWork& w, const QuantizeSetting& setting,
+                      const std::atomic<bool>* cancelled, v1::ExportedModel* exported) {
+  const JobWork::Export& e = w.quantize_export;
+  const std::vector<SuperWeightCoordinate> kept = setting.restore_super_weights
+                                                      ? w.quantize.super_weights
+                                                      : std::vector<SuperWeightCoordinate>{};
+  absl::StatusOr<FakeQuantizedModel> view =
+      FakeQuantizeModel(*w.model, setting.spec, kept, w.quantize.quantize_lm_head, cancelled);
+  if (!view.ok()) return view.status();
+  if (absl::Status s = ExportHuggingFace(*view->model, e.path, e.type); !s.ok()) return s;
+  const std::string weights = e.path + "/model.safetensors";
+  auto sha = Sha256OfFile(weights);
+  if (!sha.ok()) return sha.status();
+  struct stat st;
+  exported->set_format(e.type == DType::kF32 ? "hf:f32" : "hf:bf16");
+  exported->set_path(e.relative_path);
+  exported->set_model(e.model);
+  exported->set_bytes(::stat(weights.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0);
+  exported->set_sha256(*sha);
+  return absl::OkStatus();
+}
+
 class QuantizeJob : public SingleJobKind {
  public:
   absl::string_view name() const override { return "quantize"; }
@@ -90,7 +117,8 @@ class QuantizeJob : public SingleJobKind {
     JobWork& w = *run.work;
     QuantizeOptions& options = w.quantize;
     options.harness.cancelled = run.cancelled;
-    if (absl::Status s = LocateSuperWeightsFirst(run, &options.super_weights); !s.ok()) return s;
+    if (absl::Status s = LocateSuperWeightsFirst(run, *w.model, &options.super_weights); !s.ok())
+      return s;
     const double base = w.locate_super_weights ? kLocateShare : 0.0;
     const bool exporting = !w.quantize_export.format.empty();
     const double table_share = (1 - base) * (exporting ? 1 - kExportShare : 1);
@@ -108,17 +136,22 @@ class QuantizeJob : public SingleJobKind {
         if (!s.full_precision) setting = &s;
       }
       if (setting == nullptr) return absl::InternalError("an export without its setting");
-      if (w.quantize_export.format != "gguf") {
-        return absl::UnimplementedError("Hugging Face export is not built yet");
+      if (w.quantize_export.format == "hf") {
+        if (absl::Status s = ExportHf(w, *setting, run.cancelled, result->mutable_exported());
+            !s.ok()) {
+          return s;
+        }
+      } else {
+        const double done = base + table_share;
+        StepProgress progress(options.harness, options.plan.steps(),
+                              [&run, done](double p, const std::string&) {
+                                run.set_progress(done + (1 - done) * p);
+                              });
+        auto row = ExportGgufAndEvaluate(w, *setting, run.cancelled, &progress,
+                                         result->mutable_exported());
+        if (!row.ok()) return row.status();
+        rows->push_back(std::move(*row));
       }
-      const double done = base + table_share;
-      StepProgress progress(
-          options.harness, options.plan.steps(),
-          [&run, done](double p, const std::string&) { run.set_progress(done + (1 - done) * p); });
-      auto row =
-          ExportGgufAndEvaluate(w, *setting, run.cancelled, &progress, result->mutable_exported());
-      if (!row.ok()) return row.status();
-      rows->push_back(std::move(*row));
     }
     const v1::ExportedModel exported = result->exported();
     *result = ToProto(*rows);

@@ -1,12 +1,15 @@
 """Quantize through the real server and client: the table's rows and errors, the super weights
 from Locate by default, bad settings refused, cancellation, and the result after a restart."""
 import hashlib
+import os
+import shutil
+import subprocess
 import time
 
 import pytest
 from gguf import GGUFReader
 
-from conftest import PLANTED, Server, coordinate
+from conftest import BIN, PLANTED, ROOT, Server, coordinate
 
 SMALL = ["--tasks=wikitext2,piqa", "--max_examples=4", "--window=128", "--max_windows=1"]
 
@@ -203,3 +206,74 @@ def test_an_existing_export_is_never_overwritten(exporting, model_root):
                            "--export_name=kept.gguf", check=False)
     assert out.returncode == 1 and "ALREADY_EXISTS" in out.stderr, out.stderr
     assert target.read_bytes() == b"precious"
+
+
+def test_hf_export_is_the_settings_model_and_served(exporting, model_root):
+    r = exporting.call("quantize", "--model=planted", "--super_weights=1,37,101", "--bits=8",
+                       "--block_size=row", "--export=hf:f32", "--export_name=planted-int8",
+                       "--tasks=wikitext2", "--window=128", "--max_windows=1")["result"]
+    assert [row["setting"] for row in r["rows"]] == ["FP", "INT8 brow"]
+    e = r["exported"]
+    directory = model_root / "exports" / "planted-int8"
+    assert e["format"] == "hf:f32" and e["model"] == "exports/planted-int8"
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
+        p.name for p in directory.iterdir()}
+    weights = (directory / "model.safetensors").read_bytes()
+    assert e["sha256"] == hashlib.sha256(weights).hexdigest() and int(e["bytes"]) == len(weights)
+    # Served at once, and the same model as the setting's row: the same perplexity.
+    wikitext = os.path.join(ROOT, "server", "data", "eval", "wikitext2", "wiki.test.raw")
+    scored = exporting.call("score", "--model=exports/planted-int8", f"--text_file={wikitext}",
+                            "--window=128", "--max_windows=1")["result"]
+    row = r["rows"][1]["metrics"]["wikitext2/perplexity"]
+    assert abs(scored["perplexity"] / row - 1) < 1e-5, (scored["perplexity"], row)
+
+
+def zero_super_weight_q8_0(src, dst, layer=11, row=507, col=1229):
+    """A copy of a Q8_0 GGUF with one weight's int8 code set to 0, so the weight is exactly 0."""
+    shutil.copy(src, dst)
+    reader = GGUFReader(str(src))
+    tensor = next(t for t in reader.tensors if t.name == f"blk.{layer}.ffn_down.weight")
+    assert tensor.tensor_type.name == "Q8_0"
+    cols = int(tensor.shape[0])
+    at = tensor.data_offset + row * (cols // 32) * 34 + (col // 32) * 34 + 2 + col % 32
+    with open(dst, "r+b") as f:
+        f.seek(at)
+        assert f.read(1) != b"\x00"
+        f.seek(at)
+        f.write(b"\x00")
+
+
+def test_check_passes_a_good_quantization_and_fails_a_lost_super_weight(exporting, model_root):
+    good, bad = model_root / "good-q8.gguf", model_root / "bad-q8.gguf"
+    subprocess.run([os.path.join(BIN, "superweight-engine"), "requantize",
+                    str(model_root / "smollm2.gguf"), "--type=Q8_0", f"--out={good}"],
+                   check=True, capture_output=True)
+    zero_super_weight_q8_0(good, bad)
+    ok = exporting.client("check", "--model=good-q8.gguf", "--reference=smollm2.gguf",
+                          "--window=256", "--max_windows=2", check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "keeps the super weights of smollm2.gguf (locate): yes" in ok.stdout
+    lost = exporting.client("check", "--model=bad-q8.gguf", "--reference=smollm2.gguf",
+                            "--super_weights=11,507,1229", "--window=256", "--max_windows=2",
+                            check=False)
+    assert lost.returncode == 3, lost.stdout + lost.stderr
+    assert "LOST" in lost.stdout and "failed: layers[11].mlp.down_proj.weight[507, 1229] is 0" \
+        in lost.stdout, lost.stdout
+    r = exporting.call("check", "--model=bad-q8.gguf", "--reference=smollm2.gguf",
+                       "--super_weights=11,507,1229", "--window=256", "--max_windows=2",
+                       check=False)["result"]
+    sw = r["super_weights"][0]
+    assert not r.get("passed", False) and sw.get("model_value", 0) == 0
+    assert abs(sw["model_activation"]) < 0.5 * abs(sw["reference_activation"])
+    assert r["perplexity_ratio"] > 1.5
+
+
+def test_check_refuses_models_of_different_shapes_and_bad_bounds(exporting):
+    out = exporting.client("check", "--model=planted", "--reference=smollm2.gguf",
+                           "--super_weights=11,507,1229", check=False)
+    assert out.returncode == 1 and "FAILED_PRECONDITION" in out.stderr, out.stderr
+    out = exporting.client("check", "--model=smollm2.gguf", "--reference=smollm2.gguf",
+                           "--max_ppl_ratio=-1", check=False)
+    assert out.returncode == 1 and "INVALID_ARGUMENT" in out.stderr, out.stderr
+    out = exporting.client("check", "--model=smollm2.gguf", check=False)
+    assert out.returncode == 2 and "--reference" in out.stderr
