@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <map>
 #include <memory>
 #include <queue>
 #include <tuple>
@@ -260,13 +261,37 @@ absl::StatusOr<AblateResult> Ablate(const Model& model, const AblateOptions& opt
     outliers = std::move(*found);
   }
   const int token_steps = options.token_probability_contexts.empty() ? 0 : 2;
+
+  // Settings that edit the model identically share one evaluation: scaling the super weights by
+  // 1 is the intact model, by 0 is pruning them.
+  auto same_model = [](const AblationSetting& s) -> std::string {
+    if (s.kind == AblationKind::kScaleSuperWeights && s.scale == 1.f) return "intact";
+    if (s.kind == AblationKind::kScaleSuperWeights && s.scale == 0.f) return "prune SW";
+    return s.Name();
+  };
+  int shared_steps = 0;
+  for (size_t i = 0; i < options.settings.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (same_model(options.settings[i]) == same_model(options.settings[j])) {
+        shared_steps += options.plan.steps();
+        break;
+      }
+    }
+  }
   StepProgress progress(
       options.harness,
-      static_cast<int>(options.settings.size()) * options.plan.steps() + token_steps,
+      static_cast<int>(options.settings.size()) * options.plan.steps() - shared_steps + token_steps,
       options.on_progress);
 
   AblateResult result;
+  std::map<std::string, size_t> evaluated;  // same_model -> its row
   for (const AblationSetting& setting : options.settings) {
+    if (auto it = evaluated.find(same_model(setting)); it != evaluated.end()) {
+      AblationRow row = result.rows[it->second];
+      row.setting = setting;
+      result.rows.push_back(std::move(row));
+      continue;
+    }
     absl::StatusOr<BatchEdits> edits =
         AblationEdits(model, setting, options.super_weights, outliers, options.harness.precision);
     if (!edits.ok()) return edits.status();
@@ -282,6 +307,7 @@ absl::StatusOr<AblateResult> Ablate(const Model& model, const AblateOptions& opt
     row.tasks = std::move(evaluation->tasks);
     row.wikitext2_perplexity = evaluation->wikitext2_perplexity;
     row.average_acc = evaluation->average_acc;
+    evaluated[same_model(setting)] = result.rows.size();
     result.rows.push_back(std::move(row));
   }
 
