@@ -123,11 +123,13 @@ grpc::Status SuperWeightService::Locate(grpc::ServerContext* ctx, const v1::Loca
     if (!tokens.ok()) return tokens.status();
     work.tokens = std::move(*tokens);
     LocateOptions& lo = work.locate;
-    if (req->threshold() < 0 || req->spike_ratio() < 0 || req->max_iterations() < 0 ||
-        req->confirm_ratio() < 0) {
+    // NaN passes every comparison: !(x >= 0) refuses it with the negatives.
+    if (!(req->threshold() >= 0) || !(req->spike_ratio() >= 0) || req->max_iterations() < 0 ||
+        !(req->confirm_ratio() >= 0) || std::isinf(req->threshold()) ||
+        std::isinf(req->spike_ratio()) || std::isinf(req->confirm_ratio())) {
       return absl::InvalidArgumentError(
-          "threshold, spike_ratio, max_iterations and "
-          "confirm_ratio must not be negative");
+          "threshold, spike_ratio, max_iterations and confirm_ratio must be finite and not "
+          "negative");
     }
     if (req->threshold() > 0) lo.threshold = req->threshold();
     if (req->spike_ratio() > 0) lo.spike_ratio = req->spike_ratio();

@@ -51,3 +51,11 @@ def test_broken_configs_are_refused_by_name_and_the_rest_is_served(hostile_root,
         assert s.call("score", "--model=good", "--text=Once upon a time.")["result"]["logprobs"]
     finally:
         s.stop()
+
+
+@pytest.mark.parametrize("flag", ["--threshold=nan", "--threshold=inf", "--threshold=-1"])
+def test_non_finite_request_numbers_are_refused(server, flag):
+    out = server.client("locate", "--model=tinystories656k", "--text=Once upon a time", flag,
+                        check=False)
+    assert out.returncode == 1, out.stdout
+    assert "INVALID_ARGUMENT" in out.stderr and "finite" in out.stderr, out.stderr

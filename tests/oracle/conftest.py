@@ -86,3 +86,6 @@ def hf_models(torch, stories260k_hf):
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "lmeval: compares with lm-evaluation-harness (.venv-lmeval); run at full ISA only")
+    config.addinivalue_line(
+        "markers", "formats: file-format bytes from code with no CPU-class dispatch (GGML's "
+        "reference quantizers, the GGUF writer); run at full ISA only")

@@ -10,6 +10,8 @@ import pytest
 
 from conftest import ENGINE, ROOT, SMOLLM2, engine_logits, relative_error
 
+pytestmark = pytest.mark.formats
+
 TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "BF16", "F16"]
 BENCH_PY = os.path.join(ROOT, ".venv-bench", "bin", "python")
 
