@@ -57,7 +57,7 @@ lesser-cpu-test: build build-asan
 	  if [ $$isa = avx2 ]; then \
 	    (cd $(ASAN_BUILD) && SUPERWEIGHT_MAX_ISA=$$isa ctest --output-on-failure -j $(JOBS)) || exit 1; \
 	  fi; \
-	  SUPERWEIGHT_MAX_ISA=$$isa .venv/bin/python -m pytest -q -m "not lmeval" tests/oracle || exit 1; \
+	  SUPERWEIGHT_MAX_ISA=$$isa .venv/bin/python -m pytest -q -m "not lmeval and not formats" tests/oracle || exit 1; \
 	done
 
 test: format-check unit-test asan-test oracle-test e2e-test lesser-cpu-test
@@ -71,6 +71,7 @@ bench: build
 	@build/bin/superweight-bench-dequantize
 	@.venv/bin/python bench/service_concurrency.py
 	@.venv/bin/python bench/ablate_bench.py
+	@.venv/bin/python bench/quantize_bench.py
 
 # The image and deploy/docker-compose.yml, for real (needs a Docker engine).
 docker-test: setup
