@@ -26,6 +26,7 @@ asan-test: build-asan
 	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS)
 
 oracle-test: build
+	@tools/setup-bench.sh
 	@.venv/bin/python -m pytest -q tests/oracle
 
 # The real server on loopback, driven by the real client.

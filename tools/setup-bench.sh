@@ -1,19 +1,30 @@
 #!/usr/bin/env bash
-# Idempotent set-up of the benchmark's second peer: llama.cpp through llama-cpp-python, built from
-# source with this machine's native flags, in its own environment (.venv-bench) so that nothing
-# it pulls in reaches the test suite's. Needs tools/setup.sh first (compiler, cmake).
+# Idempotent set-up of the second peer: llama.cpp through llama-cpp-python, built from source with
+# this machine's native flags, in its own environment so that nothing it pulls in reaches the
+# oracle's. The benchmarks and the GGUF oracle tests use it. A native build runs only on the CPU
+# class it was built for, so the environment is kept per class in the user's cache
+# (.venv-bench links to it): a clean clone on the same machine finds it built, another class
+# builds its own. Needs tools/setup.sh and the build first (compiler, cmake, superweight-engine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 version=0.3.36
-stamp=.venv-bench/.llama-cpp-python-$version
-if [[ -f $stamp ]]; then exit 0; fi
-if [[ ! -x .venv-bench/bin/python ]]; then
+class=$(build/bin/superweight-engine cpu | /usr/bin/python3 -c \
+  'import json, sys; print(json.load(sys.stdin)["detected"])')
+env_dir=${XDG_CACHE_HOME:-$HOME/.cache}/superweight/venv-bench-$version-$class
+if [[ ! -f $env_dir/.ready ]]; then
+  rm -rf "$env_dir"
+  mkdir -p "$(dirname "$env_dir")"
   # Debian's python3 with its numpy (llama-cpp-python's only numeric dependency).
-  /usr/bin/python3 -m venv --system-site-packages .venv-bench
+  /usr/bin/python3 -m venv --system-site-packages "$env_dir"
+  echo "setup-bench: building llama-cpp-python $version for CPU class $class (llama.cpp from" \
+    "source, native flags; minutes)"
+  # No wheel cache: a wheel built natively for another class would be taken for this one.
+  CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) CMAKE_ARGS="-DGGML_NATIVE=ON" \
+    "$env_dir/bin/pip" install -q --no-cache-dir --disable-pip-version-check --no-deps \
+    --no-binary llama-cpp-python "llama-cpp-python==$version" diskcache jinja2 markupsafe \
+    typing-extensions
+  touch "$env_dir/.ready"
 fi
-echo "setup-bench: building llama-cpp-python $version (llama.cpp from source, native flags; minutes)"
-CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) CMAKE_ARGS="-DGGML_NATIVE=ON" \
-  .venv-bench/bin/pip install -q --disable-pip-version-check --no-deps --no-binary llama-cpp-python \
-  "llama-cpp-python==$version" diskcache jinja2 markupsafe typing-extensions
-touch "$stamp"
+if [[ -d .venv-bench && ! -L .venv-bench ]]; then rm -rf .venv-bench; fi
+ln -sfn "$env_dir" .venv-bench
