@@ -17,6 +17,7 @@
 #include "engine/export/output_file.h"
 #include "engine/export/safetensors_writer.h"
 #include "engine/model/tensor_names.h"
+#include "engine/util/umask.h"
 #include "nlohmann/json.hpp"
 
 namespace superweight {
@@ -313,21 +314,8 @@ bool IsRegularFile(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
-// The permissions mkdir(0777) would give: mkdtemp makes its directory 0700, and an export is
-// meant to be read like any other directory. The umask is read from /proc, as umask(2) can only
-// be read by changing it (racing other threads); 022 where /proc is absent.
-mode_t DirectoryModeForUmask() {
-  mode_t umask_bits = 022;
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("Umask:", 0) == 0) {
-      umask_bits = static_cast<mode_t>(std::strtoul(line.c_str() + 6, nullptr, 8));
-      break;
-    }
-  }
-  return 0777 & ~umask_bits;
-}
+// The permissions mkdir(0777) would give (mkdtemp makes it 0700).
+mode_t DirectoryModeForUmask() { return 0777 & ~ProcessUmask(); }
 
 absl::Status SyncDirectory(const std::string& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "engine/util/umask.h"
 
 namespace superweight {
 namespace {
@@ -94,21 +95,8 @@ class BufferedFileSink {
   std::vector<uint8_t> buffer_;
 };
 
-// The permissions a file created with open(0666) would get: mkstemp makes its file 0600, and an
-// export is meant to be read like any other file. The umask is read from /proc (umask(2) can
-// only be read by changing it, which would race with other threads); 022 where /proc is absent.
-mode_t ModeForNewFile() {
-  mode_t umask_bits = 022;
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("Umask:", 0) == 0) {
-      umask_bits = static_cast<mode_t>(std::strtoul(line.c_str() + 6, nullptr, 8));
-      break;
-    }
-  }
-  return 0666 & ~umask_bits;
-}
+// The permissions a file created with open(0666) would get (mkstemp makes it 0600).
+mode_t ModeForNewFile() { return 0666 & ~ProcessUmask(); }
 
 // Makes a completed rename durable; best effort, as the new file is in place either way.
 void SyncDirectoryOf(const std::string& path) {

@@ -19,14 +19,7 @@ namespace {
 
 std::string EvalData() { return std::string(SUPERWEIGHT_EVAL_DATA); }
 
-std::shared_ptr<const Model> TinyStories() {
-  static std::shared_ptr<const Model> model = [] {
-    auto m = OpenModel(testing::TestData("hf_tinystories_656k"));
-    EXPECT_TRUE(m.ok()) << m.status();
-    return std::shared_ptr<const Model>(std::move(*m));
-  }();
-  return model;
-}
+using testing::TinyStories;
 
 TEST(EvalTasks, EveryTaskLoadsWithLmEvalsPrompts) {
   for (const std::string& name : ZeroShotTaskNames()) {

@@ -27,14 +27,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using Json = nlohmann::json;
 
-std::shared_ptr<const Model> TinyStories() {
-  static std::shared_ptr<const Model> model = [] {
-    auto m = OpenModel(testing::TestData("hf_tinystories_656k"));
-    EXPECT_TRUE(m.ok()) << m.status();
-    return std::shared_ptr<const Model>(std::move(*m));
-  }();
-  return model;
-}
+using testing::TinyStories;
 
 std::vector<std::string> DirectoryEntries(const std::string& dir) {
   std::vector<std::string> names;

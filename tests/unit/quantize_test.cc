@@ -12,14 +12,7 @@
 namespace superweight {
 namespace {
 
-std::shared_ptr<const Model> TinyStories() {
-  static std::shared_ptr<const Model> model = [] {
-    auto m = OpenModel(testing::TestData("hf_tinystories_656k"));
-    EXPECT_TRUE(m.ok()) << m.status();
-    return std::shared_ptr<const Model>(std::move(*m));
-  }();
-  return model;
-}
+using testing::TinyStories;
 
 std::vector<float> Logits(const Model& model, const std::vector<int32_t>& tokens,
                           Precision precision) {

@@ -6,9 +6,11 @@
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "engine/model/model.h"
 #include "engine/runtime/cpu.h"
 #include "gtest/gtest.h"
 
@@ -34,6 +36,16 @@ inline std::string ScratchDir(const std::string& name) {
   std::string cmd = "rm -rf '" + dir + "' && mkdir -p '" + dir + "'";
   EXPECT_EQ(std::system(cmd.c_str()), 0);
   return dir;
+}
+
+// The small Hugging Face model of testdata/ (TinyStories-656K), opened once per process.
+inline std::shared_ptr<const Model> TinyStories() {
+  static std::shared_ptr<const Model> model = [] {
+    auto m = OpenModel(TestData("hf_tinystories_656k"));
+    EXPECT_TRUE(m.ok()) << m.status();
+    return std::shared_ptr<const Model>(std::move(*m));
+  }();
+  return model;
 }
 
 // Runs body(isa) once for each CPU class up to the one this process runs at, with the engine's
