@@ -31,6 +31,7 @@ oracle-test: build
 
 # The real server on loopback, driven by the real client.
 e2e-test: build
+	@tools/setup-bench.sh
 	@.venv/bin/python -m pytest -q tests/e2e
 
 # libFuzzer on the readers of untrusted input, FUZZ_SECONDS each (clang, ASan+UBSan).

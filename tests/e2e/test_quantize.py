@@ -268,6 +268,31 @@ def test_check_passes_a_good_quantization_and_fails_a_lost_super_weight(exportin
     assert r["perplexity_ratio"] > 1.5
 
 
+LLAMA_QUANTIZE = r"""
+import ctypes, sys
+import llama_cpp
+params = llama_cpp.llama_model_quantize_default_params()
+params.ftype = 7  # LLAMA_FTYPE_MOSTLY_Q8_0
+params.allow_requantize = True
+params.nthread = 2
+sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(),
+                                        ctypes.byref(params)))
+"""
+
+
+def test_check_passes_llama_quantizes_own_quantization(exporting, model_root):
+    """The CI gate on a file made by llama.cpp's quantizer (llama-quantize's library call) from the
+    same source, with its own choices of tensor types."""
+    out = model_root / "llama-q8.gguf"
+    subprocess.run([os.path.join(ROOT, ".venv-bench", "bin", "python"), "-c", LLAMA_QUANTIZE,
+                    str(model_root / "smollm2.gguf"), str(out)], check=True, capture_output=True)
+    ok = exporting.client("check", "--model=llama-q8.gguf", "--reference=smollm2.gguf",
+                          "--super_weights=11,507,1229", "--window=256", "--max_windows=2",
+                          check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "keeps the super weights of smollm2.gguf (request): yes" in ok.stdout
+
+
 def test_check_refuses_models_of_different_shapes_and_bad_bounds(exporting):
     out = exporting.client("check", "--model=planted", "--reference=smollm2.gguf",
                            "--super_weights=11,507,1229", check=False)
