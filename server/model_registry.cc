@@ -26,13 +26,14 @@ bool IsModelDir(const std::string& path) {
   return ::stat((path + "/config.json").c_str(), &st) == 0;
 }
 
-// Sizes and modification times of the file, or of a model directory's files: what changes when
-// a model is replaced.
+// Inodes, sizes and modification times of the file, or of a model directory's files: what
+// changes when a model is replaced, by a rename or in place.
 std::string FileVersion(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return "";
   auto stamp = [](const struct stat& s) {
-    return absl::StrFormat("%d:%d.%09d;", s.st_size, s.st_mtim.tv_sec, s.st_mtim.tv_nsec);
+    return absl::StrFormat("%d:%d:%d.%09d;", s.st_ino, s.st_size, s.st_mtim.tv_sec,
+                           s.st_mtim.tv_nsec);
   };
   if (!S_ISDIR(st.st_mode)) return stamp(st);
   std::vector<std::string> entries;
@@ -93,13 +94,22 @@ absl::StatusOr<std::string> ModelRegistry::Resolve(const std::string& name) cons
 absl::StatusOr<std::shared_ptr<const Model>> ModelRegistry::Get(const std::string& name) {
   auto path = Resolve(name);
   if (!path.ok()) return path.status();
+  // A model whose files changed since it was opened (replaced, rewritten, truncated) is
+  // opened again: its old mapping may no longer match what the file holds. Handles already
+  // given out keep the old mapping until they are released.
+  const std::string version = FileVersion(*path);
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = open_.find(*path);
-    if (it != open_.end()) {
+    if (it != open_.end() && it->second.version == version) {
       lru_.remove(*path);
       lru_.push_front(*path);
-      return it->second;
+      return it->second.model;
+    }
+    if (it != open_.end()) {
+      open_.erase(it);
+      lru_.remove(*path);
+      ++reopened_;
     }
   }
   // Opening maps the file and builds the tokenizer: done outside the lock.
@@ -107,10 +117,15 @@ absl::StatusOr<std::shared_ptr<const Model>> ModelRegistry::Get(const std::strin
   if (!model.ok()) return model.status();
   std::shared_ptr<const Model> shared(std::move(*model));
   std::lock_guard<std::mutex> lock(mu_);
-  auto [it, inserted] = open_.emplace(*path, shared);
+  auto [it, inserted] = open_.emplace(*path, OpenModelEntry{shared, version});
   if (inserted) lru_.push_front(*path);
   EvictLocked();
-  return it->second;
+  return it->second.model;
+}
+
+uint64_t ModelRegistry::ReopenCount() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return reopened_;
 }
 
 absl::StatusOr<std::unique_ptr<Model>> ModelRegistry::Open(const std::string& path) {
@@ -134,7 +149,7 @@ absl::StatusOr<ModelSummary> ModelRegistry::Describe(const std::string& name) {
     std::lock_guard<std::mutex> lock(mu_);
     auto open = open_.find(*path);
     if (open != open_.end()) {
-      ModelSummary summary = Summarize(*open->second);
+      ModelSummary summary = Summarize(*open->second.model);
       summary.loaded = true;
       return summary;
     }
@@ -162,12 +177,12 @@ uint64_t ModelRegistry::OpenCount() const {
 
 void ModelRegistry::EvictLocked() {
   uint64_t total = 0;
-  for (const auto& [path, m] : open_) total += m->MappedBytes();
+  for (const auto& [path, m] : open_) total += m.model->MappedBytes();
   // Least recently used first; a model some request still holds (use_count > 1) stays.
   for (auto it = lru_.rbegin(); it != lru_.rend() && total > budget_;) {
     auto m = open_.find(*it);
-    if (m != open_.end() && m->second.use_count() == 1 && lru_.size() > 1) {
-      total -= m->second->MappedBytes();
+    if (m != open_.end() && m->second.model.use_count() == 1 && lru_.size() > 1) {
+      total -= m->second.model->MappedBytes();
       open_.erase(m);
       it = std::list<std::string>::reverse_iterator(lru_.erase(std::next(it).base()));
     } else {
@@ -215,7 +230,7 @@ int ModelRegistry::LoadedCount() const {
 uint64_t ModelRegistry::LoadedBytes() const {
   std::lock_guard<std::mutex> lock(mu_);
   uint64_t total = 0;
-  for (const auto& [path, m] : open_) total += m->MappedBytes();
+  for (const auto& [path, m] : open_) total += m.model->MappedBytes();
   return total;
 }
 

@@ -44,6 +44,8 @@ class ModelRegistry {
 
   // OpenModel calls so far (for tests and metrics).
   uint64_t OpenCount() const;
+  // Open models found changed on disk and opened again.
+  uint64_t ReopenCount() const;
   int LoadedCount() const;
   uint64_t LoadedBytes() const;
 
@@ -59,7 +61,12 @@ class ModelRegistry {
   uint64_t budget_;
   mutable std::mutex mu_;
   std::list<std::string> lru_;  // front: most recently used
-  std::map<std::string, std::shared_ptr<const Model>> open_;
+  struct OpenModelEntry {
+    std::shared_ptr<const Model> model;
+    std::string version;  // FileVersion when opened
+  };
+  std::map<std::string, OpenModelEntry> open_;
+  uint64_t reopened_ = 0;
   struct CachedSummary {
     std::string version;
     absl::StatusOr<ModelSummary> summary;

@@ -7,7 +7,7 @@ import shutil
 import psutil
 import pytest
 
-from conftest import TESTDATA, Server
+from conftest import SMOLLM2, TESTDATA, Server
 
 
 def broken_copy(root, name, **config):
@@ -59,3 +59,29 @@ def test_non_finite_request_numbers_are_refused(server, flag):
                         check=False)
     assert out.returncode == 1, out.stdout
     assert "INVALID_ARGUMENT" in out.stderr and "finite" in out.stderr, out.stderr
+
+
+def test_a_model_file_truncated_in_place_is_refused_not_a_crash(tmp_path):
+    """Issue: `truncate -s 1M` on a GGUF the server had open took it down with SIGBUS. The
+    registry now sees the file changed and opens it again (which fails cleanly); a good copy put
+    back is served again."""
+    root = tmp_path / "models"
+    root.mkdir()
+    victim = root / "victim.gguf"
+    shutil.copy(SMOLLM2, victim)
+    token = tmp_path / "token"
+    token.write_text("t")
+    server = Server(root, tmp_path / "state", token).start()
+    try:
+        first = server.call("score", "--model=victim.gguf", "--text=The cat sat on the mat.")
+        with open(victim, "r+b") as f:
+            f.truncate(1 << 20)
+        out = server.client("score", "--model=victim.gguf", "--text=The cat sat on the mat.",
+                            check=False)
+        assert out.returncode == 1 and "INVALID_ARGUMENT" in out.stderr, out.stderr
+        assert server.proc.poll() is None
+        shutil.copy(SMOLLM2, victim)
+        again = server.call("score", "--model=victim.gguf", "--text=The cat sat on the mat.")
+        assert again["result"]["perplexity"] == pytest.approx(first["result"]["perplexity"], rel=1e-5)
+    finally:
+        server.stop()

@@ -78,5 +78,29 @@ TEST(ModelRegistry, DescribeRefusesPathsOutsideTheRoot) {
   EXPECT_EQ(registry.OpenCount(), 0u);
 }
 
+// A model file changed in place (truncated, rewritten) is never used through its old mapping:
+// the next Get opens the file again and fails cleanly when it no longer parses, and a later
+// good copy is opened afresh. A handle given out before keeps its own mapping.
+TEST(ModelRegistry, GetReopensAModelWhoseFileChanged) {
+  const std::string root = MakeRoot("changed");
+  const std::string file = root + "/stories260K.bin";
+  ModelRegistry registry(root, uint64_t{1} << 30);
+  auto first = registry.Get("stories260K.bin");
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(registry.Get("stories260K.bin").ok());
+  EXPECT_EQ(registry.OpenCount(), 1u);
+  ASSERT_EQ(::truncate(file.c_str(), 1000), 0);
+  auto truncated = registry.Get("stories260K.bin");
+  EXPECT_FALSE(truncated.ok());
+  EXPECT_EQ(registry.ReopenCount(), 1u);
+  const std::string restore = "cp '" + TestData("stories260K/stories260K.bin") + "' '" + file + "'";
+  ASSERT_EQ(std::system(restore.c_str()), 0);
+  auto again = registry.Get("stories260K.bin");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_NE(again->get(), first->get());
+  EXPECT_EQ((*again)->config.layers, 5);
+  EXPECT_EQ(registry.Get("stories260K.bin")->get(), again->get());  // unchanged: the same
+}
+
 }  // namespace
 }  // namespace superweight::server
