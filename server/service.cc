@@ -18,9 +18,31 @@ namespace superweight::server {
 
 grpc::Status ToGrpc(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
+  // An error may echo what the caller sent (a model name, a job id): capped, so that it always
+  // fits gRPC's metadata limit and the client reads the error rather than RESOURCE_EXHAUSTED.
+  constexpr size_t kMaxMessage = 1024;
+  std::string message(s.message());
+  if (message.size() > kMaxMessage) {
+    size_t cut = kMaxMessage;
+    while (cut > 0 && (static_cast<unsigned char>(message[cut]) & 0xC0) == 0x80) --cut;
+    message = absl::StrCat(message.substr(0, cut), "... (", s.message().size(), " bytes)");
+  }
   // absl and gRPC share the canonical code numbering.
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), message);
 }
+
+namespace {
+
+// Job ids are "job-" and digits; anything else (too long, not UTF-8) is refused before lookup.
+absl::Status CheckJobId(const std::string& id) {
+  const bool well_formed = id.size() > 4 && id.size() <= 32 && id.rfind("job-", 0) == 0 &&
+                           id.find_first_not_of("0123456789", 4) == std::string::npos;
+  if (well_formed) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("job ids look like job-000001 (", id.size(), " bytes given)"));
+}
+
+}  // namespace
 
 SuperWeightService::SuperWeightService(ModelRegistry* registry, JobQueue* jobs, Metrics* metrics,
                                        ServiceOptions options)
@@ -452,6 +474,7 @@ grpc::Status SuperWeightService::Check(grpc::ServerContext* ctx, const v1::Check
 grpc::Status SuperWeightService::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req,
                                         v1::Job* resp) {
   return Handle("GetJob", ctx, [&]() -> absl::Status {
+    if (absl::Status s = CheckJobId(req->job_id()); !s.ok()) return s;
     auto job = jobs_->Get(req->job_id());
     if (!job.ok()) return job.status();
     *resp = std::move(*job);
@@ -462,6 +485,7 @@ grpc::Status SuperWeightService::GetJob(grpc::ServerContext* ctx, const v1::GetJ
 grpc::Status SuperWeightService::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
                                           grpc::ServerWriter<v1::Job>* writer) {
   return Handle("WatchJob", ctx, [&]() -> absl::Status {
+    if (absl::Status s = CheckJobId(req->job_id()); !s.ok()) return s;
     auto job = jobs_->Get(req->job_id());
     if (!job.ok()) return job.status();
     if (!writer->Write(*job)) return absl::CancelledError("client went away");
@@ -481,6 +505,7 @@ grpc::Status SuperWeightService::WatchJob(grpc::ServerContext* ctx, const v1::Wa
 grpc::Status SuperWeightService::CancelJob(grpc::ServerContext* ctx,
                                            const v1::CancelJobRequest* req, v1::Job* resp) {
   return Handle("CancelJob", ctx, [&]() -> absl::Status {
+    if (absl::Status s = CheckJobId(req->job_id()); !s.ok()) return s;
     auto job = jobs_->Cancel(req->job_id());
     if (!job.ok()) return job.status();
     *resp = std::move(*job);

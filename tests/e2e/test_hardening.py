@@ -3,11 +3,12 @@ an UNKNOWN for everyone, or memory allocated from the claim."""
 import json
 import os
 import shutil
+import subprocess
 
 import psutil
 import pytest
 
-from conftest import SMOLLM2, TESTDATA, Server
+from conftest import BIN, SMOLLM2, TESTDATA, Server
 
 
 def broken_copy(root, name, **config):
@@ -85,3 +86,26 @@ def test_a_model_file_truncated_in_place_is_refused_not_a_crash(tmp_path):
         assert again["result"]["perplexity"] == pytest.approx(first["result"]["perplexity"], rel=1e-5)
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("verb", ["watch", "cancel"])
+def test_malformed_job_ids_are_invalid_argument_with_a_message(server, verb):
+    for bad in ["job-" + "9" * 10000, "job-\udcff", "../job-1", "job-12x"]:
+        arg = f"--job={bad}".encode("utf-8", "surrogateescape")
+        out = subprocess.run([os.path.join(BIN, "superweight"), f"--server=127.0.0.1:{server.port}",
+                              f"--token_file={server.token_file}", verb, arg],
+                             capture_output=True, timeout=30)
+        stderr = out.stderr.decode("utf-8", "replace")
+        assert out.returncode == 1, stderr
+        assert "INVALID_ARGUMENT" in stderr and "job ids look like job-000001" in stderr, stderr
+        assert len(stderr) < 2000
+    assert server.client("models").returncode == 0
+
+
+def test_errors_echoing_huge_names_are_capped(server):
+    out = server.client("score", "--model=" + "m" * 10000 + ".gguf", "--text=hi there",
+                        check=False)
+    assert out.returncode == 1, out.stderr
+    assert "RESOURCE_EXHAUSTED" not in out.stderr
+    assert ("NOT_FOUND" in out.stderr or "INVALID_ARGUMENT" in out.stderr), out.stderr[:300]
+    assert "bytes)" in out.stderr and len(out.stderr) < 2000
