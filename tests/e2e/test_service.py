@@ -94,7 +94,10 @@ def test_score_under_an_edit_set_and_batched_requests(server):
     (["score", "--model=tinystories656k"], "INVALID_ARGUMENT"),
     (["score", "--model=tinystories656k", "--text=" + "word " * 3000], "RESOURCE_EXHAUSTED"),
     (["score", "--model=tinystories656k", "--text=a b c", "--zero=9,0,0"], "INVALID_ARGUMENT"),
-    (["quantize", "--model=tinystories656k"], "UNIMPLEMENTED"),
+    # No super weight named, and Locate confirms none in this model.
+    (["quantize", "--model=tinystories656k", "--bits=4", "--block_size=row",
+      "--tasks=wikitext2"], "FAILED_PRECONDITION"),
+    (["check", "--model=tinystories656k", "--reference=nope.gguf"], "NOT_FOUND"),
 ])
 def test_bad_requests_get_the_right_code_and_the_server_keeps_serving(server, flags, code):
     out = server.client(*flags, check=False)
