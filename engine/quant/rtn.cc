@@ -118,8 +118,20 @@ float RtnQuantizeValue(float w, float clip, float min, float step, int levels) {
 
 absl::StatusOr<std::unique_ptr<RtnTensor>> RtnTensor::Make(const Matrix& w, const RtnSpec& spec,
                                                            const std::vector<KeptElement>& keep) {
+  return Build(w, spec, keep, /*round=*/true);
+}
+
+absl::StatusOr<std::unique_ptr<RtnTensor>> RtnTensor::MakeClipOnly(
+    const Matrix& w, const RtnSpec& spec, const std::vector<KeptElement>& keep) {
+  return Build(w, spec, keep, /*round=*/false);
+}
+
+absl::StatusOr<std::unique_ptr<RtnTensor>> RtnTensor::Build(const Matrix& w, const RtnSpec& spec,
+                                                            const std::vector<KeptElement>& keep,
+                                                            bool round) {
   if (absl::Status s = spec.Validate(); !s.ok()) return s;
   std::unique_ptr<RtnTensor> t(new RtnTensor());
+  t->round_ = round;
   t->rows_ = w.rows;
   t->cols_ = w.cols;
   t->levels_ = (1 << spec.bits) - 1;
@@ -183,26 +195,6 @@ absl::StatusOr<std::unique_ptr<RtnTensor>> RtnTensor::Make(const Matrix& w, cons
   for (int64_t i = 0; i < n; ++i) {
     const double d = static_cast<double>(quantized[i]) - values[i];
     t->squared_error_ += d * d;
-  }
-  return t;
-}
-
-absl::StatusOr<std::unique_ptr<RtnTensor>> RtnTensor::MakeClipOnly(
-    const Matrix& w, const RtnSpec& spec, const std::vector<KeptElement>& keep) {
-  absl::StatusOr<std::unique_ptr<RtnTensor>> t = Make(w, spec, keep);
-  if (!t.ok()) return t;
-  (*t)->round_ = false;
-  // The error of clipping alone.
-  (*t)->squared_error_ = 0;
-  std::vector<float> row(w.cols), clipped(w.cols);
-  for (int64_t r = 0; r < w.rows; ++r) {
-    w.RowToFloat(r, row.data());
-    clipped = row;
-    (*t)->Apply(r, 1, w.cols, clipped.data());
-    for (int64_t c = 0; c < w.cols; ++c) {
-      const double d = static_cast<double>(clipped[c]) - row[c];
-      (*t)->squared_error_ += d * d;
-    }
   }
   return t;
 }

@@ -72,6 +72,10 @@ class RtnTensor : public WeightTransform {
 
  private:
   RtnTensor() = default;
+  // Bounds from the stored values, then the error of Apply (rounding, or clipping alone).
+  static absl::StatusOr<std::unique_ptr<RtnTensor>> Build(const Matrix& w, const RtnSpec& spec,
+                                                          const std::vector<KeptElement>& keep,
+                                                          bool round);
   int64_t rows_ = 0, cols_ = 0, block_elements_ = 0;
   int levels_ = 15;
   bool round_ = true;
