@@ -222,19 +222,22 @@ def test_requantize_equals_llama_cpps_quantizer(qtype, tmp_path):
             assert _field_bytes(a.fields[key]) == _field_bytes(b.fields[key]), key
 
 
-LLAMA_CPP_SCRIPT = r"""
+# What every llama.cpp script here starts with. As bench/llama_cpp_score.py: llama.cpp's extra
+# buffer types off (its AMX Q4_1 matmul crashes with SIGSEGV on the Sapphire Rapids machines here).
+LLAMA_CPP_PRELUDE = r"""
 import json, sys
 import numpy as np
 import llama_cpp.llama_cpp as binding
 from llama_cpp import Llama
-# As bench/llama_cpp_score.py: llama.cpp's extra buffer types off (its AMX Q4_1 matmul crashes
-# with SIGSEGV on the Sapphire Rapids machines here).
 default_params = binding.llama_model_default_params
 def without_extra_bufts():
     params = default_params()
     params.use_extra_bufts = False
     return params
 binding.llama_model_default_params = without_extra_bufts
+"""
+
+LLAMA_CPP_SCRIPT = LLAMA_CPP_PRELUDE + r"""
 ids = json.loads(sys.argv[2])
 llm = Llama(model_path=sys.argv[1], logits_all=True, n_ctx=64, n_threads=2, verbose=False)
 llm.eval(ids)
@@ -264,17 +267,7 @@ def test_llama_cpp_runs_the_requantized_file(requantized, tmp_path):
     assert relative_error(engine, logits["requantized"]) < 0.1
 
 
-LLAMA_CPP_PERPLEXITY_SCRIPT = r"""
-import json, sys
-import numpy as np
-import llama_cpp.llama_cpp as binding
-from llama_cpp import Llama
-default_params = binding.llama_model_default_params
-def without_extra_bufts():
-    params = default_params()
-    params.use_extra_bufts = False
-    return params
-binding.llama_model_default_params = without_extra_bufts
+LLAMA_CPP_PERPLEXITY_SCRIPT = LLAMA_CPP_PRELUDE + r"""
 ids, window = json.loads(sys.argv[2]), int(sys.argv[3])
 llm = Llama(model_path=sys.argv[1], logits_all=True, n_ctx=window, n_batch=window,
             n_threads=2, verbose=False)
