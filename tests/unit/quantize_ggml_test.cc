@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/formats/dequantize.h"
+#include "engine/formats/gguf_requantize.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -282,6 +283,55 @@ TEST(DType, GgmlTypeIdIsTheInverseOfDTypeFromGgml) {
   EXPECT_EQ(GgmlTypeId(DType::kBF16), 30u);
   EXPECT_EQ(GgmlTypeId(DType::kQ8_0), 8u);
   EXPECT_EQ(DTypeFromName("Q3_K").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Every type's identity in files, pinned: geometry (ggml-common.h), ggml_type (ggml.h),
+// llama_ftype (llama.h; none for the K-quants, which name mixes), and what it can be converted
+// to and from.
+TEST(DType, TableMatchesGgml) {
+  struct Expected {
+    DType type;
+    const char* name;
+    int64_t block_elements, block_bytes;
+    uint32_t ggml_type;
+    int llama_ftype;  // -1: none
+    bool quantizer, block_codes, block_code_offsets;
+  };
+  const Expected kExpected[] = {
+      {DType::kF32, "F32", 1, 4, 0, 0, true, false, false},
+      {DType::kF16, "F16", 1, 2, 1, 1, true, false, false},
+      {DType::kBF16, "BF16", 1, 2, 30, 32, true, false, false},
+      {DType::kQ4_0, "Q4_0", 32, 18, 2, 2, true, true, false},
+      {DType::kQ4_1, "Q4_1", 32, 20, 3, 3, true, true, true},
+      {DType::kQ5_0, "Q5_0", 32, 22, 6, 8, true, true, false},
+      {DType::kQ5_1, "Q5_1", 32, 24, 7, 9, true, true, true},
+      {DType::kQ8_0, "Q8_0", 32, 34, 8, 7, true, true, false},
+      {DType::kQ4_K, "Q4_K", 256, 144, 12, -1, false, true, true},
+      {DType::kQ5_K, "Q5_K", 256, 176, 13, -1, false, true, true},
+      {DType::kQ6_K, "Q6_K", 256, 210, 14, -1, false, false, false},
+  };
+  for (const Expected& e : kExpected) {
+    const DTypeTraits& t = Traits(e.type);
+    EXPECT_STREQ(t.name, e.name);
+    EXPECT_EQ(t.block_elements, e.block_elements) << e.name;
+    EXPECT_EQ(t.block_bytes, e.block_bytes) << e.name;
+    EXPECT_EQ(IsQuantized(e.type), e.block_elements > 1) << e.name;
+    EXPECT_EQ(GgmlTypeId(e.type), e.ggml_type) << e.name;
+    EXPECT_EQ(*DTypeFromGgml(e.ggml_type), e.type) << e.name;
+    auto ftype = LlamaFileType(e.type);
+    if (e.llama_ftype < 0) {
+      EXPECT_EQ(ftype.status().code(), absl::StatusCode::kUnimplemented) << e.name;
+    } else {
+      ASSERT_TRUE(ftype.ok()) << e.name;
+      EXPECT_EQ(*ftype, static_cast<uint32_t>(e.llama_ftype)) << e.name;
+    }
+    EXPECT_EQ(HasGgmlQuantizer(e.type), e.quantizer) << e.name;
+    EXPECT_EQ(HasBlockCodes(e.type), e.block_codes) << e.name;
+    EXPECT_EQ(BlockCodesHaveOffsets(e.type), e.block_code_offsets) << e.name;
+  }
+  for (uint32_t id : {4u, 5u, 9u, 10u, 11u, 15u, 16u, 29u, 31u, 39u, 1000u}) {
+    EXPECT_EQ(DTypeFromGgml(id).status().code(), absl::StatusCode::kUnimplemented) << id;
+  }
 }
 
 }  // namespace
