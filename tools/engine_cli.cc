@@ -2,7 +2,7 @@
 // tests drive it, and it is handy for looking at a model without the server.
 //   superweight-engine info MODEL
 //   superweight-engine dequantize BLOCKS_FILE --type=Q4_K --out=F
-//   superweight-engine tokenize MODEL --text_file=F [--bos=0|1]
+//   superweight-engine tokenize|detokenize ...  (tools/tokenizer_verbs.h)
 //   superweight-engine logits MODEL --ids=1,2,3 --out=F [--bf16]
 //   superweight-engine logprobs MODEL --ids=1,2,3 [--bf16] [--zero=L,R,C]
 //   superweight-engine perplexity MODEL --text_file=F [--window=512] [--max_windows=N]
@@ -41,6 +41,7 @@
 #include "engine/formats/quantize_ggml.h"
 #include "engine/model/model.h"
 #include "engine/runtime/cpu.h"
+#include "tools/tokenizer_verbs.h"
 #include "nlohmann/json.hpp"
 
 namespace sw = superweight;
@@ -109,6 +110,7 @@ int main(int argc, char** argv) {
       flags[key] = value;
     }
   }
+  if (verb == "tokenize" || verb == "detokenize") return sw::RunTokenizerVerb(verb, path, flags);
   if (verb == "dequantize") {  // PATH holds raw blocks of --type; f32 values go to --out
     std::optional<sw::DType> type;
     for (int t = 0; t <= static_cast<int>(sw::DType::kQ6_K); ++t) {

@@ -1,4 +1,5 @@
 // Builds TokenizerSpecs from the three places tokenizers live.
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -20,57 +21,184 @@ absl::Status Invalid(const std::string& name, const std::string& msg) {
   return absl::InvalidArgumentError(absl::StrFormat("%s: %s", name, msg));
 }
 
-// Collects normalizer steps this engine understands; anything else is refused.
-absl::Status ApplyNormalizer(const Json& n, const std::string& name, TokenizerSpec* spec) {
-  if (n.is_null()) return absl::OkStatus();
-  const std::string type = n.value("type", "");
-  if (type == "Sequence") {
-    for (const Json& step : n.value("normalizers", Json::array())) {
-      if (auto s = ApplyNormalizer(step, name, spec); !s.ok()) return s;
-    }
+// A short form of a JSON node for error messages.
+std::string Brief(const Json& j) { return j.dump().substr(0, 200); }
+
+// A {"String": s} or {"Regex": r} pattern.
+absl::Status ReadPattern(const Json& node, const std::string& name, std::string* pattern,
+                         bool* is_regex) {
+  const Json& p = node.contains("pattern") ? node["pattern"] : Json();
+  if (p.is_object() && p.contains("String") && p["String"].is_string()) {
+    *pattern = p["String"].get<std::string>();
+    *is_regex = false;
     return absl::OkStatus();
   }
-  if (type == "Prepend" && n.value("prepend", "") == kSpaceMarker) {
-    spec->prepend_space_marker = true;
+  if (p.is_object() && p.contains("Regex") && p["Regex"].is_string()) {
+    *pattern = p["Regex"].get<std::string>();
+    *is_regex = true;
     return absl::OkStatus();
   }
-  if (type == "Replace" && n.contains("pattern") && n["pattern"].value("String", "") == " " &&
-      n.value("content", "") == kSpaceMarker) {
-    spec->spaces_to_marker = true;
-    return absl::OkStatus();
-  }
-  return absl::UnimplementedError(
-      absl::StrFormat("%s: unsupported normalizer %s", name, n.dump().substr(0, 200)));
+  return Invalid(name, "pattern is neither {\"String\": ...} nor {\"Regex\": ...}: " + Brief(node));
 }
 
-absl::Status ApplyPreTokenizer(const Json& p, const std::string& name, TokenizerSpec* spec) {
-  if (p.is_null()) return absl::OkStatus();
-  const std::string type = p.value("type", "");
+std::string StringField(const Json& node, const char* key, const std::string& fallback) {
+  return node.contains(key) && node[key].is_string() ? node[key].get<std::string>() : fallback;
+}
+
+bool BoolField(const Json& node, const char* key, bool fallback) {
+  return node.contains(key) && node[key].is_boolean() ? node[key].get<bool>() : fallback;
+}
+
+absl::StatusOr<std::unique_ptr<Normalizer>> ReadNormalizer(const Json& n, const std::string& name) {
+  if (!n.is_object()) return Invalid(name, "normalizer is not an object");
+  const std::string type = StringField(n, "type", "");
   if (type == "Sequence") {
-    for (const Json& step : p.value("pretokenizers", Json::array())) {
-      if (auto s = ApplyPreTokenizer(step, name, spec); !s.ok()) return s;
+    std::vector<std::unique_ptr<Normalizer>> steps;
+    const Json& list = n.contains("normalizers") ? n["normalizers"] : Json();
+    if (!list.is_array()) return Invalid(name, "normalizer Sequence without a list");
+    for (const Json& step : list) {
+      auto s = ReadNormalizer(step, name);
+      if (!s.ok()) return s.status();
+      steps.push_back(std::move(*s));
     }
-    return absl::OkStatus();
+    return MakeNormalizerSequence(std::move(steps));
   }
-  if (type == "ByteLevel" && !p.value("add_prefix_space", false)) {
-    spec->mode = TokenizerSpec::Mode::kByteLevel;
-    if (p.value("use_regex", true)) spec->pre = TokenizerSpec::PreTokenizer::kGpt2Regex;
-    return absl::OkStatus();
+  if (type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD") {
+    return MakeUnicodeNormalizer(type);
   }
-  if (type == "Digits" && p.value("individual_digits", false)) {
-    spec->split_digits = true;
-    return absl::OkStatus();
+  if (type == "Lowercase") return MakeLowercase();
+  if (type == "Strip") {
+    return MakeStrip(BoolField(n, "strip_left", true), BoolField(n, "strip_right", true));
   }
-  if (type == "Metaspace") {
-    spec->spaces_to_marker = true;
-    const std::string scheme = p.value("prepend_scheme", "always");
-    spec->prepend_space_marker = scheme != "never";
-    spec->prepend_unless_leading_space = true;
-    if (p.value("split", true)) spec->pre = TokenizerSpec::PreTokenizer::kMetaspaceSplit;
-    return absl::OkStatus();
+  if (type == "StripAccents") return MakeStripAccents();
+  if (type == "Prepend") return MakePrepend(StringField(n, "prepend", ""));
+  if (type == "Replace") {
+    std::string pattern;
+    bool is_regex;
+    if (auto s = ReadPattern(n, name, &pattern, &is_regex); !s.ok()) return s;
+    auto r = MakeReplace(pattern, is_regex, StringField(n, "content", ""));
+    if (!r.ok()) return Invalid(name, std::string(r.status().message()));
+    return r;
   }
   return absl::UnimplementedError(
-      absl::StrFormat("%s: unsupported pre-tokenizer %s", name, p.dump().substr(0, 200)));
+      absl::StrFormat("%s: unsupported normalizer '%s': %s", name, type, Brief(n)));
+}
+
+absl::StatusOr<std::unique_ptr<PreTokenizer>> ReadPreTokenizer(const Json& p,
+                                                               const std::string& name) {
+  if (!p.is_object()) return Invalid(name, "pre_tokenizer is not an object");
+  const std::string type = StringField(p, "type", "");
+  auto behavior_of = [&](const char* fallback) -> absl::StatusOr<SplitBehavior> {
+    auto b = ParseSplitBehavior(StringField(p, "behavior", fallback));
+    if (!b.ok())
+      return absl::UnimplementedError(absl::StrFormat("%s: %s", name, b.status().message()));
+    return b;
+  };
+  if (type == "Sequence") {
+    std::vector<std::unique_ptr<PreTokenizer>> steps;
+    const Json& list = p.contains("pretokenizers") ? p["pretokenizers"] : Json();
+    if (!list.is_array()) return Invalid(name, "pre_tokenizer Sequence without a list");
+    for (const Json& step : list) {
+      auto s = ReadPreTokenizer(step, name);
+      if (!s.ok()) return s.status();
+      steps.push_back(std::move(*s));
+    }
+    return MakeSequence(std::move(steps));
+  }
+  if (type == "Split") {
+    std::string pattern;
+    bool is_regex;
+    if (auto s = ReadPattern(p, name, &pattern, &is_regex); !s.ok()) return s;
+    auto behavior = behavior_of("");
+    if (!behavior.ok()) return behavior.status();
+    const bool invert = BoolField(p, "invert", false);
+    auto split = is_regex ? MakeRegexSplit(pattern, *behavior, invert)
+                          : MakeLiteralSplit(pattern, *behavior, invert);
+    if (!split.ok()) return Invalid(name, std::string(split.status().message()));
+    return split;
+  }
+  if (type == "ByteLevel") {
+    return MakeByteLevel(BoolField(p, "add_prefix_space", true), BoolField(p, "use_regex", true));
+  }
+  if (type == "Digits") {
+    return MakeRegexSplit(BoolField(p, "individual_digits", false) ? R"(\p{N})" : R"(\p{N}+)",
+                          SplitBehavior::kIsolated, false);
+  }
+  if (type == "Punctuation") {
+    auto behavior = behavior_of("Isolated");
+    if (!behavior.ok()) return behavior.status();
+    // Unicode punctuation and the ASCII punctuation characters (some are symbols: $+<=>^`|~).
+    return MakeRegexSplit(R"([\p{P}!-/:-@\[-`{-~])", *behavior, false);
+  }
+  if (type == "Whitespace") {
+    return MakeRegexSplit(R"(\w+|[^\w\s]+)", SplitBehavior::kRemoved, /*invert=*/true);
+  }
+  if (type == "WhitespaceSplit") return MakeRegexSplit(R"(\s+)", SplitBehavior::kRemoved, false);
+  if (type == "CharDelimiterSplit") {
+    return MakeLiteralSplit(StringField(p, "delimiter", ""), SplitBehavior::kRemoved, false);
+  }
+  if (type == "Metaspace") {
+    const std::string replacement = StringField(p, "replacement", kSpaceMarker);
+    // Older files say add_prefix_space instead of prepend_scheme.
+    std::string scheme = StringField(p, "prepend_scheme", "");
+    if (scheme.empty()) scheme = BoolField(p, "add_prefix_space", true) ? "always" : "never";
+    PrependScheme prepend;
+    if (scheme == "always") {
+      prepend = PrependScheme::kAlways;
+    } else if (scheme == "first") {
+      prepend = PrependScheme::kFirst;
+    } else if (scheme == "never") {
+      prepend = PrependScheme::kNever;
+    } else {
+      return absl::UnimplementedError(
+          absl::StrFormat("%s: unknown Metaspace prepend_scheme '%s'", name, scheme));
+    }
+    return MakeMetaspace(replacement, prepend, BoolField(p, "split", true));
+  }
+  return absl::UnimplementedError(
+      absl::StrFormat("%s: unsupported pre-tokenizer '%s': %s", name, type, Brief(p)));
+}
+
+absl::StatusOr<std::unique_ptr<Decoder>> ReadDecoder(const Json& d, const std::string& name) {
+  if (!d.is_object()) return Invalid(name, "decoder is not an object");
+  const std::string type = StringField(d, "type", "");
+  if (type == "Sequence") {
+    std::vector<std::unique_ptr<Decoder>> steps;
+    const Json& list = d.contains("decoders") ? d["decoders"] : Json();
+    if (!list.is_array()) return Invalid(name, "decoder Sequence without a list");
+    for (const Json& step : list) {
+      auto s = ReadDecoder(step, name);
+      if (!s.ok()) return s.status();
+      steps.push_back(std::move(*s));
+    }
+    return MakeDecoderSequence(std::move(steps));
+  }
+  if (type == "ByteLevel") return MakeByteLevelDecoder();
+  if (type == "ByteFallback") return MakeByteFallbackDecoder();
+  if (type == "Fuse") return MakeFuseDecoder();
+  if (type == "Replace") {
+    std::string pattern;
+    bool is_regex;
+    if (auto s = ReadPattern(d, name, &pattern, &is_regex); !s.ok()) return s;
+    auto r = MakeReplaceDecoder(pattern, is_regex, StringField(d, "content", ""));
+    if (!r.ok()) return Invalid(name, std::string(r.status().message()));
+    return r;
+  }
+  if (type == "Strip") {
+    auto count = [&](const char* key) {
+      return d.contains(key) && d[key].is_number_unsigned()
+                 ? static_cast<int>(std::min<uint64_t>(d[key].get<uint64_t>(), 1 << 20))
+                 : 0;
+    };
+    return MakeStripDecoder(StringField(d, "content", " "), count("start"), count("stop"));
+  }
+  if (type == "Metaspace") {
+    std::string scheme = StringField(d, "prepend_scheme", "");
+    if (scheme.empty()) scheme = BoolField(d, "add_prefix_space", true) ? "always" : "never";
+    return MakeMetaspaceDecoder(StringField(d, "replacement", kSpaceMarker), scheme == "never");
+  }
+  return absl::UnimplementedError(
+      absl::StrFormat("%s: unsupported decoder '%s': %s", name, type, Brief(d)));
 }
 
 }  // namespace
@@ -83,9 +211,20 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizer(const std::string& pa
   Json root = Json::parse(begin, begin + (*file)->size(), nullptr, false);
   if (root.is_discarded() || !root.is_object()) return Invalid(path, "not a JSON object");
   const Json& model = root.contains("model") ? root["model"] : Json();
-  if (!model.is_object() || model.value("type", "") != "BPE") {
-    return absl::UnimplementedError(
-        absl::StrFormat("%s: only BPE tokenizer models are supported", path));
+  if (!model.is_object()) return Invalid(path, "no model object");
+  const std::string model_type = StringField(model, "type", "");
+  if (model_type != "BPE") {
+    return absl::UnimplementedError(absl::StrFormat(
+        "%s: only BPE tokenizer models are supported (this one is '%s')", path, model_type));
+  }
+  for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
+    if (model.contains(key) && model[key].is_string() && !model[key].get<std::string>().empty()) {
+      return absl::UnimplementedError(absl::StrFormat("%s: BPE %s is not supported", path, key));
+    }
+  }
+  if (model.contains("dropout") && model["dropout"].is_number() &&
+      model["dropout"].get<double>() != 0) {
+    return absl::UnimplementedError(absl::StrFormat("%s: BPE dropout is not supported", path));
   }
   TokenizerSpec spec;
   const Json& vocab = model.contains("vocab") ? model["vocab"] : Json();
@@ -112,14 +251,32 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizer(const std::string& pa
     }
   }
   if (spec.merges.empty()) return Invalid(path, "BPE model has no merges");
-  spec.byte_fallback = model.value("byte_fallback", false);
+  spec.byte_fallback = BoolField(model, "byte_fallback", false);
+  spec.fuse_unk = BoolField(model, "fuse_unk", false);
+  spec.ignore_merges = BoolField(model, "ignore_merges", false);
   if (model.contains("unk_token") && model["unk_token"].is_string()) {
     auto it = vocab.find(model["unk_token"].get<std::string>());
     if (it != vocab.end()) spec.unk_id = it.value().get<int>();
   }
-  if (auto s = ApplyNormalizer(root.value("normalizer", Json()), path, &spec); !s.ok()) return s;
-  if (auto s = ApplyPreTokenizer(root.value("pre_tokenizer", Json()), path, &spec); !s.ok()) {
-    return s;
+  const auto component = [&](const char* key) {
+    return root.contains(key) && !root[key].is_null() ? &root[key] : nullptr;
+  };
+  if (const Json* n = component("normalizer")) {
+    auto normalizer = ReadNormalizer(*n, path);
+    if (!normalizer.ok()) return normalizer.status();
+    spec.normalizer = std::move(*normalizer);
+  }
+  if (const Json* p = component("pre_tokenizer")) {
+    auto pre = ReadPreTokenizer(*p, path);
+    if (!pre.ok()) return pre.status();
+    spec.pre_tokenizer = std::move(*pre);
+  }
+  if (const Json* d = component("decoder")) {
+    auto decoder = ReadDecoder(*d, path);
+    if (!decoder.ok()) return decoder.status();
+    spec.decoder = std::move(*decoder);
+  } else {
+    spec.join_decoded_with_spaces = true;
   }
   if (root.contains("added_tokens") && root["added_tokens"].is_array()) {
     for (const Json& a : root["added_tokens"]) {
@@ -127,25 +284,48 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizer(const std::string& pa
           !a.contains("content") || !a["content"].is_string()) {
         return Invalid(path, "malformed added token");
       }
-      const int id = a["id"].get<int>();
-      if (id < 0 || id >= (1 << 24)) return Invalid(path, "added token id out of range");
-      const std::string content = a["content"].get<std::string>();
-      if (id >= static_cast<int>(spec.pieces.size())) spec.pieces.resize(id + 1);
-      spec.pieces[id] = content;
-      // `tokenizers` matches a normalized added token by its normalized form, in the
-      // normalized text: with a Prepend normalizer "<unk>" is found as "\u2581<unk>".
-      std::string literal = content;
-      if (a.value("normalized", false)) {
-        if (spec.spaces_to_marker) literal = absl::StrReplaceAll(literal, {{" ", kSpaceMarker}});
-        if (spec.prepend_space_marker) literal = kSpaceMarker + literal;
-      }
-      spec.added_tokens.emplace_back(literal, id);
+      AddedToken token;
+      token.id = a["id"].get<int>();
+      if (token.id < 0 || token.id >= (1 << 24))
+        return Invalid(path, "added token id out of range");
+      token.content = a["content"].get<std::string>();
+      token.special = BoolField(a, "special", false);
+      token.normalized = BoolField(a, "normalized", !token.special);
+      token.lstrip = BoolField(a, "lstrip", false);
+      token.rstrip = BoolField(a, "rstrip", false);
+      token.single_word = BoolField(a, "single_word", false);
+      if (token.id >= static_cast<int>(spec.pieces.size())) spec.pieces.resize(token.id + 1);
+      spec.pieces[token.id] = token.content;
+      spec.added_tokens.push_back(std::move(token));
     }
   }
   spec.bos_id = bos_id;
   spec.eos_id = eos_id;
+  spec.add_bos = bos_id >= 0;
   return Tokenizer::Create(std::move(spec));
 }
+
+namespace {
+
+// Pre-tokenizers for which llama.cpp takes a word that is a whole piece as it is.
+bool GgufIgnoresMerges(const std::string& pre) {
+  for (const char* name : {"llama3", "llama-v3", "llama-bpe", "falcon3", "tekken"}) {
+    if (pre == name) return true;
+  }
+  return false;
+}
+
+// SentencePiece's decoding: markers to spaces, byte pieces to bytes (the prefix space is
+// dropped by the tokenizer's strip_first_space).
+std::shared_ptr<const Decoder> SentencePieceDecoder() {
+  std::vector<std::unique_ptr<Decoder>> steps;
+  steps.push_back(*MakeReplaceDecoder(kSpaceMarker, /*is_regex=*/false, " "));
+  steps.push_back(MakeByteFallbackDecoder());
+  steps.push_back(MakeFuseDecoder());
+  return MakeDecoderSequence(std::move(steps));
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizer(const GgufFile& gguf,
                                                              const std::string& name) {
@@ -156,10 +336,15 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizer(const GgufFile& ggu
   spec.pieces = tokens->strings;
   if (const GgufValue* types = gguf.Find("tokenizer.ggml.token_type")) {
     for (size_t i = 0; i < types->numbers.size() && i < spec.pieces.size(); ++i) {
-      // Control (3) and user-defined (4) tokens are matched literally in the text.
+      // llama.cpp's token types: unknown (2) and control (3) tokens are matched in the text
+      // only when special tokens are parsed, user-defined ones (4) always.
       const int type = static_cast<int>(types->numbers[i]);
-      if (type == 4 || (type == 3 && *model == "gpt2")) {
-        spec.added_tokens.emplace_back(spec.pieces[i], static_cast<int>(i));
+      if ((type == 2 || type == 3 || type == 4) && !spec.pieces[i].empty()) {
+        AddedToken token;
+        token.content = spec.pieces[i];
+        token.id = static_cast<int>(i);
+        token.special = type != 4;
+        spec.added_tokens.push_back(std::move(token));
       }
     }
   }
@@ -168,14 +353,15 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizer(const GgufFile& ggu
   spec.unk_id = static_cast<int>(gguf.GetInt("tokenizer.ggml.unknown_token_id").value_or(-1));
   if (*model == "gpt2") {
     const std::string pre = gguf.GetString("tokenizer.ggml.pre").value_or("default");
-    // Pre-tokenizers that use the GPT-2 pattern. Others (llama-bpe, qwen2, ...) use other
-    // regexes and are refused rather than tokenized wrongly.
-    if (pre != "default" && pre != "gpt2" && pre != "smollm" && pre != "gpt-2") {
+    auto pre_tokenizer = MakeGgufPreTokenizer(pre);
+    if (!pre_tokenizer.ok()) {
       return absl::UnimplementedError(
-          absl::StrFormat("%s: GGUF pre-tokenizer '%s' is not supported", name, pre));
+          absl::StrFormat("%s: %s", name, pre_tokenizer.status().message()));
     }
-    spec.mode = TokenizerSpec::Mode::kByteLevel;
-    spec.pre = TokenizerSpec::PreTokenizer::kGpt2Regex;
+    spec.pre_tokenizer = std::move(*pre_tokenizer);
+    spec.decoder = MakeByteLevelDecoder();
+    spec.ignore_merges = GgufIgnoresMerges(pre);
+    spec.add_bos = GgufIgnoresMerges(pre);  // llama.cpp's default for Llama 3; the file may say
     const GgufValue* merges = gguf.Find("tokenizer.ggml.merges");
     if (merges == nullptr) return Invalid(name, "gpt2 tokenizer without merges");
     for (const std::string& m : merges->strings) {
@@ -190,13 +376,41 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizer(const GgufFile& ggu
     }
     spec.scores.assign(scores->numbers.begin(), scores->numbers.end());
     spec.byte_fallback = true;
-    spec.spaces_to_marker = true;
-    spec.prepend_space_marker = gguf.GetBool("tokenizer.ggml.add_space_prefix").value_or(true);
+    const bool add_space_prefix = gguf.GetBool("tokenizer.ggml.add_space_prefix").value_or(true);
+    // llama.cpp: a space before the text (and after each token cut out of it), then every
+    // space as U+2581; the text is one word.
+    std::vector<std::unique_ptr<Normalizer>> steps;
+    if (add_space_prefix) steps.push_back(MakePrepend(kSpaceMarker));
+    steps.push_back(*MakeReplace(" ", /*is_regex=*/false, kSpaceMarker));
+    spec.normalizer = MakeNormalizerSequence(std::move(steps));
+    spec.decoder = SentencePieceDecoder();
+    spec.strip_first_space = add_space_prefix;
+    spec.add_bos = true;
   } else {
     return absl::UnimplementedError(
         absl::StrFormat("%s: GGUF tokenizer model '%s' is not supported", name, *model));
   }
+  spec.decode_added_tokens_raw = true;
+  spec.add_bos = gguf.GetBool("tokenizer.ggml.add_bos_token").value_or(spec.add_bos);
+  spec.add_eos = gguf.GetBool("tokenizer.ggml.add_eos_token").value_or(false);
   return Tokenizer::Create(std::move(spec));
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizerFile(const std::string& path) {
+  auto file = MappedFile::Open(path);
+  if (!file.ok()) return file.status();
+  auto gguf = ParseGguf((*file)->bytes(), path);
+  if (!gguf.ok()) {
+    // llama.cpp writes a vocabulary-only GGUF without the padding before an (empty) tensor
+    // data section, which the parser asks for; parse a padded copy (the tokenizer keeps no
+    // pointer into it).
+    std::vector<uint8_t> padded((*file)->data(), (*file)->data() + (*file)->size());
+    padded.resize(padded.size() + 256, 0);
+    auto retry = ParseGguf(absl::MakeConstSpan(padded), path);
+    if (!retry.ok() || !retry->tensors.empty()) return gguf.status();
+    return LoadGgufTokenizer(*retry, path);
+  }
+  return LoadGgufTokenizer(*gguf, path);
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadLlama2cTokenizer(const std::string& path,
@@ -222,11 +436,12 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadLlama2cTokenizer(const std::strin
     spec.pieces[i] = absl::StrReplaceAll(piece, {{" ", kSpaceMarker}});
   }
   spec.byte_fallback = true;
-  spec.spaces_to_marker = true;
-  spec.prepend_space_marker = true;
   // As the Hugging Face conversion of its SentencePiece model (Metaspace, prepend "first"),
   // which is this project's reference for token ids.
-  spec.prepend_unless_leading_space = true;
+  spec.pre_tokenizer = MakeMetaspace(kSpaceMarker, PrependScheme::kFirst, /*split=*/false);
+  spec.decoder = SentencePieceDecoder();
+  spec.strip_first_space = true;
+  spec.add_bos = true;
   spec.unk_id = 0;
   spec.bos_id = 1;
   spec.eos_id = 2;

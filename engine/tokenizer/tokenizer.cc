@@ -1,10 +1,12 @@
 #include "engine/tokenizer/tokenizer.h"
 
+#include <unicode/uchar.h>
+
 #include <algorithm>
 #include <queue>
 
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_replace.h"
+#include "absl/strings/str_join.h"
 #include "engine/tokenizer/pretokenize.h"
 #include "engine/tokenizer/utf8.h"
 
@@ -15,17 +17,48 @@ uint64_t PairKey(int left, int right) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
 }
 
+// Byte offset of the code point that ends at `pos`.
+size_t PreviousCodePoint(std::string_view text, size_t pos) {
+  size_t p = pos - 1;
+  while (p > 0 && (static_cast<uint8_t>(text[p]) & 0xC0) == 0x80 && pos - p < 4) --p;
+  return p;
+}
+
+bool IsWhitespaceBefore(std::string_view text, size_t pos) {
+  const size_t p = PreviousCodePoint(text, pos);
+  int len;
+  const uint32_t cp = DecodeUtf8(text, p, &len);
+  return p + len == pos && u_isUWhiteSpace(static_cast<UChar32>(cp));
+}
+
+bool IsWordCodePoint(uint32_t cp) { return cp == '_' || u_isalnum(static_cast<UChar32>(cp)); }
+
+bool IsWordByteAt(std::string_view text, size_t pos) {
+  if (pos >= text.size()) return false;
+  int len;
+  return IsWordCodePoint(DecodeUtf8(text, pos, &len));
+}
+
+bool IsWordByteBefore(std::string_view text, size_t pos) {
+  if (pos == 0) return false;
+  const size_t p = PreviousCodePoint(text, pos);
+  int len;
+  const uint32_t cp = DecodeUtf8(text, p, &len);
+  return p + len == pos && IsWordCodePoint(cp);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(TokenizerSpec spec) {
   std::unique_ptr<Tokenizer> t(new Tokenizer(std::move(spec)));
   const TokenizerSpec& s = t->spec_;
+  const int n = static_cast<int>(s.pieces.size());
   if (s.pieces.empty()) return absl::InvalidArgumentError("tokenizer has an empty vocabulary");
   if (s.merges.empty() && s.scores.size() != s.pieces.size()) {
     return absl::InvalidArgumentError("tokenizer needs merges or one score per piece");
   }
   t->piece_to_id_.reserve(s.pieces.size());
-  for (size_t i = 0; i < s.pieces.size(); ++i) t->piece_to_id_.emplace(s.pieces[i], i);
+  for (int i = 0; i < n; ++i) t->piece_to_id_.emplace(s.pieces[i], i);
   for (size_t rank = 0; rank < s.merges.size(); ++rank) {
     auto l = t->piece_to_id_.find(s.merges[rank].first);
     auto r = t->piece_to_id_.find(s.merges[rank].second);
@@ -40,26 +73,38 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(TokenizerSpec spec)
     auto it = t->piece_to_id_.find(absl::StrFormat("<0x%02X>", b));
     t->byte_token_[b] = it == t->piece_to_id_.end() ? -1 : it->second;
   }
-  // GPT-2's bytes_to_unicode: printable bytes stand for themselves, the rest map to 256 + n.
-  int next = 0;
-  for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
-    const uint32_t cp = printable ? b : 256 + next++;
-    AppendUtf8(cp, &t->byte_to_char_[b]);
-    t->char_to_byte_[cp] = static_cast<uint8_t>(b);
-  }
-  for (const auto& [content, id] : s.added_tokens) {
-    if (content.empty() || id < 0 || id >= static_cast<int>(s.pieces.size())) {
+  for (const AddedToken& a : s.added_tokens) {
+    if (a.content.empty() || a.id < 0 || a.id >= n) {
       return absl::InvalidArgumentError(
-          absl::StrFormat("bad added token '%s' (id %d)", content, id));
+          absl::StrFormat("bad added token '%s' (id %d)", a.content, a.id));
     }
   }
-  if (s.unk_id >= static_cast<int>(s.pieces.size())) {
-    return absl::InvalidArgumentError("unknown-token id out of range");
+  for (int id : {s.unk_id, s.bos_id, s.eos_id}) {
+    if (id >= n) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("special token id %d out of range (vocabulary of %d)", id, n));
+    }
   }
   // Longest added tokens first, so that a token that prefixes another does not win.
-  std::stable_sort(t->spec_.added_tokens.begin(), t->spec_.added_tokens.end(),
-                   [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+  std::stable_sort(
+      t->spec_.added_tokens.begin(), t->spec_.added_tokens.end(),
+      [](const AddedToken& a, const AddedToken& b) { return a.content.size() > b.content.size(); });
+  for (const AddedToken& a : t->spec_.added_tokens) {
+    t->normalized_content_.push_back(
+        a.normalized && s.normalizer != nullptr ? s.normalizer->Apply(a.content) : a.content);
+  }
+  t->is_added_.assign(n, false);
+  for (const AddedToken& a : t->spec_.added_tokens) t->is_added_[a.id] = true;
+  for (int kind = 0; kind < 2; ++kind) {
+    t->added_by_first_byte_[kind].resize(256);
+    for (size_t i = 0; i < t->spec_.added_tokens.size(); ++i) {
+      if (t->spec_.added_tokens[i].normalized != (kind == 1)) continue;
+      const std::string& text =
+          kind == 1 ? t->normalized_content_[i] : t->spec_.added_tokens[i].content;
+      if (text.empty()) continue;
+      t->added_by_first_byte_[kind][static_cast<uint8_t>(text[0])].push_back(static_cast<int>(i));
+    }
+  }
   return t;
 }
 
@@ -79,42 +124,36 @@ bool Tokenizer::MergePriority(int left, int right, float* priority, int* merged)
 }
 
 void Tokenizer::EncodeWord(std::string_view word, std::vector<int32_t>* out) const {
-  // Initial symbols: characters (or bytes, for the byte-level alphabet).
+  if (spec_.ignore_merges) {
+    auto it = piece_to_id_.find(std::string(word));
+    if (it != piece_to_id_.end()) {
+      out->push_back(it->second);
+      return;
+    }
+  }
+  // Initial symbols: the word's characters, unknown ones as their bytes or the unknown token.
   std::vector<int> ids;
-  auto push_unknown = [&](std::string_view bytes) {
+  std::string ch;
+  for (size_t pos = 0; pos < word.size();) {
+    int len;
+    DecodeUtf8(word, pos, &len);
+    ch.assign(word.data() + pos, len);
+    pos += len;
+    auto it = piece_to_id_.find(ch);
+    if (it != piece_to_id_.end()) {
+      ids.push_back(it->second);
+      continue;
+    }
     if (spec_.byte_fallback) {
       bool all = true;
-      for (unsigned char c : bytes) all = all && byte_token_[c] >= 0;
+      for (unsigned char c : ch) all = all && byte_token_[c] >= 0;
       if (all) {
-        for (unsigned char c : bytes) ids.push_back(byte_token_[c]);
-        return;
+        for (unsigned char c : ch) ids.push_back(byte_token_[c]);
+        continue;
       }
     }
-    if (spec_.unk_id >= 0 && (ids.empty() || ids.back() != spec_.unk_id)) {
+    if (spec_.unk_id >= 0 && !(spec_.fuse_unk && !ids.empty() && ids.back() == spec_.unk_id)) {
       ids.push_back(spec_.unk_id);
-    }
-  };
-  if (spec_.mode == TokenizerSpec::Mode::kByteLevel) {
-    for (unsigned char c : word) {
-      auto it = piece_to_id_.find(byte_to_char_[c]);
-      if (it != piece_to_id_.end()) {
-        ids.push_back(it->second);
-      } else {
-        push_unknown(std::string_view(reinterpret_cast<const char*>(&c), 1));
-      }
-    }
-  } else {
-    for (size_t pos = 0; pos < word.size();) {
-      int len;
-      DecodeUtf8(word, pos, &len);
-      std::string_view ch = word.substr(pos, len);
-      auto it = piece_to_id_.find(std::string(ch));
-      if (it != piece_to_id_.end()) {
-        ids.push_back(it->second);
-      } else {
-        push_unknown(ch);
-      }
-      pos += len;
     }
   }
   // Merge the best pair first (lowest priority, then leftmost) until none applies, with a
@@ -158,108 +197,112 @@ void Tokenizer::EncodeWord(std::string_view word, std::vector<int32_t>* out) con
   for (int i = n > 0 ? 0 : -1; i >= 0; i = next[i]) out->push_back(ids[i]);
 }
 
-void Tokenizer::EncodeSegment(std::string_view segment, std::vector<int32_t>* out) const {
-  switch (spec_.pre) {
-    case TokenizerSpec::PreTokenizer::kGpt2Regex:
-      if (spec_.split_digits) {
-        size_t start = 0;
-        for (size_t pos = 0; pos <= segment.size(); ++pos) {
-          if (pos < segment.size() && !(segment[pos] >= '0' && segment[pos] <= '9')) continue;
-          for (std::string_view word : SplitGpt2(segment.substr(start, pos - start))) {
-            EncodeWord(word, out);
-          }
-          if (pos < segment.size()) EncodeWord(segment.substr(pos, 1), out);
-          start = pos + 1;
-        }
-        return;
+template <typename Use, typename Text, typename Token>
+void Tokenizer::SplitOnAddedTokens(std::string_view text, bool normalized, Use use, Text emit_text,
+                                   Token emit_token) const {
+  const std::vector<std::vector<int>>& by_byte = added_by_first_byte_[normalized ? 1 : 0];
+  size_t start = 0;  // of the text not yet emitted
+  for (size_t pos = 0; pos < text.size(); ++pos) {
+    for (int index : by_byte[static_cast<uint8_t>(text[pos])]) {
+      const AddedToken& token = spec_.added_tokens[index];
+      const std::string& literal = normalized ? normalized_content_[index] : token.content;
+      if (!use(token) || text.compare(pos, literal.size(), literal) != 0) continue;
+      size_t begin = pos, end = pos + literal.size();
+      if (token.single_word && (IsWordByteBefore(text, begin) || IsWordByteAt(text, end))) continue;
+      if (token.lstrip) {
+        while (begin > start && IsWhitespaceBefore(text, begin))
+          begin = PreviousCodePoint(text, begin);
       }
-      for (std::string_view word : SplitGpt2(segment)) EncodeWord(word, out);
-      return;
-    case TokenizerSpec::PreTokenizer::kMetaspaceSplit: {
-      // Words start at each marker.
-      size_t start = 0;
-      for (size_t pos = 1; pos <= segment.size(); ++pos) {
-        if (pos == segment.size() || segment.substr(pos, 3) == kSpaceMarker) {
-          EncodeWord(segment.substr(start, pos - start), out);
-          start = pos;
+      if (token.rstrip) {
+        int len;
+        while (end < text.size() &&
+               u_isUWhiteSpace(static_cast<UChar32>(DecodeUtf8(text, end, &len)))) {
+          end += len;
         }
       }
-      return;
+      if (begin > start) emit_text(text.substr(start, begin - start), start);
+      emit_token(token.id);
+      start = end;
+      pos = end - 1;
+      break;
     }
-    case TokenizerSpec::PreTokenizer::kNone:
-      EncodeWord(segment, out);
-      return;
   }
+  if (start < text.size()) emit_text(text.substr(start), start);
 }
 
-std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_bos) const {
+void Tokenizer::EncodeText(std::string_view text, const EncodeOptions& options,
+                           std::vector<int32_t>* out) const {
+  const auto use = [&](const AddedToken& t) { return options.parse_special || !t.special; };
+  const auto emit_token = [&](int id) { out->push_back(id); };
+  std::vector<Piece> pieces;
+  SplitOnAddedTokens(
+      text, /*normalized=*/false, use,
+      [&](std::string_view segment, size_t offset) {
+        const std::string normalized =
+            spec_.normalizer ? spec_.normalizer->Apply(segment) : std::string(segment);
+        SplitOnAddedTokens(
+            normalized, /*normalized=*/true, use,
+            [&](std::string_view words, size_t sub_offset) {
+              pieces.clear();
+              pieces.push_back({std::string(words), offset == 0 && sub_offset == 0});
+              if (spec_.pre_tokenizer) spec_.pre_tokenizer->Apply(&pieces);
+              for (const Piece& p : pieces) EncodeWord(p.text, out);
+            },
+            emit_token);
+      },
+      emit_token);
+}
+
+absl::StatusOr<std::vector<int32_t>> Tokenizer::Tokenize(std::string_view text,
+                                                         const EncodeOptions& options) const {
+  size_t bad;
+  if (!IsValidUtf8(text, &bad)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "text is not valid UTF-8: byte 0x%02X at offset %d does not start a well-formed sequence",
+        static_cast<uint8_t>(text[bad]), bad));
+  }
+  std::vector<int32_t> out;
+  if (options.add_bos && spec_.bos_id >= 0) out.push_back(spec_.bos_id);
+  EncodeText(text, options, &out);
+  if (options.add_eos && spec_.eos_id >= 0) out.push_back(spec_.eos_id);
+  return out;
+}
+
+std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_bos,
+                                       bool parse_special) const {
+  EncodeOptions options;
+  options.parse_special = parse_special;
   std::vector<int32_t> out;
   if (add_bos && spec_.bos_id >= 0) out.push_back(spec_.bos_id);
-  std::string normalized;
-  if (spec_.spaces_to_marker || spec_.prepend_space_marker) {
-    const bool leading_space = !text.empty() && text[0] == ' ';
-    if (spec_.prepend_space_marker && !text.empty() &&
-        !(spec_.prepend_unless_leading_space && leading_space)) {
-      normalized = kSpaceMarker;
-    }
-    normalized += spec_.spaces_to_marker
-                      ? absl::StrReplaceAll(absl::string_view(text.data(), text.size()),
-                                            {{" ", kSpaceMarker}})
-                      : std::string(text);
-    text = normalized;
-  }
-  size_t start = 0, pos = 0;
-  while (pos < text.size()) {
-    int matched = -1;
-    size_t matched_len = 0;
-    for (const auto& [content, id] : spec_.added_tokens) {
-      if (text.compare(pos, content.size(), content) == 0) {
-        matched = id;
-        matched_len = content.size();
-        break;
-      }
-    }
-    if (matched < 0) {
-      ++pos;
-      continue;
-    }
-    if (pos > start) EncodeSegment(text.substr(start, pos - start), &out);
-    out.push_back(matched);
-    pos += matched_len;
-    start = pos;
-  }
-  if (start < text.size()) EncodeSegment(text.substr(start), &out);
+  EncodeText(text, options, &out);
   return out;
 }
 
 std::string Tokenizer::Decode(absl::Span<const int32_t> ids) const {
   std::string out;
+  std::vector<std::string> run;  // pieces the decoder turns into text together
+  const auto flush = [&] {
+    if (run.empty()) return;
+    if (spec_.decoder) spec_.decoder->Apply(&run);
+    out +=
+        absl::StrJoin(run, spec_.decoder == nullptr && spec_.join_decoded_with_spaces ? " " : "");
+    run.clear();
+  };
+  bool strip_space = false;  // the first token is decoded and starts `out`
+  bool first = true;
   for (int32_t id : ids) {
     if (id < 0 || id >= vocab_size()) continue;
-    const std::string& p = spec_.pieces[id];
-    if (spec_.mode == TokenizerSpec::Mode::kByteLevel) {
-      bool is_added = false;
-      for (const auto& a : spec_.added_tokens) is_added = is_added || a.second == id;
-      if (is_added) {
-        out += p;
-        continue;
-      }
-      for (size_t pos = 0; pos < p.size();) {
-        int len;
-        uint32_t cp = DecodeUtf8(p, pos, &len);
-        auto it = char_to_byte_.find(cp);
-        if (it != char_to_byte_.end()) out.push_back(static_cast<char>(it->second));
-        pos += len;
-      }
+    if (spec_.decode_added_tokens_raw && is_added_[id]) {
+      flush();
+      out += spec_.pieces[id];
     } else {
-      unsigned byte;
-      if (p.size() == 6 && std::sscanf(p.c_str(), "<0x%02X>", &byte) == 1) {
-        out.push_back(static_cast<char>(byte));
-      } else {
-        out += absl::StrReplaceAll(p, {{kSpaceMarker, " "}});
-      }
+      strip_space = strip_space || (first && spec_.strip_first_space);
+      run.push_back(spec_.pieces[id]);
     }
+    first = false;
   }
+  flush();
+  if (strip_space && !out.empty() && out[0] == ' ') out.erase(0, 1);
   return out;
 }
 
