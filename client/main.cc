@@ -66,6 +66,9 @@ ABSL_FLAG(bool, aware, false,
           "quantize: each block size twice, plain RTN and super-weight-aware (clipped, --clip "
           "or z; super weights restored)");
 ABSL_FLAG(bool, restore, false, "quantize: put the super weights back after quantizing");
+ABSL_FLAG(bool, activations_int8, false,
+          "quantize: INT8 activations (every linear input, per tensor), plain and with the super "
+          "activations held out; alone: with FP weights and with INT8 weights per row (W8A8)");
 ABSL_FLAG(std::string, export, "",
           "quantize: write the one setting under the server's --export_root: gguf:TYPE (Q4_0, "
           "Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16, F32), hf or hf:f32");
@@ -319,7 +322,8 @@ bool PlotQuantization(const v1::QuantizeResult& r, const std::string& path) {
   for (const auto& row : r.rows()) widest = std::max<double>(widest, row.spec().block_size());
   for (const auto& row : r.rows()) {
     auto m = row.metrics().find(metric);
-    if (m == row.metrics().end() || row.spec().full_precision() || row.spec().block_size() < 0) {
+    if (m == row.metrics().end() || row.spec().full_precision() || row.spec().block_size() < 0 ||
+        row.spec().activation_bits() > 0) {
       continue;
     }
     const bool tensor = row.spec().block_size() == 0;
@@ -680,8 +684,16 @@ int main(int argc, char** argv) {
     }
     const std::string clip = absl::GetFlag(FLAGS_clip);
     const bool aware = absl::GetFlag(FLAGS_aware);
-    if (!bits.empty() || !blocks.empty() || !clip.empty() || aware ||
-        absl::GetFlag(FLAGS_restore)) {
+    const bool activations_int8 = absl::GetFlag(FLAGS_activations_int8);
+    const bool weight_flags =
+        !bits.empty() || !blocks.empty() || !clip.empty() || aware || absl::GetFlag(FLAGS_restore);
+    if (activations_int8 && !weight_flags) {  // FP and INT8-per-row weights (W8A8)
+      req.add_settings()->set_full_precision(true);
+      v1::QuantizeSetting* w8 = req.add_settings();
+      w8->set_bits(8);
+      w8->set_block_size(-1);
+    }
+    if (weight_flags) {
       if (bits.empty()) bits = {4};
       if (blocks.empty()) blocks = {0, 1048576, 262144, 65536, 16384};
       for (int32_t b : bits) {
@@ -701,6 +713,24 @@ int main(int argc, char** argv) {
           s->set_clip_value(absl::GetFlag(FLAGS_clip_value));
         }
       }
+    }
+    if (activations_int8) {  // each weight setting with INT8 activations, plain and held out
+      const int weight_settings = req.settings_size();
+      for (int i = 0; i < weight_settings; ++i) {
+        v1::QuantizeSetting* plain = req.mutable_settings(i);
+        plain->set_activation_bits(8);
+        v1::QuantizeSetting* held = req.add_settings();
+        *held = req.settings(i);
+        held->set_hold_out_super_activations(true);
+      }
+      // Each setting's two rows side by side.
+      std::vector<v1::QuantizeSetting> ordered;
+      for (int i = 0; i < weight_settings; ++i) {
+        ordered.push_back(req.settings(i));
+        ordered.push_back(req.settings(weight_settings + i));
+      }
+      req.clear_settings();
+      for (const v1::QuantizeSetting& setting : ordered) *req.add_settings() = setting;
     }
     for (absl::string_view v : absl::StrSplit(absl::GetFlag(FLAGS_tasks), ',', absl::SkipEmpty()))
       req.add_tasks(std::string(v));

@@ -90,23 +90,27 @@ void EvaluationMetrics(const std::vector<TaskScore>& tasks, double wikitext2_per
 
 absl::StatusOr<QuantizeSetting> FromProto(const v1::QuantizeSetting& s) {
   QuantizeSetting setting;
+  setting.activation_bits = s.activation_bits();
+  setting.hold_out_super_activations = s.hold_out_super_activations();
   if (s.full_precision()) {
     setting.full_precision = true;
-    return setting;
+  } else {
+    setting.spec.bits = s.bits();
+    setting.spec.block_size = s.block_size();
+    auto clip = ParseClipMethod(s.clip().empty() ? "none" : s.clip());
+    if (!clip.ok()) return clip.status();
+    setting.spec.clip = *clip;
+    setting.spec.clip_value = s.clip_value() == 0 ? DefaultClipValue(*clip) : s.clip_value();
+    setting.restore_super_weights = s.restore_super_weights();
   }
-  setting.spec.bits = s.bits();
-  setting.spec.block_size = s.block_size();
-  auto clip = ParseClipMethod(s.clip().empty() ? "none" : s.clip());
-  if (!clip.ok()) return clip.status();
-  setting.spec.clip = *clip;
-  setting.spec.clip_value = s.clip_value() == 0 ? DefaultClipValue(*clip) : s.clip_value();
-  setting.restore_super_weights = s.restore_super_weights();
-  if (absl::Status st = setting.spec.Validate(); !st.ok()) return st;
+  if (absl::Status st = setting.Validate(); !st.ok()) return st;
   return setting;
 }
 
 v1::QuantizeSetting ToProto(const QuantizeSetting& s) {
   v1::QuantizeSetting p;
+  p.set_activation_bits(s.activation_bits);
+  p.set_hold_out_super_activations(s.hold_out_super_activations);
   if (s.full_precision) {
     p.set_full_precision(true);
     return p;

@@ -325,8 +325,15 @@ absl::Status SuperWeightService::PlanExport(const v1::QuantizeRequest& req, cons
   if (options_.export_root.empty()) {
     return absl::InvalidArgumentError("this server has no --export_root: exports are refused");
   }
+  for (const QuantizeSetting& s : settings) {
+    if (s.activation_bits > 0) {
+      return absl::InvalidArgumentError(
+          "an export writes weights: activation quantization happens at run time and no file "
+          "carries it (drop activation_bits to export)");
+    }
+  }
   if (std::count_if(settings.begin(), settings.end(),
-                    [](const QuantizeSetting& s) { return !s.full_precision; }) != 1) {
+                    [](const QuantizeSetting& s) { return !s.IsBaseline(); }) != 1) {
     return absl::InvalidArgumentError("an export writes one setting: give exactly one besides FP");
   }
   const std::string& format = req.export_format();
@@ -395,7 +402,7 @@ grpc::Status SuperWeightService::Quantize(grpc::ServerContext* ctx, const v1::Qu
         return absl::InvalidArgumentError(
             absl::StrCat("settings[", i, "]: ", setting.status().message()));
       }
-      if (!setting->full_precision) o.settings.push_back(*setting);
+      if (!setting->IsBaseline()) o.settings.push_back(*setting);
     }
     if (req->settings().empty()) o.settings = DefaultQuantizeSettings();
     o.quantize_lm_head = req->quantize_lm_head();

@@ -16,9 +16,13 @@
 //   superweight-engine quantize-row F32_FILE --type=Q4_1 --out=F
 //   superweight-engine requantize SRC.gguf --type=Q8_0 --out=OUT.gguf
 //   superweight-engine export-hf MODEL --out=DIR [--dtype=f32|bf16]  (a transformers directory)
+//   superweight-engine activations MODEL --ids=1,2,3 --layer=N --site=down_input --out=PREFIX
+//       (that linear input of the first sequence, f32 [tokens, cols], to PREFIX.input.f32 as the
+//       pass made it and PREFIX.quantized.f32 after --activations)
 //   superweight-engine cpu  (the CPU class in use and those below it)
-// Model verbs take --quantize=BITS,BLOCK[,CLIP[,VALUE]] [--keep=L,R,C] [--quantize_lm_head]:
-// every linear weight of the layers fake-quantized (quant/rtn.h) for what the verb does.
+// Model verbs take --quantize=BITS,BLOCK[,CLIP[,VALUE]] [--activations=BITS[,hold]]
+// [--keep=L,R,C] [--quantize_lm_head]: every linear weight of the layers (quant/rtn.h) and their
+// inputs (quant/activation_quant.h) fake-quantized for what the verb does.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -75,6 +79,31 @@ Json LayerJson(const std::vector<sw::LayerMax>& layers) {
   }
   return a;
 }
+
+// Passes the model's activation transform through and keeps one site's tensor of the first
+// sequence as the transform got it and as it left it.
+class SiteRecorder : public sw::ActivationTransform {
+ public:
+  SiteRecorder(const sw::ActivationTransform* inner, int layer, sw::LinearInputSite site)
+      : inner_(inner), layer_(layer), site_(site) {}
+  void Apply(int layer, sw::LinearInputSite site, int64_t tokens, int64_t cols,
+             float* x) const override {
+    const bool recorded = layer == layer_ && site == site_ && input.empty();
+    if (recorded) {
+      input.assign(x, x + tokens * cols);
+      recorded_cols = cols;
+    }
+    if (inner_ != nullptr) inner_->Apply(layer, site, tokens, cols, x);
+    if (recorded) output.assign(x, x + tokens * cols);
+  }
+  mutable std::vector<float> input, output;
+  mutable int64_t recorded_cols = 0;
+
+ private:
+  const sw::ActivationTransform* inner_;
+  int layer_;
+  sw::LinearInputSite site_;
+};
 
 }  // namespace
 
@@ -168,31 +197,44 @@ int main(int argc, char** argv) {
   const double open_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   // --quantize=BITS,BLOCK[,CLIP[,VALUE]] (BLOCK: elements, tensor or row) fake-quantizes every
-  // linear weight of the layers for whatever the verb does; --keep=L,R,C (repeatable via
-  // commas in groups of three) keeps super weights; --quantize_lm_head includes the lm_head.
+  // linear weight of the layers for whatever the verb does, --activations=BITS[,hold] their
+  // inputs; --keep=L,R,C (repeatable via commas in groups of three) names super weights, kept
+  // by --quantize, their activations held out by ",hold"; --quantize_lm_head adds the lm_head.
   sw::FakeQuantizedModel quantized;
   const sw::Model* opened = model->get();
-  if (flags.count("quantize")) {
-    std::vector<std::string> parts = absl::StrSplit(flags["quantize"], ',');
-    sw::RtnSpec spec;
-    if (parts.size() < 2 || !absl::SimpleAtoi(parts[0], &spec.bits)) {
-      return Fail("--quantize wants BITS,BLOCK[,CLIP[,VALUE]]");
-    }
-    if (parts[1] == "tensor") {
-      spec.block_size = sw::kBlockTensor;
-    } else if (parts[1] == "row") {
-      spec.block_size = sw::kBlockRow;
-    } else if (!absl::SimpleAtoi(parts[1], &spec.block_size)) {
-      return Fail("bad --quantize block size");
-    }
-    if (parts.size() > 2) {
-      auto clip = sw::ParseClipMethod(parts[2]);
-      if (!clip.ok()) return Fail(std::string(clip.status().message()));
-      spec.clip = *clip;
-      spec.clip_value = sw::DefaultClipValue(*clip);
-      if (parts.size() > 3 && !absl::SimpleAtod(parts[3], &spec.clip_value)) {
-        return Fail("bad --quantize clip value");
+  if (flags.count("quantize") || flags.count("activations")) {
+    sw::QuantizeSetting setting;
+    setting.full_precision = flags.count("quantize") == 0;
+    if (!setting.full_precision) {
+      std::vector<std::string> parts = absl::StrSplit(flags["quantize"], ',');
+      sw::RtnSpec& spec = setting.spec;
+      if (parts.size() < 2 || !absl::SimpleAtoi(parts[0], &spec.bits)) {
+        return Fail("--quantize wants BITS,BLOCK[,CLIP[,VALUE]]");
       }
+      if (parts[1] == "tensor") {
+        spec.block_size = sw::kBlockTensor;
+      } else if (parts[1] == "row") {
+        spec.block_size = sw::kBlockRow;
+      } else if (!absl::SimpleAtoi(parts[1], &spec.block_size)) {
+        return Fail("bad --quantize block size");
+      }
+      if (parts.size() > 2) {
+        auto clip = sw::ParseClipMethod(parts[2]);
+        if (!clip.ok()) return Fail(std::string(clip.status().message()));
+        spec.clip = *clip;
+        spec.clip_value = sw::DefaultClipValue(*clip);
+        if (parts.size() > 3 && !absl::SimpleAtod(parts[3], &spec.clip_value)) {
+          return Fail("bad --quantize clip value");
+        }
+      }
+    }
+    if (flags.count("activations")) {
+      std::vector<std::string> parts = absl::StrSplit(flags["activations"], ',');
+      if (!absl::SimpleAtoi(parts[0], &setting.activation_bits) || parts.size() > 2 ||
+          (parts.size() == 2 && parts[1] != "hold")) {
+        return Fail("--activations wants BITS[,hold]");
+      }
+      setting.hold_out_super_activations = parts.size() == 2;
     }
     std::vector<sw::SuperWeightCoordinate> keep;
     std::vector<int64_t> k;
@@ -201,7 +243,8 @@ int main(int argc, char** argv) {
     }
     for (size_t i = 0; i < k.size(); i += 3)
       keep.push_back({static_cast<int>(k[i]), k[i + 1], k[i + 2]});
-    auto q = sw::FakeQuantizeModel(**model, spec, keep, flags.count("quantize_lm_head") > 0);
+    setting.restore_super_weights = !keep.empty();
+    auto q = sw::QuantizeSettingView(**model, setting, keep, flags.count("quantize_lm_head") > 0);
     if (!q.ok()) return Fail(std::string(q.status().ToString()));
     quantized = std::move(*q);
     opened = quantized.model.get();
@@ -238,6 +281,7 @@ int main(int argc, char** argv) {
   Json out;
   if (verb == "export-hf") {  // the view (fake-quantized with --quantize) as an HF directory
     if (flags["out"].empty()) return Fail("export-hf wants --out=DIR");
+    if (flags.count("activations")) return Fail("a file carries weights, not --activations");
     const std::string dtype_name = flags.count("dtype") ? flags["dtype"] : "f32";
     if (dtype_name != "f32" && dtype_name != "bf16") return Fail("--dtype wants f32 or bf16");
     const sw::DType dtype = dtype_name == "f32" ? sw::DType::kF32 : sw::DType::kBF16;
@@ -301,6 +345,31 @@ int main(int argc, char** argv) {
     std::ofstream f(flags["out"], std::ios::binary);
     f.write(reinterpret_cast<const char*>(logits.data()), logits.size() * sizeof(float));
     out = {{"tokens", ids.size()}, {"vocab", m.config.vocab}};
+  } else if (verb == "activations") {  // --layer's --site input, before and after --activations
+    int layer = 0;
+    if (!absl::SimpleAtoi(flags["layer"], &layer) || layer < 0 || layer >= m.config.layers) {
+      return Fail("bad --layer");
+    }
+    int site = -1;
+    for (int i = 0; i < sw::kNumLinearInputSites; ++i) {
+      if (flags["site"] == sw::LinearInputSiteName(static_cast<sw::LinearInputSite>(i))) site = i;
+    }
+    if (site < 0) return Fail("--site wants qkv_input, o_input, gate_up_input or down_input");
+    SiteRecorder recorder(m.activation_transform, layer, static_cast<sw::LinearInputSite>(site));
+    std::unique_ptr<sw::Model> view = m.ShareWeights();
+    view->activation_transform = &recorder;
+    sw::SequenceInput in{ids, &edits};
+    sw::ForwardOptions fo;
+    fo.precision = precision;
+    auto fwd = sw::RunForward(*view, {&in, 1}, fo);
+    if (!fwd.ok()) return Fail(std::string(fwd.status().ToString()));
+    for (const auto& [suffix, values] : {std::pair{".input.f32", &recorder.input},
+                                         std::pair{".quantized.f32", &recorder.output}}) {
+      std::ofstream f(flags["out"] + suffix, std::ios::binary);
+      f.write(reinterpret_cast<const char*>(values->data()), values->size() * sizeof(float));
+      if (!f) return Fail("cannot write " + flags["out"] + suffix);
+    }
+    out = {{"tokens", ids.size()}, {"cols", recorder.recorded_cols}};
   } else if (verb == "logprobs") {
     sw::SequenceInput in{ids, &edits};
     auto lp = sw::TokenLogprobs(m, {&in, 1}, precision);

@@ -7,8 +7,32 @@
 namespace superweight {
 
 std::string QuantizeSetting::Name() const {
-  if (full_precision) return "FP";
-  return spec.Name() + (restore_super_weights ? " +SW" : "");
+  std::string name;
+  if (!full_precision) {
+    name = spec.Name() + (restore_super_weights ? " +SW" : "");
+  } else if (activation_bits == 0) {
+    name = "FP";
+  }
+  if (activation_bits > 0) {
+    absl::StrAppend(&name, name.empty() ? "" : " ", "A", activation_bits,
+                    hold_out_super_activations ? " SA held out" : "");
+  }
+  return name;
+}
+
+absl::Status QuantizeSetting::Validate() const {
+  if (!full_precision) {
+    if (absl::Status s = spec.Validate(); !s.ok()) return s;
+  }
+  if (activation_bits != 0 && (activation_bits < 2 || activation_bits > 8)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "activation bits %d outside 2..8 (0: activations at full precision)", activation_bits));
+  }
+  if (hold_out_super_activations && activation_bits == 0) {
+    return absl::InvalidArgumentError(
+        "hold_out_super_activations needs quantized activations (activation_bits)");
+  }
+  return absl::OkStatus();
 }
 
 std::vector<QuantizeSetting> DefaultQuantizeSettings() {
@@ -21,6 +45,35 @@ std::vector<QuantizeSetting> DefaultQuantizeSettings() {
     settings.push_back({false, clipped, true});
   }
   return settings;
+}
+
+std::vector<QuantizeSetting> ActivationQuantizeSettings() {
+  const RtnSpec int8_rows{8, kBlockRow, ClipMethod::kNone, 0};
+  std::vector<QuantizeSetting> settings;
+  for (bool weights_full_precision : {true, false}) {
+    if (weights_full_precision) settings.push_back({true, {}, false});
+    for (bool hold : {false, true}) {
+      QuantizeSetting s{weights_full_precision, weights_full_precision ? RtnSpec{} : int8_rows,
+                        false};
+      s.activation_bits = 8;
+      s.hold_out_super_activations = hold;
+      settings.push_back(s);
+    }
+  }
+  return settings;
+}
+
+std::vector<HeldActivationChannel> SuperActivationChannels(
+    const ModelConfig& config, const std::vector<SuperWeightCoordinate>& super_weights) {
+  std::vector<HeldActivationChannel> held;
+  for (const SuperWeightCoordinate& sw : super_weights) {
+    held.push_back({sw.layer, LinearInputSite::kDown, sw.col});
+    for (int l = sw.layer + 1; l < config.layers; ++l) {
+      held.push_back({l, LinearInputSite::kQkv, sw.row});
+      held.push_back({l, LinearInputSite::kGateUp, sw.row});
+    }
+  }
+  return held;
 }
 
 namespace {
@@ -86,6 +139,38 @@ absl::StatusOr<FakeQuantizedModel> ClipLinearWeights(const Model& model, const R
   return TransformLinearWeights(model, spec, keep, lm_head, cancelled, /*round=*/false);
 }
 
+absl::StatusOr<FakeQuantizedModel> QuantizeSettingView(
+    const Model& model, const QuantizeSetting& setting,
+    const std::vector<SuperWeightCoordinate>& super_weights, bool quantize_lm_head,
+    const std::atomic<bool>* cancelled) {
+  if (absl::Status s = setting.Validate(); !s.ok()) return s;
+  FakeQuantizedModel view;
+  if (setting.full_precision) {
+    view.model = model.ShareWeights();
+  } else {
+    absl::StatusOr<FakeQuantizedModel> q = FakeQuantizeModel(
+        model, setting.spec,
+        setting.restore_super_weights ? super_weights : std::vector<SuperWeightCoordinate>{},
+        quantize_lm_head, cancelled);
+    if (!q.ok()) return q.status();
+    view = std::move(*q);
+  }
+  if (setting.activation_bits > 0) {
+    if (setting.hold_out_super_activations && super_weights.empty()) {
+      return absl::InvalidArgumentError("no super weights whose activations to hold out");
+    }
+    if (absl::Status s = CheckSuperWeights(model, super_weights); !s.ok()) return s;
+    absl::StatusOr<std::unique_ptr<ActivationQuantizer>> activations = ActivationQuantizer::Make(
+        model.config, setting.activation_bits,
+        setting.hold_out_super_activations ? SuperActivationChannels(model.config, super_weights)
+                                           : std::vector<HeldActivationChannel>{});
+    if (!activations.ok()) return activations.status();
+    view.activations = std::move(*activations);
+    view.model->activation_transform = view.activations.get();
+  }
+  return view;
+}
+
 std::vector<double> SuperWeightRelativeErrors(
     const Model& stored, const Model& quantized,
     const std::vector<SuperWeightCoordinate>& super_weights) {
@@ -102,8 +187,10 @@ absl::StatusOr<std::vector<QuantizeTableRow>> Quantize(const Model& model,
                                                        const QuantizeOptions& options) {
   if (absl::Status s = CheckSuperWeights(model, options.super_weights); !s.ok()) return s;
   for (const QuantizeSetting& setting : options.settings) {
-    if (setting.full_precision) continue;
-    if (absl::Status s = setting.spec.Validate(); !s.ok()) return s;
+    if (absl::Status s = setting.Validate(); !s.ok()) return s;
+    if (setting.hold_out_super_activations && options.super_weights.empty()) {
+      return absl::InvalidArgumentError("no super weights whose activations to hold out");
+    }
   }
   StepProgress progress(options.harness,
                         static_cast<int>(options.settings.size()) * options.plan.steps(),
@@ -114,16 +201,14 @@ absl::StatusOr<std::vector<QuantizeTableRow>> Quantize(const Model& model,
     row.setting = setting;
     FakeQuantizedModel quantized;
     const Model* evaluated = &model;
-    if (!setting.full_precision) {
+    if (!setting.IsBaseline()) {
       absl::StatusOr<FakeQuantizedModel> q =
-          FakeQuantizeModel(model, setting.spec,
-                            setting.restore_super_weights ? options.super_weights
-                                                          : std::vector<SuperWeightCoordinate>{},
-                            options.quantize_lm_head, options.harness.cancelled);
+          QuantizeSettingView(model, setting, options.super_weights, options.quantize_lm_head,
+                              options.harness.cancelled);
       if (!q.ok()) return q.status();
       quantized = std::move(*q);
       evaluated = quantized.model.get();
-      row.weight_mse = quantized.weight_mse;
+      row.weight_mse = setting.full_precision ? 0 : quantized.weight_mse;
     }
     row.name = setting.Name();
     row.super_weight_relative_error =

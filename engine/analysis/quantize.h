@@ -12,20 +12,38 @@
 #include "absl/status/statusor.h"
 #include "engine/analysis/ablate.h"  // SuperWeightCoordinate
 #include "engine/analysis/harness.h"
+#include "engine/quant/activation_quant.h"
 #include "engine/quant/rtn.h"
 
 namespace superweight {
 
 struct QuantizeSetting {
-  bool full_precision = false;  // the model as stored: the table's baseline
+  bool full_precision = false;  // the weights as stored
   RtnSpec spec;
   bool restore_super_weights = false;  // put the super weights back after quantizing
-  std::string Name() const;            // "FP", "INT4 b65536", "INT4 b65536 z=9 +SW"
+  // Every layer's linear inputs fake-quantized (activation_quant.h) at this many bits; 0: none.
+  int activation_bits = 0;
+  // The super activations held out of the activations' quantization.
+  bool hold_out_super_activations = false;
+  // "FP", "INT4 b65536", "INT4 b65536 z=9 +SW", "A8", "INT8 row A8 SA held out"
+  std::string Name() const;
+  bool IsBaseline() const { return full_precision && activation_bits == 0; }
+  absl::Status Validate() const;
 };
 
 // The paper's grid: FP first, then INT4 at blocks tensor-wide, 1048576, 262144, 65536, 16384,
 // each plain RTN and super-weight-aware (clipped at z = 9, super weights restored).
 std::vector<QuantizeSetting> DefaultQuantizeSettings();
+
+// The paper's activation experiment: FP, INT8 activations plain and with the super activations
+// held out, then the same with INT8 weights per row (W8A8).
+std::vector<QuantizeSetting> ActivationQuantizeSettings();
+
+// Where the super activations of `super_weights` meet linear layers: the super weight's input
+// channel in its own layer's down input (the activation it multiplies), and its output channel
+// (the residual stream's massive activation) in the normed inputs of every later layer.
+std::vector<HeldActivationChannel> SuperActivationChannels(
+    const ModelConfig& config, const std::vector<SuperWeightCoordinate>& super_weights);
 
 // A model view with every linear weight of the layers (and the lm_head, where asked and not
 // tied) fake-quantized, the super weights kept where the setting restores them; it shares the
@@ -33,13 +51,22 @@ std::vector<QuantizeSetting> DefaultQuantizeSettings();
 struct FakeQuantizedModel {
   std::unique_ptr<Model> model;
   std::vector<std::unique_ptr<RtnTensor>> tensors;
-  double weight_mse = 0;  // over every quantized element
+  std::unique_ptr<ActivationQuantizer> activations;  // model->activation_transform
+  double weight_mse = 0;                             // over every quantized element
   int64_t elements = 0;
 };
 absl::StatusOr<FakeQuantizedModel> FakeQuantizeModel(const Model& model, const RtnSpec& spec,
                                                      const std::vector<SuperWeightCoordinate>& keep,
                                                      bool quantize_lm_head,
                                                      const std::atomic<bool>* cancelled = nullptr);
+
+// The model a setting evaluates: its weights fake-quantized (FakeQuantizeModel) unless kept at
+// full precision, its activations quantized where the setting says; for the baseline, a view
+// equal to the model.
+absl::StatusOr<FakeQuantizedModel> QuantizeSettingView(
+    const Model& model, const QuantizeSetting& setting,
+    const std::vector<SuperWeightCoordinate>& super_weights, bool quantize_lm_head,
+    const std::atomic<bool>* cancelled = nullptr);
 
 // The same view with the spec's clipping alone (no rounding), the super weights kept: the values
 // an export hands to a GGML quantizer.

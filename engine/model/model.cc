@@ -52,6 +52,11 @@ const char* LinearKindName(LinearKind kind) {
   return kNames[static_cast<int>(kind)];
 }
 
+const char* LinearInputSiteName(LinearInputSite site) {
+  static const char* kNames[] = {"qkv_input", "o_input", "gate_up_input", "down_input"};
+  return kNames[static_cast<int>(site)];
+}
+
 float Matrix::At(int64_t row, int64_t col) const {
   if (transform != nullptr) {
     std::vector<float> values(cols);
@@ -82,6 +87,7 @@ std::unique_ptr<Model> Model::ShareWeights() const {
   copy->layers = layers;
   copy->tokenizer = tokenizer;
   copy->files = files;
+  copy->activation_transform = activation_transform;
   return copy;
 }
 

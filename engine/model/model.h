@@ -106,6 +106,26 @@ enum class LinearKind { kQ, kK, kV, kO, kGate, kUp, kDown };
 constexpr int kNumLinearKinds = 7;
 const char* LinearKindName(LinearKind kind);
 
+// The activations a decoder layer's linear weights read, named by the weights that read them.
+enum class LinearInputSite {
+  kQkv,     // the attention norm's output: q, k, v
+  kO,       // the attention's output: o
+  kGateUp,  // the MLP norm's output: gate, up
+  kDown,    // the gated product: down
+};
+constexpr int kNumLinearInputSites = 4;
+const char* LinearInputSiteName(LinearInputSite site);
+
+// A rewrite of the activations a layer's linear weights read (fake quantization of activations),
+// applied to each sequence's tensor on its own so that batching never changes a result.
+class ActivationTransform {
+ public:
+  virtual ~ActivationTransform() = default;
+  // x: one sequence's activations at `site` of `layer`, [tokens, cols] row-major, in place.
+  virtual void Apply(int layer, LinearInputSite site, int64_t tokens, int64_t cols,
+                     float* x) const = 0;
+};
+
 struct LayerWeights {
   std::vector<float> attn_norm;  // empty for non-parametric norms
   std::vector<float> ffn_norm;
@@ -127,6 +147,9 @@ struct Model {
   std::vector<LayerWeights> layers;
   std::shared_ptr<const Tokenizer> tokenizer;
   std::vector<std::shared_ptr<const MappedFile>> files;  // keeps the views alive
+  // Applied by the forward pass to every layer's linear inputs (nullptr: none); owned by whoever
+  // made this view, like a Matrix's transform.
+  const ActivationTransform* activation_transform = nullptr;
 
   uint64_t MappedBytes() const;
   // Another view of the same weights (the mappings, the tokenizer shared; norms copied), for

@@ -212,6 +212,15 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
     }
     return absl::OkStatus();
   };
+  // The model's activation transform on each sequence's part of a linear input, before any
+  // matmul reads it.
+  auto transform_input = [&](int layer, LinearInputSite site, float* x, int64_t cols) {
+    if (model.activation_transform == nullptr) return;
+    for (size_t s = 0; s < batch.size(); ++s) {
+      const int64_t o = result.offsets[s];
+      model.activation_transform->Apply(layer, site, result.offsets[s + 1] - o, cols, x + o * cols);
+    }
+  };
   absl::Status status;
   auto add_bias_and_clip = [&](float* y, const std::vector<float>& bias, int64_t width) {
     if (bias.empty() && c.clip_qkv <= 0) return;
@@ -233,6 +242,7 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
     }
     const LayerWeights& w = model.layers[l];
     Norm(c, w.attn_norm, b.x.data(), N, b.h.data());
+    transform_input(l, LinearInputSite::kQkv, b.h.data(), D);
     const LinearInput attn_in(b.h.data(), N, D, options.precision, &b.input);
     for (auto [kind, out] : {std::pair{LinearKind::kQ, b.q.data()},
                              {LinearKind::kK, b.k.data()},
@@ -252,6 +262,7 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
     }
     // The attention output added into the residual stream as it leaves the tiles, where the
     // AMX kernel serves and no weight edit has to be added to it first.
+    transform_input(l, LinearInputSite::kO, b.attn.data(), QD);
     const LinearInput attn_out(b.attn.data(), N, QD, options.precision, &b.input);
     if (weights_edited(l, LinearKind::kO, LinearKind::kO) ||
         !LinearAddTo(w.Get(LinearKind::kO), attn_out, b.x.data(), D)) {
@@ -262,6 +273,7 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
     }
 
     Norm(c, w.ffn_norm, b.x.data(), N, b.h.data());
+    transform_input(l, LinearInputSite::kGateUp, b.h.data(), D);
     const LinearInput ffn_in(b.h.data(), N, D, options.precision, &b.input);
     // Gate, up and their SwiGLU in one pass over the products where the AMX kernel serves and
     // no weight edit of this layer's gate or up has to be added to their outputs first.
@@ -275,6 +287,7 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
     }
     // The MLP's output likewise straight into the residual stream, unless a tap has to see it or
     // an edit has to change it first.
+    transform_input(l, LinearInputSite::kDown, b.gate.data(), I);
     const LinearInput mlp_in(b.gate.data(), N, I, options.precision, &b.input);
     bool activations_edited = false;
     for (const SequenceInput& in : batch) {

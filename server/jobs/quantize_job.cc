@@ -133,7 +133,7 @@ class QuantizeJob : public SingleJobKind {
     if (exporting) {
       const QuantizeSetting* setting = nullptr;
       for (const QuantizeSetting& s : options.settings) {
-        if (!s.full_precision) setting = &s;
+        if (!s.IsBaseline()) setting = &s;
       }
       if (setting == nullptr) return absl::InternalError("an export without its setting");
       if (w.quantize_export.format == "hf") {
