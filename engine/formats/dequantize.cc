@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cstring>
 
+#include "absl/types/span.h"
 #include "engine/formats/dequantize_kernels.h"
+#include "engine/formats/row_kernels.h"
 #include "engine/runtime/cpu.h"
 
 namespace superweight {
@@ -13,140 +15,6 @@ inline uint16_t Load16(const uint8_t* p) {
   uint16_t v;
   std::memcpy(&v, p, 2);
   return v;
-}
-
-void DequantQ4_0(const uint8_t* b, int64_t blocks, float* y) {
-  for (int64_t i = 0; i < blocks; ++i, b += 18, y += 32) {
-    const float d = HalfToFloat(Load16(b));
-    const uint8_t* qs = b + 2;
-    for (int j = 0; j < 16; ++j) {
-      y[j] = ((qs[j] & 0x0F) - 8) * d;
-      y[j + 16] = ((qs[j] >> 4) - 8) * d;
-    }
-  }
-}
-
-void DequantQ4_1(const uint8_t* b, int64_t blocks, float* y) {
-  for (int64_t i = 0; i < blocks; ++i, b += 20, y += 32) {
-    const float d = HalfToFloat(Load16(b));
-    const float m = HalfToFloat(Load16(b + 2));
-    const uint8_t* qs = b + 4;
-    for (int j = 0; j < 16; ++j) {
-      y[j] = (qs[j] & 0x0F) * d + m;
-      y[j + 16] = (qs[j] >> 4) * d + m;
-    }
-  }
-}
-
-void DequantQ5_0(const uint8_t* b, int64_t blocks, float* y) {
-  for (int64_t i = 0; i < blocks; ++i, b += 22, y += 32) {
-    const float d = HalfToFloat(Load16(b));
-    uint32_t qh;
-    std::memcpy(&qh, b + 2, 4);
-    const uint8_t* qs = b + 6;
-    for (int j = 0; j < 16; ++j) {
-      const uint8_t xh0 = ((qh >> j) << 4) & 0x10;
-      const uint8_t xh1 = (qh >> (j + 12)) & 0x10;
-      y[j] = (((qs[j] & 0x0F) | xh0) - 16) * d;
-      y[j + 16] = (((qs[j] >> 4) | xh1) - 16) * d;
-    }
-  }
-}
-
-void DequantQ5_1(const uint8_t* b, int64_t blocks, float* y) {
-  for (int64_t i = 0; i < blocks; ++i, b += 24, y += 32) {
-    const float d = HalfToFloat(Load16(b));
-    const float m = HalfToFloat(Load16(b + 2));
-    uint32_t qh;
-    std::memcpy(&qh, b + 4, 4);
-    const uint8_t* qs = b + 8;
-    for (int j = 0; j < 16; ++j) {
-      const uint8_t xh0 = ((qh >> j) << 4) & 0x10;
-      const uint8_t xh1 = (qh >> (j + 12)) & 0x10;
-      y[j] = ((qs[j] & 0x0F) | xh0) * d + m;
-      y[j + 16] = ((qs[j] >> 4) | xh1) * d + m;
-    }
-  }
-}
-
-void DequantQ8_0(const uint8_t* b, int64_t blocks, float* y) {
-  for (int64_t i = 0; i < blocks; ++i, b += 34, y += 32) {
-    const float d = HalfToFloat(Load16(b));
-    const int8_t* qs = reinterpret_cast<const int8_t*>(b + 2);
-    for (int j = 0; j < 32; ++j) y[j] = qs[j] * d;
-  }
-}
-
-void DequantQ4_K(const uint8_t* b, int64_t blocks, float* y) {
-  for (int64_t i = 0; i < blocks; ++i, b += 144) {
-    const float d = HalfToFloat(Load16(b));
-    const float dmin = HalfToFloat(Load16(b + 2));
-    const uint8_t* scales = b + 4;
-    const uint8_t* q = b + 16;
-    int is = 0;
-    for (int j = 0; j < 256; j += 64) {
-      uint8_t sc, m;
-      internal::KQuantScaleMin(is + 0, scales, &sc, &m);
-      const float d1 = d * sc, m1 = dmin * m;
-      internal::KQuantScaleMin(is + 1, scales, &sc, &m);
-      const float d2 = d * sc, m2 = dmin * m;
-      for (int l = 0; l < 32; ++l) *y++ = d1 * (q[l] & 0xF) - m1;
-      for (int l = 0; l < 32; ++l) *y++ = d2 * (q[l] >> 4) - m2;
-      q += 32;
-      is += 2;
-    }
-  }
-}
-
-void DequantQ5_K(const uint8_t* b, int64_t blocks, float* y) {
-  for (int64_t i = 0; i < blocks; ++i, b += 176) {
-    const float d = HalfToFloat(Load16(b));
-    const float dmin = HalfToFloat(Load16(b + 2));
-    const uint8_t* scales = b + 4;
-    const uint8_t* qh = b + 16;
-    const uint8_t* ql = b + 48;
-    int is = 0;
-    uint8_t u1 = 1, u2 = 2;
-    for (int j = 0; j < 256; j += 64) {
-      uint8_t sc, m;
-      internal::KQuantScaleMin(is + 0, scales, &sc, &m);
-      const float d1 = d * sc, m1 = dmin * m;
-      internal::KQuantScaleMin(is + 1, scales, &sc, &m);
-      const float d2 = d * sc, m2 = dmin * m;
-      for (int l = 0; l < 32; ++l) *y++ = d1 * ((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
-      for (int l = 0; l < 32; ++l) *y++ = d2 * ((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
-      ql += 32;
-      is += 2;
-      u1 <<= 2;
-      u2 <<= 2;
-    }
-  }
-}
-
-void DequantQ6_K(const uint8_t* b, int64_t blocks, float* y) {
-  for (int64_t i = 0; i < blocks; ++i, b += 210) {
-    const uint8_t* ql = b;
-    const uint8_t* qh = b + 128;
-    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
-    const float d = HalfToFloat(Load16(b + 208));
-    for (int n = 0; n < 256; n += 128) {
-      for (int l = 0; l < 32; ++l) {
-        const int is = l / 16;
-        const int8_t q1 = static_cast<int8_t>((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
-        const int8_t q2 = static_cast<int8_t>((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-        const int8_t q3 = static_cast<int8_t>((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-        const int8_t q4 = static_cast<int8_t>((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-        y[l] = d * sc[is + 0] * q1;
-        y[l + 32] = d * sc[is + 2] * q2;
-        y[l + 64] = d * sc[is + 4] * q3;
-        y[l + 96] = d * sc[is + 6] * q4;
-      }
-      y += 128;
-      ql += 64;
-      qh += 32;
-      sc += 8;
-    }
-  }
 }
 
 // Codes: integers up to 128 in magnitude, whose bf16 is exact: the high half of the float,
@@ -191,7 +59,7 @@ void CodesQ8_0(const uint8_t* b, int64_t blocks, uint16_t* codes, float* scale, 
 }
 
 // Q4_K and Q5_K: 256-element super-blocks of eight 32-element groups, each d * sc (exact: 11 x 6
-// bits) times q minus dmin * m (exact too), as DequantQ4_K/DequantQ5_K compute them.
+// bits) times q minus dmin * m (exact too), as Q4_KToFloat/Q5_KToFloat compute them.
 template <bool kFiveBits>
 void CodesK(const uint8_t* b, int64_t blocks, uint16_t* codes, float* scale, float* offset,
             int64_t stride) {
@@ -257,56 +125,200 @@ float BFloat16ToFloat(uint16_t b) {
 
 namespace internal {
 
-void DequantizeRowScalar(DType type, const uint8_t* src, int64_t n, float* dst) {
-  const int64_t blocks = n / Traits(type).block_elements;
-  switch (type) {
-    case DType::kF32:
-      std::memcpy(dst, src, n * sizeof(float));
-      return;
-    case DType::kF16:
-      for (int64_t i = 0; i < n; ++i) dst[i] = HalfToFloat(Load16(src + 2 * i));
-      return;
-    case DType::kBF16:
-      for (int64_t i = 0; i < n; ++i) dst[i] = BFloat16ToFloat(Load16(src + 2 * i));
-      return;
-    case DType::kQ4_0:
-      return DequantQ4_0(src, blocks, dst);
-    case DType::kQ4_1:
-      return DequantQ4_1(src, blocks, dst);
-    case DType::kQ5_0:
-      return DequantQ5_0(src, blocks, dst);
-    case DType::kQ5_1:
-      return DequantQ5_1(src, blocks, dst);
-    case DType::kQ8_0:
-      return DequantQ8_0(src, blocks, dst);
-    case DType::kQ4_K:
-      return DequantQ4_K(src, blocks, dst);
-    case DType::kQ5_K:
-      return DequantQ5_K(src, blocks, dst);
-    case DType::kQ6_K:
-      return DequantQ6_K(src, blocks, dst);
+void F32ToFloat(const uint8_t* src, int64_t n, float* dst) {
+  std::memcpy(dst, src, n * sizeof(float));
+}
+
+void F16ToFloat(const uint8_t* src, int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = HalfToFloat(Load16(src + 2 * i));
+}
+
+void BF16ToFloat(const uint8_t* src, int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = BFloat16ToFloat(Load16(src + 2 * i));
+}
+
+void Q4_0ToFloat(const uint8_t* b, int64_t n, float* y) {
+  for (int64_t i = 0; i < n / 32; ++i, b += 18, y += 32) {
+    const float d = HalfToFloat(Load16(b));
+    const uint8_t* qs = b + 2;
+    for (int j = 0; j < 16; ++j) {
+      y[j] = ((qs[j] & 0x0F) - 8) * d;
+      y[j + 16] = ((qs[j] >> 4) - 8) * d;
+    }
   }
+}
+
+void Q4_1ToFloat(const uint8_t* b, int64_t n, float* y) {
+  for (int64_t i = 0; i < n / 32; ++i, b += 20, y += 32) {
+    const float d = HalfToFloat(Load16(b));
+    const float m = HalfToFloat(Load16(b + 2));
+    const uint8_t* qs = b + 4;
+    for (int j = 0; j < 16; ++j) {
+      y[j] = (qs[j] & 0x0F) * d + m;
+      y[j + 16] = (qs[j] >> 4) * d + m;
+    }
+  }
+}
+
+void Q5_0ToFloat(const uint8_t* b, int64_t n, float* y) {
+  for (int64_t i = 0; i < n / 32; ++i, b += 22, y += 32) {
+    const float d = HalfToFloat(Load16(b));
+    uint32_t qh;
+    std::memcpy(&qh, b + 2, 4);
+    const uint8_t* qs = b + 6;
+    for (int j = 0; j < 16; ++j) {
+      const uint8_t xh0 = ((qh >> j) << 4) & 0x10;
+      const uint8_t xh1 = (qh >> (j + 12)) & 0x10;
+      y[j] = (((qs[j] & 0x0F) | xh0) - 16) * d;
+      y[j + 16] = (((qs[j] >> 4) | xh1) - 16) * d;
+    }
+  }
+}
+
+void Q5_1ToFloat(const uint8_t* b, int64_t n, float* y) {
+  for (int64_t i = 0; i < n / 32; ++i, b += 24, y += 32) {
+    const float d = HalfToFloat(Load16(b));
+    const float m = HalfToFloat(Load16(b + 2));
+    uint32_t qh;
+    std::memcpy(&qh, b + 4, 4);
+    const uint8_t* qs = b + 8;
+    for (int j = 0; j < 16; ++j) {
+      const uint8_t xh0 = ((qh >> j) << 4) & 0x10;
+      const uint8_t xh1 = (qh >> (j + 12)) & 0x10;
+      y[j] = ((qs[j] & 0x0F) | xh0) * d + m;
+      y[j + 16] = ((qs[j] >> 4) | xh1) * d + m;
+    }
+  }
+}
+
+void Q8_0ToFloat(const uint8_t* b, int64_t n, float* y) {
+  for (int64_t i = 0; i < n / 32; ++i, b += 34, y += 32) {
+    const float d = HalfToFloat(Load16(b));
+    const int8_t* qs = reinterpret_cast<const int8_t*>(b + 2);
+    for (int j = 0; j < 32; ++j) y[j] = qs[j] * d;
+  }
+}
+
+void Q4_KToFloat(const uint8_t* b, int64_t n, float* y) {
+  for (int64_t i = 0; i < n / 256; ++i, b += 144) {
+    const float d = HalfToFloat(Load16(b));
+    const float dmin = HalfToFloat(Load16(b + 2));
+    const uint8_t* scales = b + 4;
+    const uint8_t* q = b + 16;
+    int is = 0;
+    for (int j = 0; j < 256; j += 64) {
+      uint8_t sc, m;
+      internal::KQuantScaleMin(is + 0, scales, &sc, &m);
+      const float d1 = d * sc, m1 = dmin * m;
+      internal::KQuantScaleMin(is + 1, scales, &sc, &m);
+      const float d2 = d * sc, m2 = dmin * m;
+      for (int l = 0; l < 32; ++l) *y++ = d1 * (q[l] & 0xF) - m1;
+      for (int l = 0; l < 32; ++l) *y++ = d2 * (q[l] >> 4) - m2;
+      q += 32;
+      is += 2;
+    }
+  }
+}
+
+void Q5_KToFloat(const uint8_t* b, int64_t n, float* y) {
+  for (int64_t i = 0; i < n / 256; ++i, b += 176) {
+    const float d = HalfToFloat(Load16(b));
+    const float dmin = HalfToFloat(Load16(b + 2));
+    const uint8_t* scales = b + 4;
+    const uint8_t* qh = b + 16;
+    const uint8_t* ql = b + 48;
+    int is = 0;
+    uint8_t u1 = 1, u2 = 2;
+    for (int j = 0; j < 256; j += 64) {
+      uint8_t sc, m;
+      internal::KQuantScaleMin(is + 0, scales, &sc, &m);
+      const float d1 = d * sc, m1 = dmin * m;
+      internal::KQuantScaleMin(is + 1, scales, &sc, &m);
+      const float d2 = d * sc, m2 = dmin * m;
+      for (int l = 0; l < 32; ++l) *y++ = d1 * ((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
+      for (int l = 0; l < 32; ++l) *y++ = d2 * ((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+      ql += 32;
+      is += 2;
+      u1 <<= 2;
+      u2 <<= 2;
+    }
+  }
+}
+
+void Q6_KToFloat(const uint8_t* b, int64_t n, float* y) {
+  for (int64_t i = 0; i < n / 256; ++i, b += 210) {
+    const uint8_t* ql = b;
+    const uint8_t* qh = b + 128;
+    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
+    const float d = HalfToFloat(Load16(b + 208));
+    for (int n = 0; n < 256; n += 128) {
+      for (int l = 0; l < 32; ++l) {
+        const int is = l / 16;
+        const int8_t q1 = static_cast<int8_t>((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+        const int8_t q2 = static_cast<int8_t>((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+        const int8_t q3 = static_cast<int8_t>((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+        const int8_t q4 = static_cast<int8_t>((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+        y[l] = d * sc[is + 0] * q1;
+        y[l + 32] = d * sc[is + 2] * q2;
+        y[l + 64] = d * sc[is + 4] * q3;
+        y[l + 96] = d * sc[is + 6] * q4;
+      }
+      y += 128;
+      ql += 64;
+      qh += 32;
+      sc += 8;
+    }
+  }
+}
+
+void F32ToBFloat16(const uint8_t* src, int64_t n, uint16_t* dst) {
+  const float* x = reinterpret_cast<const float*>(src);
+  for (int64_t i = 0; i < n; ++i) dst[i] = FloatToBFloat16(x[i]);
+}
+
+// bf16 storage is already the answer: copied, subnormals and NaN payloads kept.
+void BF16ToBFloat16(const uint8_t* src, int64_t n, uint16_t* dst) {
+  std::memcpy(dst, src, n * sizeof(uint16_t));
+}
+
+void Q4_0ToBlockCodes(const uint8_t* src, int64_t n, uint16_t* codes, float* scale, float* offset,
+                      int64_t stride) {
+  CodesQ45<18, 4, 8, false>(src, n / 32, codes, scale, offset, stride);
+}
+void Q4_1ToBlockCodes(const uint8_t* src, int64_t n, uint16_t* codes, float* scale, float* offset,
+                      int64_t stride) {
+  CodesQ45<20, 4, 0, true>(src, n / 32, codes, scale, offset, stride);
+}
+void Q5_0ToBlockCodes(const uint8_t* src, int64_t n, uint16_t* codes, float* scale, float* offset,
+                      int64_t stride) {
+  CodesQ45<22, 5, 16, false>(src, n / 32, codes, scale, offset, stride);
+}
+void Q5_1ToBlockCodes(const uint8_t* src, int64_t n, uint16_t* codes, float* scale, float* offset,
+                      int64_t stride) {
+  CodesQ45<24, 5, 0, true>(src, n / 32, codes, scale, offset, stride);
+}
+void Q8_0ToBlockCodes(const uint8_t* src, int64_t n, uint16_t* codes, float* scale, float* offset,
+                      int64_t stride) {
+  CodesQ8_0(src, n / 32, codes, scale, offset, stride);
+}
+void Q4_KToBlockCodes(const uint8_t* src, int64_t n, uint16_t* codes, float* scale, float* offset,
+                      int64_t stride) {
+  CodesK<false>(src, n / 256, codes, scale, offset, stride);
+}
+void Q5_KToBlockCodes(const uint8_t* src, int64_t n, uint16_t* codes, float* scale, float* offset,
+                      int64_t stride) {
+  CodesK<true>(src, n / 256, codes, scale, offset, stride);
+}
+
+void DequantizeRowScalar(DType type, const uint8_t* src, int64_t n, float* dst) {
+  Traits(type).to_float(src, n, dst);
 }
 
 void DecodeRowToBlockCodesScalar(DType type, const uint8_t* src, int64_t n, uint16_t* codes,
                                  float* scale, float* offset, int64_t stride) {
-  switch (type) {
-    case DType::kQ4_0:
-      return CodesQ45<18, 4, 8, false>(src, n / 32, codes, scale, offset, stride);
-    case DType::kQ4_1:
-      return CodesQ45<20, 4, 0, true>(src, n / 32, codes, scale, offset, stride);
-    case DType::kQ5_0:
-      return CodesQ45<22, 5, 16, false>(src, n / 32, codes, scale, offset, stride);
-    case DType::kQ5_1:
-      return CodesQ45<24, 5, 0, true>(src, n / 32, codes, scale, offset, stride);
-    case DType::kQ8_0:
-      return CodesQ8_0(src, n / 32, codes, scale, offset, stride);
-    case DType::kQ4_K:
-      return CodesK<false>(src, n / 256, codes, scale, offset, stride);
-    case DType::kQ5_K:
-      return CodesK<true>(src, n / 256, codes, scale, offset, stride);
-    default:
-      return;  // no codes form: HasBlockCodes said so
+  // A type without a codes form writes nothing: HasBlockCodes said so.
+  if (ToBlockCodesFn decode = Traits(type).to_block_codes) {
+    decode(src, n, codes, scale, offset, stride);
   }
 }
 
@@ -344,35 +356,88 @@ struct SinkBF16 {
   static uint16_t Scalar(float f) { return FloatToBFloat16(f); }
 };
 
-}  // namespace
+void F32ToBFloat16Avx2(const uint8_t* src, int64_t n, uint16_t* dst) {
+  const float* x = reinterpret_cast<const float*>(src);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) SinkBF16::Store8(_mm256_loadu_ps(x + i), dst + i);
+  for (; i < n; ++i) dst[i] = FloatToBFloat16(x[i]);
+}
 
-namespace internal {
-// In dequantize_avx512bf16.cc, built for AVX512-BF16; called only where the CPU has it.
-bool DequantizeToBFloat16Avx512(DType type, const uint8_t* src, int64_t n, uint16_t* dst);
-void FloatsToBFloat16Avx512(const float* x, int64_t n, uint16_t* dst);
-bool DecodeToBlockCodesAvx512(DType type, const uint8_t* src, int64_t n, uint16_t* codes,
-                              float* scale, float* offset, int64_t stride);
-}  // namespace internal
+// The AVX2 class's kernels, the build's baseline. F32 to f32 stays a copy and BF16 to bf16 the
+// traits' copy; the K-quants Q4_K and Q5_K go to bf16 through f32 (no AVX2 kernel of theirs).
+constexpr internal::TypeKernels kAvx2Kernels[] = {
+    {DType::kF32, {nullptr, F32ToBFloat16Avx2, nullptr}},
+    {DType::kF16, {F16Avx2<SinkF32>, F16Avx2<SinkBF16>, nullptr}},
+    {DType::kBF16, {BF16Avx2<SinkF32>, nullptr, nullptr}},
+    {DType::kQ4_0, {Q4_0Avx2<SinkF32>, Q4_0Avx2<SinkBF16>, nullptr}},
+    {DType::kQ4_1, {Q4_1Avx2<SinkF32>, Q4_1Avx2<SinkBF16>, nullptr}},
+    {DType::kQ5_0, {Q5Avx2<SinkF32, false>, Q5Avx2<SinkBF16, false>, nullptr}},
+    {DType::kQ5_1, {Q5Avx2<SinkF32, true>, Q5Avx2<SinkBF16, true>, nullptr}},
+    {DType::kQ8_0, {Q8_0Avx2<SinkF32>, Q8_0Avx2<SinkBF16>, nullptr}},
+    {DType::kQ6_K, {Q6_KAvx2<SinkF32>, Q6_KAvx2<SinkBF16>, nullptr}},
+};
 
-namespace {
-bool HasAvx512Bf16() { return CpuAllows(Isa::kAvx512Bf16); }
 }  // namespace
 #endif  // SUPERWEIGHT_DEQUANTIZE_AVX2
 
-void DequantizeRow(DType type, const uint8_t* src, int64_t n, float* dst) {
+namespace {
+
+// The kernel tables, one per CPU class with kernels of its own, each a superset of the one
+// before: cpu.h's classes map onto them (AVX-512 without BF16 has none beyond AVX2's; AMX's
+// tiles are the matmul's, not dequantization's).
+enum KernelLevel : int { kReferenceLevel, kAvx2Level, kAvx512Bf16Level, kLevelCount };
+
+struct KernelTables {
+  internal::RowKernels at[kLevelCount][kDTypeCount];
+};
+
+// Each level starts from the one below and takes the members its list sets: resolved once, so a
+// call is one lookup.
+KernelTables ResolveKernelTables() {
+  absl::Span<const internal::TypeKernels> lists[kLevelCount] = {};
 #ifdef SUPERWEIGHT_DEQUANTIZE_AVX2
-  if (DequantizeAvx2<SinkF32>(type, src, n, dst)) return;
+  lists[kAvx2Level] = kAvx2Kernels;
+  lists[kAvx512Bf16Level] = internal::Avx512Bf16Kernels();
 #endif
-  internal::DequantizeRowScalar(type, src, n, dst);
+  KernelTables tables;
+  for (int t = 0; t < kDTypeCount; ++t) {
+    const DTypeTraits& traits = Traits(static_cast<DType>(t));
+    tables.at[kReferenceLevel][t] = {traits.to_float, traits.to_bf16, traits.to_block_codes};
+  }
+  for (int level = kReferenceLevel + 1; level < kLevelCount; ++level) {
+    for (int t = 0; t < kDTypeCount; ++t) tables.at[level][t] = tables.at[level - 1][t];
+    for (const internal::TypeKernels& entry : lists[level]) {
+      internal::RowKernels& kernels = tables.at[level][static_cast<int>(entry.type)];
+      if (entry.kernels.to_float != nullptr) kernels.to_float = entry.kernels.to_float;
+      if (entry.kernels.to_bf16 != nullptr) kernels.to_bf16 = entry.kernels.to_bf16;
+      if (entry.kernels.to_block_codes != nullptr) {
+        kernels.to_block_codes = entry.kernels.to_block_codes;
+      }
+    }
+  }
+  return tables;
+}
+
+// The table of the class CpuAllows() grants now (read per call: tests lower the ceiling within
+// one process).
+const internal::RowKernels* ActiveKernelTable() {
+  static const KernelTables tables = ResolveKernelTables();
+#ifdef SUPERWEIGHT_DEQUANTIZE_AVX2
+  return tables.at[CpuAllows(Isa::kAvx512Bf16) ? kAvx512Bf16Level : kAvx2Level];
+#else
+  return tables.at[kReferenceLevel];
+#endif
+}
+
+}  // namespace
+
+void DequantizeRow(DType type, const uint8_t* src, int64_t n, float* dst) {
+  ActiveKernelTable()[static_cast<int>(type)].to_float(src, n, dst);
 }
 
 void FloatsToBFloat16(const float* x, int64_t n, uint16_t* dst) {
-  int64_t i = 0;
-#ifdef SUPERWEIGHT_DEQUANTIZE_AVX2
-  if (HasAvx512Bf16()) return internal::FloatsToBFloat16Avx512(x, n, dst);
-  for (; i + 8 <= n; i += 8) SinkBF16::Store8(_mm256_loadu_ps(x + i), dst + i);
-#endif
-  for (; i < n; ++i) dst[i] = FloatToBFloat16(x[i]);
+  ActiveKernelTable()[static_cast<int>(DType::kF32)].to_bf16(reinterpret_cast<const uint8_t*>(x), n,
+                                                             dst);
 }
 
 void FloatsToBFloat16Values(const float* x, int64_t n, float* dst) {
@@ -385,60 +450,31 @@ void DequantizeRowToBFloat16Values(DType type, const uint8_t* src, int64_t n, fl
 }
 
 void DequantizeRowToBFloat16(DType type, const uint8_t* src, int64_t n, uint16_t* dst) {
-  if (type == DType::kBF16) {
-    std::memcpy(dst, src, n * sizeof(uint16_t));
-    return;
-  }
-  if (type == DType::kF32) {
-    FloatsToBFloat16(reinterpret_cast<const float*>(src), n, dst);
-    return;
-  }
-#ifdef SUPERWEIGHT_DEQUANTIZE_AVX2
-  if (HasAvx512Bf16() ? internal::DequantizeToBFloat16Avx512(type, src, n, dst)
-                      : DequantizeAvx2<SinkBF16>(type, src, n, dst)) {
-    return;
-  }
-#endif
+  const internal::RowKernels* table = ActiveKernelTable();
+  const internal::RowKernels& kernels = table[static_cast<int>(type)];
+  if (kernels.to_bf16 != nullptr) return kernels.to_bf16(src, n, dst);
   // Through f32, a few blocks at a time in a buffer that stays in L1.
+  const ToBFloat16Fn floats_to_bf16 = table[static_cast<int>(DType::kF32)].to_bf16;
   const DTypeTraits& t = Traits(type);
   const int64_t chunk = std::max<int64_t>(1, 1024 / t.block_elements) * t.block_elements;
   float buffer[1024];
   for (int64_t i = 0; i < n; i += chunk) {
     const int64_t count = std::min(chunk, n - i);
-    DequantizeRow(type, src + i / t.block_elements * t.block_bytes, count, buffer);
-    FloatsToBFloat16(buffer, count, dst + i);
+    kernels.to_float(src + i / t.block_elements * t.block_bytes, count, buffer);
+    floats_to_bf16(reinterpret_cast<const uint8_t*>(buffer), count, dst + i);
   }
 }
 
-bool HasBlockCodes(DType type) {
-  switch (type) {
-    case DType::kQ4_0:
-    case DType::kQ4_1:
-    case DType::kQ5_0:
-    case DType::kQ5_1:
-    case DType::kQ8_0:
-    case DType::kQ4_K:
-    case DType::kQ5_K:
-      return true;
-    default:
-      return false;
-  }
-}
+bool HasBlockCodes(DType type) { return Traits(type).to_block_codes != nullptr; }
 
-bool BlockCodesHaveOffsets(DType type) {
-  return type == DType::kQ4_1 || type == DType::kQ5_1 || type == DType::kQ4_K ||
-         type == DType::kQ5_K;
-}
+bool BlockCodesHaveOffsets(DType type) { return Traits(type).block_codes_have_offsets; }
 
 void DecodeRowToBlockCodes(DType type, const uint8_t* src, int64_t n, uint16_t* codes, float* scale,
                            float* offset, int64_t stride) {
-#ifdef SUPERWEIGHT_DEQUANTIZE_AVX2
-  if (HasAvx512Bf16() &&
-      internal::DecodeToBlockCodesAvx512(type, src, n, codes, scale, offset, stride)) {
-    return;
+  // A type without a codes form writes nothing: HasBlockCodes said so.
+  if (ToBlockCodesFn decode = ActiveKernelTable()[static_cast<int>(type)].to_block_codes) {
+    decode(src, n, codes, scale, offset, stride);
   }
-#endif
-  internal::DecodeRowToBlockCodesScalar(type, src, n, codes, scale, offset, stride);
 }
 
 }  // namespace superweight

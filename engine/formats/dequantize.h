@@ -33,7 +33,8 @@ inline float RoundToBFloat16Value(float f) {
 
 // Converts n elements (a whole number of blocks) starting at src into dst. Q4_0, Q4_1, Q5_0,
 // Q5_1, Q8_0, Q6_K, F16 and BF16 go through AVX2 kernels where the build targets AVX2 (x86-64-v3),
-// bit-exact with the scalar code.
+// bit-exact with the scalar code. Each conversion below runs the kernel of the CPU class that
+// CpuAllows() grants (row_kernels.h), or the type's traits (dtype.h) where no class has one.
 void DequantizeRow(DType type, const uint8_t* src, int64_t n, float* dst);
 
 // The same, rounded to bf16 (FloatToBFloat16 of each value), without a whole-row f32 copy.
@@ -73,7 +74,8 @@ inline void KQuantScaleMin(int j, const uint8_t* scales, uint8_t* sc, uint8_t* m
     *m = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
   }
 }
-// The portable scalar loops; the reference the vector kernels are tested against.
+// The portable scalar loops (Traits(type).to_float, .to_block_codes); the reference the vector
+// kernels are tested against.
 void DequantizeRowScalar(DType type, const uint8_t* src, int64_t n, float* dst);
 void DecodeRowToBlockCodesScalar(DType type, const uint8_t* src, int64_t n, uint16_t* codes,
                                  float* scale, float* offset, int64_t stride);

@@ -1,11 +1,14 @@
 // bf16 conversion with the AVX512-BF16 instructions (VCVTNEPS2BF16: round to nearest even,
 // NaNs made quiet, subnormals flushed to signed zero: FloatToBFloat16's contract). Built with
-// -mavx512bf16; dequantize.cc calls into it only where the CPU reports the feature.
+// -mavx512bf16; dequantize.cc calls into it only where the CPU reports the feature, through the
+// kernel list at the end.
 // GCC 12's AVX-512 intrinsics pass _mm512_undefined_ps() as the unused merge source, which
 // -Wmaybe-uninitialized reports wherever they are inlined (GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include "absl/types/span.h"
 #include "engine/formats/dequantize.h"
 #include "engine/formats/dequantize_kernels.h"
+#include "engine/formats/row_kernels.h"
 
 #if defined(SUPERWEIGHT_DEQUANTIZE_AVX2) && defined(__AVX512BF16__) && defined(__AVX512VL__)
 namespace superweight {
@@ -30,10 +33,10 @@ inline __m512 I8ToFloat16(__m128i v) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_
 // The block formats the AMX kernel dequantizes most (SmolLM2's Q4_1 layers and Q8_0 embedding,
 // Q4_0 files): a whole block per iteration in 16-lane registers, half the instructions of the
 // eight-lane kernels. The arithmetic is theirs (dequantize_kernels.h: bit-exact).
-void Q4_0Block16(const uint8_t* b, int64_t blocks, uint16_t* y) {
+void Q4_0Block16(const uint8_t* b, int64_t n, uint16_t* y) {
   const __m128i low4 = _mm_set1_epi8(0x0F);
   const __m512 eight = _mm512_set1_ps(8.f);
-  for (int64_t i = 0; i < blocks; ++i, b += 18, y += 32) {
+  for (int64_t i = 0; i < n / 32; ++i, b += 18, y += 32) {
     const __m512 d = _mm512_set1_ps(HalfAt(b));
     const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
     const __m128i lo = _mm_and_si128(q, low4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), low4);
@@ -42,9 +45,9 @@ void Q4_0Block16(const uint8_t* b, int64_t blocks, uint16_t* y) {
   }
 }
 
-void Q4_1Block16(const uint8_t* b, int64_t blocks, uint16_t* y) {
+void Q4_1Block16(const uint8_t* b, int64_t n, uint16_t* y) {
   const __m128i low4 = _mm_set1_epi8(0x0F);
-  for (int64_t i = 0; i < blocks; ++i, b += 20, y += 32) {
+  for (int64_t i = 0; i < n / 32; ++i, b += 20, y += 32) {
     const __m512 d = _mm512_set1_ps(HalfAt(b)), m = _mm512_set1_ps(HalfAt(b + 2));
     const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 4));
     const __m128i lo = _mm_and_si128(q, low4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), low4);
@@ -52,8 +55,8 @@ void Q4_1Block16(const uint8_t* b, int64_t blocks, uint16_t* y) {
   }
 }
 
-void Q8_0Block16(const uint8_t* b, int64_t blocks, uint16_t* y) {
-  for (int64_t i = 0; i < blocks; ++i, b += 34, y += 32) {
+void Q8_0Block16(const uint8_t* b, int64_t n, uint16_t* y) {
+  for (int64_t i = 0; i < n / 32; ++i, b += 34, y += 32) {
     const __m512 d = _mm512_set1_ps(HalfAt(b));
     const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
     const __m128i q1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 18));
@@ -64,13 +67,13 @@ void Q8_0Block16(const uint8_t* b, int64_t blocks, uint16_t* y) {
 // Codes (HasBlockCodes): the nibbles of a Q4 block widened to 32 words and looked up in a table
 // of their bf16 values (q - bias), one permute for the block.
 template <int kBlockBytes, bool kOffset>
-void Q4Codes16(const uint8_t* b, int64_t blocks, uint16_t* codes, float* scale, float* offset,
+void Q4Codes16(const uint8_t* b, int64_t n, uint16_t* codes, float* scale, float* offset,
                int64_t stride) {
   alignas(64) uint16_t table[32];
   for (int q = 0; q < 32; ++q) table[q] = FloatToBFloat16(static_cast<float>(kOffset ? q : q - 8));
   const __m512i bf16_of = _mm512_load_si512(table);
   const __m128i low4 = _mm_set1_epi8(0x0F);
-  for (int64_t i = 0; i < blocks; ++i, b += kBlockBytes, codes += 32) {
+  for (int64_t i = 0; i < n / 32; ++i, b += kBlockBytes, codes += 32) {
     scale[i * stride] = HalfAt(b);
     offset[i * stride] = kOffset ? HalfAt(b + 2) : 0.f;
     const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + (kOffset ? 4 : 2)));
@@ -82,7 +85,7 @@ void Q4Codes16(const uint8_t* b, int64_t blocks, uint16_t* codes, float* scale, 
 
 // Q5_0/Q5_1 codes the same way: the fifth bits from BitsToByteMask, then the table.
 template <bool kOffset>
-void Q5Codes16(const uint8_t* b, int64_t blocks, uint16_t* codes, float* scale, float* offset,
+void Q5Codes16(const uint8_t* b, int64_t n, uint16_t* codes, float* scale, float* offset,
                int64_t stride) {
   constexpr int kBlockBytes = kOffset ? 24 : 22, kHigh = kOffset ? 4 : 2;
   alignas(64) uint16_t table[32];
@@ -90,7 +93,7 @@ void Q5Codes16(const uint8_t* b, int64_t blocks, uint16_t* codes, float* scale, 
   const __m512i bf16_of = _mm512_load_si512(table);
   const __m128i low4 = _mm_set1_epi8(0x0F);
   const __m256i fifth_bit = _mm256_set1_epi8(0x10);
-  for (int64_t i = 0; i < blocks; ++i, b += kBlockBytes, codes += 32) {
+  for (int64_t i = 0; i < n / 32; ++i, b += kBlockBytes, codes += 32) {
     scale[i * stride] = HalfAt(b);
     offset[i * stride] = kOffset ? HalfAt(b + 2) : 0.f;
     uint32_t qh;
@@ -130,11 +133,11 @@ void ForEachKGroup(const uint8_t* b, int64_t blocks, Group&& group) {
   }
 }
 
-// d1 * q - m1 per element, as DequantQ4_K/DequantQ5_K compute it (the product is exact, so
+// d1 * q - m1 per element, as Q4_KToFloat/Q5_KToFloat compute it (the product is exact, so
 // the fused multiply-add rounds as they do).
 template <bool kFiveBits>
-void KQuantBlock16(const uint8_t* b, int64_t blocks, uint16_t* y) {
-  ForEachKGroup<kFiveBits>(b, blocks, [&](__m256i q, float scale, float offset) {
+void KQuantBlock16(const uint8_t* b, int64_t n, uint16_t* y) {
+  ForEachKGroup<kFiveBits>(b, n / 256, [&](__m256i q, float scale, float offset) {
     const __m512 d = _mm512_set1_ps(scale), o = _mm512_set1_ps(offset);
     StoreBlock(_mm512_fmadd_ps(U8ToFloat16(_mm256_castsi256_si128(q)), d, o),
                _mm512_fmadd_ps(U8ToFloat16(_mm256_extracti128_si256(q, 1)), d, o), y);
@@ -143,13 +146,13 @@ void KQuantBlock16(const uint8_t* b, int64_t blocks, uint16_t* y) {
 }
 
 template <bool kFiveBits>
-void KQuantCodes16(const uint8_t* b, int64_t blocks, uint16_t* codes, float* scale, float* offset,
+void KQuantCodes16(const uint8_t* b, int64_t n, uint16_t* codes, float* scale, float* offset,
                    int64_t stride) {
   alignas(64) uint16_t table[32];
   for (int q = 0; q < 32; ++q) table[q] = FloatToBFloat16(static_cast<float>(q));
   const __m512i bf16_of = _mm512_load_si512(table);
   int64_t g = 0;
-  ForEachKGroup<kFiveBits>(b, blocks, [&](__m256i q, float group_scale, float group_offset) {
+  ForEachKGroup<kFiveBits>(b, n / 256, [&](__m256i q, float group_scale, float group_offset) {
     scale[g * stride] = group_scale;
     offset[g * stride] = group_offset;
     _mm512_storeu_si512(codes + 32 * g, _mm512_permutexvar_epi16(_mm512_cvtepu8_epi16(q), bf16_of));
@@ -157,9 +160,9 @@ void KQuantCodes16(const uint8_t* b, int64_t blocks, uint16_t* codes, float* sca
   });
 }
 
-void Q8_0Codes16(const uint8_t* b, int64_t blocks, uint16_t* codes, float* scale, float* offset,
+void Q8_0Codes16(const uint8_t* b, int64_t n, uint16_t* codes, float* scale, float* offset,
                  int64_t stride) {
-  for (int64_t i = 0; i < blocks; ++i, b += 34, codes += 32) {
+  for (int64_t i = 0; i < n / 32; ++i, b += 34, codes += 32) {
     scale[i * stride] = HalfAt(b);
     offset[i * stride] = 0.f;
     const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
@@ -168,62 +171,8 @@ void Q8_0Codes16(const uint8_t* b, int64_t blocks, uint16_t* codes, float* scale
   }
 }
 
-}  // namespace
-
-namespace internal {
-
-bool DequantizeToBFloat16Avx512(DType type, const uint8_t* src, int64_t n, uint16_t* dst) {
-  switch (type) {
-    case DType::kQ4_0:
-      Q4_0Block16(src, n / 32, dst);
-      return true;
-    case DType::kQ4_1:
-      Q4_1Block16(src, n / 32, dst);
-      return true;
-    case DType::kQ8_0:
-      Q8_0Block16(src, n / 32, dst);
-      return true;
-    case DType::kQ4_K:
-      KQuantBlock16<false>(src, n / 256, dst);
-      return true;
-    case DType::kQ5_K:
-      KQuantBlock16<true>(src, n / 256, dst);
-      return true;
-    default:
-      return DequantizeAvx2<SinkBF16Avx512>(type, src, n, dst);
-  }
-}
-
-bool DecodeToBlockCodesAvx512(DType type, const uint8_t* src, int64_t n, uint16_t* codes,
-                              float* scale, float* offset, int64_t stride) {
-  switch (type) {
-    case DType::kQ4_0:
-      Q4Codes16<18, false>(src, n / 32, codes, scale, offset, stride);
-      return true;
-    case DType::kQ4_1:
-      Q4Codes16<20, true>(src, n / 32, codes, scale, offset, stride);
-      return true;
-    case DType::kQ5_0:
-      Q5Codes16<false>(src, n / 32, codes, scale, offset, stride);
-      return true;
-    case DType::kQ5_1:
-      Q5Codes16<true>(src, n / 32, codes, scale, offset, stride);
-      return true;
-    case DType::kQ8_0:
-      Q8_0Codes16(src, n / 32, codes, scale, offset, stride);
-      return true;
-    case DType::kQ4_K:
-      KQuantCodes16<false>(src, n / 256, codes, scale, offset, stride);
-      return true;
-    case DType::kQ5_K:
-      KQuantCodes16<true>(src, n / 256, codes, scale, offset, stride);
-      return true;
-    default:
-      return false;
-  }
-}
-
-void FloatsToBFloat16Avx512(const float* x, int64_t n, uint16_t* dst) {
+void F32ToBFloat16Avx512(const uint8_t* src, int64_t n, uint16_t* dst) {
+  const float* x = reinterpret_cast<const float*>(src);
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
     const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i));
@@ -233,6 +182,25 @@ void FloatsToBFloat16Avx512(const float* x, int64_t n, uint16_t* dst) {
   for (; i < n; ++i) dst[i] = FloatToBFloat16(x[i]);
 }
 
-}  // namespace internal
+// The AVX512-BF16 class's kernels, over the AVX2 class's: to f32 is AVX2's for every type (no
+// rounding for the instruction to do); to bf16 and to block codes are these. The eight-lane
+// kernels serve here with this class's rounding store.
+constexpr internal::TypeKernels kAvx512Bf16Kernels[] = {
+    {DType::kF32, {nullptr, F32ToBFloat16Avx512, nullptr}},
+    {DType::kF16, {nullptr, F16Avx2<SinkBF16Avx512>, nullptr}},
+    {DType::kQ4_0, {nullptr, Q4_0Block16, Q4Codes16<18, false>}},
+    {DType::kQ4_1, {nullptr, Q4_1Block16, Q4Codes16<20, true>}},
+    {DType::kQ5_0, {nullptr, Q5Avx2<SinkBF16Avx512, false>, Q5Codes16<false>}},
+    {DType::kQ5_1, {nullptr, Q5Avx2<SinkBF16Avx512, true>, Q5Codes16<true>}},
+    {DType::kQ8_0, {nullptr, Q8_0Block16, Q8_0Codes16}},
+    {DType::kQ4_K, {nullptr, KQuantBlock16<false>, KQuantCodes16<false>}},
+    {DType::kQ5_K, {nullptr, KQuantBlock16<true>, KQuantCodes16<true>}},
+    {DType::kQ6_K, {nullptr, Q6_KAvx2<SinkBF16Avx512>, nullptr}},
+};
+
+}  // namespace
+
+absl::Span<const internal::TypeKernels> internal::Avx512Bf16Kernels() { return kAvx512Bf16Kernels; }
+
 }  // namespace superweight
 #endif

@@ -5,7 +5,8 @@
 // The arithmetic is the scalar loops', eight lanes at a time: the products q * d are exact in
 // f32 (at most 8 x 11 significant bits), so fused and separate multiply-adds agree and the
 // results stay bit-exact with llama.cpp. A Sink says how eight floats are stored (f32, or
-// rounded to bf16).
+// rounded to bf16). Each kernel converts n elements, a whole number of blocks, as the traits'
+// row functions do (row_kernels.h), so that a kernel list entry names it directly.
 #pragma once
 
 #if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
@@ -30,10 +31,10 @@ inline __m256 U8ToFloat(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_ep
 inline __m256 I8ToFloat(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
 
 template <typename Sink>
-void Q4_0Avx2(const uint8_t* b, int64_t blocks, typename Sink::Out* y) {
+void Q4_0Avx2(const uint8_t* b, int64_t n, typename Sink::Out* y) {
   const __m128i low4 = _mm_set1_epi8(0x0F);
   const __m256 eight = _mm256_set1_ps(8.f);
-  for (int64_t i = 0; i < blocks; ++i, b += 18, y += 32) {
+  for (int64_t i = 0; i < n / 32; ++i, b += 18, y += 32) {
     const __m256 d = _mm256_set1_ps(HalfAt(b));
     const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
     const __m128i lo = _mm_and_si128(q, low4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), low4);
@@ -45,9 +46,9 @@ void Q4_0Avx2(const uint8_t* b, int64_t blocks, typename Sink::Out* y) {
 }
 
 template <typename Sink>
-void Q4_1Avx2(const uint8_t* b, int64_t blocks, typename Sink::Out* y) {
+void Q4_1Avx2(const uint8_t* b, int64_t n, typename Sink::Out* y) {
   const __m128i low4 = _mm_set1_epi8(0x0F);
-  for (int64_t i = 0; i < blocks; ++i, b += 20, y += 32) {
+  for (int64_t i = 0; i < n / 32; ++i, b += 20, y += 32) {
     const __m256 d = _mm256_set1_ps(HalfAt(b)), m = _mm256_set1_ps(HalfAt(b + 2));
     const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 4));
     const __m128i lo = _mm_and_si128(q, low4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), low4);
@@ -59,8 +60,8 @@ void Q4_1Avx2(const uint8_t* b, int64_t blocks, typename Sink::Out* y) {
 }
 
 template <typename Sink>
-void Q8_0Avx2(const uint8_t* b, int64_t blocks, typename Sink::Out* y) {
-  for (int64_t i = 0; i < blocks; ++i, b += 34, y += 32) {
+void Q8_0Avx2(const uint8_t* b, int64_t n, typename Sink::Out* y) {
+  for (int64_t i = 0; i < n / 32; ++i, b += 34, y += 32) {
     const __m256 d = _mm256_set1_ps(HalfAt(b));
     for (int j = 0; j < 32; j += 8) {
       const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + j));
@@ -108,11 +109,11 @@ inline __m256i BitsToByteMask(uint32_t bits) {
 // Q5_0 (q - 16) * d and Q5_1 q * d + m: element j's fifth bit is bit j of the block's qh. The
 // products are exact in f32 (5 x 11 bits), as in the scalar loops.
 template <typename Sink, bool kOffset>
-void Q5Avx2(const uint8_t* b, int64_t blocks, typename Sink::Out* y) {
+void Q5Avx2(const uint8_t* b, int64_t n, typename Sink::Out* y) {
   constexpr int kBlockBytes = kOffset ? 24 : 22, kHigh = kOffset ? 4 : 2;
   const __m128i low4 = _mm_set1_epi8(0x0F);
   const __m256i fifth_bit = _mm256_set1_epi8(0x10), bias = _mm256_set1_epi8(kOffset ? 0 : 16);
-  for (int64_t i = 0; i < blocks; ++i, b += kBlockBytes, y += 32) {
+  for (int64_t i = 0; i < n / 32; ++i, b += kBlockBytes, y += 32) {
     const __m256 d = _mm256_set1_ps(HalfAt(b));
     const __m256 m = _mm256_set1_ps(kOffset ? HalfAt(b + 2) : 0.f);
     uint32_t qh;
@@ -135,10 +136,10 @@ void Q5Avx2(const uint8_t* b, int64_t blocks, typename Sink::Out* y) {
 // six-bit quants; each 16 elements share an int8 scale. d * scale (11 x 8 bits) and its product
 // with q - 32 (6 bits) are exact in f32, as in the scalar loop.
 template <typename Sink>
-void Q6_KAvx2(const uint8_t* b, int64_t blocks, typename Sink::Out* y) {
+void Q6_KAvx2(const uint8_t* b, int64_t n, typename Sink::Out* y) {
   const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(3);
   const __m256i bias = _mm256_set1_epi8(32);
-  for (int64_t i = 0; i < blocks; ++i, b += 210) {
+  for (int64_t i = 0; i < n / 256; ++i, b += 210) {
     const uint8_t* ql = b;
     const uint8_t* qh = b + 128;
     const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
@@ -163,39 +164,6 @@ void Q6_KAvx2(const uint8_t* b, int64_t blocks, typename Sink::Out* y) {
         }
       }
     }
-  }
-}
-
-// The types with a vector kernel; false leaves the caller to the scalar path.
-template <typename Sink>
-bool DequantizeAvx2(DType type, const uint8_t* src, int64_t n, typename Sink::Out* dst) {
-  switch (type) {
-    case DType::kQ4_0:
-      Q4_0Avx2<Sink>(src, n / 32, dst);
-      return true;
-    case DType::kQ4_1:
-      Q4_1Avx2<Sink>(src, n / 32, dst);
-      return true;
-    case DType::kQ8_0:
-      Q8_0Avx2<Sink>(src, n / 32, dst);
-      return true;
-    case DType::kQ5_0:
-      Q5Avx2<Sink, false>(src, n / 32, dst);
-      return true;
-    case DType::kQ5_1:
-      Q5Avx2<Sink, true>(src, n / 32, dst);
-      return true;
-    case DType::kQ6_K:
-      Q6_KAvx2<Sink>(src, n / 256, dst);
-      return true;
-    case DType::kF16:
-      F16Avx2<Sink>(src, n, dst);
-      return true;
-    case DType::kBF16:
-      BF16Avx2<Sink>(src, n, dst);
-      return true;
-    default:
-      return false;
   }
 }
 

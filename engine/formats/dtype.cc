@@ -1,18 +1,56 @@
 #include "engine/formats/dtype.h"
 
 #include "absl/strings/str_format.h"
+#include "engine/formats/row_kernels.h"
 
 namespace superweight {
+namespace {
 
-const DTypeTraits& Traits(DType type) {
-  // Block geometry from the GGML quantization formats (ggml-common.h).
-  static const DTypeTraits kTable[] = {
-      {"F32", 1, 4},      {"F16", 1, 2},      {"BF16", 1, 2},     {"Q4_0", 32, 18},
-      {"Q4_1", 32, 20},   {"Q5_0", 32, 22},   {"Q5_1", 32, 24},   {"Q8_0", 32, 34},
-      {"Q4_K", 256, 144}, {"Q5_K", 256, 176}, {"Q6_K", 256, 210},
-  };
-  return kTable[static_cast<int>(type)];
+using namespace internal;  // NOLINT(build/namespaces): the row functions, for the table only
+
+// Block geometry from ggml-common.h, ggml_type ids from ggml.h, llama_ftype values from llama.h.
+// Columns: type, name, block elements, block bytes, ggml_type, llama_ftype, to_float, to_bf16,
+// to_block_codes, block_codes_have_offsets, from_float_ref (as named in the first entry).
+constexpr DTypeTraits kTraits[] = {
+    {DType::kF32, "F32", /*block_elements=*/1, /*block_bytes=*/4, /*ggml_type=*/0,
+     /*llama_ftype=*/0, F32ToFloat, F32ToBFloat16, /*to_block_codes=*/nullptr,
+     /*block_codes_have_offsets=*/false, F32FromFloat},
+    {DType::kF16, "F16", 1, 2, 1, 1, F16ToFloat, /*to_bf16=*/nullptr, nullptr, false, F16FromFloat},
+    {DType::kBF16, "BF16", 1, 2, 30, 32, BF16ToFloat, BF16ToBFloat16, nullptr, false,
+     BF16FromFloat},
+    {DType::kQ4_0, "Q4_0", 32, 18, 2, 2, Q4_0ToFloat, nullptr, Q4_0ToBlockCodes, false,
+     Q4_0FromFloat},
+    {DType::kQ4_1, "Q4_1", 32, 20, 3, 3, Q4_1ToFloat, nullptr, Q4_1ToBlockCodes, true,
+     Q4_1FromFloat},
+    {DType::kQ5_0, "Q5_0", 32, 22, 6, 8, Q5_0ToFloat, nullptr, Q5_0ToBlockCodes, false,
+     Q5_0FromFloat},
+    {DType::kQ5_1, "Q5_1", 32, 24, 7, 9, Q5_1ToFloat, nullptr, Q5_1ToBlockCodes, true,
+     Q5_1FromFloat},
+    {DType::kQ8_0, "Q8_0", 32, 34, 8, 7, Q8_0ToFloat, nullptr, Q8_0ToBlockCodes, false,
+     Q8_0FromFloat},
+    // K-quants: llama_ftype names K-quant mixes (Q4_K_S, Q4_K_M...), not one type; llama.cpp's
+    // reference quantizers search scales, not reproduced here.
+    {DType::kQ4_K, "Q4_K", 256, 144, 12, kNoLlamaFileType, Q4_KToFloat, nullptr, Q4_KToBlockCodes,
+     true, /*from_float_ref=*/nullptr},
+    {DType::kQ5_K, "Q5_K", 256, 176, 13, kNoLlamaFileType, Q5_KToFloat, nullptr, Q5_KToBlockCodes,
+     true, nullptr},
+    // Q6_K's scales change every 16 elements: no 32-element codes form.
+    {DType::kQ6_K, "Q6_K", 256, 210, 14, kNoLlamaFileType, Q6_KToFloat, nullptr, nullptr, false,
+     nullptr},
+};
+
+constexpr bool EntriesInEnumOrder() {
+  for (int t = 0; t < kDTypeCount; ++t) {
+    if (static_cast<int>(kTraits[t].type) != t) return false;
+  }
+  return true;
 }
+static_assert(sizeof(kTraits) / sizeof(kTraits[0]) == kDTypeCount, "one entry per DType");
+static_assert(EntriesInEnumOrder(), "kTraits[t].type == t");
+
+}  // namespace
+
+const DTypeTraits& Traits(DType type) { return kTraits[static_cast<int>(type)]; }
 
 absl::StatusOr<uint64_t> StorageBytes(DType type, uint64_t n) {
   const DTypeTraits& t = Traits(type);
@@ -28,51 +66,18 @@ absl::StatusOr<uint64_t> StorageBytes(DType type, uint64_t n) {
   return blocks * t.block_bytes;
 }
 
-namespace {
-// ggml_type ids (ggml.h), indexed by DType; the inverse of DTypeFromGgml below (a unit test
-// checks the round trip).
-constexpr uint32_t kGgmlTypeIds[] = {0, 1, 30, 2, 3, 6, 7, 8, 12, 13, 14};
-constexpr int kDTypeCount = static_cast<int>(DType::kQ6_K) + 1;
-static_assert(sizeof(kGgmlTypeIds) / sizeof(kGgmlTypeIds[0]) == kDTypeCount);
-}  // namespace
-
-uint32_t GgmlTypeId(DType type) { return kGgmlTypeIds[static_cast<int>(type)]; }
-
 absl::StatusOr<DType> DTypeFromName(absl::string_view name) {
-  for (int t = 0; t < kDTypeCount; ++t) {
-    if (name == Traits(static_cast<DType>(t)).name) return static_cast<DType>(t);
+  for (const DTypeTraits& t : kTraits) {
+    if (name == t.name) return t.type;
   }
   return absl::InvalidArgumentError(absl::StrFormat("unknown element type '%s'", name));
 }
 
 absl::StatusOr<DType> DTypeFromGgml(uint32_t ggml_type) {
-  switch (ggml_type) {
-    case 0:
-      return DType::kF32;
-    case 1:
-      return DType::kF16;
-    case 2:
-      return DType::kQ4_0;
-    case 3:
-      return DType::kQ4_1;
-    case 6:
-      return DType::kQ5_0;
-    case 7:
-      return DType::kQ5_1;
-    case 8:
-      return DType::kQ8_0;
-    case 12:
-      return DType::kQ4_K;
-    case 13:
-      return DType::kQ5_K;
-    case 14:
-      return DType::kQ6_K;
-    case 30:
-      return DType::kBF16;
-    default:
-      return absl::UnimplementedError(
-          absl::StrFormat("unsupported GGML tensor type %d", ggml_type));
+  for (const DTypeTraits& t : kTraits) {
+    if (t.ggml_type == ggml_type) return t.type;
   }
+  return absl::UnimplementedError(absl::StrFormat("unsupported GGML tensor type %d", ggml_type));
 }
 
 }  // namespace superweight

@@ -17,30 +17,12 @@ bool IsBlockWeightMatrix(const GgufTensor& tensor) {
 }
 
 absl::StatusOr<uint32_t> LlamaFileType(DType type) {
-  switch (type) {
-    case DType::kF32:
-      return 0;  // LLAMA_FTYPE_ALL_F32
-    case DType::kF16:
-      return 1;
-    case DType::kQ4_0:
-      return 2;
-    case DType::kQ4_1:
-      return 3;
-    case DType::kQ8_0:
-      return 7;
-    case DType::kQ5_0:
-      return 8;
-    case DType::kQ5_1:
-      return 9;
-    case DType::kBF16:
-      return 32;
-    case DType::kQ4_K:
-    case DType::kQ5_K:
-    case DType::kQ6_K:
-      break;  // llama_ftype names K-quant mixes (Q4_K_S, Q4_K_M...), not one type
+  const int32_t ftype = Traits(type).llama_ftype;
+  if (ftype == kNoLlamaFileType) {
+    return absl::UnimplementedError(
+        absl::StrFormat("no llama_ftype stands for a file of %s", DTypeName(type)));
   }
-  return absl::UnimplementedError(
-      absl::StrFormat("no llama_ftype stands for a file of %s", DTypeName(type)));
+  return static_cast<uint32_t>(ftype);
 }
 
 absl::StatusOr<RequantizeSummary> RequantizeGguf(const std::string& source_path,

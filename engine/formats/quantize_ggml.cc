@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
+#include "engine/formats/row_kernels.h"
 
 // Every expression below is llama.cpp's, one rounding per operation: this file is built with
 // -ffp-contract=off (engine/CMakeLists.txt) so that x * id + 8.5f is not fused into one FMA,
@@ -54,9 +55,25 @@ inline void MinMax(const float* x, int n, float* min, float* max) {
   }
 }
 
+}  // namespace
+
+namespace internal {
+
+void F32FromFloat(const float* x, int64_t n, uint8_t* out) {
+  if (n > 0) std::memcpy(out, x, static_cast<size_t>(n) * 4);
+}
+
+void F16FromFloat(const float* x, int64_t n, uint8_t* out) {
+  for (int64_t i = 0; i < n; ++i) Store16(out + 2 * i, GgmlFloatToHalf(x[i]));
+}
+
+void BF16FromFloat(const float* x, int64_t n, uint8_t* out) {
+  for (int64_t i = 0; i < n; ++i) Store16(out + 2 * i, GgmlFloatToBFloat16(x[i]));
+}
+
 // Q4_0: d = max / -8 (the extreme value lands on code 0), codes x / d + 8 truncated after + 0.5.
-void QuantizeQ4_0(const float* x, int64_t blocks, uint8_t* y) {
-  for (int64_t i = 0; i < blocks; ++i, x += 32, y += 18) {
+void Q4_0FromFloat(const float* x, int64_t n, uint8_t* y) {
+  for (int64_t i = 0; i < n / 32; ++i, x += 32, y += 18) {
     const float d = SignedAbsMax(x, 32) / -8;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     Store16(y, GgmlFloatToHalf(d));
@@ -70,8 +87,8 @@ void QuantizeQ4_0(const float* x, int64_t blocks, uint8_t* y) {
   }
 }
 
-void QuantizeQ4_1(const float* x, int64_t blocks, uint8_t* y) {
-  for (int64_t i = 0; i < blocks; ++i, x += 32, y += 20) {
+void Q4_1FromFloat(const float* x, int64_t n, uint8_t* y) {
+  for (int64_t i = 0; i < n / 32; ++i, x += 32, y += 20) {
     float min, max;
     MinMax(x, 32, &min, &max);
     const float d = (max - min) / 15;
@@ -90,8 +107,8 @@ void QuantizeQ4_1(const float* x, int64_t blocks, uint8_t* y) {
 
 // Q5_0/Q5_1: 5-bit codes, the low four bits packed as Q4's, the fifth bits of the 32 elements in
 // one little-endian uint32 (element j's at bit j).
-void QuantizeQ5_0(const float* x, int64_t blocks, uint8_t* y) {
-  for (int64_t i = 0; i < blocks; ++i, x += 32, y += 22) {
+void Q5_0FromFloat(const float* x, int64_t n, uint8_t* y) {
+  for (int64_t i = 0; i < n / 32; ++i, x += 32, y += 22) {
     const float d = SignedAbsMax(x, 32) / -16;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     Store16(y, GgmlFloatToHalf(d));
@@ -109,8 +126,8 @@ void QuantizeQ5_0(const float* x, int64_t blocks, uint8_t* y) {
   }
 }
 
-void QuantizeQ5_1(const float* x, int64_t blocks, uint8_t* y) {
-  for (int64_t i = 0; i < blocks; ++i, x += 32, y += 24) {
+void Q5_1FromFloat(const float* x, int64_t n, uint8_t* y) {
+  for (int64_t i = 0; i < n / 32; ++i, x += 32, y += 24) {
     float min, max;
     MinMax(x, 32, &min, &max);
     const float d = (max - min) / 31;
@@ -132,8 +149,8 @@ void QuantizeQ5_1(const float* x, int64_t blocks, uint8_t* y) {
 }
 
 // Q8_0: d = amax / 127, codes roundf (half away from zero) of x / d.
-void QuantizeQ8_0(const float* x, int64_t blocks, uint8_t* y) {
-  for (int64_t i = 0; i < blocks; ++i, x += 32, y += 34) {
+void Q8_0FromFloat(const float* x, int64_t n, uint8_t* y) {
+  for (int64_t i = 0; i < n / 32; ++i, x += 32, y += 34) {
     float amax = 0.0f;
     for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
     const float d = amax / 127;
@@ -145,7 +162,7 @@ void QuantizeQ8_0(const float* x, int64_t blocks, uint8_t* y) {
   }
 }
 
-}  // namespace
+}  // namespace internal
 
 uint16_t GgmlFloatToHalf(float f) {
   const uint32_t bits = BitsOf(f);
@@ -181,24 +198,7 @@ uint16_t GgmlFloatToBFloat16(float f) {
   return static_cast<uint16_t>((bits + (0x7FFFu + ((bits >> 16) & 1u))) >> 16);
 }
 
-bool HasGgmlQuantizer(DType type) {
-  switch (type) {
-    case DType::kF32:
-    case DType::kF16:
-    case DType::kBF16:
-    case DType::kQ4_0:
-    case DType::kQ4_1:
-    case DType::kQ5_0:
-    case DType::kQ5_1:
-    case DType::kQ8_0:
-      return true;
-    case DType::kQ4_K:
-    case DType::kQ5_K:
-    case DType::kQ6_K:
-      return false;
-  }
-  return false;
-}
+bool HasGgmlQuantizer(DType type) { return Traits(type).from_float_ref != nullptr; }
 
 absl::Status QuantizeRow(DType type, const float* x, int64_t n, uint8_t* out) {
   const DTypeTraits& traits = Traits(type);
@@ -219,35 +219,7 @@ absl::Status QuantizeRow(DType type, const float* x, int64_t n, uint8_t* out) {
                           std::isnan(x[i]) ? "NaN" : "infinite", traits.name));
     }
   }
-  const int64_t blocks = n / traits.block_elements;
-  switch (type) {
-    case DType::kF32:
-      if (n > 0) std::memcpy(out, x, static_cast<size_t>(n) * 4);
-      break;
-    case DType::kF16:
-      for (int64_t i = 0; i < n; ++i) Store16(out + 2 * i, GgmlFloatToHalf(x[i]));
-      break;
-    case DType::kBF16:
-      for (int64_t i = 0; i < n; ++i) Store16(out + 2 * i, GgmlFloatToBFloat16(x[i]));
-      break;
-    case DType::kQ4_0:
-      QuantizeQ4_0(x, blocks, out);
-      break;
-    case DType::kQ4_1:
-      QuantizeQ4_1(x, blocks, out);
-      break;
-    case DType::kQ5_0:
-      QuantizeQ5_0(x, blocks, out);
-      break;
-    case DType::kQ5_1:
-      QuantizeQ5_1(x, blocks, out);
-      break;
-    case DType::kQ8_0:
-      QuantizeQ8_0(x, blocks, out);
-      break;
-    default:
-      break;  // excluded by HasGgmlQuantizer above
-  }
+  traits.from_float_ref(x, n, out);
   return absl::OkStatus();
 }
 
