@@ -273,7 +273,7 @@ TEST(QuantizeGgml, FloatToBFloat16KeepsSubnormalsAndQuietsNaN) {
 }
 
 TEST(DType, GgmlTypeIdIsTheInverseOfDTypeFromGgml) {
-  for (int t = 0; t <= static_cast<int>(DType::kQ6_K); ++t) {
+  for (int t = 0; t < kDTypeCount; ++t) {
     const DType type = static_cast<DType>(t);
     auto back = DTypeFromGgml(GgmlTypeId(type));
     ASSERT_TRUE(back.ok()) << DTypeName(type);
