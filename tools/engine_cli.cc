@@ -142,7 +142,7 @@ int main(int argc, char** argv) {
   if (verb == "tokenize" || verb == "detokenize") return sw::RunTokenizerVerb(verb, path, flags);
   if (verb == "dequantize") {  // PATH holds raw blocks of --type; f32 values go to --out
     std::optional<sw::DType> type;
-    for (int t = 0; t <= static_cast<int>(sw::DType::kQ6_K); ++t) {
+    for (int t = 0; t < sw::kDTypeCount; ++t) {
       if (flags["type"] == sw::DTypeName(static_cast<sw::DType>(t)))
         type = static_cast<sw::DType>(t);
     }
