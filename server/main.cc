@@ -116,10 +116,8 @@ int main(int argc, char** argv) {
     }
   }
   sws::Metrics metrics;
-  try {
-    metrics.Serve(absl::GetFlag(FLAGS_metrics_listen));
-  } catch (const std::exception& e) {  // prometheus-cpp reports a busy port by throwing
-    std::cerr << "superweightd: cannot serve metrics: " << e.what() << "\n";
+  if (absl::Status served = metrics.Serve(absl::GetFlag(FLAGS_metrics_listen)); !served.ok()) {
+    std::cerr << "superweightd: " << served.message() << "\n";
     return 2;
   }
   sws::ModelRegistry registry(absl::GetFlag(FLAGS_model_root),

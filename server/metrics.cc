@@ -1,6 +1,21 @@
 #include "server/metrics.h"
 
+#include <exception>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
 namespace superweight::server {
+namespace {
+
+// civetweb's defaults (2 threads, 30 s to receive a request) let two clients that never finish
+// their headers hold /metrics for half a minute. More threads than a few idle connections take,
+// and a request timeout of half Prometheus' default scrape timeout (10 s), so a scrape is
+// answered beside slow clients, or at worst after one timeout.
+constexpr const char* kMetricsThreads = "8";
+constexpr const char* kMetricsRequestTimeoutMs = "5000";
+
+}  // namespace
 
 using prometheus::BuildCounter;
 using prometheus::BuildGauge;
@@ -59,10 +74,20 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                           .Add({});
 }
 
-void Metrics::Serve(const std::string& address) {
-  if (address.empty()) return;
-  exposer_ = std::make_unique<prometheus::Exposer>(address);
-  exposer_->RegisterCollectable(registry_);
+absl::Status Metrics::Serve(const std::string& address) {
+  if (address.empty()) return absl::OkStatus();
+  // civetweb and prometheus-cpp report a busy port or a bad option by throwing.
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(
+        std::vector<std::string>{"listening_ports", address, "num_threads", kMetricsThreads,
+                                 "request_timeout_ms", kMetricsRequestTimeoutMs});
+    exposer_->RegisterCollectable(registry_);
+  } catch (const std::exception& e) {
+    exposer_.reset();
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", address, ": ", e.what()));
+  }
+  return absl::OkStatus();
 }
 
 void Metrics::RecordRequest(const std::string& rpc, const std::string& code, double seconds) {

@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/status.h"
 #include "prometheus/counter.h"
 #include "prometheus/exposer.h"
 #include "prometheus/family.h"
@@ -16,8 +17,9 @@ namespace superweight::server {
 class Metrics {
  public:
   Metrics();
-  // Serves /metrics on `address` (host:port); empty: metrics are kept but not served.
-  void Serve(const std::string& address);
+  // Serves /metrics on `address` (host:port); empty: metrics are kept but not served. Not OK
+  // where the address cannot be served (a busy port, a malformed address).
+  absl::Status Serve(const std::string& address);
 
   void RecordRequest(const std::string& rpc, const std::string& code, double seconds);
   void SetQueueDepth(double depth) { queue_depth_->Set(depth); }
