@@ -15,6 +15,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "absl/time/time.h"
 #include "engine/runtime/cpu.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -31,6 +32,12 @@ ABSL_FLAG(int32_t, max_tokens, 8192, "tokens per request (sequences scored or lo
 ABSL_FLAG(int32_t, max_text_tokens, 1 << 20, "tokens of a text scored for perplexity");
 ABSL_FLAG(int32_t, max_queued_jobs, 256, "jobs waiting before requests are refused");
 ABSL_FLAG(int32_t, max_batch_sequences, 32, "sequences per batched forward pass (1: no batching)");
+// A record is ~36 KB (more for long texts): 1000 bound memory and disk whatever the load, and a
+// week keeps a result long enough to be fetched.
+ABSL_FLAG(absl::Duration, job_retention_age, absl::Hours(24 * 7),
+          "finished jobs older than this are dropped, from memory and --state_dir (0: no limit)");
+ABSL_FLAG(int32_t, job_retention_count, 1000,
+          "most finished jobs kept, the newest (0: no limit); queued and running ones always are");
 ABSL_FLAG(int64_t, memory_budget_mb, 16384, "mapped bytes of open models before eviction");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain (with --tls_key: serve TLS)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key");
@@ -122,8 +129,17 @@ int main(int argc, char** argv) {
   }
   sws::ModelRegistry registry(absl::GetFlag(FLAGS_model_root),
                               static_cast<uint64_t>(absl::GetFlag(FLAGS_memory_budget_mb)) << 20);
+  const absl::Duration retention_age = absl::GetFlag(FLAGS_job_retention_age);
+  if (retention_age < absl::ZeroDuration() || absl::GetFlag(FLAGS_job_retention_count) < 0) {
+    std::cerr << "superweightd: --job_retention_age and --job_retention_count must not be "
+                 "negative\n";
+    return 2;
+  }
+  sws::JobRetention retention;
+  retention.max_age = absl::ToChronoMilliseconds(retention_age);
+  retention.max_finished = absl::GetFlag(FLAGS_job_retention_count);
   sws::JobQueue jobs(absl::GetFlag(FLAGS_state_dir), absl::GetFlag(FLAGS_max_queued_jobs),
-                     std::max(1, absl::GetFlag(FLAGS_max_batch_sequences)), &metrics);
+                     std::max(1, absl::GetFlag(FLAGS_max_batch_sequences)), retention, &metrics);
   if (!jobs.StorageStatus().ok()) {
     std::cerr << "superweightd: " << jobs.StorageStatus().message() << "\n";
     return 2;

@@ -72,6 +72,16 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                           .Help("Stored job records that could not be read back (moved aside)")
                           .Register(*registry_)
                           .Add({});
+  jobs_stored_ = &BuildGauge()
+                      .Name("superweight_jobs_stored")
+                      .Help("Jobs held in memory and the state directory, in every state")
+                      .Register(*registry_)
+                      .Add({});
+  jobs_pruned_ = &BuildCounter()
+                      .Name("superweight_jobs_pruned_total")
+                      .Help("Finished jobs dropped by --job_retention_age / --job_retention_count")
+                      .Register(*registry_)
+                      .Add({});
 }
 
 absl::Status Metrics::Serve(const std::string& address) {

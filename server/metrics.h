@@ -30,6 +30,9 @@ class Metrics {
   // (moved aside to jobs/unreadable/).
   void RecordStoreFailure() { store_failures_->Increment(); }
   void RecordUnreadableJob() { unreadable_jobs_->Increment(); }
+  // Jobs held (in memory and the state directory), and finished ones dropped by retention.
+  void SetJobsStored(double jobs) { jobs_stored_->Set(jobs); }
+  void RecordJobsPruned(double jobs) { jobs_pruned_->Increment(jobs); }
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -45,6 +48,8 @@ class Metrics {
   prometheus::Gauge* models_mapped_bytes_;
   prometheus::Counter* store_failures_;
   prometheus::Counter* unreadable_jobs_;
+  prometheus::Gauge* jobs_stored_;
+  prometheus::Counter* jobs_pruned_;
 };
 
 }  // namespace superweight::server

@@ -3,15 +3,19 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <sstream>
+#include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 
 namespace superweight::server {
 namespace {
@@ -31,12 +35,29 @@ std::string StateName(v1::Job::State s) {
 // Job ids count up to here, then start again at 1, skipping ids in use.
 constexpr uint64_t kMaxJobCounter = 1'000'000'000'000;
 
+// How often an idle worker applies the retention, so that jobs age out without new ones.
+constexpr auto kPruneInterval = std::chrono::minutes(1);
+
+// For a waiter whose job the worker pruned while it waited.
+absl::Status PrunedError(const std::string& id) {
+  return absl::NotFoundError(
+      absl::StrFormat("job '%s' finished and was dropped by the retention policy", id));
+}
+
+// When a finished job finished, for its age and order; a record without times (written by
+// hand, or by an old server) counts as the oldest, and 0 means its age is unknown.
+int64_t FinishedAtMs(const v1::Job& job) {
+  return job.finished_unix_ms() != 0 ? job.finished_unix_ms() : job.created_unix_ms();
+}
+
 }  // namespace
 
-JobQueue::JobQueue(std::string state_dir, int max_queued, int max_batch, Metrics* metrics)
+JobQueue::JobQueue(std::string state_dir, int max_queued, int max_batch, JobRetention retention,
+                   Metrics* metrics)
     : state_dir_(std::move(state_dir)),
       max_queued_(max_queued),
       max_batch_(max_batch),
+      retention_(retention),
       metrics_(metrics) {
   if (!state_dir_.empty()) {
     ::mkdir(state_dir_.c_str(), 0755);
@@ -52,6 +73,10 @@ JobQueue::JobQueue(std::string state_dir, int max_queued, int max_batch, Metrics
     } else {
       LoadPersisted();
     }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Prune();
   }
   worker_ = std::thread([this] { WorkerLoop(); });
 }
@@ -99,7 +124,63 @@ void JobQueue::Persist(v1::Job* job) {
   }
 }
 
+void JobQueue::Prune() {
+  std::vector<std::pair<int64_t, std::string>> finished;  // (finished at, id), oldest first
+  for (const auto& [id, e] : jobs_) {
+    if (Finished(e->job)) finished.emplace_back(FinishedAtMs(e->job), id);
+  }
+  std::sort(finished.begin(), finished.end());
+  size_t beyond_count = 0;
+  if (retention_.max_finished > 0 &&
+      finished.size() > static_cast<size_t>(retention_.max_finished)) {
+    beyond_count = finished.size() - retention_.max_finished;
+  }
+  const int64_t cutoff_ms = NowMs() - retention_.max_age.count();
+  int pruned = 0;
+  for (size_t i = 0; i < finished.size(); ++i) {
+    const auto& [finished_ms, id] = finished[i];
+    const bool too_old =
+        retention_.max_age.count() > 0 && finished_ms != 0 && finished_ms < cutoff_ms;
+    if (i >= beyond_count && !too_old) continue;
+    jobs_.erase(id);
+    ++pruned;
+    if (state_dir_.empty()) continue;
+    const std::string path = state_dir_ + "/jobs/" + id + ".pb";
+    if (std::remove(path.c_str()) != 0 && errno != ENOENT) {  // it comes back at a restart
+      std::cerr << "superweightd: cannot remove pruned job record " << path << ": "
+                << std::strerror(errno) << "\n";
+    }
+  }
+  if (pruned > 0) {
+    metrics_->RecordJobsPruned(pruned);
+    PersistNextId();
+  }
+  metrics_->SetJobsStored(static_cast<double>(jobs_.size()));
+}
+
+void JobQueue::PersistNextId() {
+  if (state_dir_.empty()) return;
+  const std::string path = state_dir_ + "/next_job_id";
+  {
+    std::ofstream f(path + ".tmp", std::ios::binary | std::ios::trunc);
+    f << next_id_ << "\n";
+  }
+  if (std::rename((path + ".tmp").c_str(), path.c_str()) != 0) {  // ids may repeat after restart
+    std::cerr << "superweightd: cannot store " << path << ": " << std::strerror(errno) << "\n";
+    std::remove((path + ".tmp").c_str());
+  }
+}
+
 void JobQueue::LoadPersisted() {
+  {
+    std::ifstream f(state_dir_ + "/next_job_id");
+    std::stringstream text;
+    text << f.rdbuf();
+    uint64_t n = 0;
+    if (f && absl::SimpleAtoi(absl::StripAsciiWhitespace(text.str()), &n) && n < kMaxJobCounter) {
+      next_id_ = std::max(next_id_, n);
+    }
+  }
   const std::string dir = state_dir_ + "/jobs";
   DIR* d = ::opendir(dir.c_str());
   if (d == nullptr) return;
@@ -170,6 +251,7 @@ absl::StatusOr<std::string> JobQueue::Submit(const std::string& kind, const std:
   jobs_[id] = std::move(entry);
   queue_.push_back(id);
   metrics_->SetQueueDepth(queue_.size());
+  metrics_->SetJobsStored(static_cast<double>(jobs_.size()));
   changed_.notify_all();
   return id;
 }
@@ -198,9 +280,14 @@ absl::StatusOr<v1::Job> JobQueue::Cancel(const std::string& id) {
     changed_.notify_all();
     return e->job;
   }
-  // Running: the forward pass notices within one layer.
-  changed_.wait_for(lock, std::chrono::seconds(5), [&] { return Finished(e->job); });
-  return e->job;
+  // Running: the forward pass notices within one layer. Found again by id after each wake: the
+  // worker may prune it once it has finished.
+  changed_.wait_for(lock, std::chrono::seconds(5), [&] {
+    it = jobs_.find(id);
+    return it == jobs_.end() || Finished(it->second->job);
+  });
+  if (it == jobs_.end()) return PrunedError(id);
+  return it->second->job;
 }
 
 std::vector<v1::Job> JobQueue::List(const std::string& model, int limit) const {
@@ -217,11 +304,13 @@ absl::StatusOr<v1::Job> JobQueue::WaitForChange(const std::string& id, const v1:
   std::unique_lock<std::mutex> lock(mu_);
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return absl::NotFoundError(absl::StrFormat("no job '%s'", id));
-  const Entry* e = it->second.get();
   changed_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] {
-    return stopping_ || e->job.state() != seen.state() || e->job.progress() != seen.progress();
+    it = jobs_.find(id);  // again: the worker may have pruned it meanwhile
+    return stopping_ || it == jobs_.end() || it->second->job.state() != seen.state() ||
+           it->second->job.progress() != seen.progress();
   });
-  return e->job;
+  if (it == jobs_.end()) return PrunedError(id);
+  return it->second->job;
 }
 
 void JobQueue::SetProgress(Entry* e, double p) {
@@ -256,7 +345,10 @@ void JobQueue::WorkerLoop() {
     const JobKind* kind = nullptr;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      changed_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      while (
+          !changed_.wait_for(lock, kPruneInterval, [&] { return stopping_ || !queue_.empty(); })) {
+        Prune();
+      }
       if (stopping_) return;
       Entry* first = jobs_.at(queue_.front()).get();
       queue_.pop_front();
@@ -287,6 +379,8 @@ void JobQueue::WorkerLoop() {
       for (Entry* e : batch) Persist(&e->job);
     }
     RunBatch(*kind, batch);
+    std::lock_guard<std::mutex> lock(mu_);
+    Prune();
   }
 }
 

@@ -3,10 +3,12 @@
 // (job_kind.h), which may let queued jobs join one run (Score: single sequences of one model
 // and precision share a forward pass).
 // Finished jobs are written to the state directory and survive a restart; a job that was
-// running when the server died is reported as failed.
+// running when the server died is reported as failed. Finished jobs are kept as the retention
+// says (by age and count, oldest first), so memory and the state directory stay bounded.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -27,10 +29,18 @@
 
 namespace superweight::server {
 
+// Which finished jobs are kept, in memory and in the state directory; queued and running ones
+// always are.
+struct JobRetention {
+  std::chrono::milliseconds max_age{0};  // since the job finished; zero: no limit
+  int max_finished = 0;                  // the newest this many; zero: no limit
+};
+
 class JobQueue {
  public:
   // max_batch: most sequences per batched pass (1 disables batching).
-  JobQueue(std::string state_dir, int max_queued, int max_batch, Metrics* metrics);
+  JobQueue(std::string state_dir, int max_queued, int max_batch, JobRetention retention,
+           Metrics* metrics);
   ~JobQueue();
 
   // Queues a job of `kind` ("locate", "score" or "ablate"); RESOURCE_EXHAUSTED when the queue is
@@ -68,6 +78,13 @@ class JobQueue {
   // /metrics. Called with mu_ held, or before the worker starts.
   void Persist(v1::Job* job);
   void LoadPersisted();
+  // Drops the finished jobs the retention no longer keeps, from memory and the state directory.
+  // Only the worker calls it (between batches) or the constructor, so no batch's entry goes
+  // while the worker holds it; with mu_ held. Waiters find their job again by id after waking.
+  void Prune();
+  // The id counter, kept beside the records so that ids of pruned jobs are not handed out
+  // again after a restart.
+  void PersistNextId();
   void SetProgress(Entry* e, double p);
 
   std::string state_dir_;
@@ -76,6 +93,7 @@ class JobQueue {
   bool storage_failed_ = false;
   int max_queued_;
   int max_batch_;
+  JobRetention retention_;
   Metrics* metrics_;
   mutable std::mutex mu_;
   mutable std::condition_variable changed_;
