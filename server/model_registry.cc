@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <functional>
+#include <set>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
@@ -193,6 +195,9 @@ void ModelRegistry::EvictLocked() {
 
 std::vector<std::string> ModelRegistry::Discover() const {
   std::vector<std::string> found;
+  // Directories walked, by device and inode: a symlink back up the tree (a loop) or to a
+  // directory already walked lists nothing twice.
+  std::set<std::pair<dev_t, ino_t>> walked;
   std::function<void(const std::string&, int)> walk = [&](const std::string& rel, int depth) {
     const std::string dir = rel.empty() ? root_ : root_ + "/" + rel;
     if (!rel.empty() && IsModelDir(dir)) {
@@ -200,11 +205,26 @@ std::vector<std::string> ModelRegistry::Discover() const {
       return;
     }
     if (depth > 4) return;
+    struct stat dir_st;
+    if (::stat(dir.c_str(), &dir_st) != 0 ||
+        !walked.insert({dir_st.st_dev, dir_st.st_ino}).second) {
+      return;
+    }
     DIR* d = ::opendir(dir.c_str());
     if (d == nullptr) return;
+    // Symlinks last, then by name: a directory reached twice is listed by its own name where it
+    // can be, and always by the same one.
+    std::vector<std::pair<bool, std::string>> entries;
     while (dirent* e = ::readdir(d)) {
-      const std::string name = e->d_name;
-      if (name == "." || name == ".." || name[0] == '.') continue;
+      struct stat link;
+      if (e->d_name[0] == '.') continue;
+      const bool symlink =
+          ::lstat((dir + "/" + e->d_name).c_str(), &link) == 0 && S_ISLNK(link.st_mode);
+      entries.emplace_back(symlink, e->d_name);
+    }
+    ::closedir(d);
+    std::sort(entries.begin(), entries.end());
+    for (const auto& [symlink, name] : entries) {
       const std::string child = rel.empty() ? name : rel + "/" + name;
       struct stat st;
       if (::stat((root_ + "/" + child).c_str(), &st) != 0) continue;
@@ -215,7 +235,6 @@ std::vector<std::string> ModelRegistry::Discover() const {
         found.push_back(child);
       }
     }
-    ::closedir(d);
   };
   walk("", 0);
   std::sort(found.begin(), found.end());

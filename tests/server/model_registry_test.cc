@@ -1,10 +1,12 @@
 #include "server/model_registry.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -69,6 +71,18 @@ TEST(ModelRegistry, DescribeUsesTheOpenModelAndSeesReplacedFiles) {
   std::ofstream(root + "/broken.gguf", std::ios::binary | std::ios::app) << "more bytes";
   EXPECT_FALSE(registry.Describe("broken.gguf").ok());
   EXPECT_EQ(registry.OpenCount(), before + 1);
+}
+
+TEST(ModelRegistry, DiscoverFollowsNoDirectoryTwice) {
+  const std::string root = MakeRoot("loop");
+  ASSERT_EQ(::mkdir((root + "/family").c_str(), 0755), 0);
+  ASSERT_EQ(::symlink(root.c_str(), (root + "/loop").c_str()), 0);  // back to the root
+  ASSERT_EQ(::symlink("..", (root + "/family/up").c_str()), 0);     // and from below it
+  ASSERT_EQ(::symlink("family", (root + "/alias").c_str()), 0);     // a directory twice
+  std::ofstream(root + "/family/small.gguf", std::ios::binary) << "GGUF\x03";
+  ModelRegistry registry(root, uint64_t{1} << 30);
+  EXPECT_EQ(registry.Discover(),
+            (std::vector<std::string>{"broken.gguf", "family/small.gguf", "stories260K.bin"}));
 }
 
 TEST(ModelRegistry, DescribeRefusesPathsOutsideTheRoot) {
