@@ -19,6 +19,7 @@
 #include "engine/runtime/cpu.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/resource_quota.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
@@ -38,6 +39,9 @@ ABSL_FLAG(absl::Duration, job_retention_age, absl::Hours(24 * 7),
           "finished jobs older than this are dropped, from memory and --state_dir (0: no limit)");
 ABSL_FLAG(int32_t, job_retention_count, 1000,
           "most finished jobs kept, the newest (0: no limit); queued and running ones always are");
+// Each WatchJob stream holds a thread (~0.2 MiB resident): 64 bound them to ~13 MiB.
+ABSL_FLAG(int32_t, max_watchers, 64,
+          "WatchJob streams open at once (at least 1); more are refused with RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, memory_budget_mb, 16384, "mapped bytes of open models before eviction");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain (with --tls_key: serve TLS)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key");
@@ -86,6 +90,11 @@ int main(int argc, char** argv) {
   options.max_tokens = absl::GetFlag(FLAGS_max_tokens);
   options.max_text_tokens = absl::GetFlag(FLAGS_max_text_tokens);
   options.eval_data_dir = absl::GetFlag(FLAGS_eval_data_dir);
+  options.max_watchers = absl::GetFlag(FLAGS_max_watchers);
+  if (options.max_watchers < 1) {
+    std::cerr << "superweightd: --max_watchers must be at least 1\n";
+    return 2;
+  }
   // Both canonical, so that an export's registry name is its path below the model root.
   if (char* root = ::realpath(absl::GetFlag(FLAGS_model_root).c_str(), nullptr)) {
     options.model_root = root;
@@ -165,6 +174,15 @@ int main(int argc, char** argv) {
   builder.AddListeningPort(absl::GetFlag(FLAGS_listen), creds, &port);
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(64 << 20);
+  // The synchronous server spawns a thread for each call that finds none free: a burst of
+  // 1,000 WatchJob calls spawned ~1,000 threads, if only for a moment. Its threads are capped at
+  // what waits legitimately (a caller per queued or running job, the watchers) and headroom for
+  // quick calls; past that a call waits for a thread, or is RESOURCE_EXHAUSTED if none polls.
+  constexpr int kThreadsForQuickCalls = 64;
+  grpc::ResourceQuota threads("superweightd");
+  threads.SetMaxThreads(absl::GetFlag(FLAGS_max_queued_jobs) + 1 + options.max_watchers +
+                        kThreadsForQuickCalls);
+  builder.SetResourceQuota(threads);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     std::cerr << "superweightd: cannot listen on " << absl::GetFlag(FLAGS_listen) << "\n";

@@ -82,6 +82,16 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                       .Help("Finished jobs dropped by --job_retention_age / --job_retention_count")
                       .Register(*registry_)
                       .Add({});
+  watchers_ = &BuildGauge()
+                   .Name("superweight_watchers")
+                   .Help("WatchJob streams open")
+                   .Register(*registry_)
+                   .Add({});
+  watchers_refused_ = &BuildCounter()
+                           .Name("superweight_watchers_refused_total")
+                           .Help("WatchJob streams refused for being over --max_watchers")
+                           .Register(*registry_)
+                           .Add({});
 }
 
 absl::Status Metrics::Serve(const std::string& address) {

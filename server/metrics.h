@@ -33,6 +33,10 @@ class Metrics {
   // Jobs held (in memory and the state directory), and finished ones dropped by retention.
   void SetJobsStored(double jobs) { jobs_stored_->Set(jobs); }
   void RecordJobsPruned(double jobs) { jobs_pruned_->Increment(jobs); }
+  // WatchJob streams open, and those refused for being over --max_watchers.
+  void WatcherOpened() { watchers_->Increment(); }
+  void WatcherClosed() { watchers_->Decrement(); }
+  void RecordWatcherRefused() { watchers_refused_->Increment(); }
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -50,6 +54,8 @@ class Metrics {
   prometheus::Counter* unreadable_jobs_;
   prometheus::Gauge* jobs_stored_;
   prometheus::Counter* jobs_pruned_;
+  prometheus::Gauge* watchers_;
+  prometheus::Counter* watchers_refused_;
 };
 
 }  // namespace superweight::server

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/formats/quantize_ggml.h"
@@ -493,6 +494,23 @@ grpc::Status SuperWeightService::WatchJob(grpc::ServerContext* ctx, const v1::Wa
                                           grpc::ServerWriter<v1::Job>* writer) {
   return Handle("WatchJob", ctx, [&]() -> absl::Status {
     if (absl::Status s = CheckJobId(req->job_id()); !s.ok()) return s;
+    // A stream holds one of the synchronous server's threads while it waits: a place is taken
+    // (never past the cap, even while refusals race) or the stream is refused.
+    int open = watchers_.load();
+    do {
+      if (open >= options_.max_watchers) {
+        metrics_->RecordWatcherRefused();
+        return absl::ResourceExhaustedError(absl::StrFormat(
+            "%d WatchJob streams are open, the most this server allows (--max_watchers); "
+            "retry later, or poll GetJob",
+            open));
+      }
+    } while (!watchers_.compare_exchange_weak(open, open + 1));
+    metrics_->WatcherOpened();
+    absl::Cleanup release = [this] {
+      watchers_.fetch_sub(1);
+      metrics_->WatcherClosed();
+    };
     auto job = jobs_->Get(req->job_id());
     if (!job.ok()) return job.status();
     if (!writer->Write(*job)) return absl::CancelledError("client went away");

@@ -1,6 +1,7 @@
 // The gRPC frontend: request -> engine call (through the registry and the job queue) -> reply.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -23,6 +24,7 @@ struct ServiceOptions {
   std::string eval_data_dir;  // Ablate's evaluation sets (data/eval/, data/SOURCES.md)
   std::string export_root;    // where Quantize writes exports (empty: refused)
   std::string model_root;     // to name exports the registry can open
+  int max_watchers = 64;      // WatchJob streams open at once; more are RESOURCE_EXHAUSTED
 };
 
 class SuperWeightService final : public v1::SuperWeightService::Service {
@@ -88,6 +90,7 @@ class SuperWeightService final : public v1::SuperWeightService::Service {
   JobQueue* jobs_;
   Metrics* metrics_;
   ServiceOptions options_;
+  std::atomic<int> watchers_{0};  // WatchJob streams open
 };
 
 grpc::Status ToGrpc(const absl::Status& s);

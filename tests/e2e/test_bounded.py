@@ -1,10 +1,16 @@
-"""Bounded over time: finished jobs pruned by age and count (never queued or running ones), and
-/metrics answered while slow clients hold connections."""
+"""Bounded over time: finished jobs pruned by age and count (never queued or running ones),
+/metrics answered while slow clients hold connections, and WatchJob streams capped so that 1,000
+watchers on one job leave the server's threads and memory bounded."""
 import os
+import select
 import socket
+import struct
 import subprocess
+import threading
 import time
 import urllib.request
+
+import pytest
 
 from conftest import BIN, TESTDATA, TOKEN, Server
 
@@ -38,6 +44,15 @@ def job_record(job_id, finished_unix_ms, state=3):
 
     return (field(1, job_id.encode()) + field(2, b"score") + varint(4, state) +
             varint(8, finished_unix_ms - 1000) + varint(9, finished_unix_ms))
+
+
+def process_status(pid):
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value.split()
+    return int(fields["Threads"][0]), int(fields["VmRSS"][0]) // 1024  # threads, MiB
 
 
 def wait_for(predicate, seconds=30):
@@ -106,12 +121,14 @@ def test_finished_jobs_are_pruned_oldest_first_by_age_and_count(model_root, tmp_
         s.stop()
 
 
-def test_negative_retention_is_refused(model_root, tmp_path):
-    for flag in ["--job_retention_age=-1h", "--job_retention_count=-1"]:
-        out = subprocess.run([os.path.join(BIN, "superweightd"), "--listen=127.0.0.1:0",
-                              f"--model_root={model_root}", flag],
-                             capture_output=True, text=True, timeout=60)
-        assert out.returncode == 2 and "must not be negative" in out.stderr, out.stderr
+@pytest.mark.parametrize("flag, why", [("--job_retention_age=-1h", "must not be negative"),
+                                       ("--job_retention_count=-1", "must not be negative"),
+                                       ("--max_watchers=0", "must be at least 1")])
+def test_bounds_out_of_range_are_refused(model_root, flag, why):
+    out = subprocess.run([os.path.join(BIN, "superweightd"), "--listen=127.0.0.1:0",
+                          f"--model_root={model_root}", flag],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and why in out.stderr, out.stderr
 
 
 def test_a_scrape_is_answered_while_slow_clients_hold_connections(server):
@@ -139,3 +156,147 @@ def test_a_scrape_is_answered_while_slow_clients_hold_connections(server):
     finally:
         for c in slow:
             c.close()
+
+
+# gRPC over cleartext HTTP/2, by hand (grpcio is not among the test dependencies): a frame is
+# length (24 bits), type, flags, stream id; headers are HPACK literals without indexing.
+DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0, 1, 3, 4, 6, 7, 8
+END_STREAM, END_HEADERS, ACK = 0x1, 0x4, 0x1
+
+
+def frame(kind, flags, stream, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + \
+        struct.pack(">I", stream) + payload
+
+
+def hpack_literal(name, value):
+    def string(s):
+        assert len(s) < 127
+        return bytes([len(s)]) + s.encode()
+    return b"\x00" + string(name) + string(value)
+
+
+class WatchConnection:
+    """One HTTP/2 connection carrying many WatchJob streams; notes per stream whether a Job
+    message arrived (watching) or the stream ended without one (refused)."""
+
+    def __init__(self, port, job_id, streams):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.buffer = b""
+        self.watching, self.ended, self.reset = set(), set(), set()
+        headers = b"".join(hpack_literal(n, v) for n, v in [
+            (":method", "POST"), (":scheme", "http"),
+            (":path", "/superweight.v1.SuperWeightService/WatchJob"),
+            (":authority", f"127.0.0.1:{port}"), ("content-type", "application/grpc"),
+            ("te", "trailers"), ("authorization", f"Bearer {TOKEN}")])
+        request = b"\x0a" + bytes([len(job_id)]) + job_id.encode()  # WatchJobRequest.job_id
+        message = b"\x00" + struct.pack(">I", len(request)) + request
+        out = [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+               frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 1 << 30)),  # initial window
+               frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1 << 30))]
+        self.streams = [2 * i + 1 for i in range(streams)]
+        for sid in self.streams:
+            out.append(frame(HEADERS, END_HEADERS, sid, headers))
+            out.append(frame(DATA, END_STREAM, sid, message))
+        self.sock.sendall(b"".join(out))
+
+    def settled(self):
+        return len(self.watching | self.ended | self.reset) == len(self.streams)
+
+    def pump(self):
+        data = self.sock.recv(1 << 16)
+        if not data:
+            raise AssertionError("the server closed a watch connection")
+        self.buffer += data
+        while len(self.buffer) >= 9:
+            length = int.from_bytes(self.buffer[:3], "big")
+            if len(self.buffer) < 9 + length:
+                break
+            kind, flags = self.buffer[3], self.buffer[4]
+            sid = struct.unpack(">I", self.buffer[5:9])[0] & 0x7FFFFFFF
+            payload = self.buffer[9:9 + length]
+            self.buffer = self.buffer[9 + length:]
+            if kind == SETTINGS and not flags & ACK:
+                self.sock.sendall(frame(SETTINGS, ACK, 0))
+            elif kind == PING and not flags & ACK:
+                self.sock.sendall(frame(PING, ACK, 0, payload))
+            elif kind == DATA and payload:
+                self.watching.add(sid)
+            elif kind == HEADERS and flags & END_STREAM and sid not in self.watching:
+                self.ended.add(sid)
+            elif kind == RST_STREAM:
+                self.reset.add(sid)
+            elif kind == GOAWAY:
+                raise AssertionError(f"GOAWAY from the server: {payload!r}")
+
+    def close(self):
+        self.sock.close()
+
+
+def test_a_thousand_watchers_on_one_job_are_capped_with_bounded_threads_and_memory(
+        model_root, tmp_path):
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    cap = 64
+    queued = 16  # the server's threads are capped at callers of queued jobs + watchers + 64
+    s = Server(model_root, tmp_path / "state", token,
+               extra=[f"--max_watchers={cap}", f"--max_queued_jobs={queued}"]).start()
+    connections = []
+    try:
+        long_job = s.client("score", "--model=smollm2.gguf", f"--text_file={LONG_TEXT}",
+                            "--window=512", "--no_wait").stdout.strip()
+        # Measured from the job running (its model open, its pass under way), not the idle server.
+        assert wait_for(lambda: s.call("jobs")["jobs"][0]["state"] == "RUNNING")
+        time.sleep(1)
+        threads_before, rss_before = process_status(s.proc.pid)
+        peak = [threads_before, rss_before]
+        sampling = threading.Event()
+
+        def sample():
+            while not sampling.is_set():
+                threads, rss = process_status(s.proc.pid)
+                peak[0], peak[1] = max(peak[0], threads), max(peak[1], rss)
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            connections = [WatchConnection(s.port, long_job, 100) for _ in range(10)]
+            t0 = time.time()
+            while not all(c.settled() for c in connections) and time.time() - t0 < 60:
+                ready, _, _ = select.select([c.sock for c in connections], [], [], 1)
+                for c in connections:
+                    if c.sock in ready:
+                        c.pump()
+        finally:
+            sampling.set()
+            sampler.join()
+        watching = sum(len(c.watching) for c in connections)
+        refused = sum(len(c.ended) for c in connections)
+        reset = sum(len(c.reset) for c in connections)
+        threads, rss = process_status(s.proc.pid)
+        print(f"1000 watchers: {watching} watching, {refused} refused, {reset} reset; threads "
+              f"{threads_before} before, {peak[0]} at peak, {threads} held; RSS {rss_before} MiB "
+              f"before, {peak[1]} MiB at peak, {rss} MiB held")
+        assert (watching, refused, reset) == (cap, 1000 - cap, 0)
+        assert metric(s, "superweight_watchers") == cap
+        # Refused by the cap, or, while a burst finds every thread busy, by gRPC's thread quota.
+        assert 0 < metric(s, "superweight_watchers_refused_total") <= 1000 - cap
+        # Over the cap, the real client is told why.
+        out = s.client("watch", f"--job={long_job}", check=False, timeout=60)
+        assert out.returncode != 0 and "RESOURCE_EXHAUSTED" in out.stderr, out.stderr
+        # A thread per admitted watcher and a few of gRPC's and the server's; memory in tens of
+        # MiB, not a thread's stack per attempt.
+        assert threads <= threads_before + cap + 16
+        assert peak[0] <= threads_before + queued + 1 + cap + 64
+        assert max(peak[1], rss) - rss_before < 256
+        for c in connections:
+            c.close()
+        connections = []
+        # Watchers that went away are noticed, and their places freed.
+        assert wait_for(lambda: metric(s, "superweight_watchers") == 0)
+        s.client("cancel", f"--job={long_job}")
+    finally:
+        for c in connections:
+            c.close()
+        s.stop()
