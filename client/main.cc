@@ -2,25 +2,35 @@
 //   superweight --server=HOST:PORT VERB [flags]
 // Verbs: health, models, locate, score, ablate, quantize, check, jobs, watch, cancel.
 // --zero=LAYER,ROW,COL (repeatable) zeroes a down_proj weight for score.
-// Exit codes: 0 done, 1 the server refused or failed (its status is printed), 2 usage,
-// 3 an expectation did not hold (--expect; check: the super weights or perplexity not kept).
+// Exit codes: 0 done, 1 the server refused or failed (its status is printed) or a watched job
+// ended FAILED or CANCELLED, 2 usage (a bad or contradictory flag, a file a flag names that
+// cannot be read or written), 3 an expectation did not hold (--expect; check: the super weights
+// or perplexity not kept).
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <condition_variable>
+#include <cstring>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <mutex>
+#include <set>
 #include <sstream>
 
+#include "absl/algorithm/container.h"
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "cli/command_line.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
@@ -32,54 +42,53 @@ ABSL_FLAG(std::string, text, "", "input text");
 ABSL_FLAG(std::string, text_file, "", "input text from a file");
 ABSL_FLAG(std::string, token_ids, "", "input token ids, comma-separated");
 ABSL_FLAG(bool, json, false, "print the response as JSON with the proto's field names");
-ABSL_FLAG(int32_t, expect, -1,
-          "locate: exit 3 unless exactly this many super weights are confirmed");
+ABSL_FLAG(int32_t, expect, -1, "exit 3 unless exactly this many super weights are confirmed");
 ABSL_FLAG(std::string, plot, "",
-          "locate: the per-layer profile as an SVG file; ablate: average accuracy against the "
+          "an SVG chart: locate: the per-layer profile; ablate: average accuracy against the "
           "super weights' scale; quantize: against the block size, RTN against SW-aware");
 ABSL_FLAG(bool, bf16, false, "compute in bf16");
-ABSL_FLAG(int32_t, window, 0, "score: perplexity over windows of this many tokens");
-ABSL_FLAG(int32_t, max_windows, 0, "score: at most this many windows");
-ABSL_FLAG(float, threshold, 0, "locate: spike threshold (default: the server's, 50)");
-ABSL_FLAG(bool, skip_confirmation, false, "locate: report candidates without measuring them");
-ABSL_FLAG(std::string, job, "", "job id (watch, cancel)");
-ABSL_FLAG(
-    std::string, settings, "",
-    "ablate: rows, comma-separated: prune,scale,outliers,restore_sa,token_probs (default all)");
+ABSL_FLAG(int32_t, window, 0,
+          "perplexity over windows of this many tokens (0: score: the input as one sequence; "
+          "the others: 512)");
+ABSL_FLAG(int32_t, max_windows, 0, "at most this many windows (0: all; check: 16)");
+ABSL_FLAG(float, threshold, 0, "spike threshold (default: the server's, 50)");
+ABSL_FLAG(bool, skip_confirmation, false, "report candidates without measuring them");
+ABSL_FLAG(std::string, job, "", "job id");
+ABSL_FLAG(std::string, settings, "",
+          "rows, comma-separated: prune,scale,outliers,restore_sa,token_probs (default all)");
 ABSL_FLAG(std::string, tasks, "",
-          "ablate: wikitext2,piqa,arc_easy,arc_challenge,hellaswag,winogrande,sciq,lambada "
+          "wikitext2,piqa,arc_easy,arc_challenge,hellaswag,winogrande,sciq,lambada "
           "(default all)");
-ABSL_FLAG(int32_t, max_examples, 0, "ablate: the first N examples of each task (0: all)");
-ABSL_FLAG(std::string, scales, "", "ablate: the scale rows' factors, e.g. 0,0.5,1,2");
-ABSL_FLAG(double, outlier_fraction, 0, "ablate: top fraction pruned as outliers (default 1e-6)");
-ABSL_FLAG(int32_t, token_prob_contexts, 0, "ablate: LAMBADA contexts of token_probs (default 500)");
-ABSL_FLAG(bool, no_wait, false,
-          "locate/score/ablate/quantize: print the job id and return at once");
-ABSL_FLAG(std::string, bits, "", "quantize: bits per weight, comma-separated, 2..8 (default 4)");
+ABSL_FLAG(int32_t, max_examples, 0, "the first N examples of each task (0: all)");
+ABSL_FLAG(std::string, scales, "", "the scale rows' factors, e.g. 0,0.5,1,2");
+ABSL_FLAG(double, outlier_fraction, 0, "top fraction pruned as outliers (default 1e-6)");
+ABSL_FLAG(int32_t, token_prob_contexts, 0, "LAMBADA contexts of token_probs (default 500)");
+ABSL_FLAG(bool, no_wait, false, "print the job id and return at once");
+ABSL_FLAG(std::string, bits, "", "bits per weight, comma-separated, 2..8 (default 4)");
 ABSL_FLAG(std::string, block_size, "",
-          "quantize: block sizes, comma-separated: elements, 'tensor' or 'row' (default: the "
+          "block sizes, comma-separated: elements, 'tensor' or 'row' (default: the "
           "paper's grid, tensor,1048576,262144,65536,16384)");
-ABSL_FLAG(std::string, clip, "", "quantize: clip outliers first: none, z, block_top, tensor_top");
+ABSL_FLAG(std::string, clip, "", "clip outliers first: none, z, block_top, tensor_top");
 ABSL_FLAG(double, clip_value, 0,
-          "quantize: z, or the top fraction (default z 9, block_top 1e-5, tensor_top 1e-6)");
+          "z, or the top fraction (default z 9, block_top 1e-5, tensor_top 1e-6)");
 ABSL_FLAG(bool, aware, false,
-          "quantize: each block size twice, plain RTN and super-weight-aware (clipped, --clip "
+          "each block size twice, plain RTN and super-weight-aware (clipped, --clip "
           "or z; super weights restored)");
-ABSL_FLAG(bool, restore, false, "quantize: put the super weights back after quantizing");
+ABSL_FLAG(bool, restore, false, "put the super weights back after quantizing");
 ABSL_FLAG(bool, activations_int8, false,
-          "quantize: INT8 activations (every linear input, per tensor), plain and with the super "
+          "INT8 activations (every linear input, per tensor), plain and with the super "
           "activations held out; alone: with FP weights and with INT8 weights per row (W8A8)");
 ABSL_FLAG(std::string, export, "",
-          "quantize: write the one setting under the server's --export_root: gguf:TYPE (Q4_0, "
+          "write the one setting under the server's --export_root: gguf:TYPE (Q4_0, "
           "Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16, F32), hf or hf:f32");
-ABSL_FLAG(std::string, export_name, "", "quantize: the export's file or directory name");
-ABSL_FLAG(std::string, reference, "", "check: the model --model was quantized from");
-ABSL_FLAG(double, max_ppl_ratio, 0, "check: perplexity ratio allowed (default 1.1)");
-ABSL_FLAG(double, max_rel_error, 0, "check: relative error allowed per super weight (0.05)");
+ABSL_FLAG(std::string, export_name, "", "the export's file or directory name");
+ABSL_FLAG(std::string, reference, "", "the model --model was quantized from");
+ABSL_FLAG(double, max_ppl_ratio, 0, "perplexity ratio allowed (default 1.1)");
+ABSL_FLAG(double, max_rel_error, 0, "relative error allowed per super weight (0.05)");
 ABSL_FLAG(double, min_activation_ratio, 0,
-          "check: share of the super activation that must remain (default 0.5)");
+          "share of the super activation that must remain (default 0.5)");
 ABSL_FLAG(std::string, super_weight_tensor_type, "",
-          "quantize: gguf export: the type of the down_proj holding a super weight (F16, Q8_0)");
+          "gguf export: the type of the down_proj holding a super weight (F16, Q8_0)");
 ABSL_FLAG(std::string, token_file, "", "file with the bearer token");
 ABSL_FLAG(std::string, ca_cert, "", "PEM root certificate: connect with TLS");
 ABSL_FLAG(double, timeout, 600, "seconds before the call is abandoned");
@@ -93,11 +102,31 @@ int Usage(const std::string& msg) {
   return 2;
 }
 
-std::string ReadFile(const std::string& path) {
+// The file a flag names, or an error naming the flag.
+absl::StatusOr<std::string> ReadFlagFile(absl::string_view flag, const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   std::stringstream ss;
-  ss << f.rdbuf();
+  if (f) ss << f.rdbuf();
+  if (!f) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("cannot read --%s %s: %s", flag, path, std::strerror(errno)));
+  }
   return ss.str();
+}
+
+// Checked before a job runs, so that a long job does not end with its plot unwritable.
+absl::Status CheckWritable(absl::string_view flag, const std::string& path) {
+  struct stat st;
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+  const bool exists = ::stat(path.c_str(), &st) == 0;
+  if (exists ? (S_ISDIR(st.st_mode) || ::access(path.c_str(), W_OK) != 0)
+             : ::access(dir.c_str(), W_OK) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("cannot write --%s %s: %s", flag, path,
+                        exists && S_ISDIR(st.st_mode) ? "a directory" : std::strerror(errno)));
+  }
+  return absl::OkStatus();
 }
 
 int Failed(const grpc::Status& s) {
@@ -133,21 +162,27 @@ void PrintJson(const google::protobuf::Message& m) {
   std::cout << out;
 }
 
-bool FillInput(v1::Input* input) {
+absl::Status FillInput(v1::Input* input) {
   if (!absl::GetFlag(FLAGS_token_ids).empty()) {
     for (absl::string_view p :
          absl::StrSplit(absl::GetFlag(FLAGS_token_ids), ',', absl::SkipEmpty())) {
       int32_t id;
-      if (!absl::SimpleAtoi(p, &id)) return false;
+      if (!absl::SimpleAtoi(p, &id)) {
+        return absl::InvalidArgumentError("--token_ids wants comma-separated integers");
+      }
       input->mutable_token_ids()->add_ids(id);
     }
-    if (input->token_ids().ids().empty()) return false;
+    if (input->token_ids().ids().empty()) {
+      return absl::InvalidArgumentError("--token_ids wants comma-separated integers");
+    }
   } else if (!absl::GetFlag(FLAGS_text_file).empty()) {
-    input->set_text(ReadFile(absl::GetFlag(FLAGS_text_file)));
+    absl::StatusOr<std::string> text = ReadFlagFile("text_file", absl::GetFlag(FLAGS_text_file));
+    if (!text.ok()) return text.status();
+    input->set_text(*std::move(text));
   } else if (!absl::GetFlag(FLAGS_text).empty()) {
     input->set_text(absl::GetFlag(FLAGS_text));
   }
-  return true;
+  return absl::OkStatus();
 }
 
 // LAYER,ROW,COL into `out`; false when it is not three integers.
@@ -336,7 +371,8 @@ bool PlotQuantization(const v1::QuantizeResult& r, const std::string& path) {
                    ticks);
 }
 
-void PlotProfile(const v1::LocateResult& r, const std::string& path) {
+// False when the file cannot be written.
+bool PlotProfile(const v1::LocateResult& r, const std::string& path) {
   // Per-layer max |down_proj output| (bars, log scale) before and after removing what was found,
   // in the manner of the paper's Figure 3.
   const int n = r.profile_before_size();
@@ -345,6 +381,7 @@ void PlotProfile(const v1::LocateResult& r, const std::string& path) {
   for (const auto& a : r.profile_before())
     max_log = std::max(max_log, std::log10(1.0 + a.output_max_abs()));
   std::ofstream f(path);
+  if (!f) return false;
   f << absl::StrFormat(
       "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' font-family='sans-serif' "
       "font-size='11'>\n",
@@ -386,6 +423,7 @@ void PlotProfile(const v1::LocateResult& r, const std::string& path) {
       "<rect x='%.0f' y='24' width='10' height='10' fill='#5b8def'/><text x='%.0f' y='33'>super "
       "weights zeroed</text>\n</svg>\n",
       w - 140, w - 126);
+  return static_cast<bool>(f);
 }
 
 void PrintLocate(const v1::LocateResponse& resp) {
@@ -443,38 +481,204 @@ grpc::Status FollowJob(v1::SuperWeightService::Stub* stub, const std::string& to
   return grpc::Status::OK;
 }
 
+const std::vector<std::string> kVerbs = {"health",   "models", "locate", "score", "ablate",
+                                         "quantize", "check",  "jobs",   "watch", "cancel"};
+
+// A group of flags in --help and the verbs that read them: a flag given to a verb that reads it
+// in no group is refused rather than ignored.
+struct FlagGroup {
+  std::string title;  // a verb's own group is titled "VERB: what it does"
+  std::vector<std::string> verbs;
+  std::vector<std::string> flags;
+};
+
+const std::vector<FlagGroup>& FlagGroups() {
+  static const auto* groups = new std::vector<FlagGroup>{
+      {"Every verb:", kVerbs, {"server", "token_file", "ca_cert", "timeout"}},
+      {"Every verb but health:",
+       {"models", "locate", "score", "ablate", "quantize", "check", "jobs", "watch", "cancel"},
+       {"json"}},
+      {"Jobs (locate, score, ablate, quantize, check):",
+       {"locate", "score", "ablate", "quantize", "check"},
+       {"model", "bf16", "no_wait"}},
+      {"Input (locate, score), one of:", {"locate", "score"}, {"text", "text_file", "token_ids"}},
+      {"Evaluation windows (score, ablate, quantize, check):",
+       {"score", "ablate", "quantize", "check"},
+       {"window", "max_windows"}},
+      {"Evaluation tasks (ablate, quantize):", {"ablate", "quantize"}, {"tasks", "max_examples"}},
+      {"Super weights given instead of located (ablate, quantize, check):",
+       {"ablate", "quantize", "check"},
+       {"super_weights"}},
+      {"Plots (locate, ablate, quantize):", {"locate", "ablate", "quantize"}, {"plot"}},
+      {"health: whether the server is serving (gRPC health checking; needs no token)",
+       {"health"},
+       {}},
+      {"models: the models under the server's --model_root", {"models"}, {}},
+      {"locate: the super weights of --model, found by their activation spikes and confirmed",
+       {"locate"},
+       {"threshold", "skip_confirmation", "expect"}},
+      {"score: perplexity of the input, with weights zeroed", {"score"}, {"zero"}},
+      {"ablate: zero-shot accuracy and perplexity with the super weights pruned, scaled, ...",
+       {"ablate"},
+       {"settings", "scales", "outlier_fraction", "token_prob_contexts"}},
+      {"quantize: round-to-nearest quantization, plain and super-weight-aware; an export",
+       {"quantize"},
+       {"bits", "block_size", "clip", "clip_value", "aware", "restore", "activations_int8",
+        "export", "export_name", "super_weight_tensor_type"}},
+      {"check: whether quantized --model keeps the super weights of --reference",
+       {"check"},
+       {"reference", "max_ppl_ratio", "max_rel_error", "min_activation_ratio"}},
+      {"jobs: the server's jobs (--model: only that model's)", {"jobs"}, {"model"}},
+      {"watch: a job's progress until it ends", {"watch"}, {"job"}},
+      {"cancel: stop a job", {"cancel"}, {"job"}},
+  };
+  return *groups;
+}
+
+// The repeatable flags, taken by the command line itself (their values hold commas).
+const std::map<std::string, std::string> kRepeatedFlagHelp = {
+    {"zero", "LAYER,ROW,COL: a down_proj weight zeroed for the score (repeat for more)"},
+    {"super_weights", "LAYER,ROW,COL: a super weight, instead of locating them (repeat for more)"},
+};
+
+std::string GroupFlagHelp(const std::string& flag) {
+  auto repeated = kRepeatedFlagHelp.find(flag);
+  return repeated != kRepeatedFlagHelp.end() ? superweight::cli::FlagHelp(flag, repeated->second)
+                                             : superweight::cli::FlagHelp(flag);
+}
+
+// The flags, grouped by verb; only `verb`'s groups when one is given.
+void PrintHelp(const std::string& verb) {
+  std::cout << "usage: superweight [--server=HOST:PORT] {" << absl::StrJoin(kVerbs, "|")
+            << "} [flags]\n";
+  std::set<std::string> listed;
+  for (const FlagGroup& g : FlagGroups()) {
+    if (!verb.empty() && std::find(g.verbs.begin(), g.verbs.end(), verb) == g.verbs.end()) {
+      continue;
+    }
+    std::cout << "\n" << g.title << "\n";
+    for (const std::string& flag : g.flags) {
+      std::cout << GroupFlagHelp(flag);
+      listed.insert(flag);
+    }
+  }
+  if (verb.empty()) {
+    bool header = false;  // a flag added to the file but to no group still shows
+    for (const std::string& flag : superweight::cli::FlagsDefinedIn("client/main.cc")) {
+      if (listed.count(flag)) continue;
+      if (!header) std::cout << "\nOther:\n";
+      header = true;
+      std::cout << GroupFlagHelp(flag);
+    }
+  }
+  std::cout << "\nExit codes: 0 done; 1 the server refused or failed the call (its status on "
+               "stderr), or a watched job ended FAILED or CANCELLED; 2 usage: a bad or "
+               "contradictory flag, a file a flag names that cannot be read or written; 3 locate's "
+               "--expect or check did not hold.\n";
+}
+
+// The verbs that read `flag`; empty when no group lists it (then every verb may take it).
+std::vector<std::string> VerbsReading(const std::string& flag) {
+  std::vector<std::string> verbs;
+  for (const FlagGroup& g : FlagGroups()) {
+    if (std::find(g.flags.begin(), g.flags.end(), flag) == g.flags.end()) continue;
+    for (const std::string& v : g.verbs) {
+      if (std::find(verbs.begin(), verbs.end(), v) == verbs.end()) verbs.push_back(v);
+    }
+  }
+  return verbs;
+}
+
+// Flags that do nothing for `verb`, or contradict each other: refused, never ignored.
+absl::Status CheckFlagsFit(const std::string& verb, const std::set<std::string>& given) {
+  auto error = [](auto... args) { return absl::InvalidArgumentError(absl::StrFormat(args...)); };
+  for (const std::string& flag : given) {
+    const std::vector<std::string> verbs = VerbsReading(flag);
+    if (!verbs.empty() && std::find(verbs.begin(), verbs.end(), verb) == verbs.end()) {
+      return error("--%s does not apply to %s (only to %s)", flag, verb,
+                   absl::StrJoin(verbs, ", "));
+    }
+  }
+  auto has = [&](const char* flag) { return given.count(flag) > 0; };
+  if (has("text") + has("text_file") + has("token_ids") > 1) {
+    return error("give one of --text, --text_file, --token_ids");
+  }
+  if (verb == "score" && has("max_windows") && absl::GetFlag(FLAGS_window) == 0) {
+    return error("--max_windows needs --window: without it the input is scored as one sequence");
+  }
+  if (has("no_wait") && absl::GetFlag(FLAGS_no_wait)) {
+    for (const char* flag : {"expect", "plot"}) {
+      if (has(flag)) return error("--%s needs the result, and --no_wait returns before it", flag);
+    }
+  }
+  if (has("expect") && absl::GetFlag(FLAGS_skip_confirmation)) {
+    return error("--expect counts confirmed super weights, and --skip_confirmation confirms none");
+  }
+  if (verb == "quantize") {
+    for (const char* flag : {"export_name", "super_weight_tensor_type"}) {
+      if (has(flag) && absl::GetFlag(FLAGS_export).empty()) {
+        return error("--%s is for an export: give --export", flag);
+      }
+    }
+    if (has("clip_value") && absl::GetFlag(FLAGS_clip).empty() && !absl::GetFlag(FLAGS_aware)) {
+      return error("--clip_value is for clipping: give --clip or --aware");
+    }
+    if (absl::GetFlag(FLAGS_restore) && absl::GetFlag(FLAGS_aware)) {
+      return error(
+          "--restore: --aware restores the super weights in its rows and keeps the "
+          "others plain");
+    }
+  }
+  if (verb == "ablate" && has("settings")) {
+    const std::vector<std::string> settings =
+        absl::StrSplit(absl::GetFlag(FLAGS_settings), ',', absl::SkipEmpty());
+    for (const auto& [flag, setting] : {std::pair<const char*, const char*>{"scales", "scale"},
+                                        {"outlier_fraction", "outliers"},
+                                        {"token_prob_contexts", "token_probs"}}) {
+      if (has(flag) && std::find(settings.begin(), settings.end(), setting) == settings.end()) {
+        return error("--%s is for the %s setting, not in --settings", flag, setting);
+      }
+    }
+  }
+  return absl::OkStatus();
+}
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "superweight --server=HOST:PORT "
-      "{models|locate|score|ablate|quantize|check|jobs|watch|cancel} "
-      "[flags]");
-  // --zero=LAYER,ROW,COL and --super_weights=LAYER,ROW,COL repeat, and their values hold commas:
-  // taken out before absl's parser, whose list flags would split and replace rather than append.
   std::vector<std::string> zeros, super_weights;
-  std::vector<char*> rest;
-  for (int i = 0; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a.rfind("--zero=", 0) == 0) {
-      zeros.push_back(a.substr(7));
-    } else if (a.rfind("--super_weights=", 0) == 0) {
-      super_weights.push_back(a.substr(16));
-    } else {
-      rest.push_back(argv[i]);
-    }
+  absl::StatusOr<superweight::cli::CommandLine> command_line =
+      superweight::cli::Parse(argc, argv, {{"zero", &zeros}, {"super_weights", &super_weights}});
+  if (!command_line.ok()) return Usage(std::string(command_line.status().message()));
+  if (command_line->help) {
+    const std::vector<std::string>& p = command_line->positional;
+    PrintHelp(p.size() == 1 && absl::c_linear_search(kVerbs, p[0]) ? p[0] : "");
+    return 0;
   }
-  std::vector<char*> args = absl::ParseCommandLine(static_cast<int>(rest.size()), rest.data());
-  if (args.size() != 2)
-    return Usage(
-        "give exactly one verb: health, models, locate, score, ablate, quantize, check, jobs, "
-        "watch, cancel");
-  const std::string verb = args[1];
+  if (command_line->positional.size() != 1) {
+    return Usage("give exactly one verb: " + absl::StrJoin(kVerbs, ", ") + " (--help lists them)");
+  }
+  const std::string verb = command_line->positional[0];
+  if (!absl::c_linear_search(kVerbs, verb)) return Usage("unknown verb " + verb);
+  if (absl::Status s = CheckFlagsFit(verb, command_line->given); !s.ok()) {
+    return Usage(std::string(s.message()));
+  }
+  const std::string plot = absl::GetFlag(FLAGS_plot);
+  if (!plot.empty()) {
+    if (absl::Status s = CheckWritable("plot", plot); !s.ok())
+      return Usage(std::string(s.message()));
+  }
 
   std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
   if (!absl::GetFlag(FLAGS_ca_cert).empty()) {
+    absl::StatusOr<std::string> pem = ReadFlagFile("ca_cert", absl::GetFlag(FLAGS_ca_cert));
+    if (!pem.ok()) return Usage(std::string(pem.status().message()));
+    // grpc takes an empty or garbled root set for "the system's roots", and then reports only
+    // a failed handshake.
+    if (!absl::StrContains(*pem, "-----BEGIN CERTIFICATE-----")) {
+      return Usage("--ca_cert " + absl::GetFlag(FLAGS_ca_cert) + " holds no PEM certificate");
+    }
     grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = ReadFile(absl::GetFlag(FLAGS_ca_cert));
+    ssl.pem_root_certs = *std::move(pem);
     creds = grpc::SslCredentials(ssl);
   }
   grpc::ChannelArguments channel_args;
@@ -487,7 +691,11 @@ int main(int argc, char** argv) {
       std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_timeout) * 1000)));
   std::string token;
   if (!absl::GetFlag(FLAGS_token_file).empty()) {
-    token = std::string(absl::StripAsciiWhitespace(ReadFile(absl::GetFlag(FLAGS_token_file))));
+    absl::StatusOr<std::string> file = ReadFlagFile("token_file", absl::GetFlag(FLAGS_token_file));
+    if (!file.ok()) return Usage(std::string(file.status().message()));
+    token = std::string(absl::StripAsciiWhitespace(*file));
+    if (token.empty())
+      return Usage("--token_file " + absl::GetFlag(FLAGS_token_file) + " is empty");
     ctx.AddMetadata("authorization", "Bearer " + token);
   }
   const bool json = absl::GetFlag(FLAGS_json);
@@ -567,7 +775,9 @@ int main(int argc, char** argv) {
   if (verb == "locate") {
     v1::LocateRequest req;
     req.set_model(absl::GetFlag(FLAGS_model));
-    if (!FillInput(req.mutable_input())) return Usage("--token_ids wants comma-separated integers");
+    if (absl::Status in = FillInput(req.mutable_input()); !in.ok()) {
+      return Usage(std::string(in.message()));
+    }
     req.set_threshold(absl::GetFlag(FLAGS_threshold));
     req.set_precision(precision);
     req.set_skip_confirmation(absl::GetFlag(FLAGS_skip_confirmation));
@@ -580,7 +790,9 @@ int main(int argc, char** argv) {
     } else {
       PrintLocate(resp);
     }
-    if (!absl::GetFlag(FLAGS_plot).empty()) PlotProfile(resp.result(), absl::GetFlag(FLAGS_plot));
+    if (!plot.empty() && !PlotProfile(resp.result(), plot)) {
+      return Usage("cannot write --plot " + plot);
+    }
     const int expect = absl::GetFlag(FLAGS_expect);
     if (expect >= 0) {
       int confirmed = 0;
@@ -596,7 +808,9 @@ int main(int argc, char** argv) {
   if (verb == "score") {
     v1::ScoreRequest req;
     req.set_model(absl::GetFlag(FLAGS_model));
-    if (!FillInput(req.mutable_input())) return Usage("--token_ids wants comma-separated integers");
+    if (absl::Status in = FillInput(req.mutable_input()); !in.ok()) {
+      return Usage(std::string(in.message()));
+    }
     for (const std::string& z : zeros) {
       v1::WeightEdit* e = req.mutable_edits()->add_weights();
       if (!ParseCoordinate(z, e->mutable_coordinate())) return Usage("--zero wants LAYER,ROW,COL");
@@ -654,9 +868,8 @@ int main(int argc, char** argv) {
     } else {
       PrintAblate(resp);
     }
-    if (!absl::GetFlag(FLAGS_plot).empty() &&
-        !PlotAblation(resp.result(), absl::GetFlag(FLAGS_plot))) {
-      return Usage("cannot write --plot " + absl::GetFlag(FLAGS_plot));
+    if (!plot.empty() && !PlotAblation(resp.result(), plot)) {
+      return Usage("cannot write --plot " + plot);
     }
     return 0;
   }
@@ -762,9 +975,8 @@ int main(int argc, char** argv) {
                                      e.model().empty() ? "" : ", served as " + e.model());
       }
     }
-    if (!absl::GetFlag(FLAGS_plot).empty() &&
-        !PlotQuantization(resp.result(), absl::GetFlag(FLAGS_plot))) {
-      return Usage("cannot write --plot " + absl::GetFlag(FLAGS_plot));
+    if (!plot.empty() && !PlotQuantization(resp.result(), plot)) {
+      return Usage("cannot write --plot " + plot);
     }
     return 0;
   }
@@ -859,7 +1071,18 @@ int main(int argc, char** argv) {
     }
     if (tty && !json) std::cout << "\n";
     grpc::Status s = reader->Finish();
-    return s.ok() ? 0 : Failed(s);
+    if (!s.ok()) return Failed(s);
+    // Non-zero unless the job succeeded, so that a pipeline can gate on watch.
+    if (job.state() != v1::Job::SUCCEEDED) {
+      const auto code = static_cast<grpc::StatusCode>(job.error_code() != 0 ? job.error_code()
+                                                      : job.state() == v1::Job::CANCELLED
+                                                          ? grpc::StatusCode::CANCELLED
+                                                          : grpc::StatusCode::UNKNOWN);
+      return Failed(grpc::Status(
+          code, absl::StrFormat("job %s ended %s%s", job.id(), v1::Job::State_Name(job.state()),
+                                job.error_message().empty() ? "" : ": " + job.error_message())));
+    }
+    return 0;
   }
   return Usage("unknown verb " + verb);
 }

@@ -11,11 +11,10 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
+#include "cli/command_line.h"
 #include "engine/runtime/cpu.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -68,8 +67,26 @@ std::string ReadFile(const std::string& path, bool* ok) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("superweightd --listen=HOST:PORT --model_root=DIR [flags]");
-  absl::ParseCommandLine(argc, argv);
+  absl::StatusOr<superweight::cli::CommandLine> command_line =
+      superweight::cli::Parse(argc, argv, {});
+  if (command_line.ok() && command_line->help) {
+    std::cout << "usage: superweightd --listen=HOST:PORT --model_root=DIR [flags]\n\n";
+    for (const std::string& flag : superweight::cli::FlagsDefinedIn("server/main.cc")) {
+      std::cout << superweight::cli::FlagHelp(flag);
+    }
+    std::cout << "\nExit codes: 0 stopped by SIGINT or SIGTERM, 2 a flag, file or directory it "
+                 "cannot use (said on stderr).\n";
+    return 0;
+  }
+  if (command_line.ok() && !command_line->positional.empty()) {
+    command_line = absl::InvalidArgumentError("takes no arguments, only flags: " +
+                                              command_line->positional[0]);
+  }
+  if (!command_line.ok()) {
+    std::cerr << "superweightd: " << command_line.status().message()
+              << " (--help lists the flags)\n";
+    return 2;
+  }
   namespace sws = superweight::server;
   // SIGINT/SIGTERM are taken by sigwait() on a thread of ours, never by a handler: blocked here,
   // before any thread starts, so every thread inherits the mask.
