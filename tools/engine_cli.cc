@@ -45,8 +45,8 @@
 #include "engine/formats/quantize_ggml.h"
 #include "engine/model/model.h"
 #include "engine/runtime/cpu.h"
-#include "tools/tokenizer_verbs.h"
 #include "nlohmann/json.hpp"
+#include "tools/tokenizer_verbs.h"
 
 namespace sw = superweight;
 using Json = nlohmann::json;
@@ -186,6 +186,7 @@ int main(int argc, char** argv) {
     std::cout << Json{{"out", flags["out"]},
                       {"type", sw::DTypeName(*type)},
                       {"converted", summary->converted},
+                      {"fallback", summary->fallback},
                       {"copied", summary->copied},
                       {"not_whole_blocks", summary->not_whole_blocks}}
               << "\n";

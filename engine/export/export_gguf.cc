@@ -22,8 +22,8 @@ absl::StatusOr<GgufExportSummary> ExportGguf(const Model& source, const Model& v
   for (DType type : {options.type, options.super_weight_tensor_type}) {
     if (!HasGgmlQuantizer(type)) {
       return absl::InvalidArgumentError(
-          absl::StrFormat("no reference quantizer for %s (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, "
-                          "BF16, F32)",
+          absl::StrFormat("no reference quantizer for %s (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, "
+                          "F16, BF16, F32)",
                           DTypeName(type)));
     }
   }
@@ -64,8 +64,11 @@ absl::StatusOr<GgufExportSummary> ExportGguf(const Model& source, const Model& v
     for (const SuperWeightCoordinate& sw : options.super_weights) {
       holds_super_weight |= *kind == LinearKind::kDown && sw.layer == layer;
     }
-    const DType type = holds_super_weight ? options.super_weight_tensor_type : options.type;
     const Matrix& w = view.layers[layer].Get(*kind);
+    const DType requested = holds_super_weight ? options.super_weight_tensor_type : options.type;
+    // As llama-quantize: a K type's 256-value blocks may not fit the rows (SmolLM2's 576).
+    const DType type = FallbackTypeForRows(requested, w.cols);
+    if (type != requested) ++summary.fallback;
     if (w.cols % Traits(type).block_elements != 0) {
       return absl::InvalidArgumentError(
           absl::StrFormat("%s: rows of %d are not whole %s blocks", name, w.cols, DTypeName(type)));

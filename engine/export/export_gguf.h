@@ -17,7 +17,9 @@
 namespace superweight {
 
 struct GgufExportOptions {
-  DType type = DType::kQ4_1;  // Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16 or F32
+  // Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, F16, BF16 or F32. A tensor whose rows are not whole
+  // blocks of a K type takes llama.cpp's fallback type (FallbackTypeForRows).
+  DType type = DType::kQ4_1;
   // The type of each layer's down_proj that holds one of `super_weights` (F16 or Q8_0, or the
   // same as `type`); empty super_weights: none.
   DType super_weight_tensor_type = DType::kF16;
@@ -29,13 +31,14 @@ struct GgufExportOptions {
 struct GgufExportSummary {
   int64_t converted = 0;             // linear weights written in `type`
   int64_t super_weight_tensors = 0;  // written in super_weight_tensor_type
-  uint64_t bytes = 0;                // the file's size
+  int64_t fallback = 0;  // of those two counts, written in FallbackTypeForRows's type instead
+  uint64_t bytes = 0;    // the file's size
 };
 
 // `view` is a view of `source` (Model::ShareWeights, possibly with transforms); source must
 // have been opened from a GGUF file. Written atomically (a temporary beside out_path, renamed).
 // INVALID_ARGUMENT for a type without a reference quantizer or rows that are not whole blocks of
-// it, UNIMPLEMENTED for sources that are not GGUF or hold fused projections.
+// it (nor of its fallback), UNIMPLEMENTED for sources that are not GGUF or hold fused projections.
 absl::StatusOr<GgufExportSummary> ExportGguf(const Model& source, const Model& view,
                                              const GgufExportOptions& options,
                                              const std::string& out_path);

@@ -28,10 +28,10 @@ constexpr DTypeTraits kTraits[] = {
      Q5_1FromFloat},
     {DType::kQ8_0, "Q8_0", 32, 34, 8, 7, Q8_0ToFloat, nullptr, Q8_0ToBlockCodes, false,
      Q8_0FromFloat},
-    // K-quants: llama_ftype names K-quant mixes (Q4_K_S, Q4_K_M...), not one type; llama.cpp's
-    // reference quantizers search scales, not reproduced here.
-    {DType::kQ4_K, "Q4_K", 256, 144, 12, kNoLlamaFileType, Q4_KToFloat, nullptr, Q4_KToBlockCodes,
-     true, /*from_float_ref=*/nullptr},
+    // K-quants: llama_ftype names K-quant mixes; a file of one K type is what llama-quantize
+    // writes for the small mix with --pure (Q4_K_S = 14).
+    {DType::kQ4_K, "Q4_K", 256, 144, 12, 14, Q4_KToFloat, nullptr, Q4_KToBlockCodes, true,
+     Q4_KFromFloat},
     {DType::kQ5_K, "Q5_K", 256, 176, 13, kNoLlamaFileType, Q5_KToFloat, nullptr, Q5_KToBlockCodes,
      true, nullptr},
     // Q6_K's scales change every 16 elements: no 32-element codes form.

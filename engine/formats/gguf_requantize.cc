@@ -48,22 +48,23 @@ absl::StatusOr<RequantizeSummary> RequantizeGguf(const std::string& source_path,
     const GgufTensor& t = source->tensors.at(name);
     const bool selected = options.select ? options.select(t) : IsBlockWeightMatrix(t);
     const int64_t cols = t.ne[0];
+    const DType type = FallbackTypeForRows(target, cols);
     absl::Status added;
-    if (selected && cols % Traits(target).block_elements == 0) {
+    if (selected && cols % Traits(type).block_elements == 0) {
       int64_t rows = 1;
       for (size_t d = 1; d < t.ne.size(); ++d) rows *= t.ne[d];
       auto src_row_bytes = StorageBytes(t.dtype, static_cast<uint64_t>(cols));
-      auto dst_row_bytes = StorageBytes(target, static_cast<uint64_t>(cols));
+      auto dst_row_bytes = StorageBytes(type, static_cast<uint64_t>(cols));
       if (!src_row_bytes.ok()) return src_row_bytes.status();
       if (!dst_row_bytes.ok()) return dst_row_bytes.status();
       // t.data points into *mapped, which outlives the write below.
-      auto produce = [&t, rows, cols, target, src_row = *src_row_bytes,
+      auto produce = [&t, rows, cols, type, src_row = *src_row_bytes,
                       dst_row = *dst_row_bytes](const GgufFileWriter::ByteSink& sink) {
         std::vector<float> values(static_cast<size_t>(cols));
         std::vector<uint8_t> quantized(dst_row);
         for (int64_t r = 0; r < rows; ++r) {
           DequantizeRow(t.dtype, t.data + r * src_row, cols, values.data());
-          absl::Status s = QuantizeRow(target, values.data(), cols, quantized.data());
+          absl::Status s = QuantizeRow(type, values.data(), cols, quantized.data());
           if (!s.ok()) {
             return absl::Status(s.code(), absl::StrFormat("row %d: %s", r, s.message()));
           }
@@ -71,8 +72,9 @@ absl::StatusOr<RequantizeSummary> RequantizeGguf(const std::string& source_path,
         }
         return absl::OkStatus();
       };
-      added = writer.AddTensor(name, t.ne, target, GgufFileWriter::TensorProducer(produce));
+      added = writer.AddTensor(name, t.ne, type, GgufFileWriter::TensorProducer(produce));
       summary.converted.push_back(name);
+      if (type != target) summary.fallback.push_back(name);
     } else {
       added = writer.AddTensor(name, t.ne, t.dtype, absl::MakeConstSpan(t.data, t.nbytes));
       (selected ? summary.not_whole_blocks : summary.copied).push_back(name);

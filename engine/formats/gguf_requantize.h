@@ -30,8 +30,12 @@ struct RequantizeOptions {
 
 struct RequantizeSummary {
   std::vector<std::string> converted;
+  // Of those, the ones written in llama.cpp's fallback type (FallbackTypeForRows): their rows
+  // are not whole blocks of the K-quant target.
+  std::vector<std::string> fallback;
   std::vector<std::string> copied;
-  // Selected, but their rows are not whole blocks of the target type: copied unchanged.
+  // Selected, but their rows are not whole blocks of the target type (nor of a fallback):
+  // copied unchanged.
   std::vector<std::string> not_whole_blocks;
 };
 

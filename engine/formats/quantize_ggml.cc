@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
+#include "engine/formats/dequantize.h"
 #include "engine/formats/row_kernels.h"
 
 // Every expression below is llama.cpp's, one rounding per operation: this file is built with
@@ -52,6 +53,140 @@ inline void MinMax(const float* x, int n, float* min, float* max) {
   for (int j = 0; j < n; ++j) {
     if (x[j] < *min) *min = x[j];
     if (x[j] > *max) *max = x[j];
+  }
+}
+
+// llama.cpp's nearest_int: adding 1.5 * 2^23 leaves round-half-even(v) in the low mantissa bits
+// (exact for |v| < 2^22). Outside that range, infinities and NaN give what its bit trick gives
+// (0 for both), which the callers then clamp, as llama.cpp does.
+inline int NearestInt(float v) {
+  const float shifted = v + 12582912.f;
+  int32_t bits;
+  std::memcpy(&bits, &shifted, 4);
+  return (bits & 0x007FFFFF) - 0x00400000;
+}
+
+inline int Clamp(int v, int lo, int hi) { return std::max(lo, std::min(hi, v)); }
+
+// llama.cpp's make_qkx2_quants with squared error, for the 32 values of one K-quant sub-block:
+// codes in [0, nmax] and a (scale, min <= 0) pair with x ~ scale * code + min, chosen among
+// nstep + 1 grids of (nmax + rmin + rdelta * step) steps over [min, max] by the least squares
+// fit of scale and min to each grid's codes, weighted by `weights`. The first grid that lowers the
+// weighted error also moves `min`, which the later grids start from (llama.cpp's order).
+// Returns the scale; *negated_min is -min.
+float FitScaleAndMin(const float* x, const float* weights, int nmax, float rmin, float rdelta,
+                     int nstep, uint8_t* codes, float* negated_min) {
+  constexpr int kN = 32;
+  float min = x[0];
+  float max = x[0];
+  float sum_w = weights[0];
+  float sum_x = sum_w * x[0];
+  for (int i = 1; i < kN; ++i) {
+    if (x[i] < min) min = x[i];
+    if (x[i] > max) max = x[i];
+    sum_w += weights[i];
+    sum_x += weights[i] * x[i];
+  }
+  if (min > 0) min = 0;
+  if (max == min) {
+    std::memset(codes, 0, kN);
+    *negated_min = -min;
+    return 0.f;
+  }
+  float iscale = nmax / (max - min);
+  float scale = 1 / iscale;
+  float best_error = 0;
+  for (int i = 0; i < kN; ++i) {
+    codes[i] = static_cast<uint8_t>(Clamp(NearestInt(iscale * (x[i] - min)), 0, nmax));
+    const float diff = scale * codes[i] + min - x[i];
+    best_error += weights[i] * (diff * diff);
+  }
+  uint8_t trial[kN];
+  for (int step = 0; step <= nstep; ++step) {
+    iscale = (rmin + rdelta * step + nmax) / (max - min);
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < kN; ++i) {
+      const int l = Clamp(NearestInt(iscale * (x[i] - min)), 0, nmax);
+      trial[i] = static_cast<uint8_t>(l);
+      const float wl = weights[i] * l;
+      sum_l += wl;
+      sum_l2 += wl * l;
+      sum_xl += wl * x[i];
+    }
+    const float det = sum_w * sum_l2 - sum_l * sum_l;
+    if (!(det > 0)) continue;
+    float trial_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
+    float trial_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+    if (trial_min > 0) {  // the offset may only lower the values: refit the scale alone
+      trial_min = 0;
+      trial_scale = sum_xl / sum_l2;
+    }
+    float error = 0;
+    for (int i = 0; i < kN; ++i) {
+      const float diff = trial_scale * trial[i] + trial_min - x[i];
+      error += weights[i] * (diff * diff);
+    }
+    if (error < best_error) {
+      std::memcpy(codes, trial, kN);
+      best_error = error;
+      scale = trial_scale;
+      min = trial_min;
+    }
+  }
+  *negated_min = -min;
+  return scale;
+}
+
+// Q4_K and Q5_K share everything but the code width: per 256-value super-block, eight 32-value
+// sub-blocks each get FitScaleAndMin's scale and min (weights: the sub-block's RMS plus |x|),
+// those are quantized to 6 bits against the largest of each (d, dmin in f16), and the codes are
+// recomputed against the stored scales, as quantize_row_q4_K_ref / q5_K_ref do. Writes d, dmin
+// and the 12 packed scale bytes at y; the codes (0..nmax) go to codes[256].
+void QuantizeKSuperBlock(const float* x, int nmax, float rmin, int nstep, uint8_t* y,
+                         uint8_t* codes) {
+  float scales[8], mins[8], weights[32];
+  float max_scale = 0, max_min = 0;  // both >= 0: the min is subtracted
+  for (int j = 0; j < 8; ++j) {
+    const float* sub = x + 32 * j;
+    float sum_x2 = 0;
+    for (int l = 0; l < 32; ++l) sum_x2 += sub[l] * sub[l];
+    const float rms = std::sqrt(sum_x2 / 32);
+    for (int l = 0; l < 32; ++l) weights[l] = rms + std::fabs(sub[l]);
+    scales[j] = FitScaleAndMin(sub, weights, nmax, rmin, 0.1f, nstep, codes + 32 * j, &mins[j]);
+    if (scales[j] > max_scale) max_scale = scales[j];
+    if (mins[j] > max_min) max_min = mins[j];
+  }
+  const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+  const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+  uint8_t* packed = y + 4;  // the layout KQuantScaleMin reads
+  for (int j = 0; j < 8; ++j) {
+    // uint8_t first, then the cap: a negative scale wraps to a large byte and caps at 63, as in C.
+    const uint8_t ls =
+        std::min<uint8_t>(63, static_cast<uint8_t>(NearestInt(inv_scale * scales[j])));
+    const uint8_t lm = std::min<uint8_t>(63, static_cast<uint8_t>(NearestInt(inv_min * mins[j])));
+    if (j < 4) {
+      packed[j] = ls;
+      packed[j + 4] = lm;
+    } else {
+      packed[j + 4] = static_cast<uint8_t>((ls & 0xF) | ((lm & 0xF) << 4));
+      packed[j - 4] |= static_cast<uint8_t>((ls >> 4) << 6);
+      packed[j] |= static_cast<uint8_t>((lm >> 4) << 6);
+    }
+  }
+  const uint16_t d = GgmlFloatToHalf(max_scale / 63.f);
+  const uint16_t dmin = GgmlFloatToHalf(max_min / 63.f);
+  Store16(y, d);
+  Store16(y + 2, dmin);
+  for (int j = 0; j < 8; ++j) {
+    uint8_t sc, m;
+    internal::KQuantScaleMin(j, packed, &sc, &m);
+    const float step = HalfToFloat(d) * sc;
+    if (step == 0) continue;  // keeps FitScaleAndMin's codes, as llama.cpp does
+    const float offset = HalfToFloat(dmin) * m;
+    for (int l = 0; l < 32; ++l) {
+      codes[32 * j + l] =
+          static_cast<uint8_t>(Clamp(NearestInt((x[32 * j + l] + offset) / step), 0, nmax));
+    }
   }
 }
 
@@ -162,6 +297,20 @@ void Q8_0FromFloat(const float* x, int64_t n, uint8_t* y) {
   }
 }
 
+// Q4_K: 144-byte super-blocks of 256: d, dmin, 12 scale bytes, then per 64 values 32 bytes
+// holding the first 32 codes in the low nibbles and the next 32 in the high ones.
+void Q4_KFromFloat(const float* x, int64_t n, uint8_t* y) {
+  uint8_t codes[256];
+  for (int64_t i = 0; i < n / 256; ++i, x += 256, y += 144) {
+    QuantizeKSuperBlock(x, 15, -1.f, 20, y, codes);
+    uint8_t* q = y + 16;
+    for (int j = 0; j < 256; j += 64, q += 32) {
+      for (int l = 0; l < 32; ++l)
+        q[l] = static_cast<uint8_t>(codes[j + l] | (codes[j + l + 32] << 4));
+    }
+  }
+}
+
 }  // namespace internal
 
 uint16_t GgmlFloatToHalf(float f) {
@@ -199,6 +348,25 @@ uint16_t GgmlFloatToBFloat16(float f) {
 }
 
 bool HasGgmlQuantizer(DType type) { return Traits(type).from_float_ref != nullptr; }
+
+DType FallbackTypeForRows(DType requested, int64_t row_length) {
+  if (row_length % Traits(requested).block_elements == 0) return requested;
+  DType fallback;
+  switch (requested) {
+    case DType::kQ4_K:
+      fallback = DType::kQ5_0;
+      break;
+    case DType::kQ5_K:
+      fallback = DType::kQ5_1;
+      break;
+    case DType::kQ6_K:
+      fallback = DType::kQ8_0;
+      break;
+    default:
+      return requested;
+  }
+  return row_length % Traits(fallback).block_elements == 0 ? fallback : DType::kF16;
+}
 
 absl::Status QuantizeRow(DType type, const float* x, int64_t n, uint8_t* out) {
   const DTypeTraits& traits = Traits(type);

@@ -12,9 +12,15 @@
 
 namespace superweight {
 
-// Whether QuantizeRow can produce `type`: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0. The
-// K-quants are not (llama.cpp's K-quant reference searches scales; not reproduced here).
+// Whether QuantizeRow can produce `type`: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q4_K.
 bool HasGgmlQuantizer(DType type);
+
+// The type llama.cpp's llama_model_quantize writes a tensor in when its rows of `row_length`
+// values are not whole blocks of `requested` (llama-quant.cpp's tensor_type_fallback, applied
+// with --pure too): Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, then F16 when the rows are not
+// whole blocks of that either. `requested` itself when its blocks fit the rows, or when llama.cpp
+// has no fallback for it (the 32-value types: it refuses such tensors, and callers do too).
+DType FallbackTypeForRows(DType requested, int64_t row_length);
 
 // Writes the n values of x as StorageBytes(type, n) bytes at out. INVALID_ARGUMENT when n is not
 // a whole number of blocks or a value is NaN or infinite (naming the first such index; nothing is

@@ -186,11 +186,34 @@ def test_gguf_export_is_written_reported_and_served(exporting, model_root):
     assert scored["result"]["perplexity"] > 1
 
 
+def test_gguf_export_in_q4_k_takes_llama_cpps_fallback_where_blocks_do_not_fit(exporting,
+                                                                               model_root):
+    """SmolLM2's 576-value rows are not whole 256-value Q4_K blocks: those tensors are Q5_0, as
+    llama-quantize writes them; the ffn_down (1536) are Q4_K, the super weight's Q8_0."""
+    r = exporting.call("quantize", "--model=smollm2.gguf", "--super_weights=11,507,1229",
+                       "--bits=4", "--block_size=65536", "--restore", "--export=gguf:Q4_K",
+                       "--export_name=smol-q4k.gguf", "--super_weight_tensor_type=Q8_0",
+                       "--tasks=wikitext2", "--window=128", "--max_windows=1")["result"]
+    assert [row["setting"] for row in r["rows"]] == ["FP", "INT4 b65536 +SW",
+                                                     "export Q4_K +SW Q8_0"]
+    assert r["exported"]["format"] == "gguf:Q4_K"
+    reader = GGUFReader(str(model_root / "exports" / "smol-q4k.gguf"))
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert types["blk.11.ffn_down.weight"] == "Q8_0"
+    assert types["blk.10.ffn_down.weight"] == "Q4_K" and types["blk.0.ffn_down.weight"] == "Q4_K"
+    assert types["blk.0.attn_q.weight"] == "Q5_0" and types["blk.29.ffn_up.weight"] == "Q5_0"
+    file_type = reader.get_field("general.file_type")
+    assert int(file_type.parts[file_type.data[0]][0]) == 14  # LLAMA_FTYPE_MOSTLY_Q4_K_S
+    fp, exported = r["rows"][0]["metrics"], r["rows"][2]["metrics"]
+    assert exported["wikitext2/perplexity"] / fp["wikitext2/perplexity"] < 1.5
+    assert exported["super_weights/max_rel_error"] < 1e-2
+
+
 @pytest.mark.parametrize("flags,code,message", [
     (["--export=gguf:Q4_0", "--export_name=../escape.gguf"], "INVALID_ARGUMENT", "export_name"),
     (["--export=gguf:Q4_0", "--export_name=sub/x.gguf"], "INVALID_ARGUMENT", "export_name"),
     (["--export=gguf:Q4_0"], "INVALID_ARGUMENT", "export_name"),
-    (["--export=gguf:Q4_K", "--export_name=k.gguf"], "INVALID_ARGUMENT", "GGUF types"),
+    (["--export=gguf:Q2_K", "--export_name=k.gguf"], "INVALID_ARGUMENT", "GGUF types"),
     (["--export=onnx", "--export_name=o"], "INVALID_ARGUMENT", "unknown export"),
     (["--block_size=64,128", "--export=gguf:Q4_0", "--export_name=two.gguf"], "INVALID_ARGUMENT",
      "exactly one"),

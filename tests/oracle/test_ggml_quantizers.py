@@ -1,6 +1,8 @@
 """The engine's GGML quantizers (engine/formats/quantize_ggml.h) against gguf-py's numpy ports of
-llama.cpp's reference ones (quantize_row_*_ref), byte for byte; and the GGUF files the engine's
-writer makes (the requantize verb) as gguf-py and llama.cpp read them."""
+llama.cpp's reference ones (quantize_row_*_ref), byte for byte, and the K-quants (which gguf-py
+does not port) against llama.cpp's own quantize_row_*_K_ref; and the GGUF files the engine's
+writer makes (the requantize verb) as gguf-py and llama.cpp read them and as llama.cpp's
+llama_model_quantize writes them."""
 import json
 import os
 import subprocess
@@ -13,6 +15,7 @@ from conftest import ENGINE, ROOT, SMOLLM2, engine_logits, relative_error
 pytestmark = pytest.mark.formats
 
 TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "BF16", "F16"]
+K_TYPES = ["Q4_K"]
 # llama.cpp (llama-cpp-python built from source), set up by tools/setup-bench.sh (make test runs it).
 BENCH_PY = os.path.join(ROOT, ".venv-bench", "bin", "python")
 
@@ -77,6 +80,90 @@ def test_quantize_row_equals_gguf_py(qtype, rows, tmp_path):
                     f"{got[first * block_bytes:(first + 1) * block_bytes].tolist()} gguf-py "
                     f"{want[first * block_bytes:(first + 1) * block_bytes].tolist()} for "
                     f"{values[first * elems:(first + 1) * elems].tolist()}")
+
+
+# llama.cpp's reference K-quantizers, called in the library llama-cpp-python built (ggml-base).
+LLAMA_CPP_K_REF_SCRIPT = r"""
+import ctypes, glob, os, sys
+import numpy as np
+import llama_cpp
+lib_dir = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
+ggml = ctypes.CDLL(sorted(glob.glob(os.path.join(lib_dir, "libggml-base.so*")))[0])
+qtype, block_bytes = sys.argv[1], int(sys.argv[2])
+x = np.ascontiguousarray(np.fromfile(sys.argv[3], dtype="<f4"))
+out = np.zeros(len(x) // 256 * block_bytes, dtype=np.uint8)
+quantize = getattr(ggml, "quantize_row_%s_K_ref" % qtype[:2].lower())
+quantize.restype = None
+quantize(x.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p),
+         ctypes.c_int64(len(x)))
+out.tofile(sys.argv[4])
+"""
+
+
+def _llama_cpp_k_reference(values, qtype, tmp_path):
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+    src, dst = tmp_path / "ref.f32", tmp_path / f"ref.{qtype}"
+    values.astype("<f4").tofile(src)
+    block_bytes = GGML_QUANT_SIZES[GGMLQuantizationType[qtype]][1]
+    run = subprocess.run([BENCH_PY, "-c", LLAMA_CPP_K_REF_SCRIPT, qtype, str(block_bytes),
+                          str(src), str(dst)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return np.fromfile(dst, dtype=np.uint8)
+
+
+def _k_rows():
+    """More rows for the K-quants' scale search: a million values of each kind (4096
+    super-blocks), where a rounding that differs from llama.cpp's would show somewhere."""
+    rng = np.random.default_rng(20250301)
+    n = 256 * 4096
+    rows = {
+        "normal": rng.normal(0, 0.02, n),
+        "heavy_tails": rng.standard_t(2, n) * 0.02,
+        # Sub-block scales over eleven decades: 6-bit scales that round to 0, f16 subnormals.
+        "scales": (rng.normal(0, 1, (n // 32, 32))
+                   * 10.0 ** rng.uniform(-8, 3, (n // 32, 1))).reshape(-1),
+        "halfway_grid": rng.integers(-16, 17, n) / 8.0,
+        "all_positive": np.abs(rng.normal(0, 1, n)) + 0.1,  # min > 0, clamped to 0
+        "sparse": rng.normal(0, 1, n) * (rng.random(n) < 0.05),
+        "three_levels": rng.integers(0, 3, n).astype(np.float64),
+    }
+    constant = rng.normal(0, 1, (n // 32, 1)) * np.ones((1, 32))
+    constant[::3] = 0
+    rows["constant_sub_blocks"] = constant.reshape(-1)
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in rows.items()}
+
+
+@pytest.mark.parametrize("qtype", K_TYPES)
+def test_k_quantize_row_equals_llama_cpps_reference(qtype, tmp_path):
+    """quantize_row_q*_K_ref, as llama.cpp built it, gives the engine's bytes on every row of
+    _rows() and _k_rows() (about 8.4 million values, 32,800 super-blocks)."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+    block_elems, block_bytes = GGML_QUANT_SIZES[GGMLQuantizationType[qtype]]
+    rows = {**ROWS, **_k_rows()}
+    for name, values in rows.items():
+        got = _engine_quantize(values, qtype, tmp_path)
+        want = _llama_cpp_k_reference(values, qtype, tmp_path)
+        assert got.shape == want.shape == (len(values) // block_elems * block_bytes,)
+        if not np.array_equal(got, want):
+            first = int(np.flatnonzero(got != want)[0]) // block_bytes
+            pytest.fail(f"{qtype} {name}: super-block {first} differs: engine "
+                        f"{got[first * block_bytes:(first + 1) * block_bytes].tolist()} llama.cpp "
+                        f"{want[first * block_bytes:(first + 1) * block_bytes].tolist()}")
+
+
+@pytest.mark.parametrize("qtype", K_TYPES)
+def test_k_quantize_row_against_gguf_py_where_it_has_one(qtype, tmp_path):
+    """gguf-py ports some quantizers to numpy; up to 0.19 not the K-quants (NotImplementedError),
+    so llama.cpp's own code is the reference above. Should a later gguf-py port one, it is
+    compared here too."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import quantize
+    values = ROWS["heavy_outliers"]
+    try:
+        want = np.ascontiguousarray(quantize(values, GGMLQuantizationType[qtype])).reshape(-1)
+    except NotImplementedError:
+        pytest.skip(f"gguf-py has no {qtype} quantizer")
+    assert np.array_equal(_engine_quantize(values, qtype, tmp_path), want)
 
 
 def test_quantize_row_refuses_non_finite_and_partial_blocks(tmp_path):
@@ -186,13 +273,19 @@ sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode
                                         ctypes.byref(params)))
 """
 # llama_ftype of a file of each type (general.file_type).
-LLAMA_FTYPE = {"Q4_0": 2, "Q4_1": 3, "Q5_0": 8, "Q5_1": 9, "Q8_0": 7, "BF16": 32, "F16": 1}
+# A K type's file is the small mix, which with pure is one type (Q4_K_S: 14).
+LLAMA_FTYPE = {"Q4_0": 2, "Q4_1": 3, "Q5_0": 8, "Q5_1": 9, "Q8_0": 7, "BF16": 32, "F16": 1,
+               "Q4_K": 14}
+# SmolLM2's q/k/v/o/gate/up rows are 576 values, 2.25 K-quant super-blocks: llama.cpp writes
+# those 180 tensors in its fallback type (pure or not); the 30 ffn_down (1536 = 6 x 256) in K.
+K_FALLBACK = {"Q4_K": "Q5_0"}
 
 
-@pytest.mark.parametrize("qtype", TYPES)
+@pytest.mark.parametrize("qtype", TYPES + K_TYPES)
 def test_requantize_equals_llama_cpps_quantizer(qtype, tmp_path):
     """llama.cpp's own llama_model_quantize (its build, its dequantization of the Q4_1 source, its
-    quantize_row_*_ref) gives every converted tensor the engine's bytes."""
+    quantize_row_*_ref, its per-tensor fallback for rows that are not whole K-quant blocks) gives
+    every converted tensor the engine's type and bytes."""
     from gguf import GGUFReader
     ours, theirs = str(tmp_path / "engine.gguf"), str(tmp_path / "llama.gguf")
     _engine_requantize(qtype, ours)
@@ -206,6 +299,7 @@ def test_requantize_equals_llama_cpps_quantizer(qtype, tmp_path):
     os.remove(theirs)
     theirs_by_name = {t.name: t for t in b.tensors}
     compared = 0
+    types = {}
     for t in a.tensors:
         if not _is_block_weight(t):
             continue  # llama.cpp converts token_embd too; the engine keeps it
@@ -214,7 +308,12 @@ def test_requantize_equals_llama_cpps_quantizer(qtype, tmp_path):
         assert np.array_equal(np.asarray(t.data).view(np.uint8),
                               np.asarray(u.data).view(np.uint8)), f"{qtype} {t.name}"
         compared += 1
+        types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
     assert compared == 210
+    if qtype in K_FALLBACK:
+        assert types == {qtype: 30, K_FALLBACK[qtype]: 180}
+    else:
+        assert types == {qtype: 210}
     # The same metadata (llama.cpp moves general.file_type to the end; the engine keeps places).
     assert sorted(a.fields) == sorted(b.fields)
     for key in a.fields:

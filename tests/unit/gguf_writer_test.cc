@@ -297,10 +297,25 @@ TEST(RequantizeGguf, ConvertsBlockWeightsAndCopiesTheRest) {
   EXPECT_EQ(std::vector<uint8_t>(up.data, up.data + up.nbytes), *want);
   EXPECT_EQ(out->tensors.at("token_embd.weight").dtype, DType::kF32);
 
+  // Rows of 32 are not whole Q4_K super-blocks: llama-quantize's fallback, Q5_0, as it does.
+  auto k = RequantizeGguf(dir + "/in.gguf", dir + "/k.gguf", {DType::kQ4_K, nullptr});
+  ASSERT_TRUE(k.ok()) << k.status();
+  EXPECT_THAT(k->converted, ElementsAre("blk.0.ffn_up.weight"));
+  EXPECT_THAT(k->fallback, ElementsAre("blk.0.ffn_up.weight"));
+  EXPECT_TRUE(k->not_whole_blocks.empty());
+  const std::vector<uint8_t> k_bytes = testing::ReadAll(dir + "/k.gguf");
+  auto k_out = ParseGguf(k_bytes, "k");
+  ASSERT_TRUE(k_out.ok()) << k_out.status();
+  EXPECT_EQ(k_out->GetInt("general.file_type"), 14);  // LLAMA_FTYPE_MOSTLY_Q4_K_S
+  const GgufTensor& k_up = k_out->tensors.at("blk.0.ffn_up.weight");
+  EXPECT_EQ(k_up.dtype, DType::kQ5_0);
+  auto want_q5_0 = QuantizeTensor(DType::kQ5_0, rows.data(), 2, 32);
+  EXPECT_EQ(std::vector<uint8_t>(k_up.data, k_up.data + k_up.nbytes), *want_q5_0);
+
   EXPECT_EQ(
-      RequantizeGguf(dir + "/in.gguf", dir + "/k.gguf", {DType::kQ4_K, nullptr}).status().code(),
+      RequantizeGguf(dir + "/in.gguf", dir + "/k6.gguf", {DType::kQ6_K, nullptr}).status().code(),
       absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(DirectoryEntries(dir), ElementsAre("in.gguf", "out.gguf"));
+  EXPECT_THAT(DirectoryEntries(dir), ElementsAre("in.gguf", "k.gguf", "out.gguf"));
 }
 
 }  // namespace

@@ -19,6 +19,8 @@ using ::testing::HasSubstr;
 
 const DType kQuantizable[] = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ4_0,
                               DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0};
+// The K-quants, 256-value super-blocks: tested apart (their bounds are per 32-value sub-block).
+const DType kKQuantizable[] = {DType::kQ4_K};
 
 std::vector<uint8_t> Quantize(DType type, const std::vector<float>& x) {
   std::vector<uint8_t> out(*StorageBytes(type, x.size()));
@@ -179,13 +181,15 @@ TEST(QuantizeGgml, Q8_0RoundsHalfAwayFromZero) {
 }
 
 TEST(QuantizeGgml, RefusesNonFiniteValuesNamingTheElement) {
+  std::vector<DType> types(std::begin(kQuantizable), std::end(kQuantizable));
+  types.insert(types.end(), std::begin(kKQuantizable), std::end(kKQuantizable));
   for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
                     -std::numeric_limits<float>::infinity()}) {
-    for (DType type : kQuantizable) {
-      std::vector<float> x(64, 1.f);
+    for (DType type : types) {
+      std::vector<float> x(256, 1.f);
       x[45] = bad;
-      std::vector<uint8_t> out(*StorageBytes(type, 64), 0xAB);
-      absl::Status s = QuantizeRow(type, x.data(), 64, out.data());
+      std::vector<uint8_t> out(*StorageBytes(type, 256), 0xAB);
+      absl::Status s = QuantizeRow(type, x.data(), 256, out.data());
       EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << DTypeName(type);
       EXPECT_THAT(std::string(s.message()), HasSubstr("element 45")) << DTypeName(type);
       EXPECT_THAT(out, ::testing::Each(0xAB)) << "nothing written";
@@ -193,22 +197,146 @@ TEST(QuantizeGgml, RefusesNonFiniteValuesNamingTheElement) {
   }
 }
 
-TEST(QuantizeGgml, RefusesPartialBlocksAndKQuants) {
-  std::vector<float> x(48, 1.f);
-  std::vector<uint8_t> out(256);
+TEST(QuantizeGgml, RefusesPartialBlocksAndTypesWithoutAQuantizer) {
+  std::vector<float> x(576, 1.f);
+  std::vector<uint8_t> out(1024);
   for (DType type : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0}) {
     absl::Status s = QuantizeRow(type, x.data(), 48, out.data());
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << DTypeName(type);
     EXPECT_THAT(std::string(s.message()), HasSubstr("48")) << s;
   }
   EXPECT_TRUE(QuantizeRow(DType::kF16, x.data(), 48, out.data()).ok());
-  std::vector<float> k(256, 1.f);
-  std::vector<uint8_t> k_out(256);
-  for (DType type : {DType::kQ4_K, DType::kQ5_K, DType::kQ6_K}) {
+  for (DType type : kKQuantizable) {
+    absl::Status s = QuantizeRow(type, x.data(), 576, out.data());  // 2.25 super-blocks
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << DTypeName(type);
+    EXPECT_THAT(std::string(s.message()), HasSubstr("576")) << s;
+  }
+  for (DType type : {DType::kQ5_K, DType::kQ6_K}) {
     EXPECT_FALSE(HasGgmlQuantizer(type));
-    EXPECT_EQ(QuantizeRow(type, k.data(), 256, k_out.data()).code(),
+    EXPECT_EQ(QuantizeRow(type, x.data(), 256, out.data()).code(),
               absl::StatusCode::kUnimplemented);
   }
+}
+
+// Sub-block j's worst error for a K type whose codes run 0..nmax: one step of min-max
+// round-to-nearest over the sub-block's own range (the scale search may trade the ends for the
+// middle), plus what storing the sub-block scales and mins in 6 bits against the super-block's
+// largest (and those two in f16) can cost at the largest code.
+double KQuantErrorBound(const float* super_block, int j, int nmax) {
+  double largest_range = 0, range_j = 0;
+  for (int s = 0; s < 8; ++s) {
+    const float* sub = super_block + 32 * s;
+    const double lo = std::min(0.f, *std::min_element(sub, sub + 32));
+    const double range = *std::max_element(sub, sub + 32) - lo;
+    largest_range = std::max(largest_range, range);
+    if (s == j) range_j = range;
+  }
+  return range_j / nmax + 1.01 * largest_range / 63 + 1e-30;
+}
+
+void ExpectKQuantWithinBounds(DType type, const std::vector<float>& x,
+                              const std::vector<float>& y) {
+  const int nmax = type == DType::kQ4_K ? 15 : 31;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float* super_block = x.data() + i / 256 * 256;
+    const double bound = KQuantErrorBound(super_block, static_cast<int>(i % 256 / 32), nmax);
+    ASSERT_LE(std::fabs(double{y[i]} - x[i]), bound)
+        << DTypeName(type) << " element " << i << ": " << x[i] << " -> " << y[i];
+  }
+}
+
+TEST(QuantizeGgmlK, RoundTripsWithinTheSubBlocksStep) {
+  // One scale per super-block (weights' rows), and a scale per 32 values (1e-3 to 10): small
+  // sub-blocks beside large ones lose their 6-bit scale, which the bound allows.
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.f, 0.02f);
+  std::vector<float> weights_like(256 * 64);
+  for (float& v : weights_like) v = normal(rng);
+  for (const std::vector<float>& x : {weights_like, VariedRow(256 * 64, 9)}) {
+    for (DType type : kKQuantizable) {
+      SCOPED_TRACE(DTypeName(type));
+      const std::vector<float> y = RoundTrip(type, x);
+      ExpectKQuantWithinBounds(type, x, y);
+      double error2 = 0, value2 = 0;
+      for (size_t i = 0; i < x.size(); ++i) {
+        error2 += (double{y[i]} - x[i]) * (double{y[i]} - x[i]);
+        value2 += double{x[i]} * x[i];
+      }
+      if (&x == &weights_like) {
+        // 4 bits per value plus the search: a tenth of the values' RMS, as llama.cpp's Q4_K.
+        EXPECT_LT(std::sqrt(error2 / value2), 0.12);
+      }
+    }
+  }
+}
+
+TEST(QuantizeGgmlK, PlantedOutlierIsKept) {
+  std::mt19937 rng(17);
+  std::normal_distribution<float> normal(0.f, 0.02f);
+  std::vector<float> x(512);
+  for (float& v : x) v = normal(rng);
+  x[37] = 5.876f;   // a super-weight-like value in sub-block 1
+  x[300] = -4.25f;  // a negative one in the second super-block
+  for (DType type : kKQuantizable) {
+    SCOPED_TRACE(DTypeName(type));
+    const std::vector<float> y = RoundTrip(type, x);
+    ExpectKQuantWithinBounds(type, x, y);
+    // The search weights each value by |x| plus the sub-block's RMS: the outlier dominates its
+    // sub-block's fit and comes back within a percent.
+    for (int j : {37, 300}) EXPECT_NEAR(y[j], x[j], 0.01 * std::fabs(x[j])) << j;
+  }
+}
+
+TEST(QuantizeGgmlK, ConstantAndZeroRows) {
+  // (Far smaller constants lose more: d = c / 15 / 63 becomes an f16 subnormal below ~0.06.)
+  for (float c : {0.3f, -0.3f, 2.5f}) {
+    const std::vector<float> x(512, c);
+    for (DType type : kKQuantizable) {
+      const std::vector<float> y = RoundTrip(type, x);
+      for (float v : y) EXPECT_NEAR(v, c, std::fabs(c) * 0.01) << DTypeName(type) << " " << c;
+    }
+  }
+  // Zeros: every scale and min 0 (mins are -0 internally, stored as 0), every code 0.
+  const std::vector<float> zeros(256, 0.f);
+  EXPECT_EQ(Quantize(DType::kQ4_K, zeros), std::vector<uint8_t>(144, 0));
+  for (DType type : kKQuantizable) {
+    EXPECT_THAT(RoundTrip(type, zeros), ::testing::Each(0.f)) << DTypeName(type);
+  }
+}
+
+std::vector<uint8_t> FromHex(const std::string& hex) {
+  std::vector<uint8_t> bytes;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+    bytes.push_back(static_cast<uint8_t>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  }
+  return bytes;
+}
+
+// llama.cpp's own bytes (quantize_row_q4_K_ref of the build the oracle tests use) for one
+// super-block of exact values: a ramp of multiples of 1/64, an outlier, a zero sub-block.
+// tests/oracle/test_ggml_quantizers.py compares millions more against it.
+TEST(QuantizeGgmlK, OneSuperBlockHasLlamaCppsBytes) {
+  std::vector<float> x(256);
+  for (int i = 0; i < 256; ++i) x[i] = static_cast<float>((i * 37 + 11) % 61 - 30) / 64;
+  x[77] = 3.5f;
+  std::fill(x.begin() + 200, x.begin() + 232, 0.f);
+  EXPECT_EQ(Quantize(DType::kQ4_K, x),
+            FromHex("391cc01f0f0f3f0ffcfdf5fdcfcf5cff933cc66009933cd6701aa44dd7711aa44de7812b"
+                    "b55ee8822bc55ef8923cc66f60029133d17012a143d17012a14fe28022b153e28022c153"
+                    "f29033c1630290333cd6701aa44dd7711aa44de7812bb55ee8822bb55ef8923cc66f0993"
+                    "3cc660098b838f87808c848fe88828b858f88828c868f89838c868089838d87818a848d8"));
+}
+
+TEST(QuantizeGgmlK, FallbackTypesAreLlamaCpps) {
+  // SmolLM2's hidden size, 576 = 2.25 x 256: llama-quantize writes Q5_0 for Q4_K there.
+  EXPECT_EQ(FallbackTypeForRows(DType::kQ4_K, 576), DType::kQ5_0);
+  EXPECT_EQ(FallbackTypeForRows(DType::kQ5_K, 576), DType::kQ5_1);
+  EXPECT_EQ(FallbackTypeForRows(DType::kQ6_K, 576), DType::kQ8_0);
+  EXPECT_EQ(FallbackTypeForRows(DType::kQ4_K, 1536), DType::kQ4_K);
+  EXPECT_EQ(FallbackTypeForRows(DType::kQ4_K, 100), DType::kF16);  // not whole Q5_0 blocks
+  // The 32-value types have no fallback: llama.cpp refuses such tensors.
+  EXPECT_EQ(FallbackTypeForRows(DType::kQ4_0, 100), DType::kQ4_0);
+  EXPECT_EQ(FallbackTypeForRows(DType::kQ8_0, 576), DType::kQ8_0);
 }
 
 TEST(QuantizeGgml, TensorIsItsRowsQuantizedOneByOne) {
@@ -286,8 +414,8 @@ TEST(DType, GgmlTypeIdIsTheInverseOfDTypeFromGgml) {
 }
 
 // Every type's identity in files, pinned: geometry (ggml-common.h), ggml_type (ggml.h),
-// llama_ftype (llama.h; none for the K-quants, which name mixes), and what it can be converted
-// to and from.
+// llama_ftype (llama.h; a K type's file is its small mix, Q4_K_S, as llama-quantize --pure
+// writes it), and what it can be converted to and from.
 TEST(DType, TableMatchesGgml) {
   struct Expected {
     DType type;
@@ -306,7 +434,7 @@ TEST(DType, TableMatchesGgml) {
       {DType::kQ5_0, "Q5_0", 32, 22, 6, 8, true, true, false},
       {DType::kQ5_1, "Q5_1", 32, 24, 7, 9, true, true, true},
       {DType::kQ8_0, "Q8_0", 32, 34, 8, 7, true, true, false},
-      {DType::kQ4_K, "Q4_K", 256, 144, 12, -1, false, true, true},
+      {DType::kQ4_K, "Q4_K", 256, 144, 12, 14, true, true, true},
       {DType::kQ5_K, "Q5_K", 256, 176, 13, -1, false, true, true},
       {DType::kQ6_K, "Q6_K", 256, 210, 14, -1, false, false, false},
   };
