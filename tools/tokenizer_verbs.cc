@@ -1,5 +1,6 @@
 #include "tools/tokenizer_verbs.h"
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -37,6 +38,10 @@ int RunTokenizerVerb(const std::string& verb, const std::string& path,
   };
   const auto flag = [&](const char* name, bool fallback) {
     return flags.count(name) ? get(name) == "1" : fallback;
+  };
+  const auto start = std::chrono::steady_clock::now();
+  const auto ms_since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
   };
   std::unique_ptr<Tokenizer> owned;
   std::unique_ptr<Model> model;
@@ -99,9 +104,13 @@ int RunTokenizerVerb(const std::string& verb, const std::string& path,
       ss << f.rdbuf();
       text = ss.str();
     }
+    const double load_ms = ms_since(start);
+    const auto encode_start = std::chrono::steady_clock::now();
     auto ids = tokenizer->Tokenize(text, options);
+    const double encode_ms = ms_since(encode_start);
     if (!ids.ok()) return Fail(std::string(ids.status().ToString()));
     out = {{"ids", *ids}};
+    if (flag("timing", false)) out["timing"] = {{"load_ms", load_ms}, {"encode_ms", encode_ms}};
     if (flag("decode", false)) out["decoded"] = tokenizer->Decode(*ids);
   }
   // Decoded text of arbitrary ids may hold invalid UTF-8: written with U+FFFD, not thrown on.

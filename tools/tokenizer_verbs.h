@@ -1,6 +1,6 @@
 // superweight-engine's tokenizer verbs, kept apart from the model verbs:
 //   tokenize MODEL|VOCAB.gguf|tokenizer.json|DIR --text_file=F|--text=T
-//       [--bos=0|1] [--eos=0|1] [--parse_special=0|1] [--decode]   -> {"ids": [...]}
+//       [--bos=0|1] [--eos=0|1] [--parse_special=0|1] [--decode] [--timing]  -> {"ids": [...]}
 //   tokenize ... --texts_json=F  (a JSON array of strings) -> {"ids": [[...]], "decoded": [...]}
 //   detokenize MODEL|VOCAB.gguf|tokenizer.json|DIR --ids=1,2,3  -> {"text": ...}
 // A GGUF (a model's or a vocabulary-only one), a tokenizer.json, or a directory holding a

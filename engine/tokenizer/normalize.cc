@@ -32,14 +32,27 @@ class UnicodeForm : public Normalizer {
   const icu::Normalizer2* normalizer_;  // ICU's singleton
 };
 
+// Each code point by its full lowercase mapping (İ -> i + U+0307), without context: as
+// `tokenizers` does it, so Σ at the end of a word becomes σ, not ς.
 class Lowercase : public Normalizer {
  public:
   std::string Apply(std::string_view text) const override {
-    icu::UnicodeString s = icu::UnicodeString::fromUTF8(
-        icu::StringPiece(text.data(), static_cast<int32_t>(text.size())));
-    s.toLower(icu::Locale::getRoot());
     std::string out;
-    s.toUTF8String(out);
+    out.reserve(text.size());
+    for (size_t pos = 0; pos < text.size();) {
+      int len;
+      const uint32_t cp = DecodeUtf8(text, pos, &len);
+      if (cp < 0x80) {
+        out.push_back(static_cast<char>(cp >= 'A' && cp <= 'Z' ? cp + ('a' - 'A') : cp));
+      } else if (len == 1) {
+        out.push_back(text[pos]);  // a byte of invalid UTF-8 stays as it is
+      } else {
+        icu::UnicodeString c(static_cast<UChar32>(cp));
+        c.toLower(icu::Locale::getRoot());
+        c.toUTF8String(out);
+      }
+      pos += len;
+    }
     return out;
   }
 };

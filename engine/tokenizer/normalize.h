@@ -20,7 +20,7 @@ class Normalizer {
 
 // "NFC", "NFD", "NFKC" or "NFKD".
 absl::StatusOr<std::unique_ptr<Normalizer>> MakeUnicodeNormalizer(std::string_view form);
-// Full Unicode lowercase mapping (root locale, final sigma in context).
+// Full Unicode lowercase mapping of each code point, without context (a final Σ becomes σ).
 std::unique_ptr<Normalizer> MakeLowercase();
 // Removes White_Space at either end.
 std::unique_ptr<Normalizer> MakeStrip(bool left, bool right);

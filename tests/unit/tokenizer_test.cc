@@ -225,6 +225,7 @@ TEST(Normalizer, UnicodeFormsCaseStripReplace) {
   EXPECT_EQ(
       MakeNormalizerSequence(std::move(steps))->Apply("  \uFF21\uFF22\uFF23  \u03A3 \uFB01\t\tx  "),
       "abc \u03C3 fi x");
+  EXPECT_EQ(MakeLowercase()->Apply("\u03A3\u0391\u03A3 \u0130"), "\u03C3\u03B1\u03C3 i\u0307");
   EXPECT_EQ((*MakeUnicodeNormalizer("NFC"))->Apply("e\xCC\x81"), "\u00e9");
   EXPECT_EQ((*MakeUnicodeNormalizer("NFD"))->Apply("\u00e9"), "e\xCC\x81");
   EXPECT_FALSE(MakeUnicodeNormalizer("NFX").ok());
