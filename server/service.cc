@@ -343,7 +343,8 @@ absl::Status SuperWeightService::PlanExport(const v1::QuantizeRequest& req, cons
     if (!type.ok() || !HasGgmlQuantizer(*type)) {
       return absl::InvalidArgumentError(
           absl::StrCat("export ", format.substr(0, 40),
-                       ": the GGUF types are Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, F16, BF16, F32"));
+                       ": the GGUF types are Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, F16, "
+                       "BF16, F32"));
     }
     if (m.format != ModelFormat::kGguf) {
       return absl::FailedPreconditionError(

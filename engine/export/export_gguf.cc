@@ -23,7 +23,7 @@ absl::StatusOr<GgufExportSummary> ExportGguf(const Model& source, const Model& v
     if (!HasGgmlQuantizer(type)) {
       return absl::InvalidArgumentError(
           absl::StrFormat("no reference quantizer for %s (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, "
-                          "F16, BF16, F32)",
+                          "Q5_K, Q6_K, F16, BF16, F32)",
                           DTypeName(type)));
     }
   }

@@ -17,8 +17,8 @@
 namespace superweight {
 
 struct GgufExportOptions {
-  // Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, F16, BF16 or F32. A tensor whose rows are not whole
-  // blocks of a K type takes llama.cpp's fallback type (FallbackTypeForRows).
+  // Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16 or F32. A tensor whose rows are not
+  // whole blocks of a K type takes llama.cpp's fallback type (FallbackTypeForRows).
   DType type = DType::kQ4_1;
   // The type of each layer's down_proj that holds one of `super_weights` (F16 or Q8_0, or the
   // same as `type`); empty super_weights: none.

@@ -29,14 +29,13 @@ constexpr DTypeTraits kTraits[] = {
     {DType::kQ8_0, "Q8_0", 32, 34, 8, 7, Q8_0ToFloat, nullptr, Q8_0ToBlockCodes, false,
      Q8_0FromFloat},
     // K-quants: llama_ftype names K-quant mixes; a file of one K type is what llama-quantize
-    // writes for the small mix with --pure (Q4_K_S = 14).
+    // writes for the small mix with --pure (Q4_K_S = 14, Q5_K_S = 16; Q6_K = 18 is one type).
     {DType::kQ4_K, "Q4_K", 256, 144, 12, 14, Q4_KToFloat, nullptr, Q4_KToBlockCodes, true,
      Q4_KFromFloat},
-    {DType::kQ5_K, "Q5_K", 256, 176, 13, kNoLlamaFileType, Q5_KToFloat, nullptr, Q5_KToBlockCodes,
-     true, nullptr},
+    {DType::kQ5_K, "Q5_K", 256, 176, 13, 16, Q5_KToFloat, nullptr, Q5_KToBlockCodes, true,
+     Q5_KFromFloat},
     // Q6_K's scales change every 16 elements: no 32-element codes form.
-    {DType::kQ6_K, "Q6_K", 256, 210, 14, kNoLlamaFileType, Q6_KToFloat, nullptr, nullptr, false,
-     nullptr},
+    {DType::kQ6_K, "Q6_K", 256, 210, 14, 18, Q6_KToFloat, nullptr, nullptr, false, Q6_KFromFloat},
 };
 
 constexpr bool EntriesInEnumOrder() {

@@ -190,6 +190,62 @@ void QuantizeKSuperBlock(const float* x, int nmax, float rmin, int nstep, uint8_
   }
 }
 
+// Below this largest magnitude a group counts as zero (llama.cpp's GROUP_MAX_EPS).
+constexpr float kGroupMaxEps = 1e-15f;
+
+// llama.cpp's make_qx_quants for Q6_K (16 values, codes -32..31, weights x^2): the codes of
+// 19 symmetric grids, -(32 + 0.1 * step) / max for step -9..9 around the largest magnitude's
+// value, the one with the best weighted least-squares fit kept. Writes codes + 32; returns the
+// fitted scale (0, codes 0, for an all-but-zero group).
+float SymmetricScaleSearch(const float* x, uint8_t* codes) {
+  constexpr int kN = 16, kNmax = 32;
+  float max = 0, amax = 0;
+  for (int i = 0; i < kN; ++i) {
+    const float ax = std::fabs(x[i]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[i];
+    }
+  }
+  if (amax < kGroupMaxEps) {
+    std::memset(codes, 0, kN);
+    return 0.f;
+  }
+  // The weighted sums of one grid; sum_l2 == 0 when every code is 0.
+  auto fit = [x](float iscale, float* sum_lx, float* sum_l2) {
+    *sum_lx = 0;
+    *sum_l2 = 0;
+    for (int i = 0; i < kN; ++i) {
+      const int l = Clamp(NearestInt(iscale * x[i]), -kNmax, kNmax - 1);
+      const float w = x[i] * x[i];
+      *sum_lx += w * x[i] * l;
+      *sum_l2 += w * l * l;
+    }
+  };
+  auto write_codes = [x, codes](float iscale) {
+    for (int i = 0; i < kN; ++i) {
+      codes[i] = static_cast<uint8_t>(Clamp(NearestInt(iscale * x[i]), -kNmax, kNmax - 1) + kNmax);
+    }
+  };
+  float iscale = -kNmax / max;
+  float sum_lx, sum_l2;
+  fit(iscale, &sum_lx, &sum_l2);
+  write_codes(iscale);
+  float scale = sum_l2 != 0 ? sum_lx / sum_l2 : 0.0f;
+  float best = scale * sum_lx;
+  for (int step = -9; step <= 9; ++step) {
+    if (step == 0) continue;
+    iscale = -(kNmax + 0.1f * step) / max;
+    fit(iscale, &sum_lx, &sum_l2);
+    if (sum_l2 > 0 && sum_lx * sum_lx > best * sum_l2) {
+      write_codes(iscale);
+      scale = sum_lx / sum_l2;
+      best = scale * sum_lx;
+    }
+  }
+  return scale;
+}
+
 }  // namespace
 
 namespace internal {
@@ -307,6 +363,78 @@ void Q4_KFromFloat(const float* x, int64_t n, uint8_t* y) {
     for (int j = 0; j < 256; j += 64, q += 32) {
       for (int l = 0; l < 32; ++l)
         q[l] = static_cast<uint8_t>(codes[j + l] | (codes[j + l + 32] << 4));
+    }
+  }
+}
+
+// Q5_K: 176-byte super-blocks: d, dmin, 12 scale bytes, 32 bytes of fifth bits (element l of
+// each 32-value sub-block j at bit j of byte l), then the low four bits packed as Q4_K's.
+void Q5_KFromFloat(const float* x, int64_t n, uint8_t* y) {
+  uint8_t codes[256];
+  for (int64_t i = 0; i < n / 256; ++i, x += 256, y += 176) {
+    QuantizeKSuperBlock(x, 31, -0.5f, 15, y, codes);
+    uint8_t* high_bits = y + 16;
+    uint8_t* q = y + 48;
+    std::memset(high_bits, 0, 32);
+    for (int j = 0; j < 256; j += 64, q += 32) {
+      const int sub_block = j / 32;
+      for (int l = 0; l < 32; ++l) {
+        const uint8_t low = codes[j + l], high = codes[j + l + 32];
+        high_bits[l] |=
+            static_cast<uint8_t>(((low >> 4) << sub_block) | ((high >> 4) << (sub_block + 1)));
+        q[l] = static_cast<uint8_t>((low & 0xF) | ((high & 0xF) << 4));
+      }
+    }
+  }
+}
+
+// Q6_K: 210-byte super-blocks of sixteen 16-value sub-blocks with signed 8-bit scales against
+// one f16 d: 128 bytes of low nibbles, 64 of high bit pairs, 16 scales, d. Each sub-block's
+// scale is SymmetricScaleSearch's, quantized against the one of largest magnitude (-128), and
+// the codes (-32..31, stored + 32) recomputed against the stored scale.
+void Q6_KFromFloat(const float* x, int64_t n, uint8_t* y) {
+  for (int64_t i = 0; i < n / 256; ++i, x += 256, y += 210) {
+    uint8_t codes[256];
+    float scales[16];
+    float max_scale = 0, max_abs_scale = 0;
+    for (int ib = 0; ib < 16; ++ib) {
+      scales[ib] = SymmetricScaleSearch(x + 16 * ib, codes + 16 * ib);
+      const float abs_scale = std::fabs(scales[ib]);
+      if (abs_scale > max_abs_scale) {
+        max_abs_scale = abs_scale;
+        max_scale = scales[ib];
+      }
+    }
+    if (max_abs_scale < kGroupMaxEps) {  // an all-but-zero super-block: every byte 0
+      std::memset(y, 0, 210);
+      continue;
+    }
+    const float iscale = -128.f / max_scale;
+    const uint16_t d = GgmlFloatToHalf(1 / iscale);
+    int8_t* stored_scales = reinterpret_cast<int8_t*>(y + 192);
+    for (int ib = 0; ib < 16; ++ib) {
+      stored_scales[ib] = static_cast<int8_t>(std::min(127, NearestInt(iscale * scales[ib])));
+    }
+    Store16(y + 208, d);
+    for (int ib = 0; ib < 16; ++ib) {
+      const float step = HalfToFloat(d) * stored_scales[ib];
+      if (step == 0) continue;  // keeps the search's codes, as llama.cpp does
+      for (int l = 0; l < 16; ++l) {
+        codes[16 * ib + l] =
+            static_cast<uint8_t>(Clamp(NearestInt(x[16 * ib + l] / step), -32, 31) + 32);
+      }
+    }
+    uint8_t* low = y;
+    uint8_t* high = y + 128;
+    for (int j = 0; j < 256; j += 128, low += 64, high += 32) {
+      for (int l = 0; l < 32; ++l) {
+        const uint8_t c0 = codes[j + l], c1 = codes[j + l + 32], c2 = codes[j + l + 64],
+                      c3 = codes[j + l + 96];
+        low[l] = static_cast<uint8_t>((c0 & 0xF) | ((c2 & 0xF) << 4));
+        low[l + 32] = static_cast<uint8_t>((c1 & 0xF) | ((c3 & 0xF) << 4));
+        high[l] = static_cast<uint8_t>((c0 >> 4) | ((c1 >> 4) << 2) | ((c2 >> 4) << 4) |
+                                       ((c3 >> 4) << 6));
+      }
     }
   }
 }

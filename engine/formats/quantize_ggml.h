@@ -1,5 +1,5 @@
 // Conversion of f32 values to GGML storage, byte-identical with llama.cpp's reference quantizers
-// (quantize_row_q4_0_ref ... quantize_row_q8_0_ref in ggml-quants.c) and its fp32 -> fp16/bf16
+// (quantize_row_q4_0_ref ... quantize_row_q6_K_ref in ggml-quants.c) and its fp32 -> fp16/bf16
 // conversions: the inverse of dequantize.h, for writing GGUF files llama.cpp reads as its own.
 #pragma once
 
@@ -12,7 +12,8 @@
 
 namespace superweight {
 
-// Whether QuantizeRow can produce `type`: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q4_K.
+// Whether QuantizeRow can produce `type`: every type of dtype.h (F32, F16, BF16, Q4_0, Q4_1,
+// Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K); false only for a type added without its quantizer.
 bool HasGgmlQuantizer(DType type);
 
 // The type llama.cpp's llama_model_quantize writes a tensor in when its rows of `row_length`

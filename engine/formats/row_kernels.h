@@ -56,6 +56,8 @@ void Q5_0FromFloat(const float* x, int64_t n, uint8_t* out);
 void Q5_1FromFloat(const float* x, int64_t n, uint8_t* out);
 void Q8_0FromFloat(const float* x, int64_t n, uint8_t* out);
 void Q4_KFromFloat(const float* x, int64_t n, uint8_t* out);
+void Q5_KFromFloat(const float* x, int64_t n, uint8_t* out);
+void Q6_KFromFloat(const float* x, int64_t n, uint8_t* out);
 
 // One CPU class's kernels for one type; a null member leaves that conversion to the lesser
 // class (or the traits). Each must give exactly the reference's bits.

@@ -20,7 +20,7 @@ using ::testing::HasSubstr;
 const DType kQuantizable[] = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ4_0,
                               DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0};
 // The K-quants, 256-value super-blocks: tested apart (their bounds are per 32-value sub-block).
-const DType kKQuantizable[] = {DType::kQ4_K};
+const DType kKQuantizable[] = {DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
 
 std::vector<uint8_t> Quantize(DType type, const std::vector<float>& x) {
   std::vector<uint8_t> out(*StorageBytes(type, x.size()));
@@ -197,7 +197,7 @@ TEST(QuantizeGgml, RefusesNonFiniteValuesNamingTheElement) {
   }
 }
 
-TEST(QuantizeGgml, RefusesPartialBlocksAndTypesWithoutAQuantizer) {
+TEST(QuantizeGgml, RefusesPartialBlocks) {
   std::vector<float> x(576, 1.f);
   std::vector<uint8_t> out(1024);
   for (DType type : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0}) {
@@ -211,18 +211,14 @@ TEST(QuantizeGgml, RefusesPartialBlocksAndTypesWithoutAQuantizer) {
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << DTypeName(type);
     EXPECT_THAT(std::string(s.message()), HasSubstr("576")) << s;
   }
-  for (DType type : {DType::kQ5_K, DType::kQ6_K}) {
-    EXPECT_FALSE(HasGgmlQuantizer(type));
-    EXPECT_EQ(QuantizeRow(type, x.data(), 256, out.data()).code(),
-              absl::StatusCode::kUnimplemented);
-  }
 }
 
-// Sub-block j's worst error for a K type whose codes run 0..nmax: one step of min-max
-// round-to-nearest over the sub-block's own range (the scale search may trade the ends for the
-// middle), plus what storing the sub-block scales and mins in 6 bits against the super-block's
-// largest (and those two in f16) can cost at the largest code.
-double KQuantErrorBound(const float* super_block, int j, int nmax) {
+// Sub-block j's worst error for a K type of `levels` codes: one step of min-max round-to-nearest
+// over the 32 values' own range (the scale search may trade the ends for the middle; Q6_K's
+// symmetric 64 codes over 16 values step no wider), plus what storing the sub-block scales (and
+// mins) in 6 or 8 bits against the super-block's largest (and that in f16) can cost at the
+// largest code.
+double KQuantErrorBound(const float* super_block, int j, int levels) {
   double largest_range = 0, range_j = 0;
   for (int s = 0; s < 8; ++s) {
     const float* sub = super_block + 32 * s;
@@ -231,15 +227,15 @@ double KQuantErrorBound(const float* super_block, int j, int nmax) {
     largest_range = std::max(largest_range, range);
     if (s == j) range_j = range;
   }
-  return range_j / nmax + 1.01 * largest_range / 63 + 1e-30;
+  return range_j / (levels - 1) + 1.01 * largest_range / 63 + 1e-30;
 }
 
 void ExpectKQuantWithinBounds(DType type, const std::vector<float>& x,
                               const std::vector<float>& y) {
-  const int nmax = type == DType::kQ4_K ? 15 : 31;
+  const int levels = type == DType::kQ4_K ? 16 : type == DType::kQ5_K ? 32 : 64;
   for (size_t i = 0; i < x.size(); ++i) {
     const float* super_block = x.data() + i / 256 * 256;
-    const double bound = KQuantErrorBound(super_block, static_cast<int>(i % 256 / 32), nmax);
+    const double bound = KQuantErrorBound(super_block, static_cast<int>(i % 256 / 32), levels);
     ASSERT_LE(std::fabs(double{y[i]} - x[i]), bound)
         << DTypeName(type) << " element " << i << ": " << x[i] << " -> " << y[i];
   }
@@ -263,8 +259,9 @@ TEST(QuantizeGgmlK, RoundTripsWithinTheSubBlocksStep) {
         value2 += double{x[i]} * x[i];
       }
       if (&x == &weights_like) {
-        // 4 bits per value plus the search: a tenth of the values' RMS, as llama.cpp's Q4_K.
-        EXPECT_LT(std::sqrt(error2 / value2), 0.12);
+        // Q4_K's error is about a tenth of the values' RMS; each further bit halves it.
+        const double bits = type == DType::kQ4_K ? 4 : type == DType::kQ5_K ? 5 : 6;
+        EXPECT_LT(std::sqrt(error2 / value2), 0.12 * std::ldexp(1.0, 4 - static_cast<int>(bits)));
       }
     }
   }
@@ -296,9 +293,12 @@ TEST(QuantizeGgmlK, ConstantAndZeroRows) {
       for (float v : y) EXPECT_NEAR(v, c, std::fabs(c) * 0.01) << DTypeName(type) << " " << c;
     }
   }
-  // Zeros: every scale and min 0 (mins are -0 internally, stored as 0), every code 0.
+  // Zeros: every scale and min 0 (mins are -0 internally, stored as 0), every code 0; Q6_K
+  // writes its all-but-zero super-blocks as zero bytes outright.
   const std::vector<float> zeros(256, 0.f);
   EXPECT_EQ(Quantize(DType::kQ4_K, zeros), std::vector<uint8_t>(144, 0));
+  EXPECT_EQ(Quantize(DType::kQ5_K, zeros), std::vector<uint8_t>(176, 0));
+  EXPECT_EQ(Quantize(DType::kQ6_K, zeros), std::vector<uint8_t>(210, 0));
   for (DType type : kKQuantizable) {
     EXPECT_THAT(RoundTrip(type, zeros), ::testing::Each(0.f)) << DTypeName(type);
   }
@@ -312,7 +312,7 @@ std::vector<uint8_t> FromHex(const std::string& hex) {
   return bytes;
 }
 
-// llama.cpp's own bytes (quantize_row_q4_K_ref of the build the oracle tests use) for one
+// llama.cpp's own bytes (quantize_row_q*_K_ref of the build the oracle tests use) for one
 // super-block of exact values: a ramp of multiples of 1/64, an outlier, a zero sub-block.
 // tests/oracle/test_ggml_quantizers.py compares millions more against it.
 TEST(QuantizeGgmlK, OneSuperBlockHasLlamaCppsBytes) {
@@ -325,6 +325,19 @@ TEST(QuantizeGgmlK, OneSuperBlockHasLlamaCppsBytes) {
                     "b55ee8822bc55ef8923cc66f60029133d17012a143d17012a14fe28022b153e28022c153"
                     "f29033c1630290333cd6701aa44dd7711aa44de7812bb55ee8822bb55ef8923cc66f0993"
                     "3cc660098b838f87808c848fe88828b858f88828c868f89838c868089838d87818a848d8"));
+  EXPECT_EQ(Quantize(DType::kQ5_K, x),
+            FromHex("2318ce1f0f0e3f0ffefbfbffdfff5cefd2a1ca90a9d2a1cad0e952e16ad4e95af16bd2e9"
+                    "5af16b52e95ad16b52e14ad13669add003477acee114588bdff225799ce003368aadf124"
+                    "479bbef23558acdfd0144186b3e0255296c3f03562afd4014572b7e4115582c7f4216693"
+                    "d70431768abde124589bcef23569acdf03467abde014578bcef125689cdf023679ade013"
+                    "06070f0f0008080fc1014171a1e1115181b1f1216191d1013171a1e1114181b1"));
+  EXPECT_EQ(Quantize(DType::kQ6_K, x),
+            FromHex("4cf32ad1174ef52cd30940e72e150b3227b059e27b059e37c059e37c15ae37c1a70c95ea"
+                    "70d92eb71d92fb41d93fc41d8df46fc931ab128de75ec930aa157ce7b8eba0eb1eda1ec1"
+                    "0d010c00040f030f0e070009030c050e07010a030c050e080d090c000c0f0b0f22feb2fe"
+                    "c105c1941c83ea51c83ea51c73ea51c73e950c736813ad14e26813ad54e26917ad44e2a9"
+                    "18a247ddb618e147ddb208e1471cb208a38db49288a39db42269e72ea8226de7cd4bc18e"
+                    "04cd4b008e04c14b008e47c111ef10f080ef10110fef0f110f00f1113a13"));
 }
 
 TEST(QuantizeGgmlK, FallbackTypesAreLlamaCpps) {
@@ -414,8 +427,8 @@ TEST(DType, GgmlTypeIdIsTheInverseOfDTypeFromGgml) {
 }
 
 // Every type's identity in files, pinned: geometry (ggml-common.h), ggml_type (ggml.h),
-// llama_ftype (llama.h; a K type's file is its small mix, Q4_K_S, as llama-quantize --pure
-// writes it), and what it can be converted to and from.
+// llama_ftype (llama.h; a K type's file is its small mix, Q4_K_S and Q5_K_S, as llama-quantize
+// --pure writes it), and what it can be converted to and from.
 TEST(DType, TableMatchesGgml) {
   struct Expected {
     DType type;
@@ -435,8 +448,8 @@ TEST(DType, TableMatchesGgml) {
       {DType::kQ5_1, "Q5_1", 32, 24, 7, 9, true, true, true},
       {DType::kQ8_0, "Q8_0", 32, 34, 8, 7, true, true, false},
       {DType::kQ4_K, "Q4_K", 256, 144, 12, 14, true, true, true},
-      {DType::kQ5_K, "Q5_K", 256, 176, 13, -1, false, true, true},
-      {DType::kQ6_K, "Q6_K", 256, 210, 14, -1, false, false, false},
+      {DType::kQ5_K, "Q5_K", 256, 176, 13, 16, true, true, true},
+      {DType::kQ6_K, "Q6_K", 256, 210, 14, 18, true, false, false},
   };
   for (const Expected& e : kExpected) {
     const DTypeTraits& t = Traits(e.type);
