@@ -211,8 +211,12 @@ absl::StatusOr<GgufFile> ParseGguf(absl::Span<const uint8_t> bytes, const std::s
     }
     alignment = static_cast<uint64_t>(*a);
   }
-  const uint64_t data_start = (r.offset() + alignment - 1) / alignment * alignment;
-  if (data_start > bytes.size()) return r.Truncated("tensor data");
+  uint64_t data_start = (r.offset() + alignment - 1) / alignment * alignment;
+  if (data_start > bytes.size()) {
+    // llama.cpp writes a file without tensors (a vocabulary) with no padding after its header.
+    if (!infos.empty()) return r.Truncated("tensor data");
+    data_start = bytes.size();
+  }
   const uint64_t data_size = bytes.size() - data_start;
   for (auto& info : infos) {
     auto dtype = DTypeFromGgml(info.type);

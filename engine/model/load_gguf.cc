@@ -45,6 +45,10 @@ absl::StatusOr<std::unique_ptr<Model>> OpenGgufModel(const std::string& path) {
   if (!file.ok()) return file.status();
   auto gguf = ParseGguf((*file)->bytes(), path);
   if (!gguf.ok()) return gguf.status();
+  if (gguf->tensors.empty()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s holds no tensors: a vocabulary-only GGUF is a tokenizer, not a model", path));
+  }
   auto model = std::make_unique<Model>();
   model->path = path;
   model->format = ModelFormat::kGguf;

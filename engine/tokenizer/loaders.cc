@@ -400,16 +400,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizerFile(const std::stri
   auto file = MappedFile::Open(path);
   if (!file.ok()) return file.status();
   auto gguf = ParseGguf((*file)->bytes(), path);
-  if (!gguf.ok()) {
-    // llama.cpp writes a vocabulary-only GGUF without the padding before an (empty) tensor
-    // data section, which the parser asks for; parse a padded copy (the tokenizer keeps no
-    // pointer into it).
-    std::vector<uint8_t> padded((*file)->data(), (*file)->data() + (*file)->size());
-    padded.resize(padded.size() + 256, 0);
-    auto retry = ParseGguf(absl::MakeConstSpan(padded), path);
-    if (!retry.ok() || !retry->tensors.empty()) return gguf.status();
-    return LoadGgufTokenizer(*retry, path);
-  }
+  if (!gguf.ok()) return gguf.status();
   return LoadGgufTokenizer(*gguf, path);
 }
 

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "absl/strings/str_split.h"
+#include "engine/formats/gguf.h"
 #include "engine/model/model.h"
 #include "engine/tokenizer/pretokenize.h"
 #include "gmock/gmock.h"
@@ -318,7 +319,15 @@ TEST(Tokenizer, RefusesInvalidUtf8) {
 
 TEST(Tokenizer, VocabularyOnlyGgufIsNoModel) {
   auto model = OpenModel(testing::TestData("vocab/ggml-vocab-falcon.gguf"));
-  EXPECT_FALSE(model.ok());
+  ASSERT_FALSE(model.ok());
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(model.status().message().find("holds no tensors"), std::string::npos) << model.status();
+  // It parses as llama.cpp wrote it, with no padding after the header (a file with tensors
+  // needs its data section: Gguf.EveryTruncationIsAnErrorNotACrash).
+  auto bytes = testing::ReadAll(testing::TestData("vocab/ggml-vocab-falcon.gguf"));
+  auto vocabulary = ParseGguf(absl::MakeConstSpan(bytes), "falcon");
+  ASSERT_TRUE(vocabulary.ok()) << vocabulary.status();
+  EXPECT_TRUE(vocabulary->tensors.empty());
 }
 
 TEST(Tokenizer, GgufRefusesAnUnknownPreTokenizerByName) {
