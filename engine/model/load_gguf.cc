@@ -126,8 +126,9 @@ absl::StatusOr<std::unique_ptr<Model>> OpenGgufModel(const std::string& path) {
   model->tokenizer = std::move(*tok);
   c.bos_token = model->tokenizer->bos_id();
   c.eos_token = model->tokenizer->eos_id();
-  const bool spm = gguf->GetString("tokenizer.ggml.model").value_or("") == "llama";
-  c.add_bos = gguf->GetBool("tokenizer.ggml.add_bos_token").value_or(spm);
+  // The file's add_bos_token, else the default llama.cpp gives its vocabulary and pre-tokenizer
+  // (SentencePiece and Llama 3's BPE add one), as the tokenizer decided it.
+  c.add_bos = model->tokenizer->add_bos();
   if (auto s = ValidateModel(*model); !s.ok()) return s;
   return model;
 }
