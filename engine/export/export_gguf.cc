@@ -28,9 +28,16 @@ absl::StatusOr<GgufExportSummary> ExportGguf(const Model& source, const Model& v
     }
   }
   if (absl::Status s = CheckSuperWeights(source, options.super_weights); !s.ok()) return s;
-  auto mapped = MappedFile::Open(source.path);
-  if (!mapped.ok()) return mapped.status();
-  auto gguf = ParseGguf((*mapped)->bytes(), source.path);
+  // The source's own mapping, not the path opened again: the path may name a newer file by now.
+  const MappedFile* mapped = nullptr;
+  for (const auto& file : source.files) {
+    if (file->path() == source.path) mapped = file.get();
+  }
+  if (mapped == nullptr) {
+    return absl::InternalError(
+        absl::StrFormat("%s: the model does not hold its file", source.path));
+  }
+  auto gguf = ParseGguf(mapped->bytes(), source.path);
   if (!gguf.ok()) return gguf.status();
   auto file_type = LlamaFileType(options.type);
   if (!file_type.ok()) return file_type.status();
@@ -97,7 +104,11 @@ absl::StatusOr<GgufExportSummary> ExportGguf(const Model& source, const Model& v
     }
     ++(holds_super_weight ? summary.super_weight_tensors : summary.converted);
   }
-  if (absl::Status s = writer.WriteAtomically(out_path); !s.ok()) return s;
+  if (absl::Status s =
+          writer.WriteAtomically(out_path, [&source] { return source.CheckFilesUnchanged(); });
+      !s.ok()) {
+    return s;
+  }
   struct stat st;
   if (::stat(out_path.c_str(), &st) == 0) summary.bytes = static_cast<uint64_t>(st.st_size);
   return summary;

@@ -417,6 +417,7 @@ absl::Status ExportHuggingFace(const Model& model, const std::string& out_dir_ar
         errno, absl::StrFormat("%s: cannot create a temporary directory beside it", out_dir));
   }
   absl::Status status = WriteDirectory(temp_dir, *config_text, tokenizer_sources, weights);
+  if (status.ok()) status = model.CheckFilesUnchanged();
   if (status.ok()) status = RenameWithoutReplacing(temp_dir, out_dir);
   if (!status.ok()) {
     std::error_code ignored;

@@ -81,7 +81,10 @@ absl::StatusOr<RequantizeSummary> RequantizeGguf(const std::string& source_path,
     }
     if (!added.ok()) return added;
   }
-  if (auto s = writer.WriteAtomically(out_path); !s.ok()) return s;
+  if (auto s = writer.WriteAtomically(out_path, [&] { return (*mapped)->CheckUnchanged(); });
+      !s.ok()) {
+    return s;
+  }
   return summary;
 }
 

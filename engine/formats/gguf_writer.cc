@@ -282,7 +282,8 @@ absl::Status GgufFileWriter::WriteTo(int fd, uint32_t alignment, const std::stri
   return file.Flush();
 }
 
-absl::Status GgufFileWriter::WriteAtomically(const std::string& path) const {
+absl::Status GgufFileWriter::WriteAtomically(
+    const std::string& path, const std::function<absl::Status()>& before_publish) const {
   auto alignment = Alignment();
   if (!alignment.ok()) return alignment.status();
   std::string temp_path = path + ".tmp-XXXXXX";
@@ -292,6 +293,7 @@ absl::Status GgufFileWriter::WriteAtomically(const std::string& path) const {
         errno, absl::StrFormat("%s: cannot create a temporary file beside it", path));
   }
   absl::Status status = WriteTo(fd, *alignment, path);
+  if (status.ok() && before_publish) status = before_publish();
   if (status.ok() && ::fchmod(fd, ModeForNewFile()) != 0) {
     status = absl::ErrnoToStatus(errno, absl::StrFormat("%s: chmod failed", temp_path));
   }

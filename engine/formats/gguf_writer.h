@@ -50,8 +50,10 @@ class GgufFileWriter {
   // Writes the file to a temporary (path + ".tmp-XXXXXX", same directory), fsyncs it and renames
   // it over path, so that path holds either its old content or the whole new file; on any
   // failure the temporary is removed and path is untouched. Tensor data is aligned to
-  // general.alignment (a uint32 power of two when set; 32 otherwise).
-  absl::Status WriteAtomically(const std::string& path) const;
+  // general.alignment (a uint32 power of two when set; 32 otherwise). before_publish, when given,
+  // runs once the data is written and may still refuse it (a source that changed meanwhile).
+  absl::Status WriteAtomically(const std::string& path,
+                               const std::function<absl::Status()>& before_publish = nullptr) const;
 
   size_t metadata_count() const { return entries_.size(); }
   size_t tensor_count() const { return tensors_.size(); }

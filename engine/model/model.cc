@@ -97,6 +97,20 @@ uint64_t Model::MappedBytes() const {
   return total;
 }
 
+bool Model::MappingFaulted() const {
+  for (const auto& f : files) {
+    if (f->faulted()) return true;
+  }
+  return false;
+}
+
+absl::Status Model::CheckFilesUnchanged() const {
+  for (const auto& f : files) {
+    if (absl::Status s = f->CheckUnchanged(); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<Model>> OpenModel(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {

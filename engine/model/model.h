@@ -152,6 +152,11 @@ struct Model {
   const ActivationTransform* activation_transform = nullptr;
 
   uint64_t MappedBytes() const;
+  // Whether a read found one of the mapped files shortened in place (cheap, for polling).
+  bool MappingFaulted() const;
+  // Not OK (ABORTED) where a mapped file was shortened or rewritten in place since the model was
+  // opened: whatever was computed from the weights since then is void.
+  absl::Status CheckFilesUnchanged() const;
   // Another view of the same weights (the mappings, the tokenizer shared; norms copied), for
   // settings that give some matrices a transform.
   std::unique_ptr<Model> ShareWeights() const;

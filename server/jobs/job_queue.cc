@@ -313,7 +313,14 @@ absl::StatusOr<v1::Job> JobQueue::WaitForChange(const std::string& id, const v1:
   return it->second->job;
 }
 
+// A model file shortened under a running job makes the rest of its work void: stop it early (its
+// end is then reported from ModelFilesUnchanged, not as a cancellation).
 void JobQueue::SetProgress(Entry* e, double p) {
+  const JobWork& w = e->work;
+  if ((w.model != nullptr && w.model->MappingFaulted()) ||
+      (w.reference != nullptr && w.reference->MappingFaulted())) {
+    e->cancelled.store(true);
+  }
   std::lock_guard<std::mutex> lock(mu_);
   e->job.set_progress(static_cast<float>(p));
   changed_.notify_all();
@@ -384,6 +391,20 @@ void JobQueue::WorkerLoop() {
   }
 }
 
+namespace {
+
+// Not OK where a model the job read was changed in place while it ran: whatever the job computed
+// from it is void.
+absl::Status ModelFilesUnchanged(const JobWork& w) {
+  for (const Model* m : {w.model.get(), w.reference.get()}) {
+    if (m == nullptr) continue;
+    if (absl::Status s = m->CheckFilesUnchanged(); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 // Whatever a job throws ends that job (and the others of its batch) as FAILED; the worker, and
 // so the server, goes on.
 void JobQueue::RunBatch(const JobKind& kind, const std::vector<Entry*>& batch) {
@@ -395,7 +416,9 @@ void JobQueue::RunBatch(const JobKind& kind, const std::vector<Entry*>& batch) {
     }
     std::vector<absl::StatusOr<v1::Job>> results = kind.Run(runs, metrics_);
     for (size_t i = 0; i < batch.size(); ++i) {
-      if (i >= results.size()) {
+      if (absl::Status unchanged = ModelFilesUnchanged(batch[i]->work); !unchanged.ok()) {
+        Finish(batch[i], unchanged);
+      } else if (i >= results.size()) {
         Finish(batch[i], absl::InternalError("the job's kind returned no result for it"));
       } else if (!results[i].ok()) {
         Finish(batch[i], results[i].status());

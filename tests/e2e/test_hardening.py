@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import psutil
 import pytest
@@ -84,6 +85,50 @@ def test_a_model_file_truncated_in_place_is_refused_not_a_crash(tmp_path):
         shutil.copy(SMOLLM2, victim)
         again = server.call("score", "--model=victim.gguf", "--text=The cat sat on the mat.")
         assert again["result"]["perplexity"] == pytest.approx(first["result"]["perplexity"], rel=1e-5)
+    finally:
+        server.stop()
+
+
+def test_a_model_file_shortened_during_a_job_fails_that_job_not_the_server(tmp_path):
+    """Issue: a file shortened *while* a job read it still raised SIGBUS (exit 135, no log
+    line). The fault now reads zeros, stops the job at its next step and fails it as ABORTED,
+    naming the file; the server goes on and refuses the short file from then on."""
+    root = tmp_path / "models"
+    root.mkdir()
+    victim = root / "victim.gguf"
+    shutil.copy(SMOLLM2, victim)
+    token = tmp_path / "token"
+    token.write_text("t")
+    server = Server(root, tmp_path / "state", token).start()
+    try:
+        job_id = server.client("quantize", "--model=victim.gguf", "--super_weights=11,507,1229",
+                               "--tasks=wikitext2", "--window=128", "--max_windows=2",
+                               "--no_wait").stdout.strip()
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            job = {j["id"]: j for j in server.call("jobs")["jobs"]}[job_id]
+            if job["state"] == "RUNNING" and job.get("progress", 0) > 0:
+                break  # reading the weights, window after window, setting after setting
+            time.sleep(0.2)
+        assert job["state"] == "RUNNING", job
+        with open(victim, "r+b") as f:
+            f.truncate(1 << 20)
+        t0 = time.time()
+        while time.time() - t0 < 120:
+            job = {j["id"]: j for j in server.call("jobs")["jobs"]}[job_id]
+            if job["state"] not in ("QUEUED", "RUNNING"):
+                break
+            time.sleep(0.2)
+        assert server.proc.poll() is None, server.proc.stdout.read().decode()[-2000:]
+        assert job["state"] == "FAILED", job
+        assert job["error_code"] == 10  # ABORTED
+        assert "victim.gguf was shortened in place" in job["error_message"], job
+        assert "rename" in job["error_message"]
+        assert "quantize" not in job  # no result from void work
+        out = server.client("score", "--model=victim.gguf", "--text=The cat sat on the mat.",
+                            check=False)
+        assert out.returncode == 1 and "INVALID_ARGUMENT" in out.stderr, out.stderr
+        assert server.proc.poll() is None
     finally:
         server.stop()
 
