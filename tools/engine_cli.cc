@@ -481,6 +481,8 @@ int main(int argc, char** argv) {
   } else {
     return Fail("unknown verb " + verb);
   }
+  // Numbers computed from a file changed in place under the run are not printed as results.
+  if (absl::Status s = (*model)->CheckFilesUnchanged(); !s.ok()) return Fail(s.ToString());
   std::cout << out.dump() << "\n";
   return 0;
 }
