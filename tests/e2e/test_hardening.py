@@ -63,74 +63,70 @@ def test_non_finite_request_numbers_are_refused(server, flag):
     assert "INVALID_ARGUMENT" in out.stderr and "finite" in out.stderr, out.stderr
 
 
-def test_a_model_file_truncated_in_place_is_refused_not_a_crash(tmp_path):
+@pytest.fixture
+def victim(tmp_path):
+    """A server of its own over a copy of SmolLM2 that a test may damage: (server, the file)."""
+    root = tmp_path / "models"
+    root.mkdir()
+    path = root / "victim.gguf"
+    shutil.copy(SMOLLM2, path)
+    token = tmp_path / "token"
+    token.write_text("t")
+    server = Server(root, tmp_path / "state", token).start()
+    yield server, path
+    server.stop()
+
+
+def test_a_model_file_truncated_in_place_is_refused_not_a_crash(victim):
     """Issue: `truncate -s 1M` on a GGUF the server had open took it down with SIGBUS. The
     registry now sees the file changed and opens it again (which fails cleanly); a good copy put
     back is served again."""
-    root = tmp_path / "models"
-    root.mkdir()
-    victim = root / "victim.gguf"
+    server, victim = victim
+    first = server.call("score", "--model=victim.gguf", "--text=The cat sat on the mat.")
+    with open(victim, "r+b") as f:
+        f.truncate(1 << 20)
+    out = server.client("score", "--model=victim.gguf", "--text=The cat sat on the mat.",
+                        check=False)
+    assert out.returncode == 1 and "INVALID_ARGUMENT" in out.stderr, out.stderr
+    assert server.proc.poll() is None
     shutil.copy(SMOLLM2, victim)
-    token = tmp_path / "token"
-    token.write_text("t")
-    server = Server(root, tmp_path / "state", token).start()
-    try:
-        first = server.call("score", "--model=victim.gguf", "--text=The cat sat on the mat.")
-        with open(victim, "r+b") as f:
-            f.truncate(1 << 20)
-        out = server.client("score", "--model=victim.gguf", "--text=The cat sat on the mat.",
-                            check=False)
-        assert out.returncode == 1 and "INVALID_ARGUMENT" in out.stderr, out.stderr
-        assert server.proc.poll() is None
-        shutil.copy(SMOLLM2, victim)
-        again = server.call("score", "--model=victim.gguf", "--text=The cat sat on the mat.")
-        assert again["result"]["perplexity"] == pytest.approx(first["result"]["perplexity"], rel=1e-5)
-    finally:
-        server.stop()
+    again = server.call("score", "--model=victim.gguf", "--text=The cat sat on the mat.")
+    assert again["result"]["perplexity"] == pytest.approx(first["result"]["perplexity"], rel=1e-5)
 
 
-def test_a_model_file_shortened_during_a_job_fails_that_job_not_the_server(tmp_path):
+def test_a_model_file_shortened_during_a_job_fails_that_job_not_the_server(victim):
     """Issue: a file shortened *while* a job read it still raised SIGBUS (exit 135, no log
     line). The fault now reads zeros, stops the job at its next step and fails it as ABORTED,
     naming the file; the server goes on and refuses the short file from then on."""
-    root = tmp_path / "models"
-    root.mkdir()
-    victim = root / "victim.gguf"
-    shutil.copy(SMOLLM2, victim)
-    token = tmp_path / "token"
-    token.write_text("t")
-    server = Server(root, tmp_path / "state", token).start()
-    try:
-        job_id = server.client("quantize", "--model=victim.gguf", "--super_weights=11,507,1229",
-                               "--tasks=wikitext2", "--window=128", "--max_windows=2",
-                               "--no_wait").stdout.strip()
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            job = {j["id"]: j for j in server.call("jobs")["jobs"]}[job_id]
-            if job["state"] == "RUNNING" and job.get("progress", 0) > 0:
-                break  # reading the weights, window after window, setting after setting
-            time.sleep(0.2)
-        assert job["state"] == "RUNNING", job
-        with open(victim, "r+b") as f:
-            f.truncate(1 << 20)
-        t0 = time.time()
-        while time.time() - t0 < 120:
-            job = {j["id"]: j for j in server.call("jobs")["jobs"]}[job_id]
-            if job["state"] not in ("QUEUED", "RUNNING"):
-                break
-            time.sleep(0.2)
-        assert server.proc.poll() is None, server.proc.stdout.read().decode()[-2000:]
-        assert job["state"] == "FAILED", job
-        assert job["error_code"] == 10  # ABORTED
-        assert "victim.gguf was shortened in place" in job["error_message"], job
-        assert "rename" in job["error_message"]
-        assert "quantize" not in job  # no result from void work
-        out = server.client("score", "--model=victim.gguf", "--text=The cat sat on the mat.",
-                            check=False)
-        assert out.returncode == 1 and "INVALID_ARGUMENT" in out.stderr, out.stderr
-        assert server.proc.poll() is None
-    finally:
-        server.stop()
+    server, victim = victim
+    job_id = server.client("quantize", "--model=victim.gguf", "--super_weights=11,507,1229",
+                           "--tasks=wikitext2", "--window=128", "--max_windows=2",
+                           "--no_wait").stdout.strip()
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        job = {j["id"]: j for j in server.call("jobs")["jobs"]}[job_id]
+        if job["state"] == "RUNNING" and job.get("progress", 0) > 0:
+            break  # reading the weights, window after window, setting after setting
+        time.sleep(0.2)
+    assert job["state"] == "RUNNING", job
+    with open(victim, "r+b") as f:
+        f.truncate(1 << 20)
+    t0 = time.time()
+    while time.time() - t0 < 120:
+        job = {j["id"]: j for j in server.call("jobs")["jobs"]}[job_id]
+        if job["state"] not in ("QUEUED", "RUNNING"):
+            break
+        time.sleep(0.2)
+    assert server.proc.poll() is None, server.proc.stdout.read().decode()[-2000:]
+    assert job["state"] == "FAILED", job
+    assert job["error_code"] == 10  # ABORTED
+    assert "victim.gguf was shortened in place" in job["error_message"], job
+    assert "rename" in job["error_message"]
+    assert "quantize" not in job  # no result from void work
+    out = server.client("score", "--model=victim.gguf", "--text=The cat sat on the mat.",
+                        check=False)
+    assert out.returncode == 1 and "INVALID_ARGUMENT" in out.stderr, out.stderr
+    assert server.proc.poll() is None
 
 
 @pytest.mark.parametrize("verb", ["watch", "cancel"])
