@@ -87,6 +87,62 @@ class Server:
         return json.loads(self.client(verb, "--json", *flags, **kw).stdout)
 
 
+def jobs_by_id(server):
+    return {j["id"]: j for j in server.call("jobs")["jobs"]}
+
+
+def restart_on_one_state_dir(model_root, tmp_path):
+    """Starts servers one after another on the same model root, state directory and token: a
+    restart."""
+    token = tmp_path / "token"
+    token.write_text("t")
+    return lambda: Server(model_root, tmp_path / "state", token).start()
+
+
+def kill_mid_score_job(start):
+    """A server from `start` takes a long Score job and is killed (SIGKILL, no chance to clean
+    up) while the job runs; the job's id."""
+    text_file = os.path.join(TESTDATA, "text", "wiki.test.raw")
+    first = start()
+    job_id = first.client("score", "--model=smollm2.gguf", f"--text_file={text_file}",
+                          "--window=512", "--no_wait").stdout.strip()
+    time.sleep(1.0)
+    first.proc.kill()
+    first.proc.wait()
+    return job_id
+
+
+def check_cancel_mid_job_kept_across_a_restart(model_root, tmp_path, verb, short_flags,
+                                               long_flags):
+    """A finished job of `verb` and a long one cancelled while it runs: the cancel lands within
+    2 s, and after a restart the first keeps its result and the second its state."""
+    start = restart_on_one_state_dir(model_root, tmp_path)
+    first = start()
+    try:
+        done = first.call(verb, *short_flags)
+        long_job = first.client(verb, *long_flags, "--no_wait").stdout.strip()
+        time.sleep(3)  # running: past its first steps
+        first.client("cancel", f"--job={long_job}")
+        t0 = time.time()
+        while time.time() - t0 < 5:
+            job = jobs_by_id(first)[long_job]
+            if job["state"] == "CANCELLED":
+                break
+            time.sleep(0.1)
+        assert job["state"] == "CANCELLED"
+        assert time.time() - t0 < 2
+    finally:
+        first.stop()
+    second = start()
+    try:
+        jobs = jobs_by_id(second)
+        assert jobs[done["job_id"]]["state"] == "SUCCEEDED"
+        assert jobs[done["job_id"]][verb]["rows"] == done["result"]["rows"]
+        assert jobs[long_job]["state"] == "CANCELLED"
+    finally:
+        second.stop()
+
+
 @pytest.fixture(scope="session")
 def model_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")

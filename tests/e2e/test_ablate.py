@@ -1,10 +1,9 @@
 """Ablate through the real server and client: every setting a row, the super weights from Locate
 by default, bad requests refused, cancellation, and the result after a restart."""
-import time
 
 import pytest
 
-from conftest import PLANTED, Server, coordinate
+from conftest import PLANTED, check_cancel_mid_job_kept_across_a_restart, coordinate
 
 SMALL = ["--tasks=wikitext2,piqa,lambada", "--max_examples=4", "--window=128", "--max_windows=1",
          "--token_prob_contexts=4"]
@@ -63,31 +62,8 @@ def test_bad_ablations_are_refused(server, flags, message):
 
 
 def test_cancelled_mid_job_and_kept_across_a_restart(model_root, tmp_path):
-    token = tmp_path / "token"
-    token.write_text("t")
-    first = Server(model_root, tmp_path / "state", token).start()
-    try:
-        done = first.call("ablate", "--model=planted", "--super_weights=1,37,101",
-                          "--settings=prune", *SMALL[:-1])  # no token_probs: no contexts
-        long_job = first.client("ablate", "--model=smollm2.gguf", "--settings=prune,scale",
-                                "--no_wait").stdout.strip()
-        time.sleep(3)  # running: Locate, then the first rows
-        first.client("cancel", f"--job={long_job}")
-        t0 = time.time()
-        while time.time() - t0 < 5:
-            job = {j["id"]: j for j in first.call("jobs")["jobs"]}[long_job]
-            if job["state"] == "CANCELLED":
-                break
-            time.sleep(0.1)
-        assert job["state"] == "CANCELLED"
-        assert time.time() - t0 < 2
-    finally:
-        first.stop()
-    second = Server(model_root, tmp_path / "state", token).start()
-    try:
-        jobs = {j["id"]: j for j in second.call("jobs")["jobs"]}
-        assert jobs[done["job_id"]]["state"] == "SUCCEEDED"
-        assert jobs[done["job_id"]]["ablate"]["rows"] == done["result"]["rows"]
-        assert jobs[long_job]["state"] == "CANCELLED"
-    finally:
-        second.stop()
+    check_cancel_mid_job_kept_across_a_restart(
+        model_root, tmp_path, "ablate",
+        ["--model=planted", "--super_weights=1,37,101", "--settings=prune",
+         *SMALL[:-1]],  # no token_probs: no contexts
+        ["--model=smollm2.gguf", "--settings=prune,scale"])

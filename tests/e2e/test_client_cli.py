@@ -4,11 +4,10 @@ and name the flag; watch exits 1 on a job that failed or was cancelled."""
 import os
 import re
 import subprocess
-import time
 
 import pytest
 
-from conftest import BIN, ROOT, TESTDATA, Server
+from conftest import BIN, ROOT, TESTDATA, kill_mid_score_job, restart_on_one_state_dir
 
 CLIENT = os.path.join(BIN, "superweight")
 SERVER = os.path.join(BIN, "superweightd")
@@ -131,16 +130,9 @@ def test_watch_exits_1_on_a_cancelled_job(server):
 
 
 def test_watch_exits_1_on_a_failed_job(model_root, tmp_path):
-    token = tmp_path / "token"
-    token.write_text("t")
-    text_file = os.path.join(TESTDATA, "text", "wiki.test.raw")
-    first = Server(model_root, tmp_path / "state", token).start()
-    job_id = first.client("score", "--model=smollm2.gguf", f"--text_file={text_file}",
-                          "--window=512", "--no_wait").stdout.strip()
-    time.sleep(0.5)
-    first.proc.kill()  # the job is reported FAILED after the restart
-    first.proc.wait()
-    second = Server(model_root, tmp_path / "state", token).start()
+    start = restart_on_one_state_dir(model_root, tmp_path)
+    job_id = kill_mid_score_job(start)  # reported FAILED after the restart
+    second = start()
     try:
         out = second.client("watch", f"--job={job_id}", check=False)
         assert out.returncode == 1, out.stdout + out.stderr

@@ -4,12 +4,12 @@ import hashlib
 import os
 import shutil
 import subprocess
-import time
 
 import pytest
 from gguf import GGUFReader
 
-from conftest import BIN, PLANTED, ROOT, Server, coordinate
+from conftest import (BIN, PLANTED, ROOT, Server, check_cancel_mid_job_kept_across_a_restart,
+                      coordinate)
 
 SMALL = ["--tasks=wikitext2,piqa", "--max_examples=4", "--window=128", "--max_windows=1"]
 
@@ -113,34 +113,10 @@ def test_block_size_zero_and_negative_are_usage_errors(server):
 
 
 def test_cancelled_mid_job_and_kept_across_a_restart(model_root, tmp_path):
-    token = tmp_path / "token"
-    token.write_text("t")
-    first = Server(model_root, tmp_path / "state", token).start()
-    try:
-        done = first.call("quantize", "--model=planted", "--super_weights=1,37,101", "--bits=4",
-                          "--block_size=row", *SMALL)
-        long_job = first.client("quantize", "--model=smollm2.gguf", "--super_weights=11,507,1229",
-                                "--no_wait").stdout.strip()
-        time.sleep(3)
-        first.client("cancel", f"--job={long_job}")
-        t0 = time.time()
-        while time.time() - t0 < 5:
-            job = {j["id"]: j for j in first.call("jobs")["jobs"]}[long_job]
-            if job["state"] == "CANCELLED":
-                break
-            time.sleep(0.1)
-        assert job["state"] == "CANCELLED"
-        assert time.time() - t0 < 2
-    finally:
-        first.stop()
-    second = Server(model_root, tmp_path / "state", token).start()
-    try:
-        jobs = {j["id"]: j for j in second.call("jobs")["jobs"]}
-        assert jobs[done["job_id"]]["state"] == "SUCCEEDED"
-        assert jobs[done["job_id"]]["quantize"]["rows"] == done["result"]["rows"]
-        assert jobs[long_job]["state"] == "CANCELLED"
-    finally:
-        second.stop()
+    check_cancel_mid_job_kept_across_a_restart(
+        model_root, tmp_path, "quantize",
+        ["--model=planted", "--super_weights=1,37,101", "--bits=4", "--block_size=row", *SMALL],
+        ["--model=smollm2.gguf", "--super_weights=11,507,1229"])
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from conftest import BIN, PLANTED, Server, TESTDATA, coordinate
+from conftest import (BIN, PLANTED, TESTDATA, Server, coordinate, jobs_by_id, kill_mid_score_job,
+                      restart_on_one_state_dir)
 
 
 def test_models_lists_real_models_and_skips_broken(server):
@@ -219,18 +220,11 @@ def test_no_wait_returns_a_job_to_watch(server):
 
 
 def test_a_job_running_when_the_server_dies_is_reported_failed(model_root, tmp_path):
-    token = tmp_path / "token"
-    token.write_text("t")
-    text_file = os.path.join(TESTDATA, "text", "wiki.test.raw")
-    first = Server(model_root, tmp_path / "state", token).start()
-    job_id = first.client("score", "--model=smollm2.gguf", f"--text_file={text_file}",
-                          "--window=512", "--no_wait").stdout.strip()
-    time.sleep(1.0)
-    first.proc.kill()  # no chance to clean up
-    first.proc.wait()
-    second = Server(model_root, tmp_path / "state", token).start()
+    start = restart_on_one_state_dir(model_root, tmp_path)
+    job_id = kill_mid_score_job(start)
+    second = start()
     try:
-        job = {j["id"]: j for j in second.call("jobs")["jobs"]}[job_id]
+        job = jobs_by_id(second)[job_id]
         assert job["state"] == "FAILED"
         assert "stopped" in job["error_message"]
     finally:
