@@ -47,7 +47,11 @@ absl::StatusOr<std::vector<int32_t>> TokensFromInput(const v1::Input& input, con
       return absl::ResourceExhaustedError(
           absl::StrFormat("text of %d bytes is over the %d-token limit", text.size(), max_tokens));
     }
-    ids = model.tokenizer->Encode(text, model.config.add_bos);
+    EncodeOptions encode;
+    encode.add_bos = model.config.add_bos;
+    auto tokenized = model.tokenizer->Tokenize(text, encode);
+    if (!tokenized.ok()) return tokenized.status();
+    ids = std::move(*tokenized);
   }
   if (ids.empty()) return absl::InvalidArgumentError("empty input: no tokens");
   if (static_cast<int>(ids.size()) > max_tokens) {

@@ -126,7 +126,11 @@ grpc::Status SuperWeightService::ListModels(grpc::ServerContext* ctx, const v1::
 absl::Status SuperWeightService::SetConfirmation(const Model& model, const std::string& text,
                                                  LocateOptions* options) const {
   if (text.empty() || model.tokenizer == nullptr) return absl::OkStatus();
-  options->confirm_tokens = model.tokenizer->Encode(text, model.config.add_bos);
+  EncodeOptions encode;
+  encode.add_bos = model.config.add_bos;
+  auto tokenized = model.tokenizer->Tokenize(text, encode);
+  if (!tokenized.ok()) return tokenized.status();
+  options->confirm_tokens = std::move(*tokenized);
   if (options->confirm_tokens.size() > static_cast<size_t>(options_.max_text_tokens)) {
     return absl::ResourceExhaustedError("confirmation text is over the token limit");
   }
