@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "absl/strings/str_format.h"
+#include "engine/analysis/quantize.h"
 
 namespace superweight {
 
@@ -30,6 +31,8 @@ absl::StatusOr<CheckResult> CheckQuantization(const Model& model, const Model& r
       SuperActivations(model, options.prompt, options.super_weights, options.harness.precision);
   if (!model_activations.ok()) return model_activations.status();
 
+  const std::vector<double> relative_errors =
+      SuperWeightRelativeErrors(reference, model, options.super_weights);
   CheckResult result;
   for (size_t i = 0; i < options.super_weights.size(); ++i) {
     const SuperWeightCoordinate& c = options.super_weights[i];
@@ -37,11 +40,7 @@ absl::StatusOr<CheckResult> CheckQuantization(const Model& model, const Model& r
     check.coordinate = c;
     check.reference_value = reference.layers[c.layer].Get(LinearKind::kDown).At(c.row, c.col);
     check.model_value = model.layers[c.layer].Get(LinearKind::kDown).At(c.row, c.col);
-    check.relative_error =
-        check.reference_value != 0
-            ? std::fabs(static_cast<double>(check.model_value) - check.reference_value) /
-                  std::fabs(check.reference_value)
-            : std::fabs(check.model_value);
+    check.relative_error = relative_errors[i];
     check.reference_activation = (*reference_activations)[i];
     check.model_activation = (*model_activations)[i];
     const bool value_kept = check.relative_error <= options.max_relative_error;

@@ -178,7 +178,7 @@ std::vector<double> SuperWeightRelativeErrors(
   for (const SuperWeightCoordinate& sw : super_weights) {
     const float a = stored.layers[sw.layer].Get(LinearKind::kDown).At(sw.row, sw.col);
     const float b = quantized.layers[sw.layer].Get(LinearKind::kDown).At(sw.row, sw.col);
-    errors.push_back(a != 0 ? std::fabs(static_cast<double>(b) - a) / std::fabs(a) : 0.0);
+    errors.push_back(a != 0 ? std::fabs(static_cast<double>(b) - a) / std::fabs(a) : std::fabs(b));
   }
   return errors;
 }

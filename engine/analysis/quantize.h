@@ -75,7 +75,8 @@ absl::StatusOr<FakeQuantizedModel> ClipLinearWeights(const Model& model, const R
                                                      bool lm_head,
                                                      const std::atomic<bool>* cancelled = nullptr);
 
-// Per super weight: |value in `quantized` - value in `stored`| / |stored| (0 where stored is 0).
+// Per super weight: |value in `quantized` - value in `stored`| / |stored| (where stored is 0, the
+// absolute error |quantized|: a zero kept is no error, anything else is).
 std::vector<double> SuperWeightRelativeErrors(
     const Model& stored, const Model& quantized,
     const std::vector<SuperWeightCoordinate>& super_weights);
