@@ -78,6 +78,9 @@ ABSL_FLAG(bool, restore, false, "put the super weights back after quantizing");
 ABSL_FLAG(bool, activations_int8, false,
           "INT8 activations (every linear input, per tensor), plain and with the super "
           "activations held out; alone: with FP weights and with INT8 weights per row (W8A8)");
+ABSL_FLAG(int32_t, activations_hold_largest, 0,
+          "with --activations_int8, a third row per weight setting: each activation tensor's K "
+          "largest magnitudes held out, wherever they are (1..64)");
 ABSL_FLAG(std::string, export, "",
           "write the one setting under the server's --export_root: gguf:TYPE (Q4_0, "
           "Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16, F32), hf or hf:f32");
@@ -524,7 +527,7 @@ const std::vector<FlagGroup>& FlagGroups() {
       {"quantize: round-to-nearest quantization, plain and super-weight-aware; an export",
        {"quantize"},
        {"bits", "block_size", "clip", "clip_value", "aware", "restore", "activations_int8",
-        "export", "export_name", "super_weight_tensor_type"}},
+        "activations_hold_largest", "export", "export_name", "super_weight_tensor_type"}},
       {"check: whether quantized --model keeps the super weights of --reference",
        {"check"},
        {"reference", "max_ppl_ratio", "max_rel_error", "min_activation_ratio"}},
@@ -619,6 +622,10 @@ absl::Status CheckFlagsFit(const std::string& verb, const std::set<std::string>&
       if (has(flag) && absl::GetFlag(FLAGS_export).empty()) {
         return error("--%s is for an export: give --export", flag);
       }
+    }
+    if (has("activations_hold_largest") && !absl::GetFlag(FLAGS_activations_int8)) {
+      return error(
+          "--activations_hold_largest is for quantized activations: give --activations_int8");
     }
     if (has("clip_value") && absl::GetFlag(FLAGS_clip).empty() && !absl::GetFlag(FLAGS_aware)) {
       return error("--clip_value is for clipping: give --clip or --aware");
@@ -927,20 +934,20 @@ int main(int argc, char** argv) {
         }
       }
     }
-    if (activations_int8) {  // each weight setting with INT8 activations, plain and held out
-      const int weight_settings = req.settings_size();
-      for (int i = 0; i < weight_settings; ++i) {
-        v1::QuantizeSetting* plain = req.mutable_settings(i);
-        plain->set_activation_bits(8);
-        v1::QuantizeSetting* held = req.add_settings();
-        *held = req.settings(i);
-        held->set_hold_out_super_activations(true);
-      }
-      // Each setting's two rows side by side.
+    if (activations_int8) {
+      // Each weight setting with INT8 activations: plain, the super activations held out, and
+      // (--activations_hold_largest) each tensor's largest held out; a setting's rows side by side.
+      const int largest = absl::GetFlag(FLAGS_activations_hold_largest);
       std::vector<v1::QuantizeSetting> ordered;
-      for (int i = 0; i < weight_settings; ++i) {
-        ordered.push_back(req.settings(i));
-        ordered.push_back(req.settings(weight_settings + i));
+      for (v1::QuantizeSetting plain : req.settings()) {
+        plain.set_activation_bits(8);
+        ordered.push_back(plain);
+        ordered.push_back(plain);
+        ordered.back().set_hold_out_super_activations(true);
+        if (largest != 0) {
+          ordered.push_back(plain);
+          ordered.back().set_hold_out_largest_activations(largest);
+        }
       }
       req.clear_settings();
       for (const v1::QuantizeSetting& setting : ordered) *req.add_settings() = setting;

@@ -96,6 +96,7 @@ absl::StatusOr<QuantizeSetting> FromProto(const v1::QuantizeSetting& s) {
   QuantizeSetting setting;
   setting.activation_bits = s.activation_bits();
   setting.hold_out_super_activations = s.hold_out_super_activations();
+  setting.hold_out_largest_activations = s.hold_out_largest_activations();
   if (s.full_precision()) {
     setting.full_precision = true;
   } else {
@@ -115,6 +116,7 @@ v1::QuantizeSetting ToProto(const QuantizeSetting& s) {
   v1::QuantizeSetting p;
   p.set_activation_bits(s.activation_bits);
   p.set_hold_out_super_activations(s.hold_out_super_activations);
+  p.set_hold_out_largest_activations(s.hold_out_largest_activations);
   if (s.full_precision) {
     p.set_full_precision(true);
     return p;

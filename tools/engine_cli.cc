@@ -20,7 +20,7 @@
 //       (that linear input of the first sequence, f32 [tokens, cols], to PREFIX.input.f32 as the
 //       pass made it and PREFIX.quantized.f32 after --activations)
 //   superweight-engine cpu  (the CPU class in use and those below it)
-// Model verbs take --quantize=BITS,BLOCK[,CLIP[,VALUE]] [--activations=BITS[,hold]]
+// Model verbs take --quantize=BITS,BLOCK[,CLIP[,VALUE]] [--activations=BITS[,hold][,topK]]
 // [--keep=L,R,C] [--quantize_lm_head]: every linear weight of the layers (quant/rtn.h) and their
 // inputs (quant/activation_quant.h) fake-quantized for what the verb does.
 #include <chrono>
@@ -32,6 +32,7 @@
 #include <optional>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "engine/analysis/eval_tasks.h"
@@ -198,9 +199,10 @@ int main(int argc, char** argv) {
   const double open_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   // --quantize=BITS,BLOCK[,CLIP[,VALUE]] (BLOCK: elements, tensor or row) fake-quantizes every
-  // linear weight of the layers for whatever the verb does, --activations=BITS[,hold] their
+  // linear weight of the layers for whatever the verb does, --activations=BITS[,hold][,topK] their
   // inputs; --keep=L,R,C (repeatable via commas in groups of three) names super weights, kept
-  // by --quantize, their activations held out by ",hold"; --quantize_lm_head adds the lm_head.
+  // by --quantize, their activations held out by ",hold", each tensor's K largest by ",topK";
+  // --quantize_lm_head adds the lm_head.
   sw::FakeQuantizedModel quantized;
   const sw::Model* opened = model->get();
   if (flags.count("quantize") || flags.count("activations")) {
@@ -231,11 +233,17 @@ int main(int argc, char** argv) {
     }
     if (flags.count("activations")) {
       std::vector<std::string> parts = absl::StrSplit(flags["activations"], ',');
-      if (!absl::SimpleAtoi(parts[0], &setting.activation_bits) || parts.size() > 2 ||
-          (parts.size() == 2 && parts[1] != "hold")) {
-        return Fail("--activations wants BITS[,hold]");
+      if (!absl::SimpleAtoi(parts[0], &setting.activation_bits)) {
+        return Fail("--activations wants BITS[,hold][,topK]");
       }
-      setting.hold_out_super_activations = parts.size() == 2;
+      for (size_t i = 1; i < parts.size(); ++i) {
+        if (parts[i] == "hold") {
+          setting.hold_out_super_activations = true;
+        } else if (!absl::StartsWith(parts[i], "top") ||
+                   !absl::SimpleAtoi(parts[i].substr(3), &setting.hold_out_largest_activations)) {
+          return Fail("--activations wants BITS[,hold][,topK]");
+        }
+      }
     }
     std::vector<sw::SuperWeightCoordinate> keep;
     std::vector<int64_t> k;

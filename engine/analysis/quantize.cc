@@ -14,8 +14,14 @@ std::string QuantizeSetting::Name() const {
     name = "FP";
   }
   if (activation_bits > 0) {
-    absl::StrAppend(&name, name.empty() ? "" : " ", "A", activation_bits,
-                    hold_out_super_activations ? " SA held out" : "");
+    absl::StrAppend(&name, name.empty() ? "" : " ", "A", activation_bits);
+    if (hold_out_super_activations && hold_out_largest_activations > 0) {
+      absl::StrAppend(&name, " SA and top-", hold_out_largest_activations, " held out");
+    } else if (hold_out_super_activations) {
+      absl::StrAppend(&name, " SA held out");
+    } else if (hold_out_largest_activations > 0) {
+      absl::StrAppend(&name, " top-", hold_out_largest_activations, " held out");
+    }
   }
   return name;
 }
@@ -31,6 +37,16 @@ absl::Status QuantizeSetting::Validate() const {
   if (hold_out_super_activations && activation_bits == 0) {
     return absl::InvalidArgumentError(
         "hold_out_super_activations needs quantized activations (activation_bits)");
+  }
+  if (hold_out_largest_activations != 0 && activation_bits == 0) {
+    return absl::InvalidArgumentError(
+        "hold_out_largest_activations needs quantized activations (activation_bits)");
+  }
+  if (hold_out_largest_activations < 0 ||
+      hold_out_largest_activations > kMaxHeldLargestActivations) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("hold_out_largest_activations %d outside 0..%d",
+                        hold_out_largest_activations, kMaxHeldLargestActivations));
   }
   return absl::OkStatus();
 }
@@ -163,7 +179,8 @@ absl::StatusOr<FakeQuantizedModel> QuantizeSettingView(
     absl::StatusOr<std::unique_ptr<ActivationQuantizer>> activations = ActivationQuantizer::Make(
         model.config, setting.activation_bits,
         setting.hold_out_super_activations ? SuperActivationChannels(model.config, super_weights)
-                                           : std::vector<HeldActivationChannel>{});
+                                           : std::vector<HeldActivationChannel>{},
+        setting.hold_out_largest_activations);
     if (!activations.ok()) return activations.status();
     view.activations = std::move(*activations);
     view.model->activation_transform = view.activations.get();

@@ -25,7 +25,10 @@ struct QuantizeSetting {
   int activation_bits = 0;
   // The super activations held out of the activations' quantization.
   bool hold_out_super_activations = false;
-  // "FP", "INT4 b65536", "INT4 b65536 z=9 +SW", "A8", "INT8 row A8 SA held out"
+  // Each activation tensor's this many largest magnitudes held out, wherever they are.
+  int hold_out_largest_activations = 0;
+  // "FP", "INT4 b65536", "INT4 b65536 z=9 +SW", "A8", "INT8 row A8 SA held out", "A8 top-2 held
+  // out"
   std::string Name() const;
   bool IsBaseline() const { return full_precision && activation_bits == 0; }
   absl::Status Validate() const;

@@ -49,15 +49,41 @@ int64_t SiteWidth(const ModelConfig& c, LinearInputSite site) {
   return 0;
 }
 
+// The k largest |x[i]| (the first index on ties) appended to `held` where not in it already: one
+// pass, keeping the k best so far sorted (k is small).
+void AddLargest(const float* x, int64_t n, int k, std::vector<int64_t>* held) {
+  std::vector<int64_t> best;  // by |x| descending, then index ascending
+  best.reserve(k + 1);
+  auto before = [x](int64_t a, int64_t b) {
+    const float fa = std::fabs(x[a]), fb = std::fabs(x[b]);
+    return fa > fb || (fa == fb && a < b);
+  };
+  for (int64_t i = 0; i < n; ++i) {
+    if (static_cast<int>(best.size()) == k && !before(i, best.back())) continue;
+    best.insert(std::upper_bound(best.begin(), best.end(), i, before), i);
+    if (static_cast<int>(best.size()) > k) best.pop_back();
+  }
+  for (int64_t i : best) {
+    if (std::find(held->begin(), held->end(), i) == held->end()) held->push_back(i);
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ActivationQuantizer>> ActivationQuantizer::Make(
-    const ModelConfig& config, int bits, std::vector<HeldActivationChannel> held) {
+    const ModelConfig& config, int bits, std::vector<HeldActivationChannel> held,
+    int held_largest) {
   if (bits < 2 || bits > 8) {
     return absl::InvalidArgumentError(absl::StrFormat("activation bits %d outside 2..8", bits));
   }
+  if (held_largest < 0 || held_largest > kMaxHeldLargestActivations) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%d largest activations held out: outside 0..%d", held_largest,
+                        kMaxHeldLargestActivations));
+  }
   std::unique_ptr<ActivationQuantizer> q(new ActivationQuantizer());
   q->bits_ = bits;
+  q->held_largest_ = held_largest;
   q->held_channels_.resize(static_cast<size_t>(config.layers) * kNumLinearInputSites);
   for (const HeldActivationChannel& h : held) {
     if (h.layer < 0 || h.layer >= config.layers || h.channel < 0 ||
@@ -89,6 +115,7 @@ void ActivationQuantizer::Apply(int layer, LinearInputSite site, int64_t tokens,
     }
     held.push_back(best);
   }
+  if (held_largest_ > 0) AddLargest(x, tokens * cols, held_largest_, &held);
   thread_local std::vector<float> scratch;
   FakeQuantizeActivationTensor(x, tokens * cols, bits_, held, &scratch);
 }

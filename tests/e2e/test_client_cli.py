@@ -160,6 +160,7 @@ def test_watch_exits_1_on_a_failed_job(model_root, tmp_path):
     ("quantize", ["--export_name=x.gguf"], "--export_name"),
     ("quantize", ["--super_weight_tensor_type=F16"], "--super_weight_tensor_type"),
     ("quantize", ["--clip_value=3"], "--clip_value"),
+    ("quantize", ["--activations_hold_largest=2"], "--activations_hold_largest"),
     ("quantize", ["--aware", "--restore"], "--restore"),
     ("ablate", ["--settings=prune", "--scales=0,1"], "--scales"),
     ("ablate", ["--settings=prune", "--outlier_fraction=1e-5"], "--outlier_fraction"),

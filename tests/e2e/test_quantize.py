@@ -74,6 +74,23 @@ def test_int8_activations_with_the_super_activation_held_out(server):
     assert rows["INT8 brow A8"]["metrics"]["weights/mse"] > 0
 
 
+def test_int8_activations_with_each_tensors_largest_held_out(server):
+    r = server.call("quantize", "--model=planted", "--super_weights=1,37,101", "--activations_int8",
+                    "--activations_hold_largest=2", "--tasks=wikitext2", "--window=128",
+                    "--max_windows=1")["result"]
+    rows = {row["setting"]: row for row in r["rows"]}
+    assert list(rows) == ["FP", "A8", "A8 SA held out", "A8 top-2 held out", "INT8 brow A8",
+                          "INT8 brow A8 SA held out", "INT8 brow A8 top-2 held out"]
+    assert rows["A8 top-2 held out"]["spec"]["hold_out_largest_activations"] == 2
+    assert "hold_out_super_activations" not in rows["A8 top-2 held out"]["spec"]
+    ppl = {name: row["metrics"]["wikitext2/perplexity"] for name, row in rows.items()}
+    assert ppl["A8 top-2 held out"] not in (ppl["A8"], ppl["FP"]), ppl
+    out = server.client("quantize", "--model=planted", "--super_weights=1,37,101",
+                        "--activations_int8", "--activations_hold_largest=65", check=False)
+    assert out.returncode == 1 and "INVALID_ARGUMENT" in out.stderr and "0..64" in out.stderr, \
+        out.stderr
+
+
 def test_table_and_plot_on_a_terminal_free_run(server, tmp_path):
     plot = tmp_path / "fig7.svg"
     out = server.client("quantize", "--model=planted", "--super_weights=1,37,101", "--bits=4",

@@ -147,6 +147,33 @@ class RecordingTransform : public ActivationTransform {
 
 // The forward pass hands every layer's four linear inputs to the transform, one sequence at a
 // time, before any matmul reads them (zeroed inputs: every layer adds nothing).
+// Each tensor's k largest magnitudes are held out wherever they lie, at every site, with ties
+// going to the first index and the held channels' elements counted once.
+TEST(ActivationQuant, HoldsEachTensorsLargestMagnitudes) {
+  const auto model = TinyStories();
+  const int64_t cols = model->config.hidden, tokens = 6;
+  auto q = ActivationQuantizer::Make(model->config, 8, {{1, LinearInputSite::kQkv, 7}}, 3);
+  ASSERT_TRUE(q.ok()) << q.status();
+  std::vector<float> x = RandomTensor(tokens * cols, 5);
+  x[2 * cols + 7] = 900.f;    // the held channel's largest: also the tensor's largest
+  x[4 * cols + 11] = -700.f;  // two massive ones elsewhere
+  x[0 * cols + 30] = 600.f;
+  x[5 * cols + 2] = 600.f;  // a tie with the one before: the first index wins
+  std::vector<float> want = Definition(x, 8, {2 * cols + 7, 4 * cols + 11, 0 * cols + 30});
+  std::vector<float> got = x;
+  (*q)->Apply(1, LinearInputSite::kQkv, tokens, cols, got.data());
+  EXPECT_EQ(got, want);
+  // At a site without held channels: the three largest alone.
+  want = Definition(x, 8, {2 * cols + 7, 4 * cols + 11, 0 * cols + 30});
+  got = x;
+  (*q)->Apply(0, LinearInputSite::kGateUp, tokens, cols, got.data());
+  EXPECT_EQ(got, want);
+  // Refused outside 0..64.
+  EXPECT_FALSE(ActivationQuantizer::Make(model->config, 8, {}, -1).ok());
+  EXPECT_FALSE(
+      ActivationQuantizer::Make(model->config, 8, {}, kMaxHeldLargestActivations + 1).ok());
+}
+
 TEST(ActivationQuant, ForwardAppliesTheTransformPerSequenceAtEverySite) {
   const auto model = TinyStories();
   auto view = model->ShareWeights();
@@ -198,6 +225,20 @@ TEST(ActivationQuant, SettingViews) {
   QuantizeSetting hold_without_bits{true, {}, false};
   hold_without_bits.hold_out_super_activations = true;
   EXPECT_FALSE(hold_without_bits.Validate().ok());
+  QuantizeSetting largest = a8;
+  largest.hold_out_largest_activations = 2;
+  EXPECT_EQ(largest.Name(), "A8 top-2 held out");
+  EXPECT_TRUE(largest.Validate().ok());
+  auto largest_view = QuantizeSettingView(*model, largest, {}, false);  // needs no super weight
+  ASSERT_TRUE(largest_view.ok()) << largest_view.status();
+  EXPECT_NE(largest_view->model->activation_transform, nullptr);
+  largest.hold_out_super_activations = true;
+  EXPECT_EQ(largest.Name(), "A8 SA and top-2 held out");
+  largest.hold_out_largest_activations = kMaxHeldLargestActivations + 1;
+  EXPECT_FALSE(largest.Validate().ok());
+  QuantizeSetting largest_without_bits{true, {}, false};
+  largest_without_bits.hold_out_largest_activations = 1;
+  EXPECT_FALSE(largest_without_bits.Validate().ok());
   const auto channels = SuperActivationChannels(model->config, {{0, 37, 101}});
   ASSERT_EQ(model->config.layers, 2);
   ASSERT_EQ(channels.size(), 3u);
