@@ -75,6 +75,7 @@ bench: build
 	@.venv/bin/python bench/ablate_bench.py
 	@.venv/bin/python bench/quantize_bench.py
 	@.venv/bin/python bench/tokenizer_bench.py
+	@.venv/bin/python bench/soak_bench.py
 
 # The image and deploy/docker-compose.yml, for real (needs a Docker engine).
 docker-test: setup
