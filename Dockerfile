@@ -25,6 +25,10 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
 COPY --from=build /src/build/bin/superweightd /src/build/bin/superweight /usr/local/bin/
 COPY server/data/eval /usr/share/superweight/eval
 USER superweight
+# On a shared box OpenMP threads that spin while they wait take the cores other work (gRPC's
+# threads, other tenants) needs: under load a 16-token score took 0.6-7.3 s spinning, 0.07-0.3 s
+# passive (bench/soak_bench.py, README "Soak and kill -9"). Override with -e for a dedicated box.
+ENV OMP_WAIT_POLICY=PASSIVE
 EXPOSE 50051 9090
 VOLUME ["/models", "/var/lib/superweight"]
 # gRPC health checking, which needs no bearer token.

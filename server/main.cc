@@ -1,4 +1,5 @@
 // superweightd: the superweight gRPC server.
+#include <malloc.h>
 #include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -67,6 +68,11 @@ std::string ReadFile(const std::string& path, bool* ok) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // glibc raises its mmap threshold to the largest buffer freed so far (up to 32 MiB), after which
+  // a long request's activations come from the threads' arenas and stay there, fragmented: the
+  // soak's memory doubled. A fixed threshold keeps every large buffer a mapping of its own,
+  // returned when freed.
+  ::mallopt(M_MMAP_THRESHOLD, 1 << 20);
   absl::StatusOr<superweight::cli::CommandLine> command_line =
       superweight::cli::Parse(argc, argv, {});
   if (command_line.ok() && command_line->help) {
