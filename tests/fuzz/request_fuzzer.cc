@@ -2,11 +2,12 @@
 // before it does any work. The first byte picks the RPC, the rest is its serialized request:
 // Locate, Score, Ablate, Quantize and Check go through the service's Plan* (the handlers' own
 // checks, up to the job they would queue, which is never queued); GetJob, CancelJob and
-// ListJobs through their handlers, against an empty job queue. The models are testdata's tiny
-// ones (a Hugging Face directory, the same without a tokenizer, a llama2.c checkpoint) in a
+// ListJobs through their handlers, against an empty job queue. The models are tiny ones (a
+// Hugging Face directory, the same without a tokenizer, a llama2.c checkpoint, a GGUF) in a
 // per-process model root; the evaluation sets the first lines of the server's.
 //
-// The corpus names the models: hf_tinystories_656k, notok, stories260K/stories260K.bin.
+// The corpus names the models: hf_tinystories_656k, notok, stories260K/stories260K.bin,
+// smollm2-tiny.gguf.
 #include <stdlib.h>
 
 #include <cstddef>
@@ -64,6 +65,9 @@ class FuzzedServer {
     for (const char* f : {"stories260K.bin", "tok512.bin"}) {
       fs::copy_file(testdata / "stories260K" / f, models / "stories260K" / f);
     }
+    // A GGUF model: SmolLM2's metadata on tiny tensors, from the gguf fuzzer's seeds.
+    fs::copy_file(fs::path(SUPERWEIGHT_FUZZ_CORPUS) / "gguf" / "seed-smollm2-tiny-q4_1.gguf",
+                  models / "smollm2-tiny.gguf");
     // Twelve lines: whole examples of every task (HellaSwag's take six), short to tokenize.
     const fs::path eval_source = SUPERWEIGHT_EVAL_DATA;
     for (const auto& entry : fs::recursive_directory_iterator(eval_source)) {
