@@ -8,17 +8,16 @@
 // directory goes under a per-process model root and through the registry: listed (Discover),
 // opened as every request opens it (Get), described as ListModels describes it, and its tokenizer
 // run on a short text. (The loader reads no tokenizer_config.json, so none is written.)
-#include <stdlib.h>
-
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "server/model_registry.h"
+#include "tests/fuzz/scratch_dir.h"
 
 namespace superweight::server {
 namespace {
@@ -29,35 +28,22 @@ constexpr const char* kFiles[] = {"config.json", "tokenizer.json", "model.safete
 constexpr const char* kWeights = "model.safetensors";
 constexpr const char* kShard = "model-00001-of-00001.safetensors";
 
-// The model root, made once per process and removed at exit; its one model directory is
-// rewritten for each input.
+// The model root (a scratch directory) holds one model directory, rewritten for each input.
 class ModelRoot {
  public:
-  ModelRoot() {
-    const char* tmp = getenv("TMPDIR");
-    std::string pattern = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") +
-                          "/superweight-hf-dir-fuzzer-XXXXXX";
-    if (mkdtemp(pattern.data()) == nullptr) abort();
-    root_ = pattern;
-    fs::create_directory(model_dir());
-  }
-  ~ModelRoot() {
-    std::error_code ignored;
-    fs::remove_all(root_, ignored);
-  }
-  const fs::path& root() const { return root_; }
-  fs::path model_dir() const { return root_ / "model"; }
+  ModelRoot() : scratch_("hf-dir-fuzzer") { fs::create_directory(model_dir()); }
+  const fs::path& root() const { return scratch_.path(); }
+  fs::path model_dir() const { return root() / "model"; }
 
   void Write(const char* name, std::string_view bytes) const {
-    std::ofstream out(model_dir() / name, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    fuzz::ScratchDir::WriteFile(model_dir() / name, bytes);
   }
   void Clear() const {
     for (const auto& entry : fs::directory_iterator(model_dir())) fs::remove(entry.path());
   }
 
  private:
-  fs::path root_;
+  fuzz::ScratchDir scratch_;
 };
 
 void Exercise(const ModelRoot& root, std::string_view input) {

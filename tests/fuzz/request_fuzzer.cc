@@ -8,10 +8,9 @@
 //
 // The corpus names the models: hf_tinystories_656k, notok, stories260K/stories260K.bin,
 // smollm2-tiny.gguf.
-#include <stdlib.h>
-
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -24,6 +23,7 @@
 #include "server/model_registry.h"
 #include "server/service.h"
 #include "superweight/v1/superweight.pb.h"
+#include "tests/fuzz/scratch_dir.h"
 
 namespace superweight::server {
 namespace {
@@ -41,15 +41,10 @@ void CopyHead(const fs::path& from, const fs::path& to, int lines) {
 // A server's state around the service: built once per process, its directory removed at exit.
 class FuzzedServer {
  public:
-  FuzzedServer() {
+  FuzzedServer() : scratch_("request-fuzzer"), dir_(scratch_.path()) {
     // Protobuf logs every request it refuses to parse (invalid UTF-8 in a string field):
     // thousands of lines a second here, and the refusal is what is expected.
     google::protobuf::SetLogHandler(nullptr);
-    const char* tmp = getenv("TMPDIR");
-    std::string pattern = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") +
-                          "/superweight-request-fuzzer-XXXXXX";
-    if (mkdtemp(pattern.data()) == nullptr) abort();
-    dir_ = pattern;
     const fs::path testdata = SUPERWEIGHT_TESTDATA;
     const fs::path models = dir_ / "models";
     fs::create_directories(models / "hf_tinystories_656k");
@@ -88,17 +83,10 @@ class FuzzedServer {
     service_ =
         std::make_unique<SuperWeightService>(registry_.get(), jobs_.get(), &metrics_, options);
   }
-  ~FuzzedServer() {
-    service_.reset();
-    jobs_.reset();
-    registry_.reset();
-    std::error_code ignored;
-    fs::remove_all(dir_, ignored);
-  }
-
   SuperWeightService& service() { return *service_; }
 
  private:
+  fuzz::ScratchDir scratch_;  // first, so removed last: after the service and the models
   fs::path dir_;
   Metrics metrics_;
   std::unique_ptr<ModelRegistry> registry_;
