@@ -611,7 +611,7 @@ def coordinate(layer, row, col):
 
 
 def setting(bits=4, block=0, clip="", clip_value=None, restore=False, full=False, act_bits=0,
-            hold_out=False):
+            hold_out=False, hold_largest=0):
     s = field(1, True) if full else b""
     s += field(2, bits) + field(3, block) if bits or block else b""
     s += field(4, clip) if clip else b""
@@ -619,6 +619,7 @@ def setting(bits=4, block=0, clip="", clip_value=None, restore=False, full=False
     s += field(6, True) if restore else b""
     s += field(7, act_bits) if act_bits else b""
     s += field(8, True) if hold_out else b""
+    s += field(9, hold_largest) if hold_largest else b""
     return s
 
 
@@ -664,7 +665,8 @@ def request_seeds():
     request("quantize", "settings", field(1, HF),
             field(10, setting(4, 64, "z", 3.0, restore=True)) +
             field(10, setting(8, -1, "block_top")) + field(10, setting(3, 0, "tensor_top")) +
-            field(10, setting(full=True, act_bits=8, hold_out=True)),
+            field(10, setting(full=True, act_bits=8, hold_out=True)) +
+            field(10, setting(4, 32, act_bits=8, hold_largest=4)),
             field(11, coordinate(1, 5, 9)), field(8, "wikitext2"), field(13, 4), field(14, 1),
             field(16, True))
     request("quantize", "export-hf", field(1, HF), field(10, setting(4, 32)),
@@ -683,6 +685,8 @@ def request_seeds():
     request("quantize", "export-bad-name", field(1, HF), field(10, setting(4, 32)),
             field(8, "wikitext2"), field(17, "hf"), field(18, "../escape"))
     request("quantize", "bad-setting", field(1, HF), field(10, setting(9, 7, "zz", -1.0)))
+    request("quantize", "bad-hold-largest", field(1, HF),
+            field(10, setting(4, 32, act_bits=8, hold_largest=65)))
     request("check", "defaults", field(1, HF), field(2, HF))
     request("check", "bounds", field(1, L2C), field(2, L2C), field(3, coordinate(0, 1, 2)),
             field(4, 0.1, "d"), field(5, 0.3, "d"), field(6, 1.5, "d"), field(7, 16), field(8, 2),
