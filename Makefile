@@ -4,7 +4,7 @@ BUILD := build
 ASAN_BUILD := build-asan
 CMAKE_FLAGS := -G Ninja -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: docker-test fuzz format-check setup build build-asan test unit-test asan-test oracle-test e2e-test lesser-cpu-test demo bench format clean
+.PHONY: docker-test fuzz fuzz-build fuzz-test format-check setup build build-asan test unit-test asan-test oracle-test e2e-test lesser-cpu-test demo bench format clean
 
 setup:
 	@tools/setup.sh
@@ -34,16 +34,25 @@ e2e-test: build
 	@tools/setup-bench.sh
 	@.venv/bin/python -m pytest -q tests/e2e
 
-# libFuzzer on the readers of untrusted input, FUZZ_SECONDS each (clang, ASan+UBSan).
+# libFuzzer on what reads untrusted input (clang 14, ASan+UBSan; tests/fuzz/README.md): the
+# GGUF, safetensors and tokenizer readers, a Hugging Face directory as the server opens one, and
+# requests through the service's checks. fuzz-test runs each for FUZZ_TEST_SECONDS from its
+# committed corpus, as part of make test; fuzz runs each for FUZZ_SECONDS and keeps what it
+# finds in build-fuzz/corpus.
+FUZZ_BUILD := build-fuzz
 FUZZ_SECONDS ?= 60
-fuzz: setup
-	@dpkg -s clang-14 libclang-rt-14-dev libomp-14-dev >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive \
-	  apt-get install -y -qq clang-14 libclang-rt-14-dev libomp-14-dev >/dev/null
-	@CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+FUZZ_TEST_SECONDS ?= 20
+fuzz-build:
+	@tools/setup.sh --fuzz
+	@CC=clang-14 CXX=clang++-14 cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DSUPERWEIGHT_FUZZ=ON -DSUPERWEIGHT_SANITIZE=ON >/dev/null
-	@cmake --build build-fuzz -j $(JOBS)
-	@for f in gguf safetensors tokenizer; do mkdir -p build-fuzz/corpus/$$f; \
-	  build-fuzz/bin/$${f}_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=65536 build-fuzz/corpus/$$f || exit 1; done
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzzers
+
+fuzz-test: fuzz-build
+	@tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_TEST_SECONDS) $(JOBS) scratch
+
+fuzz: fuzz-build
+	@tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(JOBS) keep
 
 format-check: setup
 	@clang-format --dry-run -Werror $$(git ls-files '*.cc' '*.h')
@@ -62,7 +71,7 @@ lesser-cpu-test: build build-asan
 	  SUPERWEIGHT_MAX_ISA=$$isa .venv/bin/python -m pytest -q -m "not lmeval and not formats" tests/oracle || exit 1; \
 	done
 
-test: format-check unit-test asan-test oracle-test e2e-test lesser-cpu-test
+test: format-check unit-test asan-test fuzz-test oracle-test e2e-test lesser-cpu-test
 
 demo: build
 	@tools/demo.sh
@@ -85,4 +94,4 @@ format:
 	@clang-format -i $$(git ls-files '*.cc' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

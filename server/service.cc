@@ -139,70 +139,82 @@ absl::Status SuperWeightService::SetConfirmation(const Model& model, const std::
   return absl::OkStatus();
 }
 
+absl::StatusOr<JobWork> SuperWeightService::PlanLocate(const v1::LocateRequest& req) const {
+  auto model = registry_->Get(req.model());
+  if (!model.ok()) return model.status();
+  JobWork work;
+  work.model = *model;
+  auto tokens = TokensFromInput(req.input(), **model, options_.max_tokens, kPaperPrompt);
+  if (!tokens.ok()) return tokens.status();
+  work.tokens = std::move(*tokens);
+  LocateOptions& lo = work.locate;
+  // NaN passes every comparison: !(x >= 0) refuses it with the negatives.
+  if (!(req.threshold() >= 0) || !(req.spike_ratio() >= 0) || req.max_iterations() < 0 ||
+      !(req.confirm_ratio() >= 0) || std::isinf(req.threshold()) || std::isinf(req.spike_ratio()) ||
+      std::isinf(req.confirm_ratio())) {
+    return absl::InvalidArgumentError(
+        "threshold, spike_ratio, max_iterations and confirm_ratio must be finite and not "
+        "negative");
+  }
+  if (req.threshold() > 0) lo.threshold = req.threshold();
+  if (req.spike_ratio() > 0) lo.spike_ratio = req.spike_ratio();
+  if (req.max_iterations() > 0) lo.max_iterations = std::min(req.max_iterations(), 64);
+  if (req.confirm_ratio() > 0) lo.confirm_ratio = req.confirm_ratio();
+  lo.precision = FromProto(req.precision());
+  const std::string& confirm =
+      req.confirm_text().empty() ? options_.confirm_text : req.confirm_text();
+  if (!req.skip_confirmation()) {
+    if (absl::Status s = SetConfirmation(**model, confirm, &lo); !s.ok()) return s;
+  }
+  work.precision = lo.precision;
+  work.known_model = RecogniseModel(req.model() + " " + (*model)->name);
+  return work;
+}
+
 grpc::Status SuperWeightService::Locate(grpc::ServerContext* ctx, const v1::LocateRequest* req,
                                         v1::LocateResponse* resp) {
   return Handle("Locate", ctx, [&]() -> absl::Status {
-    auto model = registry_->Get(req->model());
-    if (!model.ok()) return model.status();
-    JobWork work;
-    work.model = *model;
-    auto tokens = TokensFromInput(req->input(), **model, options_.max_tokens, kPaperPrompt);
-    if (!tokens.ok()) return tokens.status();
-    work.tokens = std::move(*tokens);
-    LocateOptions& lo = work.locate;
-    // NaN passes every comparison: !(x >= 0) refuses it with the negatives.
-    if (!(req->threshold() >= 0) || !(req->spike_ratio() >= 0) || req->max_iterations() < 0 ||
-        !(req->confirm_ratio() >= 0) || std::isinf(req->threshold()) ||
-        std::isinf(req->spike_ratio()) || std::isinf(req->confirm_ratio())) {
-      return absl::InvalidArgumentError(
-          "threshold, spike_ratio, max_iterations and confirm_ratio must be finite and not "
-          "negative");
-    }
-    if (req->threshold() > 0) lo.threshold = req->threshold();
-    if (req->spike_ratio() > 0) lo.spike_ratio = req->spike_ratio();
-    if (req->max_iterations() > 0) lo.max_iterations = std::min(req->max_iterations(), 64);
-    if (req->confirm_ratio() > 0) lo.confirm_ratio = req->confirm_ratio();
-    lo.precision = FromProto(req->precision());
-    const std::string& confirm =
-        req->confirm_text().empty() ? options_.confirm_text : req->confirm_text();
-    if (!req->skip_confirmation()) {
-      if (absl::Status s = SetConfirmation(**model, confirm, &lo); !s.ok()) return s;
-    }
-    work.precision = lo.precision;
-    work.known_model = RecogniseModel(req->model() + " " + (*model)->name);
+    auto work = PlanLocate(*req);
+    if (!work.ok()) return work.status();
     auto job =
-        RunJob(ctx, "locate", req->model(), std::move(work), req->async(), resp->mutable_job_id());
+        RunJob(ctx, "locate", req->model(), std::move(*work), req->async(), resp->mutable_job_id());
     if (!job.ok()) return job.status();
     if (job->has_locate()) *resp->mutable_result() = job->locate();
     return absl::OkStatus();
   });
 }
 
+absl::StatusOr<JobWork> SuperWeightService::PlanScore(const v1::ScoreRequest& req) const {
+  auto model = registry_->Get(req.model());
+  if (!model.ok()) return model.status();
+  if (req.window() < 0 || req.max_windows() < 0 || req.window() == 1) {
+    return absl::InvalidArgumentError("window must be 0 (one sequence) or at least 2");
+  }
+  JobWork work;
+  work.model = *model;
+  const int limit = req.window() > 0 ? options_.max_text_tokens : options_.max_tokens;
+  auto tokens = TokensFromInput(req.input(), **model, limit, "");
+  if (!tokens.ok()) return tokens.status();
+  if (req.window() == 0 && tokens->size() < 2) {
+    return absl::InvalidArgumentError("scoring needs at least two tokens");
+  }
+  work.tokens = std::move(*tokens);
+  auto edits = FromProto(req.edits(), **model);
+  if (!edits.ok()) return edits.status();
+  work.edits = std::move(*edits);
+  work.precision = FromProto(req.precision());
+  work.window = req.window();
+  work.max_windows = req.max_windows();
+  return work;
+}
+
 grpc::Status SuperWeightService::Score(grpc::ServerContext* ctx, const v1::ScoreRequest* req,
                                        v1::ScoreResponse* resp) {
   return Handle("Score", ctx, [&]() -> absl::Status {
-    auto model = registry_->Get(req->model());
-    if (!model.ok()) return model.status();
-    if (req->window() < 0 || req->max_windows() < 0 || req->window() == 1) {
-      return absl::InvalidArgumentError("window must be 0 (one sequence) or at least 2");
-    }
-    JobWork work;
-    work.model = *model;
-    const int limit = req->window() > 0 ? options_.max_text_tokens : options_.max_tokens;
-    auto tokens = TokensFromInput(req->input(), **model, limit, "");
-    if (!tokens.ok()) return tokens.status();
-    if (req->window() == 0 && tokens->size() < 2) {
-      return absl::InvalidArgumentError("scoring needs at least two tokens");
-    }
-    work.tokens = std::move(*tokens);
-    auto edits = FromProto(req->edits(), **model);
-    if (!edits.ok()) return edits.status();
-    work.edits = std::move(*edits);
-    work.precision = FromProto(req->precision());
-    work.window = req->window();
-    work.max_windows = req->max_windows();
+    auto work = PlanScore(*req);
+    if (!work.ok()) return work.status();
     auto job =
-        RunJob(ctx, "score", req->model(), std::move(work), req->async(), resp->mutable_job_id());
+        RunJob(ctx, "score", req->model(), std::move(*work), req->async(), resp->mutable_job_id());
     if (!job.ok()) return job.status();
     if (job->has_score()) *resp->mutable_result() = job->score();
     return absl::OkStatus();
@@ -265,53 +277,59 @@ absl::Status SuperWeightService::SuperWeightsOrLocate(
   return SetConfirmation(m, options_.confirm_text, &work->locate);
 }
 
+absl::StatusOr<JobWork> SuperWeightService::PlanAblate(const v1::AblateRequest& req) const {
+  auto model = registry_->Get(req.model());
+  if (!model.ok()) return model.status();
+  const Model& m = **model;
+  if (req.token_prob_contexts() < 0) {
+    return absl::InvalidArgumentError("token_prob_contexts must not be negative");
+  }
+  if (!std::isfinite(req.outlier_fraction()) || req.outlier_fraction() < 0 ||
+      req.outlier_fraction() >= 1) {
+    return absl::InvalidArgumentError("outlier_fraction must be in [0, 1) (0: the default 1e-6)");
+  }
+  JobWork work;
+  work.model = *model;
+  AblateOptions& o = work.ablate;
+  std::vector<std::string> settings(req.settings().begin(), req.settings().end());
+  if (settings.empty()) settings = {"prune", "scale", "outliers", "restore_sa", "token_probs"};
+  std::vector<float> scales(req.scales().begin(), req.scales().end());
+  if (scales.empty()) scales = {0.f, 0.2f, 0.5f, 0.8f, 1.f, 1.5f, 2.f, 3.f};
+  auto parsed = AblationSettings(settings, scales);
+  if (!parsed.ok()) return parsed.status();
+  o.settings = std::move(*parsed);
+  if (absl::Status s = LoadEvaluationPlan(m, req.tasks(), req.max_examples(), req.window(),
+                                          req.max_windows(), &o.plan);
+      !s.ok()) {
+    return s;
+  }
+  if (std::find(settings.begin(), settings.end(), "token_probs") != settings.end()) {
+    const int contexts = req.token_prob_contexts() > 0 ? req.token_prob_contexts() : 500;
+    auto lambada = LoadTask("lambada", options_.eval_data_dir, contexts);
+    if (!lambada.ok()) return absl::FailedPreconditionError(lambada.status().message());
+    for (const TaskExample& e : lambada->examples) {
+      o.token_probability_contexts.push_back(
+          m.tokenizer->Encode(e.choices[0].context, /*add_bos=*/false));
+    }
+  }
+  if (req.outlier_fraction() > 0) o.outlier_fraction = req.outlier_fraction();
+  o.harness.precision = FromProto(req.precision());
+  if (absl::Status s = SuperWeightsOrLocate(m, req.super_weights(), o.harness.precision, &work,
+                                            &o.super_weights);
+      !s.ok()) {
+    return s;
+  }
+  work.precision = o.harness.precision;
+  return work;
+}
+
 grpc::Status SuperWeightService::Ablate(grpc::ServerContext* ctx, const v1::AblateRequest* req,
                                         v1::AblateResponse* resp) {
   return Handle("Ablate", ctx, [&]() -> absl::Status {
-    auto model = registry_->Get(req->model());
-    if (!model.ok()) return model.status();
-    const Model& m = **model;
-    if (req->token_prob_contexts() < 0) {
-      return absl::InvalidArgumentError("token_prob_contexts must not be negative");
-    }
-    if (!std::isfinite(req->outlier_fraction()) || req->outlier_fraction() < 0 ||
-        req->outlier_fraction() >= 1) {
-      return absl::InvalidArgumentError("outlier_fraction must be in [0, 1) (0: the default 1e-6)");
-    }
-    JobWork work;
-    work.model = *model;
-    AblateOptions& o = work.ablate;
-    std::vector<std::string> settings(req->settings().begin(), req->settings().end());
-    if (settings.empty()) settings = {"prune", "scale", "outliers", "restore_sa", "token_probs"};
-    std::vector<float> scales(req->scales().begin(), req->scales().end());
-    if (scales.empty()) scales = {0.f, 0.2f, 0.5f, 0.8f, 1.f, 1.5f, 2.f, 3.f};
-    auto parsed = AblationSettings(settings, scales);
-    if (!parsed.ok()) return parsed.status();
-    o.settings = std::move(*parsed);
-    if (absl::Status s = LoadEvaluationPlan(m, req->tasks(), req->max_examples(), req->window(),
-                                            req->max_windows(), &o.plan);
-        !s.ok()) {
-      return s;
-    }
-    if (std::find(settings.begin(), settings.end(), "token_probs") != settings.end()) {
-      const int contexts = req->token_prob_contexts() > 0 ? req->token_prob_contexts() : 500;
-      auto lambada = LoadTask("lambada", options_.eval_data_dir, contexts);
-      if (!lambada.ok()) return absl::FailedPreconditionError(lambada.status().message());
-      for (const TaskExample& e : lambada->examples) {
-        o.token_probability_contexts.push_back(
-            m.tokenizer->Encode(e.choices[0].context, /*add_bos=*/false));
-      }
-    }
-    if (req->outlier_fraction() > 0) o.outlier_fraction = req->outlier_fraction();
-    o.harness.precision = FromProto(req->precision());
-    if (absl::Status s = SuperWeightsOrLocate(m, req->super_weights(), o.harness.precision, &work,
-                                              &o.super_weights);
-        !s.ok()) {
-      return s;
-    }
-    work.precision = o.harness.precision;
+    auto work = PlanAblate(*req);
+    if (!work.ok()) return work.status();
     auto job =
-        RunJob(ctx, "ablate", req->model(), std::move(work), req->async(), resp->mutable_job_id());
+        RunJob(ctx, "ablate", req->model(), std::move(*work), req->async(), resp->mutable_job_id());
     if (!job.ok()) return job.status();
     if (job->has_ablate()) *resp->mutable_result() = job->ablate();
     return absl::OkStatus();
@@ -392,40 +410,46 @@ absl::Status SuperWeightService::PlanExport(const v1::QuantizeRequest& req, cons
   return absl::OkStatus();
 }
 
+absl::StatusOr<JobWork> SuperWeightService::PlanQuantize(const v1::QuantizeRequest& req) const {
+  auto model = registry_->Get(req.model());
+  if (!model.ok()) return model.status();
+  const Model& m = **model;
+  JobWork work;
+  work.model = *model;
+  QuantizeOptions& o = work.quantize;
+  o.settings = {QuantizeSetting{true, {}, false}};  // the baseline, always first
+  for (int i = 0; i < req.settings_size(); ++i) {
+    auto setting = FromProto(req.settings(i));
+    if (!setting.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("settings[", i, "]: ", setting.status().message()));
+    }
+    if (!setting->IsBaseline()) o.settings.push_back(*setting);
+  }
+  if (req.settings().empty()) o.settings = DefaultQuantizeSettings();
+  o.quantize_lm_head = req.quantize_lm_head();
+  if (absl::Status s = LoadEvaluationPlan(m, req.tasks(), req.max_examples(), req.window(),
+                                          req.max_windows(), &o.plan);
+      !s.ok()) {
+    return s;
+  }
+  o.harness.precision = FromProto(req.precision());
+  if (absl::Status s = PlanExport(req, m, o.settings, &work.quantize_export); !s.ok()) return s;
+  if (absl::Status s = SuperWeightsOrLocate(m, req.super_weights(), o.harness.precision, &work,
+                                            &o.super_weights);
+      !s.ok()) {
+    return s;
+  }
+  work.precision = o.harness.precision;
+  return work;
+}
+
 grpc::Status SuperWeightService::Quantize(grpc::ServerContext* ctx, const v1::QuantizeRequest* req,
                                           v1::QuantizeResponse* resp) {
   return Handle("Quantize", ctx, [&]() -> absl::Status {
-    auto model = registry_->Get(req->model());
-    if (!model.ok()) return model.status();
-    const Model& m = **model;
-    JobWork work;
-    work.model = *model;
-    QuantizeOptions& o = work.quantize;
-    o.settings = {QuantizeSetting{true, {}, false}};  // the baseline, always first
-    for (int i = 0; i < req->settings_size(); ++i) {
-      auto setting = FromProto(req->settings(i));
-      if (!setting.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("settings[", i, "]: ", setting.status().message()));
-      }
-      if (!setting->IsBaseline()) o.settings.push_back(*setting);
-    }
-    if (req->settings().empty()) o.settings = DefaultQuantizeSettings();
-    o.quantize_lm_head = req->quantize_lm_head();
-    if (absl::Status s = LoadEvaluationPlan(m, req->tasks(), req->max_examples(), req->window(),
-                                            req->max_windows(), &o.plan);
-        !s.ok()) {
-      return s;
-    }
-    o.harness.precision = FromProto(req->precision());
-    if (absl::Status s = PlanExport(*req, m, o.settings, &work.quantize_export); !s.ok()) return s;
-    if (absl::Status s = SuperWeightsOrLocate(m, req->super_weights(), o.harness.precision, &work,
-                                              &o.super_weights);
-        !s.ok()) {
-      return s;
-    }
-    work.precision = o.harness.precision;
-    auto job = RunJob(ctx, "quantize", req->model(), std::move(work), req->async(),
+    auto work = PlanQuantize(*req);
+    if (!work.ok()) return work.status();
+    auto job = RunJob(ctx, "quantize", req->model(), std::move(*work), req->async(),
                       resp->mutable_job_id());
     if (!job.ok()) return job.status();
     if (job->has_quantize()) *resp->mutable_result() = job->quantize();
@@ -433,51 +457,56 @@ grpc::Status SuperWeightService::Quantize(grpc::ServerContext* ctx, const v1::Qu
   });
 }
 
+absl::StatusOr<JobWork> SuperWeightService::PlanCheck(const v1::CheckRequest& req) const {
+  auto model = registry_->Get(req.model());
+  if (!model.ok()) return model.status();
+  auto reference = registry_->Get(req.reference());
+  if (!reference.ok()) return reference.status();
+  const Model& ref = **reference;
+  for (double bound :
+       {req.max_relative_error(), req.min_activation_ratio(), req.max_perplexity_ratio()}) {
+    if (!std::isfinite(bound) || bound < 0) {
+      return absl::InvalidArgumentError(
+          "max_relative_error, min_activation_ratio and max_perplexity_ratio must be finite and "
+          "not negative (0: the default)");
+    }
+  }
+  JobWork work;
+  work.model = *model;
+  work.reference = *reference;
+  CheckOptions& o = work.check;
+  if (req.max_relative_error() > 0) o.max_relative_error = req.max_relative_error();
+  if (req.min_activation_ratio() > 0) o.min_activation_ratio = req.min_activation_ratio();
+  if (req.max_perplexity_ratio() > 0) o.max_perplexity_ratio = req.max_perplexity_ratio();
+  google::protobuf::RepeatedPtrField<std::string> wikitext;
+  wikitext.Add("wikitext2");
+  EvaluationPlan plan;
+  if (absl::Status s = LoadEvaluationPlan(ref, wikitext, 0, req.window(),
+                                          req.max_windows() > 0 ? req.max_windows() : 16, &plan);
+      !s.ok()) {
+    return s;
+  }
+  o.text = std::move(plan.wikitext2);
+  o.window = plan.window;
+  o.max_windows = plan.max_windows;
+  o.prompt = ref.tokenizer->Encode(kPaperPrompt, ref.config.add_bos);
+  o.harness.precision = FromProto(req.precision());
+  if (absl::Status s = SuperWeightsOrLocate(ref, req.super_weights(), o.harness.precision, &work,
+                                            &o.super_weights);
+      !s.ok()) {
+    return s;
+  }
+  work.precision = o.harness.precision;
+  return work;
+}
+
 grpc::Status SuperWeightService::Check(grpc::ServerContext* ctx, const v1::CheckRequest* req,
                                        v1::CheckResponse* resp) {
   return Handle("Check", ctx, [&]() -> absl::Status {
-    auto model = registry_->Get(req->model());
-    if (!model.ok()) return model.status();
-    auto reference = registry_->Get(req->reference());
-    if (!reference.ok()) return reference.status();
-    const Model& ref = **reference;
-    for (double bound :
-         {req->max_relative_error(), req->min_activation_ratio(), req->max_perplexity_ratio()}) {
-      if (!std::isfinite(bound) || bound < 0) {
-        return absl::InvalidArgumentError(
-            "max_relative_error, min_activation_ratio and max_perplexity_ratio must be finite and "
-            "not negative (0: the default)");
-      }
-    }
-    JobWork work;
-    work.model = *model;
-    work.reference = *reference;
-    CheckOptions& o = work.check;
-    if (req->max_relative_error() > 0) o.max_relative_error = req->max_relative_error();
-    if (req->min_activation_ratio() > 0) o.min_activation_ratio = req->min_activation_ratio();
-    if (req->max_perplexity_ratio() > 0) o.max_perplexity_ratio = req->max_perplexity_ratio();
-    google::protobuf::RepeatedPtrField<std::string> wikitext;
-    wikitext.Add("wikitext2");
-    EvaluationPlan plan;
-    if (absl::Status s =
-            LoadEvaluationPlan(ref, wikitext, 0, req->window(),
-                               req->max_windows() > 0 ? req->max_windows() : 16, &plan);
-        !s.ok()) {
-      return s;
-    }
-    o.text = std::move(plan.wikitext2);
-    o.window = plan.window;
-    o.max_windows = plan.max_windows;
-    o.prompt = ref.tokenizer->Encode(kPaperPrompt, ref.config.add_bos);
-    o.harness.precision = FromProto(req->precision());
-    if (absl::Status s = SuperWeightsOrLocate(ref, req->super_weights(), o.harness.precision, &work,
-                                              &o.super_weights);
-        !s.ok()) {
-      return s;
-    }
-    work.precision = o.harness.precision;
+    auto work = PlanCheck(*req);
+    if (!work.ok()) return work.status();
     auto job =
-        RunJob(ctx, "check", req->model(), std::move(work), req->async(), resp->mutable_job_id());
+        RunJob(ctx, "check", req->model(), std::move(*work), req->async(), resp->mutable_job_id());
     if (!job.ok()) return job.status();
     if (job->has_check()) *resp->mutable_result() = job->check();
     return absl::OkStatus();

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "server/jobs/job_queue.h"
+#include "server/jobs/job_work.h"
 #include "server/metrics.h"
 #include "server/model_registry.h"
 #include "superweight/v1/superweight.grpc.pb.h"
@@ -52,6 +53,16 @@ class SuperWeightService final : public v1::SuperWeightService::Service {
                          v1::Job* resp) override;
   grpc::Status ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req,
                         v1::ListJobsResponse* resp) override;
+
+  // What each job RPC does before it queues its job: the request checked against the server's
+  // limits and its model (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, RESOURCE_EXHAUSTED
+  // naming what is wrong) and turned into the job's work. Nothing is queued or run; the handlers
+  // and tests/fuzz/request_fuzzer.cc call these.
+  absl::StatusOr<JobWork> PlanLocate(const v1::LocateRequest& req) const;
+  absl::StatusOr<JobWork> PlanScore(const v1::ScoreRequest& req) const;
+  absl::StatusOr<JobWork> PlanAblate(const v1::AblateRequest& req) const;
+  absl::StatusOr<JobWork> PlanQuantize(const v1::QuantizeRequest& req) const;
+  absl::StatusOr<JobWork> PlanCheck(const v1::CheckRequest& req) const;
 
  private:
   // Runs `body` after authentication, records metrics, converts the status.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up of everything the build, tests, demo and benchmarks need:
-# Debian packages, the oracle's Python environments (.venv; .venv-lmeval for lm-eval) and the
-# default model (models/). (The benchmark's llama.cpp: tools/setup-bench.sh.)
+# Debian packages (with --fuzz, the fuzzers' compiler too), the oracle's Python environments
+# (.venv; .venv-lmeval for lm-eval) and the default model (models/). (The benchmark's llama.cpp:
+# tools/setup-bench.sh.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,10 @@ packages=(cmake ninja-build g++ pkg-config
   nlohmann-json3-dev libicu-dev libssl-dev clang-format
   libopenblas0-openmp python3-torch python3-numpy python3-pytest python3-venv python3-yaml python3-psutil
   python3-packaging python3-requests)
+# --fuzz: also clang 14 with its sanitizer and OpenMP runtimes, for the fuzzers (make fuzz-test).
+if [[ ${1:-} == --fuzz ]]; then
+  packages+=(clang-14 libclang-rt-14-dev libomp-14-dev)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

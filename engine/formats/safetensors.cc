@@ -108,7 +108,9 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(absl::Span<const uint8_t> bytes
           "tensor '%s': data_offsets [%d, %d) out of range of the %d-byte data section", key, begin,
           end, data_size));
     }
-    if (end - begin != numel * elem_size) {
+    // numel is at most 2^62 and an element up to 8 bytes: divided first, never multiplied past
+    // 64 bits (2^62 F32 elements once wrapped around to 0 bytes and were accepted).
+    if (numel > (end - begin) / elem_size || end - begin != numel * elem_size) {
       return error(absl::StrFormat("tensor '%s': %d bytes do not hold shape of %d %s elements", key,
                                    end - begin, numel, dtype));
     }

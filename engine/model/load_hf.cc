@@ -1,6 +1,9 @@
 // Hugging Face directories: config.json, model.safetensors or shards, tokenizer.json.
 #include <sys/stat.h>
 
+#include <climits>
+#include <cmath>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -31,23 +34,81 @@ bool Exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
-template <typename T>
-absl::Status Field(const Json& j, const char* key, T* out, const std::string& path,
-                   bool required = true) {
+// The config's fields as the JSON holds them: a field of the wrong JSON type, or a number its
+// C++ type cannot hold, is INVALID_ARGUMENT naming it (never a nlohmann exception, a silent
+// wrap-around or an undefined float-to-int conversion). Absent or null: *out unchanged, unless
+// required.
+const Json* Member(const Json& j, const char* key) {
+  if (!j.is_object()) return nullptr;
   auto it = j.find(key);
-  if (it == j.end() || it->is_null()) {
-    if (!required) return absl::OkStatus();
-    return absl::InvalidArgumentError(absl::StrFormat("%s: missing \"%s\"", path, key));
+  return it == j.end() || it->is_null() ? nullptr : &*it;
+}
+
+absl::Status Missing(const std::string& path, const char* key) {
+  return absl::InvalidArgumentError(absl::StrFormat("%s: missing \"%s\"", path, key));
+}
+
+// A whole number in int's range (written 128 or 128.0).
+absl::Status IntField(const Json& j, const char* key, int* out, const std::string& path,
+                      bool required = true) {
+  const Json* v = Member(j, key);
+  if (v == nullptr) return required ? Missing(path, key) : absl::OkStatus();
+  const bool whole = v->is_number_integer() ||
+                     (v->is_number_float() && std::trunc(v->get<double>()) == v->get<double>());
+  if (!whole) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: \"%s\" is not a whole number", path, key));
   }
-  if (!it->is_number()) {
-    return absl::InvalidArgumentError(absl::StrFormat("%s: \"%s\" is not a number", path, key));
+  const bool fits = v->is_number_unsigned() ? v->get<uint64_t>() <= INT_MAX
+                    : v->is_number_integer()
+                        ? v->get<int64_t>() >= INT_MIN && v->get<int64_t>() <= INT_MAX
+                        : v->get<double>() >= INT_MIN && v->get<double>() <= INT_MAX;
+  if (!fits) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: \"%s\" is out of range", path, key));
   }
-  *out = it->get<T>();
+  *out = v->is_number_float() ? static_cast<int>(v->get<double>())
+                              : static_cast<int>(v->get<int64_t>());
   return absl::OkStatus();
 }
 
+// Any number a float holds (validation decides what is sensible).
+absl::Status FloatField(const Json& j, const char* key, float* out, const std::string& path,
+                        bool required = true) {
+  const Json* v = Member(j, key);
+  if (v == nullptr) return required ? Missing(path, key) : absl::OkStatus();
+  if (!v->is_number()) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: \"%s\" is not a number", path, key));
+  }
+  const double d = v->get<double>();
+  if (std::isfinite(d) && std::fabs(d) > std::numeric_limits<float>::max()) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: \"%s\" is out of range", path, key));
+  }
+  *out = static_cast<float>(d);
+  return absl::OkStatus();
+}
+
+absl::Status StringField(const Json& j, const char* key, std::string* out,
+                         const std::string& path) {
+  const Json* v = Member(j, key);
+  if (v == nullptr) return absl::OkStatus();
+  if (!v->is_string()) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: \"%s\" is not a string", path, key));
+  }
+  *out = v->get<std::string>();
+  return absl::OkStatus();
+}
+
+// A special token id: an integer in range is used; anything else (Llama 3 lists several EOS ids)
+// means none.
+absl::Status TokenIdField(const Json& j, const char* key, int* out, const std::string& path) {
+  const Json* v = Member(j, key);
+  if (v == nullptr || !v->is_number_integer()) return absl::OkStatus();
+  return IntField(j, key, out, path);
+}
+
 absl::Status ParseConfig(const Json& j, const std::string& path, ModelConfig* c) {
-  const std::string type = j.value("model_type", "");
+  std::string type;
+  if (auto s = StringField(j, "model_type", &type, path); !s.ok()) return s;
   auto arch = ArchitectureFromName(type);
   if (!arch.ok()) {
     return absl::Status(arch.status().code(),
@@ -59,47 +120,88 @@ absl::Status ParseConfig(const Json& j, const std::string& path, ModelConfig* c)
                           {"num_hidden_layers", &c->layers},
                           {"num_attention_heads", &c->heads},
                           {"vocab_size", &c->vocab}}) {
-    if (auto s = Field(j, key, out, path); !s.ok()) return s;
+    if (auto s = IntField(j, key, out, path); !s.ok()) return s;
   }
   c->kv_heads = c->heads;
-  if (auto s = Field(j, "num_key_value_heads", &c->kv_heads, path, false); !s.ok()) return s;
+  if (auto s = IntField(j, "num_key_value_heads", &c->kv_heads, path, false); !s.ok()) return s;
   c->head_dim = c->heads > 0 ? c->hidden / c->heads : 0;
-  if (auto s = Field(j, "head_dim", &c->head_dim, path, false); !s.ok()) return s;
-  if (auto s = Field(j, "max_position_embeddings", &c->max_positions, path, false); !s.ok()) {
+  if (auto s = IntField(j, "head_dim", &c->head_dim, path, false); !s.ok()) return s;
+  if (auto s = IntField(j, "max_position_embeddings", &c->max_positions, path, false); !s.ok()) {
     return s;
   }
-  if (auto s = Field(j, "rms_norm_eps", &c->norm_eps, path, false); !s.ok()) return s;
-  if (auto s = Field(j, "rope_theta", &c->rope.theta, path, false); !s.ok()) return s;
+  if (auto s = FloatField(j, "rms_norm_eps", &c->norm_eps, path, false); !s.ok()) return s;
+  if (auto s = FloatField(j, "rope_theta", &c->rope.theta, path, false); !s.ok()) return s;
   c->rope.rotary_dim = c->head_dim;
   if (c->arch == Architecture::kOlmo) {
     c->norm = NormKind::kLayerNormNoParams;
     c->norm_eps = 1e-5f;  // OlmoLayerNorm's fixed epsilon
-    if (auto s = Field(j, "clip_qkv", &c->clip_qkv, path, false); !s.ok()) return s;
+    if (auto s = FloatField(j, "clip_qkv", &c->clip_qkv, path, false); !s.ok()) return s;
   }
   if (c->arch == Architecture::kPhi3) {
     float partial = 1.f;
-    if (auto s = Field(j, "partial_rotary_factor", &partial, path, false); !s.ok()) return s;
-    c->rope.rotary_dim = static_cast<int>(c->head_dim * partial);
+    if (auto s = FloatField(j, "partial_rotary_factor", &partial, path, false); !s.ok()) return s;
+    if (!(partial > 0 && partial <= 1)) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: partial_rotary_factor %g is not in (0, 1]", path, partial));
+    }
+    c->rope.rotary_dim = static_cast<int>(static_cast<double>(c->head_dim) * partial);
   }
-  auto rs = j.find("rope_scaling");
-  if (rs != j.end() && !rs->is_null()) {
-    const std::string kind = rs->value("rope_type", rs->value("type", ""));
+  if (const Json* rs = Member(j, "rope_scaling")) {
+    if (!rs->is_object()) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s: rope_scaling is not an object", path));
+    }
+    std::string kind;
+    if (auto s = StringField(*rs, "type", &kind, path); !s.ok()) return s;
+    if (auto s = StringField(*rs, "rope_type", &kind, path); !s.ok()) return s;
     if (kind == "llama3") {
-      c->rope.llama3_factor = rs->value("factor", 8.f);
-      c->rope.llama3_low_freq_factor = rs->value("low_freq_factor", 1.f);
-      c->rope.llama3_high_freq_factor = rs->value("high_freq_factor", 4.f);
-      c->rope.llama3_original_max_positions = rs->value("original_max_position_embeddings", 8192);
+      RopeConfig& r = c->rope;
+      r.llama3_factor = 8.f;
+      for (auto [key, out] : {std::pair{"factor", &r.llama3_factor},
+                              {"low_freq_factor", &r.llama3_low_freq_factor},
+                              {"high_freq_factor", &r.llama3_high_freq_factor}}) {
+        if (auto s = FloatField(*rs, key, out, path, false); !s.ok()) return s;
+      }
+      if (auto s = IntField(*rs, "original_max_position_embeddings",
+                            &r.llama3_original_max_positions, path, false);
+          !s.ok()) {
+        return s;
+      }
     } else if (kind != "default") {
       return absl::UnimplementedError(
           absl::StrFormat("%s: rope_scaling type '%s' is not supported", path, kind));
     }
   }
-  int bos = -1, eos = -1;
-  if (j.contains("bos_token_id") && j["bos_token_id"].is_number_integer()) bos = j["bos_token_id"];
-  if (j.contains("eos_token_id") && j["eos_token_id"].is_number_integer()) eos = j["eos_token_id"];
-  c->bos_token = bos;
-  c->eos_token = eos;
+  if (auto s = TokenIdField(j, "bos_token_id", &c->bos_token, path); !s.ok()) return s;
+  if (auto s = TokenIdField(j, "eos_token_id", &c->eos_token, path); !s.ok()) return s;
   return absl::OkStatus();
+}
+
+// The BOS a tokenizer.json's post-processor adds: a TemplateProcessing whose single-sequence
+// template starts with a special token adds that token's first id. -1: none.
+absl::StatusOr<int> TemplateBos(const Json& tokenizer, const std::string& path) {
+  const Json* post = Member(tokenizer, "post_processor");
+  std::string type;
+  if (post == nullptr || !StringField(*post, "type", &type, path).ok() ||
+      type != "TemplateProcessing") {
+    return -1;
+  }
+  const Json* single = Member(*post, "single");
+  if (single == nullptr || !single->is_array() || single->empty()) return -1;
+  const Json* special = Member((*single)[0], "SpecialToken");
+  std::string name;
+  if (special == nullptr || !StringField(*special, "id", &name, path).ok()) return -1;
+  const Json* tokens = Member(*post, "special_tokens");
+  const Json* token = tokens != nullptr ? Member(*tokens, name.c_str()) : nullptr;
+  const Json* ids = token != nullptr ? Member(*token, "ids") : nullptr;
+  if (ids == nullptr || !ids->is_array() || ids->empty()) return -1;
+  const Json& first = (*ids)[0];
+  if (!first.is_number_integer() ||
+      (first.is_number_unsigned() ? first.get<uint64_t>() > INT_MAX
+                                  : first.get<int64_t>() < 0 || first.get<int64_t>() > INT_MAX)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: post_processor's special token '%s' has no valid first id", path, name));
+  }
+  return static_cast<int>(first.get<int64_t>());
 }
 
 class TensorSet : public TensorSource {
@@ -213,17 +315,11 @@ absl::StatusOr<std::unique_ptr<Model>> OpenHuggingFaceModel(const std::string& d
   if (Exists(tok_path)) {
     auto tj = ReadJson(tok_path);
     if (!tj.ok()) return tj.status();
-    const Json& post = (*tj).value("post_processor", Json());
-    if (post.is_object() && post.value("type", "") == "TemplateProcessing") {
-      const Json& single = post.value("single", Json::array());
-      if (!single.empty() && single[0].contains("SpecialToken")) {
-        const std::string bos = single[0]["SpecialToken"].value("id", "");
-        const Json& st = post.value("special_tokens", Json::object());
-        if (st.contains(bos) && st[bos].contains("ids") && !st[bos]["ids"].empty()) {
-          c.add_bos = true;
-          c.bos_token = st[bos]["ids"][0].get<int>();
-        }
-      }
+    auto bos = TemplateBos(*tj, tok_path);
+    if (!bos.ok()) return bos.status();
+    if (*bos >= 0) {
+      c.add_bos = true;
+      c.bos_token = *bos;
     }
     auto tok = LoadHfTokenizer(tok_path, c.bos_token, c.eos_token);
     if (!tok.ok()) return tok.status();

@@ -1,10 +1,12 @@
 #include "engine/runtime/cpu.h"
 
+#include <cpuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
@@ -14,6 +16,20 @@ namespace superweight {
 namespace {
 
 constexpr const char* kCapVariable = "SUPERWEIGHT_MAX_ISA";
+
+// AMX-TILE and AMX-BF16 in CPUID, and the tile state in XCR0 (the OS saves it). Read here, not
+// with __builtin_cpu_supports: clang before 16 knows no "amx-tile", and the fuzzers build with
+// clang 14.
+bool CpuHasAmxBf16() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
+  constexpr unsigned kAmxBf16 = 1u << 22, kAmxTile = 1u << 24;
+  if ((edx & kAmxBf16) == 0 || (edx & kAmxTile) == 0) return false;
+  uint32_t xcr0_low = 0, xcr0_high = 0;  // OSXSAVE is implied by the AVX2 checked before
+  __asm__("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
+  constexpr uint32_t kTileConfigAndData = (1u << 17) | (1u << 18);
+  return (xcr0_low & kTileConfigAndData) == kTileConfigAndData;
+}
 
 Isa DetectIsa(absl::Status* problem) {
   __builtin_cpu_init();
@@ -27,9 +43,7 @@ Isa DetectIsa(absl::Status* problem) {
     return Isa::kAvx2;
   }
   if (!__builtin_cpu_supports("avx512bf16")) return Isa::kAvx512;
-  if (!__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-bf16")) {
-    return Isa::kAvx512Bf16;
-  }
+  if (!CpuHasAmxBf16()) return Isa::kAvx512Bf16;
   // Linux hands out the tile data state only to processes that ask (ARCH_REQ_XCOMP_PERM for
   // XTILEDATA); a kernel without AMX support refuses, and the CPU counts as AVX512-BF16.
   constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;

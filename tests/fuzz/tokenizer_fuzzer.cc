@@ -4,30 +4,41 @@
 // SentencePiece from GGUF (llama-spm); both entry points, and decoding the result.
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <string>
 #include <string_view>
 #include <vector>
 
 #include "engine/tokenizer/tokenizer.h"
 
 namespace {
-const superweight::Tokenizer* Keep(absl::StatusOr<std::unique_ptr<superweight::Tokenizer>> t) {
-  return t.ok() ? t->release() : nullptr;
+
+// Loaded once and never freed: held through a global pointer, so LeakSanitizer sees them
+// reachable at exit (a static vector of them would be destroyed first and leave them orphaned).
+const std::vector<std::unique_ptr<superweight::Tokenizer>>& Tokenizers() {
+  static const auto* tokenizers = [] {
+    auto* all = new std::vector<std::unique_ptr<superweight::Tokenizer>>;
+    auto add = [&](absl::StatusOr<std::unique_ptr<superweight::Tokenizer>> t) {
+      if (!t.ok()) abort();  // testdata's tokenizers load, or the fuzzer tests nothing
+      all->push_back(std::move(*t));
+    };
+    add(superweight::LoadHfTokenizer(SUPERWEIGHT_TESTDATA "/hf_tinystories_656k/tokenizer.json", 1,
+                                     2));
+    for (const char* vocab : {"gpt-2", "deepseek-llm", "llama-spm"}) {
+      add(superweight::LoadGgufTokenizerFile(std::string(SUPERWEIGHT_TESTDATA) +
+                                             "/vocab/ggml-vocab-" + vocab + ".gguf"));
+    }
+    return all;
+  }();
+  return *tokenizers;
 }
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::vector<const superweight::Tokenizer*> tokenizers = {
-      Keep(superweight::LoadHfTokenizer(SUPERWEIGHT_TESTDATA "/hf_tinystories_656k/tokenizer.json",
-                                        1, 2)),
-      Keep(superweight::LoadGgufTokenizerFile(SUPERWEIGHT_TESTDATA "/vocab/ggml-vocab-gpt-2.gguf")),
-      Keep(superweight::LoadGgufTokenizerFile(SUPERWEIGHT_TESTDATA
-                                              "/vocab/ggml-vocab-deepseek-llm.gguf")),
-      Keep(superweight::LoadGgufTokenizerFile(SUPERWEIGHT_TESTDATA
-                                              "/vocab/ggml-vocab-llama-spm.gguf")),
-  };
   std::string_view text(reinterpret_cast<const char*>(data), size);
-  for (const superweight::Tokenizer* t : tokenizers) {
-    if (t == nullptr) continue;
+  for (const auto& t : Tokenizers()) {
     auto ids = t->Encode(text, true, /*parse_special=*/size % 2 == 1);
     t->Decode(ids);
     superweight::EncodeOptions options;

@@ -117,6 +117,88 @@ TEST(Model, RefusesBrokenHuggingFaceDirectories) {
   EXPECT_EQ(OpenModel(dir + "/nope").status().code(), absl::StatusCode::kNotFound);
 }
 
+// Found by tests/fuzz/hf_dir_fuzzer (corpus/hf_dir/crash-*): fields of the wrong JSON type threw
+// nlohmann exceptions through OpenModel, numbers too large for an int were converted with
+// undefined behaviour, or silently wrapped around.
+TEST(Model, RefusesMistypedHuggingFaceConfigs) {
+  const std::string src = testing::TestData("hf_tinystories_656k");
+  const std::string dir = testing::ScratchDir("hf_types");
+  ASSERT_EQ(std::system(("cp " + src + "/* " + dir + "/").c_str()), 0);
+  auto config = testing::ReadAll(dir + "/config.json");
+  const std::string text(config.begin(), config.end());
+  auto open_with = [&](const std::string& from, const std::string& to) {
+    std::string t = text;
+    t.replace(t.find(from), from.size(), to);
+    testing::WriteAll(dir + "/config.json", t.data(), t.size());
+    return OpenModel(dir);
+  };
+  const struct {
+    std::string from, to, expect;
+  } cases[] = {
+      {"\"model_type\": \"llama\"", "\"model_type\": 7", "\"model_type\" is not a string"},
+      {"\"hidden_size\": 128", "\"hidden_size\": 1e300", "\"hidden_size\" is out of range"},
+      {"\"hidden_size\": 128", "\"hidden_size\": 4294967424", "\"hidden_size\" is out of range"},
+      {"\"hidden_size\": 128", "\"hidden_size\": 128.5", "\"hidden_size\" is not a whole number"},
+      {"\"rms_norm_eps\": 1e-06", "\"rms_norm_eps\": \"small\"",
+       "\"rms_norm_eps\" is not a number"},
+      {"\"rope_scaling\": null", "\"rope_scaling\": 1e-06", "rope_scaling is not an object"},
+      {"\"rope_scaling\": null", "\"rope_scaling\": {\"rope_type\": 3}", "\"rope_type\" is not a"},
+      {"\"rope_scaling\": null",
+       "\"rope_scaling\": {\"rope_type\": \"llama3\", \"original_max_position_embeddings\": 1e300}",
+       "\"original_max_position_embeddings\" is out of range"},
+      {"\"rope_scaling\": null", "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": \"8\"}",
+       "\"factor\" is not a number"},
+      {"\"bos_token_id\": 1", "\"bos_token_id\": 9999999999", "\"bos_token_id\" is out of range"},
+      {"\"model_type\": \"llama\"", "\"model_type\": \"phi3\", \"partial_rotary_factor\": 1e30",
+       "partial_rotary_factor 1e+30 is not in (0, 1]"},
+  };
+  for (const auto& c : cases) {
+    auto m = open_with(c.from, c.to);
+    ASSERT_FALSE(m.ok()) << c.to;
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << c.to;
+    EXPECT_THAT(std::string(m.status().message()), HasSubstr(c.expect)) << c.to;
+  }
+  // A whole number written as a float is still a size; a list of EOS ids (Llama 3) means none.
+  auto m = open_with("\"hidden_size\": 128", "\"hidden_size\": 128.0");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ((*m)->config.hidden, 128);
+  m = open_with("\"eos_token_id\": 2", "\"eos_token_id\": [2, 3]");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ((*m)->config.eos_token, -1);
+}
+
+// Found by tests/fuzz/hf_dir_fuzzer: the post-processor's BOS was read with unchecked JSON
+// accesses.
+TEST(Model, ReadsTheTokenizersBosDefensively) {
+  const std::string src = testing::TestData("hf_tinystories_656k");
+  const std::string dir = testing::ScratchDir("hf_post");
+  ASSERT_EQ(std::system(("cp " + src + "/* " + dir + "/").c_str()), 0);
+  auto tokenizer = testing::ReadAll(dir + "/tokenizer.json");
+  const std::string text(tokenizer.begin(), tokenizer.end());
+  auto open_with = [&](const std::string& from, const std::string& to) {
+    std::string t = text;
+    t.replace(t.find(from), from.size(), to);
+    testing::WriteAll(dir + "/tokenizer.json", t.data(), t.size());
+    return OpenModel(dir);
+  };
+  const std::string single = R"("single": [)";
+  ASSERT_NE(text.find(single), std::string::npos);
+  // A template this loader does not understand adds no BOS.
+  auto m = open_with(single, R"("single": "x", "was": [)");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_FALSE((*m)->config.add_bos);
+  m = open_with(single, R"("single": [{"SpecialToken": 3}, )");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_FALSE((*m)->config.add_bos);
+  // A BOS whose id is no token id is refused.
+  const std::string ids = R"("ids": [)";
+  for (const char* bad : {R"("ids": ["one", )", R"("ids": [1e300, )", R"("ids": [-1, )"}) {
+    m = open_with(ids, bad);
+    ASSERT_FALSE(m.ok()) << bad;
+    EXPECT_THAT(std::string(m.status().message()), HasSubstr("has no valid first id")) << bad;
+  }
+}
+
 TEST(Model, RefusesTruncatedGguf) {
   auto bytes = testing::ReadAll(testing::TestData("../models/SmolLM2-135M-Instruct.Q4_1.gguf"));
   ASSERT_GT(bytes.size(), 4000000u);

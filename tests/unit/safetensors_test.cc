@@ -53,6 +53,14 @@ TEST(Safetensors, RefusesMalformedFilesWithTheirName) {
       {R"({"a":{"dtype":"F32","data_offsets":[0,8]}})", 8, "needs dtype"},
       {R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", 8,
        "overflows"},
+      // Element counts whose byte count wraps around 64 bits (2^62 * 4 = 2^64 -> 0 bytes,
+      // (2^61 + 1) * 8 -> 8 bytes) once passed as matching their data.
+      {R"({"a":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}})", 0,
+       "do not hold"},
+      {R"({"a":{"dtype":"F32","shape":[2147483648,2147483648],"data_offsets":[0,0]}})", 0,
+       "do not hold"},
+      {R"({"a":{"dtype":"I64","shape":[2305843009213693953],"data_offsets":[0,8]}})", 8,
+       "do not hold"},
   };
   for (const auto& c : cases) {
     auto bytes = Build(c.header, c.data);
