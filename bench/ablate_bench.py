@@ -4,6 +4,10 @@ alone (the same tasks and examples, one simple_evaluate call, the model loaded b
 starts), same machine, same threads. Prints wall times and their ratio.
 
     BENCH_ABLATE_EXAMPLES=200 .venv/bin/python bench/ablate_bench.py
+
+BENCH_ABLATE_BIN names another build's bin/ (two builds timed alike), BENCH_ABLATE_FLAGS adds
+client flags (--bf16, --tasks=wikitext2,..., --max_windows=N), BENCH_ABLATE_JSON keeps the job's
+result there, and BENCH_ABLATE_LMEVAL=0 times the job alone.
 """
 import json
 import os
@@ -14,7 +18,7 @@ import tempfile
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-BIN = os.path.join(ROOT, "build", "bin")
+BIN = os.environ.get("BENCH_ABLATE_BIN", os.path.join(ROOT, "build", "bin"))
 MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TASKS = ["piqa", "arc_easy", "arc_challenge", "hellaswag", "winogrande", "sciq", "lambada"]
 
@@ -45,13 +49,25 @@ def main():
             t0 = time.time()
             out = subprocess.run(client + ["ablate", f"--model={MODEL}", "--json",
                                            f"--tasks={','.join(TASKS)}", f"--max_examples={examples}",
-                                           "--settings=prune,scale,outliers,restore_sa"],
+                                           "--settings=prune,scale,outliers,restore_sa"] +
+                                 os.environ.get("BENCH_ABLATE_FLAGS", "").split(),
                                  check=True, capture_output=True, text=True)
             engine_s = time.time() - t0
+            with open(f"/proc/{server.pid}/stat") as f:  # the server's CPU time: less noisy
+                fields = f.read().rsplit(")", 1)[1].split()
+            server_cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         finally:
             server.terminate()
             server.wait()
     rows = json.loads(out.stdout)["result"]["rows"]
+    if os.environ.get("BENCH_ABLATE_JSON"):
+        with open(os.environ["BENCH_ABLATE_JSON"], "w") as f:
+            f.write(out.stdout)
+    if os.environ.get("BENCH_ABLATE_LMEVAL", "1") == "0":
+        print(f"Ablate, {len(rows)} settings x {examples} examples ({threads} threads, "
+              f"{os.environ.get('BENCH_ABLATE_FLAGS', 'f32')}): {engine_s:.1f} s, server CPU "
+              f"{server_cpu_s:.1f} s")
+        return
     lmeval = subprocess.run([os.path.join(ROOT, ".venv-lmeval", "bin", "python"),
                              os.path.join(ROOT, "tools", "lmeval_oracle.py"),
                              os.path.join(ROOT, "models", MODEL), ",".join(TASKS),

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <map>
 #include <memory>
+#include <optional>
 #include <queue>
 #include <tuple>
 
@@ -212,32 +213,39 @@ absl::StatusOr<BatchEdits> AblationEdits(const Model& model, const AblationSetti
   }
   if (absl::Status s = fixed.Validate(model); !s.ok()) return s;
   if (setting.kind != AblationKind::kRestoreSuperActivation) {
-    return BatchEdits([fixed](absl::Span<const std::vector<int32_t>> sequences) {
+    return BatchEdits([fixed](absl::Span<const std::vector<int32_t>> sequences, IntactPass*) {
       return absl::StatusOr<std::vector<EditSet>>(std::vector<EditSet>(sequences.size(), fixed));
     });
   }
-  return BatchEdits(
-      [&model, fixed, super_weights, precision](absl::Span<const std::vector<int32_t>> sequences)
-          -> absl::StatusOr<std::vector<EditSet>> {
-        SuperActivationTap tap(super_weights, static_cast<int>(sequences.size()));
-        std::vector<SequenceInput> batch;
-        for (const auto& s : sequences) batch.push_back({s, nullptr});
-        ForwardOptions fo;
-        fo.precision = precision;
-        fo.tap = &tap;
-        absl::StatusOr<ForwardOutput> intact = RunForward(model, batch, fo);
-        if (!intact.ok()) return intact.status();
-        std::vector<EditSet> edits(sequences.size(), fixed);
-        for (size_t s = 0; s < sequences.size(); ++s) {
-          for (size_t i = 0; i < super_weights.size(); ++i) {
-            const auto [token, value] = tap.found(static_cast<int>(s))[i];
-            if (token < 0) continue;
-            edits[s].activations.push_back(
-                {super_weights[i].layer, token, static_cast<int>(super_weights[i].row), value});
-          }
-        }
-        return edits;
-      });
+  // The super weights' layers, each watched once on the intact pass, lowest first: the pass
+  // only moves forward, and below them it is the one the other settings share.
+  std::vector<int> watched_layers;
+  for (const SuperWeightCoordinate& sw : super_weights) watched_layers.push_back(sw.layer);
+  std::sort(watched_layers.begin(), watched_layers.end());
+  watched_layers.erase(std::unique(watched_layers.begin(), watched_layers.end()),
+                       watched_layers.end());
+  return BatchEdits([&model, fixed, super_weights, watched_layers, precision](
+                        absl::Span<const std::vector<int32_t>> sequences,
+                        IntactPass* intact) -> absl::StatusOr<std::vector<EditSet>> {
+    std::vector<SequenceInput> batch;
+    for (const auto& s : sequences) batch.push_back({s, nullptr});
+    std::optional<IntactPass> own;  // called without the harness's
+    if (intact == nullptr) intact = &own.emplace(model, batch, ForwardOptions{precision});
+    SuperActivationTap tap(super_weights, static_cast<int>(sequences.size()));
+    for (int layer : watched_layers) {
+      if (absl::Status s = intact->Watch(layer, &tap); !s.ok()) return s;
+    }
+    std::vector<EditSet> edits(sequences.size(), fixed);
+    for (size_t s = 0; s < sequences.size(); ++s) {
+      for (size_t i = 0; i < super_weights.size(); ++i) {
+        const auto [token, value] = tap.found(static_cast<int>(s))[i];
+        if (token < 0) continue;
+        edits[s].activations.push_back(
+            {super_weights[i].layer, token, static_cast<int>(super_weights[i].row), value});
+      }
+    }
+    return edits;
+  });
 }
 
 const std::vector<std::string>& StopwordTokens() {

@@ -58,9 +58,11 @@ absl::StatusOr<std::vector<WeightEdit>> OutlierEdits(
     const Model& model, double fraction, const std::vector<SuperWeightCoordinate>& keep);
 
 // The per-sequence edits of a setting (outliers: OutlierEdits' result). Restoring the super
-// activation runs each batch through the intact model first to find, per sequence and super
-// weight, the token of the largest |down_proj output[:, row]| and its value, then writes it
-// back with the super weights at 0. INVALID_ARGUMENT for coordinates outside the model.
+// activation watches each super weight's layer on the batch's intact pass (the harness's, shared
+// with the other settings below that layer; its own where called without one) to find, per
+// sequence and super weight, the token of the largest |down_proj output[:, row]| and its value,
+// then writes it back with the super weights at 0. INVALID_ARGUMENT for coordinates outside the
+// model.
 absl::StatusOr<BatchEdits> AblationEdits(const Model& model, const AblationSetting& setting,
                                          const std::vector<SuperWeightCoordinate>& super_weights,
                                          const std::vector<WeightEdit>& outliers,

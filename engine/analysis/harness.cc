@@ -17,29 +17,27 @@ absl::Status Cancelled(const HarnessOptions& options) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<EditSet>> EditsOf(const HarnessOptions& options,
-                                             absl::Span<const std::vector<int32_t>> batch) {
-  if (!options.edits) return std::vector<EditSet>(batch.size());
-  absl::StatusOr<std::vector<EditSet>> edits = options.edits(batch);
-  if (edits.ok() && edits->size() != batch.size()) {
-    return absl::InternalError("an edit hook returned the wrong number of edit sets");
-  }
-  return edits;
-}
-
 // Forward passes over inputs[order[0]], inputs[order[1]], ... in batches of at most
-// max_batch_tokens, and for each position p in positions[i], the log-softmax of the logits at p
-// handed to visit(i, j, row) (j: p's index in positions[i]).
+// max_batch_tokens, each batch under every setting (its intact pass shared up to the first
+// layer a setting edits), and for each position p in positions[i], the log-softmax of the
+// setting's logits at p handed to visit(setting, i, j, row) (j: p's index in positions[i]).
+// The batches do not depend on the settings: each setting's rows are those it has alone.
 absl::Status VisitLogProbs(const Model& model, const std::vector<std::vector<int32_t>>& inputs,
                            const std::vector<std::vector<int>>& positions,
                            const std::vector<size_t>& order, const HarnessOptions& options,
-                           const std::function<void(size_t, size_t, const float*)>& visit) {
+                           absl::Span<const BatchEdits> settings,
+                           const std::function<void(size_t, size_t, size_t, const float*)>& visit) {
   const int64_t D = model.config.hidden, V = model.config.vocab;
+  const int64_t S = static_cast<int64_t>(settings.size());
   constexpr int64_t kRowsPerChunk = 32;
   std::vector<float> hidden_rows(kRowsPerChunk * D), logits(kRowsPerChunk * V);
+  ForwardOptions fo;
+  fo.precision = options.precision;
+  fo.cancelled = options.cancelled;
   size_t next = 0;
   while (next < order.size()) {
     if (absl::Status s = Cancelled(options); !s.ok()) return s;
+    const size_t first = next;
     std::vector<size_t> members;
     std::vector<std::vector<int32_t>> sequences;
     int64_t tokens = 0;
@@ -51,49 +49,63 @@ absl::Status VisitLogProbs(const Model& model, const std::vector<std::vector<int
       tokens += n;
       ++next;
     }
-    absl::StatusOr<std::vector<EditSet>> edits = EditsOf(options, sequences);
-    if (!edits.ok()) return edits.status();
-    std::vector<SequenceInput> batch;
-    for (size_t b = 0; b < members.size(); ++b) {
-      batch.push_back({sequences[b], (*edits)[b].empty() ? nullptr : &(*edits)[b]});
+    std::vector<SequenceInput> intact_batch;
+    for (const auto& sequence : sequences) intact_batch.push_back({sequence, nullptr});
+    IntactPass intact(model, intact_batch, fo);
+    std::vector<std::vector<EditSet>> setting_edits;
+    for (const BatchEdits& edits : settings) {
+      absl::StatusOr<std::vector<EditSet>> own = EditsOfBatch(edits, sequences, &intact);
+      if (!own.ok()) return own.status();
+      setting_edits.push_back(std::move(*own));
     }
-    ForwardOptions fo;
-    fo.precision = options.precision;
-    fo.cancelled = options.cancelled;
-    absl::StatusOr<ForwardOutput> out = RunForward(model, batch, fo);
-    if (!out.ok()) return out.status();
     // The wanted rows, a chunk at a time through the lm_head and a log-softmax.
     std::vector<std::pair<size_t, size_t>> wanted;  // (member, j)
     for (size_t b = 0; b < members.size(); ++b) {
       for (size_t j = 0; j < positions[members[b]].size(); ++j) wanted.push_back({b, j});
     }
-    for (size_t c0 = 0; c0 < wanted.size(); c0 += kRowsPerChunk) {
-      const int64_t rows = std::min<int64_t>(kRowsPerChunk, wanted.size() - c0);
-      for (int64_t r = 0; r < rows; ++r) {
-        const auto [b, j] = wanted[c0 + r];
-        const int64_t row = out->offsets[b] + positions[members[b]][j];
-        std::copy_n(&out->hidden[row * D], D, &hidden_rows[r * D]);
+    const std::vector<size_t> setting_order = SharingOrder(model, setting_edits);
+    for (size_t k = 0; k < setting_order.size(); ++k) {
+      const size_t setting = setting_order[k];
+      std::vector<SequenceInput> batch = intact_batch;
+      for (size_t b = 0; b < batch.size(); ++b) {
+        const EditSet& own = setting_edits[setting][b];
+        batch[b].edits = own.empty() ? nullptr : &own;
       }
-      if (absl::Status s =
-              ComputeLogits(model, hidden_rows.data(), rows, logits.data(), options.precision);
-          !s.ok()) {
-        return s;
-      }
+      absl::StatusOr<ForwardOutput> out = intact.RunEdited(batch);
+      if (!out.ok()) return out.status();
+      for (size_t c0 = 0; c0 < wanted.size(); c0 += kRowsPerChunk) {
+        const int64_t rows = std::min<int64_t>(kRowsPerChunk, wanted.size() - c0);
+        for (int64_t r = 0; r < rows; ++r) {
+          const auto [b, j] = wanted[c0 + r];
+          const int64_t row = out->offsets[b] + positions[members[b]][j];
+          std::copy_n(&out->hidden[row * D], D, &hidden_rows[r * D]);
+        }
+        if (absl::Status s =
+                ComputeLogits(model, hidden_rows.data(), rows, logits.data(), options.precision);
+            !s.ok()) {
+          return s;
+        }
 #pragma omp parallel for schedule(static)
-      for (int64_t r = 0; r < rows; ++r) {
-        float* l = &logits[r * V];
-        const float mx = *std::max_element(l, l + V);
-        double sum = 0;
-        for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(l[v] - mx));
-        const float shift = mx + static_cast<float>(std::log(sum));
-        for (int64_t v = 0; v < V; ++v) l[v] -= shift;
+        for (int64_t r = 0; r < rows; ++r) {
+          float* l = &logits[r * V];
+          const float mx = *std::max_element(l, l + V);
+          double sum = 0;
+          for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(l[v] - mx));
+          const float shift = mx + static_cast<float>(std::log(sum));
+          for (int64_t v = 0; v < V; ++v) l[v] -= shift;
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+          const auto [b, j] = wanted[c0 + r];
+          visit(setting, members[b], j, &logits[r * V]);
+        }
       }
-      for (int64_t r = 0; r < rows; ++r) {
-        const auto [b, j] = wanted[c0 + r];
-        visit(members[b], j, &logits[r * V]);
+      // Each setting's share of the batch as it finishes: a batch under many settings is long.
+      if (options.on_progress) {
+        options.on_progress(static_cast<int64_t>(first) * S +
+                                static_cast<int64_t>(next - first) * static_cast<int64_t>(k + 1),
+                            static_cast<int64_t>(order.size()) * S);
       }
     }
-    if (options.on_progress) options.on_progress(next, order.size());
   }
   return absl::OkStatus();
 }
@@ -113,11 +125,10 @@ int64_t CodePoints(std::string_view s) {
   return n;
 }
 
-}  // namespace
-
-absl::StatusOr<std::vector<Loglikelihood>> ScoreLoglikelihoods(
+// ScoreLoglikelihoods under each of `settings`: one result per setting.
+absl::StatusOr<std::vector<std::vector<Loglikelihood>>> ScoreLoglikelihoodsPerSetting(
     const Model& model, absl::Span<const LoglikelihoodRequest> requests,
-    const HarnessOptions& options) {
+    const HarnessOptions& options, absl::Span<const BatchEdits> settings) {
   if (model.tokenizer == nullptr) {
     return absl::FailedPreconditionError("the model has no tokenizer: text tasks need one");
   }
@@ -152,25 +163,38 @@ absl::StatusOr<std::vector<Loglikelihood>> ScoreLoglikelihoods(
       positions[i].push_back(static_cast<int>(whole.size() - 1 - targets[i].size() + t - begin));
     }
   }
-  std::vector<Loglikelihood> result(requests.size());
+  std::vector<Loglikelihood> unscored(requests.size());
   for (size_t i = 0; i < requests.size(); ++i) {
-    result[i].greedy = true;
-    result[i].tokens = static_cast<int>(targets[i].size());
+    unscored[i].greedy = true;
+    unscored[i].tokens = static_cast<int>(targets[i].size());
   }
+  std::vector<std::vector<Loglikelihood>> results(settings.size(), unscored);
   std::vector<size_t> order;
   for (size_t i : LongestFirst(inputs)) {
     if (!inputs[i].empty()) order.push_back(i);
   }
   const int64_t V = model.config.vocab;
-  absl::Status s = VisitLogProbs(model, inputs, positions, order, options,
-                                 [&](size_t i, size_t j, const float* row) {
+  absl::Status s = VisitLogProbs(model, inputs, positions, order, options, settings,
+                                 [&](size_t setting, size_t i, size_t j, const float* row) {
+                                   Loglikelihood& result = results[setting][i];
                                    const int32_t target = targets[i][j];
-                                   result[i].logprob += row[target];
+                                   result.logprob += row[target];
                                    if (std::max_element(row, row + V) - row != target)
-                                     result[i].greedy = false;
+                                     result.greedy = false;
                                  });
   if (!s.ok()) return s;
-  return result;
+  return results;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<Loglikelihood>> ScoreLoglikelihoods(
+    const Model& model, absl::Span<const LoglikelihoodRequest> requests,
+    const HarnessOptions& options) {
+  absl::StatusOr<std::vector<std::vector<Loglikelihood>>> results =
+      ScoreLoglikelihoodsPerSetting(model, requests, options, {&options.edits, 1});
+  if (!results.ok()) return results.status();
+  return std::move(results->front());
 }
 
 int64_t ChoiceCharacters(const LoglikelihoodRequest& choice) {
@@ -216,26 +240,35 @@ TaskScore ScoreTask(const Task& task, absl::Span<const Loglikelihood> lls) {
   return score;
 }
 
-absl::StatusOr<TaskScore> EvaluateTask(const Model& model, const Task& task,
-                                       const HarnessOptions& options) {
+namespace {
+
+// EvaluateTask under each of `settings`.
+absl::StatusOr<std::vector<TaskScore>> EvaluateTaskPerSetting(
+    const Model& model, const Task& task, const HarnessOptions& options,
+    absl::Span<const BatchEdits> settings) {
   std::vector<LoglikelihoodRequest> requests;
   for (const TaskExample& e : task.examples) {
     requests.insert(requests.end(), e.choices.begin(), e.choices.end());
   }
-  absl::StatusOr<std::vector<Loglikelihood>> lls = ScoreLoglikelihoods(model, requests, options);
+  absl::StatusOr<std::vector<std::vector<Loglikelihood>>> lls =
+      ScoreLoglikelihoodsPerSetting(model, requests, options, settings);
   if (!lls.ok()) return lls.status();
-  return ScoreTask(task, *lls);
+  std::vector<TaskScore> scores;
+  for (const std::vector<Loglikelihood>& setting_lls : *lls) {
+    scores.push_back(ScoreTask(task, setting_lls));
+  }
+  return scores;
 }
 
-absl::StatusOr<double> WindowedPerplexity(const Model& model, absl::Span<const int32_t> tokens,
-                                          int window, int max_windows,
-                                          const HarnessOptions& options) {
+// WindowedPerplexity under each of `settings`.
+absl::StatusOr<std::vector<double>> WindowedPerplexityPerSetting(
+    const Model& model, absl::Span<const int32_t> tokens, int window, int max_windows,
+    const HarnessOptions& options, absl::Span<const BatchEdits> settings) {
   PerplexityOptions po;
   po.window = window;
   po.max_windows = max_windows;
   po.batch_windows = static_cast<int>(std::max<int64_t>(1, options.max_batch_tokens / window));
   po.precision = options.precision;
-  po.batch_edits = options.edits;
   po.cancelled = options.cancelled;
   if (options.on_progress) {
     constexpr int64_t kSteps = 1000;  // the fraction Perplexity reports, as done out of total
@@ -243,14 +276,37 @@ absl::StatusOr<double> WindowedPerplexity(const Model& model, absl::Span<const i
       options.on_progress(std::llround(done * kSteps), kSteps);
     };
   }
-  absl::StatusOr<PerplexityResult> r = Perplexity(model, tokens, po);
+  absl::StatusOr<std::vector<PerplexityResult>> r =
+      PerplexityPerSetting(model, tokens, po, settings);
   if (!r.ok()) return r.status();
-  return r->perplexity;
+  std::vector<double> perplexities;
+  for (const PerplexityResult& setting : *r) perplexities.push_back(setting.perplexity);
+  return perplexities;
 }
 
-absl::StatusOr<std::vector<std::vector<double>>> NextTokenProbabilities(
+}  // namespace
+
+absl::StatusOr<TaskScore> EvaluateTask(const Model& model, const Task& task,
+                                       const HarnessOptions& options) {
+  absl::StatusOr<std::vector<TaskScore>> scores =
+      EvaluateTaskPerSetting(model, task, options, {&options.edits, 1});
+  if (!scores.ok()) return scores.status();
+  return scores->front();
+}
+
+absl::StatusOr<double> WindowedPerplexity(const Model& model, absl::Span<const int32_t> tokens,
+                                          int window, int max_windows,
+                                          const HarnessOptions& options) {
+  absl::StatusOr<std::vector<double>> perplexities = WindowedPerplexityPerSetting(
+      model, tokens, window, max_windows, options, {&options.edits, 1});
+  if (!perplexities.ok()) return perplexities.status();
+  return perplexities->front();
+}
+
+absl::StatusOr<std::vector<std::vector<std::vector<double>>>> NextTokenProbabilitiesPerSetting(
     const Model& model, absl::Span<const std::vector<int32_t>> contexts,
-    absl::Span<const int32_t> candidates, const HarnessOptions& options) {
+    absl::Span<const int32_t> candidates, const HarnessOptions& options,
+    absl::Span<const BatchEdits> settings) {
   std::vector<std::vector<int32_t>> inputs(contexts.begin(), contexts.end());
   std::vector<std::vector<int>> positions(inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -264,26 +320,39 @@ absl::StatusOr<std::vector<std::vector<double>>> NextTokenProbabilities(
     if (c < 0 || c >= model.config.vocab)
       return absl::InvalidArgumentError("candidate out of range");
   }
-  std::vector<std::vector<double>> result(inputs.size(), std::vector<double>(candidates.size()));
-  absl::Status s = VisitLogProbs(model, inputs, positions, LongestFirst(inputs), options,
-                                 [&](size_t i, size_t, const float* row) {
+  std::vector<std::vector<std::vector<double>>> results(
+      settings.size(),
+      std::vector<std::vector<double>>(inputs.size(), std::vector<double>(candidates.size())));
+  absl::Status s = VisitLogProbs(model, inputs, positions, LongestFirst(inputs), options, settings,
+                                 [&](size_t setting, size_t i, size_t, const float* row) {
                                    for (size_t c = 0; c < candidates.size(); ++c) {
-                                     result[i][c] =
+                                     results[setting][i][c] =
                                          std::exp(static_cast<double>(row[candidates[c]]));
                                    }
                                  });
   if (!s.ok()) return s;
-  return result;
+  return results;
 }
 
-HarnessOptions StepProgress::Next(const std::string& what) {
+absl::StatusOr<std::vector<std::vector<double>>> NextTokenProbabilities(
+    const Model& model, absl::Span<const std::vector<int32_t>> contexts,
+    absl::Span<const int32_t> candidates, const HarnessOptions& options) {
+  absl::StatusOr<std::vector<std::vector<std::vector<double>>>> results =
+      NextTokenProbabilitiesPerSetting(model, contexts, candidates, options, {&options.edits, 1});
+  if (!results.ok()) return results.status();
+  return std::move(results->front());
+}
+
+HarnessOptions StepProgress::Next(const std::string& what, int steps) {
   HarnessOptions options = base_;
-  const int step = started_++;
+  const int step = started_;
+  started_ += steps;
   auto report = report_;
   const int total = total_;
-  options.on_progress = [report, step, total, what](int64_t done, int64_t all) {
-    if (report)
-      report((step + static_cast<double>(done) / std::max<int64_t>(1, all)) / total, what);
+  options.on_progress = [report, step, steps, total, what](int64_t done, int64_t all) {
+    if (report) {
+      report((step + steps * static_cast<double>(done) / std::max<int64_t>(1, all)) / total, what);
+    }
   };
   return options;
 }
@@ -291,27 +360,43 @@ HarnessOptions StepProgress::Next(const std::string& what) {
 absl::StatusOr<Evaluation> EvaluateModel(const Model& model, const EvaluationPlan& plan,
                                          const BatchEdits& edits, const std::string& label,
                                          StepProgress* progress) {
-  Evaluation evaluation;
+  absl::StatusOr<std::vector<Evaluation>> evaluations =
+      EvaluateSettings(model, plan, {&edits, 1}, label, progress);
+  if (!evaluations.ok()) return evaluations.status();
+  return std::move(evaluations->front());
+}
+
+absl::StatusOr<std::vector<Evaluation>> EvaluateSettings(const Model& model,
+                                                         const EvaluationPlan& plan,
+                                                         absl::Span<const BatchEdits> settings,
+                                                         const std::string& label,
+                                                         StepProgress* progress) {
+  const int steps = static_cast<int>(settings.size());
+  std::vector<Evaluation> evaluations(settings.size());
   if (!plan.wikitext2.empty()) {
-    HarnessOptions h = progress->Next(label + " / wikitext2");
-    h.edits = edits;
-    absl::StatusOr<double> ppl =
-        WindowedPerplexity(model, plan.wikitext2, plan.window, plan.max_windows, h);
+    const HarnessOptions h = progress->Next(label + " / wikitext2", steps);
+    absl::StatusOr<std::vector<double>> ppl = WindowedPerplexityPerSetting(
+        model, plan.wikitext2, plan.window, plan.max_windows, h, settings);
     if (!ppl.ok()) return ppl.status();
-    evaluation.wikitext2_perplexity = *ppl;
+    for (size_t s = 0; s < settings.size(); ++s) evaluations[s].wikitext2_perplexity = (*ppl)[s];
   }
-  double acc_sum = 0;
+  std::vector<double> acc_sums(settings.size(), 0.0);
   for (const Task& task : plan.tasks) {
-    HarnessOptions h = progress->Next(label + " / " + task.name);
-    h.edits = edits;
-    absl::StatusOr<TaskScore> score = EvaluateTask(model, task, h);
-    if (!score.ok()) return score.status();
-    acc_sum += score->acc;
-    evaluation.tasks.push_back(*score);
+    const HarnessOptions h = progress->Next(label + " / " + task.name, steps);
+    absl::StatusOr<std::vector<TaskScore>> scores =
+        EvaluateTaskPerSetting(model, task, h, settings);
+    if (!scores.ok()) return scores.status();
+    for (size_t s = 0; s < settings.size(); ++s) {
+      acc_sums[s] += (*scores)[s].acc;
+      evaluations[s].tasks.push_back((*scores)[s]);
+    }
   }
-  if (!plan.tasks.empty())
-    evaluation.average_acc = acc_sum / static_cast<double>(plan.tasks.size());
-  return evaluation;
+  if (!plan.tasks.empty()) {
+    for (size_t s = 0; s < settings.size(); ++s) {
+      evaluations[s].average_acc = acc_sums[s] / static_cast<double>(plan.tasks.size());
+    }
+  }
+  return evaluations;
 }
 
 }  // namespace superweight

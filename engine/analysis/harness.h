@@ -20,7 +20,7 @@ namespace superweight {
 
 struct HarnessOptions {
   Precision precision = Precision::kF32;
-  BatchEdits edits;
+  BatchEdits edits;  // the one setting evaluated (EvaluateSettings and *PerSetting take theirs)
   int64_t max_batch_tokens = 4096;  // tokens per forward pass
   int max_context = 2048;           // longer requests keep their last tokens, as lm-eval does
   const std::atomic<bool>* cancelled = nullptr;
@@ -91,13 +91,14 @@ struct Evaluation {
 };
 
 // A job's progress over a number of harness calls (steps): Next() gives the options of the next
-// one, whose own progress it reports as a fraction of the job, labelled `what`.
+// one, which counts as `steps` of them (a call evaluating several settings at once counts one
+// per setting), and reports its own progress as a fraction of the job, labelled `what`.
 class StepProgress {
  public:
   StepProgress(const HarnessOptions& base, int total_steps,
                std::function<void(double, const std::string&)> report)
       : base_(base), total_(std::max(1, total_steps)), report_(std::move(report)) {}
-  HarnessOptions Next(const std::string& what);
+  HarnessOptions Next(const std::string& what, int steps = 1);
   void Done() const {
     if (report_) report_(1.0, "done");
   }
@@ -115,9 +116,28 @@ absl::StatusOr<Evaluation> EvaluateModel(const Model& model, const EvaluationPla
                                          const BatchEdits& edits, const std::string& label,
                                          StepProgress* progress);
 
+// The plan on several settings at once (settings[i]: the i-th's edits), one Evaluation per
+// setting, each bit for bit what EvaluateModel gives the setting alone. Batch after batch, as
+// each setting alone is batched: the batch's intact pass runs once up to the first layer a
+// setting edits (and as far as an edit hook asks), and each setting continues from a copy of it,
+// so settings that edit only later layers share the layers below. At most one batch's streams
+// are held at a time. Each step (WikiText-2, each task) counts as settings.size() steps of
+// `progress`, advancing as each setting finishes a batch, labelled "LABEL / TASK".
+absl::StatusOr<std::vector<Evaluation>> EvaluateSettings(const Model& model,
+                                                         const EvaluationPlan& plan,
+                                                         absl::Span<const BatchEdits> settings,
+                                                         const std::string& label,
+                                                         StepProgress* progress);
+
 // For each context, the probability of each of `candidates` as the next token.
 absl::StatusOr<std::vector<std::vector<double>>> NextTokenProbabilities(
     const Model& model, absl::Span<const std::vector<int32_t>> contexts,
     absl::Span<const int32_t> candidates, const HarnessOptions& options);
+// The same under each of `settings` at once (options.edits not read), shared as EvaluateSettings
+// shares: [setting][context][candidate].
+absl::StatusOr<std::vector<std::vector<std::vector<double>>>> NextTokenProbabilitiesPerSetting(
+    const Model& model, absl::Span<const std::vector<int32_t>> contexts,
+    absl::Span<const int32_t> candidates, const HarnessOptions& options,
+    absl::Span<const BatchEdits> settings);
 
 }  // namespace superweight

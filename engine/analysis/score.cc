@@ -19,6 +19,17 @@ absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(const Model& model
   options.cancelled = cancelled;
   auto out = RunForward(model, batch, options);
   if (!out.ok()) return out.status();
+  return TokenLogprobs(model, batch, *out, precision);
+}
+
+absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(const Model& model,
+                                                              absl::Span<const SequenceInput> batch,
+                                                              const ForwardOutput& forward,
+                                                              Precision precision) {
+  const ForwardOutput* out = &forward;
+  if (out->offsets.size() != batch.size() + 1) {
+    return absl::InvalidArgumentError("the forward output is not the batch's");
+  }
   const int64_t V = model.config.vocab, N = out->offsets.back();
   const ScopedFlushSubnormals flush;
   LinearScratch scratch;
@@ -74,8 +85,48 @@ absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(const Model& model
   return result;
 }
 
+absl::StatusOr<std::vector<EditSet>> EditsOfBatch(const BatchEdits& edits,
+                                                  absl::Span<const std::vector<int32_t>> sequences,
+                                                  IntactPass* intact) {
+  if (!edits) return std::vector<EditSet>(sequences.size());
+  absl::StatusOr<std::vector<EditSet>> own = edits(sequences, intact);
+  if (own.ok() && own->size() != sequences.size()) {
+    return absl::InternalError("an edit hook returned the wrong number of edit sets");
+  }
+  return own;
+}
+
+std::vector<size_t> SharingOrder(const Model& model,
+                                 absl::Span<const std::vector<EditSet>> setting_edits) {
+  std::vector<int> first(setting_edits.size(), model.config.layers);
+  for (size_t s = 0; s < setting_edits.size(); ++s) {
+    for (const EditSet& e : setting_edits[s]) first[s] = e.FirstLayer(first[s]);
+  }
+  std::vector<size_t> order(setting_edits.size());
+  for (size_t s = 0; s < order.size(); ++s) order[s] = s;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return first[a] < first[b]; });
+  return order;
+}
+
 absl::StatusOr<PerplexityResult> Perplexity(const Model& model, absl::Span<const int32_t> tokens,
                                             const PerplexityOptions& options) {
+  BatchEdits edits = options.batch_edits;
+  if (!edits && options.edits != nullptr) {
+    edits = [fixed = *options.edits](absl::Span<const std::vector<int32_t>> sequences,
+                                     IntactPass*) {
+      return absl::StatusOr<std::vector<EditSet>>(std::vector<EditSet>(sequences.size(), fixed));
+    };
+  }
+  absl::StatusOr<std::vector<PerplexityResult>> r =
+      PerplexityPerSetting(model, tokens, options, {&edits, 1});
+  if (!r.ok()) return r.status();
+  return r->front();
+}
+
+absl::StatusOr<std::vector<PerplexityResult>> PerplexityPerSetting(
+    const Model& model, absl::Span<const int32_t> tokens, const PerplexityOptions& options,
+    absl::Span<const BatchEdits> settings) {
   if (options.window < 2) return absl::InvalidArgumentError("window must be at least 2 tokens");
   int64_t windows = static_cast<int64_t>(tokens.size()) / options.window;
   if (options.max_windows > 0) windows = std::min<int64_t>(windows, options.max_windows);
@@ -83,48 +134,60 @@ absl::StatusOr<PerplexityResult> Perplexity(const Model& model, absl::Span<const
     return absl::InvalidArgumentError(absl::StrFormat(
         "text has %d tokens, fewer than one %d-token window", tokens.size(), options.window));
   }
-  double nll = 0;
-  int64_t count = 0;
+  const int64_t S = static_cast<int64_t>(settings.size());
+  std::vector<double> nll(S, 0.0);
+  std::vector<int64_t> count(S, 0);
+  ForwardOptions fo;
+  fo.precision = options.precision;
+  fo.cancelled = options.cancelled;
   const int per_pass = std::max(1, options.batch_windows);
   for (int64_t w0 = 0; w0 < windows; w0 += per_pass) {
     const int64_t w1 = std::min(windows, w0 + per_pass);
-    std::vector<EditSet> window_edits;
-    if (options.batch_edits) {
-      std::vector<std::vector<int32_t>> sequences;
-      for (int64_t w = w0; w < w1; ++w) {
-        sequences.emplace_back(tokens.begin() + w * options.window,
-                               tokens.begin() + (w + 1) * options.window);
-      }
-      absl::StatusOr<std::vector<EditSet>> edits = options.batch_edits(sequences);
-      if (!edits.ok()) return edits.status();
-      if (edits->size() != sequences.size()) {
-        return absl::InternalError("an edit hook returned the wrong number of edit sets");
-      }
-      window_edits = std::move(*edits);
-    }
-    std::vector<SequenceInput> batch;
+    std::vector<std::vector<int32_t>> sequences;
+    std::vector<SequenceInput> intact_batch;
     for (int64_t w = w0; w < w1; ++w) {
-      const EditSet* edits = options.edits;
-      if (options.batch_edits) {
-        const EditSet& own = window_edits[w - w0];
-        edits = own.empty() ? nullptr : &own;
-      }
-      batch.push_back({tokens.subspan(w * options.window, options.window), edits});
+      sequences.emplace_back(tokens.begin() + w * options.window,
+                             tokens.begin() + (w + 1) * options.window);
+      intact_batch.push_back({tokens.subspan(w * options.window, options.window), nullptr});
     }
-    auto lp = TokenLogprobs(model, batch, options.precision, options.cancelled);
-    if (!lp.ok()) return lp.status();
-    if (options.on_progress) options.on_progress(static_cast<double>(w1) / windows);
-    for (const auto& seq : *lp) {
-      for (float v : seq) nll -= v;
-      count += seq.size();
+    IntactPass intact(model, intact_batch, fo);
+    std::vector<std::vector<EditSet>> setting_edits;
+    for (const BatchEdits& edits : settings) {
+      absl::StatusOr<std::vector<EditSet>> own = EditsOfBatch(edits, sequences, &intact);
+      if (!own.ok()) return own.status();
+      setting_edits.push_back(std::move(*own));
+    }
+    const std::vector<size_t> order = SharingOrder(model, setting_edits);
+    for (size_t k = 0; k < order.size(); ++k) {
+      const size_t s = order[k];
+      std::vector<SequenceInput> batch = intact_batch;
+      for (size_t i = 0; i < batch.size(); ++i) {
+        const EditSet& own = setting_edits[s][i];
+        batch[i].edits = own.empty() ? nullptr : &own;
+      }
+      absl::StatusOr<ForwardOutput> out = intact.RunEdited(batch);
+      if (!out.ok()) return out.status();
+      auto lp = TokenLogprobs(model, batch, *out, options.precision);
+      if (!lp.ok()) return lp.status();
+      for (const auto& seq : *lp) {
+        for (float v : seq) nll[s] -= v;
+        count[s] += seq.size();
+      }
+      if (options.on_progress) {
+        options.on_progress(static_cast<double>(w0 * S + (w1 - w0) * static_cast<int64_t>(k + 1)) /
+                            static_cast<double>(windows * S));
+      }
     }
   }
-  PerplexityResult r;
-  r.mean_nll = nll / count;
-  r.perplexity = std::exp(r.mean_nll);
-  r.tokens_scored = count;
-  r.windows = static_cast<int>(windows);
-  return r;
+  std::vector<PerplexityResult> results(S);
+  for (int64_t s = 0; s < S; ++s) {
+    PerplexityResult& r = results[s];
+    r.mean_nll = nll[s] / count[s];
+    r.perplexity = std::exp(r.mean_nll);
+    r.tokens_scored = count[s];
+    r.windows = static_cast<int>(windows);
+  }
+  return results;
 }
 
 }  // namespace superweight

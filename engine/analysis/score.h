@@ -16,12 +16,19 @@ namespace superweight {
 absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(
     const Model& model, absl::Span<const SequenceInput> batch, Precision precision,
     const std::atomic<bool>* cancelled = nullptr);
+// The same from the batch's forward pass, already run.
+absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(const Model& model,
+                                                              absl::Span<const SequenceInput> batch,
+                                                              const ForwardOutput& forward,
+                                                              Precision precision);
 
-// The edits of each sequence of a batch (one EditSet per sequence), given the sequences' tokens:
-// fixed edits return the same set for each; restoring the super activation derives each
-// sequence's from an intact pass over it (ablate.h). Null: the model as stored.
+// The edits of each sequence of a batch (one EditSet per sequence), given the sequences' tokens
+// and the intact model's pass over them (run as far as a hook asks, and shared with the batch's
+// other settings where several are evaluated together): fixed edits return the same set for
+// each; restoring the super activation derives each sequence's from what the intact pass shows
+// (ablate.h). Null: the model as stored.
 using BatchEdits = std::function<absl::StatusOr<std::vector<EditSet>>(
-    absl::Span<const std::vector<int32_t>> sequences)>;
+    absl::Span<const std::vector<int32_t>> sequences, IntactPass* intact)>;
 
 struct PerplexityOptions {
   int window = 512;       // tokens per window; each window is scored from its first token
@@ -45,5 +52,25 @@ struct PerplexityResult {
 // dropped, as the paper's evaluation code does).
 absl::StatusOr<PerplexityResult> Perplexity(const Model& model, absl::Span<const int32_t> tokens,
                                             const PerplexityOptions& options);
+
+// The same under each of several settings at once (settings[i]: the i-th's edits; null: the
+// model as stored; options.edits and batch_edits are not read), batch after batch: each batch's
+// intact pass is shared up to the first layer a setting edits, then each setting's pass
+// continues on its own. Each result is bit for bit what Perplexity gives the setting alone: the
+// batches are the same. on_progress counts a batch's settings as they finish.
+absl::StatusOr<std::vector<PerplexityResult>> PerplexityPerSetting(
+    const Model& model, absl::Span<const int32_t> tokens, const PerplexityOptions& options,
+    absl::Span<const BatchEdits> settings);
+
+// Each setting's edits of a batch from its hook (none without one), checked to be one per
+// sequence.
+absl::StatusOr<std::vector<EditSet>> EditsOfBatch(const BatchEdits& edits,
+                                                  absl::Span<const std::vector<int32_t>> sequences,
+                                                  IntactPass* intact);
+
+// The order in which a batch's settings continue from its intact pass: by the first layer their
+// edits touch, so that the shared stream only moves forward.
+std::vector<size_t> SharingOrder(const Model& model,
+                                 absl::Span<const std::vector<EditSet>> setting_edits);
 
 }  // namespace superweight

@@ -139,9 +139,11 @@ int64_t ActivationChunkBlocks(int64_t k, int parts) {
 // 32x32 block of products (32 tokens from t0, 32 weight rows from o0; `tokens` and `rows` of
 // them real) is handed to finish(sums, t0, tokens, o0, rows, thread) as four 16x16 tiles per
 // matrix in L1: for matrix j, tile 2i + c at sums + 1024 j + 256 (2i + c) holds tokens
-// [16i, 16i + 16) x rows [16c, 16c + 16), rows 64 bytes apart.
+// [16i, 16i + 16) x rows [16c, 16c + 16), rows 64 bytes apart. The blocks of weight rows go to
+// the threads `grab` at a time: consecutive blocks, taken by one thread in order.
 template <typename Finish>
-void ForEachProductBlock(const AmxWeights* ws, int count, const AmxInput& x, Finish&& finish) {
+void ForEachProductBlock(const AmxWeights* ws, int count, const AmxInput& x, int64_t grab,
+                         Finish&& finish) {
   const int parts = x.parts;
   const int64_t m = x.m, k = x.k, padded_m = AmxPaddedTokens(m), pairs = k / 2;
   const int64_t token_blocks = padded_m / 32, steps = k / 32, row_blocks = (ws[0].rows + 31) / 32;
@@ -163,7 +165,7 @@ void ForEachProductBlock(const AmxWeights* ws, int count, const AmxInput& x, Fin
     // Token chunks, each a pass over all the weights (see ActivationChunkBlocks).
     for (int64_t tb0 = 0; tb0 < token_blocks; tb0 += chunk_blocks) {
       const int64_t tb1 = std::min(token_blocks, tb0 + chunk_blocks);
-#pragma omp for schedule(dynamic)
+#pragma omp for schedule(dynamic, grab)
       for (int64_t block = 0; block < row_blocks; ++block) {
         const int64_t o0 = block * 32, rows = std::min<int64_t>(32, ws[0].rows - o0);
         for (int j = 0; j < count; ++j) {
@@ -237,7 +239,7 @@ void SetActivationChunkBytes(int64_t bytes) { chunk_bytes_for_tests = bytes; }
 
 void AmxGemm(const AmxWeights& w, const AmxInput& x, float* y, int64_t ldy, bool add_to_y) {
   ForEachProductBlock(
-      &w, 1, x,
+      &w, 1, x, /*grab=*/1,
       [&](const float* sums, int64_t t0, int64_t tokens, int64_t o0, int64_t rows, int /*thread*/) {
         const __mmask16 lo = LowColumns(rows), hi = HighColumns(rows);
         float* y0 = y + t0 * ldy + o0;
@@ -259,7 +261,7 @@ void AmxGemmSwiGlu(const AmxWeights& gate, const AmxWeights& up, const AmxInput&
                    int64_t ldy) {
   const AmxWeights both[2] = {gate, up};
   ForEachProductBlock(
-      both, 2, x,
+      both, 2, x, /*grab=*/1,
       [&](const float* sums, int64_t t0, int64_t tokens, int64_t o0, int64_t rows, int /*thread*/) {
         for (int64_t i = 0; i < tokens; ++i) {
           const float* g = sums + (i / 16) * 512 + (i % 16) * 16;
@@ -280,32 +282,39 @@ void AmxGemmSwiGlu(const AmxWeights& gate, const AmxWeights& up, const AmxInput&
 void AmxGemmLogSumExp(const AmxWeights& w, const AmxInput& x, const int32_t* targets,
                       float* row_shift, double* row_sum, float* target) {
   const int64_t m = x.m;
-  // Each thread keeps, per token, a shift and 16 lanes of sums of exp(product - shift) over the
-  // columns of its blocks, merged at the end: no two threads write the same accumulator, and
-  // no block needs a horizontal sum. The shift moves (and the lanes are rescaled) only when a
-  // product passes it by more than kSlack, which stops happening after a row's first blocks;
-  // below that each term is at most e^16 and the sum of a whole vocabulary stays far from
-  // f32's range.
+  // Per token, each group of consecutive blocks of weight rows keeps a shift and 16 lanes of
+  // sums of exp(product - shift) over its columns, merged in group order at the end. A group is
+  // one grab of the threads' schedule, summed block after block by whichever thread took it, so
+  // the sums do not depend on which thread took what (kept per thread, they moved in the last
+  // bits from run to run), and no two threads write the same accumulator. The shift moves (and
+  // the lanes are rescaled) only when a product passes it by more than kSlack, which stops
+  // happening after a group's first blocks; below that each term is at most e^16 and the sum of
+  // a whole vocabulary stays far from f32's range.
   constexpr float kSlack = 16.f;
-  const int threads = omp_get_max_threads();
+  constexpr int64_t kGroups = 32;  // enough grabs to balance the threads of one socket
+  const int64_t row_blocks = (w.rows + 31) / 32;
+  const int64_t grab = (row_blocks + kGroups - 1) / kGroups;
+  const int64_t groups = (row_blocks + grab - 1) / grab;
   thread_local std::vector<float> shifts;
-  thread_local CacheAlignedVector<float> lanes;
-  shifts.assign(threads * m, -std::numeric_limits<float>::infinity());
-  lanes.assign(threads * m * 16, 0.f);
-  float* const thread_shift = shifts.data();
-  float* const thread_lanes = lanes.data();
+  thread_local CacheAlignedVector<float> lanes;  // zeroed by a group's first block, not here
+  shifts.assign(groups * m, -std::numeric_limits<float>::infinity());
+  lanes.resize(groups * m * 16);
+  float* const group_shift = shifts.data();
+  float* const group_lanes = lanes.data();
   const __m512 minus_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   ForEachProductBlock(
-      &w, 1, x,
-      [&](const float* sums, int64_t t0, int64_t tokens, int64_t o0, int64_t rows, int thread) {
+      &w, 1, x, grab,
+      [&](const float* sums, int64_t t0, int64_t tokens, int64_t o0, int64_t rows, int /*thread*/) {
         const __mmask16 lo = LowColumns(rows), hi = HighColumns(rows);
-        float* const shift = thread_shift + thread * m + t0;
-        float* const acc = thread_lanes + (thread * m + t0) * 16;
+        const int64_t group = o0 / 32 / grab;
+        float* const shift = group_shift + group * m + t0;
+        float* const acc = group_lanes + (group * m + t0) * 16;
         for (int64_t i = 0; i < tokens; ++i) {
           const float* row = sums + (i / 16) * 512 + (i % 16) * 16;
           const __m512 a = _mm512_mask_blend_ps(lo, minus_inf, _mm512_load_ps(row));
           const __m512 b = _mm512_mask_blend_ps(hi, minus_inf, _mm512_load_ps(row + 256));
-          __m512 sum = _mm512_load_ps(acc + 16 * i);
+          const bool first = shift[i] == -std::numeric_limits<float>::infinity();
+          __m512 sum = first ? _mm512_setzero_ps() : _mm512_load_ps(acc + 16 * i);
           const __m512 both = _mm512_max_ps(a, b);
           if (_mm512_cmp_ps_mask(both, _mm512_set1_ps(shift[i] + kSlack), _CMP_GT_OQ) != 0) {
             const float moved = MaxOf16(both);
@@ -322,13 +331,13 @@ void AmxGemmLogSumExp(const AmxWeights& w, const AmxInput& x, const int32_t* tar
       });
   for (int64_t t = 0; t < m; ++t) {
     float shift = -std::numeric_limits<float>::infinity();
-    for (int th = 0; th < threads; ++th) shift = std::max(shift, thread_shift[th * m + t]);
+    for (int64_t g = 0; g < groups; ++g) shift = std::max(shift, group_shift[g * m + t]);
     double total = 0;
-    for (int th = 0; th < threads; ++th) {
-      if (thread_shift[th * m + t] == -std::numeric_limits<float>::infinity()) continue;
+    for (int64_t g = 0; g < groups; ++g) {
+      if (group_shift[g * m + t] == -std::numeric_limits<float>::infinity()) continue;
       double part = 0;
-      for (int lane = 0; lane < 16; ++lane) part += thread_lanes[(th * m + t) * 16 + lane];
-      total += part * std::exp(static_cast<double>(thread_shift[th * m + t]) - shift);
+      for (int lane = 0; lane < 16; ++lane) part += group_lanes[(g * m + t) * 16 + lane];
+      total += part * std::exp(static_cast<double>(group_shift[g * m + t]) - shift);
     }
     row_shift[t] = shift;
     row_sum[t] = total;

@@ -1,8 +1,17 @@
 #include "engine/runtime/edit_set.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_format.h"
 
 namespace superweight {
+
+int EditSet::FirstLayer(int none) const {
+  int first = none;
+  for (const WeightEdit& e : weights) first = std::min(first, e.layer);
+  for (const ActivationEdit& e : activations) first = std::min(first, e.layer);
+  return first;
+}
 
 absl::Status EditSet::Validate(const Model& model) const {
   const int layers = model.config.layers;

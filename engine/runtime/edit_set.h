@@ -34,6 +34,9 @@ struct EditSet {
   std::vector<ActivationEdit> activations;
 
   bool empty() const { return weights.empty() && activations.empty(); }
+  // The lowest layer any edit touches; `none` when there are no edits. Below it the edited pass
+  // is the model's own, so a pass can take it over from the unedited one (forward.h).
+  int FirstLayer(int none) const;
   // Checks every coordinate against the model's shapes.
   absl::Status Validate(const Model& model) const;
 };

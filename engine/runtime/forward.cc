@@ -125,18 +125,33 @@ __attribute__((noinline)) void SwiGlu(float* gate, const float* up, int64_t n) {
 
 struct Buffers {
   // The matmuls' outputs on huge pages (aligned_vector.h); the rest alike, for simplicity.
-  internal::HugePageVector<float> x, h, q, k, v, attn, o, gate, up, down;
+  internal::HugePageVector<float> h, q, k, v, attn, o, gate, up, down;
   LinearInputStorage input;  // the converted copies of the LinearInput in use
   LinearScratch scratch;
 };
 
+absl::Status CheckEdits(const Model& model, absl::Span<const SequenceInput> batch) {
+  for (const SequenceInput& in : batch) {
+    if (in.edits == nullptr) continue;
+    if (auto st = in.edits->Validate(model); !st.ok()) return st;
+    for (const ActivationEdit& e : in.edits->activations) {
+      if (e.token >= static_cast<int64_t>(in.tokens.size())) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("activation edit at token %d past the sequence's %d tokens", e.token,
+                            in.tokens.size()));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
-absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const SequenceInput> batch,
-                                         const ForwardOptions& options) {
+absl::StatusOr<ResidualStream> EmbedBatch(const Model& model,
+                                          absl::Span<const SequenceInput> batch) {
   const ModelConfig& c = model.config;
-  ForwardOutput result;
-  result.offsets.push_back(0);
+  ResidualStream stream;
+  stream.offsets.push_back(0);
   for (size_t s = 0; s < batch.size(); ++s) {
     if (batch[s].tokens.empty()) {
       return absl::InvalidArgumentError(absl::StrFormat("sequence %d is empty", s));
@@ -147,24 +162,43 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
             absl::StrFormat("token id %d out of range [0, %d)", id, c.vocab));
       }
     }
-    if (batch[s].edits != nullptr) {
-      if (auto st = batch[s].edits->Validate(model); !st.ok()) return st;
-      for (const ActivationEdit& e : batch[s].edits->activations) {
-        if (e.token >= static_cast<int64_t>(batch[s].tokens.size())) {
-          return absl::InvalidArgumentError(
-              absl::StrFormat("activation edit at token %d past the sequence's %d tokens", e.token,
-                              batch[s].tokens.size()));
-        }
-      }
-    }
-    result.offsets.push_back(result.offsets.back() + batch[s].tokens.size());
+    stream.offsets.push_back(stream.offsets.back() + batch[s].tokens.size());
   }
   const ScopedFlushSubnormals flush;
-  const int64_t N = result.offsets.back();
+  const int64_t D = c.hidden;
+  stream.x.resize(stream.offsets.back() * D);
+  for (size_t s = 0; s < batch.size(); ++s) {
+    for (size_t t = 0; t < batch[s].tokens.size(); ++t) {
+      const int64_t row = stream.offsets[s] + t;
+      DequantizeRow(model.embed.dtype, model.embed.Row(batch[s].tokens[t]), D, &stream.x[row * D]);
+    }
+  }
+  return stream;
+}
+
+absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch, int end_layer,
+                       const ForwardOptions& options, ResidualStream* stream) {
+  const ModelConfig& c = model.config;
+  const std::vector<int64_t>& offsets = stream->offsets;
+  bool same_batch = offsets.size() == batch.size() + 1;
+  for (size_t s = 0; same_batch && s < batch.size(); ++s) {
+    same_batch = offsets[s + 1] - offsets[s] == static_cast<int64_t>(batch[s].tokens.size());
+  }
+  if (!same_batch) {
+    return absl::InvalidArgumentError("the batch is not the one the residual stream is of");
+  }
+  if (end_layer < stream->layer || end_layer > c.layers) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "layers [%d, %d) outside the model's %d layers", stream->layer, end_layer, c.layers));
+  }
+  if (auto st = CheckEdits(model, batch); !st.ok()) return st;
+  if (end_layer == stream->layer) return absl::OkStatus();
+  const ScopedFlushSubnormals flush;
+  const int64_t N = offsets.back();
   const int64_t D = c.hidden, I = c.intermediate;
   const int64_t QD = int64_t{c.heads} * c.head_dim, KVD = int64_t{c.kv_heads} * c.head_dim;
+  internal::HugePageVector<float>& x = stream->x;
   Buffers b;
-  b.x.resize(N * D);
   b.h.resize(N * D);
   b.q.resize(N * QD);
   b.k.resize(N * KVD);
@@ -172,15 +206,9 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
   b.attn.resize(N * QD);
   // b.o, b.up and b.down only where the outputs they hold are not fused away.
   b.gate.resize(N * I);
-  for (size_t s = 0; s < batch.size(); ++s) {
-    for (size_t t = 0; t < batch[s].tokens.size(); ++t) {
-      const int64_t row = result.offsets[s] + t;
-      DequantizeRow(model.embed.dtype, model.embed.Row(batch[s].tokens[t]), D, &b.x[row * D]);
-    }
-  }
   int64_t longest = 0;
   for (size_t s = 0; s < batch.size(); ++s) {
-    longest = std::max(longest, result.offsets[s + 1] - result.offsets[s]);
+    longest = std::max(longest, offsets[s + 1] - offsets[s]);
   }
   const RopeTable rope = MakeRopeTable(InverseFrequencies(c.rope), longest);
 
@@ -196,16 +224,19 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
     return false;
   };
   // y = x W^T for all tokens, then each sequence's weight edits on this (layer, kind).
-  auto linear = [&](int layer, LinearKind kind, const LinearInput& x, float* out) -> absl::Status {
+  auto linear = [&](int layer, LinearKind kind, const LinearInput& in_x,
+                    float* out) -> absl::Status {
     const Matrix& w = model.layers[layer].Get(kind);
-    const float* in = x.f32;
-    if (absl::Status status = Linear(w, x, out, w.rows, &b.scratch); !status.ok()) return status;
+    const float* in = in_x.f32;
+    if (absl::Status status = Linear(w, in_x, out, w.rows, &b.scratch); !status.ok()) {
+      return status;
+    }
     for (size_t s = 0; s < batch.size(); ++s) {
       if (batch[s].edits == nullptr) continue;
       for (const WeightEdit& e : batch[s].edits->weights) {
         if (e.layer != layer || e.kind != kind) continue;
         const float delta = e.value - w.At(e.row, e.col);
-        for (int64_t t = result.offsets[s]; t < result.offsets[s + 1]; ++t) {
+        for (int64_t t = offsets[s]; t < offsets[s + 1]; ++t) {
           out[t * w.rows + e.row] += delta * in[t * w.cols + e.col];
         }
       }
@@ -214,11 +245,11 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
   };
   // The model's activation transform on each sequence's part of a linear input, before any
   // matmul reads it.
-  auto transform_input = [&](int layer, LinearInputSite site, float* x, int64_t cols) {
+  auto transform_input = [&](int layer, LinearInputSite site, float* in, int64_t cols) {
     if (model.activation_transform == nullptr) return;
     for (size_t s = 0; s < batch.size(); ++s) {
-      const int64_t o = result.offsets[s];
-      model.activation_transform->Apply(layer, site, result.offsets[s + 1] - o, cols, x + o * cols);
+      const int64_t o = offsets[s];
+      model.activation_transform->Apply(layer, site, offsets[s + 1] - o, cols, in + o * cols);
     }
   };
   absl::Status status;
@@ -236,12 +267,14 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
     }
   };
 
-  for (int l = 0; l < c.layers; ++l) {
+  for (int l = stream->layer; l < end_layer; ++l) {
     if (options.cancelled != nullptr && options.cancelled->load(std::memory_order_relaxed)) {
       return absl::CancelledError("forward pass cancelled");
     }
+    // Advanced before the layer runs: a failed layer leaves the stream unusable, not resumable.
+    stream->layer = l + 1;
     const LayerWeights& w = model.layers[l];
-    Norm(c, w.attn_norm, b.x.data(), N, b.h.data());
+    Norm(c, w.attn_norm, x.data(), N, b.h.data());
     transform_input(l, LinearInputSite::kQkv, b.h.data(), D);
     const LinearInput attn_in(b.h.data(), N, D, options.precision, &b.input);
     for (auto [kind, out] : {std::pair{LinearKind::kQ, b.q.data()},
@@ -253,7 +286,7 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
     add_bias_and_clip(b.k.data(), w.k_bias, KVD);
     add_bias_and_clip(b.v.data(), w.v_bias, KVD);
     for (size_t s = 0; s < batch.size(); ++s) {
-      const int64_t o = result.offsets[s], T = result.offsets[s + 1] - o;
+      const int64_t o = offsets[s], T = offsets[s + 1] - o;
       ApplyRope(c.rope, rope, &b.q[o * QD], T, c.heads, c.head_dim, QD);
       ApplyRope(c.rope, rope, &b.k[o * KVD], T, c.kv_heads, c.head_dim, KVD);
       status = CausalAttention({c.heads, c.kv_heads, c.head_dim}, &b.q[o * QD], &b.k[o * KVD],
@@ -265,14 +298,14 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
     transform_input(l, LinearInputSite::kO, b.attn.data(), QD);
     const LinearInput attn_out(b.attn.data(), N, QD, options.precision, &b.input);
     if (weights_edited(l, LinearKind::kO, LinearKind::kO) ||
-        !LinearAddTo(w.Get(LinearKind::kO), attn_out, b.x.data(), D)) {
+        !LinearAddTo(w.Get(LinearKind::kO), attn_out, x.data(), D)) {
       b.o.resize(N * D);
       if (status = linear(l, LinearKind::kO, attn_out, b.o.data()); !status.ok()) return status;
 #pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < N * D; ++i) b.x[i] += b.o[i];
+      for (int64_t i = 0; i < N * D; ++i) x[i] += b.o[i];
     }
 
-    Norm(c, w.ffn_norm, b.x.data(), N, b.h.data());
+    Norm(c, w.ffn_norm, x.data(), N, b.h.data());
     transform_input(l, LinearInputSite::kGateUp, b.h.data(), D);
     const LinearInput ffn_in(b.h.data(), N, D, options.precision, &b.input);
     // Gate, up and their SwiGLU in one pass over the products where the AMX kernel serves and
@@ -296,13 +329,13 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
     }
     if (options.tap == nullptr && !activations_edited &&
         !weights_edited(l, LinearKind::kDown, LinearKind::kDown) &&
-        LinearAddTo(w.Get(LinearKind::kDown), mlp_in, b.x.data(), D)) {
+        LinearAddTo(w.Get(LinearKind::kDown), mlp_in, x.data(), D)) {
       continue;
     }
     b.down.resize(N * D);
     if (status = linear(l, LinearKind::kDown, mlp_in, b.down.data()); !status.ok()) return status;
     for (size_t s = 0; s < batch.size(); ++s) {
-      const int64_t o = result.offsets[s];
+      const int64_t o = offsets[s];
       if (batch[s].edits != nullptr) {
         for (const ActivationEdit& e : batch[s].edits->activations) {
           if (e.layer == l) b.down[(o + e.token) * D + e.channel] = e.value;
@@ -310,15 +343,97 @@ absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const Se
       }
       if (options.tap != nullptr) {
         options.tap->OnDownProj(l, static_cast<int>(s), &b.gate[o * I], &b.down[o * D],
-                                static_cast<int>(result.offsets[s + 1] - o), I, D);
+                                static_cast<int>(offsets[s + 1] - o), I, D);
       }
     }
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < N * D; ++i) b.x[i] += b.down[i];
+    for (int64_t i = 0; i < N * D; ++i) x[i] += b.down[i];
   }
-  result.hidden.resize(N * D);
-  Norm(c, model.final_norm, b.x.data(), N, result.hidden.data());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ForwardOutput> FinishForward(const Model& model, const ResidualStream& stream) {
+  if (stream.layer != model.config.layers) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "the residual stream is before layer %d of %d", stream.layer, model.config.layers));
+  }
+  const ScopedFlushSubnormals flush;
+  ForwardOutput result;
+  result.offsets = stream.offsets;
+  result.hidden.resize(stream.offsets.back() * model.config.hidden);
+  Norm(model.config, model.final_norm, stream.x.data(), stream.offsets.back(),
+       result.hidden.data());
   return result;
+}
+
+absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const SequenceInput> batch,
+                                         const ForwardOptions& options) {
+  absl::StatusOr<ResidualStream> stream = EmbedBatch(model, batch);
+  if (!stream.ok()) return stream.status();
+  if (absl::Status s = RunLayers(model, batch, model.config.layers, options, &*stream); !s.ok()) {
+    return s;
+  }
+  return FinishForward(model, *stream);
+}
+
+int FirstEditedLayer(const Model& model, absl::Span<const SequenceInput> batch) {
+  int first = model.config.layers;
+  for (const SequenceInput& in : batch) {
+    if (in.edits != nullptr) first = in.edits->FirstLayer(first);
+  }
+  return first;
+}
+
+IntactPass::IntactPass(const Model& model, absl::Span<const SequenceInput> batch,
+                       const ForwardOptions& options)
+    : model_(model), options_(options) {
+  options_.tap = nullptr;
+  for (const SequenceInput& in : batch) batch_.push_back({in.tokens, nullptr});
+}
+
+absl::StatusOr<ResidualStream> IntactPass::Before(int layer) {
+  if (layer < 0 || layer > model_.config.layers) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("layer %d outside the model's %d layers", layer, model_.config.layers));
+  }
+  if (!stream_.has_value() || stream_->layer > layer) {
+    absl::StatusOr<ResidualStream> embedded = EmbedBatch(model_, batch_);
+    if (!embedded.ok()) return embedded.status();
+    if (stream_.has_value()) {  // already past it: this copy alone goes from the embeddings
+      if (absl::Status s = RunLayers(model_, batch_, layer, options_, &*embedded); !s.ok()) {
+        return s;
+      }
+      return embedded;
+    }
+    stream_ = std::move(*embedded);
+  }
+  if (absl::Status s = RunLayers(model_, batch_, layer, options_, &*stream_); !s.ok()) {
+    stream_.reset();  // cut off mid-layer
+    return s;
+  }
+  return *stream_;
+}
+
+absl::Status IntactPass::Watch(int layer, ForwardTap* tap) {
+  if (layer >= model_.config.layers) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("layer %d outside the model's %d layers", layer, model_.config.layers));
+  }
+  absl::StatusOr<ResidualStream> copy = Before(layer);
+  if (!copy.ok()) return copy.status();
+  ForwardOptions watched = options_;
+  watched.tap = tap;
+  return RunLayers(model_, batch_, layer + 1, watched, &*copy);
+}
+
+absl::StatusOr<ForwardOutput> IntactPass::RunEdited(absl::Span<const SequenceInput> edited) {
+  absl::StatusOr<ResidualStream> stream = Before(FirstEditedLayer(model_, edited));
+  if (!stream.ok()) return stream.status();
+  if (absl::Status s = RunLayers(model_, edited, model_.config.layers, options_, &*stream);
+      !s.ok()) {
+    return s;
+  }
+  return FinishForward(model_, *stream);
 }
 
 absl::Status ComputeLogits(const Model& model, const float* hidden, int64_t rows, float* logits,

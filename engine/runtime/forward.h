@@ -4,11 +4,13 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/model/model.h"
+#include "engine/runtime/aligned_vector.h"
 #include "engine/runtime/edit_set.h"
 #include "engine/runtime/matmul.h"
 #include "engine/runtime/tap.h"
@@ -33,8 +35,63 @@ struct ForwardOutput {
   std::vector<int64_t> offsets;  // first row of each sequence; offsets.back() = total
 };
 
+// The whole pass: EmbedBatch, RunLayers through the last layer, FinishForward.
 absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const SequenceInput> batch,
                                          const ForwardOptions& options);
+
+// A batch's residual stream between layers, from which a pass stopped there resumes. The pass is
+// the same computation however it is cut: nothing but this stream is carried between layers.
+struct ResidualStream {
+  int layer = 0;                      // the next layer to run; the model's layers once all have run
+  std::vector<int64_t> offsets;       // first row of each sequence; offsets.back() = total
+  internal::HugePageVector<float> x;  // [total tokens, hidden]; matmuls add into it
+};
+
+// The batch's token embeddings: the stream before layer 0. INVALID_ARGUMENT for an empty
+// sequence or a token outside the vocabulary. The batch's edits are not read.
+absl::StatusOr<ResidualStream> EmbedBatch(const Model& model,
+                                          absl::Span<const SequenceInput> batch);
+
+// Runs layers [stream->layer, end_layer) over the stream with the batch's edits, the tap and the
+// cancellation of `options`. The batch holds the sequences the stream was embedded from (their
+// edits may be others than the layers before saw). INVALID_ARGUMENT for an invalid edit, a batch
+// that is not the stream's or an end_layer outside [stream->layer, layers].
+absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch, int end_layer,
+                       const ForwardOptions& options, ResidualStream* stream);
+
+// The final norm of a stream that has run every layer (FAILED_PRECONDITION otherwise).
+absl::StatusOr<ForwardOutput> FinishForward(const Model& model, const ResidualStream& stream);
+
+// The lowest layer any sequence's edits touch; the model's layers when none has edits.
+int FirstEditedLayer(const Model& model, absl::Span<const SequenceInput> batch);
+
+// The unedited model's pass over one batch, run only as far as it is asked, each layer once: the
+// prefix that passes with edits from a later layer on share (each continues from a copy of the
+// stream, so differently edited settings of one batch run the layers below their edits once),
+// and what an edit hook observes of the intact model (ablate.h's restored super activation).
+// Holds one stream of the batch (tokens x hidden floats) besides the copies it hands out; lives
+// for one batch. The batch's tokens must outlive it.
+class IntactPass {
+ public:
+  // The batch's edits are ignored; precision and cancellation from `options`, never its tap.
+  IntactPass(const Model& model, absl::Span<const SequenceInput> batch,
+             const ForwardOptions& options);
+
+  // A copy of the intact stream before `layer` (0 .. layers). A layer below one already passed
+  // is run again from the embeddings, into the copy alone.
+  absl::StatusOr<ResidualStream> Before(int layer);
+  // Runs `layer` of the intact model with `tap` watching it, on a copy of the stream before it.
+  absl::Status Watch(int layer, ForwardTap* tap);
+  // `edited`'s pass (the same sequences, with edits): the intact stream before the first layer
+  // they touch, then the rest with them. Bit for bit RunForward(edited) without a tap.
+  absl::StatusOr<ForwardOutput> RunEdited(absl::Span<const SequenceInput> edited);
+
+ private:
+  const Model& model_;
+  std::vector<SequenceInput> batch_;  // without edits
+  ForwardOptions options_;
+  std::optional<ResidualStream> stream_;
+};
 
 // logits[rows, vocab] = hidden[rows, hidden] * lm_head^T.
 absl::Status ComputeLogits(const Model& model, const float* hidden, int64_t rows, float* logits,

@@ -2,6 +2,8 @@
 // requests, loglikelihoods against the forward pass, and each setting's edits.
 #include "engine/analysis/ablate.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <fstream>
 #include <set>
@@ -178,7 +180,7 @@ TEST(Ablate, SettingsEditWhatTheyName) {
     auto hook = AblationEdits(*model, s, sw, {}, Precision::kF32);
     EXPECT_TRUE(hook.ok()) << hook.status();
     if (!*hook) return EditSet();
-    return (*hook)(seqs).value()[0];
+    return (*hook)(seqs, nullptr).value()[0];
   };
   EXPECT_TRUE(edits_of({AblationKind::kIntact}).empty());
   EditSet prune = edits_of({AblationKind::kPruneSuperWeights});
@@ -195,6 +197,13 @@ TEST(Ablate, SettingsEditWhatTheyName) {
   EXPECT_GE(restore.activations[0].token, 0);
   EXPECT_LT(restore.activations[0].token, static_cast<int>(seqs[0].size()));
   EXPECT_NE(restore.activations[0].value, 0.f);
+  // Watched on the intact pass, the super activation is what a tap on the whole pass finds.
+  for (Precision precision : {Precision::kF32, Precision::kBF16}) {
+    auto hook = AblationEdits(*model, {AblationKind::kRestoreSuperActivation}, sw, {}, precision);
+    ASSERT_TRUE(hook.ok());
+    EXPECT_EQ((*hook)(seqs, nullptr).value()[0].activations[0].value,
+              SuperActivations(*model, seqs[0], sw, precision).value()[0]);
+  }
   EXPECT_EQ(
       AblationEdits(*model, {AblationKind::kPruneSuperWeights}, {{1, 9999, 0}}, {}, Precision::kF32)
           .status()
@@ -208,6 +217,99 @@ TEST(Ablate, SettingsEditWhatTheyName) {
                                            "prune outliers, SW kept", "prune outliers and SW",
                                            "prune SW, restore SA"}));
   EXPECT_EQ(AblationSettings({"bogus"}, {}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Scores equal as doubles, NaN (no acc_norm, no perplexity) equal to NaN.
+void ExpectSameScores(const Evaluation& together, const Evaluation& alone) {
+  auto same = [](double a, double b) { return (std::isnan(a) && std::isnan(b)) || a == b; };
+  EXPECT_EQ(together.wikitext2_perplexity, alone.wikitext2_perplexity);
+  EXPECT_EQ(together.average_acc, alone.average_acc);
+  ASSERT_EQ(together.tasks.size(), alone.tasks.size());
+  for (size_t t = 0; t < alone.tasks.size(); ++t) {
+    SCOPED_TRACE(alone.tasks[t].task);
+    EXPECT_EQ(together.tasks[t].examples, alone.tasks[t].examples);
+    EXPECT_EQ(together.tasks[t].acc, alone.tasks[t].acc);
+    EXPECT_TRUE(same(together.tasks[t].acc_norm, alone.tasks[t].acc_norm))
+        << together.tasks[t].acc_norm << " " << alone.tasks[t].acc_norm;
+    EXPECT_TRUE(same(together.tasks[t].perplexity, alone.tasks[t].perplexity))
+        << together.tasks[t].perplexity << " " << alone.tasks[t].perplexity;
+  }
+}
+
+// Every setting evaluated together (the intact pass of each batch shared below the first layer a
+// setting edits, the super activation watched on it) gives each setting's numbers bit for bit
+// as it has alone: super weights in the middle layer (the pruned and scaled settings share layer
+// 0), or in both layers, at both precisions (the forward pass's own test covers the lesser CPU
+// classes; SUPERWEIGHT_MAX_ISA runs this one at them). Progress moves with each setting's share
+// of each batch; cancellation stops it.
+TEST(Ablate, SettingsEvaluatedTogetherEqualEachAlone) {
+  const auto model = TinyStories();
+  ASSERT_EQ(model->config.layers, 2);
+  EvaluationPlan plan;
+  for (const char* task : {"piqa", "lambada"}) {
+    plan.tasks.push_back(LoadTask(task, EvalData(), 4).value());
+  }
+  std::ifstream f(testing::TestData("text/tinystories_validation_head.txt"));
+  std::string text((std::istreambuf_iterator<char>(f)), {});
+  plan.wikitext2 = model->tokenizer->Encode(text, model->config.add_bos);
+  plan.window = 64;
+  plan.max_windows = 5;
+  const std::vector<std::vector<SuperWeightCoordinate>> placements = {{{1, 37, 101}},
+                                                                      {{0, 12, 40}, {1, 37, 101}}};
+  for (const auto& super_weights : placements) {
+    SCOPED_TRACE(super_weights.size());
+    const std::vector<AblationSetting> settings =
+        AblationSettings({"prune", "scale", "outliers", "restore_sa"}, {0.5f, 4.f}).value();
+    const std::vector<WeightEdit> outliers = OutlierEdits(*model, 1e-6, super_weights).value();
+    for (Precision precision : {Precision::kF32, Precision::kBF16}) {
+      SCOPED_TRACE(PrecisionName(precision));
+      HarnessOptions base;
+      base.precision = precision;
+      base.max_batch_tokens = 192;  // several batches per task, three windows per batch
+      std::vector<BatchEdits> edits;
+      for (const AblationSetting& s : settings) {
+        edits.push_back(AblationEdits(*model, s, super_weights, outliers, precision).value());
+      }
+      std::vector<double> reported;
+      StepProgress progress(base, static_cast<int>(settings.size()) * plan.steps(),
+                            [&](double p, const std::string&) { reported.push_back(p); });
+      auto together = EvaluateSettings(*model, plan, edits, "all", &progress);
+      ASSERT_TRUE(together.ok()) << together.status();
+      ASSERT_EQ(together->size(), settings.size());
+      for (size_t s = 0; s < settings.size(); ++s) {
+        SCOPED_TRACE(settings[s].Name());
+        StepProgress alone_progress(base, plan.steps(), nullptr);
+        auto alone = EvaluateModel(*model, plan, edits[s], settings[s].Name(), &alone_progress);
+        ASSERT_TRUE(alone.ok()) << alone.status();
+        ExpectSameScores((*together)[s], *alone);
+      }
+      // Not all alike: the edits bite.
+      EXPECT_NE((*together)[1].wikitext2_perplexity, (*together)[0].wikitext2_perplexity);
+      EXPECT_NE((*together)[3].wikitext2_perplexity, (*together)[0].wikitext2_perplexity);
+      // Reported after each setting of each batch: more often than once per setting and step.
+      EXPECT_GT(reported.size(), settings.size() * plan.steps());
+      EXPECT_TRUE(std::is_sorted(reported.begin(), reported.end()));
+      EXPECT_DOUBLE_EQ(reported.back(), 1.0);
+    }
+  }
+  // Cancelled at the first report (one setting's share of the first batch): CANCELLED before the
+  // next setting runs a layer.
+  std::atomic<bool> cancelled{false};
+  HarnessOptions base;
+  base.cancelled = &cancelled;
+  base.max_batch_tokens = 192;
+  int reports = 0;
+  StepProgress progress(base, 2 * plan.steps(), [&](double, const std::string&) {
+    ++reports;
+    cancelled = true;
+  });
+  const std::vector<BatchEdits> two = {
+      BatchEdits(),
+      AblationEdits(*model, {AblationKind::kPruneSuperWeights}, {{1, 37, 101}}, {}, Precision::kF32)
+          .value()};
+  EXPECT_EQ(EvaluateSettings(*model, plan, two, "two", &progress).status().code(),
+            absl::StatusCode::kCancelled);
+  EXPECT_EQ(reports, 1);
 }
 
 // The whole job on a small model: rows in order, scale x1 equal to intact, pruning a weight the

@@ -1,5 +1,6 @@
 #include "engine/runtime/edit_set.h"
 
+#include <atomic>
 #include <cmath>
 
 #include "engine/analysis/layer_max_tap.h"
@@ -143,6 +144,84 @@ TEST_F(EditSetTest, ActivationOverrideIsWhatTheTapSees) {
   EXPECT_EQ(max_tap.layers(0)[2].output_max_abs, 123.5f);
   EXPECT_EQ(max_tap.layers(0)[2].output_token, 0);
   EXPECT_EQ(max_tap.layers(0)[2].output_channel, 10);
+}
+
+// A pass with edits from a middle layer on, continued from the intact pass before that layer,
+// is the whole edited pass bit for bit, at both precisions and every CPU class this machine
+// covers (on AMX the intact prefix takes the fused residual paths that the edited layers leave).
+// The intact pass moves only forward; a layer it has passed is recomputed from the embeddings;
+// watching a layer sees what a tap on the whole pass sees there.
+TEST_F(EditSetTest, AnEditedPassTakesOverTheIntactPassBeforeItsFirstEditedLayer) {
+  auto tinystories = OpenModel(testing::TestData("hf_tinystories_656k"));
+  ASSERT_TRUE(tinystories.ok()) << tinystories.status();
+  const std::vector<int32_t> shorter = {1, 300, 12, 77};
+  for (const Model* model : {model_.get(), tinystories->get()}) {
+    const int layers = model->config.layers, middle = layers / 2;
+    ASSERT_GT(middle, 0);
+    const Matrix& down = model->layers[middle].Get(LinearKind::kDown);
+    EditSet first, second;
+    first.weights.push_back({middle, LinearKind::kDown, 5, 9, 3 * down.At(5, 9)});
+    first.weights.push_back({layers - 1, LinearKind::kO, 2, 3, 0.f});
+    first.activations.push_back({middle, 1, 10, -40.f});
+    second.weights.push_back({layers - 1, LinearKind::kGate, 4, 1, 0.f});
+    const std::vector<SequenceInput> plain = {{tokens_, nullptr}, {shorter, nullptr}};
+    const std::vector<SequenceInput> edited = {{tokens_, &first}, {shorter, &second}};
+    EXPECT_EQ(FirstEditedLayer(*model, edited), middle);
+    EXPECT_EQ(FirstEditedLayer(*model, plain), layers);
+    testing::ForEachCpuClass([&](Isa) {
+      for (Precision precision : {Precision::kF32, Precision::kBF16}) {
+        SCOPED_TRACE(PrecisionName(precision));
+        ForwardOptions o;
+        o.precision = precision;
+        auto whole_edited = RunForward(*model, edited, o);
+        auto whole_intact = RunForward(*model, plain, o);
+        ASSERT_TRUE(whole_edited.ok() && whole_intact.ok());
+        ASSERT_NE(whole_edited->hidden, whole_intact->hidden);
+        IntactPass intact(*model, edited, o);  // the edits ignored
+        auto taken_over = intact.RunEdited(edited);
+        ASSERT_TRUE(taken_over.ok()) << taken_over.status();
+        EXPECT_EQ(taken_over->hidden, whole_edited->hidden);
+        EXPECT_EQ(taken_over->offsets, whole_edited->offsets);
+        auto intact_end = intact.Before(layers);
+        ASSERT_TRUE(intact_end.ok());
+        EXPECT_EQ(FinishForward(*model, *intact_end)->hidden, whole_intact->hidden);
+        // Past layer 1 now: before it again, from the embeddings, and on to the end alike.
+        auto again = intact.Before(1);
+        ASSERT_TRUE(again.ok());
+        EXPECT_EQ(again->layer, 1);
+        ASSERT_TRUE(RunLayers(*model, plain, layers, o, &*again).ok());
+        EXPECT_EQ(FinishForward(*model, *again)->hidden, whole_intact->hidden);
+        // Watching a layer on the intact pass (not yet there) sees what a tap on the whole
+        // intact pass sees there.
+        CaptureTap watched(middle), whole(middle);
+        ForwardOptions tapped = o;
+        tapped.tap = &whole;
+        ASSERT_TRUE(RunForward(*model, {&plain[1], 1}, tapped).ok());
+        IntactPass fresh(*model, {&plain[1], 1}, o);
+        ASSERT_TRUE(fresh.Watch(middle, &watched).ok());
+        EXPECT_EQ(watched.in, whole.in);
+        EXPECT_EQ(watched.out, whole.out);
+        ASSERT_FALSE(watched.out.empty());
+      }
+    });
+    // Streams and batches that do not belong together, and a stream not at its end, are refused.
+    auto stream = EmbedBatch(*model, plain);
+    ASSERT_TRUE(stream.ok());
+    EXPECT_EQ(RunLayers(*model, {&plain[0], 1}, 1, {}, &*stream).code(),
+              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(RunLayers(*model, plain, layers + 1, {}, &*stream).code(),
+              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(FinishForward(*model, *stream).status().code(),
+              absl::StatusCode::kFailedPrecondition);
+    ASSERT_TRUE(RunLayers(*model, plain, 1, {}, &*stream).ok());
+    EXPECT_EQ(RunLayers(*model, plain, 0, {}, &*stream).code(), absl::StatusCode::kInvalidArgument);
+    std::atomic<bool> cancelled{true};
+    ForwardOptions cancelling;
+    cancelling.cancelled = &cancelled;
+    EXPECT_EQ(RunLayers(*model, plain, layers, cancelling, &*stream).code(),
+              absl::StatusCode::kCancelled);
+    EXPECT_EQ(stream->layer, 1);  // nothing ran
+  }
 }
 
 TEST_F(EditSetTest, OutOfRangeEditsAreRefused) {

@@ -311,6 +311,31 @@ TEST(LinearLogSumExp, EqualsLogSumExpOfLinearOutputs) {
   ForEachFusedCase({{DType::kQ4_1, Precision::kBF16, 100, 576, 1000, 1000}}, 300.f, check);
 }
 
+// The fused log-sum-exp is the same bits call after call, whichever thread takes which blocks of
+// the vocabulary (summed per thread, perplexities moved in the last bits from run to run).
+TEST(LinearLogSumExp, SameBitsEveryCall) {
+  auto check = [&](const Case& c, const LinearInput& input, bool amx) {
+    if (!amx) return;
+    const Weights w = RandomWeights(c.dtype, c.n, c.k, 5);
+    std::vector<int32_t> targets(c.m);
+    for (int64_t t = 0; t < c.m; ++t) targets[t] = static_cast<int32_t>((t * 37) % c.n);
+    std::vector<float> first_shift(c.m), first_target(c.m);
+    std::vector<double> first_sum(c.m);
+    ASSERT_TRUE(LinearLogSumExp(w.matrix, input, targets.data(), first_shift.data(),
+                                first_sum.data(), first_target.data()));
+    for (int call = 0; call < 20; ++call) {
+      std::vector<float> shift(c.m), target(c.m);
+      std::vector<double> sum(c.m);
+      ASSERT_TRUE(LinearLogSumExp(w.matrix, input, targets.data(), shift.data(), sum.data(),
+                                  target.data()));
+      ASSERT_EQ(sum, first_sum) << call;
+      ASSERT_EQ(shift, first_shift) << call;
+      ASSERT_EQ(target, first_target) << call;
+    }
+  };
+  ForEachFusedCase({{DType::kQ4_1, Precision::kBF16, 64, 576, 4000, 4000}}, 3.f, check);
+}
+
 // A tile row is one cache line only if the buffer starts one: at malloc's 16-byte alignment
 // three tile rows in four straddle two lines (the bf16 pass ran 1.05-1.13x faster aligned).
 TEST(CacheAlignedVector, StartsACacheLineWhateverItsSize) {
