@@ -14,6 +14,7 @@
 #include "engine/formats/dequantize.h"
 #include "engine/runtime/tap.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "engine/util/utf8_prefix.h"
 
 namespace superweight {
 namespace {
@@ -94,6 +95,17 @@ absl::Status CheckSuperWeights(const Model& model,
                           sw.row, sw.col, sw.layer, down.rows, down.cols));
     }
   }
+  // A super weight named twice would be zeroed (or scaled) twice.
+  std::vector<std::tuple<int, int64_t, int64_t>> keys;
+  keys.reserve(super_weights.size());
+  for (const SuperWeightCoordinate& sw : super_weights) keys.emplace_back(sw.layer, sw.row, sw.col);
+  std::sort(keys.begin(), keys.end());
+  if (auto d = std::adjacent_find(keys.begin(), keys.end()); d != keys.end()) {
+    const auto& [layer, row, col] = *d;
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "super weight layers[%d].mlp.down_proj.weight[%d, %d] is given more than once", layer, row,
+        col));
+  }
   return absl::OkStatus();
 }
 
@@ -134,23 +146,26 @@ absl::StatusOr<std::vector<AblationSetting>> AblationSettings(const std::vector<
       settings.push_back({AblationKind::kRestoreSuperActivation});
     } else if (name != "token_probs") {
       return absl::InvalidArgumentError(
-          absl::StrCat("unknown ablation setting '", name.substr(0, 64),
+          absl::StrCat("unknown ablation setting '", Utf8Prefix(name, 64),
                        "'; expected prune, scale, outliers, restore_sa or token_probs"));
     }
   }
   return settings;
 }
 
-absl::StatusOr<std::vector<WeightEdit>> OutlierEdits(
-    const Model& model, double fraction, const std::vector<SuperWeightCoordinate>& keep) {
-  if (!(fraction > 0 && fraction < 1)) {
-    return absl::InvalidArgumentError("outlier_fraction must be in (0, 1)");
+absl::StatusOr<std::vector<WeightEdit>> OutlierEdits(const Model& model, double fraction,
+                                                     const std::vector<SuperWeightCoordinate>& keep,
+                                                     const std::atomic<bool>* cancelled) {
+  if (!(fraction > 0 && fraction <= kMaxOutlierFraction)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("outlier_fraction must be in (0, %g]", kMaxOutlierFraction));
   }
   if (absl::Status s = CheckSuperWeights(model, keep); !s.ok()) return s;
   const int tensors = model.config.layers * static_cast<int>(std::size(kLinearKinds));
   std::vector<std::vector<WeightEdit>> found(tensors);
 #pragma omp parallel for schedule(dynamic, 1)
   for (int t = 0; t < tensors; ++t) {
+    if (cancelled != nullptr && cancelled->load(std::memory_order_relaxed)) continue;
     const int layer = t / static_cast<int>(std::size(kLinearKinds));
     const LinearKind kind = kLinearKinds[t % std::size(kLinearKinds)];
     const Matrix& w = model.layers[layer].Get(kind);
@@ -180,6 +195,7 @@ absl::StatusOr<std::vector<WeightEdit>> OutlierEdits(
       found[t].push_back({layer, kind, std::get<1>(top.top()), std::get<2>(top.top()), 0.f});
     }
   }
+  if (cancelled != nullptr && cancelled->load()) return absl::CancelledError("cancelled");
   std::vector<WeightEdit> edits;
   for (const auto& f : found) edits.insert(edits.end(), f.begin(), f.end());
   return edits;
@@ -263,8 +279,8 @@ absl::StatusOr<AblateResult> Ablate(const Model& model, const AblateOptions& opt
       });
   std::vector<WeightEdit> outliers;
   if (outliers_needed) {
-    absl::StatusOr<std::vector<WeightEdit>> found =
-        OutlierEdits(model, options.outlier_fraction, options.super_weights);
+    absl::StatusOr<std::vector<WeightEdit>> found = OutlierEdits(
+        model, options.outlier_fraction, options.super_weights, options.harness.cancelled);
     if (!found.ok()) return found.status();
     outliers = std::move(*found);
   }

@@ -20,7 +20,8 @@ struct SuperWeightCoordinate {
   int64_t col = 0;
 };
 
-// INVALID_ARGUMENT naming the first coordinate outside its layer's down_proj.
+// INVALID_ARGUMENT naming the first coordinate outside its layer's down_proj, or one given
+// twice.
 absl::Status CheckSuperWeights(const Model& model,
                                const std::vector<SuperWeightCoordinate>& super_weights);
 
@@ -51,11 +52,18 @@ struct AblationSetting {
 absl::StatusOr<std::vector<AblationSetting>> AblationSettings(const std::vector<std::string>& names,
                                                               const std::vector<float>& scales);
 
+// The largest outlier fraction OutlierEdits takes: 100 times the paper's 1e-6, so that the edits
+// every pass carries stay small (a 7B model: 700,000 edits, 22 MB) and finding them costs one
+// read of the weights.
+inline constexpr double kMaxOutlierFraction = 1e-4;
+
 // The weight edits of every linear weight of the layers (q, k, v, o, gate, up, down) whose
 // magnitude is in the top `fraction` of its tensor (at least one per tensor), leaving out the
-// super weights' own coordinates. INVALID_ARGUMENT for a fraction outside (0, 1).
-absl::StatusOr<std::vector<WeightEdit>> OutlierEdits(
-    const Model& model, double fraction, const std::vector<SuperWeightCoordinate>& keep);
+// super weights' own coordinates. INVALID_ARGUMENT for a fraction outside (0,
+// kMaxOutlierFraction]; CANCELLED once `cancelled` is set (checked between tensors).
+absl::StatusOr<std::vector<WeightEdit>> OutlierEdits(const Model& model, double fraction,
+                                                     const std::vector<SuperWeightCoordinate>& keep,
+                                                     const std::atomic<bool>* cancelled = nullptr);
 
 // The per-sequence edits of a setting (outliers: OutlierEdits' result). Restoring the super
 // activation watches each super weight's layer on the batch's intact pass (the harness's, shared

@@ -1,20 +1,42 @@
 #include "engine/analysis/check.h"
 
 #include <cmath>
+#include <cstdint>
+#include <utility>
 
 #include "absl/strings/str_format.h"
 #include "engine/analysis/quantize.h"
 
 namespace superweight {
 
+absl::Status CheckComparable(const Model& model, const Model& reference) {
+  const ModelConfig &a = model.config, &b = reference.config;
+  if (a.arch != b.arch) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "the model (%s) and its reference (%s) differ in architecture: not a quantization of it",
+        ArchitectureName(a.arch), ArchitectureName(b.arch)));
+  }
+  const std::pair<const char*, std::pair<int64_t, int64_t>> sizes[] = {
+      {"layers", {a.layers, b.layers}},
+      {"hidden", {a.hidden, b.hidden}},
+      {"intermediate", {a.intermediate, b.intermediate}},
+      {"vocab", {a.vocab, b.vocab}},
+      {"heads", {a.heads, b.heads}},
+      {"kv_heads", {a.kv_heads, b.kv_heads}}};
+  for (const auto& [what, pair] : sizes) {
+    if (pair.first != pair.second) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "the model and its reference differ in shape (%s %d against %d): not a quantization of "
+          "it",
+          what, pair.first, pair.second));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<CheckResult> CheckQuantization(const Model& model, const Model& reference,
                                               const CheckOptions& options) {
-  const ModelConfig &a = model.config, &b = reference.config;
-  if (a.layers != b.layers || a.hidden != b.hidden || a.intermediate != b.intermediate ||
-      a.vocab != b.vocab || a.heads != b.heads || a.kv_heads != b.kv_heads) {
-    return absl::FailedPreconditionError(
-        "the model and its reference differ in shape: not a quantization of it");
-  }
+  if (absl::Status s = CheckComparable(model, reference); !s.ok()) return s;
   for (double bound :
        {options.max_relative_error, options.min_activation_ratio, options.max_perplexity_ratio}) {
     if (!std::isfinite(bound) || bound < 0) {

@@ -44,6 +44,10 @@ struct CheckResult {
 
 // FAILED_PRECONDITION when the two models' shapes differ; INVALID_ARGUMENT for bad bounds or
 // coordinates.
+// FAILED_PRECONDITION naming the first difference where model cannot be a quantization of
+// reference (another architecture or shape): what a check settles before any work.
+absl::Status CheckComparable(const Model& model, const Model& reference);
+
 absl::StatusOr<CheckResult> CheckQuantization(const Model& model, const Model& reference,
                                               const CheckOptions& options);
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "engine/util/utf8_prefix.h"
 #include "nlohmann/json.hpp"
 
 namespace superweight {
@@ -263,7 +264,7 @@ absl::StatusOr<Task> LoadTask(absl::string_view name, const std::string& data_di
     status = LoadLambada(data_dir + "/lambada/lambada_test.jsonl", max_examples, &task);
   } else {
     return absl::InvalidArgumentError(
-        absl::StrCat("unknown task '", name.substr(0, 64), "'; expected one of ",
+        absl::StrCat("unknown task '", Utf8Prefix(name, 64), "'; expected one of ",
                      absl::StrJoin(ZeroShotTaskNames(), ", "), " (or wikitext2)"));
   }
   if (!status.ok()) return status;

@@ -371,6 +371,16 @@ absl::StatusOr<std::vector<Evaluation>> EvaluateSettings(const Model& model,
                                                          absl::Span<const BatchEdits> settings,
                                                          const std::string& label,
                                                          StepProgress* progress) {
+  for (size_t i = 0; i < plan.tasks.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (plan.tasks[i].name == plan.tasks[j].name) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("task ", plan.tasks[i].name,
+                         " is in the plan twice (it would count twice in the "
+                         "average)"));
+      }
+    }
+  }
   const int steps = static_cast<int>(settings.size());
   std::vector<Evaluation> evaluations(settings.size());
   if (!plan.wikitext2.empty()) {

@@ -17,6 +17,7 @@
 #include "engine/export/output_file.h"
 #include "engine/export/safetensors_writer.h"
 #include "engine/model/tensor_names.h"
+#include "engine/util/publish.h"
 #include "engine/util/umask.h"
 #include "nlohmann/json.hpp"
 
@@ -327,34 +328,6 @@ absl::Status SyncDirectory(const std::string& dir) {
   return absl::OkStatus();
 }
 
-std::string ParentOf(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
-// rename(2) would replace an empty directory that appeared at `to` since the caller looked;
-// RENAME_NOREPLACE makes the refusal atomic where the file system supports it.
-absl::Status RenameWithoutReplacing(const std::string& from, const std::string& to) {
-  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) {
-    return absl::OkStatus();
-  }
-  if (errno == EEXIST || errno == ENOTEMPTY) {
-    return absl::AlreadyExistsError(absl::StrFormat("%s already exists", to));
-  }
-  if (errno != EINVAL && errno != ENOSYS) {
-    return absl::ErrnoToStatus(errno, absl::StrFormat("%s: cannot rename %s to it", to, from));
-  }
-  struct stat st;
-  if (::lstat(to.c_str(), &st) == 0) {
-    return absl::AlreadyExistsError(absl::StrFormat("%s already exists", to));
-  }
-  if (std::rename(from.c_str(), to.c_str()) != 0) {
-    return absl::ErrnoToStatus(errno, absl::StrFormat("%s: cannot rename %s to it", to, from));
-  }
-  return absl::OkStatus();
-}
-
 // The directory's files, written into dir (empty, made by the caller).
 absl::Status WriteDirectory(const std::string& dir, const std::string& config_text,
                             const std::vector<std::string>& tokenizer_sources,
@@ -424,8 +397,6 @@ absl::Status ExportHuggingFace(const Model& model, const std::string& out_dir_ar
     std::filesystem::remove_all(temp_dir, ignored);
     return status;
   }
-  // Best effort: the directory is in place either way, the rename durable once this lands.
-  SyncDirectory(ParentOf(out_dir)).IgnoreError();
   return absl::OkStatus();
 }
 

@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "engine/util/publish.h"
 #include "engine/util/umask.h"
 
 namespace superweight {
@@ -97,18 +98,6 @@ class BufferedFileSink {
 
 // The permissions a file created with open(0666) would get (mkstemp makes it 0600).
 mode_t ModeForNewFile() { return 0666 & ~ProcessUmask(); }
-
-// Makes a completed rename durable; best effort, as the new file is in place either way.
-void SyncDirectoryOf(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "."
-                          : slash == 0               ? "/"
-                                                     : path.substr(0, slash);
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
 
 }  // namespace
 
@@ -305,16 +294,9 @@ absl::Status GgufFileWriter::WriteAtomically(
   if (::close(fd) != 0 && status.ok()) {
     status = absl::ErrnoToStatus(errno, absl::StrFormat("%s: close failed", temp_path));
   }
-  if (status.ok() && std::rename(temp_path.c_str(), path.c_str()) != 0) {
-    status = absl::ErrnoToStatus(errno,
-                                 absl::StrFormat("%s: cannot rename %s over it", path, temp_path));
-  }
-  if (!status.ok()) {
-    ::unlink(temp_path.c_str());
-    return status;
-  }
-  SyncDirectoryOf(path);
-  return absl::OkStatus();
+  if (status.ok()) status = RenameWithoutReplacing(temp_path, path);
+  if (!status.ok()) ::unlink(temp_path.c_str());
+  return status;
 }
 
 }  // namespace superweight

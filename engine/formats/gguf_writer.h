@@ -48,10 +48,11 @@ class GgufFileWriter {
                          TensorProducer produce);
 
   // Writes the file to a temporary (path + ".tmp-XXXXXX", same directory), fsyncs it and renames
-  // it over path, so that path holds either its old content or the whole new file; on any
-  // failure the temporary is removed and path is untouched. Tensor data is aligned to
-  // general.alignment (a uint32 power of two when set; 32 otherwise). before_publish, when given,
-  // runs once the data is written and may still refuse it (a source that changed meanwhile).
+  // it to path, never over an existing one (ALREADY_EXISTS: what is there stays), so that path
+  // names the whole new file or nothing of it; on any failure the temporary is removed. Tensor data
+  // is aligned to general.alignment (a uint32 power of two when set; 32 otherwise). before_publish,
+  // when given, runs once the data is written and may still refuse it (a source that changed
+  // meanwhile).
   absl::Status WriteAtomically(const std::string& path,
                                const std::function<absl::Status()>& before_publish = nullptr) const;
 

@@ -1,6 +1,9 @@
 #include "engine/runtime/edit_set.h"
 
 #include <algorithm>
+#include <cmath>
+#include <tuple>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 
@@ -20,6 +23,11 @@ absl::Status EditSet::Validate(const Model& model) const {
       return absl::InvalidArgumentError(
           absl::StrFormat("weight edit: layer %d out of range [0, %d)", e.layer, layers));
     }
+    if (!std::isfinite(e.value)) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("weight edit: %s[%d, %d] of layer %d: value %f is not finite",
+                          LinearKindName(e.kind), e.row, e.col, e.layer, e.value));
+    }
     const Matrix& m = model.layers[e.layer].Get(e.kind);
     if (e.row < 0 || e.row >= m.rows || e.col < 0 || e.col >= m.cols) {
       return absl::InvalidArgumentError(
@@ -34,6 +42,38 @@ absl::Status EditSet::Validate(const Model& model) const {
           absl::StrFormat("activation edit: layer %d, token %d, channel %d out of range", e.layer,
                           e.token, e.channel));
     }
+    if (!std::isfinite(e.value)) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("activation edit: layer %d, token %d, channel %d: value %f is not finite",
+                          e.layer, e.token, e.channel, e.value));
+    }
+  }
+  // Each edit is a correction added to the pass: a coordinate given twice would be applied
+  // twice (zeroing w twice leaves -w).
+  std::vector<std::tuple<int, int, int64_t, int64_t>> weight_keys;
+  weight_keys.reserve(weights.size());
+  for (const WeightEdit& e : weights) {
+    weight_keys.emplace_back(e.layer, static_cast<int>(e.kind), e.row, e.col);
+  }
+  std::sort(weight_keys.begin(), weight_keys.end());
+  if (auto d = std::adjacent_find(weight_keys.begin(), weight_keys.end()); d != weight_keys.end()) {
+    const auto& [layer, kind, row, col] = *d;
+    return absl::InvalidArgumentError(
+        absl::StrFormat("weight edit: %s[%d, %d] of layer %d is given more than once",
+                        LinearKindName(static_cast<LinearKind>(kind)), row, col, layer));
+  }
+  std::vector<std::tuple<int, int, int>> activation_keys;
+  activation_keys.reserve(activations.size());
+  for (const ActivationEdit& e : activations) {
+    activation_keys.emplace_back(e.layer, e.token, e.channel);
+  }
+  std::sort(activation_keys.begin(), activation_keys.end());
+  if (auto d = std::adjacent_find(activation_keys.begin(), activation_keys.end());
+      d != activation_keys.end()) {
+    const auto& [layer, token, channel] = *d;
+    return absl::InvalidArgumentError(
+        absl::StrFormat("activation edit: layer %d, token %d, channel %d is given more than once",
+                        layer, token, channel));
   }
   return absl::OkStatus();
 }

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/tokenizer/utf8.h"
+#include "engine/util/utf8_prefix.h"
 
 namespace superweight {
 
@@ -32,7 +33,7 @@ absl::StatusOr<std::unique_ptr<icu::RegexPattern>> CompileTokenizerRegex(std::st
                                  UREGEX_MULTILINE | UREGEX_UNIX_LINES, where, status));
   if (U_FAILURE(status)) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("regex '%s' does not compile (%s at offset %d)", pattern.substr(0, 200),
+        absl::StrFormat("regex '%s' does not compile (%s at offset %d)", Utf8Prefix(pattern, 200),
                         u_errorName(status), where.offset));
   }
   return compiled;

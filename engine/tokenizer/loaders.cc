@@ -10,6 +10,7 @@
 #include "engine/tokenizer/utf8.h"
 #include "engine/util/byte_reader.h"
 #include "engine/util/mapped_file.h"
+#include "engine/util/utf8_prefix.h"
 #include "nlohmann/json.hpp"
 
 namespace superweight {
@@ -22,7 +23,7 @@ absl::Status Invalid(const std::string& name, const std::string& msg) {
 }
 
 // A short form of a JSON node for error messages.
-std::string Brief(const Json& j) { return j.dump().substr(0, 200); }
+std::string Brief(const Json& j) { return Utf8Prefix(j.dump(), 200); }
 
 // A {"String": s} or {"Regex": r} pattern.
 absl::Status ReadPattern(const Json& node, const std::string& name, std::string* pattern,

@@ -6,6 +6,7 @@
 #include <unicode/uchar.h>
 #include <unicode/unistr.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -27,6 +28,10 @@ class UnicodeForm : public Normalizer {
                                sink, nullptr, status);
     return U_SUCCESS(status) ? out : std::string(text);
   }
+
+  // Composition (Hangul jamo: 9 bytes to 3) and compatibility folds (a 4-byte mathematical
+  // letter to 1 byte) shrink at most 4 to 1.
+  double MaxShrink() const override { return 4; }
 
  private:
   const icu::Normalizer2* normalizer_;  // ICU's singleton
@@ -55,6 +60,9 @@ class Lowercase : public Normalizer {
     }
     return out;
   }
+
+  // The Kelvin sign (3 bytes) becomes k (1 byte); 4 bounds every mapping.
+  double MaxShrink() const override { return 4; }
 };
 
 class Strip : public Normalizer {
@@ -82,6 +90,8 @@ class Strip : public Normalizer {
     return std::string(text.substr(begin, end - begin));
   }
 
+  double MaxShrink() const override { return 0; }
+
  private:
   bool left_, right_;
 };
@@ -100,6 +110,8 @@ class StripAccents : public Normalizer {
     }
     return out;
   }
+
+  double MaxShrink() const override { return 0; }
 };
 
 class Replace : public Normalizer {
@@ -123,6 +135,8 @@ class Replace : public Normalizer {
     return out;
   }
 
+  double MaxShrink() const override { return 0; }  // a match may be any length
+
  private:
   std::unique_ptr<icu::RegexPattern> pattern_;
   std::string content_;
@@ -136,6 +150,11 @@ class LiteralReplace : public Normalizer {
     return absl::StrReplaceAll(absl::string_view(text.data(), text.size()), {{pattern_, content_}});
   }
 
+  double MaxShrink() const override {
+    if (content_.empty()) return pattern_.empty() ? 1 : 0;
+    return std::max(1.0, static_cast<double>(pattern_.size()) / content_.size());
+  }
+
  private:
   std::string pattern_, content_;
 };
@@ -146,6 +165,8 @@ class Prepend : public Normalizer {
   std::string Apply(std::string_view text) const override {
     return text.empty() ? std::string() : prefix_ + std::string(text);
   }
+
+  double MaxShrink() const override { return 1; }
 
  private:
   std::string prefix_;
@@ -158,6 +179,12 @@ class Sequence : public Normalizer {
     std::string s(text);
     for (const auto& step : steps_) s = step->Apply(s);
     return s;
+  }
+
+  double MaxShrink() const override {
+    double product = 1;
+    for (const auto& step : steps_) product *= step->MaxShrink();
+    return product;
   }
 
  private:

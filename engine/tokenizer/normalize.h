@@ -16,6 +16,9 @@ class Normalizer {
  public:
   virtual ~Normalizer() = default;
   virtual std::string Apply(std::string_view text) const = 0;
+  // At most how many bytes of input one byte of output stands for, whatever the text; 0 where
+  // there is no such bound (text may be removed: Strip, StripAccents, a regex Replace).
+  virtual double MaxShrink() const = 0;
 };
 
 // "NFC", "NFD", "NFKC" or "NFKD".

@@ -10,6 +10,7 @@
 #include "absl/strings/str_replace.h"
 #include "engine/tokenizer/icu_regex.h"
 #include "engine/tokenizer/utf8.h"
+#include "engine/util/utf8_prefix.h"
 
 namespace superweight {
 
@@ -399,8 +400,8 @@ absl::StatusOr<std::vector<std::string>> GgufPreTokenizerRegexes(std::string_vie
       if (pre == name) return std::vector<std::string>(entry.regexes.begin(), entry.regexes.end());
     }
   }
-  return absl::NotFoundError(
-      absl::StrFormat("GGUF pre-tokenizer '%s' is not one this engine knows", pre.substr(0, 100)));
+  return absl::NotFoundError(absl::StrFormat("GGUF pre-tokenizer '%s' is not one this engine knows",
+                                             Utf8Prefix(pre, 100)));
 }
 
 std::vector<std::string> KnownGgufPreTokenizers() {

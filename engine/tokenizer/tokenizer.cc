@@ -69,6 +69,15 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(TokenizerSpec spec)
     t->merge_ranks_.emplace(PairKey(l->second, r->second),
                             std::make_pair(static_cast<int>(rank), m->second));
   }
+  const double shrink = s.normalizer ? s.normalizer->MaxShrink() : 1.0;
+  if (shrink > 0) {
+    // A piece's stored form is never shorter than the normalized text it covers: byte-level
+    // pieces spell each byte with one or two, SentencePiece writes a space as 3-byte U+2581.
+    size_t longest = 1;
+    for (const std::string& piece : s.pieces) longest = std::max(longest, piece.size());
+    for (const AddedToken& a : s.added_tokens) longest = std::max(longest, a.content.size());
+    t->max_bytes_per_token_ = static_cast<double>(longest) * shrink;
+  }
   for (int b = 0; b < 256; ++b) {
     auto it = t->piece_to_id_.find(absl::StrFormat("<0x%02X>", b));
     t->byte_token_[b] = it == t->piece_to_id_.end() ? -1 : it->second;
@@ -266,6 +275,11 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Tokenize(std::string_view text,
   EncodeText(text, options, &out);
   if (options.add_eos && spec_.eos_id >= 0) out.push_back(spec_.eos_id);
   return out;
+}
+
+size_t Tokenizer::MinTokens(size_t bytes) const {
+  if (max_bytes_per_token_ <= 0) return 0;
+  return static_cast<size_t>(static_cast<double>(bytes) / max_bytes_per_token_);
 }
 
 std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_bos,

@@ -81,6 +81,11 @@ class Tokenizer {
   // The text of `ids` through the tokenizer's decoder; ids out of range are skipped.
   std::string Decode(absl::Span<const int32_t> ids) const;
 
+  // A lower bound on the tokens of any text of `bytes` bytes, known before tokenizing it: no
+  // token stands for more text than its longest piece (or added token) times what the
+  // normalizer may shrink. 0 where the normalizer may remove text (no bound).
+  size_t MinTokens(size_t bytes) const;
+
   int vocab_size() const { return static_cast<int>(spec_.pieces.size()); }
   int bos_id() const { return spec_.bos_id; }
   int eos_id() const { return spec_.eos_id; }
@@ -102,6 +107,8 @@ class Tokenizer {
   bool MergePriority(int left, int right, float* priority, int* merged) const;
 
   TokenizerSpec spec_;
+  // The most input bytes one token can stand for; 0: unbounded (MinTokens).
+  double max_bytes_per_token_ = 0;
   std::unordered_map<std::string, int> piece_to_id_;
   // (left id, right id) -> (rank, merged id), for explicit merges.
   std::unordered_map<uint64_t, std::pair<int, int>> merge_ranks_;

@@ -91,7 +91,8 @@ bool SameTime(const struct timespec& a, const struct timespec& b) {
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const MappedFile>> MappedFile::Open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO or device opens at once (and is refused below) instead of blocking.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     int err = errno;
     std::string msg = absl::StrFormat("%s: cannot open: %s", path, std::strerror(err));
