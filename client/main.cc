@@ -5,7 +5,9 @@
 // Exit codes: 0 done, 1 the server refused or failed (its status is printed) or a watched job
 // ended FAILED or CANCELLED, 2 usage (a bad or contradictory flag, a file a flag names that
 // cannot be read or written), 3 an expectation did not hold (--expect; check: the super weights
-// or perplexity not kept).
+// or perplexity not kept), 130 interrupted (SIGINT or SIGTERM; a job the client waits on is
+// cancelled first).
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,6 +15,8 @@
 #include <cerrno>
 #include <cmath>
 #include <condition_variable>
+#include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -20,6 +24,7 @@
 #include <mutex>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "absl/algorithm/container.h"
 #include "absl/flags/flag.h"
@@ -58,7 +63,7 @@ ABSL_FLAG(std::string, settings, "",
           "rows, comma-separated: prune,scale,outliers,restore_sa,token_probs (default all)");
 ABSL_FLAG(std::string, tasks, "",
           "wikitext2,piqa,arc_easy,arc_challenge,hellaswag,winogrande,sciq,lambada "
-          "(default all)");
+          "(default all; quantize: none for no evaluation)");
 ABSL_FLAG(int32_t, max_examples, 0, "the first N examples of each task (0: all)");
 ABSL_FLAG(std::string, scales, "", "the scale rows' factors, e.g. 0,0.5,1,2");
 ABSL_FLAG(double, outlier_fraction, 0, "top fraction pruned as outliers (default 1e-6)");
@@ -156,13 +161,54 @@ int Failed(const grpc::Status& s) {
   return 1;
 }
 
-void PrintJson(const google::protobuf::Message& m) {
+// One JSON document per call: pretty, or (one_line) a compact line for JSON Lines streams.
+void PrintJson(const google::protobuf::Message& m, bool one_line = false) {
   std::string out;
   google::protobuf::util::JsonPrintOptions o;
   o.preserve_proto_field_names = true;
-  o.add_whitespace = true;
+  o.add_whitespace = !one_line;
   (void)google::protobuf::util::MessageToJsonString(m, &out, o);
-  std::cout << out;
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  std::cout << out << "\n" << std::flush;
+}
+
+// The job this client waits on while following it (a terminal's progress bar), which an
+// interrupt cancels: the server would otherwise run it for nobody. Waiting in a unary call needs
+// nothing: the call ends with the process, and the server cancels its job.
+struct FollowedJob {
+  std::mutex mu;
+  std::string id;
+};
+FollowedJob& Followed() {
+  static FollowedJob* followed = new FollowedJob;
+  return *followed;
+}
+
+// SIGINT and SIGTERM, blocked in every thread (main blocks them before gRPC starts any), are
+// taken here: the followed job is cancelled, then the client exits 130.
+void WatchForInterrupts(sigset_t signals, v1::SuperWeightService::Stub* stub, std::string token) {
+  std::thread([signals, stub, token] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    std::string id;
+    {
+      std::lock_guard<std::mutex> lock(Followed().mu);
+      id = Followed().id;
+    }
+    if (!id.empty()) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+      if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+      v1::CancelJobRequest req;
+      req.set_job_id(id);
+      v1::Job job;
+      const grpc::Status s = stub->CancelJob(&ctx, req, &job);
+      std::cerr << "\nsuperweight: interrupted; job " << id
+                << (s.ok() ? " cancelled" : " could not be cancelled: " + s.error_message())
+                << "\n";
+    }
+    std::_Exit(130);
+  }).detach();
 }
 
 absl::Status FillInput(v1::Input* input) {
@@ -688,6 +734,11 @@ int main(int argc, char** argv) {
     ssl.pem_root_certs = *std::move(pem);
     creds = grpc::SslCredentials(ssl);
   }
+  sigset_t interrupts;
+  sigemptyset(&interrupts);
+  sigaddset(&interrupts, SIGINT);
+  sigaddset(&interrupts, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &interrupts, nullptr);
   grpc::ChannelArguments channel_args;
   channel_args.SetMaxReceiveMessageSize(64 << 20);
   auto stub = v1::SuperWeightService::NewStub(
@@ -705,6 +756,7 @@ int main(int argc, char** argv) {
       return Usage("--token_file " + absl::GetFlag(FLAGS_token_file) + " is empty");
     ctx.AddMetadata("authorization", "Bearer " + token);
   }
+  WatchForInterrupts(interrupts, stub.get(), token);
   const bool json = absl::GetFlag(FLAGS_json);
   // On a terminal, long jobs are submitted without waiting and followed with a progress bar.
   const bool no_wait = absl::GetFlag(FLAGS_no_wait);
@@ -720,12 +772,24 @@ int main(int argc, char** argv) {
     grpc::Status s = call(req);
     if (!s.ok()) return Failed(s);
     if (no_wait) {
-      std::cout << resp.job_id() << "\n";
+      if (json) {
+        PrintJson(resp);  // {"job_id": ...}: the response holds no result yet
+      } else {
+        std::cout << resp.job_id() << "\n";
+      }
       return 0;
     }
     if (progress) {
       v1::Job job;
+      {
+        std::lock_guard<std::mutex> lock(Followed().mu);
+        Followed().id = resp.job_id();
+      }
       s = FollowJob(stub.get(), token, resp.job_id(), absl::GetFlag(FLAGS_timeout), &job);
+      {
+        std::lock_guard<std::mutex> lock(Followed().mu);
+        Followed().id.clear();
+      }
       if (!s.ok()) return Failed(s);
       *resp.mutable_result() = result_of(job);
     }
@@ -974,6 +1038,10 @@ int main(int argc, char** argv) {
       PrintJson(resp);
     } else {
       PrintSuperWeights(resp.job_id(), resp.result());
+      if (resp.result().skipped_settings_size() > 0) {
+        std::cout << "no super weight: left out "
+                  << absl::StrJoin(resp.result().skipped_settings(), ", ") << "\n";
+      }
       PrintRows(resp.result().rows());
       if (resp.result().has_exported()) {
         const v1::ExportedModel& e = resp.result().exported();
@@ -1064,7 +1132,7 @@ int main(int argc, char** argv) {
     const bool tty = ::isatty(1);
     while (reader->Read(&job)) {
       if (json) {
-        PrintJson(job);
+        PrintJson(job, /*one_line=*/true);  // JSON Lines: one object per update
       } else if (tty) {
         const int filled = static_cast<int>(30 * job.progress());
         std::cout << "\r"

@@ -4,12 +4,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_format.h"
@@ -17,12 +22,15 @@
 #include "absl/time/time.h"
 #include "cli/command_line.h"
 #include "engine/runtime/cpu.h"
+#include "engine/util/publish.h"
+#include "engine/util/utf8_prefix.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/resource_quota.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
+#include "server/directory_lock.h"
 #include "server/service.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC address to listen on");
@@ -64,6 +72,9 @@ std::string ReadFile(const std::string& path, bool* ok) {
   ss << f.rdbuf();
   return ss.str();
 }
+
+// From SIGTERM to exit at most: calls get 5 s, then the running job stops within a layer.
+constexpr std::chrono::seconds kStopDeadline(20);
 
 }  // namespace
 
@@ -119,7 +130,16 @@ int main(int argc, char** argv) {
     return 2;
   }
   // Both canonical, so that an export's registry name is its path below the model root.
-  if (char* root = ::realpath(absl::GetFlag(FLAGS_model_root).c_str(), nullptr)) {
+  {
+    const std::string dir = absl::GetFlag(FLAGS_model_root);
+    char* root = ::realpath(dir.c_str(), nullptr);
+    struct stat st;
+    if (root == nullptr || ::stat(root, &st) != 0 || !S_ISDIR(st.st_mode)) {
+      std::cerr << "superweightd: --model_root " << dir << " is not a directory"
+                << (root == nullptr ? std::string(": ") + std::strerror(errno) : "") << "\n";
+      ::free(root);
+      return 2;
+    }
     options.model_root = root;
     ::free(root);
   }
@@ -148,16 +168,46 @@ int main(int argc, char** argv) {
   }
   options.confirm_text = sws::kDefaultConfirmationText;
   if (!absl::GetFlag(FLAGS_confirm_text_file).empty()) {
-    options.confirm_text = ReadFile(absl::GetFlag(FLAGS_confirm_text_file), &ok).substr(0, 16384);
+    options.confirm_text =
+        superweight::Utf8Prefix(ReadFile(absl::GetFlag(FLAGS_confirm_text_file), &ok), 16384);
     if (!ok) {
       std::cerr << "superweightd: cannot read --confirm_text_file\n";
       return 2;
     }
   }
+  // One live server per state directory and export root: a second would rewrite the first's
+  // running jobs as failed, hand out its job ids, and sweep its unpublished exports.
+  std::vector<std::unique_ptr<sws::DirectoryLock>> owned;
+  for (const auto& [flag, dir] :
+       {std::pair<std::string, std::string>{"--state_dir", absl::GetFlag(FLAGS_state_dir)},
+        {"--export_root", options.export_root}}) {
+    if (dir.empty()) continue;
+    if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+      std::cerr << "superweightd: " << flag << " " << dir
+                << " cannot be created: " << std::strerror(errno) << "\n";
+      return 2;
+    }
+    if (!owned.empty() && owned.front()->Holds(dir)) continue;
+    auto lock = sws::DirectoryLock::Acquire(dir, flag);
+    if (!lock.ok()) {
+      std::cerr << "superweightd: " << lock.status().message() << "\n";
+      return 2;
+    }
+    owned.push_back(std::move(*lock));
+  }
   sws::Metrics metrics;
   if (absl::Status served = metrics.Serve(absl::GetFlag(FLAGS_metrics_listen)); !served.ok()) {
     std::cerr << "superweightd: " << served.message() << "\n";
     return 2;
+  }
+  if (!options.export_root.empty()) {
+    // What a server killed mid-export left (never published): this server owns the root now.
+    const int swept = superweight::SweepStaged(options.export_root);
+    if (swept > 0) {
+      std::cerr << "superweightd: removed " << swept
+                << " unpublished export(s) a stopped server left in --export_root\n";
+    }
+    metrics.RecordStagingSwept(swept);
   }
   sws::ModelRegistry registry(absl::GetFlag(FLAGS_model_root),
                               static_cast<uint64_t>(absl::GetFlag(FLAGS_memory_budget_mb)) << 20);
@@ -194,6 +244,9 @@ int main(int argc, char** argv) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
+  // gRPC sets SO_REUSEPORT by default: a second server on the same address would start and
+  // take part of the traffic. Off, the second one is refused.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(absl::GetFlag(FLAGS_listen), creds, &port);
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(64 << 20);
@@ -218,6 +271,13 @@ int main(int argc, char** argv) {
     int sig = 0;
     sigwait(&stop_signals, &sig);
     std::cerr << "superweightd: stopping\n";
+    // Whatever does not stop in time (a call stuck in a system call) does not keep the process:
+    // jobs still running then read FAILED at the next start, as after a crash.
+    std::thread([] {
+      std::this_thread::sleep_for(kStopDeadline);
+      std::cerr << "superweightd: not stopped after " << kStopDeadline.count() << " s; exiting\n";
+      std::_Exit(1);
+    }).detach();
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   });
   std::cerr << absl::StrFormat("superweightd: serving %s on port %d, CPU class %s\n",

@@ -92,6 +92,13 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                            .Help("WatchJob streams refused for being over --max_watchers")
                            .Register(*registry_)
                            .Add({});
+  staging_swept_ = &BuildCounter()
+                        .Name("superweight_export_staging_swept_total")
+                        .Help(
+                            "Unpublished exports (of a server killed mid-export) removed from "
+                            "--export_root at start-up")
+                        .Register(*registry_)
+                        .Add({});
 }
 
 absl::Status Metrics::Serve(const std::string& address) {

@@ -37,6 +37,8 @@ class Metrics {
   void WatcherOpened() { watchers_->Increment(); }
   void WatcherClosed() { watchers_->Decrement(); }
   void RecordWatcherRefused() { watchers_refused_->Increment(); }
+  // Staged exports a killed server left under --export_root, removed at start-up.
+  void RecordStagingSwept(double entries) { staging_swept_->Increment(entries); }
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -56,6 +58,7 @@ class Metrics {
   prometheus::Counter* jobs_pruned_;
   prometheus::Gauge* watchers_;
   prometheus::Counter* watchers_refused_;
+  prometheus::Counter* staging_swept_;
 };
 
 }  // namespace superweight::server

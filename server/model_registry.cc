@@ -90,6 +90,12 @@ absl::StatusOr<std::string> ModelRegistry::Resolve(const std::string& name) cons
     return absl::InvalidArgumentError(
         absl::StrFormat("model '%s' lies outside the model root", name));
   }
+  // A FIFO, socket or device is no model, and opening one could block.
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0 || !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("model '%s' is not a regular file or a directory", name));
+  }
   return path;
 }
 
@@ -230,8 +236,9 @@ std::vector<std::string> ModelRegistry::Discover() const {
       if (::stat((root_ + "/" + child).c_str(), &st) != 0) continue;
       if (S_ISDIR(st.st_mode)) {
         walk(child, depth + 1);
-      } else if (absl::EndsWith(name, ".gguf") ||
-                 (absl::EndsWith(name, ".bin") && !absl::StartsWith(name, "tok"))) {
+      } else if (S_ISREG(st.st_mode) &&
+                 (absl::EndsWith(name, ".gguf") ||
+                  (absl::EndsWith(name, ".bin") && !absl::StartsWith(name, "tok")))) {
         found.push_back(child);
       }
     }

@@ -9,9 +9,12 @@
 #include <sstream>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/formats/quantize_ggml.h"
+#include "engine/util/publish.h"
+#include "engine/util/utf8_prefix.h"
 #include "server/convert.h"
 #include "server/known_directory.h"
 
@@ -24,9 +27,8 @@ grpc::Status ToGrpc(const absl::Status& s) {
   constexpr size_t kMaxMessage = 1024;
   std::string message(s.message());
   if (message.size() > kMaxMessage) {
-    size_t cut = kMaxMessage;
-    while (cut > 0 && (static_cast<unsigned char>(message[cut]) & 0xC0) == 0x80) --cut;
-    message = absl::StrCat(message.substr(0, cut), "... (", s.message().size(), " bytes)");
+    message =
+        absl::StrCat(Utf8Prefix(message, kMaxMessage), "... (", s.message().size(), " bytes)");
   }
   // absl and gRPC share the canonical code numbering.
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), message);
@@ -126,6 +128,10 @@ grpc::Status SuperWeightService::ListModels(grpc::ServerContext* ctx, const v1::
 absl::Status SuperWeightService::SetConfirmation(const Model& model, const std::string& text,
                                                  LocateOptions* options) const {
   if (text.empty() || model.tokenizer == nullptr) return absl::OkStatus();
+  if (absl::Status s = CheckTextFitsTokens(text, *model.tokenizer, options_.max_text_tokens);
+      !s.ok()) {
+    return absl::ResourceExhaustedError(absl::StrCat("confirmation text: ", s.message()));
+  }
   EncodeOptions encode;
   encode.add_bos = model.config.add_bos;
   auto tokenized = model.tokenizer->Tokenize(text, encode);
@@ -136,6 +142,16 @@ absl::Status SuperWeightService::SetConfirmation(const Model& model, const std::
   }
   options->confirm_window = std::min<int>(512, options->confirm_tokens.size());
   if (options->confirm_window < 2) options->confirm_tokens.clear();
+  return absl::OkStatus();
+}
+
+absl::Status SuperWeightService::CheckWindow(int window) const {
+  // Each window is one pass: the per-sequence limit holds whatever the text's length.
+  if (window > options_.max_tokens) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "window %d is over the server's limit of %d tokens per sequence (--max_tokens)", window,
+        options_.max_tokens));
+  }
   return absl::OkStatus();
 }
 
@@ -190,6 +206,7 @@ absl::StatusOr<JobWork> SuperWeightService::PlanScore(const v1::ScoreRequest& re
   if (req.window() < 0 || req.max_windows() < 0 || req.window() == 1) {
     return absl::InvalidArgumentError("window must be 0 (one sequence) or at least 2");
   }
+  if (absl::Status s = CheckWindow(req.window()); !s.ok()) return s;
   JobWork work;
   work.model = *model;
   const int limit = req.window() > 0 ? options_.max_text_tokens : options_.max_tokens;
@@ -229,6 +246,7 @@ absl::Status SuperWeightService::LoadEvaluationPlan(
         "max_examples and max_windows must not be negative, and window must be 0 (the default, "
         "512) or at least 2");
   }
+  if (absl::Status s = CheckWindow(window); !s.ok()) return s;
   if (m.tokenizer == nullptr) {
     return absl::FailedPreconditionError(
         "this model has no tokenizer: the evaluation harness scores text (WikiText-2 and the "
@@ -238,6 +256,14 @@ absl::Status SuperWeightService::LoadEvaluationPlan(
   if (tasks.empty()) {
     tasks = {"wikitext2"};
     for (const std::string& t : ZeroShotTaskNames()) tasks.push_back(t);
+  }
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    if (std::find(tasks.begin(), tasks.begin() + i, tasks[i]) != tasks.begin() + i) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("task ", Utf8Prefix(tasks[i], 40),
+                       " is given more than once (it would count twice in the "
+                       "average)"));
+    }
   }
   for (const std::string& name : tasks) {
     if (name == "wikitext2") {
@@ -285,8 +311,11 @@ absl::StatusOr<JobWork> SuperWeightService::PlanAblate(const v1::AblateRequest& 
     return absl::InvalidArgumentError("token_prob_contexts must not be negative");
   }
   if (!std::isfinite(req.outlier_fraction()) || req.outlier_fraction() < 0 ||
-      req.outlier_fraction() >= 1) {
-    return absl::InvalidArgumentError("outlier_fraction must be in [0, 1) (0: the default 1e-6)");
+      req.outlier_fraction() > kMaxOutlierFraction) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "outlier_fraction must be in [0, %g] (0: the default 1e-6): each outlier is an edit the "
+        "passes carry",
+        kMaxOutlierFraction));
   }
   JobWork work;
   work.model = *model;
@@ -364,7 +393,7 @@ absl::Status SuperWeightService::PlanExport(const v1::QuantizeRequest& req, cons
     auto type = DTypeFromName(format.substr(5));
     if (!type.ok() || !HasGgmlQuantizer(*type)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("export ", format.substr(0, 40),
+          absl::StrCat("export ", Utf8Prefix(format, 40),
                        ": the GGUF types are Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, F16, "
                        "BF16, F32"));
     }
@@ -387,7 +416,7 @@ absl::Status SuperWeightService::PlanExport(const v1::QuantizeRequest& req, cons
     out->type = format == "hf:f32" ? DType::kF32 : DType::kBF16;
   } else {
     return absl::InvalidArgumentError(
-        absl::StrCat("unknown export '", format.substr(0, 40), "' (gguf:TYPE, hf, hf:f32)"));
+        absl::StrCat("unknown export '", Utf8Prefix(format, 40), "' (gguf:TYPE, hf, hf:f32)"));
   }
   const std::string& name = req.export_name();
   if (name.empty() || name.size() > 200 || name[0] == '.' ||
@@ -397,8 +426,17 @@ absl::Status SuperWeightService::PlanExport(const v1::QuantizeRequest& req, cons
         "export_name: a plain file or directory name under --export_root (letters, digits, "
         "'.', '_', '-'; not starting with '.')");
   }
+  if (out->format == "gguf" && !absl::EndsWith(name, ".gguf")) {
+    return absl::InvalidArgumentError(
+        "export_name: a GGUF export's name ends in .gguf (the server opens files by it)");
+  }
+  if (out->format == "hf" && absl::EndsWith(name, ".gguf")) {
+    return absl::InvalidArgumentError(
+        "export_name: a Hugging Face export is a directory; .gguf names GGUF files");
+  }
   out->relative_path = name;
   out->path = options_.export_root + "/" + name;
+  out->staged = StagingPath(options_.export_root, name);
   struct stat st;
   if (::lstat(out->path.c_str(), &st) == 0) {
     return absl::AlreadyExistsError(absl::StrCat("export ", name, " already exists"));
@@ -427,18 +465,29 @@ absl::StatusOr<JobWork> SuperWeightService::PlanQuantize(const v1::QuantizeReque
     if (!setting->IsBaseline()) o.settings.push_back(*setting);
   }
   if (req.settings().empty()) o.settings = DefaultQuantizeSettings();
+  work.quantize_settings_named = !req.settings().empty();
   o.quantize_lm_head = req.quantize_lm_head();
-  if (absl::Status s = LoadEvaluationPlan(m, req.tasks(), req.max_examples(), req.window(),
-                                          req.max_windows(), &o.plan);
-      !s.ok()) {
-    return s;
+  const bool evaluate = !std::count(req.tasks().begin(), req.tasks().end(), "none");
+  if (!evaluate && req.tasks_size() > 1) {
+    return absl::InvalidArgumentError("tasks: none stands alone (no evaluation at all)");
+  }
+  if (evaluate) {
+    if (absl::Status s = LoadEvaluationPlan(m, req.tasks(), req.max_examples(), req.window(),
+                                            req.max_windows(), &o.plan);
+        !s.ok()) {
+      return s;
+    }
   }
   o.harness.precision = FromProto(req.precision());
   if (absl::Status s = PlanExport(req, m, o.settings, &work.quantize_export); !s.ok()) return s;
-  if (absl::Status s = SuperWeightsOrLocate(m, req.super_weights(), o.harness.precision, &work,
-                                            &o.super_weights);
-      !s.ok()) {
-    return s;
+  // Without a tokenizer there is nothing to locate with: the settings that need no super weight
+  // still run (the job refuses those that need one).
+  if (!req.super_weights().empty() || m.tokenizer != nullptr) {
+    if (absl::Status s = SuperWeightsOrLocate(m, req.super_weights(), o.harness.precision, &work,
+                                              &o.super_weights);
+        !s.ok()) {
+      return s;
+    }
   }
   work.precision = o.harness.precision;
   return work;
@@ -463,6 +512,7 @@ absl::StatusOr<JobWork> SuperWeightService::PlanCheck(const v1::CheckRequest& re
   auto reference = registry_->Get(req.reference());
   if (!reference.ok()) return reference.status();
   const Model& ref = **reference;
+  if (absl::Status s = CheckComparable(**model, ref); !s.ok()) return s;
   for (double bound :
        {req.max_relative_error(), req.min_activation_ratio(), req.max_perplexity_ratio()}) {
     if (!std::isfinite(bound) || bound < 0) {

@@ -76,6 +76,8 @@ class SuperWeightService final : public v1::SuperWeightService::Service {
   absl::StatusOr<v1::Job> RunJob(grpc::ServerContext* ctx, const std::string& kind,
                                  const std::string& model, JobWork work, bool async,
                                  std::string* job_id);
+  // RESOURCE_EXHAUSTED where a window (one pass) is over max_tokens.
+  absl::Status CheckWindow(int window) const;
   // Locate's confirmation by effect on `text` (tokenized; nothing where the model has no
   // tokenizer or the text is empty).
   absl::Status SetConfirmation(const Model& model, const std::string& text,

@@ -37,6 +37,11 @@ class JobKind {
   // why it did not succeed (CANCELLED ends it cancelled).
   virtual std::vector<absl::StatusOr<v1::Job>> Run(absl::Span<const JobRun> batch,
                                                    Metrics* metrics) const = 0;
+  // A job's last step, once it succeeded, was not cancelled and its models are unchanged: what
+  // it wrote aside is published (Quantize's export). Not OK fails the job, and Discard follows.
+  virtual absl::Status Publish(JobWork& work) const { return absl::OkStatus(); }
+  // What a job that did not succeed wrote aside is removed; nothing of it stays published.
+  virtual void Discard(JobWork& work) const {}
 };
 
 // A kind whose jobs run one at a time.
@@ -68,14 +73,17 @@ constexpr double kLocateShare = 0.05;
 
 // For kinds that default to a model's super weights: where the work asks for it
 // (locate_super_weights), Locate's confirmed ones in `model` appended to `super_weights`
-// (progress up to kLocateShare); FAILED_PRECONDITION when it confirms none.
+// (progress up to kLocateShare); FAILED_PRECONDITION when it confirms none and `required`.
 absl::Status LocateSuperWeightsFirst(const JobRun& run, const Model& model,
-                                     std::vector<SuperWeightCoordinate>* super_weights);
+                                     std::vector<SuperWeightCoordinate>* super_weights,
+                                     bool required = true);
 // The result's record of the super weights used and where they came from.
 template <typename Result>
 void RecordSuperWeights(const JobWork& work, const std::vector<SuperWeightCoordinate>& used,
                         Result* result) {
-  result->set_super_weights_source(work.locate_super_weights ? "locate" : "request");
+  result->set_super_weights_source(used.empty()                ? "none"
+                                   : work.locate_super_weights ? "locate"
+                                                               : "request");
   for (const SuperWeightCoordinate& c : used) {
     v1::Coordinate* p = result->add_super_weights();
     p->set_layer(c.layer);

@@ -12,7 +12,8 @@ const JobKind* FindJobKind(absl::string_view name) {
 }
 
 absl::Status LocateSuperWeightsFirst(const JobRun& run, const Model& model,
-                                     std::vector<SuperWeightCoordinate>* super_weights) {
+                                     std::vector<SuperWeightCoordinate>* super_weights,
+                                     bool required) {
   JobWork& w = *run.work;
   if (!w.locate_super_weights) return absl::OkStatus();
   w.locate.cancelled = run.cancelled;
@@ -22,7 +23,7 @@ absl::Status LocateSuperWeightsFirst(const JobRun& run, const Model& model,
   for (const SuperWeight& s : located->candidates) {
     if (s.confirmed) super_weights->push_back({s.layer, s.row, s.col});
   }
-  if (super_weights->empty()) {
+  if (super_weights->empty() && required) {
     return absl::FailedPreconditionError(
         "Locate confirmed no super weight in this model; name them with super_weights "
         "(--super_weights=LAYER,ROW,COL)");

@@ -1,7 +1,9 @@
 #include "server/jobs/job_queue.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -60,16 +62,26 @@ JobQueue::JobQueue(std::string state_dir, int max_queued, int max_batch, JobRete
       retention_(retention),
       metrics_(metrics) {
   if (!state_dir_.empty()) {
-    ::mkdir(state_dir_.c_str(), 0755);
-    ::mkdir((state_dir_ + "/jobs").c_str(), 0755);
     // A record written and removed: the directory takes them, or the server must not start.
+    // The first failure's errno is the one reported.
+    int error = 0;
+    for (const std::string& dir : {state_dir_, state_dir_ + "/jobs"}) {
+      if (error == 0 && ::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) error = errno;
+    }
     const std::string probe = state_dir_ + "/jobs/.write-test";
-    std::ofstream f(probe, std::ios::binary | std::ios::trunc);
-    f << "ok";
-    f.close();
-    if (!f || std::remove(probe.c_str()) != 0) {
+    if (error == 0) {
+      const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      if (fd < 0) {
+        error = errno;
+      } else {
+        if (::write(fd, "ok", 2) != 2) error = errno != 0 ? errno : EIO;
+        if (::close(fd) != 0 && error == 0) error = errno;
+        if (::unlink(probe.c_str()) != 0 && error == 0) error = errno;
+      }
+    }
+    if (error != 0) {
       storage_status_ = absl::FailedPreconditionError(absl::StrCat(
-          "--state_dir ", state_dir_, " cannot store job records: ", std::strerror(errno)));
+          "--state_dir ", state_dir_, " cannot store job records: ", std::strerror(error)));
     } else {
       LoadPersisted();
     }
@@ -270,6 +282,7 @@ absl::StatusOr<v1::Job> JobQueue::Cancel(const std::string& id) {
   Entry* e = it->second.get();
   if (Finished(e->job)) return e->job;
   e->cancelled = true;
+  e->cancelled_by_client = true;
   if (e->job.state() == v1::Job::QUEUED) {
     queue_.erase(std::remove(queue_.begin(), queue_.end(), id), queue_.end());
     metrics_->SetQueueDepth(queue_.size());
@@ -331,6 +344,12 @@ void JobQueue::Finish(Entry* e, const absl::Status& status) {
   if (status.ok()) {
     e->job.set_state(v1::Job::SUCCEEDED);
     e->job.set_progress(1.f);
+  } else if (status.code() == absl::StatusCode::kCancelled && stopping_ &&
+             !e->cancelled_by_client) {
+    // Stopped by the server's own shutdown, not by anyone who asked: as after a crash.
+    e->job.set_state(v1::Job::FAILED);
+    e->job.set_error_code(static_cast<int>(absl::StatusCode::kAborted));
+    e->job.set_error_message("the server stopped (SIGTERM or SIGINT) while this job ran");
   } else if (status.code() == absl::StatusCode::kCancelled) {
     e->job.set_state(v1::Job::CANCELLED);
   } else {
@@ -416,19 +435,28 @@ void JobQueue::RunBatch(const JobKind& kind, const std::vector<Entry*>& batch) {
     }
     std::vector<absl::StatusOr<v1::Job>> results = kind.Run(runs, metrics_);
     for (size_t i = 0; i < batch.size(); ++i) {
-      if (absl::Status unchanged = ModelFilesUnchanged(batch[i]->work); !unchanged.ok()) {
-        Finish(batch[i], unchanged);
-      } else if (i >= results.size()) {
-        Finish(batch[i], absl::InternalError("the job's kind returned no result for it"));
-      } else if (!results[i].ok()) {
-        Finish(batch[i], results[i].status());
-      } else {
-        {
-          std::lock_guard<std::mutex> lock(mu_);
-          batch[i]->job.MergeFrom(*results[i]);
-        }
-        Finish(batch[i], absl::OkStatus());
+      Entry* e = batch[i];
+      absl::Status status = ModelFilesUnchanged(e->work);
+      if (status.ok() && i >= results.size()) {
+        status = absl::InternalError("the job's kind returned no result for it");
       }
+      if (status.ok()) status = results[i].status();
+      // A cancel that lands before the job is finished wins, even over a computed result: what
+      // the job wrote is not published.
+      if (status.ok() && e->cancelled.load()) {
+        status = absl::CancelledError("cancelled before its result was published");
+      }
+      if (status.ok()) status = kind.Publish(e->work);
+      if (!status.ok()) {
+        kind.Discard(e->work);
+        Finish(e, status);
+        continue;
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        e->job.MergeFrom(*results[i]);
+      }
+      Finish(e, absl::OkStatus());
     }
     return;
   } catch (const std::bad_alloc&) {
@@ -445,7 +473,9 @@ void JobQueue::RunBatch(const JobKind& kind, const std::vector<Entry*>& batch) {
       std::lock_guard<std::mutex> lock(mu_);
       finished = Finished(e->job);
     }
-    if (!finished) Finish(e, thrown);
+    if (finished) continue;
+    kind.Discard(e->work);
+    Finish(e, thrown);
   }
 }
 

@@ -68,8 +68,9 @@ class JobQueue {
   struct Entry {
     v1::Job job;
     JobWork work;
-    std::atomic<bool> cancelled{false};
-    int64_t started_unix_ms = 0;  // when the worker took it: job durations count from here
+    std::atomic<bool> cancelled{false};  // by the client, a faulted model or the server stopping
+    bool cancelled_by_client = false;    // with mu_ held
+    int64_t started_unix_ms = 0;         // when the worker took it: job durations count from here
   };
   void WorkerLoop();
   void RunBatch(const JobKind& kind, const std::vector<Entry*>& batch);
@@ -97,7 +98,13 @@ class JobQueue {
   Metrics* metrics_;
   mutable std::mutex mu_;
   mutable std::condition_variable changed_;
-  std::map<std::string, std::unique_ptr<Entry>> jobs_;
+  // Job ids ("job-" and at least six digits) in numeric order: a longer id is a later one.
+  struct IdOrder {
+    bool operator()(const std::string& a, const std::string& b) const {
+      return a.size() != b.size() ? a.size() < b.size() : a < b;
+    }
+  };
+  std::map<std::string, std::unique_ptr<Entry>, IdOrder> jobs_;
   std::deque<std::string> queue_;
   bool stopping_ = false;
   uint64_t next_id_ = 1;

@@ -33,11 +33,15 @@ struct JobWork {
   AblateOptions ablate;
   // Quantize.
   QuantizeOptions quantize;
+  // Whether the request named its settings (a setting that needs a super weight is then refused
+  // where there is none, rather than left out of the default grid).
+  bool quantize_settings_named = false;
   struct Export {
     std::string format;         // "" (none), "gguf", "hf"
     DType type = DType::kQ4_1;  // gguf: the linear weights'; hf: BF16 or F32
     DType super_weight_tensor_type = DType::kF16;
-    std::string path;  // absolute, under --export_root
+    std::string path;    // absolute, under --export_root: where it is published
+    std::string staged;  // absolute, beside path: where it is written (engine/util/publish.h)
     std::string relative_path;
     std::string model;  // the registry's name for it, or ""
   } quantize_export;

@@ -8,9 +8,11 @@
 #include <fstream>
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "engine/analysis/quantize.h"
 #include "engine/export/export_gguf.h"
 #include "engine/export/export_hf.h"
+#include "engine/util/publish.h"
 #include "server/convert.h"
 #include "server/jobs/job_kind.h"
 
@@ -58,9 +60,9 @@ absl::StatusOr<QuantizeTableRow> ExportGgufAndEvaluate(const JobWork& w,
   options.super_weight_tensor_type = e.super_weight_tensor_type;
   options.super_weights = kept;
   options.setting = setting.Name();
-  auto summary = ExportGguf(*w.model, *clipped->model, options, e.path);
+  auto summary = ExportGguf(*w.model, *clipped->model, options, e.staged);
   if (!summary.ok()) return summary.status();
-  auto sha = Sha256OfFile(e.path);
+  auto sha = Sha256OfFile(e.staged);
   if (!sha.ok()) return sha.status();
   exported->set_format(absl::StrCat("gguf:", DTypeName(e.type)));
   exported->set_path(e.relative_path);
@@ -68,7 +70,7 @@ absl::StatusOr<QuantizeTableRow> ExportGgufAndEvaluate(const JobWork& w,
   exported->set_bytes(summary->bytes);
   exported->set_sha256(*sha);
 
-  auto opened = OpenModel(e.path);
+  auto opened = OpenModel(e.staged);
   if (!opened.ok()) {
     return absl::InternalError(
         absl::StrCat("the export does not open again: ", opened.status().message()));
@@ -96,8 +98,8 @@ absl::Status ExportHf(const JobWork& w, const QuantizeSetting& setting,
   absl::StatusOr<FakeQuantizedModel> view =
       FakeQuantizeModel(*w.model, setting.spec, kept, w.quantize.quantize_lm_head, cancelled);
   if (!view.ok()) return view.status();
-  if (absl::Status s = ExportHuggingFace(*view->model, e.path, e.type); !s.ok()) return s;
-  const std::string weights = e.path + "/model.safetensors";
+  if (absl::Status s = ExportHuggingFace(*view->model, e.staged, e.type); !s.ok()) return s;
+  const std::string weights = e.staged + "/model.safetensors";
   auto sha = Sha256OfFile(weights);
   if (!sha.ok()) return sha.status();
   struct stat st;
@@ -109,6 +111,27 @@ absl::Status ExportHf(const JobWork& w, const QuantizeSetting& setting,
   return absl::OkStatus();
 }
 
+// With no super weight (none confirmed, none named), the settings that need one (restoring it,
+// holding out its activation) cannot mean what they say: left out of the default grid, or
+// refused by name where the request asked for them.
+absl::Status LeaveOutSettingsNeedingSuperWeights(JobWork& w, std::vector<std::string>* skipped) {
+  std::vector<QuantizeSetting> kept;
+  for (const QuantizeSetting& s : w.quantize.settings) {
+    if (s.restore_super_weights || s.hold_out_super_activations) {
+      skipped->push_back(s.Name());
+    } else {
+      kept.push_back(s);
+    }
+  }
+  if (!skipped->empty() && w.quantize_settings_named) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "no super weight confirmed in this model (none named): ", absl::StrJoin(*skipped, ", "),
+        " need one; name them with super_weights, or leave those settings out"));
+  }
+  w.quantize.settings = std::move(kept);
+  return absl::OkStatus();
+}
+
 class QuantizeJob : public SingleJobKind {
  public:
   absl::string_view name() const override { return "quantize"; }
@@ -117,8 +140,15 @@ class QuantizeJob : public SingleJobKind {
     JobWork& w = *run.work;
     QuantizeOptions& options = w.quantize;
     options.harness.cancelled = run.cancelled;
-    if (absl::Status s = LocateSuperWeightsFirst(run, *w.model, &options.super_weights); !s.ok())
+    if (absl::Status s = LocateSuperWeightsFirst(run, *w.model, &options.super_weights,
+                                                 /*required=*/false);
+        !s.ok()) {
       return s;
+    }
+    std::vector<std::string> skipped;
+    if (options.super_weights.empty()) {
+      if (absl::Status s = LeaveOutSettingsNeedingSuperWeights(w, &skipped); !s.ok()) return s;
+    }
     const double base = w.locate_super_weights ? kLocateShare : 0.0;
     const bool exporting = !w.quantize_export.format.empty();
     const double table_share = (1 - base) * (exporting ? 1 - kExportShare : 1);
@@ -157,7 +187,28 @@ class QuantizeJob : public SingleJobKind {
     *result = ToProto(*rows);
     if (exporting) *result->mutable_exported() = exported;
     RecordSuperWeights(w, options.super_weights, result);
+    for (const std::string& name : skipped) result->add_skipped_settings(name);
     return job;
+  }
+
+  // The export is written under its staging name and takes its own only here, after everything
+  // else the job does: a job that fails or is cancelled publishes nothing.
+  absl::Status Publish(JobWork& work) const override {
+    const JobWork::Export& e = work.quantize_export;
+    if (e.format.empty()) return absl::OkStatus();
+    if (absl::Status s = RenameWithoutReplacing(e.staged, e.path); !s.ok()) {
+      if (absl::IsAlreadyExists(s)) {
+        return absl::AlreadyExistsError(absl::StrCat(
+            "export ", e.relative_path, " was published by another job meanwhile; nothing of ",
+            "this one was kept"));
+      }
+      return s;
+    }
+    return absl::OkStatus();
+  }
+
+  void Discard(JobWork& work) const override {
+    if (!work.quantize_export.staged.empty()) RemoveStaged(work.quantize_export.staged);
   }
 };
 
