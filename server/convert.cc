@@ -24,20 +24,6 @@ absl::StatusOr<EditSet> FromProto(const v1::EditSet& edits, const Model& model) 
   return out;
 }
 
-absl::Status CheckTextFitsTokens(std::string_view text, const Tokenizer& tokenizer,
-                                 int max_tokens) {
-  // Tokenizing costs time and memory in proportion to the text: what must be over the limit is
-  // refused before (where the tokenizer bounds the text per token; a coarse bound otherwise).
-  const size_t at_least = tokenizer.MinTokens(text.size());
-  if (at_least > static_cast<size_t>(max_tokens) ||
-      text.size() > static_cast<size_t>(max_tokens) * 64) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "text of %d bytes is over the %d-token limit (it cannot be fewer than %d tokens)",
-        text.size(), max_tokens, std::max<size_t>(at_least, max_tokens + 1)));
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<std::vector<int32_t>> TokensFromInput(const v1::Input& input, const Model& model,
                                                      int max_tokens,
                                                      const std::string& fallback_text) {
@@ -56,11 +42,9 @@ absl::StatusOr<std::vector<int32_t>> TokensFromInput(const v1::Input& input, con
     if (model.tokenizer == nullptr) {
       return absl::FailedPreconditionError("the model has no tokenizer: give token ids");
     }
-    if (absl::Status s = CheckTextFitsTokens(text, *model.tokenizer, max_tokens); !s.ok()) {
-      return s;
-    }
     EncodeOptions encode;
     encode.add_bos = model.config.add_bos;
+    encode.max_tokens = static_cast<size_t>(max_tokens);  // refused before the work it bounds
     auto tokenized = model.tokenizer->Tokenize(text, encode);
     if (!tokenized.ok()) return tokenized.status();
     ids = std::move(*tokenized);

@@ -18,9 +18,6 @@ namespace superweight::server {
 
 Precision FromProto(v1::Precision p);
 absl::StatusOr<EditSet> FromProto(const v1::EditSet& edits, const Model& model);
-// RESOURCE_EXHAUSTED where `text` must tokenize to more than max_tokens: checked from its size
-// alone, before the work of tokenizing it.
-absl::Status CheckTextFitsTokens(std::string_view text, const Tokenizer& tokenizer, int max_tokens);
 // Token ids of an Input, checked against the model's vocabulary and `max_tokens`.
 absl::StatusOr<std::vector<int32_t>> TokensFromInput(const v1::Input& input, const Model& model,
                                                      int max_tokens,

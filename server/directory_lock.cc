@@ -3,31 +3,39 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <sstream>
+#include <string>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 
 namespace superweight::server {
 namespace {
 
-// Beside the lock, for the message of a server refused: the lock itself says nothing of its
-// holder.
-constexpr char kOwnerFile[] = ".superweightd-owner";
-
-std::string OwnerOf(const std::string& dir) {
-  std::ifstream f(dir + "/" + kOwnerFile);
-  std::stringstream text;
-  text << f.rdbuf();
-  int pid = 0;
-  if (f && absl::SimpleAtoi(absl::StripAsciiWhitespace(text.str()), &pid) && pid > 0) {
-    return absl::StrCat("process ", pid);
+// The lock says nothing of its holder; the kernel's table of locks does (/proc/locks: "1: FLOCK
+// ADVISORY WRITE PID MAJOR:MINOR:INODE 0 EOF", device numbers in hex).
+std::string HolderOf(int fd) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return "another process";
+  const std::string device = absl::StrFormat("%02x:%02x:%d", major(st.st_dev), minor(st.st_dev),
+                                             static_cast<uint64_t>(st.st_ino));
+  std::ifstream locks("/proc/locks");
+  std::string line;
+  while (std::getline(locks, line)) {
+    std::vector<std::string> fields = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    // A blocked waiter's line starts "1: ->": its fields are shifted by one.
+    if (fields.size() >= 6 && fields[1] == "FLOCK" && fields[5] == device) {
+      int pid = 0;
+      if (absl::SimpleAtoi(fields[4], &pid) && pid > 0) return absl::StrCat("process ", pid);
+    }
   }
   return "another process";
 }
@@ -43,23 +51,15 @@ absl::StatusOr<std::unique_ptr<DirectoryLock>> DirectoryLock::Acquire(const std:
   }
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int error = errno;
+    const std::string holder = error == EWOULDBLOCK ? HolderOf(fd) : "";
     ::close(fd);
     if (error == EWOULDBLOCK) {
       return absl::FailedPreconditionError(absl::StrCat(
-          what, " ", dir, " belongs to another live superweightd (", OwnerOf(dir),
+          what, " ", dir, " belongs to another live superweightd (", holder,
           "): one server per directory; stop it or give this one a directory of its own"));
     }
     return absl::FailedPreconditionError(
         absl::StrCat(what, " ", dir, " cannot be locked: ", std::strerror(error)));
-  }
-  // Best effort: a read-only directory is refused by whoever needs to write there.
-  const std::string owner = dir + "/" + kOwnerFile;
-  {
-    std::ofstream f(owner + ".tmp", std::ios::trunc);
-    f << ::getpid() << "\n";
-  }
-  if (std::rename((owner + ".tmp").c_str(), owner.c_str()) != 0) {
-    std::remove((owner + ".tmp").c_str());
   }
   return std::unique_ptr<DirectoryLock>(new DirectoryLock(fd));
 }

@@ -1,7 +1,8 @@
 // One live server per directory it owns (the state directory, the export root): an exclusive
 // flock(2) on the directory itself, so that another path to the same directory (a symlink, a
 // bind mount) is caught too, held until the process ends (the kernel drops it even after
-// kill -9). The holder's pid is written beside it, for the refusal's message.
+// kill -9). Nothing is written into the directory: the refusal finds the holder's pid in the
+// kernel's table of locks.
 #pragma once
 
 #include <memory>

@@ -128,18 +128,15 @@ grpc::Status SuperWeightService::ListModels(grpc::ServerContext* ctx, const v1::
 absl::Status SuperWeightService::SetConfirmation(const Model& model, const std::string& text,
                                                  LocateOptions* options) const {
   if (text.empty() || model.tokenizer == nullptr) return absl::OkStatus();
-  if (absl::Status s = CheckTextFitsTokens(text, *model.tokenizer, options_.max_text_tokens);
-      !s.ok()) {
-    return absl::ResourceExhaustedError(absl::StrCat("confirmation text: ", s.message()));
-  }
   EncodeOptions encode;
   encode.add_bos = model.config.add_bos;
+  encode.max_tokens = static_cast<size_t>(options_.max_text_tokens);
   auto tokenized = model.tokenizer->Tokenize(text, encode);
-  if (!tokenized.ok()) return tokenized.status();
-  options->confirm_tokens = std::move(*tokenized);
-  if (options->confirm_tokens.size() > static_cast<size_t>(options_.max_text_tokens)) {
-    return absl::ResourceExhaustedError("confirmation text is over the token limit");
+  if (!tokenized.ok()) {
+    return absl::Status(tokenized.status().code(),
+                        absl::StrCat("confirmation text: ", tokenized.status().message()));
   }
+  options->confirm_tokens = std::move(*tokenized);
   options->confirm_window = std::min<int>(512, options->confirm_tokens.size());
   if (options->confirm_window < 2) options->confirm_tokens.clear();
   return absl::OkStatus();

@@ -270,11 +270,53 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Tokenize(std::string_view text,
         "text is not valid UTF-8: byte 0x%02X at offset %d does not start a well-formed sequence",
         static_cast<uint8_t>(text[bad]), bad));
   }
+  const auto over = [&](size_t at_least) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("text of %d bytes is over the limit of %d tokens (at least %d)",
+                        text.size(), options.max_tokens, at_least));
+  };
+  if (options.max_tokens > 0) {
+    const size_t at_least = MinTokens(text.size());
+    if (at_least > options.max_tokens) return over(at_least);
+    if (FarOverTokens(text, options, options.max_tokens)) return over(options.max_tokens + 1);
+  }
   std::vector<int32_t> out;
   if (options.add_bos && spec_.bos_id >= 0) out.push_back(spec_.bos_id);
   EncodeText(text, options, &out);
   if (options.add_eos && spec_.eos_id >= 0) out.push_back(spec_.eos_id);
+  if (options.max_tokens > 0 && out.size() > options.max_tokens) return over(out.size());
   return out;
+}
+
+bool Tokenizer::FarOverTokens(std::string_view text, const EncodeOptions& options,
+                              size_t max_tokens) const {
+  // Text up to a few bytes per allowed token is tokenized whole: its cost is the limit's.
+  constexpr size_t kChunkBytes = size_t{1} << 20;
+  if (text.size() <= std::max(kChunkBytes, 8 * max_tokens)) return false;
+  // Chunks end after a newline where one is near (else on a character boundary), and each
+  // boundary may tokenize a few tokens differently from the whole text: counted with a margin
+  // of 16 per boundary, so that only text whose own count is surely over is called so.
+  constexpr size_t kMarginPerBoundary = 16;
+  size_t count = 0;
+  std::vector<int32_t> part;
+  for (size_t begin = 0, boundaries = 0; begin < text.size(); ++boundaries) {
+    size_t end = std::min(text.size(), begin + kChunkBytes);
+    if (end < text.size()) {
+      const size_t newline = text.find('\n', end);
+      if (newline != std::string_view::npos && newline - end < kChunkBytes / 16) {
+        end = newline + 1;
+      } else {
+        while (end > begin && (static_cast<uint8_t>(text[end]) & 0xC0) == 0x80) --end;
+        if (end == begin) end = std::min(text.size(), begin + kChunkBytes);  // not UTF-8 at all
+      }
+    }
+    part.clear();
+    EncodeText(text.substr(begin, end - begin), options, &part);
+    count += part.size();
+    if (count > max_tokens + kMarginPerBoundary * (boundaries + 1)) return true;
+    begin = end;
+  }
+  return false;
 }
 
 size_t Tokenizer::MinTokens(size_t bytes) const {

@@ -65,6 +65,9 @@ struct EncodeOptions {
   bool add_bos = false;
   bool add_eos = false;
   bool parse_special = false;  // special tokens written in the text become their ids
+  // Tokenize refuses (RESOURCE_EXHAUSTED) text of more tokens than this, spending on text far
+  // over it no more than on text at the limit; 0: no limit.
+  size_t max_tokens = 0;
 };
 
 class Tokenizer {
@@ -72,7 +75,7 @@ class Tokenizer {
   static absl::StatusOr<std::unique_ptr<Tokenizer>> Create(TokenizerSpec spec);
 
   // Refuses text that is not well-formed UTF-8 (neither `tokenizers` nor a model's training
-  // ever saw such text, so there are no ids to match).
+  // ever saw such text, so there are no ids to match), and text over options.max_tokens.
   absl::StatusOr<std::vector<int32_t>> Tokenize(std::string_view text,
                                                 const EncodeOptions& options) const;
   // Never fails: bytes of invalid UTF-8 go through the pipeline as they are.
@@ -97,6 +100,9 @@ class Tokenizer {
   explicit Tokenizer(TokenizerSpec spec) : spec_(std::move(spec)) {}
   void EncodeText(std::string_view text, const EncodeOptions& options,
                   std::vector<int32_t>* out) const;
+  // Whether text is far over max_tokens, counted a chunk at a time so that the count stops
+  // (time and memory bounded by the limit, not the text) once it is.
+  bool FarOverTokens(std::string_view text, const EncodeOptions& options, size_t max_tokens) const;
   // Cuts the added tokens `use(token)` accepts out of `text` (raw text, or normalized text for
   // the normalized tokens); calls emit_text(segment, offset) and emit_token(id) in order.
   template <typename Use, typename Text, typename Token>

@@ -116,5 +116,19 @@ TEST(ModelRegistry, GetReopensAModelWhoseFileChanged) {
   EXPECT_EQ(registry.Get("stories260K.bin")->get(), again->get());  // unchanged: the same
 }
 
+TEST(ModelRegistry, SpecialFilesAreNeitherListedNorOpened) {
+  const std::string root = MakeRoot("fifo");
+  ASSERT_EQ(::mkfifo((root + "/x.gguf").c_str(), 0644), 0);  // opening it would block
+  ModelRegistry registry(root, uint64_t{1} << 30);
+  for (const std::string& name : registry.Discover()) EXPECT_NE(name, "x.gguf");
+  auto model = registry.Get("x.gguf");
+  ASSERT_FALSE(model.ok());
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(model.status().message().find("not a regular file"), std::string::npos);
+  EXPECT_FALSE(registry.Describe("x.gguf").ok());
+  // The engine's own open does not block on one either.
+  EXPECT_FALSE(OpenModel(root + "/x.gguf").ok());
+}
+
 }  // namespace
 }  // namespace superweight::server

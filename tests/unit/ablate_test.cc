@@ -349,5 +349,35 @@ TEST(Ablate, TableOnASmallModel) {
   EXPECT_EQ(Ablate(*model, o).status().code(), absl::StatusCode::kCancelled);
 }
 
+TEST(Ablate, SuperWeightsNamedTwiceAndOutlierFractionsPastTheBoundAreRefused) {
+  const auto model = TinyStories();
+  absl::Status twice = CheckSuperWeights(*model, {{1, 3, 5}, {0, 3, 5}, {1, 3, 5}});
+  EXPECT_EQ(twice.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(twice.message().find("layers[1].mlp.down_proj.weight[3, 5] is given more than once"),
+            std::string::npos)
+      << twice;
+  EXPECT_TRUE(CheckSuperWeights(*model, {{1, 3, 5}, {0, 3, 5}, {1, 5, 3}}).ok());
+  EXPECT_TRUE(OutlierEdits(*model, kMaxOutlierFraction, {}).ok());
+  EXPECT_EQ(OutlierEdits(*model, kMaxOutlierFraction * 2, {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(OutlierEdits(*model, 0.5, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  std::atomic<bool> cancelled{true};
+  EXPECT_EQ(OutlierEdits(*model, 1e-6, {}, &cancelled).status().code(),
+            absl::StatusCode::kCancelled);
+}
+
+TEST(Ablate, ATaskTwiceInAPlanIsRefused) {
+  const auto model = TinyStories();
+  auto task = LoadTask("piqa", SUPERWEIGHT_EVAL_DATA, 2);
+  ASSERT_TRUE(task.ok()) << task.status();
+  EvaluationPlan plan;
+  plan.tasks = {*task, *task};
+  StepProgress progress({}, plan.steps(), nullptr);
+  auto evaluation = EvaluateModel(*model, plan, BatchEdits(), "intact", &progress);
+  ASSERT_FALSE(evaluation.ok());
+  EXPECT_NE(evaluation.status().message().find("task piqa is in the plan twice"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace superweight

@@ -237,5 +237,38 @@ TEST_F(EditSetTest, OutOfRangeEditsAreRefused) {
   EXPECT_FALSE(RunForward(*model_, {&in, 1}, {}).ok());
 }
 
+TEST_F(EditSetTest, CoordinatesGivenTwiceAndNonFiniteValuesAreRefused) {
+  // Each edit is a correction added to the pass: zeroing a weight twice would score -w.
+  EditSet twice;
+  twice.weights.push_back({1, LinearKind::kDown, 3, 5, 0.f});
+  twice.weights.push_back({0, LinearKind::kDown, 3, 5, 0.f});
+  twice.weights.push_back({1, LinearKind::kDown, 3, 5, 2.f});
+  absl::Status s = twice.Validate(*model_);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("down_proj[3, 5] of layer 1 is given more than once"),
+            std::string::npos)
+      << s;
+  SequenceInput in{tokens_, &twice};
+  EXPECT_EQ(RunForward(*model_, {&in, 1}, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  EditSet other_kinds;  // the same (row, col) of different tensors or layers is no duplicate
+  other_kinds.weights.push_back({1, LinearKind::kDown, 3, 5, 0.f});
+  other_kinds.weights.push_back({1, LinearKind::kUp, 3, 5, 0.f});
+  other_kinds.weights.push_back({0, LinearKind::kDown, 3, 5, 0.f});
+  EXPECT_TRUE(other_kinds.Validate(*model_).ok());
+  EditSet activations;
+  activations.activations.push_back({0, 1, 2, 1.f});
+  activations.activations.push_back({0, 1, 2, 1.f});
+  EXPECT_NE(activations.Validate(*model_).message().find("given more than once"),
+            std::string::npos);
+  for (float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+    EditSet weight;
+    weight.weights.push_back({0, LinearKind::kDown, 0, 0, bad});
+    EXPECT_NE(weight.Validate(*model_).message().find("not finite"), std::string::npos);
+    EditSet activation;
+    activation.activations.push_back({0, 0, 0, bad});
+    EXPECT_NE(activation.Validate(*model_).message().find("not finite"), std::string::npos);
+  }
+}
+
 }  // namespace
 }  // namespace superweight

@@ -5,6 +5,7 @@
 #include <memory>
 #include <vector>
 
+#include "engine/analysis/check.h"
 #include "engine/runtime/forward.h"
 #include "gtest/gtest.h"
 #include "tests/unit/test_util.h"
@@ -115,6 +116,18 @@ TEST(Quantize, DefaultGridIsThePapers) {
   EXPECT_EQ(grid[1].Name(), "INT4 btensor");
   EXPECT_EQ(grid[2].Name(), "INT4 btensor z=9 +SW");
   EXPECT_EQ(grid[10].Name(), "INT4 b16384 z=9 +SW");
+}
+
+TEST(CheckComparable, TheFirstDifferenceIsNamedBeforeAnyWork) {
+  const auto model = testing::TinyStories();
+  EXPECT_TRUE(CheckComparable(*model, *model).ok());
+  auto other = OpenModel(testing::TestData("stories260K/stories260K.bin"));
+  ASSERT_TRUE(other.ok()) << other.status();
+  absl::Status s = CheckComparable(*model, **other);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("differ in shape"), std::string::npos) << s;
+  CheckOptions options;
+  EXPECT_EQ(CheckQuantization(*model, **other, options).status().message(), s.message());
 }
 
 }  // namespace

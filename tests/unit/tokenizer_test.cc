@@ -6,6 +6,7 @@
 #include "absl/strings/str_split.h"
 #include "engine/formats/gguf.h"
 #include "engine/model/model.h"
+#include "engine/tokenizer/normalize.h"
 #include "engine/tokenizer/pretokenize.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -343,6 +344,56 @@ TEST(Tokenizer, GgufRefusesAnUnknownPreTokenizerByName) {
   ASSERT_FALSE(tok.ok());
   EXPECT_EQ(tok.status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(std::string(tok.status().message()), ::testing::HasSubstr("'fa1con'"));
+}
+
+TEST(Normalizer, MaxShrinkBoundsWhatTextBecomes) {
+  auto nfkc = MakeUnicodeNormalizer("NFKC");
+  ASSERT_TRUE(nfkc.ok());
+  // A 4-byte mathematical bold A becomes one byte: the bound holds and is reached.
+  EXPECT_EQ((*nfkc)->Apply("\xF0\x9D\x90\x80"), "A");
+  EXPECT_EQ((*nfkc)->MaxShrink(), 4);
+  EXPECT_EQ(MakeLowercase()->Apply("\xE2\x84\xAA"), "k");  // the Kelvin sign
+  EXPECT_GE(MakeLowercase()->MaxShrink(), 3);
+  EXPECT_EQ(MakeStrip(true, true)->MaxShrink(), 0);  // removes text: no bound
+  EXPECT_EQ(MakeStripAccents()->MaxShrink(), 0);
+  EXPECT_EQ(MakePrepend("\xE2\x96\x81")->MaxShrink(), 1);
+  auto to_space = MakeReplace("  ", false, " ");
+  ASSERT_TRUE(to_space.ok());
+  EXPECT_EQ((*to_space)->MaxShrink(), 2);
+  std::vector<std::unique_ptr<Normalizer>> steps;
+  steps.push_back(MakePrepend("x"));
+  steps.push_back(std::move(*to_space));
+  steps.push_back(std::move(*nfkc));
+  EXPECT_EQ(MakeNormalizerSequence(std::move(steps))->MaxShrink(), 8);
+}
+
+TEST(Tokenizer, MaxTokensRefusesTextOverTheLimitHoweverLong) {
+  auto tok = LoadGgufTokenizerFile(testing::TestData("vocab/ggml-vocab-gpt-2.gguf"));
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  std::ifstream f(testing::TestData("text/wiki.test.raw"), std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const std::string wiki = ss.str().substr(0, 200000);
+  EncodeOptions options;
+  auto all = (*tok)->Tokenize(wiki, options);
+  ASSERT_TRUE(all.ok());
+  const size_t n = all->size();
+  // A lower bound from the size alone, never above the real count.
+  EXPECT_GT((*tok)->MinTokens(wiki.size()), 0u);
+  EXPECT_LE((*tok)->MinTokens(wiki.size()), n);
+  options.max_tokens = n;  // exactly at the limit: the same ids
+  EXPECT_EQ(*(*tok)->Tokenize(wiki, options), *all);
+  options.max_tokens = n - 1;
+  auto over = (*tok)->Tokenize(wiki, options);
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kResourceExhausted);
+  // Text many times over the limit (8 MB for 1,000 tokens) is refused by the chunked count.
+  std::string huge;
+  while (huge.size() < (size_t{8} << 20)) huge += wiki;
+  options.max_tokens = 1000;
+  auto far = (*tok)->Tokenize(huge, options);
+  EXPECT_EQ(far.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(far.status().message().find("over the limit of 1000 tokens"), std::string::npos)
+      << far.status();
 }
 
 }  // namespace
