@@ -15,7 +15,8 @@ RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release && cmake --build bui
 FROM debian:bookworm-slim
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libgrpc++1.51 libprotobuf32 libdnnl2 libabsl20220623 libprometheus-cpp-pull1.0 \
-      libprometheus-cpp-core1.0 libicu72 libssl3 libgomp1 && rm -rf /var/lib/apt/lists/* \
+      libprometheus-cpp-core1.0 libicu72 libssl3 libgomp1 \
+    && apt-get clean && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /var/lib/superweight superweight \
     && mkdir -p /models /var/lib/superweight && chown superweight /var/lib/superweight
 COPY --from=build /src/build/bin/superweightd /src/build/bin/superweight /usr/local/bin/
