@@ -84,6 +84,11 @@ cleanup() {
     if kill -0 "$dockerd_pid" 2>/dev/null; then
       echo "docker-test: dockerd ($dockerd_pid) did not stop" >&2
     else
+      # dockerd leaves its run-time directory, a network namespace still mounted in it.
+      if [[ -z $exec_root_existed && -d /run/docker ]]; then
+        grep -o ' /run/docker/[^ ]*' /proc/mounts | xargs -r umount 2>/dev/null || true
+        rm -rf /run/docker 2>/dev/null || true
+      fi
       echo "docker-test: stopped the engine it started; images kept in build/dockerd/data" \
         "($(du -sh build/dockerd/data 2>/dev/null | cut -f1))"
     fi
@@ -98,6 +103,7 @@ if ! docker info >/dev/null 2>&1; then
     exit 1
   fi
   mkdir -p build/dockerd
+  exec_root_existed=""; [[ -e /run/docker ]] && exec_root_existed=1
   echo "docker-test: starting dockerd (vfs storage, state in build/dockerd; log build/dockerd/log)"
   dockerd --storage-driver=vfs --data-root="$PWD/build/dockerd/data" \
     --iptables=false --ip-forward=false --bridge=none >build/dockerd/log 2>&1 &
