@@ -4,7 +4,7 @@ BUILD := build
 ASAN_BUILD := build-asan
 CMAKE_FLAGS := -G Ninja -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: docker-test fuzz fuzz-build fuzz-test format-check setup build build-asan test unit-test asan-test oracle-test e2e-test lesser-cpu-test demo bench format clean
+.PHONY: docker-test docker-context-test fuzz fuzz-build fuzz-test format-check setup build build-asan test unit-test asan-test oracle-test e2e-test lesser-cpu-test demo bench format clean
 
 setup:
 	@tools/setup.sh
@@ -71,7 +71,7 @@ lesser-cpu-test: build build-asan
 	  SUPERWEIGHT_MAX_ISA=$$isa .venv/bin/python -m pytest -q -m "not lmeval and not formats" tests/oracle || exit 1; \
 	done
 
-test: format-check unit-test asan-test fuzz-test oracle-test e2e-test lesser-cpu-test
+test: format-check docker-context-test unit-test asan-test fuzz-test oracle-test e2e-test lesser-cpu-test
 
 demo: build
 	@tools/demo.sh
@@ -86,7 +86,15 @@ bench: build
 	@.venv/bin/python bench/tokenizer_bench.py
 	@.venv/bin/python bench/soak_bench.py
 
-# The image and deploy/docker-compose.yml, for real (needs a Docker engine).
+# The image's build stage without a Docker engine (in make test): lays out in a scratch
+# directory what the Dockerfile's COPY lines and .dockerignore give it, and runs its CMake
+# configure there (and Ninja's dry run of its build), so a layout the image cannot build fails.
+docker-context-test: setup
+	@.venv/bin/python -m pytest -q tests/docker
+	@.venv/bin/python tests/docker/check_build_context.py
+
+# The image and deploy/docker-compose.yml, for real (installs and starts a Docker engine if
+# none runs; deploy/smoke_test.sh).
 docker-test: setup
 	@deploy/smoke_test.sh
 

@@ -1,44 +1,166 @@
 #!/usr/bin/env bash
 # Builds the image, starts deploy/docker-compose.yml and checks what a deployment promises:
-# the container runs as a non-root user, its HEALTHCHECK turns healthy, the bundled client
-# locates the default model's super weight through the published port, and Prometheus
-# scrapes superweightd's /metrics (target up, requests counted).
+# the image's size is within its budget and it carries its OCI labels, `superweightd --help`
+# and the client run from it, the container runs as a non-root user, its HEALTHCHECK turns
+# healthy, the bundled client locates the default model's super weight through the published
+# port, and Prometheus scrapes superweightd's /metrics (target up, requests counted).
 #
-# Needs a Docker engine (`make docker-test`); not part of `make test`, whose machines have
-# none. Where images cannot be pulled (an offline machine), Debian 12 comes from debootstrap
-# and a stand-in prom/prometheus is built from Debian's prometheus package, with the same
-# entrypoint and config path.
+# `make docker-test`; not part of `make test` (make docker-context-test is: the build stage's
+# layout, configured without an engine). From a fresh Debian 12 machine: installs what it
+# lacks, as tools/setup.sh installs the build's packages (the engine, docker.io, unless one is
+# installed; debootstrap; docker-compose unless the docker CLI has its compose plugin); starts
+# an engine where none runs (as root). Where images cannot be pulled (an offline machine),
+# Debian 12 comes from debootstrap and a stand-in prom/prometheus is built from Debian's
+# prometheus package, with the same entrypoint and config path.
+#
+# Leaves the engine as it found it: an engine this script started is stopped at the end, and
+# the compose project's containers, network and volume are removed (docker compose down -v).
+# It keeps the images (superweight:latest, prom/prometheus, debian:bookworm{,-slim}) and their
+# build cache as a cache for the next run: in build/dockerd/ when it started the engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+start=$SECONDS
+size_budget_mb=${SUPERWEIGHT_IMAGE_BUDGET_MB:-330}  # the README states it
+model=SmolLM2-135M-Instruct.Q4_1.gguf
+[[ -f models/$model ]] || { echo "models/$model missing: run make setup" >&2; exit 1; }
+
+SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
+# apt-get, waiting for another apt or dpkg (an unattended upgrade, a make setup) to let go of
+# its lock instead of failing on it (DPkg::Lock::Timeout covers dpkg's lock, not apt-get
+# update's: that one is retried).
+apt_get() {
+  local out
+  for _ in $(seq 1 90); do
+    if out=$($SUDO env DEBIAN_FRONTEND=noninteractive \
+      apt-get -o DPkg::Lock::Timeout=600 "$@" 2>&1); then
+      return 0
+    fi
+    if ! grep -qE 'Could not get lock|Unable to lock|Unable to acquire' <<<"$out"; then
+      echo "$out" >&2
+      return 1
+    fi
+    echo "docker-test: apt is busy (another install holds its lock); waiting" >&2
+    sleep 10
+  done
+  echo "$out" >&2
+  return 1
+}
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+missing=()
+# An engine installed otherwise (Docker's own docker-ce) will do: docker.io would conflict with it.
+if ! docker info >/dev/null 2>&1 && ! command -v dockerd >/dev/null && ! installed docker.io; then
+  missing+=(docker.io)
+fi
+installed debootstrap || command -v debootstrap >/dev/null || missing+=(debootstrap)
+if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
+  missing+=(docker-compose)
+fi
+if ((${#missing[@]})); then
+  echo "docker-test: installing ${missing[*]}"
+  apt_get update -qq
+  apt_get install -y -qq "${missing[@]}"
+fi
 
 if docker compose version >/dev/null 2>&1; then
   compose=(docker compose -f deploy/docker-compose.yml -p superweight-smoke)
 else
   compose=(docker-compose -f deploy/docker-compose.yml -p superweight-smoke)
 fi
-model=SmolLM2-135M-Instruct.Q4_1.gguf
-[[ -f models/$model ]] || { echo "models/$model missing: run make setup" >&2; exit 1; }
 
-# A machine with the engine installed but not running (and root): start one, on the vfs storage
-# driver, which needs no kernel support.
+# No engine running (a machine without systemd, or one where it is stopped): start one, on the
+# vfs storage driver, which needs no kernel support, with its state under build/dockerd/. It
+# leaves the host's network as it found it: no iptables rules, no ip_forward, no docker0 (the
+# image builds and the client runs on the host's network; the compose project's own bridge is
+# removed with it, and a published port is served by docker-proxy).
+dockerd_pid=""
+cleanup() {
+  local rc=$?
+  if [[ -n ${compose_started:-} ]]; then
+    "${compose[@]}" down -v >/dev/null 2>&1 || echo "docker-test: compose down -v failed" >&2
+  fi
+  if [[ -n $dockerd_pid ]]; then
+    kill "$dockerd_pid" 2>/dev/null || true
+    for _ in $(seq 1 30); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 1; done
+    if kill -0 "$dockerd_pid" 2>/dev/null; then
+      echo "docker-test: dockerd ($dockerd_pid) did not stop" >&2
+    else
+      # dockerd leaves its run-time directory, a network namespace still mounted in it.
+      if [[ -z $exec_root_existed && -d /run/docker ]]; then
+        grep -o ' /run/docker/[^ ]*' /proc/mounts | xargs -r umount 2>/dev/null || true
+        rm -rf /run/docker 2>/dev/null || true
+      fi
+      echo "docker-test: stopped the engine it started; images kept in build/dockerd/data" \
+        "($(du -sh build/dockerd/data 2>/dev/null | cut -f1))"
+    fi
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
 if ! docker info >/dev/null 2>&1; then
-  command -v dockerd >/dev/null && [[ $(id -u) == 0 ]] || { echo "no Docker engine" >&2; exit 1; }
+  if ! command -v dockerd >/dev/null || [[ $(id -u) != 0 ]]; then
+    echo "no Docker engine running, and this script starts one only as root" \
+      "(or: sudo systemctl start docker)" >&2
+    exit 1
+  fi
   mkdir -p build/dockerd
-  dockerd --storage-driver=vfs --data-root="$PWD/build/dockerd/data" >build/dockerd/log 2>&1 &
-  for _ in $(seq 1 30); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  exec_root_existed=""; [[ -e /run/docker ]] && exec_root_existed=1
+  echo "docker-test: starting dockerd (vfs storage, state in build/dockerd; log build/dockerd/log)"
+  dockerd --storage-driver=vfs --data-root="$PWD/build/dockerd/data" \
+    --iptables=false --ip-forward=false --bridge=none >build/dockerd/log 2>&1 &
+  dockerd_pid=$!
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    kill -0 "$dockerd_pid" 2>/dev/null || break
+    sleep 1
+  done
+  if ! docker info >/dev/null 2>&1; then
+    tail -n 30 build/dockerd/log >&2
+    echo "dockerd did not start (build/dockerd/log)" >&2
+    exit 1
+  fi
 fi
+
 # An offline machine: Debian 12 from its package archive instead of the registry's image.
 for base in debian:bookworm debian:bookworm-slim; do
   if ! docker image inspect "$base" >/dev/null 2>&1 && ! docker pull "$base" >/dev/null 2>&1; then
     echo "$base cannot be pulled: importing a debootstrap of Debian 12" >&2
-    command -v debootstrap >/dev/null || { echo "offline without debootstrap" >&2; exit 1; }
     rootfs=build/docker-rootfs
     [[ -x $rootfs/bin/sh ]] || debootstrap --variant=minbase bookworm "$rootfs" >/dev/null
-    tar -C "$rootfs" -c . | docker import - "$base" >/dev/null
+    # Without the .debs debootstrap leaves in apt's cache, which Debian's images do not have.
+    tar -C "$rootfs" --exclude='./var/cache/apt/archives/*.deb' -c . | docker import - "$base" >/dev/null
   fi
 done
 
-docker build --network host -t superweight:latest .
+revision=$(git rev-parse HEAD)
+# The clone's origin, if it is a web URL (without any credentials in it).
+source_url=$({ git remote get-url origin 2>/dev/null || true; } | sed -n 's#^\(https\?://\)\([^@/]*@\)\?#\1#p')
+build_start=$SECONDS
+docker build --network host --build-arg REVISION="$revision" --build-arg SOURCE="$source_url" \
+  -t superweight:latest .
+echo "docker-test: image built in $((SECONDS - build_start)) s"
+
+# The image: its size against the budget, its labels, and both binaries runnable.
+size=$(docker image inspect -f '{{.Size}}' superweight:latest)
+size_mb=$(((size + 999999) / 1000000))
+echo "image size: $size_mb MB (budget $size_budget_mb MB)"
+((size_mb <= size_budget_mb)) || { echo "the image is over its size budget" >&2; exit 1; }
+label=$(docker image inspect -f '{{index .Config.Labels "org.opencontainers.image.revision"}}' \
+  superweight:latest)
+[[ $label == "$revision" ]] || { echo "revision label '$label', not $revision" >&2; exit 1; }
+docker image inspect -f '{{range $k, $v := .Config.Labels}}{{println "  " $k "=" $v}}{{end}}' \
+  superweight:latest
+bins=$(docker run --rm --network none --entrypoint sh superweight:latest -c \
+  'ls /usr/local/bin; ldd /usr/local/bin/* | grep "not found" || true')
+[[ $bins == $'superweight\nsuperweightd' ]] ||
+  { echo "/usr/local/bin in the image (and unresolved libraries): $bins" >&2; exit 1; }
+help_server=$(docker run --rm --network none superweight:latest --help 2>&1) ||
+  { echo "$help_server" >&2; echo "superweightd --help failed in the image" >&2; exit 1; }
+help_client=$(docker run --rm --network none --entrypoint superweight superweight:latest \
+  --help 2>&1) ||
+  { echo "$help_client" >&2; echo "superweight --help failed in the image" >&2; exit 1; }
+echo "superweightd --help (exit 0, $(wc -l <<<"$help_server") lines): $(head -n 1 <<<"$help_server")"
+echo "superweight --help (exit 0, $(wc -l <<<"$help_client") lines): $(head -n 1 <<<"$help_client")"
+
 if ! docker image inspect prom/prometheus >/dev/null 2>&1 &&
   ! docker pull prom/prometheus >/dev/null 2>&1; then
   echo "prom/prometheus cannot be pulled: building a stand-in from Debian's package" >&2
@@ -52,8 +174,7 @@ CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prome
 EOF
 fi
 
-cleanup() { "${compose[@]}" down -v >/dev/null 2>&1 || true; }
-trap cleanup EXIT
+compose_started=1
 "${compose[@]}" up -d --no-build
 
 container=$("${compose[@]}" ps -q superweightd)
@@ -87,4 +208,5 @@ for _ in $(seq 1 40); do
 done
 [[ $up == 1 && -n $value && $value != 0 ]] || { echo "scrape: up=$up requests=$value" >&2; exit 1; }
 echo "Prometheus scrapes superweightd: up=1, superweight_requests_total summed = $value"
-echo "docker smoke test passed"
+echo "docker smoke test passed in $((SECONDS - start)) s" \
+  "(compose project removed: containers, network, volume; images kept)"
