@@ -1,7 +1,7 @@
 // superweight: the command-line client. Depends on the contract (proto/) only.
 //   superweight --server=HOST:PORT VERB [flags]
 // Verbs: health, models, locate, score, ablate, quantize, check, jobs, watch, cancel.
-// --zero=LAYER,ROW,COL (repeatable) zeroes a down_proj weight for score.
+// --zero=LAYER,ROW,COL and --set=LAYER,ROW,COL,VALUE (repeatable) edit down_proj weights for score.
 // Exit codes: 0 done, 1 the server refused or failed (its status is printed) or a watched job
 // ended FAILED or CANCELLED, 2 usage (a bad or contradictory flag, a file a flag names that
 // cannot be read or written), 3 an expectation did not hold (--expect; check: the super weights
@@ -178,6 +178,7 @@ void PrintJson(const google::protobuf::Message& m, bool one_line = false) {
 struct FollowedJob {
   std::mutex mu;
   std::string id;
+  bool interrupted = false;  // the interrupt's thread is cancelling it, then exits 130
 };
 FollowedJob& Followed() {
   static FollowedJob* followed = new FollowedJob;
@@ -194,6 +195,7 @@ void WatchForInterrupts(sigset_t signals, v1::SuperWeightService::Stub* stub, st
     {
       std::lock_guard<std::mutex> lock(Followed().mu);
       id = Followed().id;
+      Followed().interrupted = true;
     }
     if (!id.empty()) {
       grpc::ClientContext ctx;
@@ -566,7 +568,7 @@ const std::vector<FlagGroup>& FlagGroups() {
       {"locate: the super weights of --model, found by their activation spikes and confirmed",
        {"locate"},
        {"threshold", "skip_confirmation", "expect"}},
-      {"score: perplexity of the input, with weights zeroed", {"score"}, {"zero"}},
+      {"score: perplexity of the input, with weights zeroed or set", {"score"}, {"zero", "set"}},
       {"ablate: zero-shot accuracy and perplexity with the super weights pruned, scaled, ...",
        {"ablate"},
        {"settings", "scales", "outlier_fraction", "token_prob_contexts"}},
@@ -587,6 +589,7 @@ const std::vector<FlagGroup>& FlagGroups() {
 // The repeatable flags, taken by the command line itself (their values hold commas).
 const std::map<std::string, std::string> kRepeatedFlagHelp = {
     {"zero", "LAYER,ROW,COL: a down_proj weight zeroed for the score (repeat for more)"},
+    {"set", "LAYER,ROW,COL,VALUE: a down_proj weight set to VALUE for the score (repeat for more)"},
     {"super_weights", "LAYER,ROW,COL: a super weight, instead of locating them (repeat for more)"},
 };
 
@@ -698,9 +701,16 @@ absl::Status CheckFlagsFit(const std::string& verb, const std::set<std::string>&
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<std::string> zeros, super_weights;
-  absl::StatusOr<superweight::cli::CommandLine> command_line =
-      superweight::cli::Parse(argc, argv, {{"zero", &zeros}, {"super_weights", &super_weights}});
+  // Before anything can start a thread (gRPC starts its own): every thread inherits the mask,
+  // and only WatchForInterrupts' thread takes the signals.
+  sigset_t interrupts;
+  sigemptyset(&interrupts);
+  sigaddset(&interrupts, SIGINT);
+  sigaddset(&interrupts, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &interrupts, nullptr);
+  std::vector<std::string> zeros, sets, super_weights;
+  absl::StatusOr<superweight::cli::CommandLine> command_line = superweight::cli::Parse(
+      argc, argv, {{"zero", &zeros}, {"set", &sets}, {"super_weights", &super_weights}});
   if (!command_line.ok()) return Usage(std::string(command_line.status().message()));
   if (command_line->help) {
     const std::vector<std::string>& p = command_line->positional;
@@ -734,11 +744,6 @@ int main(int argc, char** argv) {
     ssl.pem_root_certs = *std::move(pem);
     creds = grpc::SslCredentials(ssl);
   }
-  sigset_t interrupts;
-  sigemptyset(&interrupts);
-  sigaddset(&interrupts, SIGINT);
-  sigaddset(&interrupts, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &interrupts, nullptr);
   grpc::ChannelArguments channel_args;
   channel_args.SetMaxReceiveMessageSize(64 << 20);
   auto stub = v1::SuperWeightService::NewStub(
@@ -786,9 +791,15 @@ int main(int argc, char** argv) {
         Followed().id = resp.job_id();
       }
       s = FollowJob(stub.get(), token, resp.job_id(), absl::GetFlag(FLAGS_timeout), &job);
-      {
-        std::lock_guard<std::mutex> lock(Followed().mu);
-        Followed().id.clear();
+      // Ended by the interrupt's own cancel: its thread reports and exits, not this one.
+      while (true) {
+        std::unique_lock<std::mutex> lock(Followed().mu);
+        if (!Followed().interrupted) {
+          Followed().id.clear();
+          break;
+        }
+        lock.unlock();
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
       if (!s.ok()) return Failed(s);
       *resp.mutable_result() = result_of(job);
@@ -886,6 +897,18 @@ int main(int argc, char** argv) {
       v1::WeightEdit* e = req.mutable_edits()->add_weights();
       if (!ParseCoordinate(z, e->mutable_coordinate())) return Usage("--zero wants LAYER,ROW,COL");
       e->set_value(0.f);
+    }
+    for (const std::string& edit : sets) {
+      // The value is the server's to judge (it refuses what is not finite).
+      const size_t comma = edit.rfind(',');
+      float value = 0;
+      v1::WeightEdit* e = req.mutable_edits()->add_weights();
+      if (comma == std::string::npos ||
+          !ParseCoordinate(edit.substr(0, comma), e->mutable_coordinate()) ||
+          !absl::SimpleAtof(edit.substr(comma + 1), &value)) {
+        return Usage("--set wants LAYER,ROW,COL,VALUE");
+      }
+      e->set_value(value);
     }
     req.set_precision(precision);
     req.set_window(absl::GetFlag(FLAGS_window));

@@ -45,10 +45,7 @@ std::string HolderOf(int fd) {
 absl::StatusOr<std::unique_ptr<DirectoryLock>> DirectoryLock::Acquire(const std::string& dir,
                                                                       const std::string& what) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(what, " ", dir, " cannot be opened: ", std::strerror(errno)));
-  }
+  if (fd < 0) return absl::Status(absl::ErrnoToStatusCode(errno), std::strerror(errno));
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int error = errno;
     const std::string holder = error == EWOULDBLOCK ? HolderOf(fd) : "";
@@ -58,8 +55,7 @@ absl::StatusOr<std::unique_ptr<DirectoryLock>> DirectoryLock::Acquire(const std:
           what, " ", dir, " belongs to another live superweightd (", holder,
           "): one server per directory; stop it or give this one a directory of its own"));
     }
-    return absl::FailedPreconditionError(
-        absl::StrCat(what, " ", dir, " cannot be locked: ", std::strerror(error)));
+    return absl::Status(absl::ErrnoToStatusCode(error), std::strerror(error));
   }
   return std::unique_ptr<DirectoryLock>(new DirectoryLock(fd));
 }

@@ -13,6 +13,7 @@
 #include <iostream>
 #include <sstream>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -178,22 +179,30 @@ int main(int argc, char** argv) {
   // One live server per state directory and export root: a second would rewrite the first's
   // running jobs as failed, hand out its job ids, and sweep its unpublished exports.
   std::vector<std::unique_ptr<sws::DirectoryLock>> owned;
-  for (const auto& [flag, dir] :
-       {std::pair<std::string, std::string>{"--state_dir", absl::GetFlag(FLAGS_state_dir)},
-        {"--export_root", options.export_root}}) {
+  for (const auto& [flag, dir, unusable] :
+       {std::tuple<std::string, std::string, std::string>{
+            "--state_dir", absl::GetFlag(FLAGS_state_dir), "cannot store job records"},
+        {"--export_root", options.export_root, "is not a writable directory"}}) {
     if (dir.empty()) continue;
+    absl::Status usable;
     if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
-      std::cerr << "superweightd: " << flag << " " << dir
-                << " cannot be created: " << std::strerror(errno) << "\n";
+      usable = absl::Status(absl::ErrnoToStatusCode(errno), std::strerror(errno));
+    } else if (owned.empty() || !owned.front()->Holds(dir)) {
+      auto lock = sws::DirectoryLock::Acquire(dir, flag);
+      if (lock.ok()) {
+        owned.push_back(std::move(*lock));
+      } else if (absl::IsFailedPrecondition(lock.status())) {  // another server holds it
+        std::cerr << "superweightd: " << lock.status().message() << "\n";
+        return 2;
+      } else {
+        usable = lock.status();
+      }
+    }
+    if (!usable.ok()) {
+      std::cerr << "superweightd: " << flag << " " << dir << " " << unusable << ": "
+                << usable.message() << "\n";
       return 2;
     }
-    if (!owned.empty() && owned.front()->Holds(dir)) continue;
-    auto lock = sws::DirectoryLock::Acquire(dir, flag);
-    if (!lock.ok()) {
-      std::cerr << "superweightd: " << lock.status().message() << "\n";
-      return 2;
-    }
-    owned.push_back(std::move(*lock));
   }
   sws::Metrics metrics;
   if (absl::Status served = metrics.Serve(absl::GetFlag(FLAGS_metrics_listen)); !served.ok()) {

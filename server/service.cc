@@ -5,13 +5,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <fstream>
-#include <sstream>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "engine/formats/quantize_ggml.h"
 #include "engine/util/publish.h"
 #include "engine/util/utf8_prefix.h"
@@ -49,7 +48,11 @@ absl::Status CheckJobId(const std::string& id) {
 
 SuperWeightService::SuperWeightService(ModelRegistry* registry, JobQueue* jobs, Metrics* metrics,
                                        ServiceOptions options)
-    : registry_(registry), jobs_(jobs), metrics_(metrics), options_(std::move(options)) {}
+    : registry_(registry),
+      jobs_(jobs),
+      metrics_(metrics),
+      options_(std::move(options)),
+      inputs_(std::make_shared<EvaluationInputs>(options_.eval_data_dir)) {}
 
 absl::Status SuperWeightService::Authenticate(grpc::ServerContext* ctx) const {
   if (options_.bearer_token.empty()) return absl::OkStatus();
@@ -235,9 +238,9 @@ grpc::Status SuperWeightService::Score(grpc::ServerContext* ctx, const v1::Score
   });
 }
 
-absl::Status SuperWeightService::LoadEvaluationPlan(
+absl::StatusOr<EvaluationRequest> SuperWeightService::CheckEvaluation(
     const Model& m, const google::protobuf::RepeatedPtrField<std::string>& requested,
-    int max_examples, int window, int max_windows, EvaluationPlan* plan) const {
+    int max_examples, int window, int max_windows) const {
   if (max_examples < 0 || max_windows < 0 || window < 0 || window == 1) {
     return absl::InvalidArgumentError(
         "max_examples and max_windows must not be negative, and window must be 0 (the default, "
@@ -254,34 +257,29 @@ absl::Status SuperWeightService::LoadEvaluationPlan(
     tasks = {"wikitext2"};
     for (const std::string& t : ZeroShotTaskNames()) tasks.push_back(t);
   }
+  EvaluationRequest request;
   for (size_t i = 0; i < tasks.size(); ++i) {
-    if (std::find(tasks.begin(), tasks.begin() + i, tasks[i]) != tasks.begin() + i) {
+    const std::string& name = tasks[i];
+    if (std::find(tasks.begin(), tasks.begin() + i, name) != tasks.begin() + i) {
       return absl::InvalidArgumentError(
-          absl::StrCat("task ", Utf8Prefix(tasks[i], 40),
+          absl::StrCat("task ", Utf8Prefix(name, 40),
                        " is given more than once (it would count twice in the "
                        "average)"));
     }
-  }
-  for (const std::string& name : tasks) {
     if (name == "wikitext2") {
-      std::ifstream f(options_.eval_data_dir + "/wikitext2/wiki.test.raw", std::ios::binary);
-      if (!f) return absl::FailedPreconditionError("the server has no WikiText-2 test text");
-      std::stringstream text;
-      text << f.rdbuf();
-      plan->wikitext2 = m.tokenizer->Encode(text.str(), m.config.add_bos);
-      continue;
+      request.wikitext2 = true;
+    } else if (std::count(ZeroShotTaskNames().begin(), ZeroShotTaskNames().end(), name)) {
+      request.tasks.push_back(name);
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown task '", Utf8Prefix(name, 64), "'; expected one of ",
+                       absl::StrJoin(ZeroShotTaskNames(), ", "), " (or wikitext2)"));
     }
-    auto task = LoadTask(name, options_.eval_data_dir, max_examples);
-    if (!task.ok()) {
-      if (task.status().code() == absl::StatusCode::kInvalidArgument) return task.status();
-      return absl::FailedPreconditionError(
-          absl::StrCat("the server cannot read task ", name, ": ", task.status().message()));
-    }
-    plan->tasks.push_back(std::move(*task));
   }
-  plan->window = window > 0 ? window : 512;
-  plan->max_windows = max_windows;
-  return absl::OkStatus();
+  request.max_examples = max_examples;
+  request.window = window > 0 ? window : 512;
+  request.max_windows = max_windows;
+  return request;
 }
 
 absl::Status SuperWeightService::SuperWeightsOrLocate(
@@ -324,20 +322,17 @@ absl::StatusOr<JobWork> SuperWeightService::PlanAblate(const v1::AblateRequest& 
   auto parsed = AblationSettings(settings, scales);
   if (!parsed.ok()) return parsed.status();
   o.settings = std::move(*parsed);
-  if (absl::Status s = LoadEvaluationPlan(m, req.tasks(), req.max_examples(), req.window(),
-                                          req.max_windows(), &o.plan);
-      !s.ok()) {
-    return s;
-  }
+  auto evaluation =
+      CheckEvaluation(m, req.tasks(), req.max_examples(), req.window(), req.max_windows());
+  if (!evaluation.ok()) return evaluation.status();
   if (std::find(settings.begin(), settings.end(), "token_probs") != settings.end()) {
-    const int contexts = req.token_prob_contexts() > 0 ? req.token_prob_contexts() : 500;
-    auto lambada = LoadTask("lambada", options_.eval_data_dir, contexts);
-    if (!lambada.ok()) return absl::FailedPreconditionError(lambada.status().message());
-    for (const TaskExample& e : lambada->examples) {
-      o.token_probability_contexts.push_back(
-          m.tokenizer->Encode(e.choices[0].context, /*add_bos=*/false));
-    }
+    evaluation->token_prob_contexts =
+        req.token_prob_contexts() > 0 ? req.token_prob_contexts() : 500;
   }
+  // Read when the job runs: a queued job holds its request, not the data.
+  work.load_inputs = [inputs = inputs_, request = *evaluation](JobWork& w) {
+    return inputs->Load(request, w.model, &w.ablate.plan, &w.ablate.token_probability_contexts);
+  };
   if (req.outlier_fraction() > 0) o.outlier_fraction = req.outlier_fraction();
   o.harness.precision = FromProto(req.precision());
   if (absl::Status s = SuperWeightsOrLocate(m, req.super_weights(), o.harness.precision, &work,
@@ -469,11 +464,12 @@ absl::StatusOr<JobWork> SuperWeightService::PlanQuantize(const v1::QuantizeReque
     return absl::InvalidArgumentError("tasks: none stands alone (no evaluation at all)");
   }
   if (evaluate) {
-    if (absl::Status s = LoadEvaluationPlan(m, req.tasks(), req.max_examples(), req.window(),
-                                            req.max_windows(), &o.plan);
-        !s.ok()) {
-      return s;
-    }
+    auto evaluation =
+        CheckEvaluation(m, req.tasks(), req.max_examples(), req.window(), req.max_windows());
+    if (!evaluation.ok()) return evaluation.status();
+    work.load_inputs = [inputs = inputs_, request = *evaluation](JobWork& w) {
+      return inputs->Load(request, w.model, &w.quantize.plan);
+    };
   }
   o.harness.precision = FromProto(req.precision());
   if (absl::Status s = PlanExport(req, m, o.settings, &work.quantize_export); !s.ok()) return s;
@@ -527,15 +523,17 @@ absl::StatusOr<JobWork> SuperWeightService::PlanCheck(const v1::CheckRequest& re
   if (req.max_perplexity_ratio() > 0) o.max_perplexity_ratio = req.max_perplexity_ratio();
   google::protobuf::RepeatedPtrField<std::string> wikitext;
   wikitext.Add("wikitext2");
-  EvaluationPlan plan;
-  if (absl::Status s = LoadEvaluationPlan(ref, wikitext, 0, req.window(),
-                                          req.max_windows() > 0 ? req.max_windows() : 16, &plan);
-      !s.ok()) {
-    return s;
-  }
-  o.text = std::move(plan.wikitext2);
-  o.window = plan.window;
-  o.max_windows = plan.max_windows;
+  auto evaluation = CheckEvaluation(ref, wikitext, 0, req.window(),
+                                    req.max_windows() > 0 ? req.max_windows() : 16);
+  if (!evaluation.ok()) return evaluation.status();
+  o.window = evaluation->window;
+  o.max_windows = evaluation->max_windows;
+  work.load_inputs = [inputs = inputs_, request = *evaluation](JobWork& w) {
+    EvaluationPlan plan;
+    if (absl::Status s = inputs->Load(request, w.reference, &plan); !s.ok()) return s;
+    w.check.text = std::move(plan.wikitext2);
+    return absl::OkStatus();
+  };
   o.prompt = ref.tokenizer->Encode(kPaperPrompt, ref.config.add_bos);
   o.harness.precision = FromProto(req.precision());
   if (absl::Status s = SuperWeightsOrLocate(ref, req.super_weights(), o.harness.precision, &work,

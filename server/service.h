@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "server/evaluation_inputs.h"
 #include "server/jobs/job_queue.h"
 #include "server/jobs/job_work.h"
 #include "server/metrics.h"
@@ -82,12 +83,11 @@ class SuperWeightService final : public v1::SuperWeightService::Service {
   // tokenizer or the text is empty).
   absl::Status SetConfirmation(const Model& model, const std::string& text,
                                LocateOptions* options) const;
-  // The harness's inputs a request names (default: wikitext2 and every zero-shot task), read
-  // from --eval_data_dir and tokenized; window 0 means 512.
-  absl::Status LoadEvaluationPlan(const Model& model,
-                                  const google::protobuf::RepeatedPtrField<std::string>& tasks,
-                                  int max_examples, int window, int max_windows,
-                                  EvaluationPlan* plan) const;
+  // The harness's inputs a request names (default: wikitext2 and every zero-shot task), checked
+  // without reading them (EvaluationInputs reads them when the job runs); window 0 means 512.
+  absl::StatusOr<EvaluationRequest> CheckEvaluation(
+      const Model& model, const google::protobuf::RepeatedPtrField<std::string>& tasks,
+      int max_examples, int window, int max_windows) const;
   // A Quantize request's export checked and placed under --export_root (nothing when it asks
   // for none).
   absl::Status PlanExport(const v1::QuantizeRequest& req, const Model& model,
@@ -104,6 +104,8 @@ class SuperWeightService final : public v1::SuperWeightService::Service {
   Metrics* metrics_;
   ServiceOptions options_;
   std::atomic<int> watchers_{0};  // WatchJob streams open
+  // Shared with the jobs that read it (they may outlive the service at shutdown).
+  std::shared_ptr<EvaluationInputs> inputs_;
 };
 
 grpc::Status ToGrpc(const absl::Status& s);

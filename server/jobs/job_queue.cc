@@ -429,13 +429,25 @@ absl::Status ModelFilesUnchanged(const JobWork& w) {
 void JobQueue::RunBatch(const JobKind& kind, const std::vector<Entry*>& batch) {
   absl::Status thrown;
   try {
-    std::vector<JobRun> runs;
+    std::vector<Entry*> ready;
     for (Entry* e : batch) {
+      if (e->work.load_inputs) {
+        const absl::Status loaded = e->work.load_inputs(e->work);
+        e->work.load_inputs = nullptr;
+        if (!loaded.ok()) {
+          Finish(e, loaded);
+          continue;
+        }
+      }
+      ready.push_back(e);
+    }
+    std::vector<JobRun> runs;
+    for (Entry* e : ready) {
       runs.push_back({&e->work, &e->cancelled, [this, e](double p) { SetProgress(e, p); }});
     }
     std::vector<absl::StatusOr<v1::Job>> results = kind.Run(runs, metrics_);
-    for (size_t i = 0; i < batch.size(); ++i) {
-      Entry* e = batch[i];
+    for (size_t i = 0; i < ready.size(); ++i) {
+      Entry* e = ready[i];
       absl::Status status = ModelFilesUnchanged(e->work);
       if (status.ok() && i >= results.size()) {
         status = absl::InternalError("the job's kind returned no result for it");

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,6 +19,9 @@ namespace superweight::server {
 
 struct JobWork {
   std::shared_ptr<const Model> model;
+  // What the job reads that its request only names (evaluation data), read when it runs: set
+  // by the plan, called once by the queue before the job's kind runs it.
+  std::function<absl::Status(JobWork&)> load_inputs;
   std::vector<int32_t> tokens;
   Precision precision = Precision::kF32;
   EditSet edits;

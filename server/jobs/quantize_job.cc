@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "engine/analysis/quantize.h"
 #include "engine/export/export_gguf.h"
 #include "engine/export/export_hf.h"
@@ -132,11 +133,27 @@ absl::Status LeaveOutSettingsNeedingSuperWeights(JobWork& w, std::vector<std::st
   return absl::OkStatus();
 }
 
+// The caller knows exports by their names under --export_root: messages say those, not the
+// server's paths.
+absl::Status RelativeToExportRoot(const absl::Status& status, const JobWork::Export& e) {
+  if (status.ok() || e.format.empty()) return status;
+  const std::string root = e.path.substr(0, e.path.size() - e.relative_path.size());
+  return absl::Status(status.code(), absl::StrReplaceAll(status.message(),
+                                                         {{root, ""}, {e.path, e.relative_path}}));
+}
+
 class QuantizeJob : public SingleJobKind {
  public:
   absl::string_view name() const override { return "quantize"; }
 
   absl::StatusOr<v1::Job> RunOne(const JobRun& run, Metrics* metrics) const override {
+    absl::StatusOr<v1::Job> job = RunQuantize(run, metrics);
+    if (!job.ok()) return RelativeToExportRoot(job.status(), run.work->quantize_export);
+    return job;
+  }
+
+ private:
+  absl::StatusOr<v1::Job> RunQuantize(const JobRun& run, Metrics* metrics) const {
     JobWork& w = *run.work;
     QuantizeOptions& options = w.quantize;
     options.harness.cancelled = run.cancelled;
@@ -191,6 +208,7 @@ class QuantizeJob : public SingleJobKind {
     return job;
   }
 
+ public:
   // The export is written under its staging name and takes its own only here, after everything
   // else the job does: a job that fails or is cancelled publishes nothing.
   absl::Status Publish(JobWork& work) const override {
@@ -202,7 +220,7 @@ class QuantizeJob : public SingleJobKind {
             "export ", e.relative_path, " was published by another job meanwhile; nothing of ",
             "this one was kept"));
       }
-      return s;
+      return RelativeToExportRoot(s, e);
     }
     return absl::OkStatus();
   }

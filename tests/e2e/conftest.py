@@ -88,7 +88,7 @@ class Server:
 
 
 def jobs_by_id(server):
-    return {j["id"]: j for j in server.call("jobs")["jobs"]}
+    return {j["id"]: j for j in server.call("jobs").get("jobs", [])}
 
 
 def restart_on_one_state_dir(model_root, tmp_path):
