@@ -38,11 +38,15 @@ after), wrongly reported (QUEUED/RUNNING after a restart, SUCCEEDED without a re
 a different record than at the previous restart, FAILED other than ABORTED, an id handed out
 twice). The server must also stop cleanly (SIGTERM, exit 0) at the end.
 
+Queue run: --queued_jobs default Ablate requests (every evaluation set) queued behind a running
+job, then cancelled; the server's RSS before, with them queued and after (goals: under 200 MB
+for 256, back within 10%).
+
 Prints a summary table (--json: also written there, with RSS samples every 10 s); exits 1 where
 the soak saw an error or the fault run a lost result or a wrongly reported job.
 
     .venv/bin/python bench/soak_bench.py [--seconds=600] [--warm_seconds=30] [--clients=8]
-        [--fault_jobs=20] [--skip_soak] [--skip_fault] [--seed=7] [--model=PATH] [--server_env=NAME=VALUE]
+        [--fault_jobs=20] [--queued_jobs=256] [--skip_soak] [--skip_queue] [--skip_fault] [--seed=7] [--model=PATH] [--server_env=NAME=VALUE]
         [--json=PATH] [--keep]
 """
 import argparse
@@ -122,9 +126,10 @@ def coordinates(locate):
 
 
 class Server:
-    def __init__(self, model_root, state_dir, log_path, metrics=False, env=None):
+    def __init__(self, model_root, state_dir, log_path, metrics=False, env=None, extra=()):
         self.model_root, self.state_dir, self.log_path = model_root, state_dir, log_path
         self.metrics = metrics
+        self.extra = list(extra)
         self.env = {**os.environ, **(env or {})}
         self.proc = None
         self.log = None
@@ -136,6 +141,7 @@ class Server:
                 f"--model_root={self.model_root}", f"--state_dir={self.state_dir}"]
         if self.metrics:
             args.append(f"--metrics_listen=127.0.0.1:{self.metrics_port}")
+        args += self.extra
         self.log = open(self.log_path, "ab")
         t0 = time.time()
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
@@ -671,6 +677,40 @@ def fault_run(model_root, tmp, rng, n_jobs, env):
 # ---------------------------------------------------------------------------------------- main
 
 
+def queued_memory_run(model_root, tmp, n_jobs, env):
+    """The server's RSS with n_jobs default Ablate requests queued behind a running job, and after
+    they are cancelled: a queued job holds its request, not its evaluation data (which it reads
+    when it runs). The running job (a windowed Score of WikiText-2) keeps the worker busy; RSS is
+    read once its own buffers are allocated (two samples a second apart within 1%), so the
+    figures differ by the queue alone."""
+    server = Server(model_root, os.path.join(tmp, "queue-state"), os.path.join(tmp, "queue.log"),
+                    env=env, extra=[f"--max_queued_jobs={n_jobs + 8}"])
+    server.start()
+    try:
+        busy = server.call("score", f"--model={MODEL}", f"--text_file={WIKI}", "--window=512",
+                           "--no_wait")["job_id"]
+        samples = [proc_status(server.proc.pid)[0]]
+        for _ in range(120):
+            time.sleep(1)
+            samples.append(proc_status(server.proc.pid)[0])
+            if abs(samples[-1] - samples[-2]) < 0.01 * samples[-1]:
+                break
+        before = samples[-1]
+        t0 = time.time()
+        queued = [server.call("ablate", f"--model={MODEL}", f"--super_weights={SUPER_WEIGHT}",
+                              "--no_wait")["job_id"] for _ in range(n_jobs)]
+        submit_s = time.time() - t0
+        held = proc_status(server.proc.pid)[0]
+        for job in queued:
+            server.call("cancel", f"--job={job}")
+        after = proc_status(server.proc.pid)[0]
+        busy_state = server.call("cancel", f"--job={busy}")["state"]  # CANCELLED: ran throughout
+    finally:
+        server.stop()
+    return {"jobs": n_jobs, "rss_kib": {"before": before, "queued": held, "after_cancel": after},
+            "submit_s": submit_s, "running_job_until_the_end": busy_state == "CANCELLED"}
+
+
 def cpu_model():
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
@@ -712,6 +752,15 @@ def print_summary(res):
         print(f"  outcomes         {', '.join(f'{k}: {v}' for k, v in sorted(soak['outcomes'].items()))}")
         for e in soak["error_samples"]:
             print(f"  ERROR {e}")
+    queue = res.get("queue")
+    if queue:
+        r = queue["rss_kib"]
+        print(f"\nQueue: {queue['jobs']} default Ablate requests queued behind a running job "
+              f"(submitted in {queue['submit_s']:.1f} s)")
+        print(f"  server RSS MiB   before {r['before'] / 1024:.1f}  with them queued "
+              f"{r['queued'] / 1024:.1f} ({(r['queued'] - r['before']) / 1024:+.1f}, goal under "
+              f"200)  after cancelling them {r['after_cancel'] / 1024:.1f} "
+              f"({100 * (r['after_cancel'] / r['before'] - 1):+.1f}%, goal within 10%)")
     fault = res.get("fault")
     if fault:
         print(f"\nFault: {fault['jobs']} jobs, kill -9 then restart on the same --state_dir")
@@ -737,6 +786,8 @@ def main():
     ap.add_argument("--fault_jobs", type=int, default=20)
     ap.add_argument("--skip_soak", action="store_true")
     ap.add_argument("--skip_fault", action="store_true")
+    ap.add_argument("--queued_jobs", type=int, default=256)
+    ap.add_argument("--skip_queue", action="store_true")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--server_env", action="append", default=[], metavar="NAME=VALUE",
                     help="set in the server's environment, e.g. OMP_WAIT_POLICY=passive (repeat for more)")
@@ -773,6 +824,11 @@ def main():
                 res["soak"]["error_samples"].append(f"superweightd exited {rc} on SIGTERM")
                 res["soak"]["errors"] += 1
             failed |= res["soak"]["errors"] > 0
+        if not a.skip_queue:
+            print(f"queue: {a.queued_jobs} Ablate requests queued, then cancelled", flush=True)
+            res["queue"] = queued_memory_run(model_root, tmp, a.queued_jobs, env)
+            r = res["queue"]["rss_kib"]
+            failed |= r["queued"] - r["before"] > 200 * 1024 or r["after_cancel"] > 1.1 * r["before"]
         if not a.skip_fault:
             res["fault"] = fault_run(model_root, tmp, rng, a.fault_jobs, env)
             failed |= res["fault"]["results_lost"] > 0 or res["fault"]["wrongly_reported"] > 0

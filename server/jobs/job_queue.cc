@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -39,6 +40,11 @@ constexpr uint64_t kMaxJobCounter = 1'000'000'000'000;
 
 // How often an idle worker applies the retention, so that jobs age out without new ones.
 constexpr auto kPruneInterval = std::chrono::minutes(1);
+
+// What a finished or cancelled job freed goes back to the system: its many small allocations
+// (task texts, token vectors) sit in malloc's arenas otherwise, and the server's memory would
+// stay at its peak.
+void ReleaseFreedMemory() { ::malloc_trim(0); }
 
 // For a waiter whose job the worker pruned while it waited.
 absl::Status PrunedError(const std::string& id) {
@@ -291,7 +297,10 @@ absl::StatusOr<v1::Job> JobQueue::Cancel(const std::string& id) {
     e->work = JobWork();
     Persist(&e->job);
     changed_.notify_all();
-    return e->job;
+    v1::Job cancelled = e->job;
+    lock.unlock();
+    ReleaseFreedMemory();
+    return cancelled;
   }
   // Running: the forward pass notices within one layer. Found again by id after each wake: the
   // worker may prune it once it has finished.
@@ -405,6 +414,7 @@ void JobQueue::WorkerLoop() {
       for (Entry* e : batch) Persist(&e->job);
     }
     RunBatch(*kind, batch);
+    ReleaseFreedMemory();
     std::lock_guard<std::mutex> lock(mu_);
     Prune();
   }
