@@ -83,11 +83,14 @@ absl::StatusOr<GgufExportSummary> ExportGguf(const Model& source, const Model& v
     auto row_bytes = StorageBytes(type, static_cast<uint64_t>(w.cols));
     if (!row_bytes.ok()) return row_bytes.status();
     // The view's rows are the file's rows (q/k keep llama.cpp's order in both).
-    auto produce = [&w, type, row_bytes = *row_bytes,
-                    name](const GgufFileWriter::ByteSink& sink) -> absl::Status {
+    auto produce = [&w, type, row_bytes = *row_bytes, name, cancelled = options.cancelled](
+                       const GgufFileWriter::ByteSink& sink) -> absl::Status {
       std::vector<float> values(w.cols);
       std::vector<uint8_t> quantized(row_bytes);
       for (int64_t r = 0; r < w.rows; ++r) {
+        if (cancelled != nullptr && cancelled->load(std::memory_order_relaxed)) {
+          return absl::CancelledError("cancelled");
+        }
         w.RowToFloat(r, values.data());
         absl::Status s = QuantizeRow(type, values.data(), w.cols, quantized.data());
         if (!s.ok()) {

@@ -5,6 +5,7 @@
 // ClipLinearWeights), and the tensors holding super weights at a higher type.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -26,6 +27,8 @@ struct GgufExportOptions {
   std::vector<SuperWeightCoordinate> super_weights;
   // Recorded in the file as superweight.setting.
   std::string setting;
+  // CANCELLED once set (checked every row written); null: never.
+  const std::atomic<bool>* cancelled = nullptr;
 };
 
 struct GgufExportSummary {

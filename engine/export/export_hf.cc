@@ -331,7 +331,7 @@ absl::Status SyncDirectory(const std::string& dir) {
 // The directory's files, written into dir (empty, made by the caller).
 absl::Status WriteDirectory(const std::string& dir, const std::string& config_text,
                             const std::vector<std::string>& tokenizer_sources,
-                            const SafetensorsWriter& weights) {
+                            const SafetensorsWriter& weights, const std::atomic<bool>* cancelled) {
   auto config = OutputFile::Create(dir + "/config.json");
   if (!config.ok()) return config.status();
   if (auto s = (*config)->Append(config_text); !s.ok()) return s;
@@ -340,7 +340,7 @@ absl::Status WriteDirectory(const std::string& dir, const std::string& config_te
     const std::string name = source.substr(source.rfind('/') + 1);
     if (auto s = CopyFileContents(source, dir + "/" + name); !s.ok()) return s;
   }
-  if (auto s = weights.Write(dir + "/model.safetensors"); !s.ok()) return s;
+  if (auto s = weights.Write(dir + "/model.safetensors", cancelled); !s.ok()) return s;
   if (::chmod(dir.c_str(), DirectoryModeForUmask()) != 0) {
     return absl::ErrnoToStatus(errno, absl::StrFormat("%s: chmod failed", dir));
   }
@@ -350,7 +350,8 @@ absl::Status WriteDirectory(const std::string& dir, const std::string& config_te
 
 }  // namespace
 
-absl::Status ExportHuggingFace(const Model& model, const std::string& out_dir_arg, DType dtype) {
+absl::Status ExportHuggingFace(const Model& model, const std::string& out_dir_arg, DType dtype,
+                               const std::atomic<bool>* cancelled) {
   if (dtype != DType::kF32 && dtype != DType::kBF16) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "a Hugging Face export stores F32 or BF16 weights, not %s", DTypeName(dtype)));
@@ -389,7 +390,8 @@ absl::Status ExportHuggingFace(const Model& model, const std::string& out_dir_ar
     return absl::ErrnoToStatus(
         errno, absl::StrFormat("%s: cannot create a temporary directory beside it", out_dir));
   }
-  absl::Status status = WriteDirectory(temp_dir, *config_text, tokenizer_sources, weights);
+  absl::Status status =
+      WriteDirectory(temp_dir, *config_text, tokenizer_sources, weights, cancelled);
   if (status.ok()) status = model.CheckFilesUnchanged();
   if (status.ok()) status = RenameWithoutReplacing(temp_dir, out_dir);
   if (!status.ok()) {

@@ -19,6 +19,7 @@
 // be synthesized from the GGUF vocabulary later).
 #pragma once
 
+#include <atomic>
 #include <string>
 
 #include "absl/status/status.h"
@@ -33,7 +34,9 @@ namespace superweight {
 // INVALID_ARGUMENT for a dtype other than kF32 or kBF16; UNIMPLEMENTED for what transformers
 // could not load as the engine computes it (rope scaling on a non-Llama architecture, a
 // head_dim the architecture's config cannot state, partial rotary in interleaved order).
-// The model (and whatever its views point into) must stay alive during the call.
-absl::Status ExportHuggingFace(const Model& model, const std::string& out_dir, DType dtype);
+// The model (and whatever its views point into) must stay alive during the call. CANCELLED once
+// `cancelled` is set (checked every row written).
+absl::Status ExportHuggingFace(const Model& model, const std::string& out_dir, DType dtype,
+                               const std::atomic<bool>* cancelled = nullptr);
 
 }  // namespace superweight

@@ -49,7 +49,8 @@ absl::Status SafetensorsWriter::AddTensor(const std::string& name, std::vector<i
   return absl::OkStatus();
 }
 
-absl::Status SafetensorsWriter::Write(const std::string& path) const {
+absl::Status SafetensorsWriter::Write(const std::string& path,
+                                      const std::atomic<bool>* cancelled) const {
   if (dtype_ != DType::kF32 && dtype_ != DType::kBF16) {
     return absl::InvalidArgumentError(
         absl::StrFormat("safetensors export stores F32 or BF16, not %s", DTypeName(dtype_)));
@@ -96,6 +97,9 @@ absl::Status SafetensorsWriter::Write(const std::string& path) const {
     row.resize(cols);
     row_bf16.resize(cols);
     for (int64_t r = 0; r < rows; ++r) {
+      if (cancelled != nullptr && cancelled->load(std::memory_order_relaxed)) {
+        return absl::CancelledError("cancelled");
+      }
       t->rows(r, row.data());
       const uint8_t* bytes = reinterpret_cast<const uint8_t*>(row.data());
       if (dtype_ == DType::kBF16) {

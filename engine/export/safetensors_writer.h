@@ -4,6 +4,7 @@
 // at a time while the file is written, so a model is never whole in memory.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -34,7 +35,8 @@ class SafetensorsWriter {
 
   // Creates path (which must not exist) and writes every tensor, sorted by name, then fsyncs it.
   // On failure the partial file is left for the caller, who writes into a temporary directory.
-  absl::Status Write(const std::string& path) const;
+  // CANCELLED once `cancelled` is set (checked every row).
+  absl::Status Write(const std::string& path, const std::atomic<bool>* cancelled = nullptr) const;
 
   size_t tensor_count() const { return tensors_.size(); }
 

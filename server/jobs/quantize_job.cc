@@ -61,6 +61,7 @@ absl::StatusOr<QuantizeTableRow> ExportGgufAndEvaluate(const JobWork& w,
   options.super_weight_tensor_type = e.super_weight_tensor_type;
   options.super_weights = kept;
   options.setting = setting.Name();
+  options.cancelled = cancelled;
   auto summary = ExportGguf(*w.model, *clipped->model, options, e.staged);
   if (!summary.ok()) return summary.status();
   auto sha = Sha256OfFile(e.staged);
@@ -99,7 +100,9 @@ absl::Status ExportHf(const JobWork& w, const QuantizeSetting& setting,
   absl::StatusOr<FakeQuantizedModel> view =
       FakeQuantizeModel(*w.model, setting.spec, kept, w.quantize.quantize_lm_head, cancelled);
   if (!view.ok()) return view.status();
-  if (absl::Status s = ExportHuggingFace(*view->model, e.staged, e.type); !s.ok()) return s;
+  if (absl::Status s = ExportHuggingFace(*view->model, e.staged, e.type, cancelled); !s.ok()) {
+    return s;
+  }
   const std::string weights = e.staged + "/model.safetensors";
   auto sha = Sha256OfFile(weights);
   if (!sha.ok()) return sha.status();

@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -91,12 +92,21 @@ def jobs_by_id(server):
     return {j["id"]: j for j in server.call("jobs").get("jobs", [])}
 
 
-def restart_on_one_state_dir(model_root, tmp_path):
-    """Starts servers one after another on the same model root, state directory and token: a
-    restart."""
+def restart_on_one_state_dir(model_root, tmp_path, extra=()):
+    """Starts servers one after another on the same model root, state directory, token and
+    `extra` flags: a restart."""
     token = tmp_path / "token"
     token.write_text("t")
-    return lambda: Server(model_root, tmp_path / "state", token).start()
+    return lambda: Server(model_root, tmp_path / "state", token, extra=extra).start()
+
+
+def metric(server, name):
+    """A metric's value from the server's /metrics."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics").read().decode()
+    for line in body.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{}"):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not on /metrics")
 
 
 def kill_mid_score_job(start):

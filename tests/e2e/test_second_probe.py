@@ -10,12 +10,12 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.request
 
 import psutil
 import pytest
 
-from conftest import BIN, SMOLLM2, TESTDATA, TOKEN, Server, free_port, jobs_by_id
+from conftest import (BIN, TESTDATA, free_port, jobs_by_id, metric,
+                      restart_on_one_state_dir)
 
 CLIENT = os.path.join(BIN, "superweight")
 SERVER = os.path.join(BIN, "superweightd")
@@ -23,14 +23,6 @@ STAGING = ".superweight-staging-"
 # One quantized setting of SmolLM2, evaluated on little text: a few seconds.
 EXPORT_ONE = ["--model=smollm2.gguf", "--super_weights=11,507,1229", "--bits=4",
               "--block_size=65536"]
-
-
-def metric(server, name):
-    body = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics").read().decode()
-    for line in body.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{}"):
-            return float(line.split()[-1])
-    raise AssertionError(f"{name} not on /metrics")
 
 
 def wait_finished(server, job_id, timeout=300):
@@ -56,10 +48,8 @@ def wait_for(predicate, timeout=120, step=0.05):
 @pytest.fixture
 def exporter(model_root, tmp_path):
     """A server of its own that may export, under its own export root."""
-    token = tmp_path / "token"
-    token.write_text("t")
     exports = tmp_path / "exports"
-    s = Server(model_root, tmp_path / "state", token, extra=[f"--export_root={exports}"]).start()
+    s = restart_on_one_state_dir(model_root, tmp_path, [f"--export_root={exports}"])()
     s.exports = exports
     yield s
     s.stop()
@@ -103,9 +93,7 @@ def test_duplicates_are_invalid_argument_naming_them(server, verb, flags, named)
 
 # 3. One server per address and per state directory.
 def test_a_second_server_on_the_same_address_or_state_dir_is_refused(model_root, tmp_path):
-    token = tmp_path / "token"
-    token.write_text("t")
-    first = Server(model_root, tmp_path / "state", token).start()
+    first = restart_on_one_state_dir(model_root, tmp_path)()
     try:
         same_port = subprocess.run(
             [SERVER, f"--listen=127.0.0.1:{first.port}", f"--model_root={model_root}",
@@ -153,11 +141,8 @@ def test_an_export_cancelled_after_it_was_written_leaves_nothing(exporter):
 
 # 5. kill -9 mid-export: the staging left behind is swept at the next start, and counted.
 def test_staging_left_by_a_killed_server_is_swept_at_start_up(model_root, tmp_path):
-    token = tmp_path / "token"
-    token.write_text("t")
     exports = tmp_path / "exports"
-    start = lambda: Server(model_root, tmp_path / "state", token,  # noqa: E731
-                           extra=[f"--export_root={exports}"]).start()
+    start = restart_on_one_state_dir(model_root, tmp_path, [f"--export_root={exports}"])
     first = start()
     first.client("quantize", *EXPORT_ONE, "--export=gguf:Q8_0", "--export_name=big.gguf",
                  "--tasks=none", "--no_wait")
@@ -178,9 +163,7 @@ def test_staging_left_by_a_killed_server_is_swept_at_start_up(model_root, tmp_pa
 # 6. A queued job holds its request and nothing more; what cancelled jobs held goes back.
 def test_256_queued_ablates_cost_little_and_their_memory_returns_when_cancelled(model_root,
                                                                                 tmp_path):
-    token = tmp_path / "token"
-    token.write_text("t")
-    s = Server(model_root, tmp_path / "state", token, extra=["--max_queued_jobs=300"]).start()
+    s = restart_on_one_state_dir(model_root, tmp_path, ["--max_queued_jobs=300"])()
     try:
         text = os.path.join(TESTDATA, "text", "wiki.test.raw")
         busy = s.client("score", "--model=smollm2.gguf", f"--text_file={text}", "--window=512",
@@ -260,9 +243,7 @@ def test_a_fifo_in_the_model_root_blocks_nothing(model_root, tmp_path):
     root.mkdir()
     shutil.copytree(os.path.join(TESTDATA, "hf_tinystories_656k"), root / "tiny")
     os.mkfifo(root / "x.gguf")
-    token = tmp_path / "token"
-    token.write_text("t")
-    s = Server(root, tmp_path / "state", token).start()
+    s = restart_on_one_state_dir(root, tmp_path)()
     try:
         names = [m["name"] for m in s.call("models", timeout=10)["models"]]
         assert names == ["tiny"]
@@ -275,9 +256,7 @@ def test_a_fifo_in_the_model_root_blocks_nothing(model_root, tmp_path):
 
 
 def test_sigterm_mid_job_stops_the_server_and_the_job_reads_failed(model_root, tmp_path):
-    token = tmp_path / "token"
-    token.write_text("t")
-    start = lambda: Server(model_root, tmp_path / "state", token).start()  # noqa: E731
+    start = restart_on_one_state_dir(model_root, tmp_path)
     first = start()
     text = os.path.join(TESTDATA, "text", "wiki.test.raw")
     job = first.client("score", "--model=smollm2.gguf", f"--text_file={text}", "--window=512",
@@ -334,9 +313,7 @@ def test_check_of_models_that_differ_is_refused_before_any_work(server):
 def test_job_ids_past_999999_sort_as_numbers(model_root, tmp_path):
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "next_job_id").write_text("999999\n")
-    token = tmp_path / "token"
-    token.write_text("t")
-    s = Server(model_root, tmp_path / "state", token).start()
+    s = restart_on_one_state_dir(model_root, tmp_path)()
     try:
         ids = [s.call("score", "--model=tinystories656k", f"--text=Run {i}.")["job_id"]
                for i in range(2)]
@@ -348,13 +325,11 @@ def test_job_ids_past_999999_sort_as_numbers(model_root, tmp_path):
 
 # 15. The client: an interrupt cancels the job it follows; --json is always one document.
 def test_ctrl_c_on_a_terminal_cancels_the_job_the_client_follows(model_root, tmp_path):
-    token = tmp_path / "token"
-    token.write_text("t")
-    server = Server(model_root, tmp_path / "state", token).start()
+    server = restart_on_one_state_dir(model_root, tmp_path)()
     text = os.path.join(TESTDATA, "text", "wiki.test.raw")
     main, secondary = pty.openpty()  # the client's stderr is a terminal: it follows the job
     client = subprocess.Popen(
-        [CLIENT, f"--server=127.0.0.1:{server.port}", f"--token_file={token}", "score",
+        [CLIENT, f"--server=127.0.0.1:{server.port}", f"--token_file={server.token_file}", "score",
          "--model=smollm2.gguf", f"--text_file={text}", "--window=512"],
         stdout=subprocess.PIPE, stderr=secondary)
     os.close(secondary)
@@ -401,10 +376,7 @@ def test_a_model_without_a_tokenizer_is_quantized_and_exported_without_evaluatio
     root = tmp_path / "models"
     root.mkdir()
     shutil.copy(os.path.join(TESTDATA, "stories260K", "stories260K.bin"), root / "bare.bin")
-    token = tmp_path / "token"
-    token.write_text("t")
-    s = Server(root, tmp_path / "state", token,
-               extra=[f"--export_root={tmp_path / 'exports'}"]).start()
+    s = restart_on_one_state_dir(root, tmp_path, [f"--export_root={tmp_path / 'exports'}"])()
     try:
         r = s.call("quantize", "--model=bare.bin", "--bits=8", "--block_size=row",
                    "--export=hf", "--export_name=bare-int8", "--tasks=none")["result"]
@@ -424,3 +396,19 @@ def test_an_echoed_export_format_stays_valid_utf8(exporter):
     assert out.returncode == 1
     message = out.stderr.decode("utf-8")  # strict: raises on a cut character
     assert "INVALID_ARGUMENT" in message and "gguf:" + "é" * 17 in message, message
+
+
+def test_a_read_only_state_dir_is_reported_with_its_own_errno(model_root, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    cmd = [SERVER, "--listen=127.0.0.1:0", f"--model_root={model_root}", f"--state_dir={state}"]
+    if os.geteuid() == 0:  # permissions do not stop root: a read-only bind mount of its own does
+        cmd = ["unshare", "--mount", "sh", "-c",
+               f'mount --bind -o ro "{state}" "{state}" && exec "$0" "$@"', *cmd]
+        why = "Read-only file system"
+    else:
+        state.chmod(0o555)
+        why = "Permission denied"
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "cannot store job records: " + why in out.stderr, out.stderr

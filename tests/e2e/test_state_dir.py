@@ -4,11 +4,10 @@ never replace stored records."""
 import os
 import shutil
 import subprocess
-import urllib.request
 
 import pytest
 
-from conftest import BIN, Server
+from conftest import BIN, Server, metric
 
 
 def job_record(job_id, kind="score", state=3):
@@ -16,14 +15,6 @@ def job_record(job_id, kind="score", state=3):
     def field(number, data):
         return bytes([number << 3 | 2, len(data)]) + data
     return field(1, job_id.encode()) + field(2, kind.encode()) + bytes([4 << 3, state])
-
-
-def metric(server, name):
-    body = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics").read().decode()
-    for line in body.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{}"):
-            return float(line.split()[-1])
-    raise AssertionError(f"{name} not on /metrics")
 
 
 @pytest.mark.parametrize("kind", ["regular file", "missing parent"])

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -28,19 +29,6 @@ using ::testing::HasSubstr;
 using Json = nlohmann::json;
 
 using testing::TinyStories;
-
-std::vector<std::string> DirectoryEntries(const std::string& dir) {
-  std::vector<std::string> names;
-  if (DIR* d = opendir(dir.c_str())) {
-    while (dirent* e = readdir(d)) {
-      const std::string n = e->d_name;
-      if (n != "." && n != "..") names.push_back(n);
-    }
-    closedir(d);
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
 
 bool Exists(const std::string& path) {
   struct stat st;
@@ -112,7 +100,7 @@ TEST(ExportHf, TinyStoriesF32ReopensWithTheSameWeightsConfigAndTokenizer) {
   const auto source = TinyStories();
   const std::string out = testing::ScratchDir("export_hf_f32") + "/out";
   ASSERT_TRUE(ExportHuggingFace(*source, out, DType::kF32).ok());
-  EXPECT_THAT(DirectoryEntries(out),
+  EXPECT_THAT(testing::DirectoryEntries(out),
               ElementsAre("config.json", "generation_config.json", "model.safetensors",
                           "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"));
   for (const char* name : {"generation_config.json", "special_tokens_map.json", "tokenizer.json",
@@ -163,7 +151,7 @@ TEST(ExportHf, FakeQuantizedViewExportsItsQuantizedValuesInF32AndBf16) {
   const std::string dir = testing::ScratchDir("export_hf_quantized");
   ASSERT_TRUE(ExportHuggingFace(*q->model, dir + "/f32", DType::kF32).ok());
   ASSERT_TRUE(ExportHuggingFace(*q->model, dir + "/bf16", DType::kBF16).ok());
-  EXPECT_THAT(DirectoryEntries(dir), ElementsAre("bf16", "f32"));  // no temporaries
+  EXPECT_THAT(testing::DirectoryEntries(dir), ElementsAre("bf16", "f32"));  // no temporaries
 
   auto f32 = OpenModel(dir + "/f32");
   ASSERT_TRUE(f32.ok()) << f32.status();
@@ -190,7 +178,7 @@ TEST(ExportHf, InterleavedRopeRowsComeOutInRotateHalfOrder) {
   ASSERT_TRUE((*source)->config.rope.interleaved);
   const std::string out = testing::ScratchDir("export_hf_rope") + "/out";
   ASSERT_TRUE(ExportHuggingFace(**source, out, DType::kF32).ok());
-  EXPECT_THAT(DirectoryEntries(out), ElementsAre("config.json", "model.safetensors"));
+  EXPECT_THAT(testing::DirectoryEntries(out), ElementsAre("config.json", "model.safetensors"));
   auto exported = OpenModel(out);
   ASSERT_TRUE(exported.ok()) << exported.status();
   EXPECT_FALSE((*exported)->config.rope.interleaved);
@@ -276,12 +264,12 @@ TEST(ExportHf, RefusesAnExistingDirectoryAndBadDtypes) {
             absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(ExportHuggingFace(*source, dir + "/out/", DType::kF32).code(),
             absl::StatusCode::kAlreadyExists);
-  EXPECT_TRUE(DirectoryEntries(dir + "/out").empty());
+  EXPECT_TRUE(testing::DirectoryEntries(dir + "/out").empty());
   EXPECT_EQ(ExportHuggingFace(*source, dir + "/f16", DType::kF16).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ExportHuggingFace(*source, dir + "/missing/out", DType::kF32).code(),
             absl::StatusCode::kNotFound);
-  EXPECT_THAT(DirectoryEntries(dir), ElementsAre("out"));
+  EXPECT_THAT(testing::DirectoryEntries(dir), ElementsAre("out"));
 }
 
 // Creates `path` as a directory the first time a row is read: another writer taking out_dir
@@ -308,16 +296,22 @@ TEST(ExportHf, FailuresLeaveNoTemporaryBehind) {
   view->layers[0].Get(LinearKind::kDown).transform = &racer;
   const absl::Status raced = ExportHuggingFace(*view, dir + "/out", DType::kF32);
   EXPECT_EQ(raced.code(), absl::StatusCode::kAlreadyExists) << raced;
-  EXPECT_THAT(DirectoryEntries(dir), ElementsAre("out"));
-  EXPECT_TRUE(DirectoryEntries(dir + "/out").empty());
+  EXPECT_THAT(testing::DirectoryEntries(dir), ElementsAre("out"));
+  EXPECT_TRUE(testing::DirectoryEntries(dir + "/out").empty());
 
   // A Hugging Face source whose config.json went away: refused before anything is made.
   std::unique_ptr<Model> moved = source->ShareWeights();
   moved->path = dir + "/nowhere";
   EXPECT_EQ(ExportHuggingFace(*moved, dir + "/out2", DType::kF32).code(),
             absl::StatusCode::kNotFound);
-  EXPECT_THAT(DirectoryEntries(dir), ElementsAre("out"));
+  EXPECT_THAT(testing::DirectoryEntries(dir), ElementsAre("out"));
   EXPECT_FALSE(Exists(dir + "/out2"));
+
+  // Cancelled while its rows are written: CANCELLED, and the temporary goes too.
+  std::atomic<bool> cancelled{true};
+  EXPECT_EQ(ExportHuggingFace(*source, dir + "/out3", DType::kF32, &cancelled).code(),
+            absl::StatusCode::kCancelled);
+  EXPECT_THAT(testing::DirectoryEntries(dir), ElementsAre("out"));
 }
 
 TEST(SafetensorsWriter, WritesSortedAlignedTensorsAndRoundsBf16ToNearestEven) {

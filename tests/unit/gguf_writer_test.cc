@@ -80,19 +80,6 @@ std::vector<RawKv> ExtraKvs() {
   return extra;
 }
 
-std::vector<std::string> DirectoryEntries(const std::string& dir) {
-  std::vector<std::string> names;
-  if (DIR* d = opendir(dir.c_str())) {
-    while (dirent* e = readdir(d)) {
-      const std::string n = e->d_name;
-      if (n != "." && n != "..") names.push_back(n);
-    }
-    closedir(d);
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 TEST(GgufFileWriter, CopiesMetadataByteForByteAndTensorsExactly) {
   const std::vector<uint8_t> source_bytes = SourceFile(ExtraKvs());
   auto source = ParseGguf(source_bytes, "source.gguf");
@@ -109,7 +96,7 @@ TEST(GgufFileWriter, CopiesMetadataByteForByteAndTensorsExactly) {
   const std::string dir = testing::ScratchDir("gguf_writer_copy");
   const std::string path = dir + "/out.gguf";
   ASSERT_TRUE(w.WriteAtomically(path).ok());
-  EXPECT_THAT(DirectoryEntries(dir), ElementsAre("out.gguf"));
+  EXPECT_THAT(testing::DirectoryEntries(dir), ElementsAre("out.gguf"));
 
   const std::vector<uint8_t> bytes = testing::ReadAll(path);
   auto out = ParseGguf(bytes, path);
@@ -210,7 +197,7 @@ TEST(GgufFileWriter, RefusesBadTensors) {
   w.SetFloat32("general.alignment", 32.f);  // llama.cpp wants a uint32
   const std::string dir = testing::ScratchDir("gguf_writer_bad_alignment");
   EXPECT_EQ(w.WriteAtomically(dir + "/out.gguf").code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(DirectoryEntries(dir).empty());
+  EXPECT_TRUE(testing::DirectoryEntries(dir).empty());
 }
 
 TEST(GgufFileWriter, FailedWritesLeaveNoTemporaryAndKeepTheOldFile) {
@@ -232,7 +219,7 @@ TEST(GgufFileWriter, FailedWritesLeaveNoTemporaryAndKeepTheOldFile) {
   absl::Status s = failing.WriteAtomically(path);
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(std::string(s.message()), HasSubstr("tensor 't'"));
-  EXPECT_THAT(DirectoryEntries(dir), ElementsAre("out.gguf"));
+  EXPECT_THAT(testing::DirectoryEntries(dir), ElementsAre("out.gguf"));
   EXPECT_EQ(testing::ReadAll(path), std::vector<uint8_t>({'o', 'l', 'd'}));
 
   // A producer that gives too few bytes.
@@ -244,14 +231,14 @@ TEST(GgufFileWriter, FailedWritesLeaveNoTemporaryAndKeepTheOldFile) {
                              })
                   .ok());
   EXPECT_FALSE(short_tensor.WriteAtomically(path).ok());
-  EXPECT_THAT(DirectoryEntries(dir), ElementsAre("out.gguf"));
+  EXPECT_THAT(testing::DirectoryEntries(dir), ElementsAre("out.gguf"));
 
   // Renaming over a directory fails after the whole temporary was written.
   ASSERT_EQ(mkdir((dir + "/sub").c_str(), 0755), 0);
   GgufFileWriter fine;
   fine.SetString("general.architecture", "llama");
   EXPECT_FALSE(fine.WriteAtomically(dir + "/sub").ok());
-  EXPECT_THAT(DirectoryEntries(dir), ElementsAre("out.gguf", "sub"));
+  EXPECT_THAT(testing::DirectoryEntries(dir), ElementsAre("out.gguf", "sub"));
 
   // Directories that cannot take the temporary: missing, a file, and (unless this runs as root,
   // whom permissions do not stop) read-only.
@@ -263,8 +250,8 @@ TEST(GgufFileWriter, FailedWritesLeaveNoTemporaryAndKeepTheOldFile) {
     EXPECT_EQ(denied.code(), absl::StatusCode::kPermissionDenied) << denied;
     ASSERT_EQ(chmod((dir + "/sub").c_str(), 0755), 0);
   }
-  EXPECT_THAT(DirectoryEntries(dir), ElementsAre("out.gguf", "sub"));
-  EXPECT_TRUE(DirectoryEntries(dir + "/sub").empty());
+  EXPECT_THAT(testing::DirectoryEntries(dir), ElementsAre("out.gguf", "sub"));
+  EXPECT_TRUE(testing::DirectoryEntries(dir + "/sub").empty());
 }
 
 TEST(RequantizeGguf, ConvertsBlockWeightsAndCopiesTheRest) {
@@ -311,7 +298,7 @@ TEST(RequantizeGguf, ConvertsBlockWeightsAndCopiesTheRest) {
   EXPECT_EQ(k_up.dtype, DType::kQ5_0);
   auto want_q5_0 = QuantizeTensor(DType::kQ5_0, rows.data(), 2, 32);
   EXPECT_EQ(std::vector<uint8_t>(k_up.data, k_up.data + k_up.nbytes), *want_q5_0);
-  EXPECT_THAT(DirectoryEntries(dir), ElementsAre("in.gguf", "k.gguf", "out.gguf"));
+  EXPECT_THAT(testing::DirectoryEntries(dir), ElementsAre("in.gguf", "k.gguf", "out.gguf"));
 }
 
 }  // namespace

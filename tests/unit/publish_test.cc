@@ -1,7 +1,6 @@
 // Publishing without replacing, staging names and their sweep; echoed text cut on characters.
 #include "engine/util/publish.h"
 
-#include <dirent.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -21,19 +20,6 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-std::vector<std::string> Entries(const std::string& dir) {
-  std::vector<std::string> names;
-  if (DIR* d = opendir(dir.c_str())) {
-    while (dirent* e = readdir(d)) {
-      const std::string n = e->d_name;
-      if (n != "." && n != "..") names.push_back(n);
-    }
-    closedir(d);
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 TEST(Publish, NeverReplacesAFileOrADirectory) {
   const std::string dir = testing::ScratchDir("publish_noreplace");
   testing::WriteAll(dir + "/kept", "old", 3);
@@ -47,7 +33,7 @@ TEST(Publish, NeverReplacesAFileOrADirectory) {
   EXPECT_EQ(RenameWithoutReplacing(dir + "/new", dir + "/empty").code(),
             absl::StatusCode::kAlreadyExists);
   ASSERT_TRUE(RenameWithoutReplacing(dir + "/new", dir + "/published").ok());
-  EXPECT_THAT(Entries(dir), ElementsAre("empty", "kept", "published"));
+  EXPECT_THAT(testing::DirectoryEntries(dir), ElementsAre("empty", "kept", "published"));
 }
 
 TEST(Publish, GgufWriterRefusesAnExistingNameAndLeavesNoTemporary) {
@@ -56,7 +42,7 @@ TEST(Publish, GgufWriterRefusesAnExistingNameAndLeavesNoTemporary) {
   GgufFileWriter writer;
   writer.SetString("general.architecture", "llama");
   EXPECT_EQ(writer.WriteAtomically(dir + "/out.gguf").code(), absl::StatusCode::kAlreadyExists);
-  EXPECT_THAT(Entries(dir), ElementsAre("out.gguf"));
+  EXPECT_THAT(testing::DirectoryEntries(dir), ElementsAre("out.gguf"));
   EXPECT_EQ(testing::ReadAll(dir + "/out.gguf"), std::vector<uint8_t>({'o', 'l', 'd'}));
 }
 
@@ -74,11 +60,11 @@ TEST(Publish, StagingNamesKeepTheExtensionAndTheSweepTakesOnlyThem) {
   testing::WriteAll(dir + "/published.gguf", "x", 1);
   testing::WriteAll(dir + "/.hidden", "x", 1);
   EXPECT_EQ(SweepStaged(dir), 3);
-  EXPECT_THAT(Entries(dir), ElementsAre(".hidden", "published.gguf"));
+  EXPECT_THAT(testing::DirectoryEntries(dir), ElementsAre(".hidden", "published.gguf"));
   EXPECT_EQ(SweepStaged(dir), 0);
   EXPECT_EQ(SweepStaged(dir + "/missing"), 0);
   RemoveStaged(dir + "/published.gguf");
-  EXPECT_THAT(Entries(dir), ElementsAre(".hidden"));
+  EXPECT_THAT(testing::DirectoryEntries(dir), ElementsAre(".hidden"));
 }
 
 TEST(Utf8Prefix, NeverCutsInsideACharacter) {

@@ -1,8 +1,10 @@
 // Helpers shared by the unit tests: paths to the test data and scratch files.
 #pragma once
 
+#include <dirent.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
@@ -28,6 +30,20 @@ inline std::vector<uint8_t> ReadAll(const std::string& path) {
 inline void WriteAll(const std::string& path, const void* data, size_t n) {
   std::ofstream f(path, std::ios::binary);
   f.write(static_cast<const char*>(data), n);
+}
+
+// The names in dir (not . and ..), sorted.
+inline std::vector<std::string> DirectoryEntries(const std::string& dir) {
+  std::vector<std::string> names;
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d)) {
+      const std::string n = e->d_name;
+      if (n != "." && n != "..") names.push_back(n);
+    }
+    closedir(d);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 // A fresh directory under the test's temporary directory.
