@@ -51,7 +51,7 @@ absl::StatusOr<std::unique_ptr<DirectoryLock>> DirectoryLock::Acquire(const std:
     const std::string holder = error == EWOULDBLOCK ? HolderOf(fd) : "";
     ::close(fd);
     if (error == EWOULDBLOCK) {
-      return absl::FailedPreconditionError(absl::StrCat(
+      return absl::UnavailableError(absl::StrCat(
           what, " ", dir, " belongs to another live superweightd (", holder,
           "): one server per directory; stop it or give this one a directory of its own"));
     }

@@ -14,9 +14,9 @@ namespace superweight::server {
 
 class DirectoryLock {
  public:
-  // Locks dir (which must exist) for `what` (the flag naming it, for messages):
-  // FAILED_PRECONDITION naming the process that holds it; where it cannot be opened or locked,
-  // the errno's status with its text.
+  // Locks dir (which must exist) for `what` (the flag naming it, for messages): UNAVAILABLE
+  // naming the process that holds it; where it cannot be opened or locked, the errno's status
+  // with its text.
   static absl::StatusOr<std::unique_ptr<DirectoryLock>> Acquire(const std::string& dir,
                                                                 const std::string& what);
   ~DirectoryLock();

@@ -191,7 +191,7 @@ int main(int argc, char** argv) {
       auto lock = sws::DirectoryLock::Acquire(dir, flag);
       if (lock.ok()) {
         owned.push_back(std::move(*lock));
-      } else if (absl::IsFailedPrecondition(lock.status())) {  // another server holds it
+      } else if (absl::IsUnavailable(lock.status())) {  // another server holds it
         std::cerr << "superweightd: " << lock.status().message() << "\n";
         return 2;
       } else {

@@ -32,7 +32,7 @@ TEST(DirectoryLock, OneHolderWhateverThePathAndItsPidIsNamed) {
   ASSERT_EQ(::symlink(dir.c_str(), link.c_str()), 0);
   auto second = DirectoryLock::Acquire(link + "/.", "--state_dir");
   ASSERT_FALSE(second.ok());
-  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(std::string(second.status().message()),
               HasSubstr("process " + std::to_string(getpid())));
   EXPECT_THAT(std::string(second.status().message()), HasSubstr("--state_dir"));
@@ -46,6 +46,7 @@ TEST(DirectoryLock, OneHolderWhateverThePathAndItsPidIsNamed) {
 TEST(DirectoryLock, AMissingDirectoryIsRefusedWithItsErrno) {
   auto lock = DirectoryLock::Acquire(FreshDir("missing") + "/absent", "--export_root");
   ASSERT_FALSE(lock.ok());
+  EXPECT_EQ(lock.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(lock.status().message()), HasSubstr("No such file or directory"));
 }
 
