@@ -124,7 +124,7 @@ def test_a_gguf_export_name_the_server_cannot_open_is_refused_before_writing(exp
 
 def test_an_export_cancelled_after_it_was_written_leaves_nothing(exporter):
     job = exporter.call("quantize", *EXPORT_ONE, "--export=gguf:Q4_0", "--export_name=late.gguf",
-                        "--tasks=wikitext2", "--window=128", "--max_windows=64",
+                        "--tasks=wikitext2", "--window=128", "--max_windows=32",
                         "--no_wait")["job_id"]
     # The staged file is whole (its writer's temporary renamed to it) while the job evaluates it.
     wait_for(lambda: [n for n in os.listdir(exporter.exports)

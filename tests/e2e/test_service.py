@@ -95,8 +95,9 @@ def test_score_under_an_edit_set_and_batched_requests(server):
     (["score", "--model=tinystories656k"], "INVALID_ARGUMENT"),
     (["score", "--model=tinystories656k", "--text=" + "word " * 3000], "RESOURCE_EXHAUSTED"),
     (["score", "--model=tinystories656k", "--text=a b c", "--zero=9,0,0"], "INVALID_ARGUMENT"),
-    # No super weight named, and Locate confirms none in this model.
-    (["quantize", "--model=tinystories656k", "--bits=4", "--block_size=row",
+    # No super weight named, Locate confirms none in this model, and the setting asked for
+    # restores one (settings that need none run: test_second_probe.py).
+    (["quantize", "--model=tinystories656k", "--bits=4", "--block_size=row", "--restore",
       "--tasks=wikitext2"], "FAILED_PRECONDITION"),
     (["check", "--model=tinystories656k", "--reference=nope.gguf"], "NOT_FOUND"),
 ])
