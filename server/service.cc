@@ -10,7 +10,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "engine/formats/quantize_ggml.h"
 #include "engine/util/publish.h"
 #include "engine/util/utf8_prefix.h"
@@ -268,13 +267,10 @@ absl::StatusOr<EvaluationRequest> SuperWeightService::CheckEvaluation(
     }
     if (name == "wikitext2") {
       request.wikitext2 = true;
-    } else if (std::count(ZeroShotTaskNames().begin(), ZeroShotTaskNames().end(), name)) {
-      request.tasks.push_back(name);
-    } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unknown task '", Utf8Prefix(name, 64), "'; expected one of ",
-                       absl::StrJoin(ZeroShotTaskNames(), ", "), " (or wikitext2)"));
+      continue;
     }
+    if (absl::Status s = CheckTaskName(name); !s.ok()) return s;
+    request.tasks.push_back(name);
   }
   request.max_examples = max_examples;
   request.window = window > 0 ? window : 512;

@@ -1,5 +1,6 @@
 #include "engine/analysis/eval_tasks.h"
 
+#include <algorithm>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -223,6 +224,14 @@ const std::vector<std::string>& ZeroShotTaskNames() {
   return names;
 }
 
+absl::Status CheckTaskName(absl::string_view name) {
+  const std::vector<std::string>& names = ZeroShotTaskNames();
+  if (std::find(names.begin(), names.end(), name) != names.end()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("unknown task '", Utf8Prefix(name, 64),
+                                                 "'; expected one of ", absl::StrJoin(names, ", "),
+                                                 " (or wikitext2)"));
+}
+
 std::string HellaSwagPreprocess(absl::string_view text) {
   std::string s(absl::StripAsciiWhitespace(text));
   s = absl::StrReplaceAll(s, {{" [title]", ". "}});
@@ -263,9 +272,7 @@ absl::StatusOr<Task> LoadTask(absl::string_view name, const std::string& data_di
     task.metric = TaskMetric::kLastWord;
     status = LoadLambada(data_dir + "/lambada/lambada_test.jsonl", max_examples, &task);
   } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown task '", Utf8Prefix(name, 64), "'; expected one of ",
-                     absl::StrJoin(ZeroShotTaskNames(), ", "), " (or wikitext2)"));
+    return CheckTaskName(name);
   }
   if (!status.ok()) return status;
   if (task.examples.empty()) {

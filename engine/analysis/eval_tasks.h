@@ -39,6 +39,8 @@ struct Task {
 
 // The task names accepted: piqa, arc_easy, arc_challenge, hellaswag, winogrande, sciq, lambada.
 const std::vector<std::string>& ZeroShotTaskNames();
+// INVALID_ARGUMENT naming the accepted names, for a name not among them.
+absl::Status CheckTaskName(absl::string_view name);
 
 // Reads task `name` from `data_dir` (the layout of server/data/eval: piqa/valid.jsonl and
 // valid-labels.lst, arc/arc_easy_test.jsonl, arc/arc_challenge_test.jsonl,
