@@ -71,7 +71,15 @@ lesser-cpu-test: build build-asan
 	  SUPERWEIGHT_MAX_ISA=$$isa .venv/bin/python -m pytest -q -m "not lmeval and not formats" tests/oracle || exit 1; \
 	done
 
-test: format-check docker-context-test unit-test asan-test fuzz-test oracle-test e2e-test lesser-cpu-test
+# Each stage in turn, its wall time printed as it ends (the suite's budget is watched per stage).
+TEST_STAGES := format-check docker-context-test unit-test asan-test fuzz-test oracle-test e2e-test \
+  lesser-cpu-test
+test:
+	@for stage in $(TEST_STAGES); do \
+	  start=$$(date +%s); \
+	  $(MAKE) --no-print-directory $$stage || exit 1; \
+	  echo "== make $$stage: $$(( $$(date +%s) - start )) s"; \
+	done
 
 demo: build
 	@tools/demo.sh

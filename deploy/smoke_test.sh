@@ -24,28 +24,7 @@ size_budget_mb=${SUPERWEIGHT_IMAGE_BUDGET_MB:-330}  # the README states it
 model=SmolLM2-135M-Instruct.Q4_1.gguf
 [[ -f models/$model ]] || { echo "models/$model missing: run make setup" >&2; exit 1; }
 
-SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
-# apt-get, waiting for another apt or dpkg (an unattended upgrade, a make setup) to let go of
-# its lock instead of failing on it (DPkg::Lock::Timeout covers dpkg's lock, not apt-get
-# update's: that one is retried).
-apt_get() {
-  local out
-  for _ in $(seq 1 90); do
-    if out=$($SUDO env DEBIAN_FRONTEND=noninteractive \
-      apt-get -o DPkg::Lock::Timeout=600 "$@" 2>&1); then
-      return 0
-    fi
-    if ! grep -qE 'Could not get lock|Unable to lock|Unable to acquire' <<<"$out"; then
-      echo "$out" >&2
-      return 1
-    fi
-    echo "docker-test: apt is busy (another install holds its lock); waiting" >&2
-    sleep 10
-  done
-  echo "$out" >&2
-  return 1
-}
-installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+source tools/apt.sh
 missing=()
 # An engine installed otherwise (Docker's own docker-ce) will do: docker.io would conflict with it.
 if ! docker info >/dev/null 2>&1 && ! command -v dockerd >/dev/null && ! installed docker.io; then
