@@ -318,16 +318,6 @@ bool IsRegularFile(const std::string& path) {
 // The permissions mkdir(0777) would give (mkdtemp makes it 0700).
 mode_t DirectoryModeForUmask() { return 0777 & ~ProcessUmask(); }
 
-absl::Status SyncDirectory(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrFormat("%s: cannot open", dir));
-  const bool synced = ::fsync(fd) == 0;
-  const int error = errno;
-  ::close(fd);
-  if (!synced) return absl::ErrnoToStatus(error, absl::StrFormat("%s: fsync failed", dir));
-  return absl::OkStatus();
-}
-
 // The directory's files, written into dir (empty, made by the caller).
 absl::Status WriteDirectory(const std::string& dir, const std::string& config_text,
                             const std::vector<std::string>& tokenizer_sources,

@@ -29,15 +29,17 @@ std::string BaseName(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
-// Best effort: the rename stands either way, durable once this lands.
-void SyncDirectory(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
-
 }  // namespace
+
+absl::Status SyncDirectory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrFormat("%s: cannot open", dir));
+  const bool synced = ::fsync(fd) == 0;
+  const int error = errno;
+  ::close(fd);
+  if (!synced) return absl::ErrnoToStatus(error, absl::StrFormat("%s: fsync failed", dir));
+  return absl::OkStatus();
+}
 
 std::string StagingPath(const std::string& dir, const std::string& name) {
   static thread_local std::mt19937_64 random(std::random_device{}());
@@ -64,7 +66,7 @@ absl::Status RenameWithoutReplacing(const std::string& from, const std::string& 
       return absl::ErrnoToStatus(errno, absl::StrFormat("%s: cannot publish it", name));
     }
   }
-  SyncDirectory(ParentOf(to));
+  SyncDirectory(ParentOf(to)).IgnoreError();  // the rename stands either way
   return absl::OkStatus();
 }
 
@@ -88,7 +90,7 @@ int SweepStaged(const std::string& dir) {
     std::error_code error;
     if (std::filesystem::remove_all(dir + "/" + name, error) > 0 && !error) ++removed;
   }
-  if (removed > 0) SyncDirectory(dir);
+  if (removed > 0) SyncDirectory(dir).IgnoreError();
   return removed;
 }
 

@@ -20,6 +20,9 @@ inline constexpr absl::string_view kStagingPrefix = ".superweight-staging-";
 // negligible; writers that create it exclusively refuse one anyway).
 std::string StagingPath(const std::string& dir, const std::string& name);
 
+// fsyncs a directory, making the entries made or renamed in it durable.
+absl::Status SyncDirectory(const std::string& dir);
+
 // Renames from to `to`, refusing (ALREADY_EXISTS) where `to` exists, atomically where the file
 // system supports RENAME_NOREPLACE; then makes the rename durable (best effort).
 absl::Status RenameWithoutReplacing(const std::string& from, const std::string& to);
