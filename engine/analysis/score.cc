@@ -46,7 +46,9 @@ absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(const Model& model
   // A sequence's last row has no next token and is carried along unused. On AMX the log-sum-exp
   // is taken in the matmul's epilogue, from the products still in L1: the logits never reach
   // memory (SmolLM2 bf16 pass 1.06x, quartiles 1.00-1.11 over 30 pairs).
-  const bool fused = LinearLogSumExp(model.lm_head, hidden, next.data(), shift.data(),
+  // (Soft-capped logits are not the matmul's: they take the slices below.)
+  const bool fused = model.config.final_softcap <= 0 &&
+                     LinearLogSumExp(model.lm_head, hidden, next.data(), shift.data(),
                                      row_sum.data(), target.data());
   // Elsewhere the lm_head a slice of the vocabulary at a time, over the rows of every sequence at
   // once, with an online log-sum-exp per row: each slice of (possibly quantized) weights is
@@ -60,6 +62,7 @@ absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(const Model& model
     const absl::Status status =
         Linear(model.lm_head.RowSlice(v0, n), hidden, logits.data(), n, &scratch);
     if (!status.ok()) return status;
+    SoftcapLogits(model.config, logits.data(), N * n);
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < N; ++r) {
       if (next[r] < 0) continue;

@@ -56,12 +56,13 @@ RowSource MatrixRows(const Matrix& m, int rope_head_dim) {
   };
 }
 
-// A vector as a 1-D tensor's one row (a q/k bias reordered like its projection's rows).
-RowSource VectorValues(const std::vector<float>* vector, int rope_head_dim) {
-  return [vector, rope_head_dim](int64_t, float* values) {
+// A vector as a 1-D tensor's one row (a q/k bias reordered like its projection's rows), less
+// `minus` (1 for Gemma's norms, which checkpoints store as w for 1 + w).
+RowSource VectorValues(const std::vector<float>* vector, int rope_head_dim, float minus) {
+  return [vector, rope_head_dim, minus](int64_t, float* values) {
     for (size_t i = 0; i < vector->size(); ++i) {
       const int64_t from = rope_head_dim > 0 ? InterleavedRowOfRotateHalfRow(i, rope_head_dim) : i;
-      values[i] = (*vector)[from];
+      values[i] = (*vector)[from] - minus;
     }
   };
 }
@@ -103,12 +104,30 @@ absl::Status AddModelTensors(const Model& model, bool tied, SafetensorsWriter* w
     return writer->AddTensor(name, {m.rows, m.cols}, MatrixRows(m, unpermute_head_dim));
   };
   auto add_vector = [&](const std::string& name, const std::vector<float>& v, int64_t size,
-                        int unpermute_head_dim) {
+                        int unpermute_head_dim, float minus) {
     if (static_cast<int64_t>(v.size()) != size) {
       return absl::InvalidArgumentError(
           absl::StrFormat("%s: the model holds %d values, not %d", name, v.size(), size));
     }
-    return writer->AddTensor(name, {size}, VectorValues(&v, unpermute_head_dim));
+    return writer->AddTensor(name, {size}, VectorValues(&v, unpermute_head_dim, minus));
+  };
+  const bool per_head_qk_norm = c.traits().qk_norm == QkNorm::kPerHead;
+  // A vector role's size and the rows of its projection it is reordered like.
+  auto vector_shape = [&](TensorRole role) -> std::pair<int64_t, int> {
+    switch (role) {
+      case TensorRole::kAttnQBias:
+        return {q_rows, rope_head_dim};
+      case TensorRole::kAttnKBias:
+        return {kv_rows, rope_head_dim};
+      case TensorRole::kAttnVBias:
+        return {kv_rows, 0};
+      case TensorRole::kAttnQNorm:
+        return {per_head_qk_norm ? c.head_dim : q_rows, 0};
+      case TensorRole::kAttnKNorm:
+        return {per_head_qk_norm ? c.head_dim : kv_rows, 0};
+      default:
+        return {c.hidden, 0};
+    }
   };
   // Row blocks of one layer's fused tensor, all with the same columns.
   auto add_stacked = [&](const std::string& name,
@@ -137,24 +156,6 @@ absl::Status AddModelTensors(const Model& model, bool tied, SafetensorsWriter* w
         case TensorRole::kOutput:
           if (!tied) s = add_matrix(name, model.lm_head, 0);
           break;
-        case TensorRole::kOutputNorm:
-          s = add_vector(name, model.final_norm, c.hidden, 0);
-          break;
-        case TensorRole::kAttnNorm:
-          s = add_vector(name, w->attn_norm, c.hidden, 0);
-          break;
-        case TensorRole::kFfnNorm:
-          s = add_vector(name, w->ffn_norm, c.hidden, 0);
-          break;
-        case TensorRole::kAttnQBias:
-          s = add_vector(name, w->q_bias, q_rows, rope_head_dim);
-          break;
-        case TensorRole::kAttnKBias:
-          s = add_vector(name, w->k_bias, kv_rows, rope_head_dim);
-          break;
-        case TensorRole::kAttnVBias:
-          s = add_vector(name, w->v_bias, kv_rows, 0);
-          break;
         case TensorRole::kAttnQkv:
           s = add_stacked(name, {{w->Get(LinearKind::kQ), rope_head_dim},
                                  {w->Get(LinearKind::kK), rope_head_dim},
@@ -164,7 +165,11 @@ absl::Status AddModelTensors(const Model& model, bool tied, SafetensorsWriter* w
           s = add_stacked(name, {{w->Get(LinearKind::kGate), 0}, {w->Get(LinearKind::kUp), 0}});
           break;
         default:
-          if (auto kind = LinearKindOfRole(naming.role)) {
+          if (const std::vector<float>* v = VectorOfRole(naming.role, layer, model)) {
+            const auto [size, unpermute_head_dim] = vector_shape(naming.role);
+            const bool offset = c.traits().hf_norm_plus_one && IsNormRole(naming.role);
+            s = add_vector(name, *v, size, unpermute_head_dim, offset ? 1.f : 0.f);
+          } else if (auto kind = LinearKindOfRole(naming.role)) {
             const bool rope_rows = *kind == LinearKind::kQ || *kind == LinearKind::kK;
             s = add_matrix(name, w->Get(*kind), rope_rows ? rope_head_dim : 0);
           } else {
@@ -189,43 +194,27 @@ double ShortestDecimal(float value) {
 
 // config.json for a model that came without one, in transformers' field names.
 absl::StatusOr<OrderedJson> SynthesizedConfig(const ModelConfig& c) {
-  struct Names {
-    const char* model_type;
-    const char* architecture;
-    bool config_has_head_dim;  // whether transformers reads head_dim from this config
-  };
-  Names names;
-  switch (c.arch) {
-    case Architecture::kLlama:
-      names = {"llama", "LlamaForCausalLM", true};
-      break;
-    case Architecture::kMistral:
-      names = {"mistral", "MistralForCausalLM", true};
-      break;
-    case Architecture::kQwen2:
-      names = {"qwen2", "Qwen2ForCausalLM", false};
-      break;
-    case Architecture::kOlmo:
-      names = {"olmo", "OlmoForCausalLM", false};
-      break;
-    case Architecture::kPhi3:
-      names = {"phi3", "Phi3ForCausalLM", false};
-      break;
-    default:
-      return absl::InternalError("unknown architecture");
-  }
-  if (!names.config_has_head_dim && int64_t{c.heads} * c.head_dim != c.hidden) {
+  const ArchitectureTraits& names = c.traits();
+  if (!names.hf_config_has_head_dim && int64_t{c.heads} * c.head_dim != c.hidden) {
     return absl::UnimplementedError(absl::StrFormat(
         "%s configs derive head_dim from hidden_size / num_attention_heads, and %d != %d / %d",
-        names.model_type, c.head_dim, c.hidden, c.heads));
+        names.hf_model_type, c.head_dim, c.hidden, c.heads));
   }
   if (c.rope.llama3_factor > 0 && c.arch != Architecture::kLlama) {
     return absl::UnimplementedError(absl::StrFormat(
-        "Llama 3 rope scaling on a %s model has no Hugging Face config", names.model_type));
+        "Llama 3 rope scaling on a %s model has no Hugging Face config", names.hf_model_type));
+  }
+  if (!c.rope.freq_factors.empty()) {
+    return absl::UnimplementedError(
+        "per-dimension rope frequency factors (a GGUF's rope_freqs) have no Hugging Face config");
+  }
+  if (c.attn_softcap > 0 && c.arch != Architecture::kGemma2) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "attention soft-capping on a %s model has no Hugging Face config", names.hf_model_type));
   }
   OrderedJson j = OrderedJson::object();
-  j["architectures"] = {names.architecture};
-  j["model_type"] = names.model_type;
+  j["architectures"] = {names.hf_class};
+  j["model_type"] = names.hf_model_type;
   j["hidden_size"] = c.hidden;
   j["intermediate_size"] = c.intermediate;
   j["num_hidden_layers"] = c.layers;
@@ -235,7 +224,8 @@ absl::StatusOr<OrderedJson> SynthesizedConfig(const ModelConfig& c) {
   j["vocab_size"] = c.vocab;
   // Left to the config class's default where the source did not say.
   if (c.max_positions > 0) j["max_position_embeddings"] = c.max_positions;
-  j["hidden_act"] = "silu";
+  const bool gemma = c.arch == Architecture::kGemma2 || c.arch == Architecture::kGemma3;
+  j[gemma ? "hidden_activation" : "hidden_act"] = gemma ? "gelu_pytorch_tanh" : "silu";
   if (c.norm == NormKind::kRms) j["rms_norm_eps"] = ShortestDecimal(c.norm_eps);
   j["rope_theta"] = ShortestDecimal(c.rope.theta);
   if (c.rope.llama3_factor > 0) {
@@ -245,6 +235,9 @@ absl::StatusOr<OrderedJson> SynthesizedConfig(const ModelConfig& c) {
         {"low_freq_factor", ShortestDecimal(c.rope.llama3_low_freq_factor)},
         {"high_freq_factor", ShortestDecimal(c.rope.llama3_high_freq_factor)},
         {"original_max_position_embeddings", c.rope.llama3_original_max_positions}};
+  } else if (c.rope.linear_factor != 1.f) {
+    j["rope_scaling"] = {{"rope_type", "linear"},
+                         {"factor", ShortestDecimal(c.rope.linear_factor)}};
   } else {
     j["rope_scaling"] = nullptr;
   }
@@ -265,6 +258,33 @@ absl::StatusOr<OrderedJson> SynthesizedConfig(const ModelConfig& c) {
       j["attention_bias"] = false;
       j["clip_qkv"] = c.clip_qkv > 0 ? OrderedJson(ShortestDecimal(c.clip_qkv)) : OrderedJson();
       break;
+    case Architecture::kQwen3:
+      j["attention_bias"] = false;
+      j["use_sliding_window"] = false;
+      break;
+    case Architecture::kOlmo2:
+      j["attention_bias"] = false;
+      break;
+    case Architecture::kGemma2:
+    case Architecture::kGemma3: {
+      const float scale =
+          c.attn_scale > 0 ? c.attn_scale : 1.f / std::sqrt(static_cast<float>(c.head_dim));
+      j["query_pre_attn_scalar"] = ShortestDecimal(1.f / (scale * scale));
+      j["attn_logit_softcapping"] =
+          c.attn_softcap > 0 ? OrderedJson(ShortestDecimal(c.attn_softcap)) : OrderedJson();
+      j["final_logit_softcapping"] =
+          c.final_softcap > 0 ? OrderedJson(ShortestDecimal(c.final_softcap)) : OrderedJson();
+      j["sliding_window"] = c.sliding_window > 0 ? OrderedJson(c.sliding_window) : OrderedJson();
+      OrderedJson types = OrderedJson::array();
+      for (int l = 0; l < c.layers; ++l) {
+        types.push_back(c.Sliding(l) ? "sliding_attention" : "full_attention");
+      }
+      j["layer_types"] = types;
+      if (c.arch == Architecture::kGemma3) {
+        j["rope_local_base_freq"] = ShortestDecimal(c.sliding_rope.theta);
+      }
+      break;
+    }
     case Architecture::kPhi3:
       // Read by transformers 4.49 and later (Phi-4-mini); older versions rotate whole heads.
       if (c.rope.rotary_dim != c.head_dim) {

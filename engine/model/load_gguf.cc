@@ -1,4 +1,7 @@
 // GGUF files as llama.cpp writes them. Tensor names follow llama.cpp's table (blk.N.ffn_down...).
+#include <algorithm>
+#include <cmath>
+
 #include "absl/strings/str_format.h"
 #include "engine/formats/gguf.h"
 #include "engine/model/loaders.h"
@@ -37,6 +40,66 @@ class GgufTensorSource : public TensorSource {
   const GgufFile& gguf_;
   const std::string& path_;
 };
+
+// rope.scaling.type as llama.cpp reads it: absent or "none" is none, "linear" divides the
+// positions by rope.scaling.factor; any other is UNIMPLEMENTED naming it.
+absl::Status ReadRopeScaling(const GgufFile& gguf, const std::string& arch, const std::string& path,
+                             RopeConfig* rope) {
+  const std::string type = gguf.GetString(arch + ".rope.scaling.type").value_or("none");
+  const double factor = gguf.GetFloat(arch + ".rope.scaling.factor")
+                            .value_or(gguf.GetFloat(arch + ".rope.scale_linear").value_or(0));
+  if (type == "none" || (type == "linear" && (factor == 0 || factor == 1))) return absl::OkStatus();
+  if (type != "linear") {
+    return absl::UnimplementedError(
+        absl::StrFormat("%s: rope scaling type '%s' is not supported", path, type));
+  }
+  if (!std::isfinite(factor) || factor < 0 || factor > 1e6) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: rope scaling factor %g is out of range", path, factor));
+  }
+  rope->linear_factor = static_cast<float>(factor);
+  return absl::OkStatus();
+}
+
+// Gemma's soft-capping, attention scale and sliding-window layers, as llama.cpp reads them: the
+// scale is 1/sqrt(head_dim) except for the 27B models (46 layers of Gemma 2, 62 of Gemma 3),
+// whose query_pre_attn_scalar is hidden / heads; GGUF does not record it.
+absl::Status ReadGemmaHparams(const GgufFile& gguf, const std::string& arch, ModelConfig* c) {
+  if (c->arch != Architecture::kGemma2 && c->arch != Architecture::kGemma3) return absl::OkStatus();
+  const bool gemma2 = c->arch == Architecture::kGemma2;
+  const bool big = c->layers == (gemma2 ? 46 : 62);
+  c->attn_scale = 1.f / std::sqrt(static_cast<float>(big ? c->hidden / c->heads : c->head_dim));
+  c->attn_softcap =
+      gemma2 ? static_cast<float>(gguf.GetFloat(arch + ".attn_logit_softcapping").value_or(0))
+             : 0.f;
+  c->final_softcap =
+      static_cast<float>(gguf.GetFloat(arch + ".final_logit_softcapping").value_or(0));
+  c->sliding_window = static_cast<int>(std::clamp<int64_t>(
+      gguf.GetInt(arch + ".attention.sliding_window").value_or(gemma2 ? 4096 : 0), 0, 1 << 30));
+  c->sliding_rope = c->rope;
+  if (!gemma2) {  // local layers: their own base, no scaling
+    c->sliding_rope.theta =
+        static_cast<float>(gguf.GetFloat(arch + ".rope.freq_base_swa").value_or(10000));
+    c->sliding_rope.linear_factor = 1.f;
+  }
+  if (c->sliding_window == 0) return absl::OkStatus();
+  // attention.sliding_window_pattern: one flag per layer, or every n-th layer global.
+  c->sliding_layers.assign(c->layers, false);
+  const GgufValue* pattern = gguf.Find(arch + ".attention.sliding_window_pattern");
+  if (pattern != nullptr && pattern->kind == GgufValue::Kind::kArray) {
+    if (pattern->numbers.size() != static_cast<size_t>(c->layers)) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("attention.sliding_window_pattern has %d flags for %d layers",
+                          pattern->numbers.size(), c->layers));
+    }
+    for (int l = 0; l < c->layers; ++l) c->sliding_layers[l] = pattern->numbers[l] != 0;
+    return absl::OkStatus();
+  }
+  const int64_t every =
+      pattern != nullptr && pattern->kind == GgufValue::Kind::kInt ? pattern->i : (gemma2 ? 2 : 6);
+  for (int l = 0; l < c->layers; ++l) c->sliding_layers[l] = every <= 0 || l % every < every - 1;
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -94,13 +157,17 @@ absl::StatusOr<std::unique_ptr<Model>> OpenGgufModel(const std::string& path) {
     c.norm = NormKind::kLayerNormNoParams;
     c.clip_qkv = static_cast<float>(gguf->GetFloat(arch_name + ".attention.clamp_kqv").value_or(0));
   }
-  // llama.cpp's converter permutes q/k rows of llama models into interleaved-pair order; the
-  // NeoX-style architectures keep Hugging Face's order.
-  c.rope.interleaved = c.arch == Architecture::kLlama;
-  if (gguf->tensors.count("rope_freqs.weight")) {
-    return absl::UnimplementedError(
-        absl::StrFormat("%s: per-dimension rope frequency factors are not supported yet", path));
+  c.rope.interleaved = c.traits().gguf_rope_interleaved;
+  if (auto s = ReadRopeScaling(*gguf, arch_name, path, &c.rope); !s.ok()) return s;
+  if (auto it = gguf->tensors.find("rope_freqs.weight"); it != gguf->tensors.end()) {
+    const GgufTensor& t = it->second;
+    if (t.ne.size() != 1 || t.ne[0] != c.rope.rotary_dim / 2) {
+      return error(absl::StrFormat("rope_freqs.weight has %d values, not rotary dimension / 2 = %d",
+                                   t.ne.empty() ? 0 : t.ne[0], c.rope.rotary_dim / 2));
+    }
+    c.rope.freq_factors = ToFloatVector(t.dtype, t.data, t.ne[0]);
   }
+  if (auto s = ReadGemmaHparams(*gguf, arch_name, &c); !s.ok()) return s;
 
   GgufTensorSource source(*gguf, path);
   const std::string embed_name =

@@ -106,6 +106,72 @@ absl::Status TokenIdField(const Json& j, const char* key, int* out, const std::s
   return IntField(j, key, out, path);
 }
 
+// Gemma 2 and 3's attention: query_pre_attn_scalar, soft-capping, sliding-window layers (from
+// layer_types, else Gemma 2's every other layer and Gemma 3's sliding_window_pattern) and Gemma
+// 3's local rope base, as transformers reads them.
+absl::Status ParseGemmaConfig(const Json& j, const std::string& path, ModelConfig* c) {
+  const bool gemma2 = c->arch == Architecture::kGemma2;
+  std::string activation = "gelu_pytorch_tanh";
+  if (auto s = StringField(j, "hidden_activation", &activation, path); !s.ok()) return s;
+  if (activation != "gelu_pytorch_tanh" && activation != "gelu_tanh") {
+    return absl::UnimplementedError(absl::StrFormat(
+        "%s: hidden_activation '%s' is not supported (gelu_pytorch_tanh is)", path, activation));
+  }
+  float scalar = static_cast<float>(c->head_dim);
+  if (auto s = FloatField(j, "query_pre_attn_scalar", &scalar, path, false); !s.ok()) return s;
+  if (!(scalar > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: query_pre_attn_scalar %g is not positive", path, scalar));
+  }
+  c->attn_scale = 1.f / std::sqrt(scalar);
+  if (auto s = FloatField(j, "attn_logit_softcapping", &c->attn_softcap, path, false); !s.ok()) {
+    return s;
+  }
+  if (auto s = FloatField(j, "final_logit_softcapping", &c->final_softcap, path, false); !s.ok()) {
+    return s;
+  }
+  if (!(c->attn_softcap >= 0 && c->final_softcap >= 0)) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: a soft-capping is negative", path));
+  }
+  c->sliding_rope = c->rope;
+  if (!gemma2) {
+    c->sliding_rope.linear_factor = 1.f;
+    c->sliding_rope.theta = 10000.f;
+    if (auto s = FloatField(j, "rope_local_base_freq", &c->sliding_rope.theta, path, false);
+        !s.ok()) {
+      return s;
+    }
+  }
+  c->sliding_window = gemma2 ? 4096 : 0;
+  if (auto s = IntField(j, "sliding_window", &c->sliding_window, path, false); !s.ok()) return s;
+  if (c->sliding_window < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: sliding_window is negative", path));
+  }
+  c->sliding_layers.assign(c->layers, false);
+  if (const Json* types = Member(j, "layer_types")) {
+    if (!types->is_array() || types->size() != static_cast<size_t>(c->layers)) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: layer_types is not a list of %d layer types", path, c->layers));
+    }
+    for (int l = 0; l < c->layers; ++l) {
+      const Json& t = (*types)[l];
+      if (!t.is_string() || (t.get<std::string>() != "sliding_attention" &&
+                             t.get<std::string>() != "full_attention")) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: layer_types[%d] is neither sliding_attention nor full_attention", path, l));
+      }
+      c->sliding_layers[l] = t.get<std::string>() == "sliding_attention";
+    }
+    return absl::OkStatus();
+  }
+  int every = gemma2 ? 2 : 6;
+  if (!gemma2) {
+    if (auto s = IntField(j, "sliding_window_pattern", &every, path, false); !s.ok()) return s;
+  }
+  for (int l = 0; l < c->layers; ++l) c->sliding_layers[l] = every <= 0 || l % every < every - 1;
+  return absl::OkStatus();
+}
+
 absl::Status ParseConfig(const Json& j, const std::string& path, ModelConfig* c) {
   std::string type;
   if (auto s = StringField(j, "model_type", &type, path); !s.ok()) return s;
@@ -166,10 +232,19 @@ absl::Status ParseConfig(const Json& j, const std::string& path, ModelConfig* c)
           !s.ok()) {
         return s;
       }
+    } else if (kind == "linear") {
+      if (auto s = FloatField(*rs, "factor", &c->rope.linear_factor, path); !s.ok()) return s;
+      if (!(c->rope.linear_factor > 0 && c->rope.linear_factor <= 1e6)) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: rope_scaling factor %g is not in (0, 1e6]", path, c->rope.linear_factor));
+      }
     } else if (kind != "default") {
       return absl::UnimplementedError(
           absl::StrFormat("%s: rope_scaling type '%s' is not supported", path, kind));
     }
+  }
+  if (c->arch == Architecture::kGemma2 || c->arch == Architecture::kGemma3) {
+    if (auto s = ParseGemmaConfig(j, path, c); !s.ok()) return s;
   }
   if (auto s = TokenIdField(j, "bos_token_id", &c->bos_token, path); !s.ok()) return s;
   if (auto s = TokenIdField(j, "eos_token_id", &c->eos_token, path); !s.ok()) return s;
@@ -309,6 +384,16 @@ absl::StatusOr<std::unique_ptr<Model>> OpenHuggingFaceModel(const std::string& d
   }
   if (auto s = FillWeightsFromTable(tensors, ModelFormat::kHuggingFace, model.get()); !s.ok()) {
     return wrap(s);
+  }
+  if (c.traits().hf_norm_plus_one) {  // held as llama.cpp holds them: 1 + w
+    for (int l = -1; l < c.layers; ++l) {
+      for (const TensorNaming& naming : TensorTable(c.arch)) {
+        if (naming.per_layer != (l >= 0) || !IsNormRole(naming.role)) continue;
+        if (std::vector<float>* v = VectorOfRole(naming.role, l, model.get())) {
+          for (float& w : *v) w += 1.f;
+        }
+      }
+    }
   }
   // Tokenizer: BOS handling as the tokenizer's post-processor says.
   const std::string tok_path = dir + "/tokenizer.json";

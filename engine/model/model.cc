@@ -3,35 +3,61 @@
 #include <sys/stat.h>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/formats/dequantize.h"
 #include "engine/model/loaders.h"
 
 namespace superweight {
 
-const char* ArchitectureName(Architecture arch) {
-  switch (arch) {
-    case Architecture::kLlama:
-      return "llama";
-    case Architecture::kMistral:
-      return "mistral";
-    case Architecture::kQwen2:
-      return "qwen2";
-    case Architecture::kOlmo:
-      return "olmo";
-    case Architecture::kPhi3:
-      return "phi3";
+namespace {
+
+using P = NormPlacement;
+using A = MlpActivation;
+
+// Facts from transformers' modeling files and llama.cpp's model table.
+constexpr ArchitectureTraits kTraits[] = {
+    // arch, name, model_type, class, head_dim in config, interleaved in GGUF, norms, qk norm,
+    // activation, (1 + w) norms, scaled embeddings
+    {Architecture::kLlama, "llama", "llama", "LlamaForCausalLM", true, true, P::kPre, QkNorm::kNone,
+     A::kSilu, false, false},
+    {Architecture::kMistral, "mistral", "mistral", "MistralForCausalLM", true, false, P::kPre,
+     QkNorm::kNone, A::kSilu, false, false},
+    {Architecture::kQwen2, "qwen2", "qwen2", "Qwen2ForCausalLM", false, false, P::kPre,
+     QkNorm::kNone, A::kSilu, false, false},
+    {Architecture::kOlmo, "olmo", "olmo", "OlmoForCausalLM", false, false, P::kPre, QkNorm::kNone,
+     A::kSilu, false, false},
+    {Architecture::kPhi3, "phi3", "phi3", "Phi3ForCausalLM", false, false, P::kPre, QkNorm::kNone,
+     A::kSilu, false, false},
+    {Architecture::kQwen3, "qwen3", "qwen3", "Qwen3ForCausalLM", true, false, P::kPre,
+     QkNorm::kPerHead, A::kSilu, false, false},
+    {Architecture::kOlmo2, "olmo2", "olmo2", "Olmo2ForCausalLM", false, false, P::kPost,
+     QkNorm::kWholeProjection, A::kSilu, false, false},
+    {Architecture::kGemma2, "gemma2", "gemma2", "Gemma2ForCausalLM", true, false, P::kSandwich,
+     QkNorm::kNone, A::kGeluTanh, true, true},
+    {Architecture::kGemma3, "gemma3", "gemma3_text", "Gemma3ForCausalLM", true, false, P::kSandwich,
+     QkNorm::kPerHead, A::kGeluTanh, true, true},
+};
+
+}  // namespace
+
+const ArchitectureTraits& TraitsOf(Architecture arch) {
+  for (const ArchitectureTraits& t : kTraits) {
+    if (t.arch == arch) return t;
   }
-  return "?";
+  return kTraits[0];  // unreachable: every enumerator has a row (model_test checks)
 }
 
+const char* ArchitectureName(Architecture arch) { return TraitsOf(arch).name; }
+
 absl::StatusOr<Architecture> ArchitectureFromName(const std::string& name) {
-  for (Architecture a : {Architecture::kLlama, Architecture::kMistral, Architecture::kQwen2,
-                         Architecture::kOlmo, Architecture::kPhi3}) {
-    if (name == ArchitectureName(a)) return a;
+  std::string supported;
+  for (const ArchitectureTraits& t : kTraits) {
+    if (name == t.name || name == t.hf_model_type) return t.arch;
+    absl::StrAppend(&supported, supported.empty() ? "" : ", ", t.name);
   }
-  return absl::UnimplementedError(absl::StrFormat(
-      "unknown architecture '%s' (supported: llama, mistral, qwen2, olmo, phi3)", name));
+  return absl::UnimplementedError(
+      absl::StrFormat("unknown architecture '%s' (supported: %s)", name, supported));
 }
 
 const char* ModelFormatName(ModelFormat format) {

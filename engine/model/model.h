@@ -15,11 +15,63 @@
 
 namespace superweight {
 
-enum class Architecture { kLlama, kMistral, kQwen2, kOlmo, kPhi3 };
+enum class Architecture {
+  kLlama,
+  kMistral,
+  kQwen2,
+  kOlmo,
+  kPhi3,
+  kQwen3,
+  kOlmo2,
+  kGemma2,
+  kGemma3,
+};
 const char* ArchitectureName(Architecture arch);
+// By the engine's (and GGUF's general.architecture) name or by config.json's model_type;
+// UNIMPLEMENTED naming it for any other.
 absl::StatusOr<Architecture> ArchitectureFromName(const std::string& name);
 
 enum class NormKind { kRms, kLayerNormNoParams };
+
+// Where a decoder block's norms sit around its attention and its MLP, f.
+enum class NormPlacement {
+  kPre,       // x + f(norm(x)): Llama and most others
+  kPost,      // x + norm(f(x)): OLMo 2
+  kSandwich,  // x + norm(f(norm(x))): Gemma 2 and 3
+};
+
+// An RMSNorm of q and k after their projections, before rope.
+enum class QkNorm {
+  kNone,
+  kPerHead,          // over each head's head_dim values (Qwen3, Gemma 3)
+  kWholeProjection,  // over all heads' values at once (OLMo 2)
+};
+
+enum class MlpActivation {
+  kSilu,      // SwiGLU
+  kGeluTanh,  // GeGLU with the tanh approximation (Gemma)
+};
+
+// What an architecture is beyond its tensor names (tensor_names.h): one row per architecture,
+// read by the loaders, the forward pass and the exporters, as llama.cpp keeps its per-arch facts.
+struct ArchitectureTraits {
+  Architecture arch;
+  const char* name;             // the engine's name and GGUF's general.architecture
+  const char* hf_model_type;    // config.json's model_type
+  const char* hf_class;         // config.json's architectures[0]
+  bool hf_config_has_head_dim;  // whether transformers reads head_dim from the config
+  // llama.cpp's converter permutes q/k rows into interleaved-pair rope order (Llama, Mistral);
+  // the NeoX-style architectures keep Hugging Face's rotate-half order.
+  bool gguf_rope_interleaved;
+  NormPlacement norm_placement;
+  QkNorm qk_norm;
+  MlpActivation activation;
+  // Norm weights stored as w and applied as (1 + w) in Hugging Face checkpoints (Gemma);
+  // llama.cpp's converter stores 1 + w, which is what the engine holds.
+  bool hf_norm_plus_one;
+  bool embedding_scaled;  // token embeddings multiplied by sqrt(hidden) (Gemma)
+};
+const ArchitectureTraits& TraitsOf(Architecture arch);
 
 // The file format a model came from.
 enum class ModelFormat { kHuggingFace, kGguf, kLlama2c };
@@ -31,6 +83,11 @@ struct RopeConfig {
   // Weights whose q/k rows pair dimension 2i with 2i+1 (llama.cpp and llama2.c layout) rather
   // than i with i + d/2 (Hugging Face's rotate-half). Both give identical attention.
   bool interleaved = false;
+  // Linear position scaling ("rope_type": "linear"): inverse frequencies divided by it.
+  float linear_factor = 1.f;
+  // Per-dimension divisors of the inverse frequencies (GGUF's rope_freqs tensor, how llama.cpp
+  // stores Llama 3 scaling); empty: none.
+  std::vector<float> freq_factors;
   // Llama 3 frequency scaling ("rope_type": "llama3"); factor 0 means none.
   float llama3_factor = 0.f;
   float llama3_low_freq_factor = 1.f;
@@ -52,9 +109,24 @@ struct ModelConfig {
   NormKind norm = NormKind::kRms;
   float clip_qkv = 0.f;  // OLMo: clamp q, k, v to [-clip, clip]; 0 disables
   RopeConfig rope;
+  // Attention scores' scale; 0 means 1/sqrt(head_dim) (Gemma: query_pre_attn_scalar^-0.5).
+  float attn_scale = 0.f;
+  float attn_softcap = 0.f;   // scores become cap * tanh(score / cap) (Gemma 2); 0 none
+  float final_softcap = 0.f;  // the same on the logits (Gemma 2); 0 none
+  // Sliding-window layers: a query sees itself and the sliding_window - 1 keys before it.
+  int sliding_window = 0;
+  std::vector<bool> sliding_layers;  // per layer; empty: none
+  RopeConfig sliding_rope;           // the rope of sliding layers (Gemma 3's local base)
   int bos_token = -1;
   int eos_token = -1;
   bool add_bos = false;  // whether text is tokenized with BOS in front
+
+  const ArchitectureTraits& traits() const { return TraitsOf(arch); }
+  bool Sliding(int layer) const {
+    return sliding_window > 0 && layer >= 0 && layer < static_cast<int>(sliding_layers.size()) &&
+           sliding_layers[layer];
+  }
+  const RopeConfig& RopeOf(int layer) const { return Sliding(layer) ? sliding_rope : rope; }
 };
 
 // A rewrite of a weight's values applied wherever the engine converts its rows for a matmul
@@ -131,6 +203,9 @@ struct LayerWeights {
   std::vector<float> ffn_norm;
   Matrix linear[kNumLinearKinds];
   std::vector<float> q_bias, k_bias, v_bias;  // empty unless the architecture has them
+  // Norms after the attention and the MLP (NormPlacement kPost, kSandwich); empty otherwise.
+  std::vector<float> post_attn_norm, post_ffn_norm;
+  std::vector<float> q_norm, k_norm;  // QkNorm's weights; empty for kNone
 
   const Matrix& Get(LinearKind kind) const { return linear[static_cast<int>(kind)]; }
   Matrix& Get(LinearKind kind) { return linear[static_cast<int>(kind)]; }

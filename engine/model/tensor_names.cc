@@ -37,6 +37,19 @@ constexpr TensorNaming kQBias = {R::kAttnQBias, true, "self_attn.q_proj.bias", "
 constexpr TensorNaming kKBias = {R::kAttnKBias, true, "self_attn.k_proj.bias", "attn_k.bias", true};
 constexpr TensorNaming kVBias = {R::kAttnVBias, true, "self_attn.v_proj.bias", "attn_v.bias", true};
 
+constexpr TensorNaming kQNorm = {R::kAttnQNorm, true, "self_attn.q_norm.weight",
+                                 "attn_q_norm.weight", true};
+constexpr TensorNaming kKNorm = {R::kAttnKNorm, true, "self_attn.k_norm.weight",
+                                 "attn_k_norm.weight", true};
+// Gemma's four norms: transformers calls the post-attention norm post_attention_layernorm (the
+// pre-MLP norm of the Llama table) and the pre-MLP norm pre_feedforward_layernorm.
+constexpr TensorNaming kPostAttnNorm = {R::kPostAttnNorm, true, "post_attention_layernorm.weight",
+                                        "post_attention_norm.weight", true};
+constexpr TensorNaming kPostFfnNorm = {R::kPostFfnNorm, true, "post_feedforward_layernorm.weight",
+                                       "post_ffw_norm.weight", true};
+constexpr TensorNaming kPreFfnNorm = {R::kFfnNorm, true, "pre_feedforward_layernorm.weight",
+                                      "ffn_norm.weight", true};
+
 constexpr TensorNaming kLlamaTable[] = {
     kEmbedding, kOutput, kOutputNorm, kAttnNorm, kFfnNorm, kQ, kK, kV, kO, kGate, kUp, kDown};
 constexpr TensorNaming kQwen2Table[] = {kEmbedding, kOutput, kOutputNorm, kAttnNorm, kFfnNorm,
@@ -47,10 +60,58 @@ constexpr TensorNaming kOlmoTable[] = {kEmbedding, kOutput, kQ, kK, kV, kO, kGat
 constexpr TensorNaming kPhi3Table[] = {kEmbedding, kOutput, kOutputNorm, kAttnNorm, kFfnNorm,
                                        kQkv,       kO,      kGateUp,     kDown};
 
+constexpr TensorNaming kQwen3Table[] = {kEmbedding, kOutput, kOutputNorm, kAttnNorm, kFfnNorm,
+                                        kQ,         kK,      kV,          kO,        kGate,
+                                        kUp,        kDown,   kQNorm,      kKNorm};
+// OLMo 2: norms after the attention and the MLP only.
+constexpr TensorNaming kOlmo2Table[] = {
+    kEmbedding, kOutput, kOutputNorm, kPostAttnNorm, kPostFfnNorm, kQ,     kK,
+    kV,         kO,      kGate,       kUp,           kDown,        kQNorm, kKNorm};
+constexpr TensorNaming kGemma2Table[] = {
+    kEmbedding, kOutput, kOutputNorm, kAttnNorm, kPostAttnNorm, kPreFfnNorm, kPostFfnNorm,
+    kQ,         kK,      kV,          kO,        kGate,         kUp,         kDown};
+constexpr TensorNaming kGemma3Table[] = {
+    kEmbedding, kOutput, kOutputNorm, kAttnNorm, kPostAttnNorm, kPreFfnNorm, kPostFfnNorm, kQ,
+    kK,         kV,      kO,          kGate,     kUp,           kDown,       kQNorm,       kKNorm};
+
 constexpr const char* kHfLayerPrefix = "model.layers.";
 constexpr const char* kGgufLayerPrefix = "blk.";
 
 }  // namespace
+
+std::vector<float>* VectorOfRole(TensorRole role, int layer, Model* model) {
+  if (role == R::kOutputNorm) return &model->final_norm;
+  if (layer < 0 || layer >= static_cast<int>(model->layers.size())) return nullptr;
+  LayerWeights& w = model->layers[layer];
+  switch (role) {
+    case R::kAttnNorm:
+      return &w.attn_norm;
+    case R::kFfnNorm:
+      return &w.ffn_norm;
+    case R::kPostAttnNorm:
+      return &w.post_attn_norm;
+    case R::kPostFfnNorm:
+      return &w.post_ffn_norm;
+    case R::kAttnQNorm:
+      return &w.q_norm;
+    case R::kAttnKNorm:
+      return &w.k_norm;
+    case R::kAttnQBias:
+      return &w.q_bias;
+    case R::kAttnKBias:
+      return &w.k_bias;
+    case R::kAttnVBias:
+      return &w.v_bias;
+    default:
+      return nullptr;
+  }
+}
+
+bool IsNormRole(TensorRole role) {
+  return role == R::kOutputNorm || role == R::kAttnNorm || role == R::kFfnNorm ||
+         role == R::kPostAttnNorm || role == R::kPostFfnNorm || role == R::kAttnQNorm ||
+         role == R::kAttnKNorm;
+}
 
 absl::Span<const TensorNaming> TensorTable(Architecture arch) {
   switch (arch) {
@@ -63,6 +124,14 @@ absl::Span<const TensorNaming> TensorTable(Architecture arch) {
       return kOlmoTable;
     case Architecture::kPhi3:
       return kPhi3Table;
+    case Architecture::kQwen3:
+      return kQwen3Table;
+    case Architecture::kOlmo2:
+      return kOlmo2Table;
+    case Architecture::kGemma2:
+      return kGemma2Table;
+    case Architecture::kGemma3:
+      return kGemma3Table;
   }
   return {};
 }
@@ -136,31 +205,10 @@ absl::Status FillWeightsFromTable(const TensorSource& source, ModelFormat format
       if (naming.role == R::kTokenEmbedding || naming.role == R::kOutput) continue;  // loaders'
       const std::string name = TensorName(naming, format, l);
       if (!naming.required && !source.Has(name)) continue;
-      if (naming.role == R::kOutputNorm || naming.role == R::kAttnNorm ||
-          naming.role == R::kFfnNorm || naming.role == R::kAttnQBias ||
-          naming.role == R::kAttnKBias || naming.role == R::kAttnVBias) {
+      if (std::vector<float>* vector = VectorOfRole(naming.role, l, model)) {
         auto v = source.GetVector(name);
         if (!v.ok()) return v.status();
-        switch (naming.role) {
-          case R::kOutputNorm:
-            model->final_norm = std::move(*v);
-            break;
-          case R::kAttnNorm:
-            model->layers[l].attn_norm = std::move(*v);
-            break;
-          case R::kFfnNorm:
-            model->layers[l].ffn_norm = std::move(*v);
-            break;
-          case R::kAttnQBias:
-            model->layers[l].q_bias = std::move(*v);
-            break;
-          case R::kAttnKBias:
-            model->layers[l].k_bias = std::move(*v);
-            break;
-          default:
-            model->layers[l].v_bias = std::move(*v);
-            break;
-        }
+        *vector = std::move(*v);
         continue;
       }
       auto m = source.GetMatrix(name);

@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
@@ -30,6 +31,10 @@ enum class TensorRole {
   kAttnQBias,
   kAttnKBias,
   kAttnVBias,
+  kPostAttnNorm,  // after the attention's output projection (OLMo 2, Gemma)
+  kPostFfnNorm,   // after the MLP's down projection (OLMo 2, Gemma)
+  kAttnQNorm,     // QkNorm's weights
+  kAttnKNorm,
 };
 
 struct TensorNaming {
@@ -45,6 +50,15 @@ absl::Span<const TensorNaming> TensorTable(Architecture arch);
 
 // The architecture's entry for a role, or nullptr where it has no such tensor.
 const TensorNaming* FindRole(Architecture arch, TensorRole role);
+
+// The model's f32 vector a role fills (a norm's or a bias's; layer -1 for the final norm), or
+// nullptr for matrices and for a layer the model does not have.
+std::vector<float>* VectorOfRole(TensorRole role, int layer, Model* model);
+inline const std::vector<float>* VectorOfRole(TensorRole role, int layer, const Model& model) {
+  return VectorOfRole(role, layer, const_cast<Model*>(&model));
+}
+// Whether a role is a norm's weights (the values Gemma's checkpoints store as w for 1 + w).
+bool IsNormRole(TensorRole role);
 
 // The full name in a format (kHuggingFace or kGguf); layer is ignored for global tensors.
 std::string TensorName(const TensorNaming& naming, ModelFormat format, int layer);

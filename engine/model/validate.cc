@@ -63,6 +63,30 @@ absl::Status ValidateConfig(const ModelConfig& c, const std::string& path) {
     return error(absl::StrFormat("rotary dimension %d does not fit head_dim %d", c.rope.rotary_dim,
                                  c.head_dim));
   }
+  for (const RopeConfig* r : {&c.rope, &c.sliding_rope}) {
+    if (r == &c.sliding_rope && c.sliding_layers.empty()) break;
+    if (!std::isfinite(r->theta) || r->theta <= 0 || !std::isfinite(r->linear_factor) ||
+        r->linear_factor <= 0) {
+      return error("rope base or scaling factor is not a positive number");
+    }
+    if (!r->freq_factors.empty() &&
+        r->freq_factors.size() != static_cast<size_t>(c.rope.rotary_dim / 2)) {
+      return error("rope frequency factors do not match the rotary dimension");
+    }
+    for (float f : r->freq_factors) {
+      if (!std::isfinite(f) || f <= 0) return error("a rope frequency factor is not positive");
+    }
+  }
+  for (float v : {c.attn_scale, c.attn_softcap, c.final_softcap}) {
+    if (!std::isfinite(v) || v < 0) {
+      return error(
+          absl::StrFormat("attention scale or soft-capping %g is not a non-negative number", v));
+    }
+  }
+  if (c.sliding_window < 0 ||
+      (!c.sliding_layers.empty() && c.sliding_layers.size() != static_cast<size_t>(c.layers))) {
+    return error("sliding-window layers do not match the layer count");
+  }
   return absl::OkStatus();
 }
 
@@ -108,9 +132,22 @@ absl::Status ValidateModel(const Model& model) {
         return st;
       }
     }
-    if (c.norm == NormKind::kRms && (w.attn_norm.size() != static_cast<size_t>(c.hidden) ||
-                                     w.ffn_norm.size() != static_cast<size_t>(c.hidden))) {
+    const NormPlacement placement = c.traits().norm_placement;
+    const bool pre = placement != NormPlacement::kPost;
+    const bool post = placement != NormPlacement::kPre;
+    auto sized = [&](const std::vector<float>& v, bool wanted, int64_t size) {
+      return wanted ? v.size() == static_cast<size_t>(size) : v.empty();
+    };
+    if (c.norm == NormKind::kRms &&
+        !(sized(w.attn_norm, pre, c.hidden) && sized(w.ffn_norm, pre, c.hidden) &&
+          sized(w.post_attn_norm, post, c.hidden) && sized(w.post_ffn_norm, post, c.hidden))) {
       return error(p + "norm weights missing or of the wrong size");
+    }
+    const QkNorm qk = c.traits().qk_norm;
+    const bool per_head = qk == QkNorm::kPerHead;
+    if (!sized(w.q_norm, qk != QkNorm::kNone, per_head ? c.head_dim : q_rows) ||
+        !sized(w.k_norm, qk != QkNorm::kNone, per_head ? c.head_dim : kv_rows)) {
+      return error(p + "q/k norm weights missing or of the wrong size");
     }
     if (!w.q_bias.empty() && (w.q_bias.size() != static_cast<size_t>(q_rows) ||
                               w.k_bias.size() != static_cast<size_t>(kv_rows) ||

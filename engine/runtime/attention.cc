@@ -28,7 +28,7 @@ absl::Status CausalAttentionOneDnn(const AttentionShape& shape, const float* q, 
   thread_local std::vector<float> scores;
   scores.resize(H * block * T);
   float* s = scores.data();
-  const float scale = 1.f / std::sqrt(static_cast<float>(hd));
+  const float scale = shape.Scale(), cap = shape.softcap;
   for (int64_t r0 = 0; r0 < T; r0 += block) {
     const int64_t rows = std::min(block, T - r0), keys = r0 + rows;
     absl::Status status =
@@ -37,10 +37,15 @@ absl::Status CausalAttentionOneDnn(const AttentionShape& shape, const float* q, 
     if (!status.ok()) return status;
 #pragma omp parallel for schedule(static)
     for (int64_t row = 0; row < H * rows; ++row) {
-      const int64_t visible = r0 + row % rows + 1;  // keys [0, t] for query t
+      const int64_t visible = r0 + row % rows + 1;  // keys [first, t] for query t
+      const int64_t first = shape.window > 0 ? std::max<int64_t>(0, visible - shape.window) : 0;
       float* sr = s + row * keys;
-      internal::SoftmaxRow(sr, visible, scale);
-      if (round_probabilities) FloatsToBFloat16Values(sr, visible, sr);
+      std::fill(sr, sr + first, 0.f);
+      if (cap > 0) {
+        for (int64_t j = first; j < visible; ++j) sr[j] = cap * std::tanh(sr[j] * scale / cap);
+      }
+      internal::SoftmaxRow(sr + first, visible - first, cap > 0 ? 1.f : scale);
+      if (round_probabilities) FloatsToBFloat16Values(sr + first, visible - first, sr + first);
       std::fill(sr + visible, sr + keys, 0.f);
     }
     status = GroupedMatmul(KV, G, rows, keys, hd, {s, G * rows * keys, rows * keys, keys, 1},

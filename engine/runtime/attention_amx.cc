@@ -39,7 +39,9 @@ inline __m512i Interleave(__m256i a, __m256i b) {
 bool CausalAttentionAmx(const AttentionShape& shape, const float* q, const float* k, const float* v,
                         int64_t T, float* out) {
   const int64_t H = shape.heads, KV = shape.kv_heads, hd = shape.head_dim;
-  if (hd % 32 != 0 || KV <= 0 || H % KV != 0) return false;
+  if (hd % 32 != 0 || KV <= 0 || H % KV != 0 || shape.softcap > 0 || shape.Windowed(T)) {
+    return false;
+  }
   if (T == 0) return true;
   const int64_t G = H / KV, q_stride = H * hd, kv_stride = KV * hd;
   const int64_t padded = (T + kBlock - 1) / kBlock * kBlock, blocks = padded / kBlock;
@@ -102,7 +104,7 @@ bool CausalAttentionAmx(const AttentionShape& shape, const float* q, const float
       }
     }
   }
-  const float scale = 1.f / std::sqrt(static_cast<float>(hd));
+  const float scale = shape.Scale();
 #pragma omp parallel
   {
     const TileConfig config;

@@ -93,7 +93,7 @@ void Attend(const AttentionShape& shape, const float* q, const float* k, const f
       }
     }
   }
-  const float scale = 1.f / std::sqrt(static_cast<float>(hd));
+  const float scale = shape.Scale();
   const int64_t blocks = (T + kBlock - 1) / kBlock;
 #pragma omp parallel
   {
@@ -137,7 +137,8 @@ void Attend(const AttentionShape& shape, const float* q, const float* k, const f
 
 bool CausalAttentionAvx512(const AttentionShape& shape, const float* q, const float* k,
                            const float* v, int64_t tokens, float* out, bool round_probabilities) {
-  if (shape.head_dim % 16 != 0 || shape.kv_heads <= 0 || shape.heads % shape.kv_heads != 0) {
+  if (shape.head_dim % 16 != 0 || shape.kv_heads <= 0 || shape.heads % shape.kv_heads != 0 ||
+      shape.softcap > 0 || shape.Windowed(tokens)) {
     return false;
   }
   Attend(shape, q, k, v, tokens, out, round_probabilities);

@@ -46,12 +46,35 @@ void Norm(const ModelConfig& c, const std::vector<float>& weight, const float* x
   }
 }
 
+// RMSNorm of each `weight.size()`-wide piece of x[rows, width], in place: QkNorm's per-head and
+// whole-projection norms alike.
+void RmsNormPieces(const std::vector<float>& weight, float eps, float* x, int64_t rows,
+                   int64_t width) {
+  const int64_t n = static_cast<int64_t>(weight.size());
+  const int64_t pieces = rows * (width / n);
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < pieces; ++p) RmsNormRow(x + p * n, weight.data(), n, eps, x + p * n);
+}
+
+// x[i] += norm(y)[i] over rows of the hidden size: a post-norm's output added to the stream.
+void AddNormed(const ModelConfig& c, const std::vector<float>& weight, float* y, float* x,
+               int64_t rows) {
+  const int64_t n = c.hidden;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < rows; ++t) {
+    RmsNormRow(y + t * n, weight.data(), n, c.norm_eps, y + t * n);
+    for (int64_t i = 0; i < n; ++i) x[t * n + i] += y[t * n + i];
+  }
+}
+
 // Inverse frequencies as transformers computes them (float32), with Llama 3 scaling.
 std::vector<float> InverseFrequencies(const RopeConfig& r) {
   const int half = r.rotary_dim / 2;
   std::vector<float> inv(half);
   for (int i = 0; i < half; ++i) {
     inv[i] = 1.f / std::pow(r.theta, static_cast<float>(2 * i) / r.rotary_dim);
+    if (r.linear_factor != 1.f) inv[i] /= r.linear_factor;
+    if (!r.freq_factors.empty()) inv[i] /= r.freq_factors[i];
   }
   if (r.llama3_factor > 0) {
     const float old_len = static_cast<float>(r.llama3_original_max_positions);
@@ -123,6 +146,15 @@ __attribute__((noinline)) void SwiGlu(float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) gate[i] = SwiGluOf(gate[i], up[i]);
 }
 
+// gate = gelu_tanh(gate) * up, in place (Gemma's GeGLU), as transformers' gelu_pytorch_tanh.
+__attribute__((noinline)) void GeGlu(float* gate, const float* up, int64_t n) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    gate[i] = 0.5f * g * (1.f + std::tanh(kSqrt2OverPi * (g + 0.044715f * g * g * g))) * up[i];
+  }
+}
+
 struct Buffers {
   // The matmuls' outputs on huge pages (aligned_vector.h); the rest alike, for simplicity.
   internal::HugePageVector<float> h, q, k, v, attn, o, gate, up, down;
@@ -173,6 +205,11 @@ absl::StatusOr<ResidualStream> EmbedBatch(const Model& model,
       DequantizeRow(model.embed.dtype, model.embed.Row(batch[s].tokens[t]), D, &stream.x[row * D]);
     }
   }
+  if (c.traits().embedding_scaled) {
+    const float scale = std::sqrt(static_cast<float>(D));
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < static_cast<int64_t>(stream.x.size()); ++i) stream.x[i] *= scale;
+  }
   return stream;
 }
 
@@ -211,6 +248,12 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
     longest = std::max(longest, offsets[s + 1] - offsets[s]);
   }
   const RopeTable rope = MakeRopeTable(InverseFrequencies(c.rope), longest);
+  const RopeTable sliding_rope = c.sliding_layers.empty()
+                                     ? RopeTable{}
+                                     : MakeRopeTable(InverseFrequencies(c.sliding_rope), longest);
+  const ArchitectureTraits& traits = c.traits();
+  const bool pre_norms = traits.norm_placement != NormPlacement::kPost;
+  const bool post_norms = traits.norm_placement != NormPlacement::kPre;
 
   // Whether any sequence edits a weight of `layer`'s `one` or `other`: the fused paths then
   // give way to plain outputs that the edits can correct.
@@ -274,7 +317,11 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
     // Advanced before the layer runs: a failed layer leaves the stream unusable, not resumable.
     stream->layer = l + 1;
     const LayerWeights& w = model.layers[l];
-    Norm(c, w.attn_norm, x.data(), N, b.h.data());
+    if (pre_norms) {
+      Norm(c, w.attn_norm, x.data(), N, b.h.data());
+    } else {
+      std::copy_n(x.data(), N * D, b.h.data());
+    }
     transform_input(l, LinearInputSite::kQkv, b.h.data(), D);
     const LinearInput attn_in(b.h.data(), N, D, options.precision, &b.input);
     for (auto [kind, out] : {std::pair{LinearKind::kQ, b.q.data()},
@@ -285,38 +332,62 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
     add_bias_and_clip(b.q.data(), w.q_bias, QD);
     add_bias_and_clip(b.k.data(), w.k_bias, KVD);
     add_bias_and_clip(b.v.data(), w.v_bias, KVD);
+    if (!w.q_norm.empty()) {
+      RmsNormPieces(w.q_norm, c.norm_eps, b.q.data(), N, QD);
+      RmsNormPieces(w.k_norm, c.norm_eps, b.k.data(), N, KVD);
+    }
+    const bool sliding = c.Sliding(l);
+    const RopeTable& layer_rope = sliding ? sliding_rope : rope;
+    const AttentionShape shape{c.heads,        c.kv_heads,
+                               c.head_dim,     c.attn_scale,
+                               c.attn_softcap, sliding ? int64_t{c.sliding_window} : 0};
     for (size_t s = 0; s < batch.size(); ++s) {
       const int64_t o = offsets[s], T = offsets[s + 1] - o;
-      ApplyRope(c.rope, rope, &b.q[o * QD], T, c.heads, c.head_dim, QD);
-      ApplyRope(c.rope, rope, &b.k[o * KVD], T, c.kv_heads, c.head_dim, KVD);
-      status = CausalAttention({c.heads, c.kv_heads, c.head_dim}, &b.q[o * QD], &b.k[o * KVD],
-                               &b.v[o * KVD], T, &b.attn[o * QD], options.precision);
+      ApplyRope(c.RopeOf(l), layer_rope, &b.q[o * QD], T, c.heads, c.head_dim, QD);
+      ApplyRope(c.RopeOf(l), layer_rope, &b.k[o * KVD], T, c.kv_heads, c.head_dim, KVD);
+      status = CausalAttention(shape, &b.q[o * QD], &b.k[o * KVD], &b.v[o * KVD], T,
+                               &b.attn[o * QD], options.precision);
       if (!status.ok()) return status;
     }
     // The attention output added into the residual stream as it leaves the tiles, where the
     // AMX kernel serves and no weight edit has to be added to it first.
     transform_input(l, LinearInputSite::kO, b.attn.data(), QD);
     const LinearInput attn_out(b.attn.data(), N, QD, options.precision, &b.input);
-    if (weights_edited(l, LinearKind::kO, LinearKind::kO) ||
+    if (post_norms || weights_edited(l, LinearKind::kO, LinearKind::kO) ||
         !LinearAddTo(w.Get(LinearKind::kO), attn_out, x.data(), D)) {
       b.o.resize(N * D);
       if (status = linear(l, LinearKind::kO, attn_out, b.o.data()); !status.ok()) return status;
+      if (post_norms) {
+        AddNormed(c, w.post_attn_norm, b.o.data(), x.data(), N);
+      } else {
 #pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < N * D; ++i) x[i] += b.o[i];
+        for (int64_t i = 0; i < N * D; ++i) x[i] += b.o[i];
+      }
     }
 
-    Norm(c, w.ffn_norm, x.data(), N, b.h.data());
+    if (pre_norms) {
+      Norm(c, w.ffn_norm, x.data(), N, b.h.data());
+    } else {
+      std::copy_n(x.data(), N * D, b.h.data());
+    }
     transform_input(l, LinearInputSite::kGateUp, b.h.data(), D);
     const LinearInput ffn_in(b.h.data(), N, D, options.precision, &b.input);
     // Gate, up and their SwiGLU in one pass over the products where the AMX kernel serves and
     // no weight edit of this layer's gate or up has to be added to their outputs first.
-    if (weights_edited(l, LinearKind::kGate, LinearKind::kUp) ||
+    const bool silu = traits.activation == MlpActivation::kSilu;
+    if (!silu || weights_edited(l, LinearKind::kGate, LinearKind::kUp) ||
         !LinearSwiGlu(w.Get(LinearKind::kGate), w.Get(LinearKind::kUp), ffn_in, b.gate.data(), I)) {
       b.up.resize(N * I);
       if (status = linear(l, LinearKind::kGate, ffn_in, b.gate.data()); !status.ok()) return status;
       if (status = linear(l, LinearKind::kUp, ffn_in, b.up.data()); !status.ok()) return status;
 #pragma omp parallel for schedule(static)
-      for (int64_t t = 0; t < N; ++t) SwiGlu(&b.gate[t * I], &b.up[t * I], I);
+      for (int64_t t = 0; t < N; ++t) {
+        if (silu) {
+          SwiGlu(&b.gate[t * I], &b.up[t * I], I);
+        } else {
+          GeGlu(&b.gate[t * I], &b.up[t * I], I);
+        }
+      }
     }
     // The MLP's output likewise straight into the residual stream, unless a tap has to see it or
     // an edit has to change it first.
@@ -327,7 +398,7 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
       if (in.edits == nullptr) continue;
       for (const ActivationEdit& e : in.edits->activations) activations_edited |= e.layer == l;
     }
-    if (options.tap == nullptr && !activations_edited &&
+    if (options.tap == nullptr && !activations_edited && !post_norms &&
         !weights_edited(l, LinearKind::kDown, LinearKind::kDown) &&
         LinearAddTo(w.Get(LinearKind::kDown), mlp_in, x.data(), D)) {
       continue;
@@ -345,6 +416,10 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
         options.tap->OnDownProj(l, static_cast<int>(s), &b.gate[o * I], &b.down[o * D],
                                 static_cast<int>(offsets[s + 1] - o), I, D);
       }
+    }
+    if (post_norms) {  // the super activation is the down projection's output, before this norm
+      AddNormed(c, w.post_ffn_norm, b.down.data(), x.data(), N);
+      continue;
     }
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < N * D; ++i) x[i] += b.down[i];
@@ -440,7 +515,17 @@ absl::Status ComputeLogits(const Model& model, const float* hidden, int64_t rows
                            Precision precision) {
   const ScopedFlushSubnormals flush;
   LinearScratch scratch;
-  return Linear(model.lm_head, hidden, rows, logits, model.lm_head.rows, precision, &scratch);
+  absl::Status status =
+      Linear(model.lm_head, hidden, rows, logits, model.lm_head.rows, precision, &scratch);
+  if (status.ok()) SoftcapLogits(model.config, logits, rows * model.lm_head.rows);
+  return status;
+}
+
+void SoftcapLogits(const ModelConfig& config, float* logits, int64_t n) {
+  const float cap = config.final_softcap;
+  if (cap <= 0) return;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) logits[i] = cap * std::tanh(logits[i] / cap);
 }
 
 }  // namespace superweight

@@ -93,8 +93,13 @@ class IntactPass {
   std::optional<ResidualStream> stream_;
 };
 
-// logits[rows, vocab] = hidden[rows, hidden] * lm_head^T.
+// logits[rows, vocab] = hidden[rows, hidden] * lm_head^T, soft-capped where the model says.
+
 absl::Status ComputeLogits(const Model& model, const float* hidden, int64_t rows, float* logits,
                            Precision precision);
+
+// logits[i] = cap * tanh(logits[i] / cap) with the model's final soft-capping (Gemma 2); a no-op
+// for models without one. Whoever takes logits from the lm_head applies it.
+void SoftcapLogits(const ModelConfig& config, float* logits, int64_t n);
 
 }  // namespace superweight
