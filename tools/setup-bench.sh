@@ -4,11 +4,39 @@
 # oracle's. The benchmarks and the GGUF oracle tests use it. A native build runs only on the CPU
 # class it was built for, so the environment is kept per class in the user's cache
 # (.venv-bench links to it): a clean clone on the same machine finds it built, another class
-# builds its own. Needs tools/setup.sh and the build first (compiler, cmake, superweight-engine).
+# builds its own. Also keeps llama.cpp's Python converter (below). Needs tools/setup.sh and the
+# build first (compiler, cmake, superweight-engine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 version=0.3.36
+
+# llama.cpp's own Hugging Face -> GGUF converter (convert_hf_to_gguf.py, the conversion package it
+# imports, gguf-py, and the chat templates some classes read), from the same llama-cpp-python
+# sdist: pure Python, so one copy in the user's cache serves every CPU class
+# (.llama-cpp-convert links to it). tools/make_test_model.py runs it with the oracle's
+# environment (.venv) to make GGUF test models of new families.
+convert_dir=${XDG_CACHE_HOME:-$HOME/.cache}/superweight/llama.cpp-convert-$version
+if [[ ! -f $convert_dir/.ready ]]; then
+  rm -rf "$convert_dir"
+  mkdir -p "$convert_dir"
+  sdist_dir=$(mktemp -d)
+  trap 'rm -rf "$sdist_dir"' EXIT
+  echo "setup-bench: extracting llama.cpp's converter from llama-cpp-python $version's sdist"
+  # --no-binary for this package only: the sdist, without building its build dependencies.
+  .venv/bin/pip download -q --disable-pip-version-check --no-deps --no-binary llama-cpp-python \
+    "llama-cpp-python==$version" -d "$sdist_dir"
+  top=llama_cpp_python-$version/vendor/llama.cpp
+  tar -xzf "$sdist_dir/llama_cpp_python-$version.tar.gz" -C "$convert_dir" \
+    --strip-components=3 --wildcards "$top/convert_hf_to_gguf.py" "$top/LICENSE" \
+    "$top/conversion/*" "$top/gguf-py/gguf/*" "$top/gguf-py/LICENSE" "$top/models/templates/*"
+  rm -rf "$sdist_dir"
+  trap - EXIT
+  touch "$convert_dir/.ready"
+fi
+if [[ -d .llama-cpp-convert && ! -L .llama-cpp-convert ]]; then rm -rf .llama-cpp-convert; fi
+ln -sfn "$convert_dir" .llama-cpp-convert
+
 class=$(build/bin/superweight-engine cpu | /usr/bin/python3 -c \
   'import json, sys; print(json.load(sys.stdin)["detected"])')
 env_dir=${XDG_CACHE_HOME:-$HOME/.cache}/superweight/venv-bench-$version-$class
