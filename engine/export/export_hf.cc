@@ -156,6 +156,25 @@ absl::Status AddModelTensors(const Model& model, bool tied, SafetensorsWriter* w
         case TensorRole::kOutput:
           if (!tied) s = add_matrix(name, model.lm_head, 0);
           break;
+        case TensorRole::kFfnRouter:
+          s = add_matrix(name, w->router, 0);
+          break;
+        case TensorRole::kExpertGate:
+        case TensorRole::kExpertUp:
+        case TensorRole::kExpertDown:
+          for (int e = 0; e < static_cast<int>(w->experts.size()) && s.ok(); ++e) {
+            s = add_matrix(TensorName(naming, ModelFormat::kHuggingFace, layer, e),
+                           *w->Find(*ExpertKindOfRole(naming.role), e), 0);
+          }
+          break;
+        case TensorRole::kSharedExpertGate:  // a one-row linear layer in transformers
+          if (w->shared_expert_gate.size() != static_cast<size_t>(c.hidden)) {
+            s = absl::InvalidArgumentError(absl::StrFormat("%s: the model holds none", name));
+          } else {
+            s = writer->AddTensor(name, {1, c.hidden},
+                                  VectorValues(&w->shared_expert_gate, 0, 0.f));
+          }
+          break;
         case TensorRole::kAttnQkv:
           s = add_stacked(name, {{w->Get(LinearKind::kQ), rope_head_dim},
                                  {w->Get(LinearKind::kK), rope_head_dim},
@@ -285,6 +304,32 @@ absl::StatusOr<OrderedJson> SynthesizedConfig(const ModelConfig& c) {
       }
       break;
     }
+    case Architecture::kMixtral:
+      j["num_local_experts"] = c.experts;
+      j["num_experts_per_tok"] = c.experts_per_token;
+      j["intermediate_size"] = c.expert_intermediate;
+      j["sliding_window"] = nullptr;
+      break;
+    case Architecture::kQwen2Moe:
+    case Architecture::kQwen3Moe:
+      j["num_experts"] = c.experts;
+      j["num_experts_per_tok"] = c.experts_per_token;
+      j["moe_intermediate_size"] = c.expert_intermediate;
+      if (c.arch == Architecture::kQwen2Moe) {
+        j["shared_expert_intermediate_size"] = c.intermediate;
+      }
+      j["norm_topk_prob"] = c.norm_topk;
+      j["decoder_sparse_step"] = 1;
+      j["mlp_only_layers"] = OrderedJson::array();
+      j["use_sliding_window"] = false;
+      break;
+    case Architecture::kOlmoe:
+      j["num_experts"] = c.experts;
+      j["num_experts_per_tok"] = c.experts_per_token;
+      j["intermediate_size"] = c.expert_intermediate;
+      j["norm_topk_prob"] = c.norm_topk;
+      j["clip_qkv"] = c.clip_qkv > 0 ? OrderedJson(ShortestDecimal(c.clip_qkv)) : OrderedJson();
+      break;
     case Architecture::kPhi3:
       // Read by transformers 4.49 and later (Phi-4-mini); older versions rotate whole heads.
       if (c.rope.rotary_dim != c.head_dim) {

@@ -24,6 +24,22 @@ class GgufTensorSource : public TensorSource {
     if (!t.ok()) return t.status();
     return ToFloatVector((*t)->dtype, (*t)->data, (*t)->ne[0]);
   }
+  absl::StatusOr<std::vector<Matrix>> GetStackedMatrices(const std::string& name,
+                                                         int experts) const override {
+    auto t = Find(name, 3);
+    if (!t.ok()) return t.status();
+    if ((*t)->ne[2] != experts) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s: tensor %s stacks %d experts, not %d",
+                                                        path_, name, (*t)->ne[2], experts));
+    }
+    std::vector<Matrix> views;
+    for (int e = 0; e < experts; ++e) {
+      Matrix m = Matrix::Make((*t)->dtype, (*t)->ne[1], (*t)->ne[0], (*t)->data);
+      m.data += static_cast<uint64_t>(e) * m.rows * m.row_bytes;  // the parser checked the size
+      views.push_back(m);
+    }
+    return views;
+  }
 
  private:
   absl::StatusOr<const GgufTensor*> Find(const std::string& name, size_t dims) const {
@@ -168,6 +184,25 @@ absl::StatusOr<std::unique_ptr<Model>> OpenGgufModel(const std::string& path) {
     c.rope.freq_factors = ToFloatVector(t.dtype, t.data, t.ne[0]);
   }
   if (auto s = ReadGemmaHparams(*gguf, arch_name, &c); !s.ok()) return s;
+  if (auto s = get_int("expert_count", &c.experts, false); !s.ok()) return s;
+  if (c.experts > 0) {
+    if (c.arch == Architecture::kLlama) c.arch = Architecture::kMixtral;  // llama.cpp's name
+    if (!c.traits().moe) {
+      return absl::UnimplementedError(
+          absl::StrFormat("%s: experts in a %s model are not supported", path, arch_name));
+    }
+    if (auto s = get_int("expert_used_count", &c.experts_per_token, true); !s.ok()) return s;
+    c.expert_intermediate = c.intermediate;
+    if (auto s = get_int("expert_feed_forward_length", &c.expert_intermediate, false); !s.ok()) {
+      return s;
+    }
+    if (auto s = get_int("expert_shared_feed_forward_length", &c.intermediate, false); !s.ok()) {
+      return s;
+    }
+    c.norm_topk = c.traits().moe_norm_topk;
+  } else if (c.traits().moe) {
+    return error("a mixture-of-experts architecture without " + arch_name + ".expert_count");
+  }
 
   GgufTensorSource source(*gguf, path);
   const std::string embed_name =

@@ -172,6 +172,47 @@ absl::Status ParseGemmaConfig(const Json& j, const std::string& path, ModelConfi
   return absl::OkStatus();
 }
 
+// The experts of Mixtral, Qwen2-MoE, Qwen3-MoE and OLMoE configs, as transformers reads them.
+// Every layer must be sparse: dense layers among them (decoder_sparse_step, mlp_only_layers) are
+// UNIMPLEMENTED.
+absl::Status ParseMoeConfig(const Json& j, const std::string& path, ModelConfig* c) {
+  const bool mixtral = c->arch == Architecture::kMixtral;
+  if (auto s = IntField(j, mixtral ? "num_local_experts" : "num_experts", &c->experts, path);
+      !s.ok()) {
+    return s;
+  }
+  if (auto s = IntField(j, "num_experts_per_tok", &c->experts_per_token, path); !s.ok()) return s;
+  c->expert_intermediate = c->intermediate;
+  if (auto s = IntField(j, "moe_intermediate_size", &c->expert_intermediate, path, false);
+      !s.ok()) {
+    return s;
+  }
+  if (c->traits().shared_expert) {
+    if (auto s = IntField(j, "shared_expert_intermediate_size", &c->intermediate, path); !s.ok()) {
+      return s;
+    }
+  }
+  // Mixtral always renormalizes; the others as norm_topk_prob says (transformers' default: no).
+  c->norm_topk = mixtral;
+  if (const Json* norm = Member(j, "norm_topk_prob")) {
+    if (!norm->is_boolean()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: \"norm_topk_prob\" is not a boolean", path));
+    }
+    c->norm_topk = norm->get<bool>();
+  }
+  int sparse_step = 1;
+  if (auto s = IntField(j, "decoder_sparse_step", &sparse_step, path, false); !s.ok()) return s;
+  const Json* dense = Member(j, "mlp_only_layers");
+  if (sparse_step != 1 || (dense != nullptr && !(dense->is_array() && dense->empty()))) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "%s: dense layers among the sparse ones (decoder_sparse_step, mlp_only_layers) are not "
+        "supported",
+        path));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseConfig(const Json& j, const std::string& path, ModelConfig* c) {
   std::string type;
   if (auto s = StringField(j, "model_type", &type, path); !s.ok()) return s;
@@ -198,6 +239,9 @@ absl::Status ParseConfig(const Json& j, const std::string& path, ModelConfig* c)
   if (auto s = FloatField(j, "rms_norm_eps", &c->norm_eps, path, false); !s.ok()) return s;
   if (auto s = FloatField(j, "rope_theta", &c->rope.theta, path, false); !s.ok()) return s;
   c->rope.rotary_dim = c->head_dim;
+  if (c->arch == Architecture::kOlmoe) {
+    if (auto s = FloatField(j, "clip_qkv", &c->clip_qkv, path, false); !s.ok()) return s;
+  }
   if (c->arch == Architecture::kOlmo) {
     c->norm = NormKind::kLayerNormNoParams;
     c->norm_eps = 1e-5f;  // OlmoLayerNorm's fixed epsilon
@@ -245,6 +289,9 @@ absl::Status ParseConfig(const Json& j, const std::string& path, ModelConfig* c)
   }
   if (c->arch == Architecture::kGemma2 || c->arch == Architecture::kGemma3) {
     if (auto s = ParseGemmaConfig(j, path, c); !s.ok()) return s;
+  }
+  if (c->traits().moe) {
+    if (auto s = ParseMoeConfig(j, path, c); !s.ok()) return s;
   }
   if (auto s = TokenIdField(j, "bos_token_id", &c->bos_token, path); !s.ok()) return s;
   if (auto s = TokenIdField(j, "eos_token_id", &c->eos_token, path); !s.ok()) return s;
@@ -310,10 +357,11 @@ class TensorSet : public TensorSource {
     if (t == nullptr) {
       return absl::InvalidArgumentError(absl::StrFormat("missing tensor '%s'", name));
     }
-    if (t->shape.size() != 1) {
+    // [1, n] as well: Qwen2-MoE's shared_expert_gate is a one-row linear layer.
+    if (t->shape.size() != 1 && !(t->shape.size() == 2 && t->shape[0] == 1)) {
       return absl::InvalidArgumentError(absl::StrFormat("tensor '%s' is not 1-D", name));
     }
-    return ToFloatVector(t->dtype, t->data, t->shape[0]);
+    return ToFloatVector(t->dtype, t->data, t->shape.back());
   }
 
  private:

@@ -18,25 +18,33 @@ using A = MlpActivation;
 // Facts from transformers' modeling files and llama.cpp's model table.
 constexpr ArchitectureTraits kTraits[] = {
     // arch, name, model_type, class, head_dim in config, interleaved in GGUF, norms, qk norm,
-    // activation, (1 + w) norms, scaled embeddings
+    // activation, (1 + w) norms, scaled embeddings, moe, shared expert, renormalized top-k
     {Architecture::kLlama, "llama", "llama", "LlamaForCausalLM", true, true, P::kPre, QkNorm::kNone,
-     A::kSilu, false, false},
+     A::kSilu, false, false, false, false, false},
     {Architecture::kMistral, "mistral", "mistral", "MistralForCausalLM", true, false, P::kPre,
-     QkNorm::kNone, A::kSilu, false, false},
+     QkNorm::kNone, A::kSilu, false, false, false, false, false},
     {Architecture::kQwen2, "qwen2", "qwen2", "Qwen2ForCausalLM", false, false, P::kPre,
-     QkNorm::kNone, A::kSilu, false, false},
+     QkNorm::kNone, A::kSilu, false, false, false, false, false},
     {Architecture::kOlmo, "olmo", "olmo", "OlmoForCausalLM", false, false, P::kPre, QkNorm::kNone,
-     A::kSilu, false, false},
+     A::kSilu, false, false, false, false, false},
     {Architecture::kPhi3, "phi3", "phi3", "Phi3ForCausalLM", false, false, P::kPre, QkNorm::kNone,
-     A::kSilu, false, false},
+     A::kSilu, false, false, false, false, false},
     {Architecture::kQwen3, "qwen3", "qwen3", "Qwen3ForCausalLM", true, false, P::kPre,
-     QkNorm::kPerHead, A::kSilu, false, false},
+     QkNorm::kPerHead, A::kSilu, false, false, false, false, false},
     {Architecture::kOlmo2, "olmo2", "olmo2", "Olmo2ForCausalLM", false, false, P::kPost,
-     QkNorm::kWholeProjection, A::kSilu, false, false},
+     QkNorm::kWholeProjection, A::kSilu, false, false, false, false, false},
     {Architecture::kGemma2, "gemma2", "gemma2", "Gemma2ForCausalLM", true, false, P::kSandwich,
-     QkNorm::kNone, A::kGeluTanh, true, true},
+     QkNorm::kNone, A::kGeluTanh, true, true, false, false, false},
     {Architecture::kGemma3, "gemma3", "gemma3_text", "Gemma3ForCausalLM", true, false, P::kSandwich,
-     QkNorm::kPerHead, A::kGeluTanh, true, true},
+     QkNorm::kPerHead, A::kGeluTanh, true, true, false, false, false},
+    {Architecture::kMixtral, "mixtral", "mixtral", "MixtralForCausalLM", true, true, P::kPre,
+     QkNorm::kNone, A::kSilu, false, false, true, false, true},
+    {Architecture::kQwen2Moe, "qwen2moe", "qwen2_moe", "Qwen2MoeForCausalLM", false, false, P::kPre,
+     QkNorm::kNone, A::kSilu, false, false, true, true, false},
+    {Architecture::kQwen3Moe, "qwen3moe", "qwen3_moe", "Qwen3MoeForCausalLM", true, false, P::kPre,
+     QkNorm::kPerHead, A::kSilu, false, false, true, false, true},
+    {Architecture::kOlmoe, "olmoe", "olmoe", "OlmoeForCausalLM", false, false, P::kPre,
+     QkNorm::kWholeProjection, A::kSilu, false, false, true, false, false},
 };
 
 }  // namespace
@@ -99,6 +107,20 @@ float Matrix::At(int64_t row, int64_t col) const {
 void Matrix::RowToFloat(int64_t r, float* out) const {
   DequantizeRow(dtype, Row(r), cols, out);
   if (transform != nullptr) transform->Apply(transform_row0 + r, 1, cols, out);
+}
+
+const Matrix* LayerWeights::Find(LinearKind kind, int expert) const {
+  const Matrix* m = nullptr;
+  if (expert < 0) {
+    m = &Get(kind);
+  } else if (expert < static_cast<int>(experts.size())) {
+    const ExpertWeights& x = experts[expert];
+    m = kind == LinearKind::kGate   ? &x.gate
+        : kind == LinearKind::kUp   ? &x.up
+        : kind == LinearKind::kDown ? &x.down
+                                    : nullptr;
+  }
+  return m != nullptr && m->data != nullptr ? m : nullptr;
 }
 
 std::unique_ptr<Model> Model::ShareWeights() const {

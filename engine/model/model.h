@@ -25,6 +25,10 @@ enum class Architecture {
   kOlmo2,
   kGemma2,
   kGemma3,
+  kMixtral,
+  kQwen2Moe,
+  kQwen3Moe,
+  kOlmoe,
 };
 const char* ArchitectureName(Architecture arch);
 // By the engine's (and GGUF's general.architecture) name or by config.json's model_type;
@@ -70,6 +74,12 @@ struct ArchitectureTraits {
   // llama.cpp's converter stores 1 + w, which is what the engine holds.
   bool hf_norm_plus_one;
   bool embedding_scaled;  // token embeddings multiplied by sqrt(hidden) (Gemma)
+  // Mixture of experts: every layer's MLP is routed experts (and Qwen2-MoE's shared expert).
+  bool moe;
+  bool shared_expert;
+  // Whether the top-k routing weights are renormalized to sum to 1, as llama.cpp fixes it per
+  // architecture (a Hugging Face config's norm_topk_prob says it for its own model).
+  bool moe_norm_topk;
 };
 const ArchitectureTraits& TraitsOf(Architecture arch);
 
@@ -117,6 +127,11 @@ struct ModelConfig {
   int sliding_window = 0;
   std::vector<bool> sliding_layers;  // per layer; empty: none
   RopeConfig sliding_rope;           // the rope of sliding layers (Gemma 3's local base)
+  // Mixture of experts (0 experts: a dense model). `intermediate` is then the shared expert's.
+  int experts = 0;
+  int experts_per_token = 0;
+  int expert_intermediate = 0;
+  bool norm_topk = false;  // renormalize the chosen experts' routing weights
   int bos_token = -1;
   int eos_token = -1;
   bool add_bos = false;  // whether text is tokenized with BOS in front
@@ -198,6 +213,13 @@ class ActivationTransform {
                      float* x) const = 0;
 };
 
+// One routed expert's MLP: views of its rows, never copies (a GGUF's stacked expert tensors
+// are sliced in place).
+struct ExpertWeights {
+  Matrix gate, up;  // [expert_intermediate, hidden]
+  Matrix down;      // [hidden, expert_intermediate]
+};
+
 struct LayerWeights {
   std::vector<float> attn_norm;  // empty for non-parametric norms
   std::vector<float> ffn_norm;
@@ -206,6 +228,16 @@ struct LayerWeights {
   // Norms after the attention and the MLP (NormPlacement kPost, kSandwich); empty otherwise.
   std::vector<float> post_attn_norm, post_ffn_norm;
   std::vector<float> q_norm, k_norm;  // QkNorm's weights; empty for kNone
+  // Mixture of experts: the router [experts, hidden] and the experts. A shared expert (Qwen2-MoE)
+  // is linear[kGate..kDown], scaled by sigmoid(x . shared_expert_gate); without one those are
+  // empty.
+  Matrix router;
+  std::vector<ExpertWeights> experts;
+  std::vector<float> shared_expert_gate;
+
+  // A linear weight by kind: expert `expert`'s gate, up or down, or the layer's own for -1;
+  // nullptr where the layer has no such weight.
+  const Matrix* Find(LinearKind kind, int expert) const;
 
   const Matrix& Get(LinearKind kind) const { return linear[static_cast<int>(kind)]; }
   Matrix& Get(LinearKind kind) { return linear[static_cast<int>(kind)]; }

@@ -3,7 +3,9 @@
 #include <cstdlib>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "engine/model/loaders.h"
 
 namespace superweight {
@@ -50,6 +52,35 @@ constexpr TensorNaming kPostFfnNorm = {R::kPostFfnNorm, true, "post_feedforward_
 constexpr TensorNaming kPreFfnNorm = {R::kFfnNorm, true, "pre_feedforward_layernorm.weight",
                                       "ffn_norm.weight", true};
 
+// Mixture of experts.
+constexpr TensorNaming kRouter = {R::kFfnRouter, true, "mlp.gate.weight", "ffn_gate_inp.weight",
+                                  true};
+constexpr TensorNaming kExpertGate = {
+    R::kExpertGate, true, "mlp.experts.{E}.gate_proj.weight", "ffn_gate_exps.weight", true, true};
+constexpr TensorNaming kExpertUp = {R::kExpertUp,         true, "mlp.experts.{E}.up_proj.weight",
+                                    "ffn_up_exps.weight", true, true};
+constexpr TensorNaming kExpertDown = {
+    R::kExpertDown, true, "mlp.experts.{E}.down_proj.weight", "ffn_down_exps.weight", true, true};
+constexpr TensorNaming kSharedGate = {R::kFfnGate, true, "mlp.shared_expert.gate_proj.weight",
+                                      "ffn_gate_shexp.weight", true};
+constexpr TensorNaming kSharedUp = {R::kFfnUp, true, "mlp.shared_expert.up_proj.weight",
+                                    "ffn_up_shexp.weight", true};
+constexpr TensorNaming kSharedDown = {R::kFfnDown, true, "mlp.shared_expert.down_proj.weight",
+                                      "ffn_down_shexp.weight", true};
+constexpr TensorNaming kSharedExpertGate = {
+    R::kSharedExpertGate, true, "mlp.shared_expert_gate.weight", "ffn_gate_inp_shexp.weight", true};
+// Mixtral's names: w1 the gate, w3 the up, w2 the down projection.
+constexpr TensorNaming kMixtralRouter = {R::kFfnRouter, true, "block_sparse_moe.gate.weight",
+                                         "ffn_gate_inp.weight", true};
+constexpr TensorNaming kMixtralGate = {
+    R::kExpertGate,         true, "block_sparse_moe.experts.{E}.w1.weight",
+    "ffn_gate_exps.weight", true, true};
+constexpr TensorNaming kMixtralUp = {
+    R::kExpertUp, true, "block_sparse_moe.experts.{E}.w3.weight", "ffn_up_exps.weight", true, true};
+constexpr TensorNaming kMixtralDown = {
+    R::kExpertDown,         true, "block_sparse_moe.experts.{E}.w2.weight",
+    "ffn_down_exps.weight", true, true};
+
 constexpr TensorNaming kLlamaTable[] = {
     kEmbedding, kOutput, kOutputNorm, kAttnNorm, kFfnNorm, kQ, kK, kV, kO, kGate, kUp, kDown};
 constexpr TensorNaming kQwen2Table[] = {kEmbedding, kOutput, kOutputNorm, kAttnNorm, kFfnNorm,
@@ -74,8 +105,33 @@ constexpr TensorNaming kGemma3Table[] = {
     kEmbedding, kOutput, kOutputNorm, kAttnNorm, kPostAttnNorm, kPreFfnNorm, kPostFfnNorm, kQ,
     kK,         kV,      kO,          kGate,     kUp,           kDown,       kQNorm,       kKNorm};
 
+constexpr TensorNaming kMixtralTable[] = {
+    kEmbedding, kOutput, kOutputNorm,    kAttnNorm,    kFfnNorm,   kQ,          kK,
+    kV,         kO,      kMixtralRouter, kMixtralGate, kMixtralUp, kMixtralDown};
+constexpr TensorNaming kQwen2MoeTable[] = {
+    kEmbedding,  kOutput,     kOutputNorm, kAttnNorm,   kFfnNorm,
+    kQ,          kK,          kV,          kO,          kQBias,
+    kKBias,      kVBias,      kRouter,     kExpertGate, kExpertUp,
+    kExpertDown, kSharedGate, kSharedUp,   kSharedDown, kSharedExpertGate};
+constexpr TensorNaming kQwen3MoeTable[] = {
+    kEmbedding, kOutput, kOutputNorm, kAttnNorm, kFfnNorm,    kQ,        kK,         kV,
+    kO,         kQNorm,  kKNorm,      kRouter,   kExpertGate, kExpertUp, kExpertDown};
+constexpr TensorNaming kOlmoeTable[] = {kEmbedding, kOutput, kOutputNorm, kAttnNorm, kFfnNorm,
+                                        kQ,         kK,      kV,          kO,        kQNorm,
+                                        kKNorm,     kRouter, kExpertGate, kExpertUp, kExpertDown};
+
 constexpr const char* kHfLayerPrefix = "model.layers.";
 constexpr const char* kGgufLayerPrefix = "blk.";
+constexpr const char* kExpertPlaceholder = "{E}";
+
+// A whole number of at most 9 digits, or -1.
+int ParseIndex(absl::string_view digits) {
+  if (digits.empty() || digits.size() > 9 ||
+      digits.find_first_not_of("0123456789") != absl::string_view::npos) {
+    return -1;
+  }
+  return std::atoi(std::string(digits).c_str());
+}
 
 }  // namespace
 
@@ -102,6 +158,8 @@ std::vector<float>* VectorOfRole(TensorRole role, int layer, Model* model) {
       return &w.k_bias;
     case R::kAttnVBias:
       return &w.v_bias;
+    case R::kSharedExpertGate:
+      return &w.shared_expert_gate;
     default:
       return nullptr;
   }
@@ -132,6 +190,14 @@ absl::Span<const TensorNaming> TensorTable(Architecture arch) {
       return kGemma2Table;
     case Architecture::kGemma3:
       return kGemma3Table;
+    case Architecture::kMixtral:
+      return kMixtralTable;
+    case Architecture::kQwen2Moe:
+      return kQwen2MoeTable;
+    case Architecture::kQwen3Moe:
+      return kQwen3MoeTable;
+    case Architecture::kOlmoe:
+      return kOlmoeTable;
   }
   return {};
 }
@@ -143,11 +209,27 @@ const TensorNaming* FindRole(Architecture arch, TensorRole role) {
   return nullptr;
 }
 
-std::string TensorName(const TensorNaming& naming, ModelFormat format, int layer) {
+std::string TensorName(const TensorNaming& naming, ModelFormat format, int layer, int expert) {
   const bool gguf = format == ModelFormat::kGguf;
-  const char* base = gguf ? naming.gguf : naming.hf;
+  std::string base = gguf ? naming.gguf : naming.hf;
+  if (!gguf && naming.per_expert) {
+    base = absl::StrReplaceAll(base, {{kExpertPlaceholder, absl::StrCat(expert)}});
+  }
   if (!naming.per_layer) return base;
   return absl::StrCat(gguf ? kGgufLayerPrefix : kHfLayerPrefix, layer, ".", base);
+}
+
+std::optional<LinearKind> ExpertKindOfRole(TensorRole role) {
+  switch (role) {
+    case R::kExpertGate:
+      return LinearKind::kGate;
+    case R::kExpertUp:
+      return LinearKind::kUp;
+    case R::kExpertDown:
+      return LinearKind::kDown;
+    default:
+      return std::nullopt;
+  }
 }
 
 std::optional<LinearKind> LinearKindOfRole(TensorRole role) {
@@ -180,17 +262,23 @@ std::optional<NamedTensor> FindTensorNaming(Architecture arch, ModelFormat forma
   if (absl::StartsWith(name, prefix)) {
     const size_t dot = name.find('.', prefix.size());
     if (dot == std::string::npos) return std::nullopt;
-    const std::string digits = name.substr(prefix.size(), dot - prefix.size());
-    if (digits.empty() || digits.size() > 9 ||
-        digits.find_first_not_of("0123456789") != std::string::npos) {
-      return std::nullopt;
-    }
-    layer = std::atoi(digits.c_str());
+    layer = ParseIndex(absl::string_view(name).substr(prefix.size(), dot - prefix.size()));
+    if (layer < 0) return std::nullopt;
     base = name.substr(dot + 1);
   }
   for (const TensorNaming& naming : TensorTable(arch)) {
     if (naming.per_layer != (layer >= 0)) continue;
-    if (base == (gguf ? naming.gguf : naming.hf)) return NamedTensor{&naming, layer};
+    const absl::string_view pattern = gguf ? naming.gguf : naming.hf;
+    if (base == pattern) return NamedTensor{&naming, layer};
+    const size_t at = pattern.find(kExpertPlaceholder);
+    if (gguf || !naming.per_expert || at == absl::string_view::npos) continue;
+    const absl::string_view head = pattern.substr(0, at), tail = pattern.substr(at + 3);
+    if (base.size() > head.size() + tail.size() && absl::StartsWith(base, head) &&
+        absl::EndsWith(base, tail)) {
+      const int expert = ParseIndex(
+          absl::string_view(base).substr(head.size(), base.size() - head.size() - tail.size()));
+      if (expert >= 0) return NamedTensor{&naming, layer, expert};
+    }
   }
   return std::nullopt;
 }
@@ -211,9 +299,32 @@ absl::Status FillWeightsFromTable(const TensorSource& source, ModelFormat format
         *vector = std::move(*v);
         continue;
       }
+      if (auto expert_kind = ExpertKindOfRole(naming.role)) {
+        std::vector<ExpertWeights>& experts = model->layers[l].experts;
+        experts.resize(c.experts);
+        auto member = [&](int e) -> Matrix& {
+          return *expert_kind == LinearKind::kGate ? experts[e].gate
+                 : *expert_kind == LinearKind::kUp ? experts[e].up
+                                                   : experts[e].down;
+        };
+        if (format == ModelFormat::kGguf) {
+          auto stacked = source.GetStackedMatrices(name, c.experts);
+          if (!stacked.ok()) return stacked.status();
+          for (int e = 0; e < c.experts; ++e) member(e) = (*stacked)[e];
+        } else {
+          for (int e = 0; e < c.experts; ++e) {
+            auto m = source.GetMatrix(TensorName(naming, format, l, e));
+            if (!m.ok()) return m.status();
+            member(e) = *m;
+          }
+        }
+        continue;
+      }
       auto m = source.GetMatrix(name);
       if (!m.ok()) return m.status();
-      if (naming.role == R::kAttnQkv) {
+      if (naming.role == R::kFfnRouter) {
+        model->layers[l].router = *m;
+      } else if (naming.role == R::kAttnQkv) {
         qkv = *m;
       } else if (naming.role == R::kFfnGateUp) {
         gate_up = *m;

@@ -35,6 +35,11 @@ enum class TensorRole {
   kPostFfnNorm,   // after the MLP's down projection (OLMo 2, Gemma)
   kAttnQNorm,     // QkNorm's weights
   kAttnKNorm,
+  kFfnRouter,   // the MoE router [experts, hidden]
+  kExpertGate,  // per expert: Hugging Face names one tensor per expert ({E} in the name),
+  kExpertUp,    // GGUF stacks them in one 3-D tensor [experts, rows, cols]
+  kExpertDown,
+  kSharedExpertGate,  // Qwen2-MoE: the shared expert's sigmoid gate [hidden]
 };
 
 struct TensorNaming {
@@ -43,6 +48,7 @@ struct TensorNaming {
   const char* hf;    // per-layer names follow "model.layers.N."
   const char* gguf;  // per-layer names follow "blk.N."
   bool required;
+  bool per_expert = false;  // one matrix per expert (kExpert* roles)
 };
 
 // The architecture's tensors, global ones first.
@@ -60,8 +66,12 @@ inline const std::vector<float>* VectorOfRole(TensorRole role, int layer, const 
 // Whether a role is a norm's weights (the values Gemma's checkpoints store as w for 1 + w).
 bool IsNormRole(TensorRole role);
 
-// The full name in a format (kHuggingFace or kGguf); layer is ignored for global tensors.
-std::string TensorName(const TensorNaming& naming, ModelFormat format, int layer);
+// The full name in a format (kHuggingFace or kGguf); layer is ignored for global tensors, expert
+// for all but a Hugging Face per-expert tensor.
+std::string TensorName(const TensorNaming& naming, ModelFormat format, int layer, int expert = -1);
+
+// The expert matrix a per-expert role is.
+std::optional<LinearKind> ExpertKindOfRole(TensorRole role);
 
 // The linear weight a role is, if it is one of a layer's seven (fused roles are not).
 std::optional<LinearKind> LinearKindOfRole(TensorRole role);
@@ -70,6 +80,7 @@ std::optional<LinearKind> LinearKindOfRole(TensorRole role);
 struct NamedTensor {
   const TensorNaming* naming;
   int layer;
+  int expert = -1;  // a Hugging Face per-expert tensor's expert
 };
 std::optional<NamedTensor> FindTensorNaming(Architecture arch, ModelFormat format,
                                             const std::string& name);
@@ -82,6 +93,11 @@ class TensorSource {
   virtual bool Has(const std::string& name) const = 0;
   virtual absl::StatusOr<Matrix> GetMatrix(const std::string& name) const = 0;
   virtual absl::StatusOr<std::vector<float>> GetVector(const std::string& name) const = 0;
+  // A 3-D tensor of `experts` stacked matrices as one view each (GGUF's ffn_*_exps).
+  virtual absl::StatusOr<std::vector<Matrix>> GetStackedMatrices(const std::string& name,
+                                                                 int experts) const {
+    return absl::UnimplementedError(name + ": stacked expert tensors are GGUF's");
+  }
 };
 
 // Fills the model's final norm and every layer's weights from the table (after the loader has

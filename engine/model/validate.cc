@@ -45,6 +45,18 @@ absl::Status ValidateConfig(const ModelConfig& c, const std::string& path) {
       return error(absl::StrFormat("%s %d is outside [1, %d]", size.name, size.value, size.most));
     }
   }
+  if (c.traits().moe) {
+    if (c.experts <= 0 || c.experts > 4096 || c.experts_per_token <= 0 ||
+        c.experts_per_token > c.experts) {
+      return error(absl::StrFormat("%d experts with %d per token", c.experts, c.experts_per_token));
+    }
+    if (c.expert_intermediate <= 0 || c.expert_intermediate > (1 << 18)) {
+      return error(absl::StrFormat("expert intermediate size %d is outside [1, %d]",
+                                   c.expert_intermediate, 1 << 18));
+    }
+  } else if (c.experts != 0) {
+    return error("experts in a dense architecture");
+  }
   if (c.heads % c.kv_heads != 0) {
     return error(
         absl::StrFormat("%d heads are not a multiple of %d KV heads", c.heads, c.kv_heads));
@@ -127,9 +139,39 @@ absl::Status ValidateModel(const Model& model) {
         {LinearKind::kUp, c.intermediate, c.hidden},
         {LinearKind::kDown, c.hidden, c.intermediate},
     };
+    // A mixture of experts has a dense MLP only as its shared expert.
+    const bool dense_mlp = !c.traits().moe || c.traits().shared_expert;
     for (const auto& s : kShapes) {
+      const bool mlp =
+          s.kind == LinearKind::kGate || s.kind == LinearKind::kUp || s.kind == LinearKind::kDown;
+      if (mlp && !dense_mlp) {
+        if (w.Get(s.kind).data != nullptr) return error(p + "a dense MLP beside the experts");
+        continue;
+      }
       if (auto st = check(w.Get(s.kind), s.rows, s.cols, p + LinearKindName(s.kind)); !st.ok()) {
         return st;
+      }
+    }
+    if (c.traits().moe) {
+      if (auto st = check(w.router, c.experts, c.hidden, p + "router"); !st.ok()) return st;
+      if (w.experts.size() != static_cast<size_t>(c.experts)) {
+        return error(absl::StrFormat("%sexperts: %d of %d", p, w.experts.size(), c.experts));
+      }
+      for (int e = 0; e < c.experts; ++e) {
+        const std::string q = absl::StrFormat("%sexperts.%d.", p, e);
+        const ExpertWeights& x = w.experts[e];
+        if (auto st = check(x.gate, c.expert_intermediate, c.hidden, q + "gate_proj"); !st.ok()) {
+          return st;
+        }
+        if (auto st = check(x.up, c.expert_intermediate, c.hidden, q + "up_proj"); !st.ok()) {
+          return st;
+        }
+        if (auto st = check(x.down, c.hidden, c.expert_intermediate, q + "down_proj"); !st.ok()) {
+          return st;
+        }
+      }
+      if (w.shared_expert_gate.size() != (c.traits().shared_expert ? size_t(c.hidden) : 0)) {
+        return error(p + "shared expert gate missing or of the wrong size");
       }
     }
     const NormPlacement placement = c.traits().norm_placement;

@@ -13,6 +13,7 @@ int EditSet::FirstLayer(int none) const {
   int first = none;
   for (const WeightEdit& e : weights) first = std::min(first, e.layer);
   for (const ActivationEdit& e : activations) first = std::min(first, e.layer);
+  for (const ExpertPrune& e : pruned_experts) first = std::min(first, e.layer);
   return first;
 }
 
@@ -28,11 +29,30 @@ absl::Status EditSet::Validate(const Model& model) const {
           absl::StrFormat("weight edit: %s[%d, %d] of layer %d: value %f is not finite",
                           LinearKindName(e.kind), e.row, e.col, e.layer, e.value));
     }
-    const Matrix& m = model.layers[e.layer].Get(e.kind);
-    if (e.row < 0 || e.row >= m.rows || e.col < 0 || e.col >= m.cols) {
+    const Matrix* m = model.layers[e.layer].Find(e.kind, e.expert);
+    if (m == nullptr) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "weight edit: layer %d has no %s%s", e.layer,
+          e.expert >= 0 ? absl::StrFormat("expert %d ", e.expert) : "", LinearKindName(e.kind)));
+    }
+    if (e.row < 0 || e.row >= m->rows || e.col < 0 || e.col >= m->cols) {
       return absl::InvalidArgumentError(
           absl::StrFormat("weight edit: %s[%d, %d] of layer %d out of range [%d, %d]",
-                          LinearKindName(e.kind), e.row, e.col, e.layer, m.rows, m.cols));
+                          LinearKindName(e.kind), e.row, e.col, e.layer, m->rows, m->cols));
+    }
+  }
+  for (const ExpertPrune& e : pruned_experts) {
+    if (e.layer < 0 || e.layer >= layers || e.expert < 0 || e.expert >= model.config.experts) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "expert pruning: expert %d of layer %d out of range (the model has %d layers of %d "
+          "experts)",
+          e.expert, e.layer, layers, model.config.experts));
+    }
+  }
+  for (const ActivationEdit& e : activations) {
+    if (e.expert >= 0 && e.expert >= model.config.experts) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("activation edit: expert %d out of range", e.expert));
     }
   }
   for (const ActivationEdit& e : activations) {
@@ -50,30 +70,31 @@ absl::Status EditSet::Validate(const Model& model) const {
   }
   // Each edit is a correction added to the pass: a coordinate given twice would be applied
   // twice (zeroing w twice leaves -w).
-  std::vector<std::tuple<int, int, int64_t, int64_t>> weight_keys;
+  std::vector<std::tuple<int, int, int, int64_t, int64_t>> weight_keys;
   weight_keys.reserve(weights.size());
   for (const WeightEdit& e : weights) {
-    weight_keys.emplace_back(e.layer, static_cast<int>(e.kind), e.row, e.col);
+    weight_keys.emplace_back(e.layer, e.expert, static_cast<int>(e.kind), e.row, e.col);
   }
   std::sort(weight_keys.begin(), weight_keys.end());
   if (auto d = std::adjacent_find(weight_keys.begin(), weight_keys.end()); d != weight_keys.end()) {
-    const auto& [layer, kind, row, col] = *d;
+    const auto& [layer, expert, kind, row, col] = *d;
     return absl::InvalidArgumentError(
-        absl::StrFormat("weight edit: %s[%d, %d] of layer %d is given more than once",
-                        LinearKindName(static_cast<LinearKind>(kind)), row, col, layer));
+        absl::StrFormat("weight edit: %s[%d, %d] of layer %d%s is given more than once",
+                        LinearKindName(static_cast<LinearKind>(kind)), row, col, layer,
+                        expert >= 0 ? absl::StrFormat(", expert %d", expert) : ""));
   }
-  std::vector<std::tuple<int, int, int>> activation_keys;
+  std::vector<std::tuple<int, int, int, int>> activation_keys;
   activation_keys.reserve(activations.size());
   for (const ActivationEdit& e : activations) {
-    activation_keys.emplace_back(e.layer, e.token, e.channel);
+    activation_keys.emplace_back(e.layer, e.expert, e.token, e.channel);
   }
   std::sort(activation_keys.begin(), activation_keys.end());
   if (auto d = std::adjacent_find(activation_keys.begin(), activation_keys.end());
       d != activation_keys.end()) {
-    const auto& [layer, token, channel] = *d;
-    return absl::InvalidArgumentError(
-        absl::StrFormat("activation edit: layer %d, token %d, channel %d is given more than once",
-                        layer, token, channel));
+    const auto& [layer, expert, token, channel] = *d;
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "activation edit: layer %d%s, token %d, channel %d is given more than once", layer,
+        expert >= 0 ? absl::StrFormat(", expert %d", expert) : "", token, channel));
   }
   return absl::OkStatus();
 }

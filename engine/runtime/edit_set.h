@@ -18,22 +18,32 @@ struct WeightEdit {
   int64_t row = 0;
   int64_t col = 0;
   float value = 0.f;
+  int expert = -1;  // a routed expert's gate, up or down; -1: the layer's own weight
 };
 
 // Overwrites the output of a layer's down_proj at (token, channel): the paper's "restore the
-// super activation".
+// super activation". For an expert, its output where the token is routed to it.
 struct ActivationEdit {
   int layer = 0;
   int token = 0;
   int channel = 0;
   float value = 0.f;
+  int expert = -1;
+};
+
+// An expert removed from its layer's routing (its router logit -inf): the super-expert study's
+// pruning.
+struct ExpertPrune {
+  int layer = 0;
+  int expert = 0;
 };
 
 struct EditSet {
   std::vector<WeightEdit> weights;
   std::vector<ActivationEdit> activations;
+  std::vector<ExpertPrune> pruned_experts;
 
-  bool empty() const { return weights.empty() && activations.empty(); }
+  bool empty() const { return weights.empty() && activations.empty() && pruned_experts.empty(); }
   // The lowest layer any edit touches; `none` when there are no edits. Below it the edited pass
   // is the model's own, so a pass can take it over from the unedited one (forward.h).
   int FirstLayer(int none) const;

@@ -177,6 +177,157 @@ absl::Status CheckEdits(const Model& model, absl::Span<const SequenceInput> batc
   return absl::OkStatus();
 }
 
+// The sequence each row of a batch belongs to.
+std::vector<int> SequenceOfRows(const std::vector<int64_t>& offsets) {
+  std::vector<int> sequence_of(offsets.back());
+  for (size_t s = 0; s + 1 < offsets.size(); ++s) {
+    std::fill(sequence_of.begin() + offsets[s], sequence_of.begin() + offsets[s + 1],
+              static_cast<int>(s));
+  }
+  return sequence_of;
+}
+
+// out[r, e.row] += (e.value - W[e.row, e.col]) * in[r, e.col] for every weight edit of
+// (layer, expert, kind) of the sequence row r belongs to: rows[r] is r's row in the batch
+// (nullptr: r itself), `in` and `out` [count, w.cols] and [count, w.rows].
+void CorrectForWeightEdits(const Matrix& w, absl::Span<const SequenceInput> batch,
+                           const std::vector<int>& sequence_of, const int64_t* rows, int64_t count,
+                           int layer, int expert, LinearKind kind, const float* in, float* out) {
+  for (const SequenceInput& seq : batch) {
+    if (seq.edits == nullptr) continue;
+    for (const WeightEdit& e : seq.edits->weights) {
+      if (e.layer != layer || e.expert != expert || e.kind != kind) continue;
+      const int s = static_cast<int>(&seq - batch.data());
+      const float delta = e.value - w.At(e.row, e.col);
+      for (int64_t r = 0; r < count; ++r) {
+        if (sequence_of[rows != nullptr ? rows[r] : r] != s) continue;
+        out[r * w.rows + e.row] += delta * in[r * w.cols + e.col];
+      }
+    }
+  }
+}
+
+// The routed experts of a mixture-of-experts layer over the batch's MLP input h [N, hidden]: each
+// token's top-k experts by the router's softmax (less those its sequence prunes), their
+// outputs weighted and summed into y [N, hidden] expert after expert, as transformers sums them.
+absl::Status RunExperts(const Model& model, int layer, absl::Span<const SequenceInput> batch,
+                        const std::vector<int64_t>& offsets, const LinearInput& h,
+                        const ForwardOptions& options, float* y) {
+  const ModelConfig& c = model.config;
+  const LayerWeights& w = model.layers[layer];
+  const int64_t N = offsets.back(), D = c.hidden, E = c.experts, K = c.experts_per_token;
+  const int64_t EI = c.expert_intermediate;
+  const std::vector<int> sequence_of = SequenceOfRows(offsets);
+  LinearScratch scratch;
+  std::vector<float> logits(N * E);
+  if (absl::Status s = Linear(w.router, h, logits.data(), E, &scratch); !s.ok()) return s;
+  // Routing: softmax in f32 over the experts not pruned, the k most probable (the lower index on
+  // ties), renormalized where the model says.
+  std::vector<std::vector<std::pair<int64_t, float>>> routed(E);  // per expert: (row, weight)
+  std::vector<char> pruned(E);
+  for (int64_t t = 0; t < N; ++t) {
+    std::fill(pruned.begin(), pruned.end(), 0);
+    if (const EditSet* edits = batch[sequence_of[t]].edits) {
+      for (const ExpertPrune& p : edits->pruned_experts) {
+        if (p.layer == layer) pruned[p.expert] = 1;
+      }
+    }
+    float* row = &logits[t * E];
+    float mx = -INFINITY;
+    for (int64_t e = 0; e < E; ++e) {
+      if (!pruned[e]) mx = std::max(mx, row[e]);
+    }
+    float sum = 0;
+    for (int64_t e = 0; e < E; ++e) {
+      row[e] = pruned[e] ? 0.f : std::exp(row[e] - mx);
+      sum += row[e];
+    }
+    std::vector<int> order(E);
+    for (int e = 0; e < E; ++e) order[e] = e;
+    std::partial_sort(order.begin(), order.begin() + K, order.end(), [row](int a, int b) {
+      return row[a] > row[b] || (row[a] == row[b] && a < b);
+    });
+    float chosen = 0;
+    for (int64_t i = 0; i < K; ++i) chosen += row[order[i]] / sum;
+    for (int64_t i = 0; i < K; ++i) {
+      if (pruned[order[i]]) continue;  // fewer experts left than k
+      const float p = row[order[i]] / sum;
+      routed[order[i]].push_back({t, c.norm_topk ? p / chosen : p});
+    }
+  }
+  std::fill(y, y + N * D, 0.f);
+  const bool silu = c.traits().activation == MlpActivation::kSilu;
+  std::vector<int64_t> rows;
+  std::vector<float> in, gate, up, down;
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t n = static_cast<int64_t>(routed[e].size());
+    if (n == 0) continue;
+    const ExpertWeights& x = w.experts[e];
+    rows.resize(n);
+    in.resize(n * D);
+    for (int64_t r = 0; r < n; ++r) {
+      rows[r] = routed[e][r].first;
+      std::copy_n(h.f32 + rows[r] * D, D, &in[r * D]);
+    }
+    gate.resize(n * EI);
+    up.resize(n * EI);
+    down.resize(n * D);
+    auto linear = [&](const Matrix& m, LinearKind kind, const float* input, float* output) {
+      absl::Status s = Linear(m, input, n, output, m.rows, options.precision, &scratch);
+      if (s.ok()) {
+        CorrectForWeightEdits(m, batch, sequence_of, rows.data(), n, layer, static_cast<int>(e),
+                              kind, input, output);
+      }
+      return s;
+    };
+    if (absl::Status s = linear(x.gate, LinearKind::kGate, in.data(), gate.data()); !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = linear(x.up, LinearKind::kUp, in.data(), up.data()); !s.ok()) return s;
+    for (int64_t r = 0; r < n; ++r) {
+      if (silu) {
+        SwiGlu(&gate[r * EI], &up[r * EI], EI);
+      } else {
+        GeGlu(&gate[r * EI], &up[r * EI], EI);
+      }
+    }
+    if (absl::Status s = linear(x.down, LinearKind::kDown, gate.data(), down.data()); !s.ok()) {
+      return s;
+    }
+    // Each sequence's rows are contiguous and in order: its activation edits, then its report.
+    std::vector<int> positions;
+    for (int64_t r0 = 0; r0 < n;) {
+      const int s = sequence_of[rows[r0]];
+      int64_t r1 = r0;
+      positions.clear();
+      while (r1 < n && sequence_of[rows[r1]] == s) {
+        positions.push_back(static_cast<int>(rows[r1] - offsets[s]));
+        ++r1;
+      }
+      if (const EditSet* edits = batch[s].edits) {
+        for (const ActivationEdit& a : edits->activations) {
+          if (a.layer != layer || a.expert != e) continue;
+          for (int64_t r = r0; r < r1; ++r) {
+            if (positions[r - r0] == a.token) down[r * D + a.channel] = a.value;
+          }
+        }
+      }
+      if (options.tap != nullptr) {
+        options.tap->OnExpertDownProj(layer, static_cast<int>(e), s, positions.data(),
+                                      &gate[r0 * EI], &down[r0 * D], static_cast<int>(r1 - r0),
+                                      static_cast<int>(EI), static_cast<int>(D));
+      }
+      r0 = r1;
+    }
+    for (int64_t r = 0; r < n; ++r) {
+      const float weight = routed[e][r].second;
+      float* dst = y + rows[r] * D;
+      for (int64_t i = 0; i < D; ++i) dst[i] += weight * down[r * D + i];
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<ResidualStream> EmbedBatch(const Model& model,
@@ -254,14 +405,20 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
   const ArchitectureTraits& traits = c.traits();
   const bool pre_norms = traits.norm_placement != NormPlacement::kPost;
   const bool post_norms = traits.norm_placement != NormPlacement::kPre;
+  const bool moe = c.experts > 0;
+  if (moe && model.activation_transform != nullptr) {
+    return absl::UnimplementedError(
+        "activation quantization of mixture-of-experts layers is not supported");
+  }
 
+  const std::vector<int> sequence_of = SequenceOfRows(offsets);
   // Whether any sequence edits a weight of `layer`'s `one` or `other`: the fused paths then
   // give way to plain outputs that the edits can correct.
   auto weights_edited = [&](int layer, LinearKind one, LinearKind other) {
     for (const SequenceInput& in : batch) {
       if (in.edits == nullptr) continue;
       for (const WeightEdit& e : in.edits->weights) {
-        if (e.layer == layer && (e.kind == one || e.kind == other)) return true;
+        if (e.layer == layer && e.expert < 0 && (e.kind == one || e.kind == other)) return true;
       }
     }
     return false;
@@ -274,16 +431,7 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
     if (absl::Status status = Linear(w, in_x, out, w.rows, &b.scratch); !status.ok()) {
       return status;
     }
-    for (size_t s = 0; s < batch.size(); ++s) {
-      if (batch[s].edits == nullptr) continue;
-      for (const WeightEdit& e : batch[s].edits->weights) {
-        if (e.layer != layer || e.kind != kind) continue;
-        const float delta = e.value - w.At(e.row, e.col);
-        for (int64_t t = offsets[s]; t < offsets[s + 1]; ++t) {
-          out[t * w.rows + e.row] += delta * in[t * w.cols + e.col];
-        }
-      }
-    }
+    CorrectForWeightEdits(w, batch, sequence_of, nullptr, N, layer, -1, kind, in, out);
     return absl::OkStatus();
   };
   // The model's activation transform on each sequence's part of a linear input, before any
@@ -329,13 +477,14 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
                              {LinearKind::kV, b.v.data()}}) {
       if (status = linear(l, kind, attn_in, out); !status.ok()) return status;
     }
-    add_bias_and_clip(b.q.data(), w.q_bias, QD);
-    add_bias_and_clip(b.k.data(), w.k_bias, KVD);
-    add_bias_and_clip(b.v.data(), w.v_bias, KVD);
+    // q/k norms (none of these architectures has biases too) before the clipping (OLMoE).
     if (!w.q_norm.empty()) {
       RmsNormPieces(w.q_norm, c.norm_eps, b.q.data(), N, QD);
       RmsNormPieces(w.k_norm, c.norm_eps, b.k.data(), N, KVD);
     }
+    add_bias_and_clip(b.q.data(), w.q_bias, QD);
+    add_bias_and_clip(b.k.data(), w.k_bias, KVD);
+    add_bias_and_clip(b.v.data(), w.v_bias, KVD);
     const bool sliding = c.Sliding(l);
     const RopeTable& layer_rope = sliding ? sliding_rope : rope;
     const AttentionShape shape{c.heads,        c.kv_heads,
@@ -372,6 +521,19 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
     }
     transform_input(l, LinearInputSite::kGateUp, b.h.data(), D);
     const LinearInput ffn_in(b.h.data(), N, D, options.precision, &b.input);
+    std::vector<float> experts_out;  // the routed experts' sum, where the layer has experts
+    if (moe) {
+      experts_out.resize(N * D);
+      if (status = RunExperts(model, l, batch, offsets, ffn_in, options, experts_out.data());
+          !status.ok()) {
+        return status;
+      }
+      if (!traits.shared_expert) {
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < N * D; ++i) x[i] += experts_out[i];
+        continue;
+      }
+    }
     // Gate, up and their SwiGLU in one pass over the products where the AMX kernel serves and
     // no weight edit of this layer's gate or up has to be added to their outputs first.
     const bool silu = traits.activation == MlpActivation::kSilu;
@@ -396,9 +558,11 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
     bool activations_edited = false;
     for (const SequenceInput& in : batch) {
       if (in.edits == nullptr) continue;
-      for (const ActivationEdit& e : in.edits->activations) activations_edited |= e.layer == l;
+      for (const ActivationEdit& e : in.edits->activations) {
+        activations_edited |= e.layer == l && e.expert < 0;
+      }
     }
-    if (options.tap == nullptr && !activations_edited && !post_norms &&
+    if (options.tap == nullptr && !activations_edited && !post_norms && !moe &&
         !weights_edited(l, LinearKind::kDown, LinearKind::kDown) &&
         LinearAddTo(w.Get(LinearKind::kDown), mlp_in, x.data(), D)) {
       continue;
@@ -409,12 +573,23 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
       const int64_t o = offsets[s];
       if (batch[s].edits != nullptr) {
         for (const ActivationEdit& e : batch[s].edits->activations) {
-          if (e.layer == l) b.down[(o + e.token) * D + e.channel] = e.value;
+          if (e.layer == l && e.expert < 0) b.down[(o + e.token) * D + e.channel] = e.value;
         }
       }
       if (options.tap != nullptr) {
         options.tap->OnDownProj(l, static_cast<int>(s), &b.gate[o * I], &b.down[o * D],
                                 static_cast<int>(offsets[s + 1] - o), I, D);
+      }
+    }
+    if (moe) {  // the shared expert, gated, beside the routed experts' sum
+#pragma omp parallel for schedule(static)
+      for (int64_t t = 0; t < N; ++t) {
+        float dot = 0;
+        for (int64_t i = 0; i < D; ++i) dot += b.h[t * D + i] * w.shared_expert_gate[i];
+        const float gate = 1.f / (1.f + std::exp(-dot));
+        for (int64_t i = 0; i < D; ++i) {
+          b.down[t * D + i] = experts_out[t * D + i] + gate * b.down[t * D + i];
+        }
       }
     }
     if (post_norms) {  // the super activation is the down projection's output, before this norm

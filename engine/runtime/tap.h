@@ -10,6 +10,13 @@ class ForwardTap {
   // [tokens, intermediate] and its output as [tokens, hidden], after any edits.
   virtual void OnDownProj(int layer, int sequence, const float* input, const float* output,
                           int tokens, int intermediate, int hidden) = 0;
+  // Mixture-of-experts layers, instead: once per layer, sequence and expert, the tokens routed to
+  // that expert (their positions in the sequence, ascending), its down_proj input
+  // [rows, intermediate] and output [rows, hidden] at them, before the routing weights scale it.
+  // An expert no token of the sequence reaches is not reported.
+  virtual void OnExpertDownProj(int layer, int expert, int sequence, const int* positions,
+                                const float* input, const float* output, int rows, int intermediate,
+                                int hidden) {}
 };
 
 }  // namespace superweight
