@@ -3,7 +3,9 @@ tools/llama_cpp_eval.py, llama.cpp's side: what the other oracle tests take from
 family's directory has the config its transformers class saves and the tensors its modeling file
 names; llama.cpp's converter makes a GGUF file of it that llama.cpp runs to the logits of the
 tool's numpy forward pass (and, for the families transformers 4.46 has, to transformers'); a
-planted super weight is where the paper's locator looks. No engine: tooling only."""
+planted super weight is where the paper's locator looks; in the mixtures of experts (Mixtral,
+Qwen2-MoE, Qwen3-MoE, OLMoE), a planted super expert is where a locator that watches each
+expert's routed tokens looks. No engine: tooling only."""
 import json
 import os
 import subprocess
@@ -21,22 +23,29 @@ pytestmark = pytest.mark.formats  # no engine, no CPU-class dispatch: once, at f
 
 BENCH_PY = os.path.join(ROOT, ".venv-bench", "bin", "python")
 EVAL = os.path.join(ROOT, "tools", "llama_cpp_eval.py")
-# (layer, row, col, value); gemma3's in a sliding layer before its global one.
+# (layer, row, col, value); gemma3's in a sliding layer before its global one. The mixtures of
+# experts': (layer, expert, row, col, value).
 PLANTS = {"llama3": (0, 5, 7, 50.0), "qwen3": (0, 11, 100, 50.0), "olmo2": (0, 40, 3, 50.0),
-          "gemma2": (0, 63, 159, 50.0), "gemma3": (3, 17, 42, 50.0)}
+          "gemma2": (0, 63, 159, 50.0), "gemma3": (3, 17, 42, 50.0),
+          "mixtral": (0, 3, 5, 7, 50.0), "qwen2_moe": (1, 6, 60, 40, 50.0),
+          "qwen3_moe": (0, 7, 33, 47, 50.0), "olmoe": (1, 2, 10, 20, -50.0)}
+# What llama.cpp's converter writes for the mixtures of experts.
+GGUF_ARCH = {"mixtral": "llama", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe",
+             "olmoe": "olmoe"}
 IDS = [1] + [int(i) for i in np.random.default_rng(7).integers(3, 512, 31)]
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """Every family, its super weight planted, as a directory and an f32 GGUF file; llama3's
-    twin with that weight zeroed (plant value 0: every other weight the same), and its BF16
-    file."""
+    """Every family, its super weight (super expert) planted, as a directory and an f32 GGUF
+    file; llama3's and qwen3_moe's twins with that weight zeroed (plant value 0: every other
+    weight the same), and llama3's BF16 file."""
     root = tmp_path_factory.mktemp("test_models")
     made, jobs = {}, []
     for family in mtm.FAMILIES:
+        zeroed = PLANTS[family][:-1] + (0.0,)
         for name, plant in [(family, PLANTS[family])] + (
-                [("llama3_zeroed", PLANTS["llama3"][:3] + (0.0,))] if family == "llama3" else []):
+                [(family + "_zeroed", zeroed)] if family in ("llama3", "qwen3_moe") else []):
             hf, gguf = str(root / name), str(root / f"{name}.gguf")
             config, weights = mtm.make(family, hf, plant=plant)
             made[name] = {"hf": hf, "gguf": gguf, "config": config, "weights": weights}
@@ -66,10 +75,11 @@ def read_gguf(path):
 
 
 def test_configs_are_what_transformers_saves(models, tmp_path):
-    """llama3's and gemma2's config.json are what LlamaConfig / Gemma2Config (4.46) write back
-    (every key, the same values); the newer families' hold what llama.cpp's converter reads."""
+    """The config.json of llama3, gemma2, mixtral, qwen2_moe and olmoe are what their config
+    classes (4.46) write back (every key, the same values); the newer families' hold what
+    llama.cpp's converter reads."""
     from transformers import AutoConfig
-    for family in ("llama3", "gemma2"):
+    for family in ("llama3", "gemma2", "mixtral", "qwen2_moe", "olmoe"):
         config = AutoConfig.from_pretrained(models[family]["hf"])
         config.save_pretrained(tmp_path / family)
         with open(tmp_path / family / "config.json") as fh:
@@ -82,6 +92,16 @@ def test_configs_are_what_transformers_saves(models, tmp_path):
     assert gemma3["sliding_window_pattern"] == 6 and gemma3["attn_logit_softcapping"] is None
     assert models["qwen3"]["config"]["head_dim"] * 4 != mtm.HIDDEN
     assert "sliding_window" not in models["olmo2"]["config"]  # else the converter makes Olmo 3
+    q3 = models["qwen3_moe"]["config"]
+    assert q3["head_dim"] == 32 and q3["norm_topk_prob"] is True and q3["mlp_only_layers"] == []
+    assert q3["decoder_sparse_step"] == 1 and q3["moe_intermediate_size"] == 48
+    assert models["qwen2_moe"]["config"]["norm_topk_prob"] is False
+    assert models["olmoe"]["config"]["norm_topk_prob"] is False
+    assert "norm_topk_prob" not in models["mixtral"]["config"]  # always renormalized
+    for family in mtm.MOE_FAMILIES:
+        c = models[family]["config"]
+        assert mtm.moe_dims(c) == (8, 2, 48, 80 if family == "qwen2_moe" else 0), family
+        assert (c["bos_token_id"], c["eos_token_id"]) == (1, 2), family
     for family in mtm.FAMILIES:
         c = models[family]["config"]
         assert c["torch_dtype"] == "float32" and c["vocab_size"] == 512
@@ -92,7 +112,7 @@ def test_transformers_loads_every_tensor_and_agrees_with_the_numpy_forward(model
     """Where transformers 4.46 has the family: no tensor missing or left over, and its logits are
     the numpy forward pass's (which the newer families' llama.cpp checks rely on)."""
     from transformers import AutoModelForCausalLM
-    for family in ("llama3", "gemma2"):
+    for family in ("llama3", "gemma2", "mixtral", "qwen2_moe", "olmoe"):
         m = models[family]
         model, info = AutoModelForCausalLM.from_pretrained(
             m["hf"], torch_dtype=torch.float32, attn_implementation="eager",
@@ -122,6 +142,27 @@ def test_tensor_names_and_shapes(models):
     assert models["gemma3"]["weights"]["model.layers.5.self_attn.k_norm.weight"].shape == (16,)
     assert "lm_head.weight" not in models["llama3"]["weights"]
     assert models["llama3"]["weights"]["model.norm.weight"].std() > 0.05  # 1 + N(0, 0.1)
+    mixtral = models["mixtral"]["weights"]
+    assert mixtral["model.layers.0.block_sparse_moe.gate.weight"].shape == (8, 64)
+    assert mixtral["model.layers.1.block_sparse_moe.experts.7.w1.weight"].shape == (48, 64)
+    assert mixtral["model.layers.1.block_sparse_moe.experts.7.w3.weight"].shape == (48, 64)
+    assert mixtral["model.layers.1.block_sparse_moe.experts.7.w2.weight"].shape == (64, 48)
+    qwen2 = models["qwen2_moe"]["weights"]
+    assert qwen2["model.layers.0.self_attn.k_proj.bias"].shape == (32,)
+    assert qwen2["model.layers.0.mlp.shared_expert.down_proj.weight"].shape == (64, 80)
+    assert qwen2["model.layers.0.mlp.shared_expert_gate.weight"].shape == (1, 64)
+    assert qwen2["model.layers.0.mlp.experts.0.down_proj.weight"].shape == (64, 48)
+    assert models["qwen3_moe"]["weights"]["model.layers.0.self_attn.q_norm.weight"].shape == (32,)
+    olmoe = models["olmoe"]["weights"]
+    assert olmoe["model.layers.0.self_attn.q_norm.weight"].shape == (64,)
+    assert olmoe["model.layers.0.self_attn.k_norm.weight"].shape == (64,)  # 4 KV heads
+    assert "model.layers.0.input_layernorm.weight" in olmoe
+    for family in mtm.MOE_FAMILIES:
+        w = models[family]["weights"]
+        assert not any(".mlp.down_proj" in n or ".mlp.gate_proj" in n for n in w), family
+        assert sum(n.endswith("down_proj.weight") or n.endswith("w2.weight") for n in w) == \
+            2 * (8 + (family == "qwen2_moe")), family
+        assert "lm_head.weight" in w
     for family in mtm.FAMILIES:
         for f in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer.model",
                   "tokenizer_config.json"):
@@ -156,13 +197,45 @@ def test_gguf_files_as_llama_cpps_converter_writes_them(models):
     assert g3["gemma3.attention.sliding_window"] == 8
     assert "gemma3.attention.sliding_window_pattern" not in g3  # llama.cpp assumes 6
     assert keys["qwen3"]["qwen3.attention.key_length"] == 32
+    # The mixtures of experts: Mixtral as a llama with experts; the experts stacked, [E, rows,
+    # cols] (ne reversed); expert widths where the converter writes them, no key for the
+    # routing's renormalization (llama.cpp takes it from the architecture).
+    for family in mtm.MOE_FAMILIES:
+        arch = GGUF_ARCH[family]
+        k = keys[family]
+        assert k["general.architecture"] == arch, family
+        assert k[f"{arch}.expert_count"] == 8 and k[f"{arch}.expert_used_count"] == 2, family
+        assert not any("norm_topk" in key or "expert_weights_norm" in key for key in k), family
+        tensors = {t.name: np.asarray(t.data) for t in read_gguf(models[family]["gguf"]).tensors}
+        hf = models[family]["weights"]
+        for what, kind in (("gate", "ffn_gate_exps"), ("up", "ffn_up_exps"),
+                           ("down", "ffn_down_exps")):
+            want = np.stack([hf[mtm.expert_names(models[family]["config"], 1, e)[what]]
+                             for e in range(8)])
+            assert np.array_equal(tensors[f"blk.1.{kind}.weight"], want), (family, kind)
+        assert np.array_equal(tensors["blk.0.ffn_gate_inp.weight"],
+                              hf[mtm.router_name(models[family]["config"], 0)]), family
+    assert keys["mixtral"]["llama.feed_forward_length"] == 48
+    assert "llama.expert_feed_forward_length" not in keys["mixtral"]
+    q2 = keys["qwen2_moe"]
+    assert q2["qwen2moe.expert_feed_forward_length"] == 48
+    assert q2["qwen2moe.expert_shared_feed_forward_length"] == 80
+    t = {t.name: t for t in read_gguf(models["qwen2_moe"]["gguf"]).tensors}
+    assert t["blk.0.ffn_gate_inp_shexp.weight"].shape.tolist() == [64, 1]  # 2-D, as in HF
+    assert t["blk.0.ffn_down_shexp.weight"].shape.tolist() == [80, 64]
+    assert t["blk.0.attn_q.bias"].shape.tolist() == [64]
+    assert keys["qwen3_moe"]["qwen3moe.expert_feed_forward_length"] == 48
+    assert keys["qwen3_moe"]["qwen3moe.attention.key_length"] == 32
+    assert "olmoe.expert_feed_forward_length" not in keys["olmoe"]
+    assert keys["olmoe"]["olmoe.feed_forward_length"] == 48
 
 
 @pytest.mark.parametrize("family", mtm.FAMILIES)
 def test_llama_cpp_runs_each_family_as_the_numpy_forward(models, family, tmp_path):
     """Every family's GGUF file in llama.cpp: finite logits, those of the tool's numpy forward
     pass (transformers' semantics) within what llama.cpp's arithmetic allows: 1e-5 with its f32
-    KV cache where no GELU is involved, 1e-3 for the Gemmas (ggml's GELU is an f16 table)."""
+    KV cache where no GELU is involved (the routing of the mixtures of experts included), 1e-3
+    for the Gemmas (ggml's GELU is an f16 table)."""
     m = models[family]
     got = llama_cpp_logits(m["gguf"], IDS, tmp_path)
     assert got.shape == (len(IDS), 512) and np.all(np.isfinite(got))
@@ -181,7 +254,7 @@ def test_gemma2_llama_cpp_against_transformers(models, torch, tmp_path):
         assert relative_error(got, want) < 2e-3, kv
 
 
-@pytest.mark.parametrize("family", mtm.FAMILIES)
+@pytest.mark.parametrize("family", mtm.DENSE_FAMILIES)
 def test_planted_super_weight_is_where_the_locator_looks(models, family):
     """Over a prompt that starts with BOS: the largest |down_proj input| of all layers at (L, C)
     and the largest |down_proj output| at (L, R), both at BOS, several times the next; with the
@@ -212,12 +285,64 @@ def test_planted_super_weight_is_where_the_locator_looks(models, family):
     assert tensors[f"blk.{layer}.ffn_down.weight"][row, col] == value
 
 
-def test_zeroing_the_planted_weight_moves_llama_cpps_logits(models, tmp_path):
-    planted = llama_cpp_logits(models["llama3"]["gguf"], IDS, tmp_path)
-    zeroed = llama_cpp_logits(models["llama3_zeroed"]["gguf"], IDS, tmp_path)
+@pytest.mark.parametrize("family", mtm.MOE_FAMILIES)
+def test_planted_super_expert_is_where_the_locator_looks(models, family):
+    """Over a prompt that starts with BOS, BOS is routed to the planted expert first; the largest
+    |down_proj output| of any expert (before its routing weight) is the planted expert's, at
+    (BOS, R), more than 10 times any other expert's (or the shared expert's) largest, its input's
+    at (BOS, C); the per-expert maxima flag that expert alone (above their 99.5th percentile and
+    0.1 of the largest). With the weight zeroed no expert stands out. The file holds V."""
+    layer, expert, row, col, value = PLANTS[family]
+    m = models[family]
+    _, down_in, down_out, trace = mtm.reference_forward(m["config"], m["weights"], IDS,
+                                                        experts=True)
+    assert trace["routes"][layer][0, 0] == expert
+    peaks = trace["down_out_max"]
+    assert peaks.shape == (2, 8)
+    assert np.unravel_index(int(peaks.argmax()), peaks.shape) == (layer, expert)
+    out = np.abs(down_out[layer][expert])
+    assert np.unravel_index(int(out.argmax()), out.shape) == (0, row)
+    inp = np.abs(down_in[layer][expert])
+    assert np.unravel_index(int(inp.argmax()), inp.shape) == (0, col)
+    assert np.unravel_index(int(trace["down_in_max"].argmax()), peaks.shape) == (layer, expert)
+    rival = np.delete(peaks.ravel(), int(peaks.argmax())).max()
+    if trace["shared_out"] is not None:
+        rival = max(rival, max(float(np.abs(a).max()) for a in trace["shared_out"]))
+    assert peaks.max() > 10 * rival, (peaks.max(), rival)
+    flagged = np.argwhere((peaks > np.percentile(peaks, 99.5)) & (peaks > 0.1 * peaks.max()))
+    assert flagged.tolist() == [[layer, expert]]
+
+    weights = dict(m["weights"])
+    down = mtm.expert_names(m["config"], layer, expert)["down"]
+    weights[down] = weights[down].copy()
+    weights[down][row, col] = 0.0
+    after = mtm.reference_forward(m["config"], weights, IDS, experts=True)[3]["down_out_max"]
+    assert after.max() < peaks.max() / 20
+    tensors = {t.name: np.asarray(t.data) for t in read_gguf(m["gguf"]).tensors}
+    assert tensors[f"blk.{layer}.ffn_down_exps.weight"][expert, row, col] == value
+
+
+def test_planting_wants_the_familys_kind(tmp_path):
+    with pytest.raises(ValueError, match="expert"):
+        mtm.make("mixtral", str(tmp_path / "m"), plant=(0, 1, 2, 3.0))
+    with pytest.raises(ValueError, match="row"):
+        mtm.make("llama3", str(tmp_path / "l"), plant=(0, 1, 2, 3, 4.0))
+    with pytest.raises(ValueError, match="out of range"):
+        mtm.make("olmoe", str(tmp_path / "o"), plant=(0, 8, 2, 3, 4.0))  # 8 experts: 0 to 7
+    assert not os.listdir(tmp_path)
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_test_model.py"),
+                          "qwen3_moe", str(tmp_path / "q"), "--plant", "0,1,2,3"],
+                         capture_output=True, text=True)
+    assert run.returncode != 0 and "--plant_expert" in run.stderr
+
+
+@pytest.mark.parametrize("family", ["llama3", "qwen3_moe"])
+def test_zeroing_the_planted_weight_moves_llama_cpps_logits(models, family, tmp_path):
+    planted = llama_cpp_logits(models[family]["gguf"], IDS, tmp_path)
+    zeroed = llama_cpp_logits(models[family + "_zeroed"]["gguf"], IDS, tmp_path)
     assert relative_error(zeroed[1:], planted[1:]) > 0.3  # every position, not only BOS's
-    want = mtm.reference_forward(models["llama3_zeroed"]["config"],
-                                 models["llama3_zeroed"]["weights"], IDS)[0]
+    want = mtm.reference_forward(models[family + "_zeroed"]["config"],
+                                 models[family + "_zeroed"]["weights"], IDS)[0]
     assert relative_error(zeroed, want) < 1e-5
 
 
@@ -235,6 +360,7 @@ def test_directory_and_gguf_tokenize_alike(models, tmp_path):
         got = json.loads(llama_cpp("tokenize", models[family]["gguf"], text_file))["ids"]
         assert got == ids[family] and got[0] == 1, family
     assert ids["qwen3"] == ids["olmo2"] == ids["llama3"]
+    assert all(ids[f] == ids["llama3"] for f in mtm.MOE_FAMILIES)
     assert ids["gemma2"] == ids["gemma3"] != ids["llama3"]  # "Spot" without the space before it
 
 
