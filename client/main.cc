@@ -22,6 +22,7 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -60,7 +61,8 @@ ABSL_FLAG(float, threshold, 0, "spike threshold (default: the server's, 50)");
 ABSL_FLAG(bool, skip_confirmation, false, "report candidates without measuring them");
 ABSL_FLAG(std::string, job, "", "job id");
 ABSL_FLAG(std::string, settings, "",
-          "rows, comma-separated: prune,scale,outliers,restore_sa,token_probs (default all)");
+          "rows, comma-separated: prune,scale,outliers,restore_sa,token_probs (default all), "
+          "prune_experts (with --prune_experts)");
 ABSL_FLAG(std::string, tasks, "",
           "wikitext2,piqa,arc_easy,arc_challenge,hellaswag,winogrande,sciq,lambada "
           "(default all; quantize: none for no evaluation)");
@@ -237,18 +239,47 @@ absl::Status FillInput(v1::Input* input) {
 }
 
 // LAYER,ROW,COL into `out`; false when it is not three integers.
+// LAYER or LAYER:EXPERT (an expert of a mixture-of-experts layer).
+bool ParseLayer(absl::string_view text, int32_t* layer, std::optional<int32_t>* expert) {
+  const std::vector<absl::string_view> p = absl::StrSplit(text, ':');
+  int32_t e = 0;
+  if (p.empty() || p.size() > 2 || !absl::SimpleAtoi(p[0], layer) ||
+      (p.size() == 2 && (!absl::SimpleAtoi(p[1], &e) || e < 0))) {
+    return false;
+  }
+  if (p.size() == 2) *expert = e;
+  return true;
+}
+
+// LAYER[:EXPERT],ROW,COL.
 bool ParseCoordinate(const std::string& text, v1::Coordinate* out) {
   std::vector<std::string> p = absl::StrSplit(text, ',');
   int32_t layer;
+  std::optional<int32_t> expert;
   int64_t row, col;
-  if (p.size() != 3 || !absl::SimpleAtoi(p[0], &layer) || !absl::SimpleAtoi(p[1], &row) ||
+  if (p.size() != 3 || !ParseLayer(p[0], &layer, &expert) || !absl::SimpleAtoi(p[1], &row) ||
       !absl::SimpleAtoi(p[2], &col)) {
     return false;
   }
   out->set_layer(layer);
   out->set_row(row);
   out->set_col(col);
+  if (expert.has_value()) out->set_expert(*expert);
   return true;
+}
+
+// As the engine names it: layers[L].mlp.down_proj.weight[R, C], or with experts[E] before
+// down_proj.
+std::string CoordinateName(const v1::Coordinate& c) {
+  return c.has_expert() ? absl::StrFormat("layers[%d].mlp.experts[%d].down_proj.weight[%d, %d]",
+                                          c.layer(), c.expert(), c.row(), c.col())
+                        : absl::StrFormat("layers[%d].mlp.down_proj.weight[%d, %d]", c.layer(),
+                                          c.row(), c.col());
+}
+
+// LAYER or LAYER:EXPERT as the tables print it.
+std::string LayerName(const v1::Coordinate& c) {
+  return c.has_expert() ? absl::StrFormat("%d:%d", c.layer(), c.expert()) : absl::StrCat(c.layer());
 }
 
 // A table: one row per setting, one column per metric (in the order first seen), perplexities
@@ -288,10 +319,7 @@ void PrintRows(const Rows& rows) {
 template <typename Result>
 void PrintSuperWeights(const std::string& job_id, const Result& r) {
   std::cout << "job " << job_id << ": super weights";
-  for (const auto& c : r.super_weights()) {
-    std::cout << absl::StrFormat(" layers[%d].mlp.down_proj.weight[%d, %d]", c.layer(), c.row(),
-                                 c.col());
-  }
+  for (const auto& c : r.super_weights()) std::cout << " " << CoordinateName(c);
   std::cout << " (" << r.super_weights_source() << ")\n";
 }
 
@@ -488,10 +516,14 @@ void PrintLocate(const v1::LocateResponse& resp) {
   }
   for (const auto& s : r.super_weights()) {
     std::cout << absl::StrFormat(
-        "%-5d %-6d %-6d %-6d %-11.4g %-11.4g %-11.4g %-5d %-10s %.4g%s\n", s.iteration(),
-        s.coordinate().layer(), s.coordinate().row(), s.coordinate().col(), s.weight(),
+        "%-5d %-6s %-6d %-6d %-11.4g %-11.4g %-11.4g %-5d %-10s %.4g%s\n", s.iteration(),
+        LayerName(s.coordinate()), s.coordinate().row(), s.coordinate().col(), s.weight(),
         s.input_activation(), s.output_activation(), s.token(), s.confirmed() ? "yes" : "no",
         s.perplexity_zeroed(), s.known_match().empty() ? "" : "  (published)");
+  }
+  for (const auto& e : r.super_experts()) {
+    std::cout << absl::StrFormat("super expert %d:%d: largest down_proj output %.4g\n", e.layer(),
+                                 e.expert(), e.output_max_abs());
   }
   if (r.perplexity_intact() > 0)
     std::cout << absl::StrFormat("perplexity of the confirmation text, intact: %.4g\n",
@@ -571,7 +603,7 @@ const std::vector<FlagGroup>& FlagGroups() {
       {"score: perplexity of the input, with weights zeroed or set", {"score"}, {"zero", "set"}},
       {"ablate: zero-shot accuracy and perplexity with the super weights pruned, scaled, ...",
        {"ablate"},
-       {"settings", "scales", "outlier_fraction", "token_prob_contexts"}},
+       {"settings", "scales", "outlier_fraction", "token_prob_contexts", "prune_experts"}},
       {"quantize: round-to-nearest quantization, plain and super-weight-aware; an export",
        {"quantize"},
        {"bits", "block_size", "clip", "clip_value", "aware", "restore", "activations_int8",
@@ -588,9 +620,18 @@ const std::vector<FlagGroup>& FlagGroups() {
 
 // The repeatable flags, taken by the command line itself (their values hold commas).
 const std::map<std::string, std::string> kRepeatedFlagHelp = {
-    {"zero", "LAYER,ROW,COL: a down_proj weight zeroed for the score (repeat for more)"},
-    {"set", "LAYER,ROW,COL,VALUE: a down_proj weight set to VALUE for the score (repeat for more)"},
-    {"super_weights", "LAYER,ROW,COL: a super weight, instead of locating them (repeat for more)"},
+    {"zero",
+     "LAYER[:EXPERT],ROW,COL: a down_proj weight zeroed for the score (an expert's, with "
+     ":EXPERT; repeat for more)"},
+    {"set",
+     "LAYER[:EXPERT],ROW,COL,VALUE: a down_proj weight set to VALUE for the score (repeat for "
+     "more)"},
+    {"super_weights",
+     "LAYER[:EXPERT],ROW,COL: a super weight, instead of locating them (an expert's, with "
+     ":EXPERT; repeat for more)"},
+    {"prune_experts",
+     "LAYER:EXPERT: an expert removed from routing, one prune_experts row each (repeat for "
+     "more)"},
 };
 
 std::string GroupFlagHelp(const std::string& flag) {
@@ -708,9 +749,13 @@ int main(int argc, char** argv) {
   sigaddset(&interrupts, SIGINT);
   sigaddset(&interrupts, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &interrupts, nullptr);
-  std::vector<std::string> zeros, sets, super_weights;
-  absl::StatusOr<superweight::cli::CommandLine> command_line = superweight::cli::Parse(
-      argc, argv, {{"zero", &zeros}, {"set", &sets}, {"super_weights", &super_weights}});
+  std::vector<std::string> zeros, sets, super_weights, prune_experts;
+  absl::StatusOr<superweight::cli::CommandLine> command_line =
+      superweight::cli::Parse(argc, argv,
+                              {{"zero", &zeros},
+                               {"set", &sets},
+                               {"super_weights", &super_weights},
+                               {"prune_experts", &prune_experts}});
   if (!command_line.ok()) return Usage(std::string(command_line.status().message()));
   if (command_line->help) {
     const std::vector<std::string>& p = command_line->positional;
@@ -895,7 +940,8 @@ int main(int argc, char** argv) {
     }
     for (const std::string& z : zeros) {
       v1::WeightEdit* e = req.mutable_edits()->add_weights();
-      if (!ParseCoordinate(z, e->mutable_coordinate())) return Usage("--zero wants LAYER,ROW,COL");
+      if (!ParseCoordinate(z, e->mutable_coordinate()))
+        return Usage("--zero wants LAYER[:EXPERT],ROW,COL");
       e->set_value(0.f);
     }
     for (const std::string& edit : sets) {
@@ -906,7 +952,7 @@ int main(int argc, char** argv) {
       if (comma == std::string::npos ||
           !ParseCoordinate(edit.substr(0, comma), e->mutable_coordinate()) ||
           !absl::SimpleAtof(edit.substr(comma + 1), &value)) {
-        return Usage("--set wants LAYER,ROW,COL,VALUE");
+        return Usage("--set wants LAYER[:EXPERT],ROW,COL,VALUE");
       }
       e->set_value(value);
     }
@@ -944,8 +990,18 @@ int main(int argc, char** argv) {
     }
     for (const std::string& c : super_weights) {
       if (!ParseCoordinate(c, req.add_super_weights())) {
-        return Usage("--super_weights wants LAYER,ROW,COL");
+        return Usage("--super_weights wants LAYER[:EXPERT],ROW,COL");
       }
+    }
+    for (const std::string& e : prune_experts) {
+      int32_t layer;
+      std::optional<int32_t> expert;
+      if (!ParseLayer(e, &layer, &expert) || !expert.has_value()) {
+        return Usage("--prune_experts wants LAYER:EXPERT");
+      }
+      v1::ExpertRef* ref = req.add_prune_experts();
+      ref->set_layer(layer);
+      ref->set_expert(*expert);
     }
     req.set_max_examples(absl::GetFlag(FLAGS_max_examples));
     req.set_outlier_fraction(absl::GetFlag(FLAGS_outlier_fraction));
@@ -1043,7 +1099,7 @@ int main(int argc, char** argv) {
       req.add_tasks(std::string(v));
     for (const std::string& c : super_weights) {
       if (!ParseCoordinate(c, req.add_super_weights())) {
-        return Usage("--super_weights wants LAYER,ROW,COL");
+        return Usage("--super_weights wants LAYER[:EXPERT],ROW,COL");
       }
     }
     req.set_max_examples(absl::GetFlag(FLAGS_max_examples));
@@ -1087,7 +1143,7 @@ int main(int argc, char** argv) {
     req.set_reference(absl::GetFlag(FLAGS_reference));
     for (const std::string& c : super_weights) {
       if (!ParseCoordinate(c, req.add_super_weights())) {
-        return Usage("--super_weights wants LAYER,ROW,COL");
+        return Usage("--super_weights wants LAYER[:EXPERT],ROW,COL");
       }
     }
     req.set_max_relative_error(absl::GetFlag(FLAGS_max_rel_error));
@@ -1107,15 +1163,13 @@ int main(int argc, char** argv) {
       std::cout << absl::StrFormat("job %s: %s keeps the super weights of %s (%s): %s\n",
                                    resp.job_id(), req.model(), req.reference(),
                                    r.super_weights_source(), r.passed() ? "yes" : "NO");
-      std::cout << absl::StrFormat("%-42s %12s %12s %10s %12s %12s\n", "super weight", "reference",
+      std::cout << absl::StrFormat("%-52s %12s %12s %10s %12s %12s\n", "super weight", "reference",
                                    "model", "rel error", "SA ref", "SA model");
       for (const auto& w : r.super_weights()) {
-        std::cout << absl::StrFormat(
-            "%-42s %12.6g %12.6g %10.3g %12.6g %12.6g%s\n",
-            absl::StrFormat("layers[%d].mlp.down_proj.weight[%d, %d]", w.coordinate().layer(),
-                            w.coordinate().row(), w.coordinate().col()),
-            w.reference_value(), w.model_value(), w.relative_error(), w.reference_activation(),
-            w.model_activation(), w.kept() ? "" : "  LOST");
+        std::cout << absl::StrFormat("%-52s %12.6g %12.6g %10.3g %12.6g %12.6g%s\n",
+                                     CoordinateName(w.coordinate()), w.reference_value(),
+                                     w.model_value(), w.relative_error(), w.reference_activation(),
+                                     w.model_activation(), w.kept() ? "" : "  LOST");
       }
       std::cout << absl::StrFormat("WikiText-2 perplexity: reference %.6g, model %.6g (x%.4g)\n",
                                    r.reference_perplexity(), r.model_perplexity(),

@@ -11,11 +11,25 @@ Precision FromProto(v1::Precision p) {
   return p == v1::PRECISION_BF16 ? Precision::kBF16 : Precision::kF32;
 }
 
+SuperWeightCoordinate FromProto(const v1::Coordinate& c) {
+  return {c.layer(), c.row(), c.col(), c.has_expert() ? c.expert() : -1};
+}
+
+void ToProto(const SuperWeightCoordinate& c, v1::Coordinate* out) {
+  out->set_layer(c.layer);
+  out->set_row(c.row);
+  out->set_col(c.col);
+  if (c.expert >= 0) out->set_expert(c.expert);
+}
+
 absl::StatusOr<EditSet> FromProto(const v1::EditSet& edits, const Model& model) {
   EditSet out;
   for (const auto& w : edits.weights()) {
-    out.weights.push_back({w.coordinate().layer(), LinearKind::kDown, w.coordinate().row(),
-                           w.coordinate().col(), w.value()});
+    const SuperWeightCoordinate c = FromProto(w.coordinate());
+    if (w.coordinate().has_expert() && c.expert < 0) {
+      return absl::InvalidArgumentError(absl::StrFormat("expert %d is negative", c.expert));
+    }
+    out.weights.push_back({c.layer, LinearKind::kDown, c.row, c.col, w.value(), c.expert});
   }
   for (const auto& a : edits.activations()) {
     out.activations.push_back({a.layer(), a.token(), a.channel(), a.value()});
@@ -68,6 +82,17 @@ void LayerProfile(const std::vector<LayerMax>& layers,
     a->set_output_max_abs(layers[l].output_max_abs);
     a->set_output_token(layers[l].output_token);
     a->set_output_channel(layers[l].output_channel);
+    if (layers[l].output_expert >= 0) a->set_output_expert(layers[l].output_expert);
+  }
+}
+
+void ExpertActivations(const std::vector<ExpertMax>& maxima,
+                       google::protobuf::RepeatedPtrField<v1::ExpertActivation>* out) {
+  for (const ExpertMax& m : maxima) {
+    v1::ExpertActivation* a = out->Add();
+    a->set_layer(m.layer);
+    a->set_expert(m.expert);
+    a->set_output_max_abs(m.output_max_abs);
   }
 }
 
@@ -183,8 +208,8 @@ std::string LocateSummary(const LocateResult& r) {
   }
   for (const auto& s : r.candidates) {
     if (!s.confirmed) continue;
-    summary += absl::StrFormat("; layers[%d].mlp.down_proj.weight[%d, %d] = %.4g", s.layer, s.row,
-                               s.col, s.weight);
+    summary += absl::StrFormat(
+        "; %s = %.4g", SuperWeightCoordinate{s.layer, s.row, s.col, s.expert}.Name(), s.weight);
     if (r.perplexity_intact > 0) {
       summary += absl::StrFormat(" (zeroed: perplexity %.4g -> %.4g)", r.perplexity_intact,
                                  s.perplexity_zeroed);
@@ -197,9 +222,7 @@ v1::LocateResult ToProto(const LocateResult& r) {
   v1::LocateResult out;
   for (const SuperWeight& s : r.candidates) {
     v1::SuperWeight* p = out.add_super_weights();
-    p->mutable_coordinate()->set_layer(s.layer);
-    p->mutable_coordinate()->set_row(s.row);
-    p->mutable_coordinate()->set_col(s.col);
+    ToProto(SuperWeightCoordinate{s.layer, s.row, s.col, s.expert}, p->mutable_coordinate());
     p->set_weight(s.weight);
     p->set_input_activation(s.input_activation);
     p->set_output_activation(s.output_activation);
@@ -212,6 +235,8 @@ v1::LocateResult ToProto(const LocateResult& r) {
   LayerProfile(r.profile_after, out.mutable_profile_after());
   out.set_iterations(r.iterations);
   out.set_perplexity_intact(r.perplexity_intact);
+  ExpertActivations(r.expert_maxima, out.mutable_expert_maxima());
+  ExpertActivations(r.super_experts, out.mutable_super_experts());
   return out;
 }
 

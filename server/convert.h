@@ -17,6 +17,9 @@
 namespace superweight::server {
 
 Precision FromProto(v1::Precision p);
+// A coordinate (expert -1 where the message names none) and back.
+SuperWeightCoordinate FromProto(const v1::Coordinate& c);
+void ToProto(const SuperWeightCoordinate& c, v1::Coordinate* out);
 absl::StatusOr<EditSet> FromProto(const v1::EditSet& edits, const Model& model);
 // Token ids of an Input, checked against the model's vocabulary and `max_tokens`.
 absl::StatusOr<std::vector<int32_t>> TokensFromInput(const v1::Input& input, const Model& model,

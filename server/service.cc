@@ -281,7 +281,12 @@ absl::StatusOr<EvaluationRequest> SuperWeightService::CheckEvaluation(
 absl::Status SuperWeightService::SuperWeightsOrLocate(
     const Model& m, const google::protobuf::RepeatedPtrField<v1::Coordinate>& named,
     Precision precision, JobWork* work, std::vector<SuperWeightCoordinate>* super_weights) const {
-  for (const v1::Coordinate& c : named) super_weights->push_back({c.layer(), c.row(), c.col()});
+  for (const v1::Coordinate& c : named) {
+    if (c.has_expert() && c.expert() < 0) {
+      return absl::InvalidArgumentError(absl::StrFormat("expert %d is negative", c.expert()));
+    }
+    super_weights->push_back(FromProto(c));
+  }
   if (absl::Status s = CheckSuperWeights(m, *super_weights); !s.ok()) return s;
   if (!super_weights->empty()) return absl::OkStatus();
   if (m.tokenizer == nullptr) {
@@ -315,9 +320,24 @@ absl::StatusOr<JobWork> SuperWeightService::PlanAblate(const v1::AblateRequest& 
   if (settings.empty()) settings = {"prune", "scale", "outliers", "restore_sa", "token_probs"};
   std::vector<float> scales(req.scales().begin(), req.scales().end());
   if (scales.empty()) scales = {0.f, 0.2f, 0.5f, 0.8f, 1.f, 1.5f, 2.f, 3.f};
-  auto parsed = AblationSettings(settings, scales);
+  std::vector<ExpertPrune> experts;
+  for (const v1::ExpertRef& e : req.prune_experts()) {
+    if (e.layer() < 0 || e.layer() >= m.config.layers || e.expert() < 0 ||
+        e.expert() >= m.config.experts) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("prune_experts: expert %d:%d outside the model's %d layers of %d experts",
+                          e.layer(), e.expert(), m.config.layers, m.config.experts));
+    }
+    experts.push_back({e.layer(), e.expert()});
+  }
+  auto parsed = AblationSettings(settings, scales, experts);
   if (!parsed.ok()) return parsed.status();
   o.settings = std::move(*parsed);
+  // Pruning experts alone needs no super weight: none is located for it.
+  const bool needs_super_weights =
+      std::any_of(o.settings.begin(), o.settings.end(), [](const AblationSetting& s) {
+        return s.kind != AblationKind::kIntact && s.kind != AblationKind::kPruneExpert;
+      });
   auto evaluation =
       CheckEvaluation(m, req.tasks(), req.max_examples(), req.window(), req.max_windows());
   if (!evaluation.ok()) return evaluation.status();
@@ -331,10 +351,12 @@ absl::StatusOr<JobWork> SuperWeightService::PlanAblate(const v1::AblateRequest& 
   };
   if (req.outlier_fraction() > 0) o.outlier_fraction = req.outlier_fraction();
   o.harness.precision = FromProto(req.precision());
-  if (absl::Status s = SuperWeightsOrLocate(m, req.super_weights(), o.harness.precision, &work,
-                                            &o.super_weights);
-      !s.ok()) {
-    return s;
+  if (needs_super_weights || !req.super_weights().empty()) {
+    if (absl::Status s = SuperWeightsOrLocate(m, req.super_weights(), o.harness.precision, &work,
+                                              &o.super_weights);
+        !s.ok()) {
+      return s;
+    }
   }
   work.precision = o.harness.precision;
   return work;

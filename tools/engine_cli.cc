@@ -76,7 +76,16 @@ Json LayerJson(const std::vector<sw::LayerMax>& layers) {
                  {"input_channel", m.input_channel},
                  {"output_max_abs", m.output_max_abs},
                  {"output_token", m.output_token},
-                 {"output_channel", m.output_channel}});
+                 {"output_channel", m.output_channel},
+                 {"output_expert", m.output_expert}});
+  }
+  return a;
+}
+
+Json ExpertJson(const std::vector<sw::ExpertMax>& experts) {
+  Json a = Json::array();
+  for (const auto& e : experts) {
+    a.push_back({{"layer", e.layer}, {"expert", e.expert}, {"output_max_abs", e.output_max_abs}});
   }
   return a;
 }
@@ -261,10 +270,22 @@ int main(int argc, char** argv) {
   const sw::Model& m = *opened;
   const sw::Precision precision = flags.count("bf16") ? sw::Precision::kBF16 : sw::Precision::kF32;
   sw::EditSet edits;
-  for (const std::string& z : zeros) {
+  for (const std::string& z : zeros) {  // LAYER[:EXPERT],ROW,COL
+    std::string layer_part = z.substr(0, z.find(','));
+    int expert = -1;
+    if (const size_t colon = layer_part.find(':'); colon != std::string::npos) {
+      if (!absl::SimpleAtoi(layer_part.substr(colon + 1), &expert) || expert < 0) {
+        return Fail("--zero wants LAYER[:EXPERT],ROW,COL");
+      }
+      layer_part = layer_part.substr(0, colon);
+    }
     std::vector<int64_t> v;
-    if (!ParseInts(z, &v) || v.size() != 3) return Fail("--zero wants LAYER,ROW,COL");
-    edits.weights.push_back({static_cast<int>(v[0]), sw::LinearKind::kDown, v[1], v[2], 0.f});
+    const std::string rest = z.find(',') == std::string::npos ? "" : z.substr(z.find(','));
+    if (!ParseInts(layer_part + rest, &v) || v.size() != 3) {
+      return Fail("--zero wants LAYER[:EXPERT],ROW,COL");
+    }
+    edits.weights.push_back(
+        {static_cast<int>(v[0]), sw::LinearKind::kDown, v[1], v[2], 0.f, expert});
   }
   std::vector<int32_t> ids;
   if (flags.count("ids")) {
@@ -335,7 +356,10 @@ int main(int argc, char** argv) {
            {"vocab", c.vocab},
            {"add_bos", c.add_bos},
            {"bos", c.bos_token},
-           {"down_proj_dtype", sw::DTypeName(m.layers[0].Get(sw::LinearKind::kDown).dtype)},
+           {"experts", c.experts},
+           {"experts_per_token", c.experts_per_token},
+           {"down_proj_dtype",
+            sw::DTypeName(m.layers[0].Find(sw::LinearKind::kDown, c.experts > 0 ? 0 : -1)->dtype)},
            {"mapped_bytes", m.MappedBytes()},
            {"open_ms", open_ms},
            {"cpu_class", sw::IsaName(sw::Cpu().active)}};
@@ -470,6 +494,7 @@ int main(int argc, char** argv) {
     Json found = Json::array();
     for (const auto& s : r->candidates) {
       found.push_back({{"layer", s.layer},
+                       {"expert", s.expert},
                        {"row", s.row},
                        {"col", s.col},
                        {"weight", s.weight},
@@ -485,7 +510,9 @@ int main(int argc, char** argv) {
            {"perplexity_intact", r->perplexity_intact},
            {"iterations", r->iterations},
            {"profile_before", LayerJson(r->profile_before)},
-           {"profile_after", LayerJson(r->profile_after)}};
+           {"profile_after", LayerJson(r->profile_after)},
+           {"expert_maxima", ExpertJson(r->expert_maxima)},
+           {"super_experts", ExpertJson(r->super_experts)}};
   } else {
     return Fail("unknown verb " + verb);
   }

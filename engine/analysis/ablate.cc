@@ -28,8 +28,8 @@ std::vector<WeightEdit> SuperWeightEdits(const Model& model,
                                          float scale) {
   std::vector<WeightEdit> edits;
   for (const SuperWeightCoordinate& sw : super_weights) {
-    const float stored = model.layers[sw.layer].Get(LinearKind::kDown).At(sw.row, sw.col);
-    edits.push_back({sw.layer, LinearKind::kDown, sw.row, sw.col, scale * stored});
+    const float stored = DownProjOf(model, sw)->At(sw.row, sw.col);
+    edits.push_back({sw.layer, LinearKind::kDown, sw.row, sw.col, scale * stored, sw.expert});
   }
   return edits;
 }
@@ -44,21 +44,32 @@ class SuperActivationTap : public ForwardTap {
 
   void OnDownProj(int layer, int sequence, const float* input, const float* output, int tokens,
                   int intermediate, int hidden) override {
+    Observe(layer, -1, sequence, nullptr, output, tokens, hidden);
+  }
+  void OnExpertDownProj(int layer, int expert, int sequence, const int* positions,
+                        const float* input, const float* output, int rows, int intermediate,
+                        int hidden) override {
+    Observe(layer, expert, sequence, positions, output, rows, hidden);
+  }
+  const std::vector<std::pair<int, float>>& found(int sequence) const { return found_[sequence]; }
+
+ private:
+  // rows of output [rows, hidden] at tokens positions[r] (r itself where null).
+  void Observe(int layer, int expert, int sequence, const int* positions, const float* output,
+               int rows, int hidden) {
     for (size_t i = 0; i < super_weights_.size(); ++i) {
-      if (super_weights_[i].layer != layer) continue;
+      if (super_weights_[i].layer != layer || super_weights_[i].expert != expert) continue;
       auto& [token, value] = found_[sequence][i];
-      for (int t = 0; t < tokens; ++t) {
-        const float v = output[static_cast<int64_t>(t) * hidden + super_weights_[i].row];
+      for (int r = 0; r < rows; ++r) {
+        const float v = output[static_cast<int64_t>(r) * hidden + super_weights_[i].row];
         if (token < 0 || std::fabs(v) > std::fabs(value)) {
-          token = t;
+          token = positions != nullptr ? positions[r] : r;
           value = v;
         }
       }
     }
   }
-  const std::vector<std::pair<int, float>>& found(int sequence) const { return found_[sequence]; }
 
- private:
   const std::vector<SuperWeightCoordinate>& super_weights_;
   std::vector<std::vector<std::pair<int, float>>> found_;
 };
@@ -81,6 +92,19 @@ absl::StatusOr<std::vector<float>> SuperActivations(
   return values;
 }
 
+std::string SuperWeightCoordinate::Name() const {
+  return expert < 0 ? absl::StrFormat("layers[%d].mlp.down_proj.weight[%d, %d]", layer, row, col)
+                    : absl::StrFormat("layers[%d].mlp.experts[%d].down_proj.weight[%d, %d]", layer,
+                                      expert, row, col);
+}
+
+const Matrix* DownProjOf(const Model& model, const SuperWeightCoordinate& coordinate) {
+  if (coordinate.layer < 0 || coordinate.layer >= static_cast<int>(model.layers.size())) {
+    return nullptr;
+  }
+  return model.layers[coordinate.layer].Find(LinearKind::kDown, coordinate.expert);
+}
+
 absl::Status CheckSuperWeights(const Model& model,
                                const std::vector<SuperWeightCoordinate>& super_weights) {
   for (const SuperWeightCoordinate& sw : super_weights) {
@@ -88,23 +112,36 @@ absl::Status CheckSuperWeights(const Model& model,
       return absl::InvalidArgumentError(absl::StrFormat(
           "super weight layer %d outside the model's %d layers", sw.layer, model.config.layers));
     }
-    const Matrix& down = model.layers[sw.layer].Get(LinearKind::kDown);
-    if (sw.row < 0 || sw.row >= down.rows || sw.col < 0 || sw.col >= down.cols) {
+    const Matrix* down = DownProjOf(model, sw);
+    if (down == nullptr) {
       return absl::InvalidArgumentError(
-          absl::StrFormat("super weight [%d, %d] outside layers[%d].mlp.down_proj.weight [%d, %d]",
-                          sw.row, sw.col, sw.layer, down.rows, down.cols));
+          sw.expert >= 0
+              ? absl::StrFormat("super weight expert %d outside layer %d's %d experts", sw.expert,
+                                sw.layer, model.config.experts)
+              : absl::StrFormat("layer %d has no down_proj of its own: name a super weight's "
+                                "expert (LAYER:EXPERT,ROW,COL)",
+                                sw.layer));
+    }
+    if (sw.row < 0 || sw.row >= down->rows || sw.col < 0 || sw.col >= down->cols) {
+      SuperWeightCoordinate whole = sw;
+      whole.row = down->rows;
+      whole.col = down->cols;
+      return absl::InvalidArgumentError(
+          absl::StrFormat("super weight %s outside %s", sw.Name(), whole.Name()));
     }
   }
   // A super weight named twice would be zeroed (or scaled) twice.
-  std::vector<std::tuple<int, int64_t, int64_t>> keys;
+  std::vector<std::tuple<int, int, int64_t, int64_t>> keys;
   keys.reserve(super_weights.size());
-  for (const SuperWeightCoordinate& sw : super_weights) keys.emplace_back(sw.layer, sw.row, sw.col);
+  for (const SuperWeightCoordinate& sw : super_weights) {
+    keys.emplace_back(sw.layer, sw.expert, sw.row, sw.col);
+  }
   std::sort(keys.begin(), keys.end());
   if (auto d = std::adjacent_find(keys.begin(), keys.end()); d != keys.end()) {
-    const auto& [layer, row, col] = *d;
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "super weight layers[%d].mlp.down_proj.weight[%d, %d] is given more than once", layer, row,
-        col));
+    const auto& [layer, expert, row, col] = *d;
+    return absl::InvalidArgumentError(
+        absl::StrFormat("super weight %s is given more than once",
+                        SuperWeightCoordinate{layer, row, col, expert}.Name()));
   }
   return absl::OkStatus();
 }
@@ -121,14 +158,17 @@ std::string AblationSetting::Name() const {
       return "prune outliers, SW kept";
     case AblationKind::kPruneOutliersAndSuperWeights:
       return "prune outliers and SW";
+    case AblationKind::kPruneExpert:
+      return absl::StrFormat("prune expert %d:%d", expert.layer, expert.expert);
     case AblationKind::kRestoreSuperActivation:
       break;
   }
   return "prune SW, restore SA";
 }
 
-absl::StatusOr<std::vector<AblationSetting>> AblationSettings(const std::vector<std::string>& names,
-                                                              const std::vector<float>& scales) {
+absl::StatusOr<std::vector<AblationSetting>> AblationSettings(
+    const std::vector<std::string>& names, const std::vector<float>& scales,
+    const std::vector<ExpertPrune>& experts) {
   std::vector<AblationSetting> settings = {{AblationKind::kIntact}};
   for (const std::string& name : names) {
     if (name == "intact") continue;  // always first
@@ -144,10 +184,19 @@ absl::StatusOr<std::vector<AblationSetting>> AblationSettings(const std::vector<
       settings.push_back({AblationKind::kPruneOutliersAndSuperWeights});
     } else if (name == "restore_sa") {
       settings.push_back({AblationKind::kRestoreSuperActivation});
+    } else if (name == "prune_experts") {
+      if (experts.empty()) {
+        return absl::InvalidArgumentError("prune_experts names no experts (LAYER:EXPERT)");
+      }
+      for (const ExpertPrune& e : experts) {
+        AblationSetting setting{AblationKind::kPruneExpert};
+        setting.expert = e;
+        settings.push_back(setting);
+      }
     } else if (name != "token_probs") {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unknown ablation setting '", Utf8Prefix(name, 64),
-                       "'; expected prune, scale, outliers, restore_sa or token_probs"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown ablation setting '", Utf8Prefix(name, 64),
+          "'; expected prune, scale, outliers, restore_sa, prune_experts or token_probs"));
     }
   }
   return settings;
@@ -161,14 +210,29 @@ absl::StatusOr<std::vector<WeightEdit>> OutlierEdits(const Model& model, double 
         absl::StrFormat("outlier_fraction must be in (0, %g]", kMaxOutlierFraction));
   }
   if (absl::Status s = CheckSuperWeights(model, keep); !s.ok()) return s;
-  const int tensors = model.config.layers * static_cast<int>(std::size(kLinearKinds));
+  // Every linear weight of the layers: their own, and each expert's.
+  struct Tensor {
+    int layer, expert;
+    LinearKind kind;
+    const Matrix* w;
+  };
+  std::vector<Tensor> all;
+  for (int layer = 0; layer < model.config.layers; ++layer) {
+    const LayerWeights& lw = model.layers[layer];
+    for (int expert = -1; expert < static_cast<int>(lw.experts.size()); ++expert) {
+      for (LinearKind kind : kLinearKinds) {
+        if (const Matrix* w = lw.Find(kind, expert)) all.push_back({layer, expert, kind, w});
+      }
+    }
+  }
+  const int tensors = static_cast<int>(all.size());
   std::vector<std::vector<WeightEdit>> found(tensors);
 #pragma omp parallel for schedule(dynamic, 1)
   for (int t = 0; t < tensors; ++t) {
     if (cancelled != nullptr && cancelled->load(std::memory_order_relaxed)) continue;
-    const int layer = t / static_cast<int>(std::size(kLinearKinds));
-    const LinearKind kind = kLinearKinds[t % std::size(kLinearKinds)];
-    const Matrix& w = model.layers[layer].Get(kind);
+    const int layer = all[t].layer, expert = all[t].expert;
+    const LinearKind kind = all[t].kind;
+    const Matrix& w = *all[t].w;
     const int64_t count = std::max<int64_t>(
         1, std::llround(fraction * static_cast<double>(w.rows) * static_cast<double>(w.cols)));
     // The `count` largest |w| so far, smallest on top.
@@ -184,7 +248,8 @@ absl::StatusOr<std::vector<WeightEdit>> OutlierEdits(const Model& model, double 
         }
         bool is_super = false;
         for (const SuperWeightCoordinate& sw : keep) {
-          is_super |= kind == LinearKind::kDown && sw.layer == layer && sw.row == r && sw.col == c;
+          is_super |= kind == LinearKind::kDown && sw.layer == layer && sw.expert == expert &&
+                      sw.row == r && sw.col == c;
         }
         if (is_super) continue;
         top.emplace(magnitude, r, c);
@@ -192,7 +257,8 @@ absl::StatusOr<std::vector<WeightEdit>> OutlierEdits(const Model& model, double 
       }
     }
     for (; !top.empty(); top.pop()) {
-      found[t].push_back({layer, kind, std::get<1>(top.top()), std::get<2>(top.top()), 0.f});
+      found[t].push_back(
+          {layer, kind, std::get<1>(top.top()), std::get<2>(top.top()), 0.f, expert});
     }
   }
   if (cancelled != nullptr && cancelled->load()) return absl::CancelledError("cancelled");
@@ -226,6 +292,9 @@ absl::StatusOr<BatchEdits> AblationEdits(const Model& model, const AblationSetti
         fixed.weights.push_back(e);
       }
       break;
+    case AblationKind::kPruneExpert:
+      fixed.pruned_experts.push_back(setting.expert);
+      break;
   }
   if (absl::Status s = fixed.Validate(model); !s.ok()) return s;
   if (setting.kind != AblationKind::kRestoreSuperActivation) {
@@ -256,8 +325,9 @@ absl::StatusOr<BatchEdits> AblationEdits(const Model& model, const AblationSetti
       for (size_t i = 0; i < super_weights.size(); ++i) {
         const auto [token, value] = tap.found(static_cast<int>(s))[i];
         if (token < 0) continue;
-        edits[s].activations.push_back(
-            {super_weights[i].layer, token, static_cast<int>(super_weights[i].row), value});
+        edits[s].activations.push_back({super_weights[i].layer, token,
+                                        static_cast<int>(super_weights[i].row), value,
+                                        super_weights[i].expert});
       }
     }
     return edits;

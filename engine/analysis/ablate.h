@@ -18,7 +18,15 @@ struct SuperWeightCoordinate {
   int layer = 0;
   int64_t row = 0;  // down_proj.weight[row, col], the Hugging Face layout
   int64_t col = 0;
+  int expert = -1;  // a routed expert's down_proj; -1: the layer's own (dense or shared)
+
+  // "layers[L].mlp.down_proj.weight[R, C]", "layers[L].mlp.experts[E].down_proj.weight[R, C]".
+  std::string Name() const;
 };
+
+// The down_proj a coordinate names; nullptr where the model has none (a layer, or an expert,
+// it does not have).
+const Matrix* DownProjOf(const Model& model, const SuperWeightCoordinate& coordinate);
 
 // INVALID_ARGUMENT naming the first coordinate outside its layer's down_proj, or one given
 // twice.
@@ -38,19 +46,23 @@ enum class AblationKind {
   kPruneOutliers,                 // the largest other weights of every linear layer set to 0
   kPruneOutliersAndSuperWeights,  // the same with the super weights at 0 too
   kRestoreSuperActivation,        // super weights at 0, the super activation written back
+  kPruneExpert,                   // one expert removed from its layer's routing
 };
 
 struct AblationSetting {
   AblationKind kind = AblationKind::kIntact;
-  float scale = 1.f;  // kScaleSuperWeights
+  float scale = 1.f;   // kScaleSuperWeights
+  ExpertPrune expert = {};  // kPruneExpert
   std::string Name() const;
 };
 
 // The table's settings for the names a request gives: "prune", "scale" (one row per scale),
-// "outliers" (both outlier rows), "restore_sa"; intact always first. INVALID_ARGUMENT names an
-// unknown one. ("token_probs" is not a row; the caller handles it.)
-absl::StatusOr<std::vector<AblationSetting>> AblationSettings(const std::vector<std::string>& names,
-                                                              const std::vector<float>& scales);
+// "outliers" (both outlier rows), "restore_sa", "prune_experts" (one row per expert of
+// `experts`); intact always first. INVALID_ARGUMENT names an unknown one, and prune_experts
+// without experts. ("token_probs" is not a row; the caller handles it.)
+absl::StatusOr<std::vector<AblationSetting>> AblationSettings(
+    const std::vector<std::string>& names, const std::vector<float>& scales,
+    const std::vector<ExpertPrune>& experts = {});
 
 // The largest outlier fraction OutlierEdits takes: 100 times the paper's 1e-6, so that the edits
 // every pass carries stay small (a 7B model: 700,000 edits, 22 MB) and finding them costs one

@@ -60,8 +60,8 @@ absl::StatusOr<CheckResult> CheckQuantization(const Model& model, const Model& r
     const SuperWeightCoordinate& c = options.super_weights[i];
     SuperWeightCheck check;
     check.coordinate = c;
-    check.reference_value = reference.layers[c.layer].Get(LinearKind::kDown).At(c.row, c.col);
-    check.model_value = model.layers[c.layer].Get(LinearKind::kDown).At(c.row, c.col);
+    check.reference_value = DownProjOf(reference, c)->At(c.row, c.col);
+    check.model_value = DownProjOf(model, c)->At(c.row, c.col);
     check.relative_error = relative_errors[i];
     check.reference_activation = (*reference_activations)[i];
     check.model_activation = (*model_activations)[i];
@@ -70,8 +70,7 @@ absl::StatusOr<CheckResult> CheckQuantization(const Model& model, const Model& r
         std::fabs(check.model_activation) >=
         options.min_activation_ratio * std::fabs(check.reference_activation);
     check.kept = value_kept && activation_kept;
-    const std::string where =
-        absl::StrFormat("layers[%d].mlp.down_proj.weight[%d, %d]", c.layer, c.row, c.col);
+    const std::string where = c.Name();
     if (!value_kept) {
       result.failures.push_back(
           absl::StrFormat("%s is %.6g, the reference's %.6g: relative error %.3g above %.3g", where,

@@ -23,6 +23,38 @@ float MedianOfOthers(const std::vector<LayerMax>& layers, size_t layer) {
 
 }  // namespace
 
+std::vector<ExpertMax> ExpertMaxima(const std::vector<LayerMax>& layers, int experts) {
+  std::vector<ExpertMax> maxima;
+  if (experts <= 0) return maxima;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    for (int e = 0; e < experts; ++e) {
+      const std::vector<float>& m = layers[l].expert_output_max_abs;
+      maxima.push_back({static_cast<int>(l), e, e < static_cast<int>(m.size()) ? m[e] : 0.f});
+    }
+  }
+  return maxima;
+}
+
+std::vector<ExpertMax> SuperExperts(const std::vector<ExpertMax>& maxima) {
+  std::vector<ExpertMax> flagged;
+  if (maxima.empty()) return flagged;
+  std::vector<double> sorted;
+  for (const ExpertMax& m : maxima) sorted.push_back(m.output_max_abs);
+  std::sort(sorted.begin(), sorted.end());
+  const double at = 0.995 * static_cast<double>(sorted.size() - 1);
+  const size_t below = static_cast<size_t>(at);
+  const double percentile =
+      below + 1 < sorted.size()
+          ? sorted[below] + (at - static_cast<double>(below)) * (sorted[below + 1] - sorted[below])
+          : sorted[below];
+  for (const ExpertMax& m : maxima) {
+    if (m.output_max_abs > percentile && m.output_max_abs > 0.1 * sorted.back()) {
+      flagged.push_back(m);
+    }
+  }
+  return flagged;
+}
+
 int LocateResult::ConfirmedCount() const {
   return static_cast<int>(std::count_if(candidates.begin(), candidates.end(),
                                         [](const SuperWeight& s) { return s.confirmed; }));
@@ -44,7 +76,11 @@ absl::StatusOr<LocateResult> Locate(const Model& model, absl::Span<const int32_t
     auto out = RunForward(model, {&input, 1}, fo);
     if (!out.ok()) return out.status();
     const std::vector<LayerMax>& layers = tap.layers(0);
-    if (iteration == 0) result.profile_before = layers;
+    if (iteration == 0) {
+      result.profile_before = layers;
+      result.expert_maxima = ExpertMaxima(layers, model.config.experts);
+      result.super_experts = SuperExperts(result.expert_maxima);
+    }
     result.profile_after = layers;
     result.iterations = iteration + 1;
     if (options.on_progress) {
@@ -62,23 +98,25 @@ absl::StatusOr<LocateResult> Locate(const Model& model, absl::Span<const int32_t
     }
     if (best < 0) break;
     const LayerMax& m = layers[best];
-    const Matrix& down = model.layers[best].Get(LinearKind::kDown);
+    const Matrix* down = model.layers[best].Find(LinearKind::kDown, m.output_expert);
+    if (down == nullptr) return absl::InternalError("a spike in a down_proj the model lacks");
     const int64_t row = m.output_channel;
-    std::vector<float> w(down.cols);
-    DequantizeRow(down.dtype, down.Row(row), down.cols, w.data());
+    std::vector<float> w(down->cols);
+    down->RowToFloat(row, w.data());
     int64_t col = 0;
-    for (int64_t c = 1; c < down.cols; ++c) {
+    for (int64_t c = 1; c < down->cols; ++c) {
       if (std::fabs(w[c] * m.input_at_output_token[c]) >
           std::fabs(w[col] * m.input_at_output_token[col])) {
         col = c;
       }
     }
     const bool known = std::any_of(edits.weights.begin(), edits.weights.end(), [&](auto& e) {
-      return e.layer == best && e.row == row && e.col == col;
+      return e.layer == best && e.expert == m.output_expert && e.row == row && e.col == col;
     });
     if (known) break;  // zeroing it did not remove the spike: nothing more to find here
     SuperWeight sw;
     sw.layer = best;
+    sw.expert = m.output_expert;
     sw.row = row;
     sw.col = col;
     sw.weight = w[col];
@@ -87,7 +125,7 @@ absl::StatusOr<LocateResult> Locate(const Model& model, absl::Span<const int32_t
     sw.token = m.output_token;
     sw.iteration = iteration;
     result.candidates.push_back(sw);
-    edits.weights.push_back({best, LinearKind::kDown, row, col, 0.f});
+    edits.weights.push_back({best, LinearKind::kDown, row, col, 0.f, m.output_expert});
   }
   if (!confirm || result.candidates.empty()) return result;
 
@@ -102,7 +140,7 @@ absl::StatusOr<LocateResult> Locate(const Model& model, absl::Span<const int32_t
   for (size_t i = 0; i < result.candidates.size(); ++i) {
     SuperWeight& sw = result.candidates[i];
     EditSet one;
-    one.weights.push_back({sw.layer, LinearKind::kDown, sw.row, sw.col, 0.f});
+    one.weights.push_back({sw.layer, LinearKind::kDown, sw.row, sw.col, 0.f, sw.expert});
     po.edits = &one;
     auto zeroed = Perplexity(model, options.confirm_tokens, po);
     if (!zeroed.ok()) return zeroed.status();

@@ -39,6 +39,7 @@ struct LocateOptions {
 
 struct SuperWeight {
   int layer = 0;
+  int expert = -1;  // the routed expert whose down_proj holds it; -1: the layer's own
   int64_t row = 0;  // hidden channel: down_proj.weight[row, col] in the Hugging Face layout
   int64_t col = 0;  // intermediate channel
   float weight = 0;
@@ -50,8 +51,24 @@ struct SuperWeight {
   double perplexity_zeroed = 0;  // 0 when not measured
 };
 
+// An expert of a mixture-of-experts layer with its largest |down_proj output| on the prompt.
+struct ExpertMax {
+  int layer = 0;
+  int expert = 0;
+  float output_max_abs = 0;
+};
+
+// Super experts by the rule of Su et al. (2025): an expert whose largest down_proj output is
+// above the 99.5th percentile (linear interpolation) of every expert's, all layers together, and
+// above a tenth of the largest. From a pass's per-layer maxima; none for a dense model.
+std::vector<ExpertMax> ExpertMaxima(const std::vector<LayerMax>& layers, int experts);
+std::vector<ExpertMax> SuperExperts(const std::vector<ExpertMax>& maxima);
+
 struct LocateResult {
-  std::vector<SuperWeight> candidates;   // in the order found
+  std::vector<SuperWeight> candidates;  // in the order found
+  // Mixture of experts: every expert's maximum on the intact model, and the super experts.
+  std::vector<ExpertMax> expert_maxima;
+  std::vector<ExpertMax> super_experts;
   std::vector<LayerMax> profile_before;  // per layer, intact model
   std::vector<LayerMax> profile_after;   // per layer, with every candidate zeroed
   int iterations = 0;

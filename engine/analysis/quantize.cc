@@ -118,17 +118,26 @@ absl::StatusOr<FakeQuantizedModel> TransformLinearWeights(
     q.tensors.push_back(std::move(*t));
     return absl::OkStatus();
   };
+  // Every linear weight: the layer's own (none of a mixture of experts without a shared
+  // expert) and each expert's; the router stays as stored, as llama-quantize keeps it.
   for (int l = 0; l < model.config.layers; ++l) {
-    for (int k = 0; k < kNumLinearKinds; ++k) {
-      const LinearKind kind = static_cast<LinearKind>(k);
-      std::vector<KeptElement> kept;
-      for (const SuperWeightCoordinate& sw : keep) {
-        if (kind == LinearKind::kDown && sw.layer == l) kept.push_back({sw.row, sw.col});
-      }
-      if (absl::Status s = quantize(&q.model->layers[l].Get(kind), kept,
-                                    absl::StrFormat("layers[%d].%s", l, LinearKindName(kind)));
-          !s.ok()) {
-        return s;
+    LayerWeights& layer = q.model->layers[l];
+    for (int expert = -1; expert < static_cast<int>(layer.experts.size()); ++expert) {
+      for (int k = 0; k < kNumLinearKinds; ++k) {
+        const LinearKind kind = static_cast<LinearKind>(k);
+        Matrix* w = layer.Find(kind, expert);
+        if (w == nullptr) continue;
+        std::vector<KeptElement> kept;
+        for (const SuperWeightCoordinate& sw : keep) {
+          if (kind == LinearKind::kDown && sw.layer == l && sw.expert == expert) {
+            kept.push_back({sw.row, sw.col});
+          }
+        }
+        const std::string what =
+            expert < 0
+                ? absl::StrFormat("layers[%d].%s", l, LinearKindName(kind))
+                : absl::StrFormat("layers[%d].experts[%d].%s", l, expert, LinearKindName(kind));
+        if (absl::Status s = quantize(w, kept, what); !s.ok()) return s;
       }
     }
   }
@@ -193,8 +202,8 @@ std::vector<double> SuperWeightRelativeErrors(
     const std::vector<SuperWeightCoordinate>& super_weights) {
   std::vector<double> errors;
   for (const SuperWeightCoordinate& sw : super_weights) {
-    const float a = stored.layers[sw.layer].Get(LinearKind::kDown).At(sw.row, sw.col);
-    const float b = quantized.layers[sw.layer].Get(LinearKind::kDown).At(sw.row, sw.col);
+    const float a = DownProjOf(stored, sw)->At(sw.row, sw.col);
+    const float b = DownProjOf(quantized, sw)->At(sw.row, sw.col);
     errors.push_back(a != 0 ? std::fabs(static_cast<double>(b) - a) / std::fabs(a) : std::fabs(b));
   }
   return errors;

@@ -57,6 +57,7 @@ absl::StatusOr<GgufExportSummary> ExportGguf(const Model& source, const Model& v
         return absl::UnimplementedError("GGUF export of fused projections (Phi-3) is not built");
       }
       if (named->layer >= 0) kind = LinearKindOfRole(named->naming->role);
+      if (named->layer >= 0 && !kind.has_value()) kind = ExpertKindOfRole(named->naming->role);
     }
     if (!kind.has_value()) {
       if (absl::Status s =
@@ -67,11 +68,21 @@ absl::StatusOr<GgufExportSummary> ExportGguf(const Model& source, const Model& v
       continue;
     }
     const int layer = named->layer;
+    // A GGUF stacks a layer's experts in one tensor: the matrices it holds, in its order.
+    const bool stacked = named->naming->per_expert;
+    std::vector<const Matrix*> parts;
+    for (int e = stacked ? 0 : -1; e < (stacked ? view.config.experts : 0); ++e) {
+      parts.push_back(view.layers[layer].Find(*kind, e));
+      if (parts.back() == nullptr) {
+        return absl::InternalError(absl::StrFormat("%s: the view has no such matrix", name));
+      }
+    }
     bool holds_super_weight = false;
     for (const SuperWeightCoordinate& sw : options.super_weights) {
-      holds_super_weight |= *kind == LinearKind::kDown && sw.layer == layer;
+      holds_super_weight |=
+          *kind == LinearKind::kDown && sw.layer == layer && (sw.expert >= 0) == stacked;
     }
-    const Matrix& w = view.layers[layer].Get(*kind);
+    const Matrix& w = *parts.front();
     const DType requested = holds_super_weight ? options.super_weight_tensor_type : options.type;
     // As llama-quantize: a K type's 256-value blocks may not fit the rows (SmolLM2's 576).
     const DType type = FallbackTypeForRows(requested, w.cols);
@@ -83,20 +94,22 @@ absl::StatusOr<GgufExportSummary> ExportGguf(const Model& source, const Model& v
     auto row_bytes = StorageBytes(type, static_cast<uint64_t>(w.cols));
     if (!row_bytes.ok()) return row_bytes.status();
     // The view's rows are the file's rows (q/k keep llama.cpp's order in both).
-    auto produce = [&w, type, row_bytes = *row_bytes, name, cancelled = options.cancelled](
+    auto produce = [parts, type, row_bytes = *row_bytes, name, cancelled = options.cancelled](
                        const GgufFileWriter::ByteSink& sink) -> absl::Status {
-      std::vector<float> values(w.cols);
+      std::vector<float> values(parts.front()->cols);
       std::vector<uint8_t> quantized(row_bytes);
-      for (int64_t r = 0; r < w.rows; ++r) {
-        if (cancelled != nullptr && cancelled->load(std::memory_order_relaxed)) {
-          return absl::CancelledError("cancelled");
+      for (const Matrix* part : parts) {
+        for (int64_t r = 0; r < part->rows; ++r) {
+          if (cancelled != nullptr && cancelled->load(std::memory_order_relaxed)) {
+            return absl::CancelledError("cancelled");
+          }
+          part->RowToFloat(r, values.data());
+          absl::Status s = QuantizeRow(type, values.data(), part->cols, quantized.data());
+          if (!s.ok()) {
+            return absl::Status(s.code(), absl::StrFormat("%s row %d: %s", name, r, s.message()));
+          }
+          if (s = sink(quantized); !s.ok()) return s;
         }
-        w.RowToFloat(r, values.data());
-        absl::Status s = QuantizeRow(type, values.data(), w.cols, quantized.data());
-        if (!s.ok()) {
-          return absl::Status(s.code(), absl::StrFormat("%s row %d: %s", name, r, s.message()));
-        }
-        if (s = sink(quantized); !s.ok()) return s;
       }
       return absl::OkStatus();
     };

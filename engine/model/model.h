@@ -238,6 +238,9 @@ struct LayerWeights {
   // A linear weight by kind: expert `expert`'s gate, up or down, or the layer's own for -1;
   // nullptr where the layer has no such weight.
   const Matrix* Find(LinearKind kind, int expert) const;
+  Matrix* Find(LinearKind kind, int expert) {
+    return const_cast<Matrix*>(static_cast<const LayerWeights*>(this)->Find(kind, expert));
+  }
 
   const Matrix& Get(LinearKind kind) const { return linear[static_cast<int>(kind)]; }
   Matrix& Get(LinearKind kind) { return linear[static_cast<int>(kind)]; }

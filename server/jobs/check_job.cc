@@ -1,6 +1,7 @@
 // Check: did a quantized model keep its reference's super weights (engine/analysis/check.h)? On
 // the super weights the request names or, by default, those Locate confirms in the reference.
 #include "engine/analysis/check.h"
+#include "server/convert.h"
 #include "server/jobs/job_kind.h"
 
 namespace superweight::server {
@@ -29,9 +30,7 @@ class CheckJob : public SingleJobKind {
     v1::CheckResult* result = job.mutable_check();
     for (const SuperWeightCheck& c : r->super_weights) {
       v1::CheckResult::SuperWeight* p = result->add_super_weights();
-      p->mutable_coordinate()->set_layer(c.coordinate.layer);
-      p->mutable_coordinate()->set_row(c.coordinate.row);
-      p->mutable_coordinate()->set_col(c.coordinate.col);
+      ToProto(c.coordinate, p->mutable_coordinate());
       p->set_reference_value(c.reference_value);
       p->set_model_value(c.model_value);
       p->set_relative_error(c.relative_error);

@@ -26,8 +26,9 @@ class LocateJob : public SingleJobKind {
     result->set_known_model(w.known_model);
     for (auto& sw : *result->mutable_super_weights()) {
       for (const auto& k : KnownSuperWeights()) {
-        if (k.model == w.known_model && k.layer == sw.coordinate().layer() &&
-            k.row == sw.coordinate().row() && k.col == sw.coordinate().col()) {
+        if (k.model == w.known_model && !sw.coordinate().has_expert() &&
+            k.layer == sw.coordinate().layer() && k.row == sw.coordinate().row() &&
+            k.col == sw.coordinate().col()) {
           sw.set_known_match(k.model);
         }
       }
