@@ -4,9 +4,9 @@
 //   superweight-engine dequantize BLOCKS_FILE --type=Q4_K --out=F
 //   superweight-engine tokenize|detokenize ...  (tools/tokenizer_verbs.h)
 //   superweight-engine logits MODEL --ids=1,2,3 --out=F [--bf16]
-//   superweight-engine logprobs MODEL --ids=1,2,3 [--bf16] [--zero=L,R,C]
+//   superweight-engine logprobs MODEL --ids=1,2,3 [--bf16] [--zero=L[:E],R,C]
 //   superweight-engine perplexity MODEL --text_file=F [--window=512] [--max_windows=N]
-//       [--zero=L,R,C]
+//       [--zero=L[:E],R,C] [--prune_expert=L:E]  (both repeatable; :E names an expert)
 //   superweight-engine generate MODEL --ids=1,2,3 --steps=N
 //   superweight-engine locate MODEL [--text=T] [--threshold=50] [--spike_ratio=10]
 //       [--confirm_file=F]
@@ -136,7 +136,7 @@ int main(int argc, char** argv) {
   if (argc < 3) return Fail("usage: superweight-engine VERB MODEL [--flag=value...] | cpu");
   const std::string verb = argv[1], path = argv[2];
   std::map<std::string, std::string> flags;
-  std::vector<std::string> zeros;
+  std::vector<std::string> zeros, pruned;
   for (int i = 3; i < argc; ++i) {
     std::string a = argv[i];
     if (a.rfind("--", 0) != 0) return Fail("unexpected argument " + a);
@@ -145,6 +145,8 @@ int main(int argc, char** argv) {
     const std::string value = eq == std::string::npos ? "1" : a.substr(eq + 1);
     if (key == "zero") {
       zeros.push_back(value);
+    } else if (key == "prune_expert") {
+      pruned.push_back(value);
     } else {
       flags[key] = value;
     }
@@ -287,6 +289,16 @@ int main(int argc, char** argv) {
     edits.weights.push_back(
         {static_cast<int>(v[0]), sw::LinearKind::kDown, v[1], v[2], 0.f, expert});
   }
+  for (const std::string& p : pruned) {  // LAYER:EXPERT removed from routing
+    const size_t colon = p.find(':');
+    int layer = 0, expert = 0;
+    if (colon == std::string::npos || !absl::SimpleAtoi(p.substr(0, colon), &layer) ||
+        !absl::SimpleAtoi(p.substr(colon + 1), &expert)) {
+      return Fail("--prune_expert wants LAYER:EXPERT");
+    }
+    edits.pruned_experts.push_back({layer, expert});
+  }
+  if (absl::Status s = edits.Validate(m); !s.ok()) return Fail(s.ToString());
   std::vector<int32_t> ids;
   if (flags.count("ids")) {
     std::vector<int64_t> v;

@@ -20,7 +20,11 @@ class GgufTensorSource : public TensorSource {
     return Matrix::Make((*t)->dtype, (*t)->ne[1], (*t)->ne[0], (*t)->data);
   }
   absl::StatusOr<std::vector<float>> GetVector(const std::string& name) const override {
-    auto t = Find(name, 1);
+    // [n, 1] as well: Qwen2-MoE's shared-expert gate is a one-row linear layer.
+    auto it = gguf_.tensors.find(name);
+    const bool one_row =
+        it != gguf_.tensors.end() && it->second.ne.size() == 2 && it->second.ne[1] == 1;
+    auto t = Find(name, one_row ? 2 : 1);
     if (!t.ok()) return t.status();
     return ToFloatVector((*t)->dtype, (*t)->data, (*t)->ne[0]);
   }

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "server/convert.h"
 #include "server/jobs/job_work.h"
 #include "server/metrics.h"
 #include "superweight/v1/superweight.pb.h"
@@ -84,12 +85,7 @@ void RecordSuperWeights(const JobWork& work, const std::vector<SuperWeightCoordi
   result->set_super_weights_source(used.empty()                ? "none"
                                    : work.locate_super_weights ? "locate"
                                                                : "request");
-  for (const SuperWeightCoordinate& c : used) {
-    v1::Coordinate* p = result->add_super_weights();
-    p->set_layer(c.layer);
-    p->set_row(c.row);
-    p->set_col(c.col);
-  }
+  for (const SuperWeightCoordinate& c : used) ToProto(c, result->add_super_weights());
 }
 
 }  // namespace superweight::server

@@ -21,7 +21,7 @@ absl::Status LocateSuperWeightsFirst(const JobRun& run, const Model& model,
   auto located = Locate(model, w.tokens, w.locate);
   if (!located.ok()) return located.status();
   for (const SuperWeight& s : located->candidates) {
-    if (s.confirmed) super_weights->push_back({s.layer, s.row, s.col});
+    if (s.confirmed) super_weights->push_back({s.layer, s.row, s.col, s.expert});
   }
   if (super_weights->empty() && required) {
     return absl::FailedPreconditionError(
