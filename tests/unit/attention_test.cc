@@ -35,8 +35,10 @@ Inputs Random(const Case& c, uint32_t seed) {
   return in;
 }
 
-// The definition, in double.
-std::vector<double> Reference(const Case& c, const Inputs& in) {
+// The definition, in double (scale 0: 1/sqrt(head_dim); softcap and window 0: none).
+std::vector<double> Reference(const Case& c, const Inputs& in, double scale = 0, double softcap = 0,
+                              int64_t window = 0) {
+  if (scale == 0) scale = 1 / std::sqrt(static_cast<double>(c.head_dim));
   const int64_t hd = c.head_dim, qs = c.heads * hd, ks = c.kv_heads * hd;
   const int64_t group = c.heads / c.kv_heads;
   std::vector<double> out(c.tokens * qs);
@@ -44,15 +46,17 @@ std::vector<double> Reference(const Case& c, const Inputs& in) {
     const int64_t kh = h / group;
     for (int64_t t = 0; t < c.tokens; ++t) {
       std::vector<double> p(t + 1);
+      const int64_t first = window > 0 ? std::max<int64_t>(0, t - window + 1) : 0;
       double mx = -INFINITY, sum = 0;
-      for (int64_t j = 0; j <= t; ++j) {
+      for (int64_t j = first; j <= t; ++j) {
         double dot = 0;
         for (int64_t d = 0; d < hd; ++d)
           dot += double{in.q[t * qs + h * hd + d]} * in.k[j * ks + kh * hd + d];
-        p[j] = dot / std::sqrt(static_cast<double>(hd));
+        p[j] = dot * scale;
+        if (softcap > 0) p[j] = softcap * std::tanh(p[j] / softcap);
         mx = std::max(mx, p[j]);
       }
-      for (double& x : p) sum += (x = std::exp(x - mx));
+      for (int64_t j = 0; j <= t; ++j) sum += (p[j] = j < first ? 0 : std::exp(p[j] - mx));
       for (int64_t d = 0; d < hd; ++d) {
         double acc = 0;
         for (int64_t j = 0; j <= t; ++j) acc += p[j] * in.v[j * ks + kh * hd + d];
@@ -198,6 +202,35 @@ TEST(CausalAttention, Bf16ShorterSequenceAfterALongerOneIsUnaffected) {
   const std::vector<float> fresh = AttendBf16(short_case, small);
   AttendBf16(long_case, big);
   EXPECT_EQ(AttendBf16(short_case, small), fresh);
+}
+
+}  // namespace
+}  // namespace superweight
+
+namespace superweight {
+namespace {
+
+// Gemma's attention: its own scale, tanh soft-capping of the scores (Gemma 2) and a sliding
+// window, on every CPU class (the fast kernels decline soft-capping and windows that hide keys).
+TEST(CausalAttention, ScaleSoftcapAndWindowMatchTheDefinition) {
+  const Case c{4, 2, 32, 70, 3.f};
+  const Inputs in = Random(c, 99);
+  struct Variant {
+    float scale, softcap;
+    int64_t window;
+  } variants[] = {{0.25f, 0.f, 0},   {0.f, 10.f, 0}, {0.f, 0.f, 8},
+                  {0.125f, 5.f, 16}, {0.f, 0.f, 70}, {0.f, 0.f, 1}};
+  for (const Variant& v : variants) {
+    const std::vector<double> want = Reference(c, in, v.scale, v.softcap, v.window);
+    superweight::testing::ForEachCpuClass([&](Isa) {
+      std::vector<float> out(c.tokens * c.heads * c.head_dim, NAN);
+      AttentionShape shape{c.heads, c.kv_heads, c.head_dim, v.scale, v.softcap, v.window};
+      ASSERT_TRUE(
+          CausalAttention(shape, in.q.data(), in.k.data(), in.v.data(), c.tokens, out.data()).ok());
+      EXPECT_LT(MaxError(out, want), kTolerance)
+          << "scale " << v.scale << ", softcap " << v.softcap << ", window " << v.window;
+    });
+  }
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "engine/model/model.h"
 
 #include <cstring>
+#include <tuple>
 
 #include "engine/runtime/forward.h"
 #include "gmock/gmock.h"
@@ -95,6 +96,22 @@ TEST(Model, RefusesBrokenHuggingFaceDirectories) {
   auto m = OpenModel(dir);
   EXPECT_EQ(m.status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(std::string(m.status().message()), HasSubstr("gpt_neox"));
+
+  // Features of an architecture the engine does not implement are refused by name too.
+  for (const auto& [from, to, named] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"\"rope_scaling\": null", "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}",
+            "rope_scaling type 'yarn'"},
+           {"\"llama\"", "\"gemma2\", \"hidden_activation\": \"gelu\"", "hidden_activation 'gelu'"},
+           {"\"llama\"",
+            "\"qwen2_moe\", \"num_experts\": 4, \"num_experts_per_tok\": 2, "
+            "\"shared_expert_intermediate_size\": 8, \"mlp_only_layers\": [1]",
+            "dense layers among the sparse ones"}}) {
+    write_config(from, to);
+    m = OpenModel(dir);
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kUnimplemented) << m.status();
+    EXPECT_THAT(std::string(m.status().message()), HasSubstr(named));
+  }
 
   write_config("\"intermediate_size\": 384", "\"intermediate_size\": 385");
   m = OpenModel(dir);
