@@ -5,10 +5,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <utility>
 #include <vector>
@@ -17,6 +20,7 @@
 #include "engine/export/output_file.h"
 #include "engine/export/safetensors_writer.h"
 #include "engine/model/tensor_names.h"
+#include "engine/runtime/forward.h"
 #include "engine/util/publish.h"
 #include "engine/util/umask.h"
 #include "nlohmann/json.hpp"
@@ -211,6 +215,32 @@ double ShortestDecimal(float value) {
   return value;
 }
 
+// The Llama 3 scaling (transformers' "llama3" rope_scaling) whose frequencies a GGUF's rope_freqs
+// divisors give, as llama.cpp's converter computes them from it: the factor is the largest
+// divisor; Meta's low and high frequency factors (1 and 4) and a power-of-two original context
+// are tried. None where no candidate gives every divisor within 1e-5.
+std::optional<RopeConfig> Llama3ScalingOfFactors(const RopeConfig& stored) {
+  RopeConfig plain = stored;
+  plain.freq_factors.clear();
+  const std::vector<float> base = InverseFrequencies(plain);
+  const float factor = *std::max_element(stored.freq_factors.begin(), stored.freq_factors.end());
+  for (int original = 16; original <= (1 << 22); original *= 2) {
+    RopeConfig candidate = plain;
+    candidate.llama3_factor = factor;
+    candidate.llama3_low_freq_factor = 1.f;
+    candidate.llama3_high_freq_factor = 4.f;
+    candidate.llama3_original_max_positions = original;
+    const std::vector<float> scaled = InverseFrequencies(candidate);
+    bool fits = true;
+    for (size_t i = 0; i < base.size() && fits; ++i) {
+      fits =
+          std::fabs(base[i] / scaled[i] - stored.freq_factors[i]) <= 1e-5f * stored.freq_factors[i];
+    }
+    if (fits) return candidate;
+  }
+  return std::nullopt;
+}
+
 // config.json for a model that came without one, in transformers' field names.
 absl::StatusOr<OrderedJson> SynthesizedConfig(const ModelConfig& c) {
   const ArchitectureTraits& names = c.traits();
@@ -223,9 +253,15 @@ absl::StatusOr<OrderedJson> SynthesizedConfig(const ModelConfig& c) {
     return absl::UnimplementedError(absl::StrFormat(
         "Llama 3 rope scaling on a %s model has no Hugging Face config", names.hf_model_type));
   }
-  if (!c.rope.freq_factors.empty()) {
-    return absl::UnimplementedError(
-        "per-dimension rope frequency factors (a GGUF's rope_freqs) have no Hugging Face config");
+  RopeConfig rope = c.rope;
+  if (!rope.freq_factors.empty()) {
+    std::optional<RopeConfig> llama3 = Llama3ScalingOfFactors(rope);
+    if (!llama3.has_value()) {
+      return absl::UnimplementedError(
+          "per-dimension rope frequency factors (a GGUF's rope_freqs) that are no Llama 3 "
+          "scaling have no Hugging Face config");
+    }
+    rope = *llama3;
   }
   if (c.attn_softcap > 0 && c.arch != Architecture::kGemma2) {
     return absl::UnimplementedError(absl::StrFormat(
@@ -246,17 +282,15 @@ absl::StatusOr<OrderedJson> SynthesizedConfig(const ModelConfig& c) {
   const bool gemma = c.arch == Architecture::kGemma2 || c.arch == Architecture::kGemma3;
   j[gemma ? "hidden_activation" : "hidden_act"] = gemma ? "gelu_pytorch_tanh" : "silu";
   if (c.norm == NormKind::kRms) j["rms_norm_eps"] = ShortestDecimal(c.norm_eps);
-  j["rope_theta"] = ShortestDecimal(c.rope.theta);
-  if (c.rope.llama3_factor > 0) {
-    j["rope_scaling"] = {
-        {"rope_type", "llama3"},
-        {"factor", ShortestDecimal(c.rope.llama3_factor)},
-        {"low_freq_factor", ShortestDecimal(c.rope.llama3_low_freq_factor)},
-        {"high_freq_factor", ShortestDecimal(c.rope.llama3_high_freq_factor)},
-        {"original_max_position_embeddings", c.rope.llama3_original_max_positions}};
-  } else if (c.rope.linear_factor != 1.f) {
-    j["rope_scaling"] = {{"rope_type", "linear"},
-                         {"factor", ShortestDecimal(c.rope.linear_factor)}};
+  j["rope_theta"] = ShortestDecimal(rope.theta);
+  if (rope.llama3_factor > 0) {
+    j["rope_scaling"] = {{"rope_type", "llama3"},
+                         {"factor", ShortestDecimal(rope.llama3_factor)},
+                         {"low_freq_factor", ShortestDecimal(rope.llama3_low_freq_factor)},
+                         {"high_freq_factor", ShortestDecimal(rope.llama3_high_freq_factor)},
+                         {"original_max_position_embeddings", rope.llama3_original_max_positions}};
+  } else if (rope.linear_factor != 1.f) {
+    j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", ShortestDecimal(rope.linear_factor)}};
   } else {
     j["rope_scaling"] = nullptr;
   }

@@ -67,34 +67,6 @@ void AddNormed(const ModelConfig& c, const std::vector<float>& weight, float* y,
   }
 }
 
-// Inverse frequencies as transformers computes them (float32), with Llama 3 scaling.
-std::vector<float> InverseFrequencies(const RopeConfig& r) {
-  const int half = r.rotary_dim / 2;
-  std::vector<float> inv(half);
-  for (int i = 0; i < half; ++i) {
-    inv[i] = 1.f / std::pow(r.theta, static_cast<float>(2 * i) / r.rotary_dim);
-    if (r.linear_factor != 1.f) inv[i] /= r.linear_factor;
-    if (!r.freq_factors.empty()) inv[i] /= r.freq_factors[i];
-  }
-  if (r.llama3_factor > 0) {
-    const float old_len = static_cast<float>(r.llama3_original_max_positions);
-    const float low_wavelen = old_len / r.llama3_low_freq_factor;
-    const float high_wavelen = old_len / r.llama3_high_freq_factor;
-    for (float& f : inv) {
-      const float wavelen = 2.f * static_cast<float>(M_PI) / f;
-      if (wavelen < high_wavelen) continue;
-      if (wavelen > low_wavelen) {
-        f = f / r.llama3_factor;
-      } else {
-        const float smooth = (old_len / wavelen - r.llama3_low_freq_factor) /
-                             (r.llama3_high_freq_factor - r.llama3_low_freq_factor);
-        f = (1 - smooth) * f / r.llama3_factor + smooth * f;
-      }
-    }
-  }
-  return inv;
-}
-
 // cos and sin of each position's angles, [position][rotary_dim / 2]: computed once per pass
 // and shared by q and k of every layer (sincosf was 0.7% of a bf16 pass when done per use,
 // now 0.01%). Each
@@ -329,6 +301,33 @@ absl::Status RunExperts(const Model& model, int layer, absl::Span<const Sequence
 }
 
 }  // namespace
+
+std::vector<float> InverseFrequencies(const RopeConfig& r) {
+  const int half = r.rotary_dim / 2;
+  std::vector<float> inv(half);
+  for (int i = 0; i < half; ++i) {
+    inv[i] = 1.f / std::pow(r.theta, static_cast<float>(2 * i) / r.rotary_dim);
+    if (r.linear_factor != 1.f) inv[i] /= r.linear_factor;
+    if (!r.freq_factors.empty()) inv[i] /= r.freq_factors[i];
+  }
+  if (r.llama3_factor > 0) {
+    const float old_len = static_cast<float>(r.llama3_original_max_positions);
+    const float low_wavelen = old_len / r.llama3_low_freq_factor;
+    const float high_wavelen = old_len / r.llama3_high_freq_factor;
+    for (float& f : inv) {
+      const float wavelen = 2.f * static_cast<float>(M_PI) / f;
+      if (wavelen < high_wavelen) continue;
+      if (wavelen > low_wavelen) {
+        f = f / r.llama3_factor;
+      } else {
+        const float smooth = (old_len / wavelen - r.llama3_low_freq_factor) /
+                             (r.llama3_high_freq_factor - r.llama3_low_freq_factor);
+        f = (1 - smooth) * f / r.llama3_factor + smooth * f;
+      }
+    }
+  }
+  return inv;
+}
 
 absl::StatusOr<ResidualStream> EmbedBatch(const Model& model,
                                           absl::Span<const SequenceInput> batch) {

@@ -93,6 +93,10 @@ class IntactPass {
   std::optional<ResidualStream> stream_;
 };
 
+// A rope's inverse frequencies (rotary_dim / 2), as transformers computes them in float32: Llama 3
+// scaling, linear scaling and per-dimension factors applied.
+std::vector<float> InverseFrequencies(const RopeConfig& rope);
+
 // logits[rows, vocab] = hidden[rows, hidden] * lm_head^T, soft-capped where the model says.
 
 absl::Status ComputeLogits(const Model& model, const float* hidden, int64_t rows, float* logits,
