@@ -101,12 +101,27 @@ def test_moe_expert_coordinate_end_to_end(family_server):
 
     sw = f"--super_weights={layer}:{expert},{row},{col}"
     other = (expert + 1) % 8
-    r = family_server.call("ablate", "--model=moe.gguf", sw, "--settings=prune,prune_experts",
+    r = family_server.call("ablate", "--model=moe.gguf", sw,
+                           "--settings=prune,restore_sa,prune_experts",
                            f"--prune_experts={layer}:{expert}", f"--prune_experts={layer}:{other}",
                            *EVAL)["result"]
     assert [row_["setting"] for row_ in r["rows"]] == [
-        "intact", "prune SW", f"prune expert {layer}:{expert}", f"prune expert {layer}:{other}"]
+        "intact", "prune SW", "prune SW, restore SA", f"prune expert {layer}:{expert}",
+        f"prune expert {layer}:{other}"]
     assert r["super_weights"][0].get("expert") == expert
+    ppl = [row_["metrics"]["wikitext2/perplexity"] for row_ in r["rows"]]
+    # Writing the expert's super activation back (at its one token) undoes part of what pruning
+    # its weight did (the planted channel fires more weakly on the other tokens too).
+    assert abs(np.log(ppl[2] / ppl[0])) < 0.8 * abs(np.log(ppl[1] / ppl[0])), ppl
+
+    # Score with the expert's super weight zeroed (the client's LAYER:EXPERT syntax).
+    ids = "--token_ids=" + ",".join(map(str, [1, 17, 200, 3, 45, 99, 128, 7, 250, 31]))
+    intact = family_server.call("score", "--model=moe.gguf", ids)["result"]["perplexity"]
+    zeroed = family_server.call("score", "--model=moe.gguf", ids,
+                                f"--zero={layer}:{expert},{row},{col}")["result"]["perplexity"]
+    shared = family_server.call("score", "--model=moe.gguf", ids,
+                                f"--zero={layer},{row},{col}")["result"]["perplexity"]
+    assert zeroed != intact and shared != zeroed
 
     # BF16: the experts' rows of 48 are no whole Q8_0 blocks.
     q = family_server.call("quantize", "--model=moe.gguf", sw, "--bits=8", "--block_size=row",
