@@ -82,6 +82,8 @@ ABSL_FLAG(bool, aware, false,
           "each block size twice, plain RTN and super-weight-aware (clipped, --clip "
           "or z; super weights restored)");
 ABSL_FLAG(bool, restore, false, "put the super weights back after quantizing");
+ABSL_FLAG(bool, keep_super_experts, false,
+          "mixture of experts: the experts holding a super weight left unquantized");
 ABSL_FLAG(bool, activations_int8, false,
           "INT8 activations (every linear input, per tensor), plain and with the super "
           "activations held out; alone: with FP weights and with INT8 weights per row (W8A8)");
@@ -606,8 +608,9 @@ const std::vector<FlagGroup>& FlagGroups() {
        {"settings", "scales", "outlier_fraction", "token_prob_contexts", "prune_experts"}},
       {"quantize: round-to-nearest quantization, plain and super-weight-aware; an export",
        {"quantize"},
-       {"bits", "block_size", "clip", "clip_value", "aware", "restore", "activations_int8",
-        "activations_hold_largest", "export", "export_name", "super_weight_tensor_type"}},
+       {"bits", "block_size", "clip", "clip_value", "aware", "restore", "keep_super_experts",
+        "activations_int8", "activations_hold_largest", "export", "export_name",
+        "super_weight_tensor_type"}},
       {"check: whether quantized --model keeps the super weights of --reference",
        {"check"},
        {"reference", "max_ppl_ratio", "max_rel_error", "min_activation_ratio"}},
@@ -1048,8 +1051,9 @@ int main(int argc, char** argv) {
     const std::string clip = absl::GetFlag(FLAGS_clip);
     const bool aware = absl::GetFlag(FLAGS_aware);
     const bool activations_int8 = absl::GetFlag(FLAGS_activations_int8);
-    const bool weight_flags =
-        !bits.empty() || !blocks.empty() || !clip.empty() || aware || absl::GetFlag(FLAGS_restore);
+    const bool weight_flags = !bits.empty() || !blocks.empty() || !clip.empty() || aware ||
+                              absl::GetFlag(FLAGS_restore) ||
+                              absl::GetFlag(FLAGS_keep_super_experts);
     if (activations_int8 && !weight_flags) {  // FP and INT8-per-row weights (W8A8)
       req.add_settings()->set_full_precision(true);
       v1::QuantizeSetting* w8 = req.add_settings();
@@ -1074,6 +1078,7 @@ int main(int argc, char** argv) {
             s->set_restore_super_weights(absl::GetFlag(FLAGS_restore));
           }
           s->set_clip_value(absl::GetFlag(FLAGS_clip_value));
+          s->set_keep_super_experts(absl::GetFlag(FLAGS_keep_super_experts));
         }
       }
     }

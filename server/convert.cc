@@ -128,6 +128,7 @@ absl::StatusOr<QuantizeSetting> FromProto(const v1::QuantizeSetting& s) {
     setting.spec.clip = *clip;
     setting.spec.clip_value = s.clip_value() == 0 ? DefaultClipValue(*clip) : s.clip_value();
     setting.restore_super_weights = s.restore_super_weights();
+    setting.keep_super_experts = s.keep_super_experts();
   }
   if (absl::Status st = setting.Validate(); !st.ok()) return st;
   return setting;
@@ -147,6 +148,7 @@ v1::QuantizeSetting ToProto(const QuantizeSetting& s) {
   p.set_clip(ClipMethodName(s.spec.clip));
   p.set_clip_value(s.spec.clip_value);
   p.set_restore_super_weights(s.restore_super_weights);
+  p.set_keep_super_experts(s.keep_super_experts);
   return p;
 }
 

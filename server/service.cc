@@ -320,7 +320,7 @@ absl::StatusOr<JobWork> SuperWeightService::PlanAblate(const v1::AblateRequest& 
   if (settings.empty()) settings = {"prune", "scale", "outliers", "restore_sa", "token_probs"};
   std::vector<float> scales(req.scales().begin(), req.scales().end());
   if (scales.empty()) scales = {0.f, 0.2f, 0.5f, 0.8f, 1.f, 1.5f, 2.f, 3.f};
-  std::vector<ExpertPrune> experts;
+  std::vector<ExpertId> experts;
   for (const v1::ExpertRef& e : req.prune_experts()) {
     if (e.layer() < 0 || e.layer() >= m.config.layers || e.expert() < 0 ||
         e.expert() >= m.config.experts) {

@@ -168,7 +168,7 @@ std::string AblationSetting::Name() const {
 
 absl::StatusOr<std::vector<AblationSetting>> AblationSettings(
     const std::vector<std::string>& names, const std::vector<float>& scales,
-    const std::vector<ExpertPrune>& experts) {
+    const std::vector<ExpertId>& experts) {
   std::vector<AblationSetting> settings = {{AblationKind::kIntact}};
   for (const std::string& name : names) {
     if (name == "intact") continue;  // always first
@@ -188,7 +188,7 @@ absl::StatusOr<std::vector<AblationSetting>> AblationSettings(
       if (experts.empty()) {
         return absl::InvalidArgumentError("prune_experts names no experts (LAYER:EXPERT)");
       }
-      for (const ExpertPrune& e : experts) {
+      for (const ExpertId& e : experts) {
         AblationSetting setting{AblationKind::kPruneExpert};
         setting.expert = e;
         settings.push_back(setting);

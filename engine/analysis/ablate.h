@@ -52,7 +52,7 @@ enum class AblationKind {
 struct AblationSetting {
   AblationKind kind = AblationKind::kIntact;
   float scale = 1.f;        // kScaleSuperWeights
-  ExpertPrune expert = {};  // kPruneExpert
+  ExpertId expert = {};  // kPruneExpert
   std::string Name() const;
 };
 
@@ -62,7 +62,7 @@ struct AblationSetting {
 // without experts. ("token_probs" is not a row; the caller handles it.)
 absl::StatusOr<std::vector<AblationSetting>> AblationSettings(
     const std::vector<std::string>& names, const std::vector<float>& scales,
-    const std::vector<ExpertPrune>& experts = {});
+    const std::vector<ExpertId>& experts = {});
 
 // The largest outlier fraction OutlierEdits takes: 100 times the paper's 1e-6, so that the edits
 // every pass carries stay small (a 7B model: 700,000 edits, 22 MB) and finding them costs one

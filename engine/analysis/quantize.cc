@@ -9,7 +9,7 @@ namespace superweight {
 std::string QuantizeSetting::Name() const {
   std::string name;
   if (!full_precision) {
-    name = spec.Name() + (restore_super_weights ? " +SW" : "");
+    name = spec.Name() + (restore_super_weights ? " +SW" : "") + (keep_super_experts ? " +SE" : "");
   } else if (activation_bits == 0) {
     name = "FP";
   }
@@ -29,6 +29,9 @@ std::string QuantizeSetting::Name() const {
 absl::Status QuantizeSetting::Validate() const {
   if (!full_precision) {
     if (absl::Status s = spec.Validate(); !s.ok()) return s;
+  }
+  if (keep_super_experts && full_precision) {
+    return absl::InvalidArgumentError("keep_super_experts needs quantized weights");
   }
   if (activation_bits != 0 && (activation_bits < 2 || activation_bits > 8)) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -98,7 +101,8 @@ namespace {
 // RtnTensor: rounding, or the clipping alone.
 absl::StatusOr<FakeQuantizedModel> TransformLinearWeights(
     const Model& model, const RtnSpec& spec, const std::vector<SuperWeightCoordinate>& keep,
-    bool quantize_lm_head, const std::atomic<bool>* cancelled, bool round) {
+    bool quantize_lm_head, const std::atomic<bool>* cancelled, bool round,
+    const std::vector<ExpertId>& keep_experts) {
   if (absl::Status s = spec.Validate(); !s.ok()) return s;
   if (absl::Status s = CheckSuperWeights(model, keep); !s.ok()) return s;
   FakeQuantizedModel q;
@@ -123,6 +127,10 @@ absl::StatusOr<FakeQuantizedModel> TransformLinearWeights(
   for (int l = 0; l < model.config.layers; ++l) {
     LayerWeights& layer = q.model->layers[l];
     for (int expert = -1; expert < static_cast<int>(layer.experts.size()); ++expert) {
+      const bool kept_expert =
+          std::any_of(keep_experts.begin(), keep_experts.end(),
+                      [&](const ExpertId& e) { return e.layer == l && e.expert == expert; });
+      if (kept_expert) continue;
       for (int k = 0; k < kNumLinearKinds; ++k) {
         const LinearKind kind = static_cast<LinearKind>(k);
         Matrix* w = layer.Find(kind, expert);
@@ -153,15 +161,30 @@ absl::StatusOr<FakeQuantizedModel> TransformLinearWeights(
 absl::StatusOr<FakeQuantizedModel> FakeQuantizeModel(const Model& model, const RtnSpec& spec,
                                                      const std::vector<SuperWeightCoordinate>& keep,
                                                      bool quantize_lm_head,
-                                                     const std::atomic<bool>* cancelled) {
-  return TransformLinearWeights(model, spec, keep, quantize_lm_head, cancelled, /*round=*/true);
+                                                     const std::atomic<bool>* cancelled,
+                                                     const std::vector<ExpertId>& keep_experts) {
+  return TransformLinearWeights(model, spec, keep, quantize_lm_head, cancelled, /*round=*/true,
+                                keep_experts);
 }
 
 absl::StatusOr<FakeQuantizedModel> ClipLinearWeights(const Model& model, const RtnSpec& spec,
                                                      const std::vector<SuperWeightCoordinate>& keep,
                                                      bool lm_head,
-                                                     const std::atomic<bool>* cancelled) {
-  return TransformLinearWeights(model, spec, keep, lm_head, cancelled, /*round=*/false);
+                                                     const std::atomic<bool>* cancelled,
+                                                     const std::vector<ExpertId>& keep_experts) {
+  return TransformLinearWeights(model, spec, keep, lm_head, cancelled, /*round=*/false,
+                                keep_experts);
+}
+
+std::vector<ExpertId> ExpertsOf(const std::vector<SuperWeightCoordinate>& super_weights) {
+  std::vector<ExpertId> experts;
+  for (const SuperWeightCoordinate& sw : super_weights) {
+    const bool seen = std::any_of(experts.begin(), experts.end(), [&](const ExpertId& e) {
+      return e.layer == sw.layer && e.expert == sw.expert;
+    });
+    if (sw.expert >= 0 && !seen) experts.push_back({sw.layer, sw.expert});
+  }
+  return experts;
 }
 
 absl::StatusOr<FakeQuantizedModel> QuantizeSettingView(
@@ -176,7 +199,8 @@ absl::StatusOr<FakeQuantizedModel> QuantizeSettingView(
     absl::StatusOr<FakeQuantizedModel> q = FakeQuantizeModel(
         model, setting.spec,
         setting.restore_super_weights ? super_weights : std::vector<SuperWeightCoordinate>{},
-        quantize_lm_head, cancelled);
+        quantize_lm_head, cancelled,
+        setting.keep_super_experts ? ExpertsOf(super_weights) : std::vector<ExpertId>{});
     if (!q.ok()) return q.status();
     view = std::move(*q);
   }
@@ -216,6 +240,10 @@ absl::StatusOr<std::vector<QuantizeTableRow>> Quantize(const Model& model,
     if (absl::Status s = setting.Validate(); !s.ok()) return s;
     if (setting.hold_out_super_activations && options.super_weights.empty()) {
       return absl::InvalidArgumentError("no super weights whose activations to hold out");
+    }
+    if (setting.keep_super_experts && ExpertsOf(options.super_weights).empty()) {
+      return absl::InvalidArgumentError(
+          "keep_super_experts: no super weight is in a routed expert (LAYER:EXPERT,ROW,COL)");
     }
   }
   StepProgress progress(options.harness,

@@ -21,6 +21,8 @@ struct QuantizeSetting {
   bool full_precision = false;  // the weights as stored
   RtnSpec spec;
   bool restore_super_weights = false;  // put the super weights back after quantizing
+  // Mixture of experts: every matrix of an expert that holds a super weight left as stored.
+  bool keep_super_experts = false;
   // Every layer's linear inputs fake-quantized (activation_quant.h) at this many bits; 0: none.
   int activation_bits = 0;
   // The super activations held out of the activations' quantization.
@@ -58,10 +60,14 @@ struct FakeQuantizedModel {
   double weight_mse = 0;                             // over every quantized element
   int64_t elements = 0;
 };
-absl::StatusOr<FakeQuantizedModel> FakeQuantizeModel(const Model& model, const RtnSpec& spec,
-                                                     const std::vector<SuperWeightCoordinate>& keep,
-                                                     bool quantize_lm_head,
-                                                     const std::atomic<bool>* cancelled = nullptr);
+// keep_experts: experts whose every matrix stays as stored (a mixture of experts' super experts).
+absl::StatusOr<FakeQuantizedModel> FakeQuantizeModel(
+    const Model& model, const RtnSpec& spec, const std::vector<SuperWeightCoordinate>& keep,
+    bool quantize_lm_head, const std::atomic<bool>* cancelled = nullptr,
+    const std::vector<ExpertId>& keep_experts = {});
+
+// The experts the super weights are in (each once), for keep_super_experts.
+std::vector<ExpertId> ExpertsOf(const std::vector<SuperWeightCoordinate>& super_weights);
 
 // The model a setting evaluates: its weights fake-quantized (FakeQuantizeModel) unless kept at
 // full precision, its activations quantized where the setting says; for the baseline, a view
@@ -73,10 +79,10 @@ absl::StatusOr<FakeQuantizedModel> QuantizeSettingView(
 
 // The same view with the spec's clipping alone (no rounding), the super weights kept: the values
 // an export hands to a GGML quantizer.
-absl::StatusOr<FakeQuantizedModel> ClipLinearWeights(const Model& model, const RtnSpec& spec,
-                                                     const std::vector<SuperWeightCoordinate>& keep,
-                                                     bool lm_head,
-                                                     const std::atomic<bool>* cancelled = nullptr);
+absl::StatusOr<FakeQuantizedModel> ClipLinearWeights(
+    const Model& model, const RtnSpec& spec, const std::vector<SuperWeightCoordinate>& keep,
+    bool lm_head, const std::atomic<bool>* cancelled = nullptr,
+    const std::vector<ExpertId>& keep_experts = {});
 
 // Per super weight: |value in `quantized` - value in `stored`| / |stored| (where stored is 0, the
 // absolute error |quantized|: a zero kept is no error, anything else is).

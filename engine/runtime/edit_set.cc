@@ -13,7 +13,7 @@ int EditSet::FirstLayer(int none) const {
   int first = none;
   for (const WeightEdit& e : weights) first = std::min(first, e.layer);
   for (const ActivationEdit& e : activations) first = std::min(first, e.layer);
-  for (const ExpertPrune& e : pruned_experts) first = std::min(first, e.layer);
+  for (const ExpertId& e : pruned_experts) first = std::min(first, e.layer);
   return first;
 }
 
@@ -41,7 +41,7 @@ absl::Status EditSet::Validate(const Model& model) const {
                           LinearKindName(e.kind), e.row, e.col, e.layer, m->rows, m->cols));
     }
   }
-  for (const ExpertPrune& e : pruned_experts) {
+  for (const ExpertId& e : pruned_experts) {
     if (e.layer < 0 || e.layer >= layers || e.expert < 0 || e.expert >= model.config.experts) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "expert pruning: expert %d of layer %d out of range (the model has %d layers of %d "

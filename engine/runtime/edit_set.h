@@ -31,9 +31,9 @@ struct ActivationEdit {
   int expert = -1;
 };
 
-// An expert removed from its layer's routing (its router logit -inf): the super-expert study's
-// pruning.
-struct ExpertPrune {
+// An expert of a mixture-of-experts layer (EditSet: removed from its layer's routing, its router
+// logit -inf, as the super-expert study prunes one).
+struct ExpertId {
   int layer = 0;
   int expert = 0;
 };
@@ -41,7 +41,7 @@ struct ExpertPrune {
 struct EditSet {
   std::vector<WeightEdit> weights;
   std::vector<ActivationEdit> activations;
-  std::vector<ExpertPrune> pruned_experts;
+  std::vector<ExpertId> pruned_experts;
 
   bool empty() const { return weights.empty() && activations.empty() && pruned_experts.empty(); }
   // The lowest layer any edit touches; `none` when there are no edits. Below it the edited pass

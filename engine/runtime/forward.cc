@@ -200,7 +200,7 @@ absl::Status RunExperts(const Model& model, int layer, absl::Span<const Sequence
   for (int64_t t = 0; t < N; ++t) {
     std::fill(pruned.begin(), pruned.end(), 0);
     if (const EditSet* edits = batch[sequence_of[t]].edits) {
-      for (const ExpertPrune& p : edits->pruned_experts) {
+      for (const ExpertId& p : edits->pruned_experts) {
         if (p.layer == layer) pruned[p.expert] = 1;
       }
     }

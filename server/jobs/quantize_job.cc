@@ -53,8 +53,9 @@ absl::StatusOr<QuantizeTableRow> ExportGgufAndEvaluate(const JobWork& w,
   const QuantizeOptions& o = w.quantize;
   const std::vector<SuperWeightCoordinate> kept =
       setting.restore_super_weights ? o.super_weights : std::vector<SuperWeightCoordinate>{};
-  absl::StatusOr<FakeQuantizedModel> clipped =
-      ClipLinearWeights(*w.model, setting.spec, kept, /*lm_head=*/false, cancelled);
+  absl::StatusOr<FakeQuantizedModel> clipped = ClipLinearWeights(
+      *w.model, setting.spec, kept, /*lm_head=*/false, cancelled,
+      setting.keep_super_experts ? ExpertsOf(o.super_weights) : std::vector<ExpertId>{});
   if (!clipped.ok()) return clipped.status();
   GgufExportOptions options;
   options.type = e.type;
@@ -97,8 +98,9 @@ absl::Status ExportHf(const JobWork& w, const QuantizeSetting& setting,
   const std::vector<SuperWeightCoordinate> kept = setting.restore_super_weights
                                                       ? w.quantize.super_weights
                                                       : std::vector<SuperWeightCoordinate>{};
-  absl::StatusOr<FakeQuantizedModel> view =
-      FakeQuantizeModel(*w.model, setting.spec, kept, w.quantize.quantize_lm_head, cancelled);
+  absl::StatusOr<FakeQuantizedModel> view = FakeQuantizeModel(
+      *w.model, setting.spec, kept, w.quantize.quantize_lm_head, cancelled,
+      setting.keep_super_experts ? ExpertsOf(w.quantize.super_weights) : std::vector<ExpertId>{});
   if (!view.ok()) return view.status();
   if (absl::Status s = ExportHuggingFace(*view->model, e.staged, e.type, cancelled); !s.ok()) {
     return s;
@@ -121,7 +123,7 @@ absl::Status ExportHf(const JobWork& w, const QuantizeSetting& setting,
 absl::Status LeaveOutSettingsNeedingSuperWeights(JobWork& w, std::vector<std::string>* skipped) {
   std::vector<QuantizeSetting> kept;
   for (const QuantizeSetting& s : w.quantize.settings) {
-    if (s.restore_super_weights || s.hold_out_super_activations) {
+    if (s.restore_super_weights || s.hold_out_super_activations || s.keep_super_experts) {
       skipped->push_back(s.Name());
     } else {
       kept.push_back(s);

@@ -155,3 +155,28 @@ def test_bad_expert_coordinates_are_refused(family_server, flags, message):
     out = family_server.client("ablate", "--model=moe.gguf", *flags, *EVAL, check=False)
     assert out.returncode != 0
     assert message in out.stderr, out.stderr
+
+
+def test_quantize_holds_the_super_expert_at_full_precision(family_server):
+    """--keep_super_experts: the experts holding a super weight are not rounded at all; the
+    Hugging Face export of the setting shows it tensor by tensor."""
+    layer, expert, row, col, _ = MOE
+    sw = f"--super_weights={layer}:{expert},{row},{col}"
+    held = family_server.call("quantize", "--model=moe.gguf", sw, "--bits=3", "--block_size=row",
+                              "--restore", "--keep_super_experts", "--export=hf:f32",
+                              "--export_name=moe-se", *EVAL)["result"]
+    assert [r["setting"] for r in held["rows"]] == ["FP", "INT3 brow +SW +SE"]
+    from safetensors.numpy import load_file
+    exported = load_file(str(family_server.root / "exports" / "moe-se" / "model.safetensors"))
+    config, original = mtm.load(str(family_server.root / "moe-hf"))
+    other = (expert + 1) % 8
+    for kind in ("gate", "up", "down"):
+        kept = mtm.expert_names(config, layer, expert)[kind]
+        rounded = mtm.expert_names(config, layer, other)[kind]
+        assert np.array_equal(exported[kept], original[kept]), kept
+        assert not np.array_equal(exported[rounded], original[rounded]), rounded
+    out = family_server.client("quantize", "--model=moe.gguf", "--bits=3", "--block_size=row",
+                               "--keep_super_experts", "--super_weights=1,5,7", *EVAL,
+                               check=False)
+    assert out.returncode != 0  # a shared expert's super weight: no routed expert to keep
+    assert "no super weight is in a routed expert" in out.stderr, out.stderr
