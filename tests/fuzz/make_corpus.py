@@ -6,7 +6,13 @@ makes them again byte for byte from the same inputs.
 Seeds are small real files and files built as the unit tests build malformed ones:
   gguf         llama.cpp's vocabulary GGUFs (testdata/vocab) with their arrays cut to 300
                entries; SmolLM2's real metadata (models/, make setup) on tiny tensors of every
-               type the engine reads, as llama, qwen2, phi3 and olmo; gguf_test.cc's small file,
+               type the engine reads, as llama, qwen2, phi3 and olmo, and as the newer families:
+               qwen3, olmo2, gemma2 and gemma3 (sliding windows, soft-capping, the local rope
+               base, linear rope scaling, the pattern as flags), Llama 3's rope_freqs.weight, and
+               the mixtures of experts (mixtral as llama with expert_count, qwen2moe with its
+               shared expert, qwen3moe, olmoe) with stacked expert tensors; those load_gguf.cc
+               refuses by name (yarn scaling, experts in a dense model, a stack of the wrong
+               count, a pattern of the wrong length...); gguf_test.cc's small file,
                its truncations, bad magic and version, unsupported and misaligned types, tensors
                outside the file, huge values and counts.
   safetensors  the tiny models' weights below; the real TinyStories header with its data cut;
@@ -18,7 +24,10 @@ Seeds are small real files and files built as the unit tests build malformed one
                llama, mistral, qwen2, olmo and phi3 models with tokenizer.json files trained by
                the `tokenizers` library as tests/oracle/test_tokenizer_families_oracle.py trains
                its families; sharded, tied and untied, F32/F16/BF16; broken configs, tokenizers
-               and weights as model_test.cc breaks them.
+               and weights as model_test.cc breaks them; tiny qwen3, olmo2, gemma2, gemma3_text
+               (layer_types, sliding_window_pattern), mixtral, qwen2_moe, qwen3_moe and olmoe
+               models (one tensor per expert), and the configs load_hf.cc refuses by name
+               (layer_types of the wrong length, mlp_only_layers, a negative sliding_window...).
   request      one serialized request per RPC and case (request_fuzzer.cc: the first byte picks
                the RPC), naming the fuzzer's models.
 
@@ -261,6 +270,167 @@ def gguf_seeds():
 
 
 # ---------------------------------------------------------------------------------------------
+# GGUF: the newer families (load_gguf.cc, tensor_names.cc): per-head and whole-projection q/k
+# norms, Gemma's four norms, soft-capping and sliding-window layers, rope scaling and rope
+# factors, and mixtures of experts with llama.cpp's stacked expert tensors.
+
+def retarget(real, arch, sizes, keys=(), drop=()):
+    """SmolLM2's metadata as ARCH's: llama.* renamed, SIZES (keys without the arch) replaced,
+    KEYS ((key without the arch, type, value)) added or replaced, DROP (the same) removed."""
+    keys = {k: (t, v) for k, t, v in keys}
+    out, done = [], set()
+    for key, t, v in real:
+        if key == "general.architecture":
+            v = arch.encode()
+        if key.startswith("llama."):
+            short = key[len("llama."):]
+            if short in drop:
+                continue
+            key = arch + "." + short
+            if short in sizes:
+                v = sizes[short]
+            if short in keys:
+                t, v = keys[short]
+                done.add(short)
+        out.append((key, t, v))
+    for short, (t, v) in keys.items():
+        if short not in done and short not in drop:
+            out.append((arch + "." + short, t, v))
+    return out
+
+
+# Per architecture (llama.cpp's names): the block norms, the q/k norm (per head or over the whole
+# projection), q/k/v biases, a mixture of experts, a shared expert.
+GGUF_FAMILIES = {
+    "llama": (("attn_norm", "ffn_norm"), None, False, False, False),
+    "qwen2": (("attn_norm", "ffn_norm"), None, True, False, False),
+    "qwen3": (("attn_norm", "ffn_norm"), "head", False, False, False),
+    "olmo2": (("post_attention_norm", "post_ffw_norm"), "whole", False, False, False),
+    "gemma2": (("attn_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm"), None, False,
+               False, False),
+    "gemma3": (("attn_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm"), "head", False,
+               False, False),
+    "mixtral": (("attn_norm", "ffn_norm"), None, False, True, False),
+    "qwen2moe": (("attn_norm", "ffn_norm"), None, True, True, True),
+    "qwen3moe": (("attn_norm", "ffn_norm"), "head", False, True, False),
+    "olmoe": (("attn_norm", "ffn_norm"), "whole", False, True, False),
+}
+
+
+def gguf_family_seeds():
+    rng = random.Random(2503)
+    real = cut_vocab(read_gguf_metadata(SMOLLM2), 300)
+    # Hidden 32, 2 heads of 16 (Q8_0's blocks of 32 fit every row), MLPs and experts 32 wide.
+    hidden, heads, head_dim, vocab = 32, 2, 16, 300
+
+    def family(family_name, linear, layers=1, kv_heads=1, inter=32, experts=4, used=2,
+               expert_inter=32, shared_inter=64, stacked=None, keys=(), drop=(), extra=(),
+               arch=None):
+        """A tiny model of FAMILY_NAME (its tensors), written as ARCH (default the same) with
+        KEYS; STACKED: the experts the stacked tensors hold (default all of them)."""
+        norms, qk, bias, moe, shared = GGUF_FAMILIES[family_name]
+        arch = arch or family_name
+        sizes = {"embedding_length": hidden, "feed_forward_length": inter, "block_count": layers,
+                 "attention.head_count": heads, "attention.head_count_kv": kv_heads,
+                 "rope.dimension_count": head_dim}
+        moe_keys = []
+        if moe:
+            moe_keys = [("expert_count", 4, experts), ("expert_used_count", 4, used)]
+            if family_name != "mixtral":  # llama.cpp writes Mixtral's as feed_forward_length
+                moe_keys.append(("expert_feed_forward_length", 4, expert_inter))
+            if shared:
+                moe_keys.append(("expert_shared_feed_forward_length", 4, shared_inter))
+        kvs = retarget(real, arch, sizes, moe_keys + list(keys), drop)
+        q_rows, kv_rows = heads * head_dim, kv_heads * head_dim
+        t = [("token_embd.weight", [hidden, vocab], "Q8_0"),
+             ("output_norm.weight", [hidden], "F32")]
+        for l in range(layers):
+            blk = "blk.%d." % l
+            t += [(blk + n + ".weight", [hidden], "F32") for n in norms]
+            t += [(blk + "attn_q.weight", [hidden, q_rows], linear),
+                  (blk + "attn_k.weight", [hidden, kv_rows], linear),
+                  (blk + "attn_v.weight", [hidden, kv_rows], linear),
+                  (blk + "attn_output.weight", [q_rows, hidden], linear)]
+            if bias:
+                t += [(blk + "attn_q.bias", [q_rows], "F32"),
+                      (blk + "attn_k.bias", [kv_rows], "F32"),
+                      (blk + "attn_v.bias", [kv_rows], "F32")]
+            if qk:
+                t += [(blk + "attn_q_norm.weight", [head_dim if qk == "head" else q_rows], "F32"),
+                      (blk + "attn_k_norm.weight", [head_dim if qk == "head" else kv_rows], "F32")]
+            if moe:
+                n = experts if stacked is None else stacked
+                t += [(blk + "ffn_gate_inp.weight", [hidden, experts], "F32"),
+                      (blk + "ffn_gate_exps.weight", [hidden, expert_inter, n], linear),
+                      (blk + "ffn_up_exps.weight", [hidden, expert_inter, n], linear),
+                      (blk + "ffn_down_exps.weight", [expert_inter, hidden, n], linear)]
+                if shared:  # the shared expert's gate: [n_embd, 1], as llama.cpp writes it
+                    t += [(blk + "ffn_gate_inp_shexp.weight", [hidden, 1], "F32"),
+                          (blk + "ffn_gate_shexp.weight", [hidden, shared_inter], linear),
+                          (blk + "ffn_up_shexp.weight", [hidden, shared_inter], linear),
+                          (blk + "ffn_down_shexp.weight", [shared_inter, hidden], linear)]
+            else:
+                t += [(blk + "ffn_gate.weight", [hidden, inter], linear),
+                      (blk + "ffn_up.weight", [hidden, inter], linear),
+                      (blk + "ffn_down.weight", [inter, hidden], linear)]
+        tensors = [(n, ne, ty, tensor_bytes(rng, ne, ty)) for n, ne, ty in t]
+        tensors += [(n, ne, ty, data) for n, ne, ty, data in extra]
+        return gguf(kvs, tensors)
+
+    head_keys = [("attention.key_length", 4, head_dim), ("attention.value_length", 4, head_dim)]
+    write("gguf", "qwen3-tiny-q8_0.gguf",
+          family("qwen3", "Q8_0", keys=head_keys + [("rope.freq_base", 6, 1e6)]))
+    write("gguf", "olmo2-tiny-f16.gguf", family("olmo2", "F16", keys=[("rope.freq_base", 6, 5e5)]))
+    # Gemma 2: every other layer slides (no pattern key), both soft-cappings.
+    gemma2_keys = head_keys + [("attention.sliding_window", 4, 8),
+                               ("attn_logit_softcapping", 6, 50.0),
+                               ("final_logit_softcapping", 6, 30.0)]
+    write("gguf", "gemma2-tiny-q8_0.gguf", family("gemma2", "Q8_0", layers=2, keys=gemma2_keys))
+    # Gemma 3: local layers' own rope base, linear scaling of the global ones, the pattern as one
+    # flag per layer.
+    gemma3_keys = head_keys + [
+        ("rope.freq_base", 6, 1e6), ("rope.freq_base_swa", 6, 10000.0),
+        ("rope.scaling.type", STRING, "linear"), ("rope.scaling.factor", 6, 8.0),
+        ("attention.sliding_window", 4, 8), ("final_logit_softcapping", 6, 30.0),
+        ("attention.sliding_window_pattern", ARRAY, (7, [True, False]))]
+    write("gguf", "gemma3-tiny-bf16.gguf", family("gemma3", "BF16", layers=2, keys=gemma3_keys))
+    write("gguf", "gemma3-tiny-pattern-every-2.gguf", family("gemma3", "Q8_0", layers=2, keys=[
+        k if k[0] != "attention.sliding_window_pattern" else (k[0], 4, 2) for k in gemma3_keys]))
+    # Llama 3.x: per-dimension rope factors (rotary dimension / 2 of them), as llama.cpp writes.
+    freqs = [1.0, 1.0, 1.0, 1.0, 2.5, 5.0, 8.0, 8.0]
+    write("gguf", "llama3-rope-freqs-q8_0.gguf", family("llama", "Q8_0", extra=[
+        ("rope_freqs.weight", [head_dim // 2], "F32", struct.pack("<8f", *freqs))],
+        keys=[("rope.freq_base", 6, 500000.0)]))
+    # Mixtures of experts: stacked expert tensors [cols, rows, experts] and the router.
+    write("gguf", "mixtral-tiny-q8_0.gguf", family("mixtral", "Q8_0", arch="llama"))
+    write("gguf", "qwen2moe-tiny-q8_0.gguf", family("qwen2moe", "Q8_0"))
+    write("gguf", "qwen3moe-tiny-q8_0.gguf", family("qwen3moe", "Q8_0", keys=head_keys))
+    write("gguf", "olmoe-tiny-f16.gguf", family("olmoe", "F16", kv_heads=2, experts=2, used=1))
+
+    # Refused: what load_gguf.cc and validate.cc turn away by name.
+    write("gguf", "broken-rope-scaling-yarn.gguf", family("llama", "Q8_0", keys=[
+        ("rope.scaling.type", STRING, "yarn"), ("rope.scaling.factor", 6, 4.0)]))
+    write("gguf", "broken-rope-scaling-factor.gguf", family("llama", "Q8_0", keys=[
+        ("rope.scaling.type", STRING, "linear"), ("rope.scaling.factor", 6, -2.0)]))
+    write("gguf", "broken-rope-freqs-short.gguf", family("llama", "Q8_0", extra=[
+        ("rope_freqs.weight", [4], "F32", struct.pack("<4f", 1, 2, 4, 8))]))
+    write("gguf", "broken-qwen2-experts.gguf", family("qwen2", "Q8_0", keys=[
+        ("expert_count", 4, 4), ("expert_used_count", 4, 2)]))
+    write("gguf", "broken-qwen3moe-stacks-3.gguf",
+          family("qwen3moe", "Q8_0", keys=head_keys, stacked=3))
+    write("gguf", "broken-qwen3moe-no-expert-count.gguf",
+          family("qwen3moe", "Q8_0", keys=head_keys, drop=("expert_count",)))
+    write("gguf", "broken-olmoe-used-over-count.gguf",
+          family("olmoe", "Q8_0", kv_heads=2, used=8))
+    write("gguf", "broken-gemma3-pattern-length.gguf", family("gemma3", "Q8_0", layers=2, keys=[
+        k if k[0] != "attention.sliding_window_pattern" else (k[0], ARRAY, (7, [True] * 3))
+        for k in gemma3_keys]))
+    # A negative window is clamped to none (accepted, no sliding layers).
+    write("gguf", "gemma2-sliding-window-negative.gguf", family("gemma2", "Q8_0", layers=2, keys=[
+        k if k[0] != "attention.sliding_window" else (k[0], 5, -1) for k in gemma2_keys]))
+
+
+# ---------------------------------------------------------------------------------------------
 # safetensors and Hugging Face directories.
 
 def safetensors(tensors, metadata=None):
@@ -485,6 +655,148 @@ def hf_seeds():
     n = struct.unpack("<Q", real[:8])[0]
     write("safetensors", "tinystories-header-data-cut.safetensors", real[:8 + n + 256])
 
+    hf_family_seeds(families)
+
+
+# Hugging Face names of the newer families (tensor_names.cc): the block norms, the q/k norm (per
+# head or over the whole projection), q/k/v biases, and the MLP: dense, experts
+# (mlp.experts.E.*), Mixtral's experts (block_sparse_moe.experts.E.w1/w3/w2), or experts beside
+# a shared expert.
+HF_FAMILIES = {
+    "qwen3": (("input_layernorm", "post_attention_layernorm"), "head", False, "dense"),
+    "olmo2": (("post_attention_layernorm", "post_feedforward_layernorm"), "whole", False, "dense"),
+    "gemma2": (("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                "post_feedforward_layernorm"), None, False, "dense"),
+    "gemma3_text": (("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                     "post_feedforward_layernorm"), "head", False, "dense"),
+    "mixtral": (("input_layernorm", "post_attention_layernorm"), None, False, "mixtral"),
+    "qwen2_moe": (("input_layernorm", "post_attention_layernorm"), None, True, "shared"),
+    "qwen3_moe": (("input_layernorm", "post_attention_layernorm"), "head", False, "experts"),
+    "olmoe": (("input_layernorm", "post_attention_layernorm"), "whole", False, "experts"),
+}
+
+
+def hf_family_weights(rng, c, dtype="F16", experts=None):
+    """A tiny model of c["model_type"]'s family; EXPERTS: the experts stored (default the
+    config's)."""
+    norms, qk, bias, mlp = HF_FAMILIES[c["model_type"]]
+    hidden, heads = c["hidden_size"], c["num_attention_heads"]
+    kv = c.get("num_key_value_heads", heads)
+    hd = c.get("head_dim", hidden // heads)
+    n_experts = c.get("num_local_experts", c.get("num_experts", 0))
+    stored = n_experts if experts is None else experts
+    inter = c.get("moe_intermediate_size", c["intermediate_size"])
+    t = [("model.embed_tokens.weight", [c["vocab_size"], hidden]), ("model.norm.weight", [hidden])]
+    if not c.get("tie_word_embeddings", True):
+        t.append(("lm_head.weight", [c["vocab_size"], hidden]))
+    for layer in range(c["num_hidden_layers"]):
+        p = "model.layers.%d." % layer
+        t += [(p + n + ".weight", [hidden]) for n in norms]
+        t += [(p + "self_attn.q_proj.weight", [heads * hd, hidden]),
+              (p + "self_attn.k_proj.weight", [kv * hd, hidden]),
+              (p + "self_attn.v_proj.weight", [kv * hd, hidden]),
+              (p + "self_attn.o_proj.weight", [hidden, heads * hd])]
+        if bias:
+            t += [(p + "self_attn.q_proj.bias", [heads * hd]),
+                  (p + "self_attn.k_proj.bias", [kv * hd]),
+                  (p + "self_attn.v_proj.bias", [kv * hd])]
+        if qk:
+            t += [(p + "self_attn.q_norm.weight", [hd if qk == "head" else heads * hd]),
+                  (p + "self_attn.k_norm.weight", [hd if qk == "head" else kv * hd])]
+        if mlp == "dense":
+            t += [(p + "mlp.gate_proj.weight", [inter, hidden]),
+                  (p + "mlp.up_proj.weight", [inter, hidden]),
+                  (p + "mlp.down_proj.weight", [hidden, inter])]
+        elif mlp == "mixtral":
+            q = p + "block_sparse_moe."
+            t.append((q + "gate.weight", [n_experts, hidden]))
+            for e in range(stored):
+                t += [(q + "experts.%d.w1.weight" % e, [inter, hidden]),
+                      (q + "experts.%d.w2.weight" % e, [hidden, inter]),
+                      (q + "experts.%d.w3.weight" % e, [inter, hidden])]
+        else:
+            t.append((p + "mlp.gate.weight", [n_experts, hidden]))
+            for e in range(stored):
+                q = p + "mlp.experts.%d." % e
+                t += [(q + "gate_proj.weight", [inter, hidden]),
+                      (q + "up_proj.weight", [inter, hidden]),
+                      (q + "down_proj.weight", [hidden, inter])]
+            if mlp == "shared":  # the shared expert's gate: a one-row linear layer
+                si = c["shared_expert_intermediate_size"]
+                t += [(p + "mlp.shared_expert.gate_proj.weight", [si, hidden]),
+                      (p + "mlp.shared_expert.up_proj.weight", [si, hidden]),
+                      (p + "mlp.shared_expert.down_proj.weight", [hidden, si]),
+                      (p + "mlp.shared_expert_gate.weight", [1, hidden])]
+    out = []
+    for name, shape in t:
+        n = 1
+        for d in shape:
+            n *= d
+        out.append((name, dtype, shape, floats(rng, n, dtype)))
+    return safetensors(out, {"format": "pt"})
+
+
+def hf_family_seeds(families):
+    """Tiny Qwen3, OLMo 2, Gemma 2 and 3, Mixtral, Qwen2-MoE, Qwen3-MoE and OLMoE directories
+    (their configs' keys as transformers saves them), and configs load_hf.cc refuses by name.
+    Two carry a tokenizer.json; the rest none (a vocabulary of 32) to stay small."""
+    rng = random.Random(3003)
+
+    def vocab_of(tok):
+        return len(tok["model"]["vocab"]) + len(tok["added_tokens"])
+
+    def seed(name, c, tok=b"", dtype="F16", experts=None):
+        write("hf_dir", name, hf_dir(c, tok, b"", hf_family_weights(rng, c, dtype, experts)))
+
+    gpt2, spm = families["gpt2"], families["spm-unk"]
+    moe = {"num_experts": 4, "num_experts_per_tok": 2, "decoder_sparse_step": 1,
+           "mlp_only_layers": [], "tie_word_embeddings": False}
+    qwen3 = tiny_config("qwen3", vocab_of(gpt2), head_dim=8, rope_theta=1e6)
+    seed("qwen3-gpt2", qwen3, gpt2, "BF16")
+    seed("olmo2", tiny_config("olmo2", 32, rope_theta=500000.0, tie_word_embeddings=False), b"",
+         "F32")
+    gemma2 = tiny_config("gemma2", vocab_of(spm), num_hidden_layers=2, head_dim=4,
+                         hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=4,
+                         attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+                         sliding_window=8)
+    seed("gemma2-spm-unk", gemma2, spm)
+    gemma3 = tiny_config("gemma3_text", 32, num_hidden_layers=2, head_dim=4,
+                         hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=4,
+                         attn_logit_softcapping=None, final_logit_softcapping=None,
+                         sliding_window=8, sliding_window_pattern=6,
+                         layer_types=["sliding_attention", "full_attention"],
+                         rope_theta=1e6, rope_local_base_freq=10000.0,
+                         rope_scaling={"factor": 8.0, "rope_type": "linear"})
+    seed("gemma3_text", gemma3, b"", "BF16")
+    no_types = dict(gemma3, sliding_window_pattern=2)
+    del no_types["layer_types"]
+    seed("gemma3_text-pattern-2", no_types)
+    seed("mixtral", tiny_config("mixtral", 32, num_local_experts=4, num_experts_per_tok=2,
+                                tie_word_embeddings=False))
+    qwen2_moe = tiny_config("qwen2_moe", 32, moe_intermediate_size=8,
+                            shared_expert_intermediate_size=16, norm_topk_prob=False, **moe)
+    seed("qwen2_moe", qwen2_moe, b"", "F32")
+    qwen3_moe = tiny_config("qwen3_moe", 32, head_dim=8, moe_intermediate_size=8,
+                            norm_topk_prob=True, **moe)
+    seed("qwen3_moe", qwen3_moe, b"", "BF16")
+    olmoe = tiny_config("olmoe", 32, num_key_value_heads=2, clip_qkv=None, norm_topk_prob=False,
+                        **moe)
+    seed("olmoe", olmoe)
+
+    # Refused by name.
+    seed("broken-gemma2-layer-types-length",
+         dict(gemma2, vocab_size=32, layer_types=["sliding_attention"] * 3))
+    seed("broken-gemma3-layer-type-unknown",
+         dict(gemma3, layer_types=["sliding_attention", "chunked_attention"]))
+    seed("broken-gemma3-sliding-window-negative", dict(gemma3, sliding_window=-1))
+    seed("broken-gemma2-activation", dict(gemma2, vocab_size=32, hidden_activation="gelu"))
+    seed("broken-qwen2_moe-mlp-only-layers", dict(qwen2_moe, mlp_only_layers=[0]))
+    seed("broken-qwen3_moe-sparse-step-2", dict(qwen3_moe, decoder_sparse_step=2))
+    seed("broken-qwen3_moe-norm-topk-string", dict(qwen3_moe, norm_topk_prob="yes"))
+    seed("broken-olmoe-per-token-over-experts", dict(olmoe, num_experts_per_tok=8))
+    seed("broken-mixtral-3-of-4-experts", tiny_config(
+        "mixtral", 32, num_local_experts=4, num_experts_per_tok=2), experts=3)
+
 
 def safetensors_seeds():
     def build(header, data_bytes):
@@ -705,6 +1017,7 @@ def request_seeds():
 
 def main():
     gguf_seeds()
+    gguf_family_seeds()
     hf_seeds()
     safetensors_seeds()
     tokenizer_seeds()
