@@ -84,7 +84,8 @@ absl::Status ReadRopeScaling(const GgufFile& gguf, const std::string& arch, cons
 // Gemma's soft-capping, attention scale and sliding-window layers, as llama.cpp reads them: the
 // scale is 1/sqrt(head_dim) except for the 27B models (46 layers of Gemma 2, 62 of Gemma 3),
 // whose query_pre_attn_scalar is hidden / heads; GGUF does not record it.
-absl::Status ReadGemmaHparams(const GgufFile& gguf, const std::string& arch, ModelConfig* c) {
+absl::Status ReadGemmaHparams(const GgufFile& gguf, const std::string& arch,
+                              const std::string& path, ModelConfig* c) {
   if (c->arch != Architecture::kGemma2 && c->arch != Architecture::kGemma3) return absl::OkStatus();
   const bool gemma2 = c->arch == Architecture::kGemma2;
   const bool big = c->layers == (gemma2 ? 46 : 62);
@@ -94,8 +95,13 @@ absl::Status ReadGemmaHparams(const GgufFile& gguf, const std::string& arch, Mod
              : 0.f;
   c->final_softcap =
       static_cast<float>(gguf.GetFloat(arch + ".final_logit_softcapping").value_or(0));
-  c->sliding_window = static_cast<int>(std::clamp<int64_t>(
-      gguf.GetInt(arch + ".attention.sliding_window").value_or(gemma2 ? 4096 : 0), 0, 1 << 30));
+  const int64_t window =
+      gguf.GetInt(arch + ".attention.sliding_window").value_or(gemma2 ? 4096 : 0);
+  if (window < 0 || window > (int64_t{1} << 30)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: attention.sliding_window %d is out of range", path, window));
+  }
+  c->sliding_window = static_cast<int>(window);
   c->sliding_rope = c->rope;
   if (!gemma2) {  // local layers: their own base, no scaling
     c->sliding_rope.theta =
@@ -109,7 +115,7 @@ absl::Status ReadGemmaHparams(const GgufFile& gguf, const std::string& arch, Mod
   if (pattern != nullptr && pattern->kind == GgufValue::Kind::kArray) {
     if (pattern->numbers.size() != static_cast<size_t>(c->layers)) {
       return absl::InvalidArgumentError(
-          absl::StrFormat("attention.sliding_window_pattern has %d flags for %d layers",
+          absl::StrFormat("%s: attention.sliding_window_pattern has %d flags for %d layers", path,
                           pattern->numbers.size(), c->layers));
     }
     for (int l = 0; l < c->layers; ++l) c->sliding_layers[l] = pattern->numbers[l] != 0;
@@ -187,7 +193,7 @@ absl::StatusOr<std::unique_ptr<Model>> OpenGgufModel(const std::string& path) {
     }
     c.rope.freq_factors = ToFloatVector(t.dtype, t.data, t.ne[0]);
   }
-  if (auto s = ReadGemmaHparams(*gguf, arch_name, &c); !s.ok()) return s;
+  if (auto s = ReadGemmaHparams(*gguf, arch_name, path, &c); !s.ok()) return s;
   if (auto s = get_int("expert_count", &c.experts, false); !s.ok()) return s;
   if (c.experts > 0) {
     if (c.arch == Architecture::kLlama) c.arch = Architecture::kMixtral;  // llama.cpp's name

@@ -20,6 +20,7 @@ import make_test_model as mtm  # noqa: E402
 
 BENCH_PY = os.path.join(ROOT, ".venv-bench", "bin", "python")
 GEMMA2 = (1, 60, 33, 50.0)
+LLAMA3 = (1, 7, 101, 50.0)
 QWEN3 = (0, 40, 17, 50.0)
 MOE = (1, 3, 5, 7, 50.0)  # layer, expert, row, col, value
 EVAL = ["--tasks=wikitext2", "--window=64", "--max_windows=2"]
@@ -31,8 +32,10 @@ def family_server(tmp_path_factory):
     mtm.make("gemma2", str(root / "gemma2-hf"), plant=GEMMA2)
     mtm.make("qwen3", str(root / "qwen3"), plant=QWEN3)
     mtm.make("qwen2_moe", str(root / "moe-hf"), plant=MOE)
+    mtm.make("llama3", str(root / "llama3-hf"), plant=LLAMA3)
     mtm.to_gguf_many([(str(root / "gemma2-hf"), str(root / "gemma2.gguf"), "f32"),
-                      (str(root / "moe-hf"), str(root / "moe.gguf"), "f32")])
+                      (str(root / "moe-hf"), str(root / "moe.gguf"), "f32"),
+                      (str(root / "llama3-hf"), str(root / "llama3.gguf"), "f32")])
     (root / "exports").mkdir()
     state = tmp_path_factory.mktemp("family_state")
     token = state / "token"
@@ -60,7 +63,8 @@ def test_models_lists_each_family(family_server):
     assert models["moe.gguf"]["architecture"] == "qwen2moe"
 
 
-@pytest.mark.parametrize("model,plant", [("gemma2.gguf", GEMMA2), ("qwen3", QWEN3)])
+@pytest.mark.parametrize("model,plant", [("gemma2.gguf", GEMMA2), ("qwen3", QWEN3),
+                                         ("llama3.gguf", LLAMA3)])
 def test_locate_finds_the_planted_super_weight(family_server, model, plant):
     r = family_server.call("locate", f"--model={model}", "--skip_confirmation")["result"]
     assert [coordinate(s) for s in r["super_weights"]] == [plant[:3]]
@@ -88,6 +92,27 @@ def test_gemma2_ablate_quantize_export_and_check(family_server):
                               "--reference=gemma2.gguf", sw, "--window=64", "--max_windows=2",
                               check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_llama3_gguf_with_rope_freqs_exports_in_both_formats(family_server):
+    """A Llama 3.x GGUF (its rope scaling as llama.cpp's rope_freqs divisors): the GGUF export
+    carries them over for llama.cpp, the Hugging Face export writes them as rope_scaling."""
+    sw = "--super_weights={},{},{}".format(*LLAMA3[:3])
+    family_server.call("quantize", "--model=llama3.gguf", sw, "--bits=8", "--block_size=64",
+                       "--restore", "--export=gguf:Q8_0", "--export_name=llama3-q8.gguf", *EVAL)
+    path = str(family_server.root / "exports" / "llama3-q8.gguf")
+    assert "rope_freqs.weight" in {t.name for t in GGUFReader(path).tensors}
+    llama_cpp_opens(path)
+    ok = family_server.client("check", "--model=exports/llama3-q8.gguf",
+                              "--reference=llama3.gguf", sw, "--window=64", "--max_windows=2",
+                              check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    family_server.call("quantize", "--model=llama3.gguf", sw, "--bits=8", "--block_size=64",
+                       "--restore", "--export=hf:f32", "--export_name=llama3-hf-export", *EVAL)
+    config = json.loads((family_server.root / "exports" / "llama3-hf-export" /
+                         "config.json").read_text())
+    assert config["rope_scaling"]["rope_type"] == "llama3"
+    assert config["rope_scaling"]["original_max_position_embeddings"] == 16
 
 
 def test_moe_expert_coordinate_end_to_end(family_server):

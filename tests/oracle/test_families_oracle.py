@@ -94,7 +94,7 @@ def test_logits_against_transformers(models, family, torch, tmp_path):
     assert err < 1e-4
 
 
-@pytest.mark.parametrize("family", ["llama3", "gemma3"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_perplexity_within_one_percent_of_llama_cpp_on_q8_0(models, family, tmp_path):
     _, gguf = models[family, "clean"]
     q8 = tmp_path / f"{family}-q8_0.gguf"
