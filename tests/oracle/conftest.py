@@ -89,3 +89,31 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "formats: file-format bytes from code with no CPU-class dispatch (GGML's "
         "reference quantizers, the GGUF writer); run at full ISA only")
+
+
+def family_models(tmp_path_factory, plants):
+    """Each family of `plants` (family -> the plant make_test_model takes) as a clean and a
+    planted model, each a Hugging Face directory and an F32 GGUF by llama.cpp's converter:
+    {(family, "clean" | "planted"): (directory, gguf)}."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import make_test_model as mtm
+    root = tmp_path_factory.mktemp("families")
+    out, jobs = {}, []
+    for family, plant in plants.items():
+        for variant, planted in (("clean", None), ("planted", plant)):
+            hf = root / f"{family}-{variant}"
+            mtm.make(family, str(hf), plant=planted)
+            jobs.append((str(hf), str(root / f"{family}-{variant}.gguf"), "f32"))
+            out[family, variant] = (str(hf), str(root / f"{family}-{variant}.gguf"))
+    mtm.to_gguf_many(jobs)
+    return out
+
+
+def llama_cpp_logits(path, ids, tmp_path):
+    """llama.cpp's logits of every position (tools/llama_cpp_eval.py, f32 KV cache)."""
+    out = os.path.join(str(tmp_path), "llama_cpp_logits.npy")
+    run = subprocess.run([os.path.join(ROOT, ".venv-bench", "bin", "python"),
+                          os.path.join(ROOT, "tools", "llama_cpp_eval.py"), "logits", path,
+                          ",".join(map(str, ids)), out, "--kv=f32"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return np.load(out)

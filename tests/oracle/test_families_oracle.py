@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, engine, engine_logits, relative_error
+from conftest import (ROOT, engine, engine_logits, family_models, llama_cpp_logits,
+                      relative_error)
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import make_test_model as mtm  # noqa: E402
@@ -32,28 +33,13 @@ LLAMA_CPP_BOUND = {"gemma2": 2e-3, "gemma3": 2e-3}
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("families")
-    out, jobs = {}, []
-    for family in FAMILIES:
-        for variant, plant in (("clean", None), ("planted", PLANT[family])):
-            hf = root / f"{family}-{variant}"
-            mtm.make(family, str(hf), plant=plant)
-            jobs.append((str(hf), str(root / f"{family}-{variant}.gguf"), "f32"))
-            out[family, variant] = (str(hf), str(root / f"{family}-{variant}.gguf"))
-    mtm.to_gguf_many(jobs)
-    return out
+    return family_models(tmp_path_factory, PLANT)
 
 
 def llama_cpp(*args):
     run = subprocess.run([BENCH_PY, EVAL] + [str(a) for a in args], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     return run.stdout
-
-
-def llama_cpp_logits(path, ids, tmp_path):
-    out = tmp_path / "llama_cpp_logits.npy"
-    llama_cpp("logits", path, ",".join(map(str, ids)), out, "--kv=f32")
-    return np.load(out)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -7,19 +7,16 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 
-import numpy as np
 import pytest
 
-from conftest import ROOT, engine, engine_logits, relative_error
+from conftest import (ROOT, engine, engine_logits, family_models, llama_cpp_logits,
+                      relative_error)
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import make_test_model as mtm  # noqa: E402
 
-BENCH_PY = os.path.join(ROOT, ".venv-bench", "bin", "python")
-EVAL = os.path.join(ROOT, "tools", "llama_cpp_eval.py")
 FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
 # (layer, expert, row, col, value) of the planted super weight.
 PLANT = {"mixtral": (1, 5, 20, 7, 50.0), "qwen2_moe": (0, 3, 5, 7, 50.0),
@@ -31,24 +28,7 @@ IDS = [1, 17, 200, 3, 45, 99, 128, 7, 7, 7, 250, 31, 64, 2, 180, 90, 11, 5, 42, 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("moe")
-    out, jobs = {}, []
-    for family in FAMILIES:
-        for variant, plant in (("clean", None), ("planted", PLANT[family])):
-            hf = root / f"{family}-{variant}"
-            mtm.make(family, str(hf), plant=plant)
-            jobs.append((str(hf), str(root / f"{family}-{variant}.gguf"), "f32"))
-            out[family, variant] = (str(hf), str(root / f"{family}-{variant}.gguf"))
-    mtm.to_gguf_many(jobs)
-    return out
-
-
-def llama_cpp_logits(path, ids, tmp_path):
-    out = tmp_path / "llama_cpp_logits.npy"
-    run = subprocess.run([BENCH_PY, EVAL, "logits", path, ",".join(map(str, ids)), str(out),
-                          "--kv=f32"], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return np.load(out)
+    return family_models(tmp_path_factory, PLANT)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -2,6 +2,7 @@
 // pruning against the same model with its weights changed, the validation of expert
 // coordinates, and the super-expert rule. (The forward pass against transformers and llama.cpp:
 // tests/oracle/test_moe_oracle.py.)
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <random>
@@ -97,16 +98,25 @@ class RoutedTap : public ForwardTap {
 
 const std::vector<int32_t> kIds = {1, 5, 9, 33, 2, 60, 17, 17, 40, 3};
 
-TEST(Moe, EveryTokenReachesItsTopTwoExperts) {
-  auto t = MakeTinyMoe();
+// How many of kIds's tokens reach each expert of layer 0, with `edits`.
+std::vector<int> RowsPerExpert(const Model& m, const EditSet* edits = nullptr) {
   RoutedTap tap;
-  SequenceInput in{kIds, nullptr};
+  SequenceInput in{kIds, edits};
   ForwardOptions options;
   options.tap = &tap;
-  ASSERT_TRUE(RunForward(t->model, {&in, 1}, options).ok());
+  EXPECT_TRUE(RunForward(m, {&in, 1}, options).ok());
+  return std::vector<int>(tap.rows_, tap.rows_ + kExperts);
+}
+
+int Sum(const std::vector<int>& v) {
   int total = 0;
-  for (int rows : tap.rows_) total += rows;
-  EXPECT_EQ(total, 2 * static_cast<int>(kIds.size()));
+  for (int x : v) total += x;
+  return total;
+}
+
+TEST(Moe, EveryTokenReachesItsTopTwoExperts) {
+  auto t = MakeTinyMoe();
+  EXPECT_EQ(Sum(RowsPerExpert(t->model)), 2 * static_cast<int>(kIds.size()));
 }
 
 TEST(Moe, AnExpertsWeightEditIsThatWeightChanged) {
@@ -132,23 +142,13 @@ TEST(Moe, AnExpertsWeightEditIsThatWeightChanged) {
 
 TEST(Moe, PruningAnExpertRoutesAroundIt) {
   auto t = MakeTinyMoe();
-  RoutedTap tap;
-  SequenceInput in{kIds, nullptr};
-  ForwardOptions options;
-  options.tap = &tap;
-  ASSERT_TRUE(RunForward(t->model, {&in, 1}, options).ok());
-  int busiest = 0;
-  for (int e = 1; e < kExperts; ++e) busiest = tap.rows_[e] > tap.rows_[busiest] ? e : busiest;
+  const std::vector<int> rows = RowsPerExpert(t->model);
+  const int busiest = static_cast<int>(std::max_element(rows.begin(), rows.end()) - rows.begin());
   EditSet prune;
   prune.pruned_experts.push_back({0, busiest});
-  RoutedTap after;
-  SequenceInput pruned{kIds, &prune};
-  options.tap = &after;
-  ASSERT_TRUE(RunForward(t->model, {&pruned, 1}, options).ok());
-  EXPECT_EQ(after.rows_[busiest], 0);
-  int total = 0;
-  for (int rows : after.rows_) total += rows;
-  EXPECT_EQ(total, 2 * static_cast<int>(kIds.size()));  // still two experts per token
+  const std::vector<int> after = RowsPerExpert(t->model, &prune);
+  EXPECT_EQ(after[busiest], 0);
+  EXPECT_EQ(Sum(after), 2 * static_cast<int>(kIds.size()));  // still two experts per token
 }
 
 TEST(Moe, ExpertCoordinatesAreCheckedAgainstTheModel) {
