@@ -51,7 +51,7 @@ enum class AblationKind {
 
 struct AblationSetting {
   AblationKind kind = AblationKind::kIntact;
-  float scale = 1.f;        // kScaleSuperWeights
+  float scale = 1.f;     // kScaleSuperWeights
   ExpertId expert = {};  // kPruneExpert
   std::string Name() const;
 };
