@@ -135,10 +135,14 @@ int ParseIndex(absl::string_view digits) {
 
 }  // namespace
 
-std::vector<float>* VectorOfRole(TensorRole role, int layer, Model* model) {
+namespace {
+
+// Model or const Model: the vector's constness follows the model's.
+template <typename M>
+auto VectorOfRoleIn(TensorRole role, int layer, M* model) -> decltype(&model->final_norm) {
   if (role == R::kOutputNorm) return &model->final_norm;
   if (layer < 0 || layer >= static_cast<int>(model->layers.size())) return nullptr;
-  LayerWeights& w = model->layers[layer];
+  auto& w = model->layers[layer];
   switch (role) {
     case R::kAttnNorm:
       return &w.attn_norm;
@@ -163,6 +167,16 @@ std::vector<float>* VectorOfRole(TensorRole role, int layer, Model* model) {
     default:
       return nullptr;
   }
+}
+
+}  // namespace
+
+std::vector<float>* VectorOfRole(TensorRole role, int layer, Model* model) {
+  return VectorOfRoleIn(role, layer, model);
+}
+
+const std::vector<float>* VectorOfRole(TensorRole role, int layer, const Model& model) {
+  return VectorOfRoleIn(role, layer, &model);
 }
 
 bool IsNormRole(TensorRole role) {

@@ -60,9 +60,7 @@ const TensorNaming* FindRole(Architecture arch, TensorRole role);
 // The model's f32 vector a role fills (a norm's or a bias's; layer -1 for the final norm), or
 // nullptr for matrices and for a layer the model does not have.
 std::vector<float>* VectorOfRole(TensorRole role, int layer, Model* model);
-inline const std::vector<float>* VectorOfRole(TensorRole role, int layer, const Model& model) {
-  return VectorOfRole(role, layer, const_cast<Model*>(&model));
-}
+const std::vector<float>* VectorOfRole(TensorRole role, int layer, const Model& model);
 // Whether a role is a norm's weights (the values Gemma's checkpoints store as w for 1 + w).
 bool IsNormRole(TensorRole role);
 
