@@ -255,6 +255,8 @@ v1::ModelInfo ToProto(const ModelSummary& m, const std::string& name) {
   info.set_weight_dtype(m.weight_dtype);
   info.set_loaded(m.loaded);
   info.set_mapped_bytes(m.mapped_bytes);
+  info.set_experts(m.experts);
+  info.set_experts_per_token(m.experts_per_token);
   return info;
 }
 

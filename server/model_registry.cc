@@ -60,10 +60,14 @@ ModelSummary Summarize(const Model& m) {
   s.display_name = m.name;
   s.format = ModelFormatName(m.format);
   s.architecture = ArchitectureName(m.config.arch);
-  s.weight_dtype = DTypeName(m.layers[0].Get(LinearKind::kDown).dtype);
+  // A mixture of experts' down_proj is its experts' (a shared expert's may differ).
+  s.weight_dtype =
+      DTypeName(m.layers[0].Find(LinearKind::kDown, m.config.experts > 0 ? 0 : -1)->dtype);
   s.layers = m.config.layers;
   s.hidden = m.config.hidden;
-  s.intermediate = m.config.intermediate;
+  s.intermediate = m.config.experts > 0 ? m.config.expert_intermediate : m.config.intermediate;
+  s.experts = m.config.experts;
+  s.experts_per_token = m.config.experts_per_token;
   s.vocab = m.config.vocab;
   s.mapped_bytes = m.MappedBytes();
   return s;

@@ -21,6 +21,7 @@ namespace superweight::server {
 struct ModelSummary {
   std::string display_name, format, architecture, weight_dtype;
   int layers = 0, hidden = 0, intermediate = 0, vocab = 0;
+  int experts = 0, experts_per_token = 0;  // 0: a dense model
   uint64_t mapped_bytes = 0;
   bool loaded = false;  // mapped by the registry when described
 };

@@ -317,16 +317,38 @@ absl::StatusOr<JobWork> SuperWeightService::PlanAblate(const v1::AblateRequest& 
   work.model = *model;
   AblateOptions& o = work.ablate;
   std::vector<std::string> settings(req.settings().begin(), req.settings().end());
+  const bool pruning_rows =
+      std::find(settings.begin(), settings.end(), "prune_experts") != settings.end();
+  if (!req.prune_experts().empty() && !settings.empty() && !pruning_rows) {
+    return absl::InvalidArgumentError(
+        "prune_experts names experts, but the settings have no prune_experts rows");
+  }
   if (settings.empty()) settings = {"prune", "scale", "outliers", "restore_sa", "token_probs"};
+  if (!req.prune_experts().empty() && !pruning_rows) settings.push_back("prune_experts");
   std::vector<float> scales(req.scales().begin(), req.scales().end());
   if (scales.empty()) scales = {0.f, 0.2f, 0.5f, 0.8f, 1.f, 1.5f, 2.f, 3.f};
   std::vector<ExpertId> experts;
+  if (!req.prune_experts().empty() && m.config.experts == 0) {
+    return absl::InvalidArgumentError("prune_experts: the model is not a mixture of experts");
+  }
   for (const v1::ExpertRef& e : req.prune_experts()) {
     if (e.layer() < 0 || e.layer() >= m.config.layers || e.expert() < 0 ||
         e.expert() >= m.config.experts) {
       return absl::InvalidArgumentError(
           absl::StrFormat("prune_experts: expert %d:%d outside the model's %d layers of %d experts",
                           e.layer(), e.expert(), m.config.layers, m.config.experts));
+    }
+    for (const ExpertId& seen : experts) {
+      if (seen.layer == e.layer() && seen.expert == e.expert()) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "prune_experts: expert %d:%d is given more than once", e.layer(), e.expert()));
+      }
+    }
+    // A layer must keep the experts a token is routed to.
+    if (m.config.experts - 1 < m.config.experts_per_token) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "prune_experts: layer %d has %d experts for %d per token: none can be pruned", e.layer(),
+          m.config.experts, m.config.experts_per_token));
     }
     experts.push_back({e.layer(), e.expert()});
   }

@@ -112,6 +112,10 @@ absl::Status CheckSuperWeights(const Model& model,
       return absl::InvalidArgumentError(absl::StrFormat(
           "super weight layer %d outside the model's %d layers", sw.layer, model.config.layers));
     }
+    if (sw.expert >= 0 && model.config.experts == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("super weight %s: the model is not a mixture of experts", sw.Name()));
+    }
     const Matrix* down = DownProjOf(model, sw);
     if (down == nullptr) {
       return absl::InvalidArgumentError(

@@ -35,7 +35,7 @@ std::vector<ExpertMax> ExpertMaxima(const std::vector<LayerMax>& layers, int exp
   return maxima;
 }
 
-std::vector<ExpertMax> SuperExperts(const std::vector<ExpertMax>& maxima) {
+std::vector<ExpertMax> SuperExperts(const std::vector<ExpertMax>& maxima, float floor) {
   std::vector<ExpertMax> flagged;
   if (maxima.empty()) return flagged;
   std::vector<double> sorted;
@@ -48,7 +48,8 @@ std::vector<ExpertMax> SuperExperts(const std::vector<ExpertMax>& maxima) {
           ? sorted[below] + (at - static_cast<double>(below)) * (sorted[below + 1] - sorted[below])
           : sorted[below];
   for (const ExpertMax& m : maxima) {
-    if (m.output_max_abs > percentile && m.output_max_abs > 0.1 * sorted.back()) {
+    if (m.output_max_abs > percentile && m.output_max_abs > 0.1 * sorted.back() &&
+        m.output_max_abs >= floor) {
       flagged.push_back(m);
     }
   }
@@ -79,7 +80,7 @@ absl::StatusOr<LocateResult> Locate(const Model& model, absl::Span<const int32_t
     if (iteration == 0) {
       result.profile_before = layers;
       result.expert_maxima = ExpertMaxima(layers, model.config.experts);
-      result.super_experts = SuperExperts(result.expert_maxima);
+      result.super_experts = SuperExperts(result.expert_maxima, options.threshold);
     }
     result.profile_after = layers;
     result.iterations = iteration + 1;

@@ -60,9 +60,11 @@ struct ExpertMax {
 
 // Super experts by the rule of Su et al. (2025): an expert whose largest down_proj output is
 // above the 99.5th percentile (linear interpolation) of every expert's, all layers together, and
-// above a tenth of the largest. From a pass's per-layer maxima; none for a dense model.
+// above a tenth of the largest; and, since with fewer than 200 experts that percentile always
+// leaves the largest above it, at least `floor` (Locate's spike threshold). From a pass's
+// per-layer maxima; none for a dense model.
 std::vector<ExpertMax> ExpertMaxima(const std::vector<LayerMax>& layers, int experts);
-std::vector<ExpertMax> SuperExperts(const std::vector<ExpertMax>& maxima);
+std::vector<ExpertMax> SuperExperts(const std::vector<ExpertMax>& maxima, float floor = 0.f);
 
 struct LocateResult {
   std::vector<SuperWeight> candidates;  // in the order found

@@ -241,6 +241,10 @@ absl::StatusOr<std::vector<QuantizeTableRow>> Quantize(const Model& model,
     if (setting.hold_out_super_activations && options.super_weights.empty()) {
       return absl::InvalidArgumentError("no super weights whose activations to hold out");
     }
+    if (setting.keep_super_experts && model.config.experts == 0) {
+      return absl::InvalidArgumentError(
+          "keep_super_experts: the model is not a mixture of experts");
+    }
     if (setting.keep_super_experts && ExpertsOf(options.super_weights).empty()) {
       return absl::InvalidArgumentError(
           "keep_super_experts: no super weight is in a routed expert (LAYER:EXPERT,ROW,COL)");

@@ -82,6 +82,8 @@ absl::StatusOr<GgufExportSummary> ExportGguf(const Model& source, const Model& v
       holds_super_weight |=
           *kind == LinearKind::kDown && sw.layer == layer && (sw.expert >= 0) == stacked;
     }
+    for (const ExpertId& e : options.super_experts)
+      holds_super_weight |= stacked && e.layer == layer;
     const Matrix& w = *parts.front();
     const DType requested = holds_super_weight ? options.super_weight_tensor_type : options.type;
     // As llama-quantize: a K type's 256-value blocks may not fit the rows (SmolLM2's 576).

@@ -25,6 +25,9 @@ struct GgufExportOptions {
   // same as `type`); empty super_weights: none.
   DType super_weight_tensor_type = DType::kF16;
   std::vector<SuperWeightCoordinate> super_weights;
+  // Super experts held too: a GGUF stacks a layer's experts, so each one's layer's stacked gate,
+  // up and down tensors are written in super_weight_tensor_type.
+  std::vector<ExpertId> super_experts;
   // Recorded in the file as superweight.setting.
   std::string setting;
   // CANCELLED once set (checked every row written); null: never.

@@ -302,7 +302,8 @@ absl::StatusOr<OrderedJson> SynthesizedConfig(const ModelConfig& c) {
       j["mlp_bias"] = false;
       break;
     case Architecture::kMistral:
-      j["sliding_window"] = nullptr;  // MistralConfig's default is 4096; the engine has none
+      // MistralConfig's default is 4096: null where the model has no window.
+      j["sliding_window"] = c.sliding_window > 0 ? OrderedJson(c.sliding_window) : OrderedJson();
       break;
     case Architecture::kQwen2:
       j["use_sliding_window"] = false;
@@ -342,7 +343,7 @@ absl::StatusOr<OrderedJson> SynthesizedConfig(const ModelConfig& c) {
       j["num_local_experts"] = c.experts;
       j["num_experts_per_tok"] = c.experts_per_token;
       j["intermediate_size"] = c.expert_intermediate;
-      j["sliding_window"] = nullptr;
+      j["sliding_window"] = c.sliding_window > 0 ? OrderedJson(c.sliding_window) : OrderedJson();
       break;
     case Architecture::kQwen2Moe:
     case Architecture::kQwen3Moe:

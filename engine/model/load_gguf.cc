@@ -197,6 +197,12 @@ absl::StatusOr<std::unique_ptr<Model>> OpenGgufModel(const std::string& path) {
   if (auto s = get_int("expert_count", &c.experts, false); !s.ok()) return s;
   if (c.experts > 0) {
     if (c.arch == Architecture::kLlama) c.arch = Architecture::kMixtral;  // llama.cpp's name
+    if (gguf->tensors.count("blk.0.ffn_gate.0.weight") > 0) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "%s: one tensor per expert (blk.N.ffn_gate.E.weight, llama.cpp's layout before its "
+          "stacked ffn_gate_exps) is not supported: convert the model again",
+          path));
+    }
     if (!c.traits().moe) {
       return absl::UnimplementedError(
           absl::StrFormat("%s: experts in a %s model are not supported", path, arch_name));

@@ -216,6 +216,12 @@ absl::Status ParseMoeConfig(const Json& j, const std::string& path, ModelConfig*
 absl::Status ParseConfig(const Json& j, const std::string& path, ModelConfig* c) {
   std::string type;
   if (auto s = StringField(j, "model_type", &type, path); !s.ok()) return s;
+  if (type == "gemma3") {  // transformers' name of the multimodal model; GGUF's of the text one
+    return absl::UnimplementedError(absl::StrFormat(
+        "%s: model_type 'gemma3' (Gemma3ForConditionalGeneration, with a vision tower) is not "
+        "supported; its text model, model_type 'gemma3_text', is",
+        path));
+  }
   auto arch = ArchitectureFromName(type);
   if (!arch.ok()) {
     return absl::Status(arch.status().code(),
@@ -292,6 +298,15 @@ absl::Status ParseConfig(const Json& j, const std::string& path, ModelConfig* c)
   }
   if (c->traits().moe) {
     if (auto s = ParseMoeConfig(j, path, c); !s.ok()) return s;
+  }
+  if (c->arch == Architecture::kMistral || c->arch == Architecture::kMixtral) {
+    // Every layer slides where the config gives a window (Mistral 7B v0.1: 4096).
+    if (auto s = IntField(j, "sliding_window", &c->sliding_window, path, false); !s.ok()) return s;
+    if (c->sliding_window < 0) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s: sliding_window is negative", path));
+    }
+    c->sliding_rope = c->rope;
+    if (c->sliding_window > 0) c->sliding_layers.assign(c->layers, true);
   }
   if (auto s = TokenIdField(j, "bos_token_id", &c->bos_token, path); !s.ok()) return s;
   if (auto s = TokenIdField(j, "eos_token_id", &c->eos_token, path); !s.ok()) return s;

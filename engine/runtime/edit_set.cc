@@ -29,19 +29,34 @@ absl::Status EditSet::Validate(const Model& model) const {
           absl::StrFormat("weight edit: %s[%d, %d] of layer %d: value %f is not finite",
                           LinearKindName(e.kind), e.row, e.col, e.layer, e.value));
     }
-    const Matrix* m = model.layers[e.layer].Find(e.kind, e.expert);
-    if (m == nullptr) {
+    if (e.expert >= 0 && model.config.experts == 0) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "weight edit: layer %d has no %s%s", e.layer,
-          e.expert >= 0 ? absl::StrFormat("expert %d ", e.expert) : "", LinearKindName(e.kind)));
+          "weight edit: expert %d of layer %d: the model is not a mixture of experts", e.expert,
+          e.layer));
     }
+    const Matrix* m = model.layers[e.layer].Find(e.kind, e.expert);
+    if (m == nullptr && e.expert < 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "weight edit: layer %d has no %s of its own: name an expert (LAYER:EXPERT,ROW,COL)",
+          e.layer, LinearKindName(e.kind)));
+    }
+    if (m == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("weight edit: expert %d outside layer %d's %d experts", e.expert, e.layer,
+                          model.config.experts));
+    }
+    const std::string expert =
+        e.expert >= 0 ? absl::StrFormat(", expert %d", e.expert) : std::string();
     if (e.row < 0 || e.row >= m->rows || e.col < 0 || e.col >= m->cols) {
       return absl::InvalidArgumentError(
-          absl::StrFormat("weight edit: %s[%d, %d] of layer %d out of range [%d, %d]",
-                          LinearKindName(e.kind), e.row, e.col, e.layer, m->rows, m->cols));
+          absl::StrFormat("weight edit: %s[%d, %d] of layer %d%s out of range [%d, %d]",
+                          LinearKindName(e.kind), e.row, e.col, e.layer, expert, m->rows, m->cols));
     }
   }
   for (const ExpertId& e : pruned_experts) {
+    if (model.config.experts == 0) {
+      return absl::InvalidArgumentError("expert pruning: the model is not a mixture of experts");
+    }
     if (e.layer < 0 || e.layer >= layers || e.expert < 0 || e.expert >= model.config.experts) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "expert pruning: expert %d of layer %d out of range (the model has %d layers of %d "

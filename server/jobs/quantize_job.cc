@@ -61,6 +61,7 @@ absl::StatusOr<QuantizeTableRow> ExportGgufAndEvaluate(const JobWork& w,
   options.type = e.type;
   options.super_weight_tensor_type = e.super_weight_tensor_type;
   options.super_weights = kept;
+  if (setting.keep_super_experts) options.super_experts = ExpertsOf(o.super_weights);
   options.setting = setting.Name();
   options.cancelled = cancelled;
   auto summary = ExportGguf(*w.model, *clipped->model, options, e.staged);
@@ -81,7 +82,11 @@ absl::StatusOr<QuantizeTableRow> ExportGgufAndEvaluate(const JobWork& w,
   QuantizeTableRow row;
   row.setting = setting;
   row.name = absl::StrCat("export ", DTypeName(e.type));
-  if (!kept.empty()) absl::StrAppend(&row.name, " +SW ", DTypeName(e.super_weight_tensor_type));
+  if (!kept.empty() || !options.super_experts.empty()) {
+    absl::StrAppend(&row.name, kept.empty() ? "" : " +SW",
+                    options.super_experts.empty() ? "" : " +SE", " ",
+                    DTypeName(e.super_weight_tensor_type));
+  }
   row.weight_mse = -1;
   row.super_weight_relative_error = SuperWeightRelativeErrors(*w.model, **opened, o.super_weights);
   auto evaluation = EvaluateModel(**opened, o.plan, BatchEdits(), row.name, progress);

@@ -60,7 +60,10 @@ def test_models_lists_each_family(family_server):
     models = {m["name"]: m for m in family_server.call("models")["models"]}
     assert models["gemma2.gguf"]["architecture"] == "gemma2"
     assert models["qwen3"]["architecture"] == "qwen3"
-    assert models["moe.gguf"]["architecture"] == "qwen2moe"
+    assert "experts" not in models["qwen3"]  # proto JSON leaves out zeros: a dense model
+    moe = models["moe.gguf"]
+    assert (moe["architecture"], moe["experts"], moe["experts_per_token"]) == ("qwen2moe", 8, 2)
+    assert (moe["intermediate_size"], moe["weight_dtype"]) == (48, "F32")  # the experts'
 
 
 @pytest.mark.parametrize("model,plant", [("gemma2.gguf", GEMMA2), ("qwen3", QWEN3),
@@ -167,6 +170,29 @@ def test_moe_expert_coordinate_end_to_end(family_server):
                                  sw, "--window=64", "--max_windows=2", check=False)
     assert human.returncode == 0
     assert f"layers[{layer}].mlp.experts[{expert}].down_proj.weight[{row}, {col}]" in human.stdout
+
+
+def test_prune_experts_rows_follow_the_flag(family_server):
+    rows = family_server.call("ablate", "--model=moe.gguf", "--super_weights=1:3,5,7",
+                              "--prune_experts=1:3", "--scales=0.5", *EVAL)["result"]["rows"]
+    assert rows[-1]["setting"] == "prune expert 1:3"  # default settings, and the named rows
+
+
+@pytest.mark.parametrize("model,flags,message", [
+    ("qwen3", ["--settings=prune_experts", "--prune_experts=0:1"],
+     "prune_experts: the model is not a mixture of experts"),
+    ("qwen3", ["--super_weights=0:1,40,17"], "the model is not a mixture of experts"),
+    ("moe.gguf", ["--settings=prune", "--prune_experts=1:3"], "the settings have no prune_experts"),
+    ("moe.gguf", ["--settings=prune_experts", "--prune_experts=1:3", "--prune_experts=1:3"],
+     "expert 1:3 is given more than once"),
+])
+def test_expert_requests_that_cannot_mean_anything_are_refused(family_server, model, flags,
+                                                              message):
+    out = family_server.client("ablate", f"--model={model}", *flags, *EVAL, check=False)
+    assert out.returncode != 0 and message in out.stderr, out.stderr
+    zeroed = family_server.client("score", "--model=qwen3", "--token_ids=1,2,3", "--zero=0:1,4,5",
+                                  check=False)
+    assert "the model is not a mixture of experts" in zeroed.stderr, zeroed.stderr
 
 
 @pytest.mark.parametrize("flags,message", [

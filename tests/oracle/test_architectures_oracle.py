@@ -16,6 +16,7 @@ CASES = {
         "original_max_position_embeddings": 16})),
     "llama-tied": ("LlamaConfig", dict(tie_word_embeddings=True)),
     "mistral": ("MistralConfig", dict(sliding_window=None)),
+    "mistral-window": ("MistralConfig", dict(sliding_window=8)),  # IDS are 20 tokens
     "qwen2": ("Qwen2Config", {}),
     "olmo": ("OlmoConfig", dict(clip_qkv=0.5)),
     "phi3": ("Phi3Config", dict(pad_token_id=0, bos_token_id=1, eos_token_id=2)),

@@ -68,6 +68,7 @@ def test_planted_super_weight_found_in_its_expert(models, family, fmt):
     assert len(r["expert_maxima"]) == 2 * 8
     clean = engine("locate", models[family, "clean"][fmt], ids=",".join(map(str, IDS[:16])))
     assert clean["candidates"] == []
+    assert clean["super_experts"] == []  # the largest of ordinary maxima is no super expert
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -103,6 +103,7 @@ TEST(Model, RefusesBrokenHuggingFaceDirectories) {
            {"\"rope_scaling\": null", "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}",
             "rope_scaling type 'yarn'"},
            {"\"llama\"", "\"gemma2\", \"hidden_activation\": \"gelu\"", "hidden_activation 'gelu'"},
+           {"\"llama\"", "\"gemma3\"", "its text model, model_type 'gemma3_text', is"},
            {"\"llama\"",
             "\"qwen2_moe\", \"num_experts\": 4, \"num_experts_per_tok\": 2, "
             "\"shared_expert_intermediate_size\": 8, \"mlp_only_layers\": [1]",

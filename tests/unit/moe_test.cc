@@ -191,6 +191,11 @@ TEST(SuperExperts, ThePublishedRule) {
   for (ExpertMax& m : maxima) m.output_max_abs = 3.f;
   EXPECT_TRUE(SuperExperts(maxima).empty());
   EXPECT_TRUE(SuperExperts({}).empty());
+  // The largest of ordinary maxima is above the percentile of few experts: below Locate's spike
+  // threshold it is no super expert.
+  maxima[5].output_max_abs = 11.f;
+  EXPECT_EQ(SuperExperts(maxima).size(), 1u);
+  EXPECT_TRUE(SuperExperts(maxima, 50.f).empty());
 }
 
 }  // namespace
