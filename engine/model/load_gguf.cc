@@ -123,7 +123,7 @@ absl::Status ReadGemmaHparams(const GgufFile& gguf, const std::string& arch,
   }
   const int64_t every =
       pattern != nullptr && pattern->kind == GgufValue::Kind::kInt ? pattern->i : (gemma2 ? 2 : 6);
-  for (int l = 0; l < c->layers; ++l) c->sliding_layers[l] = every <= 0 || l % every < every - 1;
+  c->sliding_layers = SlidingEvery(c->layers, every);
   return absl::OkStatus();
 }
 

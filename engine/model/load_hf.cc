@@ -168,7 +168,7 @@ absl::Status ParseGemmaConfig(const Json& j, const std::string& path, ModelConfi
   if (!gemma2) {
     if (auto s = IntField(j, "sliding_window_pattern", &every, path, false); !s.ok()) return s;
   }
-  for (int l = 0; l < c->layers; ++l) c->sliding_layers[l] = every <= 0 || l % every < every - 1;
+  c->sliding_layers = SlidingEvery(c->layers, every);
   return absl::OkStatus();
 }
 

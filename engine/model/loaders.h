@@ -27,6 +27,10 @@ absl::Status ValidateModel(const Model& model);
 absl::Status SplitFusedProjections(const Matrix& qkv, const Matrix& gate_up, const ModelConfig& c,
                                    int layer, LayerWeights* w);
 
+// Gemma's sliding-window pattern as both formats give it by number: every `every`-th layer global,
+// the others sliding (every <= 0: all sliding), as transformers and llama.cpp count it.
+std::vector<bool> SlidingEvery(int layers, int64_t every);
+
 // Converts a small stored vector (norm weights, biases) to f32.
 std::vector<float> ToFloatVector(DType dtype, const uint8_t* data, int64_t n);
 

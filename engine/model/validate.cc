@@ -12,6 +12,12 @@ std::vector<float> ToFloatVector(DType dtype, const uint8_t* data, int64_t n) {
   return out;
 }
 
+std::vector<bool> SlidingEvery(int layers, int64_t every) {
+  std::vector<bool> sliding(layers);
+  for (int l = 0; l < layers; ++l) sliding[l] = every <= 0 || l % every < every - 1;
+  return sliding;
+}
+
 absl::Status SplitFusedProjections(const Matrix& qkv, const Matrix& gate_up, const ModelConfig& c,
                                    int layer, LayerWeights* w) {
   const int64_t q_rows = int64_t{c.heads} * c.head_dim;

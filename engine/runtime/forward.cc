@@ -127,6 +127,19 @@ __attribute__((noinline)) void GeGlu(float* gate, const float* up, int64_t n) {
   }
 }
 
+// The architecture's gated activation over rows of gate [rows, n] and up, in place into gate.
+void GatedActivation(MlpActivation activation, float* gate, const float* up, int64_t rows,
+                     int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    if (activation == MlpActivation::kSilu) {
+      SwiGlu(gate + r * n, up + r * n, n);
+    } else {
+      GeGlu(gate + r * n, up + r * n, n);
+    }
+  }
+}
+
 struct Buffers {
   // The matmuls' outputs on huge pages (aligned_vector.h); the rest alike, for simplicity.
   internal::HugePageVector<float> h, q, k, v, attn, o, gate, up, down;
@@ -183,13 +196,12 @@ void CorrectForWeightEdits(const Matrix& w, absl::Span<const SequenceInput> batc
 // token's top-k experts by the router's softmax (less those its sequence prunes), their
 // outputs weighted and summed into y [N, hidden] expert after expert, as transformers sums them.
 absl::Status RunExperts(const Model& model, int layer, absl::Span<const SequenceInput> batch,
-                        const std::vector<int64_t>& offsets, const LinearInput& h,
-                        const ForwardOptions& options, float* y) {
+                        const std::vector<int64_t>& offsets, const std::vector<int>& sequence_of,
+                        const LinearInput& h, const ForwardOptions& options, float* y) {
   const ModelConfig& c = model.config;
   const LayerWeights& w = model.layers[layer];
   const int64_t N = offsets.back(), D = c.hidden, E = c.experts, K = c.experts_per_token;
   const int64_t EI = c.expert_intermediate;
-  const std::vector<int> sequence_of = SequenceOfRows(offsets);
   LinearScratch scratch;
   std::vector<float> logits(N * E);
   if (absl::Status s = Linear(w.router, h, logits.data(), E, &scratch); !s.ok()) return s;
@@ -197,6 +209,7 @@ absl::Status RunExperts(const Model& model, int layer, absl::Span<const Sequence
   // ties), renormalized where the model says.
   std::vector<std::vector<std::pair<int64_t, float>>> routed(E);  // per expert: (row, weight)
   std::vector<char> pruned(E);
+  std::vector<int> order(E);
   for (int64_t t = 0; t < N; ++t) {
     std::fill(pruned.begin(), pruned.end(), 0);
     if (const EditSet* edits = batch[sequence_of[t]].edits) {
@@ -214,7 +227,6 @@ absl::Status RunExperts(const Model& model, int layer, absl::Span<const Sequence
       row[e] = pruned[e] ? 0.f : std::exp(row[e] - mx);
       sum += row[e];
     }
-    std::vector<int> order(E);
     for (int e = 0; e < E; ++e) order[e] = e;
     std::partial_sort(order.begin(), order.begin() + K, order.end(), [row](int a, int b) {
       return row[a] > row[b] || (row[a] == row[b] && a < b);
@@ -228,7 +240,6 @@ absl::Status RunExperts(const Model& model, int layer, absl::Span<const Sequence
     }
   }
   std::fill(y, y + N * D, 0.f);
-  const bool silu = c.traits().activation == MlpActivation::kSilu;
   std::vector<int64_t> rows;
   std::vector<float> in, gate, up, down;
   for (int64_t e = 0; e < E; ++e) {
@@ -256,13 +267,7 @@ absl::Status RunExperts(const Model& model, int layer, absl::Span<const Sequence
       return s;
     }
     if (absl::Status s = linear(x.up, LinearKind::kUp, in.data(), up.data()); !s.ok()) return s;
-    for (int64_t r = 0; r < n; ++r) {
-      if (silu) {
-        SwiGlu(&gate[r * EI], &up[r * EI], EI);
-      } else {
-        GeGlu(&gate[r * EI], &up[r * EI], EI);
-      }
-    }
+    GatedActivation(c.traits().activation, gate.data(), up.data(), n, EI);
     if (absl::Status s = linear(x.down, LinearKind::kDown, gate.data(), down.data()); !s.ok()) {
       return s;
     }
@@ -523,7 +528,8 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
     std::vector<float> experts_out;  // the routed experts' sum, where the layer has experts
     if (moe) {
       experts_out.resize(N * D);
-      if (status = RunExperts(model, l, batch, offsets, ffn_in, options, experts_out.data());
+      if (status = RunExperts(model, l, batch, offsets, sequence_of, ffn_in, options,
+                              experts_out.data());
           !status.ok()) {
         return status;
       }
@@ -541,14 +547,7 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
       b.up.resize(N * I);
       if (status = linear(l, LinearKind::kGate, ffn_in, b.gate.data()); !status.ok()) return status;
       if (status = linear(l, LinearKind::kUp, ffn_in, b.up.data()); !status.ok()) return status;
-#pragma omp parallel for schedule(static)
-      for (int64_t t = 0; t < N; ++t) {
-        if (silu) {
-          SwiGlu(&b.gate[t * I], &b.up[t * I], I);
-        } else {
-          GeGlu(&b.gate[t * I], &b.up[t * I], I);
-        }
-      }
+      GatedActivation(traits.activation, b.gate.data(), b.up.data(), N, I);
     }
     // The MLP's output likewise straight into the residual stream, unless a tap has to see it or
     // an edit has to change it first.
