@@ -14,19 +14,14 @@ import numpy as np
 def main():
     path, tokens, sequences, threads = sys.argv[1], *map(int, sys.argv[2:5])
     import llama_cpp
-    import llama_cpp.llama_cpp as binding
     from llama_cpp import Llama
     if os.environ.get("BENCH_LLAMA_EXTRA_BUFTS") != "1":
         # llama.cpp's extra buffer types (its AMX matmul, and weight repacking) off by default:
         # its AMX Q4_1 matmul crashes (SIGSEGV in ggml_backend_amx_mul_mat) on the Sapphire
         # Rapids machines here; its AVX-512/AVX2 vec_dot kernels serve instead.
-        default_params = binding.llama_model_default_params
-
-        def without_extra_bufts():
-            params = default_params()
-            params.use_extra_bufts = False
-            return params
-        binding.llama_model_default_params = without_extra_bufts
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+        from llama_cpp_eval import without_extra_bufts
+        without_extra_bufts()
     llm = Llama(model_path=path, n_ctx=tokens, n_batch=tokens, n_ubatch=tokens, n_threads=threads,
                 n_threads_batch=threads, logits_all=True, verbose=False)
     vocab = llm.n_vocab()

@@ -32,7 +32,9 @@ FTYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1"
           "Q2_K": 10, "Q3_K": 11, "Q4_K": 14, "Q5_K": 16, "Q6_K": 18, "BF16": 32}
 
 
-def _without_extra_bufts():
+def without_extra_bufts():
+    """llama.cpp's extra buffer types (its AMX matmul, weight repacking) off for every model
+    loaded after: its AMX Q4_1 matmul crashes on some machines here."""
     import llama_cpp.llama_cpp as binding
     default_params = binding.llama_model_default_params
 
@@ -52,7 +54,7 @@ KV_TYPES = {"f32": 0, "f16": 1}  # ggml_type
 
 def logits(model, ids, kv="f32"):
     """[tokens, vocab] float32 logits of every position."""
-    _without_extra_bufts()
+    without_extra_bufts()
     from llama_cpp import Llama
     n = max(len(ids), 1)
     llm = Llama(model_path=model, n_ctx=n, n_batch=n, n_ubatch=n, logits_all=True,
