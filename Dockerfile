@@ -4,7 +4,7 @@ FROM debian:bookworm AS build
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       cmake ninja-build g++ pkg-config libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev \
       protobuf-compiler libdnnl-dev libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev \
-      nlohmann-json3-dev libicu-dev libssl-dev ocl-icd-opencl-dev opencl-c-headers && rm -rf /var/lib/apt/lists/*
+      nlohmann-json3-dev libicu-dev libssl-dev libpq-dev ocl-icd-opencl-dev opencl-c-headers && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The source tree as a whole, less what .dockerignore keeps out (builds, environments, models,
 # test data): a new source directory needs no line here. make docker-context-test (part of make
@@ -15,7 +15,7 @@ RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release && cmake --build bui
 FROM debian:bookworm-slim
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libgrpc++1.51 libprotobuf32 libdnnl2 libabsl20220623 libprometheus-cpp-pull1.0 \
-      libprometheus-cpp-core1.0 libicu72 libssl3 libgomp1 \
+      libprometheus-cpp-core1.0 libicu72 libssl3 libpq5 libgomp1 \
     && apt-get clean && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /var/lib/superweight superweight \
     && mkdir -p /models /var/lib/superweight && chown superweight /var/lib/superweight

@@ -4,7 +4,13 @@ BUILD := build
 ASAN_BUILD := build-asan
 CMAKE_FLAGS := -G Ninja -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: docker-test docker-context-test fuzz fuzz-build fuzz-test format-check setup build build-asan test unit-test asan-test oracle-test e2e-test lesser-cpu-test demo bench format clean
+# The Helm chart (deploy/helm/superweight): lint, render, the manifests validated against the
+# Kubernetes schemas offline, and its unit tests (tests/chart). Helm is built from the Go module
+# proxy once and cached.
+chart-test: setup
+	@tools/chart-test.sh
+
+.PHONY: chart-test docker-test docker-context-test fuzz fuzz-build fuzz-test format-check setup build build-asan test unit-test asan-test oracle-test e2e-test lesser-cpu-test demo bench format clean
 
 setup:
 	@tools/setup.sh
@@ -72,7 +78,7 @@ lesser-cpu-test: build build-asan
 	done
 
 # Each stage in turn, its wall time printed as it ends (the suite's budget is watched per stage).
-TEST_STAGES := format-check docker-context-test unit-test asan-test fuzz-test oracle-test e2e-test \
+TEST_STAGES := format-check docker-context-test chart-test unit-test asan-test fuzz-test oracle-test e2e-test \
   lesser-cpu-test
 test:
 	@for stage in $(TEST_STAGES); do \
@@ -93,6 +99,7 @@ bench: build
 	@.venv/bin/python bench/quantize_bench.py
 	@.venv/bin/python bench/tokenizer_bench.py
 	@.venv/bin/python bench/soak_bench.py
+	@.venv/bin/python bench/scaleout_bench.py
 
 # The image's build stage without a Docker engine (in make test): lays out in a scratch
 # directory what the Dockerfile's COPY lines and .dockerignore give it, and runs its CMake

@@ -71,6 +71,8 @@ ABSL_FLAG(std::string, scales, "", "the scale rows' factors, e.g. 0,0.5,1,2");
 ABSL_FLAG(double, outlier_fraction, 0, "top fraction pruned as outliers (default 1e-6)");
 ABSL_FLAG(int32_t, token_prob_contexts, 0, "LAMBADA contexts of token_probs (default 500)");
 ABSL_FLAG(bool, no_wait, false, "print the job id and return at once");
+ABSL_FLAG(std::string, request_id, "",
+          "an idempotency key: a retry with the same one gets the job the first call made");
 ABSL_FLAG(std::string, bits, "", "bits per weight, comma-separated, 2..8 (default 4)");
 ABSL_FLAG(std::string, block_size, "",
           "block sizes, comma-separated: elements, 'tensor' or 'row' (default: the "
@@ -533,8 +535,12 @@ void PrintLocate(const v1::LocateResponse& resp) {
 }
 
 std::string JobLine(const v1::Job& j) {
-  return absl::StrFormat("%s  %-7s %-10s %3.0f%%  %s%s", j.id(), j.kind(),
-                         v1::Job::State_Name(j.state()), 100 * j.progress(), j.model(),
+  // Where replicas share a store: which ran it, and how many tries it took past one.
+  std::string where;
+  if (!j.replica().empty()) where = "  on " + j.replica();
+  if (j.attempts() > 1) where += absl::StrFormat(" (attempt %d)", j.attempts());
+  return absl::StrFormat("%s  %-7s %-10s %3.0f%%  %s%s%s", j.id(), j.kind(),
+                         v1::Job::State_Name(j.state()), 100 * j.progress(), j.model(), where,
                          j.error_message().empty() ? "" : "  (" + j.error_message() + ")");
 }
 
@@ -585,7 +591,7 @@ const std::vector<FlagGroup>& FlagGroups() {
        {"json"}},
       {"Jobs (locate, score, ablate, quantize, check):",
        {"locate", "score", "ablate", "quantize", "check"},
-       {"model", "bf16", "no_wait"}},
+       {"model", "bf16", "no_wait", "request_id"}},
       {"Input (locate, score), one of:", {"locate", "score"}, {"text", "text_file", "token_ids"}},
       {"Evaluation windows (score, ablate, quantize, check):",
        {"score", "ablate", "quantize", "check"},
@@ -822,6 +828,7 @@ int main(int argc, char** argv) {
   // code, or -1 when `resp` holds a result to print.
   auto run_job = [&](auto call, auto& req, auto& resp, auto result_of) -> int {
     req.set_async(progress || no_wait);
+    req.set_request_id(absl::GetFlag(FLAGS_request_id));
     grpc::Status s = call(req);
     if (!s.ok()) return Failed(s);
     if (no_wait) {

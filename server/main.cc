@@ -32,12 +32,23 @@
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 #include "server/directory_lock.h"
+#include "server/jobs/job_queue.h"
+#include "server/jobs/postgres_job_store.h"
 #include "server/service.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC address to listen on");
 ABSL_FLAG(std::string, model_root, "models", "directory the served models live under");
 ABSL_FLAG(std::string, metrics_listen, "", "host:port for Prometheus /metrics (empty: off)");
 ABSL_FLAG(std::string, state_dir, "", "where job results persist across restarts (empty: none)");
+ABSL_FLAG(std::string, job_store, "",
+          "postgresql://USER@HOST:PORT/DB: replicas share this PostgreSQL job store (empty: the "
+          "file store in --state_dir; the SUPERWEIGHT_JOB_STORE environment variable, read when "
+          "this is empty, keeps a password off the command line)");
+ABSL_FLAG(int32_t, job_lease_seconds, 30,
+          "shared store: how long a replica's claim on a job holds unless renewed (renewed "
+          "every third of it); a job whose replica stops renewing runs again elsewhere");
+ABSL_FLAG(int32_t, job_max_attempts, 3,
+          "shared store: times a job is claimed before a lost lease fails it");
 ABSL_FLAG(int32_t, max_tokens, 8192, "tokens per request (sequences scored or located)");
 ABSL_FLAG(int32_t, max_text_tokens, 1 << 20, "tokens of a text scored for perplexity");
 ABSL_FLAG(int32_t, max_queued_jobs, 256, "jobs waiting before requests are refused");
@@ -229,13 +240,47 @@ int main(int argc, char** argv) {
   sws::JobRetention retention;
   retention.max_age = absl::ToChronoMilliseconds(retention_age);
   retention.max_finished = absl::GetFlag(FLAGS_job_retention_count);
-  sws::JobQueue jobs(absl::GetFlag(FLAGS_state_dir), absl::GetFlag(FLAGS_max_queued_jobs),
-                     std::max(1, absl::GetFlag(FLAGS_max_batch_sequences)), retention, &metrics);
-  if (!jobs.StorageStatus().ok()) {
-    std::cerr << "superweightd: " << jobs.StorageStatus().message() << "\n";
-    return 2;
+  std::string job_store = absl::GetFlag(FLAGS_job_store);
+  if (job_store.empty() && std::getenv("SUPERWEIGHT_JOB_STORE") != nullptr) {
+    job_store = std::getenv("SUPERWEIGHT_JOB_STORE");
   }
-  sws::SuperWeightService service(&registry, &jobs, &metrics, options);
+  const int max_batch = std::max(1, absl::GetFlag(FLAGS_max_batch_sequences));
+  std::unique_ptr<sws::JobStore> store;
+  sws::PostgresJobStore* shared_store = nullptr;
+  if (job_store.empty()) {
+    auto files = std::make_unique<sws::JobQueue>(absl::GetFlag(FLAGS_state_dir),
+                                                 absl::GetFlag(FLAGS_max_queued_jobs), max_batch,
+                                                 retention, &metrics);
+    if (!files->StorageStatus().ok()) {
+      std::cerr << "superweightd: " << files->StorageStatus().message() << "\n";
+      return 2;
+    }
+    store = std::move(files);
+  } else {
+    if (absl::GetFlag(FLAGS_job_lease_seconds) < 1 || absl::GetFlag(FLAGS_job_max_attempts) < 1) {
+      std::cerr << "superweightd: --job_lease_seconds and --job_max_attempts must be at least 1\n";
+      return 2;
+    }
+    sws::PostgresStoreOptions pg;
+    pg.url = job_store;
+    char host[256] = {};
+    ::gethostname(host, sizeof(host) - 1);
+    pg.replica = absl::StrFormat("%s:%d", host, ::getpid());
+    pg.max_queued = absl::GetFlag(FLAGS_max_queued_jobs);
+    pg.max_batch = max_batch;
+    pg.lease = std::chrono::seconds(absl::GetFlag(FLAGS_job_lease_seconds));
+    pg.max_attempts = absl::GetFlag(FLAGS_job_max_attempts);
+    pg.retention = retention;
+    auto opened = sws::PostgresJobStore::Open(std::move(pg), &metrics);
+    if (!opened.ok()) {
+      std::cerr << "superweightd: " << opened.status().message() << "\n";
+      return 2;
+    }
+    shared_store = opened->get();
+    store = std::move(*opened);
+  }
+  sws::SuperWeightService service(&registry, store.get(), &metrics, options);
+  if (shared_store != nullptr) shared_store->Start(&service.planner());
 
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
   if (!absl::GetFlag(FLAGS_tls_cert).empty()) {
@@ -273,9 +318,10 @@ int main(int argc, char** argv) {
     std::cerr << "superweightd: cannot listen on " << absl::GetFlag(FLAGS_listen) << "\n";
     return 2;
   }
-  // A state directory that stops taking records turns the server NOT_SERVING: results would be
-  // lost on restart.
-  jobs.OnStorageFailure([&server] { server->GetHealthCheckService()->SetServingStatus(false); });
+  // A state directory that stops taking records turns the server NOT_SERVING (results would be
+  // lost on restart), as does a shared store while it cannot be reached.
+  store->OnHealthChange(
+      [&server](bool serving) { server->GetHealthCheckService()->SetServingStatus(serving); });
   std::thread stopper([&] {
     int sig = 0;
     sigwait(&stop_signals, &sig);
@@ -294,6 +340,7 @@ int main(int argc, char** argv) {
                                superweight::CpuDescription());
   server->Wait();
   stopper.join();
-  jobs.OnStorageFailure(nullptr);  // the server goes before the queue
+  store->OnHealthChange(nullptr);  // the server goes before the store
+  store.reset();                   // and the store before the service, whose planner it uses
   return 0;
 }

@@ -92,6 +92,27 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                            .Help("WatchJob streams refused for being over --max_watchers")
                            .Register(*registry_)
                            .Add({});
+  store_queued_ = &BuildGauge()
+                       .Name("superweight_store_jobs_queued")
+                       .Help("Jobs queued in the shared job store, by kind (one replica reports)")
+                       .Register(*registry_);
+  store_oldest_queued_ =
+      &BuildGauge()
+           .Name("superweight_store_oldest_queued_age_seconds")
+           .Help("Age of the oldest job queued in the shared job store (one replica reports)")
+           .Register(*registry_)
+           .Add({});
+  store_running_ = &BuildGauge()
+                        .Name("superweight_store_jobs_running")
+                        .Help("Jobs running on any replica of the shared job store")
+                        .Register(*registry_)
+                        .Add({});
+  leases_expired_ =
+      &BuildCounter()
+           .Name("superweight_store_leases_expired_total")
+           .Help("Jobs whose replica stopped renewing its lease, requeued or failed by this one")
+           .Register(*registry_)
+           .Add({});
   staging_swept_ = &BuildCounter()
                         .Name("superweight_export_staging_swept_total")
                         .Help(
@@ -128,6 +149,10 @@ void Metrics::RecordRequest(const std::string& rpc, const std::string& code, dou
 void Metrics::RecordBatch(int sequences, int64_t tokens) {
   batch_sequences_->Observe(sequences);
   tokens_->Increment(static_cast<double>(tokens));
+}
+
+void Metrics::SetStoreQueue(const std::string& kind, double queued) {
+  store_queued_->Add({{"kind", kind}}).Set(queued);
 }
 
 void Metrics::RecordJob(const std::string& kind, const std::string& state, double seconds) {

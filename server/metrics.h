@@ -37,6 +37,14 @@ class Metrics {
   void WatcherOpened() { watchers_->Increment(); }
   void WatcherClosed() { watchers_->Decrement(); }
   void RecordWatcherRefused() { watchers_refused_->Increment(); }
+  // The shared job store's queue, as one replica at a time reads it from the database (the
+  // others report nothing, so that a sum over replicas counts each job once): what an
+  // autoscaler scales on.
+  void SetStoreQueue(const std::string& kind, double queued);
+  void SetStoreOldestQueuedAge(double seconds) { store_oldest_queued_->Set(seconds); }
+  void SetStoreRunning(double running) { store_running_->Set(running); }
+  // Jobs whose replica stopped renewing its lease, requeued (or failed) by this replica.
+  void RecordLeasesExpired(double jobs) { leases_expired_->Increment(jobs); }
   // Staged exports a killed server left under --export_root, removed at start-up.
   void RecordStagingSwept(double entries) { staging_swept_->Increment(entries); }
 
@@ -59,6 +67,10 @@ class Metrics {
   prometheus::Gauge* watchers_;
   prometheus::Counter* watchers_refused_;
   prometheus::Counter* staging_swept_;
+  prometheus::Family<prometheus::Gauge>* store_queued_;
+  prometheus::Gauge* store_oldest_queued_;
+  prometheus::Gauge* store_running_;
+  prometheus::Counter* leases_expired_;
 };
 
 }  // namespace superweight::server

@@ -6,7 +6,8 @@
 #include <string>
 
 #include "server/evaluation_inputs.h"
-#include "server/jobs/job_queue.h"
+#include "server/jobs/job_planner.h"
+#include "server/jobs/job_store.h"
 #include "server/jobs/job_work.h"
 #include "server/metrics.h"
 #include "server/model_registry.h"
@@ -31,7 +32,7 @@ struct ServiceOptions {
 
 class SuperWeightService final : public v1::SuperWeightService::Service {
  public:
-  SuperWeightService(ModelRegistry* registry, JobQueue* jobs, Metrics* metrics,
+  SuperWeightService(ModelRegistry* registry, JobStore* jobs, Metrics* metrics,
                      ServiceOptions options);
 
   grpc::Status ListModels(grpc::ServerContext* ctx, const v1::ListModelsRequest* req,
@@ -55,15 +56,9 @@ class SuperWeightService final : public v1::SuperWeightService::Service {
   grpc::Status ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req,
                         v1::ListJobsResponse* resp) override;
 
-  // What each job RPC does before it queues its job: the request checked against the server's
-  // limits and its model (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, RESOURCE_EXHAUSTED
-  // naming what is wrong) and turned into the job's work. Nothing is queued or run; the handlers
-  // and tests/fuzz/request_fuzzer.cc call these.
-  absl::StatusOr<JobWork> PlanLocate(const v1::LocateRequest& req) const;
-  absl::StatusOr<JobWork> PlanScore(const v1::ScoreRequest& req) const;
-  absl::StatusOr<JobWork> PlanAblate(const v1::AblateRequest& req) const;
-  absl::StatusOr<JobWork> PlanQuantize(const v1::QuantizeRequest& req) const;
-  absl::StatusOr<JobWork> PlanCheck(const v1::CheckRequest& req) const;
+  // What each job RPC does before it queues its job (job_planner.h): nothing is queued or run;
+  // the handlers and tests/fuzz/request_fuzzer.cc call these.
+  const PlanContext& planner() const { return planner_; }
 
  private:
   // Runs `body` after authentication, records metrics, converts the status.
@@ -72,40 +67,19 @@ class SuperWeightService final : public v1::SuperWeightService::Service {
   absl::Status Authenticate(grpc::ServerContext* ctx) const;
   // Waits for a job the unary call submitted, honouring the client's deadline and cancellation.
   absl::StatusOr<v1::Job> AwaitJob(grpc::ServerContext* ctx, const std::string& id);
-  // Submit + AwaitJob; a job that did not succeed becomes its status. Sets *job_id when queued.
-  // With `async`, returns the queued job at once.
-  absl::StatusOr<v1::Job> RunJob(grpc::ServerContext* ctx, const std::string& kind,
-                                 const std::string& model, JobWork work, bool async,
-                                 std::string* job_id);
-  // RESOURCE_EXHAUSTED where a window (one pass) is over max_tokens.
-  absl::Status CheckWindow(int window) const;
-  // Locate's confirmation by effect on `text` (tokenized; nothing where the model has no
-  // tokenizer or the text is empty).
-  absl::Status SetConfirmation(const Model& model, const std::string& text,
-                               LocateOptions* options) const;
-  // The harness's inputs a request names (default: wikitext2 and every zero-shot task), checked
-  // without reading them (EvaluationInputs reads them when the job runs); window 0 means 512.
-  absl::StatusOr<EvaluationRequest> CheckEvaluation(
-      const Model& model, const google::protobuf::RepeatedPtrField<std::string>& tasks,
-      int max_examples, int window, int max_windows) const;
-  // A Quantize request's export checked and placed under --export_root (nothing when it asks
-  // for none).
-  absl::Status PlanExport(const v1::QuantizeRequest& req, const Model& model,
-                          const std::vector<QuantizeSetting>& settings, JobWork::Export* out) const;
-  // The request's super weights, checked against the model; none named: the work is set to
-  // run Locate first (on the paper's prompt, confirmed on the server's text).
-  absl::Status SuperWeightsOrLocate(const Model& model,
-                                    const google::protobuf::RepeatedPtrField<v1::Coordinate>& named,
-                                    Precision precision, JobWork* work,
-                                    std::vector<SuperWeightCoordinate>* super_weights) const;
-
+  // The request planned (the caller hears what is wrong at once), submitted and awaited; a job
+  // that did not succeed becomes its status. Sets *job_id when queued. With req.async(), returns
+  // the queued job at once.
+  template <typename Request>
+  absl::StatusOr<v1::Job> RunJob(
+      grpc::ServerContext* ctx, const std::string& kind, const Request& req,
+      absl::StatusOr<JobWork> (*plan)(const PlanContext&, const Request&), std::string* job_id);
   ModelRegistry* registry_;
-  JobQueue* jobs_;
+  JobStore* jobs_;
   Metrics* metrics_;
   ServiceOptions options_;
   std::atomic<int> watchers_{0};  // WatchJob streams open
-  // Shared with the jobs that read it (they may outlive the service at shutdown).
-  std::shared_ptr<EvaluationInputs> inputs_;
+  PlanContext planner_;
 };
 
 grpc::Status ToGrpc(const absl::Status& s);

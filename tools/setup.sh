@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 packages=(cmake ninja-build g++ pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libdnnl-dev libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev
-  nlohmann-json3-dev libicu-dev libssl-dev clang-format
+  nlohmann-json3-dev libicu-dev libssl-dev libpq-dev postgresql-15 clang-format
   libopenblas0-openmp python3-torch python3-numpy python3-pytest python3-venv python3-yaml python3-psutil
   python3-packaging python3-requests)
 # --fuzz: also clang 14 with its sanitizer and OpenMP runtimes, for the fuzzers (make fuzz-test).

@@ -150,6 +150,12 @@ absl::Status CheckSuperWeights(const Model& model,
   return absl::OkStatus();
 }
 
+std::string AblationSetting::ModelKey() const {
+  if (kind == AblationKind::kScaleSuperWeights && scale == 1.f) return "intact";
+  if (kind == AblationKind::kScaleSuperWeights && scale == 0.f) return "prune SW";
+  return Name();
+}
+
 std::string AblationSetting::Name() const {
   switch (kind) {
     case AblationKind::kIntact:
@@ -360,13 +366,7 @@ absl::StatusOr<AblateResult> Ablate(const Model& model, const AblateOptions& opt
   }
   const int token_steps = options.token_probability_contexts.empty() ? 0 : 2;
 
-  // Settings that edit the model identically share one evaluation: scaling the super weights by
-  // 1 is the intact model, by 0 is pruning them.
-  auto same_model = [](const AblationSetting& s) -> std::string {
-    if (s.kind == AblationKind::kScaleSuperWeights && s.scale == 1.f) return "intact";
-    if (s.kind == AblationKind::kScaleSuperWeights && s.scale == 0.f) return "prune SW";
-    return s.Name();
-  };
+  auto same_model = [](const AblationSetting& s) { return s.ModelKey(); };
   int shared_steps = 0;
   for (size_t i = 0; i < options.settings.size(); ++i) {
     for (size_t j = 0; j < i; ++j) {

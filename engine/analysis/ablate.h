@@ -54,6 +54,9 @@ struct AblationSetting {
   float scale = 1.f;     // kScaleSuperWeights
   ExpertId expert = {};  // kPruneExpert
   std::string Name() const;
+  // Settings that edit the model identically share one key, and one evaluation: scaling the
+  // super weights by 1 is the intact model, by 0 is pruning them.
+  std::string ModelKey() const;
 };
 
 // The table's settings for the names a request gives: "prune", "scale" (one row per scale),

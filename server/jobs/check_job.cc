@@ -11,6 +11,11 @@ class CheckJob : public SingleJobKind {
  public:
   absl::string_view name() const override { return "check"; }
 
+  absl::StatusOr<JobWork> Plan(const PlanContext& context,
+                               const std::string& request) const override {
+    return PlanStored(context, request, &PlanCheck);
+  }
+
   absl::StatusOr<v1::Job> RunOne(const JobRun& run, Metrics* metrics) const override {
     JobWork& w = *run.work;
     CheckOptions& options = w.check;
@@ -53,6 +58,52 @@ class CheckJob : public SingleJobKind {
 const JobKind& CheckJobKind() {
   static const CheckJob kind;
   return kind;
+}
+
+absl::StatusOr<JobWork> PlanCheck(const PlanContext& context, const v1::CheckRequest& req) {
+  auto model = context.registry->Get(req.model());
+  if (!model.ok()) return model.status();
+  auto reference = context.registry->Get(req.reference());
+  if (!reference.ok()) return reference.status();
+  const Model& ref = **reference;
+  if (absl::Status s = CheckComparable(**model, ref); !s.ok()) return s;
+  for (double bound :
+       {req.max_relative_error(), req.min_activation_ratio(), req.max_perplexity_ratio()}) {
+    if (!std::isfinite(bound) || bound < 0) {
+      return absl::InvalidArgumentError(
+          "max_relative_error, min_activation_ratio and max_perplexity_ratio must be finite and "
+          "not negative (0: the default)");
+    }
+  }
+  JobWork work;
+  work.model = *model;
+  work.reference = *reference;
+  CheckOptions& o = work.check;
+  if (req.max_relative_error() > 0) o.max_relative_error = req.max_relative_error();
+  if (req.min_activation_ratio() > 0) o.min_activation_ratio = req.min_activation_ratio();
+  if (req.max_perplexity_ratio() > 0) o.max_perplexity_ratio = req.max_perplexity_ratio();
+  google::protobuf::RepeatedPtrField<std::string> wikitext;
+  wikitext.Add("wikitext2");
+  auto evaluation = context.CheckEvaluation(ref, wikitext, 0, req.window(),
+                                            req.max_windows() > 0 ? req.max_windows() : 16);
+  if (!evaluation.ok()) return evaluation.status();
+  o.window = evaluation->window;
+  o.max_windows = evaluation->max_windows;
+  work.load_inputs = [inputs = context.inputs, request = *evaluation](JobWork& w) {
+    EvaluationPlan plan;
+    if (absl::Status s = inputs->Load(request, w.reference, &plan); !s.ok()) return s;
+    w.check.text = std::move(plan.wikitext2);
+    return absl::OkStatus();
+  };
+  o.prompt = ref.tokenizer->Encode(kPaperPrompt, ref.config.add_bos);
+  o.harness.precision = FromProto(req.precision());
+  if (absl::Status s = context.SuperWeightsOrLocate(ref, req.super_weights(), o.harness.precision,
+                                                    &work, &o.super_weights);
+      !s.ok()) {
+    return s;
+  }
+  work.precision = o.harness.precision;
+  return work;
 }
 
 }  // namespace superweight::server

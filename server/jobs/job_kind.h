@@ -1,6 +1,6 @@
-// A job kind as a unit of its own: how its jobs run on the worker and what result each leaves.
-// One file per kind (locate_job.cc, score_job.cc, ablate_job.cc), registered in job_kinds.cc;
-// the queue knows none of them by name, and a kind nobody registered is refused.
+// A job kind as a unit of its own: how its requests are planned, how its jobs run on the worker
+// and what result each leaves. One file per kind (locate_job.cc, score_job.cc, ...), registered
+// in job_kinds.cc; the stores know none of them by name, and a kind nobody registered is refused.
 #pragma once
 
 #include <atomic>
@@ -12,6 +12,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "server/convert.h"
+#include "server/jobs/job_planner.h"
 #include "server/jobs/job_work.h"
 #include "server/metrics.h"
 #include "superweight/v1/superweight.pb.h"
@@ -29,11 +30,30 @@ class JobKind {
  public:
   virtual ~JobKind() = default;
   virtual absl::string_view name() const = 0;
+  // The work of a stored request (serialized, of this kind's request message), planned again
+  // where the job is claimed.
+  virtual absl::StatusOr<JobWork> Plan(const PlanContext& context,
+                                       const std::string& request) const = 0;
   // Whether a queued job may join `first` in one run, the batch holding `batch_tokens` tokens so
   // far. Default: never.
   virtual bool Joins(const JobWork& first, const JobWork& next, size_t batch_tokens) const {
     return false;
   }
+  // A job whose work parts can share: a shared store fans it out across replicas as jobs of
+  // their own. The parts' requests (serialized, of this kind), in order; fewer than two: the job
+  // runs whole. `work` is the job as planned from `request`.
+  virtual std::vector<std::string> Split(const std::string& request, const JobWork& work) const {
+    return {};
+  }
+  // The job's result from its parts' requests and results, in Split's order: what the job run
+  // whole gives.
+  virtual absl::StatusOr<v1::Job> Assemble(const std::vector<std::string>& part_requests,
+                                           const std::vector<v1::Job>& part_results) const {
+    return absl::UnimplementedError("this job kind is not split into parts");
+  }
+  // Whether any job of this kind may join another (Joins can say yes): a shared store then
+  // claims queued jobs of the kind and model with the first.
+  virtual bool Batches() const { return false; }
   // Runs the batch; per job, a Job holding only its result (merged into the stored record) or
   // why it did not succeed (CANCELLED ends it cancelled).
   virtual std::vector<absl::StatusOr<v1::Job>> Run(absl::Span<const JobRun> batch,

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "server/jobs/job_runner.h"
 
 namespace superweight::server {
 namespace {
@@ -109,12 +110,7 @@ JobQueue::~JobQueue() {
   worker_.join();
 }
 
-bool JobQueue::Finished(const v1::Job& job) {
-  return job.state() == v1::Job::SUCCEEDED || job.state() == v1::Job::FAILED ||
-         job.state() == v1::Job::CANCELLED;
-}
-
-void JobQueue::OnStorageFailure(std::function<void()> handler) {
+void JobQueue::OnHealthChange(std::function<void(bool)> handler) {
   std::lock_guard<std::mutex> lock(mu_);
   on_storage_failure_ = std::move(handler);
 }
@@ -138,7 +134,7 @@ void JobQueue::Persist(v1::Job* job) {
   metrics_->RecordStoreFailure();
   if (!storage_failed_) {
     storage_failed_ = true;
-    if (on_storage_failure_) on_storage_failure_();
+    if (on_storage_failure_) on_storage_failure_(false);
   }
 }
 
@@ -160,6 +156,8 @@ void JobQueue::Prune() {
     const bool too_old =
         retention_.max_age.count() > 0 && finished_ms != 0 && finished_ms < cutoff_ms;
     if (i >= beyond_count && !too_old) continue;
+    if (!jobs_.at(id)->job.request_id().empty())
+      by_request_id_.erase(jobs_.at(id)->job.request_id());
     jobs_.erase(id);
     ++pruned;
     if (state_dir_.empty()) continue;
@@ -239,16 +237,24 @@ void JobQueue::LoadPersisted() {
     if (id.rfind("job-", 0) == 0 && absl::SimpleAtoi(id.substr(4), &n) && n < kMaxJobCounter) {
       next_id_ = std::max(next_id_, n + 1);
     }
+    if (!entry->job.request_id().empty()) by_request_id_[entry->job.request_id()] = id;
     jobs_[id] = std::move(entry);
   }
 }
 
-absl::StatusOr<std::string> JobQueue::Submit(const std::string& kind, const std::string& model_name,
-                                             JobWork work) {
+absl::StatusOr<std::string> JobQueue::Submit(JobSubmission submission) {
+  const std::string& kind = submission.kind;
   if (FindJobKind(kind) == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("no job kind '", kind, "'"));
   }
   std::lock_guard<std::mutex> lock(mu_);
+  if (!submission.request_id.empty()) {
+    auto seen = by_request_id_.find(submission.request_id);
+    if (seen != by_request_id_.end()) {
+      if (absl::Status s = SameRequest(jobs_.at(seen->second)->job, submission); !s.ok()) return s;
+      return seen->second;
+    }
+  }
   if (static_cast<int>(queue_.size()) >= max_queued_) {
     return absl::ResourceExhaustedError(
         absl::StrFormat("the job queue is full (%d jobs waiting)", queue_.size()));
@@ -261,10 +267,12 @@ absl::StatusOr<std::string> JobQueue::Submit(const std::string& kind, const std:
   } while (jobs_.count(id) != 0);
   entry->job.set_id(id);
   entry->job.set_kind(kind);
-  entry->job.set_model(model_name);
+  entry->job.set_model(submission.model);
+  entry->job.set_request_id(submission.request_id);
   entry->job.set_state(v1::Job::QUEUED);
   entry->job.set_created_unix_ms(NowMs());
-  entry->work = std::move(work);
+  entry->work = std::move(submission.work);
+  if (!submission.request_id.empty()) by_request_id_[submission.request_id] = id;
   Persist(&entry->job);
   jobs_[id] = std::move(entry);
   queue_.push_back(id);
@@ -312,7 +320,7 @@ absl::StatusOr<v1::Job> JobQueue::Cancel(const std::string& id) {
   return it->second->job;
 }
 
-std::vector<v1::Job> JobQueue::List(const std::string& model, int limit) const {
+absl::StatusOr<std::vector<v1::Job>> JobQueue::List(const std::string& model, int limit) const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<v1::Job> out;
   for (auto it = jobs_.rbegin(); it != jobs_.rend() && static_cast<int>(out.size()) < limit; ++it) {
@@ -405,6 +413,7 @@ void JobQueue::WorkerLoop() {
       for (Entry* e : batch) {
         e->job.set_state(v1::Job::RUNNING);
         e->started_unix_ms = NowMs();
+        e->job.set_started_unix_ms(e->started_unix_ms);
       }
       metrics_->SetQueueDepth(queue_.size());
       changed_.notify_all();
@@ -420,84 +429,26 @@ void JobQueue::WorkerLoop() {
   }
 }
 
-namespace {
-
-// Not OK where a model the job read was changed in place while it ran: whatever the job computed
-// from it is void.
-absl::Status ModelFilesUnchanged(const JobWork& w) {
-  for (const Model* m : {w.model.get(), w.reference.get()}) {
-    if (m == nullptr) continue;
-    if (absl::Status s = m->CheckFilesUnchanged(); !s.ok()) return s;
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
 // Whatever a job throws ends that job (and the others of its batch) as FAILED; the worker, and
 // so the server, goes on.
 void JobQueue::RunBatch(const JobKind& kind, const std::vector<Entry*>& batch) {
-  absl::Status thrown;
-  try {
-    std::vector<Entry*> ready;
-    for (Entry* e : batch) {
-      if (e->work.load_inputs) {
-        const absl::Status loaded = e->work.load_inputs(e->work);
-        e->work.load_inputs = nullptr;
-        if (!loaded.ok()) {
-          Finish(e, loaded);
-          continue;
-        }
-      }
-      ready.push_back(e);
-    }
-    std::vector<JobRun> runs;
-    for (Entry* e : ready) {
-      runs.push_back({&e->work, &e->cancelled, [this, e](double p) { SetProgress(e, p); }});
-    }
-    std::vector<absl::StatusOr<v1::Job>> results = kind.Run(runs, metrics_);
-    for (size_t i = 0; i < ready.size(); ++i) {
-      Entry* e = ready[i];
-      absl::Status status = ModelFilesUnchanged(e->work);
-      if (status.ok() && i >= results.size()) {
-        status = absl::InternalError("the job's kind returned no result for it");
-      }
-      if (status.ok()) status = results[i].status();
-      // A cancel that lands before the job is finished wins, even over a computed result: what
-      // the job wrote is not published.
-      if (status.ok() && e->cancelled.load()) {
-        status = absl::CancelledError("cancelled before its result was published");
-      }
-      if (status.ok()) status = kind.Publish(e->work);
-      if (!status.ok()) {
-        kind.Discard(e->work);
-        Finish(e, status);
-        continue;
-      }
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        e->job.MergeFrom(*results[i]);
-      }
-      Finish(e, absl::OkStatus());
-    }
-    return;
-  } catch (const std::bad_alloc&) {
-    thrown = absl::ResourceExhaustedError("the job ran out of memory");
-  } catch (const std::exception& ex) {
-    thrown = absl::InternalError(absl::StrCat("the job failed unexpectedly: ", ex.what()));
-  } catch (...) {
-    thrown = absl::InternalError("the job failed unexpectedly");
-  }
-  std::cerr << "superweightd: job " << batch[0]->job.id() << ": " << thrown.message() << "\n";
+  std::vector<JobRun> runs;
   for (Entry* e : batch) {
-    bool finished;
+    runs.push_back({&e->work, &e->cancelled, [this, e](double p) { SetProgress(e, p); }});
+  }
+  std::vector<absl::StatusOr<v1::Job>> outcomes =
+      RunJobBatch(kind, runs, metrics_, batch[0]->job.id());
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Entry* e = batch[i];
+    if (!outcomes[i].ok()) {
+      Finish(e, outcomes[i].status());
+      continue;
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
-      finished = Finished(e->job);
+      e->job.MergeFrom(*outcomes[i]);
     }
-    if (finished) continue;
-    kind.Discard(e->work);
-    Finish(e, thrown);
+    Finish(e, absl::OkStatus());
   }
 }
 

@@ -23,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/jobs/job_kind.h"
+#include "server/jobs/job_store.h"
 #include "server/jobs/job_work.h"
 #include "server/metrics.h"
 #include "superweight/v1/superweight.pb.h"
@@ -36,33 +37,27 @@ struct JobRetention {
   int max_finished = 0;                  // the newest this many; zero: no limit
 };
 
-class JobQueue {
+// The file store: the embedded default.
+class JobQueue final : public JobStore {
  public:
   // max_batch: most sequences per batched pass (1 disables batching).
   JobQueue(std::string state_dir, int max_queued, int max_batch, JobRetention retention,
            Metrics* metrics);
   ~JobQueue();
 
-  // Queues a job of `kind` ("locate", "score" or "ablate"); RESOURCE_EXHAUSTED when the queue is
-  // full, INVALID_ARGUMENT for a kind no runner serves.
-  absl::StatusOr<std::string> Submit(const std::string& kind, const std::string& model_name,
-                                     JobWork work);
-  absl::StatusOr<v1::Job> Get(const std::string& id) const;
-  absl::StatusOr<v1::Job> Cancel(const std::string& id);
-  std::vector<v1::Job> List(const std::string& model, int limit) const;
-
-  // Blocks until the job changes (its state or progress differs from `seen`), `stop()` says
-  // so, or `timeout_ms` passes; returns the job as it is then.
+  // Queues the submission's work as planned (INVALID_ARGUMENT for a kind nobody registered).
+  absl::StatusOr<std::string> Submit(JobSubmission submission) override;
+  absl::StatusOr<v1::Job> Get(const std::string& id) const override;
+  absl::StatusOr<v1::Job> Cancel(const std::string& id) override;
+  absl::StatusOr<std::vector<v1::Job>> List(const std::string& model, int limit) const override;
   absl::StatusOr<v1::Job> WaitForChange(const std::string& id, const v1::Job& seen,
-                                        int timeout_ms) const;
-  static bool Finished(const v1::Job& job);
+                                        int timeout_ms) const override;
+  // Called (once, with false) the first time a record cannot be stored after start-up.
+  void OnHealthChange(std::function<void(bool serving)> handler) override;
 
   // Not OK where the state directory cannot take records (checked at construction by writing
   // one): the server refuses to start on it.
   const absl::Status& StorageStatus() const { return storage_status_; }
-  // Called (once) the first time a record cannot be stored after start-up.
-  // Null removes it.
-  void OnStorageFailure(std::function<void()> handler);
 
  private:
   struct Entry {
@@ -90,7 +85,7 @@ class JobQueue {
 
   std::string state_dir_;
   absl::Status storage_status_;
-  std::function<void()> on_storage_failure_;
+  std::function<void(bool)> on_storage_failure_;
   bool storage_failed_ = false;
   int max_queued_;
   int max_batch_;
@@ -106,6 +101,7 @@ class JobQueue {
   };
   std::map<std::string, std::unique_ptr<Entry>, IdOrder> jobs_;
   std::deque<std::string> queue_;
+  std::map<std::string, std::string> by_request_id_;  // request_id -> job id, of kept jobs
   bool stopping_ = false;
   uint64_t next_id_ = 1;
   std::thread worker_;

@@ -7,13 +7,16 @@
 
 #include <fstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "engine/analysis/quantize.h"
 #include "engine/export/export_gguf.h"
 #include "engine/export/export_hf.h"
+#include "engine/formats/quantize_ggml.h"
 #include "engine/util/publish.h"
+#include "engine/util/utf8_prefix.h"
 #include "server/convert.h"
 #include "server/jobs/job_kind.h"
 
@@ -156,6 +159,11 @@ class QuantizeJob : public SingleJobKind {
  public:
   absl::string_view name() const override { return "quantize"; }
 
+  absl::StatusOr<JobWork> Plan(const PlanContext& context,
+                               const std::string& request) const override {
+    return PlanStored(context, request, &PlanQuantize);
+  }
+
   absl::StatusOr<v1::Job> RunOne(const JobRun& run, Metrics* metrics) const override {
     absl::StatusOr<v1::Job> job = RunQuantize(run, metrics);
     if (!job.ok()) return RelativeToExportRoot(job.status(), run.work->quantize_export);
@@ -245,6 +253,140 @@ class QuantizeJob : public SingleJobKind {
 const JobKind& QuantizeJobKind() {
   static const QuantizeJob kind;
   return kind;
+}
+
+namespace {
+
+// A Quantize request's export checked and placed under --export_root (nothing when it asks for
+// none).
+absl::Status PlanExport(const PlanContext& context, const v1::QuantizeRequest& req, const Model& m,
+                        const std::vector<QuantizeSetting>& settings, JobWork::Export* out) {
+  if (req.export_format().empty()) {
+    if (!req.export_name().empty() || !req.super_weight_tensor_type().empty()) {
+      return absl::InvalidArgumentError("export_name and super_weight_tensor_type need export");
+    }
+    return absl::OkStatus();
+  }
+  if (context.export_root.empty()) {
+    return absl::InvalidArgumentError("this server has no --export_root: exports are refused");
+  }
+  for (const QuantizeSetting& s : settings) {
+    if (s.activation_bits > 0) {
+      return absl::InvalidArgumentError(
+          "an export writes weights: activation quantization happens at run time and no file "
+          "carries it (drop activation_bits to export)");
+    }
+  }
+  if (std::count_if(settings.begin(), settings.end(),
+                    [](const QuantizeSetting& s) { return !s.IsBaseline(); }) != 1) {
+    return absl::InvalidArgumentError("an export writes one setting: give exactly one besides FP");
+  }
+  const std::string& format = req.export_format();
+  if (format.rfind("gguf:", 0) == 0) {
+    auto type = DTypeFromName(format.substr(5));
+    if (!type.ok() || !HasGgmlQuantizer(*type)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("export ", Utf8Prefix(format, 40),
+                       ": the GGUF types are Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, F16, "
+                       "BF16, F32"));
+    }
+    if (m.format != ModelFormat::kGguf) {
+      return absl::FailedPreconditionError(
+          "a GGUF export carries over a GGUF source's metadata and tokenizer: this model is not "
+          "a GGUF file");
+    }
+    out->format = "gguf";
+    out->type = *type;
+    if (!req.super_weight_tensor_type().empty()) {
+      auto sw_type = DTypeFromName(req.super_weight_tensor_type());
+      if (!sw_type.ok() || !HasGgmlQuantizer(*sw_type)) {
+        return absl::InvalidArgumentError("super_weight_tensor_type: F16 or Q8_0 (any GGUF type)");
+      }
+      out->super_weight_tensor_type = *sw_type;
+    }
+  } else if (format == "hf" || format == "hf:bf16" || format == "hf:f32") {
+    out->format = "hf";
+    out->type = format == "hf:f32" ? DType::kF32 : DType::kBF16;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown export '", Utf8Prefix(format, 40), "' (gguf:TYPE, hf, hf:f32)"));
+  }
+  const std::string& name = req.export_name();
+  if (name.empty() || name.size() > 200 || name[0] == '.' ||
+      name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") !=
+          std::string::npos) {
+    return absl::InvalidArgumentError(
+        "export_name: a plain file or directory name under --export_root (letters, digits, "
+        "'.', '_', '-'; not starting with '.')");
+  }
+  if (out->format == "gguf" && !absl::EndsWith(name, ".gguf")) {
+    return absl::InvalidArgumentError(
+        "export_name: a GGUF export's name ends in .gguf (the server opens files by it)");
+  }
+  if (out->format == "hf" && absl::EndsWith(name, ".gguf")) {
+    return absl::InvalidArgumentError(
+        "export_name: a Hugging Face export is a directory; .gguf names GGUF files");
+  }
+  out->relative_path = name;
+  out->path = context.export_root + "/" + name;
+  out->staged = StagingPath(context.export_root, name);
+  struct stat st;
+  if (::lstat(out->path.c_str(), &st) == 0) {
+    return absl::AlreadyExistsError(absl::StrCat("export ", name, " already exists"));
+  }
+  if (!context.model_root.empty() && context.export_root.rfind(context.model_root + "/", 0) == 0) {
+    out->model = context.export_root.substr(context.model_root.size() + 1) + "/" + name;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<JobWork> PlanQuantize(const PlanContext& context, const v1::QuantizeRequest& req) {
+  auto model = context.registry->Get(req.model());
+  if (!model.ok()) return model.status();
+  const Model& m = **model;
+  JobWork work;
+  work.model = *model;
+  QuantizeOptions& o = work.quantize;
+  o.settings = {QuantizeSetting{true, {}, false}};  // the baseline, always first
+  for (int i = 0; i < req.settings_size(); ++i) {
+    auto setting = FromProto(req.settings(i));
+    if (!setting.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("settings[", i, "]: ", setting.status().message()));
+    }
+    if (!setting->IsBaseline()) o.settings.push_back(*setting);
+  }
+  if (req.settings().empty()) o.settings = DefaultQuantizeSettings();
+  work.quantize_settings_named = !req.settings().empty();
+  o.quantize_lm_head = req.quantize_lm_head();
+  const bool evaluate = !std::count(req.tasks().begin(), req.tasks().end(), "none");
+  if (!evaluate && req.tasks_size() > 1) {
+    return absl::InvalidArgumentError("tasks: none stands alone (no evaluation at all)");
+  }
+  if (evaluate) {
+    auto evaluation = context.CheckEvaluation(m, req.tasks(), req.max_examples(), req.window(),
+                                              req.max_windows());
+    if (!evaluation.ok()) return evaluation.status();
+    work.load_inputs = [inputs = context.inputs, request = *evaluation](JobWork& w) {
+      return inputs->Load(request, w.model, &w.quantize.plan);
+    };
+  }
+  o.harness.precision = FromProto(req.precision());
+  if (absl::Status s = PlanExport(context, req, m, o.settings, &work.quantize_export); !s.ok())
+    return s;
+  // Without a tokenizer there is nothing to locate with: the settings that need no super weight
+  // still run (the job refuses those that need one).
+  if (!req.super_weights().empty() || m.tokenizer != nullptr) {
+    if (absl::Status s = context.SuperWeightsOrLocate(m, req.super_weights(), o.harness.precision,
+                                                      &work, &o.super_weights);
+        !s.ok()) {
+      return s;
+    }
+  }
+  work.precision = o.harness.precision;
+  return work;
 }
 
 }  // namespace superweight::server

@@ -15,6 +15,12 @@ class ScoreJob : public JobKind {
  public:
   absl::string_view name() const override { return "score"; }
 
+  absl::StatusOr<JobWork> Plan(const PlanContext& context,
+                               const std::string& request) const override {
+    return PlanStored(context, request, &PlanScore);
+  }
+
+  bool Batches() const override { return true; }
   bool Joins(const JobWork& first, const JobWork& next, size_t batch_tokens) const override {
     return first.window == 0 && next.window == 0 && next.model == first.model &&
            next.precision == first.precision &&
@@ -102,6 +108,31 @@ class ScoreJob : public JobKind {
 const JobKind& ScoreJobKind() {
   static const ScoreJob kind;
   return kind;
+}
+
+absl::StatusOr<JobWork> PlanScore(const PlanContext& context, const v1::ScoreRequest& req) {
+  auto model = context.registry->Get(req.model());
+  if (!model.ok()) return model.status();
+  if (req.window() < 0 || req.max_windows() < 0 || req.window() == 1) {
+    return absl::InvalidArgumentError("window must be 0 (one sequence) or at least 2");
+  }
+  if (absl::Status s = context.CheckWindow(req.window()); !s.ok()) return s;
+  JobWork work;
+  work.model = *model;
+  const int limit = req.window() > 0 ? context.max_text_tokens : context.max_tokens;
+  auto tokens = TokensFromInput(req.input(), **model, limit, "");
+  if (!tokens.ok()) return tokens.status();
+  if (req.window() == 0 && tokens->size() < 2) {
+    return absl::InvalidArgumentError("scoring needs at least two tokens");
+  }
+  work.tokens = std::move(*tokens);
+  auto edits = FromProto(req.edits(), **model);
+  if (!edits.ok()) return edits.status();
+  work.edits = std::move(*edits);
+  work.precision = FromProto(req.precision());
+  work.window = req.window();
+  work.max_windows = req.max_windows();
+  return work;
 }
 
 }  // namespace superweight::server

@@ -1,6 +1,7 @@
 """End-to-end fixtures: the real superweightd on loopback, driven by the real client."""
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -175,3 +176,70 @@ def server(model_root, tmp_path_factory):
     s = Server(model_root, state / "jobs", token_file).start()
     yield s
     s.stop()
+
+
+PG_SCRATCH = os.path.join(ROOT, "tools", "pg-scratch.sh")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throw-away PostgreSQL 15 cluster on loopback (tools/pg-scratch.sh), removed at the end:
+    its admin URL and directory."""
+    import tempfile
+    scratch = tempfile.mkdtemp(prefix="superweight-pg-")
+    os.chmod(scratch, 0o755)  # the cluster's owner (postgres, when run as root) reads it
+    cluster = os.path.join(scratch, "cluster")
+    url = subprocess.run([PG_SCRATCH, "start", cluster, str(free_port())], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    yield {"url": url, "dir": cluster}
+    subprocess.run([PG_SCRATCH, "stop", cluster], check=False)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+_databases = iter(range(1, 1 << 30))
+
+
+def fresh_database(pg_cluster):
+    """The URL of a new, empty database on the cluster."""
+    name = f"sw_e2e_{os.getpid()}_{next(_databases)}"
+    subprocess.run(["psql", "-qAt", pg_cluster["url"], "-c", f"CREATE DATABASE {name}"],
+                   check=True, capture_output=True)
+    return pg_cluster["url"].rsplit("/", 1)[0] + "/" + name
+
+
+def psql(url, sql):
+    return subprocess.run(["psql", "-qAt", url, "-c", sql], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+class Replica(Server):
+    """A superweightd sharing the PostgreSQL job store at `url` (given by the environment, as a
+    deployment keeps the password off the command line), its log in a file."""
+
+    def __init__(self, root, tmp, name, url, token_file, extra=()):
+        super().__init__(root, tmp / f"state-{name}", token_file,
+                         extra=["--job_lease_seconds=4", *extra],
+                         env={"SUPERWEIGHT_JOB_STORE": url})
+        self.log_path = tmp / f"{name}.log"
+
+    def start(self):
+        self.log_file = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, stdout=self.log_file, stderr=subprocess.STDOUT,
+                                     env=self.env)
+        for _ in range(150):
+            if self.client("models", check=False).returncode == 0:
+                return self
+            assert self.proc.poll() is None, self.log()
+            time.sleep(0.1)
+        raise AssertionError("replica did not come up: " + self.log())
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def runs_of(self, job_id):
+        """Times this replica started running the job (one per attempt it held)."""
+        return len(re.findall(rf"job {job_id} \(\w+\) running here, attempt", self.log()))
+
+    @property
+    def name(self):
+        return f":{self.proc.pid}"

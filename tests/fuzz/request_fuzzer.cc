@@ -110,31 +110,31 @@ int Run(SuperWeightService& service, uint8_t rpc, const uint8_t* data, size_t si
     case 0: {
       v1::LocateRequest r;
       if (!Parse(data, size, &r)) return -1;
-      CheckPlan(service.PlanLocate(r));
+      CheckPlan(PlanLocate(service.planner(), r));
       return 0;
     }
     case 1: {
       v1::ScoreRequest r;
       if (!Parse(data, size, &r)) return -1;
-      CheckPlan(service.PlanScore(r));
+      CheckPlan(PlanScore(service.planner(), r));
       return 0;
     }
     case 2: {
       v1::AblateRequest r;
       if (!Parse(data, size, &r)) return -1;
-      CheckPlan(service.PlanAblate(r));
+      CheckPlan(PlanAblate(service.planner(), r));
       return 0;
     }
     case 3: {
       v1::QuantizeRequest r;
       if (!Parse(data, size, &r)) return -1;
-      CheckPlan(service.PlanQuantize(r));
+      CheckPlan(PlanQuantize(service.planner(), r));
       return 0;
     }
     case 4: {
       v1::CheckRequest r;
       if (!Parse(data, size, &r)) return -1;
-      CheckPlan(service.PlanCheck(r));
+      CheckPlan(PlanCheck(service.planner(), r));
       return 0;
     }
     case 5: {
