@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 
 #include <fstream>
+#include <map>
+#include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
@@ -22,6 +24,21 @@
 
 namespace superweight::server {
 namespace {
+
+// The request's table: the baseline (FP) and its settings, or the default grid.
+absl::StatusOr<std::vector<QuantizeSetting>> QuantizeTableOf(const v1::QuantizeRequest& req) {
+  if (req.settings().empty()) return DefaultQuantizeSettings();
+  std::vector<QuantizeSetting> settings = {QuantizeSetting{true, {}, false}};  // the baseline
+  for (int i = 0; i < req.settings_size(); ++i) {
+    auto setting = FromProto(req.settings(i));
+    if (!setting.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("settings[", i, "]: ", setting.status().message()));
+    }
+    if (!setting->IsBaseline()) settings.push_back(*setting);
+  }
+  return settings;
+}
 
 // The export's share of the progress, when there is one.
 constexpr double kExportShare = 0.15;
@@ -162,6 +179,62 @@ class QuantizeJob : public SingleJobKind {
   absl::StatusOr<JobWork> Plan(const PlanContext& context,
                                const std::string& request) const override {
     return PlanStored(context, request, &PlanQuantize);
+  }
+
+  // A part per row (each quantizes and evaluates the model its own way); an export is one job.
+  std::vector<std::string> Split(const std::string& request, const JobWork& work) const override {
+    v1::QuantizeRequest req;
+    if (!req.ParseFromString(request) || !req.rows().empty() || !req.export_format().empty() ||
+        work.quantize.settings.size() < 2) {
+      return {};
+    }
+    std::vector<std::string> parts;
+    for (size_t row = 0; row < work.quantize.settings.size(); ++row) {
+      v1::QuantizeRequest part = req;
+      part.clear_request_id();
+      part.add_rows(static_cast<int>(row));
+      parts.push_back(part.SerializeAsString());
+    }
+    return parts;
+  }
+
+  // The rows in the table's order, found by their setting's name (a part whose setting needs a
+  // super weight that Locate did not confirm returns none, and names it skipped).
+  absl::StatusOr<v1::Job> Assemble(const std::vector<std::string>& part_requests,
+                                   const std::vector<v1::Job>& part_results) const override {
+    v1::QuantizeRequest whole_request;
+    if (part_requests.empty() || part_requests.size() != part_results.size() ||
+        !whole_request.ParseFromString(part_requests[0])) {
+      return absl::InternalError("a fanned-out Quantize's parts do not match their results");
+    }
+    auto table = QuantizeTableOf(whole_request);
+    if (!table.ok()) return table.status();
+    v1::Job whole;
+    v1::QuantizeResult* result = whole.mutable_quantize();
+    *result = part_results[0].quantize();
+    result->clear_rows();
+    result->clear_skipped_settings();
+    std::map<std::string, const v1::QuantizeResult::Row*> rows;
+    std::set<std::string> skipped;
+    for (const v1::Job& part : part_results) {
+      if (part.quantize().super_weights_size() != result->super_weights_size() ||
+          !std::equal(part.quantize().super_weights().begin(),
+                      part.quantize().super_weights().end(), result->super_weights().begin(),
+                      [](const v1::Coordinate& a, const v1::Coordinate& b) {
+                        return a.SerializeAsString() == b.SerializeAsString();
+                      })) {
+        return absl::InternalError(
+            "the parts of a fanned-out Quantize located different super weights");
+      }
+      for (const auto& row : part.quantize().rows()) rows[row.setting()] = &row;
+      for (const std::string& name : part.quantize().skipped_settings()) skipped.insert(name);
+    }
+    for (const QuantizeSetting& setting : *table) {
+      const std::string name = setting.Name();
+      if (auto it = rows.find(name); it != rows.end()) *result->add_rows() = *it->second;
+      if (skipped.count(name) != 0) result->add_skipped_settings(name);
+    }
+    return whole;
   }
 
   absl::StatusOr<v1::Job> RunOne(const JobRun& run, Metrics* metrics) const override {
@@ -349,16 +422,26 @@ absl::StatusOr<JobWork> PlanQuantize(const PlanContext& context, const v1::Quant
   JobWork work;
   work.model = *model;
   QuantizeOptions& o = work.quantize;
-  o.settings = {QuantizeSetting{true, {}, false}};  // the baseline, always first
-  for (int i = 0; i < req.settings_size(); ++i) {
-    auto setting = FromProto(req.settings(i));
-    if (!setting.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("settings[", i, "]: ", setting.status().message()));
+  auto table = QuantizeTableOf(req);
+  if (!table.ok()) return table.status();
+  o.settings = std::move(*table);
+  if (!req.rows().empty()) {
+    if (!req.export_format().empty()) {
+      return absl::InvalidArgumentError("rows: an export is written from its whole table");
     }
-    if (!setting->IsBaseline()) o.settings.push_back(*setting);
+    std::vector<QuantizeSetting> chosen;
+    for (int i = 0; i < req.rows_size(); ++i) {
+      const int row = req.rows(i);
+      if (row < 0 || row >= static_cast<int>(o.settings.size()) ||
+          (i > 0 && row <= req.rows(i - 1))) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("rows: indices into the table's %d rows (0: FP), ascending, each once",
+                            o.settings.size()));
+      }
+      chosen.push_back(o.settings[row]);
+    }
+    o.settings = std::move(chosen);
   }
-  if (req.settings().empty()) o.settings = DefaultQuantizeSettings();
   work.quantize_settings_named = !req.settings().empty();
   o.quantize_lm_head = req.quantize_lm_head();
   const bool evaluate = !std::count(req.tasks().begin(), req.tasks().end(), "none");

@@ -124,10 +124,11 @@ def kill_mid_score_job(start):
 
 
 def check_cancel_mid_job_kept_across_a_restart(model_root, tmp_path, verb, short_flags,
-                                               long_flags):
+                                               long_flags, store_flags=()):
     """A finished job of `verb` and a long one cancelled while it runs: the cancel lands within
-    2 s, and after a restart the first keeps its result and the second its state."""
-    start = restart_on_one_state_dir(model_root, tmp_path)
+    2 s, and after a restart (on the same state directory, or job store) the first keeps its
+    result and the second its state."""
+    start = restart_on_one_state_dir(model_root, tmp_path, extra=store_flags)
     first = start()
     try:
         done = first.call(verb, *short_flags)
@@ -197,6 +198,15 @@ def pg_cluster():
 
 
 _databases = iter(range(1, 1 << 30))
+
+
+@pytest.fixture(params=["files", "postgresql"])
+def job_store_flags(request):
+    """The server flags of each job store, for the tests every store must pass alike: none (the
+    file store in --state_dir), or --job_store naming a fresh PostgreSQL database."""
+    if request.param == "files":
+        return ()
+    return (f"--job_store={fresh_database(request.getfixturevalue('pg_cluster'))}",)
 
 
 def fresh_database(pg_cluster):

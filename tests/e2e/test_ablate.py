@@ -61,9 +61,10 @@ def test_bad_ablations_are_refused(server, flags, message):
     assert server.client("models").returncode == 0
 
 
-def test_cancelled_mid_job_and_kept_across_a_restart(model_root, tmp_path):
+def test_cancelled_mid_job_and_kept_across_a_restart(model_root, tmp_path, job_store_flags):
     check_cancel_mid_job_kept_across_a_restart(
         model_root, tmp_path, "ablate",
         ["--model=planted", "--super_weights=1,37,101", "--settings=prune",
          *SMALL[:-1]],  # no token_probs: no contexts
-        ["--model=smollm2.gguf", "--settings=prune,scale"])
+        ["--model=smollm2.gguf", "--settings=prune,scale"],
+        job_store_flags)

@@ -129,11 +129,12 @@ def test_block_size_zero_and_negative_are_usage_errors(server):
         assert out.returncode == 2 and "--block_size" in out.stderr, out.stderr
 
 
-def test_cancelled_mid_job_and_kept_across_a_restart(model_root, tmp_path):
+def test_cancelled_mid_job_and_kept_across_a_restart(model_root, tmp_path, job_store_flags):
     check_cancel_mid_job_kept_across_a_restart(
         model_root, tmp_path, "quantize",
         ["--model=planted", "--super_weights=1,37,101", "--bits=4", "--block_size=row", *SMALL],
-        ["--model=smollm2.gguf", "--super_weights=11,507,1229"])
+        ["--model=smollm2.gguf", "--super_weights=11,507,1229"],
+        job_store_flags)
 
 
 @pytest.fixture(scope="module")

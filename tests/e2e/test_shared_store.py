@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from conftest import BIN, PG_SCRATCH, TESTDATA, Replica, fresh_database, psql
+from conftest import (BIN, PG_SCRATCH, TESTDATA, Replica, fresh_database, psql,
+                      restart_on_one_state_dir)
 
 TEXT = os.path.join(TESTDATA, "text", "wiki.test.raw")
 # A Score job of several seconds: long enough to kill, freeze or cancel while it runs.
@@ -273,3 +274,37 @@ def test_cancelling_a_fanned_out_job_cancels_its_parts(replicas):
     assert wait_for(lambda: all(read_job(a, p)["state"] == "CANCELLED" for p in parts), 10), \
         [read_job(a, p)["state"] for p in parts]
     assert time.time() - t0 < 5
+
+
+def test_a_request_id_names_one_job_on_either_store_across_a_restart(model_root, tmp_path,
+                                                                     job_store_flags):
+    start = restart_on_one_state_dir(model_root, tmp_path, extra=job_store_flags)
+    flags = ["score", "--model=tinystories656k", "--text=Once.", "--request_id=build-7"]
+    s = start()
+    try:
+        first = s.call(*flags)
+        assert s.call(*flags) == first
+        plain = s.call(*flags[:-1])  # no key: a job of its own
+        assert plain["job_id"] != first["job_id"]
+        for bad in ["has space", "x" * 129, "tab\there"]:
+            out = s.client(*flags[:-1], f"--request_id={bad}", check=False)
+            assert out.returncode != 0 and "INVALID_ARGUMENT" in out.stderr, out.stderr
+        other = s.client("score", "--model=smollm2.gguf", "--text=Once.", "--request_id=build-7",
+                         check=False)
+        assert "INVALID_ARGUMENT" in other.stderr and first["job_id"] in other.stderr
+    finally:
+        s.stop()
+    s = start()
+    try:
+        assert s.call(*flags) == first
+    finally:
+        s.stop()
+
+
+def test_a_quantize_fanned_out_gives_the_one_replica_table_number_for_number(replicas, server):
+    flags = ["quantize", "--model=planted", "--super_weights=1,37,101", "--tasks=wikitext2,piqa",
+             "--max_examples=4", "--window=128", "--max_windows=1"]
+    alone = server.call(*flags)["result"]
+    fanned = replicas[1].call(*flags)
+    assert job(replicas[1], fanned["job_id"])["parts"] == len(alone["rows"]) > 2
+    assert fanned["result"] == alone
