@@ -3,7 +3,9 @@
 # the image's size is within its budget and it carries its OCI labels, `superweightd --help`
 # and the client run from it, the container runs as a non-root user, its HEALTHCHECK turns
 # healthy, the bundled client locates the default model's super weight through the published
-# port, and Prometheus scrapes superweightd's /metrics (target up, requests counted).
+# port, and Prometheus scrapes superweightd's /metrics (target up, requests counted). Then the
+# scaleout profile: PostgreSQL and two replicas behind one gRPC address (nginx), where an Ablate
+# fans out into parts and any replica answers for the job.
 #
 # `make docker-test`; not part of `make test` (make docker-context-test is: the build stage's
 # layout, configured without an engine). From a fresh Debian 12 machine: installs what it
@@ -11,7 +13,8 @@
 # installed; debootstrap; docker-compose unless the docker CLI has its compose plugin); starts
 # an engine where none runs (as root). Where images cannot be pulled (an offline machine),
 # Debian 12 comes from debootstrap and a stand-in prom/prometheus is built from Debian's
-# prometheus package, with the same entrypoint and config path.
+# prometheus package, with the same entrypoint and config path (and postgres:15 and nginx:stable
+# from Debian's postgresql-15 and nginx, as the compose file uses them).
 #
 # Leaves the engine as it found it: an engine this script started is stopped at the end, and
 # the compose project's containers, network and volume are removed (docker compose down -v).
@@ -55,7 +58,8 @@ dockerd_pid=""
 cleanup() {
   local rc=$?
   if [[ -n ${compose_started:-} ]]; then
-    "${compose[@]}" down -v >/dev/null 2>&1 || echo "docker-test: compose down -v failed" >&2
+    "${compose[@]}" --profile scaleout down -v >/dev/null 2>&1 ||
+      echo "docker-test: compose down -v failed" >&2
   fi
   if [[ -n $dockerd_pid ]]; then
     kill "$dockerd_pid" 2>/dev/null || true
@@ -187,5 +191,65 @@ for _ in $(seq 1 40); do
 done
 [[ $up == 1 && -n $value && $value != 0 ]] || { echo "scrape: up=$up requests=$value" >&2; exit 1; }
 echo "Prometheus scrapes superweightd: up=1, superweight_requests_total summed = $value"
+# The scaleout profile: PostgreSQL, two replicas on it, one address in front of them.
+if ! docker image inspect postgres:15 >/dev/null 2>&1 && ! docker pull postgres:15 >/dev/null 2>&1; then
+  echo "postgres:15 cannot be pulled: building a stand-in from Debian's postgresql-15" >&2
+  docker build --network host -t postgres:15 - <<'EOF'
+FROM debian:bookworm
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      postgresql-15 && rm -rf /var/lib/apt/lists/* \
+    && mkdir -p /var/lib/postgresql/data /var/run/postgresql \
+    && chown postgres /var/lib/postgresql/data /var/run/postgresql
+ENV PATH=/usr/lib/postgresql/15/bin:$PATH PGDATA=/var/lib/postgresql/data
+# As the official image: POSTGRES_USER, POSTGRES_PASSWORD and POSTGRES_DB on the first start.
+RUN printf '%s\n' '#!/bin/sh' 'set -e' 'if [ ! -s "$PGDATA/PG_VERSION" ]; then' \
+      '  echo "$POSTGRES_PASSWORD" >/tmp/pw' \
+      '  initdb -U "$POSTGRES_USER" --pwfile=/tmp/pw --auth-local=trust --auth-host=scram-sha-256' \
+      '  rm /tmp/pw' \
+      '  echo "host all all 0.0.0.0/0 scram-sha-256" >>"$PGDATA/pg_hba.conf"' \
+      '  pg_ctl -w -o "-c listen_addresses=" start' \
+      '  createdb -U "$POSTGRES_USER" "$POSTGRES_DB"' \
+      '  pg_ctl -w stop' \
+      'fi' \
+      'exec postgres -c "listen_addresses=*"' >/usr/local/bin/postgres-entrypoint
+USER postgres
+ENTRYPOINT ["sh", "/usr/local/bin/postgres-entrypoint"]
+EOF
+fi
+if ! docker image inspect nginx:stable >/dev/null 2>&1 && ! docker pull nginx:stable >/dev/null 2>&1; then
+  echo "nginx:stable cannot be pulled: building a stand-in from Debian's nginx" >&2
+  docker build --network host -t nginx:stable - <<'EOF'
+FROM debian:bookworm
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      nginx && rm -rf /var/lib/apt/lists/*
+ENTRYPOINT ["nginx", "-g", "daemon off;"]
+EOF
+fi
+"${compose[@]}" --profile scaleout up -d --no-build
+echo "waiting for the two replicas' HEALTHCHECKs ..."
+for service in replica-1 replica-2; do
+  container=$("${compose[@]}" ps -q "$service")
+  for _ in $(seq 1 60); do
+    health=$(docker inspect -f '{{.State.Health.Status}}' "$container")
+    [[ $health == healthy ]] && break
+    sleep 2
+  done
+  [[ $health == healthy ]] || { docker logs "$container"; echo "$service: $health" >&2; exit 1; }
+done
+# Through the one address, with the client from the image: an Ablate of three rows (intact,
+# prune, scale x2) runs as three parts, and the job is then listed with them.
+lb=(docker run --rm --network host --entrypoint superweight superweight:latest
+  --server=127.0.0.1:50052)
+job=$("${lb[@]}" ablate --model="$model" --super_weights=11,507,1229 --settings=prune,scale \
+  --scales=2 --tasks=wikitext2 --window=64 --max_windows=2 --json |
+  sed -n 's/.*"job_id": "\([^"]*\)".*/\1/p')
+listed=$("${lb[@]}" jobs --json | tr -d '\n ')
+parts=$(grep -o "\"id\":\"$job\"[^}]*" <<<"$listed" | sed -n 's/.*"parts":\([0-9]*\).*/\1/p')
+[[ -n $job && $parts == 3 ]] || { echo "job '$job': '$parts' parts, not 3: $listed" >&2; exit 1; }
+ran=$(for service in replica-1 replica-2; do
+  docker logs "$("${compose[@]}" ps -q "$service")" 2>&1 | grep -c "running here" || true
+done | tr '\n' ' ')
+echo "scaleout: $job fanned out into $parts parts through one address; parts run per replica: $ran"
+
 echo "docker smoke test passed in $((SECONDS - start)) s" \
   "(compose project removed: containers, network, volume; images kept)"
