@@ -280,7 +280,6 @@ int main(int argc, char** argv) {
     store = std::move(*opened);
   }
   sws::SuperWeightService service(&registry, store.get(), &metrics, options);
-  if (shared_store != nullptr) shared_store->Start(&service.planner());
 
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
   if (!absl::GetFlag(FLAGS_tls_cert).empty()) {
@@ -322,6 +321,8 @@ int main(int argc, char** argv) {
   // lost on restart), as does a shared store while it cannot be reached.
   store->OnHealthChange(
       [&server](bool serving) { server->GetHealthCheckService()->SetServingStatus(serving); });
+  // Only now, with nothing left to refuse the start: the worker plans with the service's planner.
+  if (shared_store != nullptr) shared_store->Start(&service.planner());
   std::thread stopper([&] {
     int sig = 0;
     sigwait(&stop_signals, &sig);
@@ -333,6 +334,9 @@ int main(int argc, char** argv) {
       std::cerr << "superweightd: not stopped after " << kStopDeadline.count() << " s; exiting\n";
       std::_Exit(1);
     }).detach();
+    // A shared store's running jobs go back to the queue for other replicas now, not after the
+    // calls drain.
+    if (shared_store != nullptr) shared_store->Stop();
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   });
   std::cerr << absl::StrFormat("superweightd: serving %s on port %d, CPU class %s\n",

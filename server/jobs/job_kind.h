@@ -24,6 +24,9 @@ struct JobRun {
   JobWork* work = nullptr;
   const std::atomic<bool>* cancelled = nullptr;
   std::function<void(double)> set_progress;  // fraction done, 0..1
+  // Asked just before the job's result is published (Quantize's export): not OK where the job
+  // may no longer publish (a shared store's claim that no longer holds). Null: it may.
+  std::function<absl::Status()> may_publish;
 };
 
 class JobKind {
@@ -79,7 +82,8 @@ class SingleJobKind : public JobKind {
   virtual absl::StatusOr<v1::Job> RunOne(const JobRun& run, Metrics* metrics) const = 0;
 };
 
-// The registered kind of that name, or null.
+// The registered kinds, and the one of a name (or null).
+const std::vector<const JobKind*>& JobKinds();
 const JobKind* FindJobKind(absl::string_view name);
 
 // The kinds, each defined in its own file.

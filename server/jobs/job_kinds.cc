@@ -3,9 +3,14 @@
 
 namespace superweight::server {
 
+const std::vector<const JobKind*>& JobKinds() {
+  static const auto* kinds = new std::vector<const JobKind*>{
+      &LocateJobKind(), &ScoreJobKind(), &AblateJobKind(), &QuantizeJobKind(), &CheckJobKind()};
+  return *kinds;
+}
+
 const JobKind* FindJobKind(absl::string_view name) {
-  for (const JobKind* kind :
-       {&LocateJobKind(), &ScoreJobKind(), &AblateJobKind(), &QuantizeJobKind(), &CheckJobKind()}) {
+  for (const JobKind* kind : JobKinds()) {
     if (kind->name() == name) return kind;
   }
   return nullptr;

@@ -434,7 +434,7 @@ void JobQueue::WorkerLoop() {
 void JobQueue::RunBatch(const JobKind& kind, const std::vector<Entry*>& batch) {
   std::vector<JobRun> runs;
   for (Entry* e : batch) {
-    runs.push_back({&e->work, &e->cancelled, [this, e](double p) { SetProgress(e, p); }});
+    runs.push_back({&e->work, &e->cancelled, [this, e](double p) { SetProgress(e, p); }, nullptr});
   }
   std::vector<absl::StatusOr<v1::Job>> outcomes =
       RunJobBatch(kind, runs, metrics_, batch[0]->job.id());

@@ -56,6 +56,7 @@ std::vector<absl::StatusOr<v1::Job>> RunJobBatch(const JobKind& kind,
       if (status.ok() && ready[r].cancelled->load()) {
         status = absl::CancelledError("cancelled before its result was published");
       }
+      if (status.ok() && ready[r].may_publish) status = ready[r].may_publish();
       if (status.ok()) status = kind.Publish(work);
       if (!status.ok()) {
         kind.Discard(work);

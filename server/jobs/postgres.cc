@@ -21,23 +21,55 @@ std::string OneLine(const char* message) {
   return std::string(absl::StripAsciiWhitespace(s));
 }
 
-// The password a URL carries (postgresql://USER:PASSWORD@HOST/...), found without parsing it
-// the way libpq would, as it is also for URLs libpq refuses.
-std::string PasswordIn(const std::string& url) {
-  const size_t scheme = url.find("://");
-  if (scheme == std::string::npos) return "";
-  const size_t start = scheme + 3;
-  const size_t at = url.rfind('@', url.find_first_of("/?", start));
-  if (at == std::string::npos || at < start) return "";
-  const size_t colon = url.find(':', start);
-  if (colon == std::string::npos || colon > at) return "";
-  return url.substr(colon + 1, at - colon - 1);
+// Where a URL's user information ends (its last '@' before the query), or npos.
+size_t UserInfoEnd(const std::string& url, size_t start) {
+  const size_t query = url.find('?', start);
+  const size_t at = url.rfind('@', query == std::string::npos ? std::string::npos : query);
+  return at == std::string::npos || at < start ? std::string::npos : at;
 }
 
-// `message` with the URL's password, if it carries one, blotted out.
+// Percent-decoded, as libpq reads a URL's parts.
+std::string PercentDecoded(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    int byte = 0;
+    if (s[i] == '%' && i + 2 < s.size() && absl::SimpleHexAtoi(s.substr(i + 1, 2), &byte)) {
+      out += static_cast<char>(byte);
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+// The passwords a URL carries (postgresql://USER:PASSWORD@HOST/..., ?password=...), as written
+// and decoded, found without parsing it the way libpq would: also for URLs libpq refuses.
+std::vector<std::string> PasswordsIn(const std::string& url) {
+  std::vector<std::string> found;
+  const size_t scheme = url.find("://");
+  const size_t start = scheme == std::string::npos ? 0 : scheme + 3;
+  const size_t at = UserInfoEnd(url, start);
+  if (scheme != std::string::npos && at != std::string::npos) {
+    const size_t colon = url.find(':', start);
+    if (colon != std::string::npos && colon < at)
+      found.push_back(url.substr(colon + 1, at - colon - 1));
+  }
+  for (size_t key = url.find("password="); key != std::string::npos;
+       key = url.find("password=", key + 1)) {
+    const size_t value = key + 9;
+    found.push_back(url.substr(value, url.find_first_of("& ", value) - value));
+  }
+  const size_t written = found.size();
+  for (size_t i = 0; i < written; ++i) found.push_back(PercentDecoded(found[i]));
+  return found;
+}
+
+// `message` with any password the URL carries blotted out.
 std::string Redacted(std::string message, const std::string& url) {
-  const std::string password = PasswordIn(url);
-  if (!password.empty()) absl::StrReplaceAll({{password, "***"}}, &message);
+  for (const std::string& password : PasswordsIn(url)) {
+    if (!password.empty()) absl::StrReplaceAll({{password, "***"}}, &message);
+  }
   return message;
 }
 
@@ -48,6 +80,14 @@ absl::StatusOr<std::string> DescribeUrl(const std::string& url) {
     return absl::InvalidArgumentError(
         "the job store URL must read postgresql://USER:PASSWORD@HOST:PORT/DB (the URL given "
         "does not start with postgresql://)");
+  }
+  // A '/' in the user or password would make libpq read the password as a host and port, and
+  // print it as such.
+  const size_t start = url.find("://") + 3;
+  const size_t at = UserInfoEnd(url, start);
+  if (at != std::string::npos && url.find('/', start) < at) {
+    return absl::InvalidArgumentError(
+        "the job store URL's user or password holds a '/': percent-encode it (%2F)");
   }
   char* error = nullptr;
   PQconninfoOption* options = PQconninfoParse(url.c_str(), &error);
@@ -112,7 +152,19 @@ std::string Result::Bytes(int row, int column) const {
 absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& url) {
   auto where = DescribeUrl(url);
   if (!where.ok()) return where.status();
-  pg_conn* conn = PQconnectdb(url.c_str());
+  // Defaults the URL may override (it is expanded after them): a database that stops answering
+  // without closing the connection fails a statement in seconds, not the kernel's minutes.
+  const char* keywords[] = {"connect_timeout",
+                            "keepalives_idle",
+                            "keepalives_interval",
+                            "keepalives_count",
+                            "tcp_user_timeout",
+                            "options",
+                            "dbname",
+                            nullptr};
+  const char* values[] = {"5",         "10",   "5", "3", "15000", "-c statement_timeout=60000",
+                          url.c_str(), nullptr};
+  pg_conn* conn = PQconnectdbParams(keywords, values, /*expand_dbname=*/1);
   if (conn == nullptr) return absl::ResourceExhaustedError("libpq: out of memory");
   if (PQstatus(conn) != CONNECTION_OK) {
     std::string why = Redacted(OneLine(PQerrorMessage(conn)), url);

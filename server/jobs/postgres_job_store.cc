@@ -67,6 +67,17 @@ constexpr char kJobColumns[] =
     "attempts, outcome, coalesce(claimed_by, ''), parts, coalesce(parent_seq, 0), "
     "coalesce((extract(epoch from started_at) * 1000)::bigint, 0)";
 
+// The kinds this build runs, as a text[] literal: a job of a kind only a newer release knows is
+// left to replicas of that release (a rolling upgrade), not failed here.
+std::string KnownKinds() {
+  std::string kinds = "{";
+  for (const JobKind* kind : JobKinds()) {
+    if (kinds.size() > 1) kinds += ",";
+    kinds += std::string(kind->name());
+  }
+  return kinds + "}";
+}
+
 std::string IdOf(int64_t seq) { return absl::StrFormat("job-%06d", seq); }
 
 // The row's sequence number where `id` is one of ours ("job-" and at least six digits).
@@ -193,12 +204,7 @@ PostgresJobStore::PostgresJobStore(PostgresStoreOptions options, Metrics* metric
     : options_(std::move(options)), metrics_(metrics), pool_(options_.url, 8) {}
 
 PostgresJobStore::~PostgresJobStore() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-  }
-  stop_flag_ = true;
-  changed_.notify_all();
+  Stop();
   if (worker_.joinable()) worker_.join();
   if (listener_.joinable()) listener_.join();
 }
@@ -209,16 +215,27 @@ void PostgresJobStore::Start(const PlanContext* planner) {
   worker_ = std::thread([this] { WorkerLoop(); });
 }
 
+void PostgresJobStore::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  stop_flag_ = true;
+  changed_.notify_all();
+}
+
 void PostgresJobStore::OnHealthChange(std::function<void(bool)> handler) {
   std::lock_guard<std::mutex> lock(mu_);
   on_health_ = std::move(handler);
+  if (on_health_ && !reachable_) on_health_(false);  // a change before it was registered
 }
 
 void PostgresJobStore::SetReachable(bool reachable) const {
+  // Under the lock, so that the handler hears changes in the order they happened.
+  std::lock_guard<std::mutex> lock(mu_);
   if (reachable_.exchange(reachable) == reachable) return;
   std::cerr << "superweightd: the job store is " << (reachable ? "reachable again" : "unreachable")
             << "\n";
-  std::lock_guard<std::mutex> lock(mu_);
   if (on_health_) on_health_(reachable);
 }
 
@@ -235,6 +252,18 @@ absl::StatusOr<T> PostgresJobStore::Observe(absl::StatusOr<T> result) const {
 absl::StatusOr<std::string> PostgresJobStore::Submit(JobSubmission submission) {
   if (FindJobKind(submission.kind) == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("no job kind '", submission.kind, "'"));
+  }
+  // A retry of a known request_id is answered even when the queue is full.
+  if (!submission.request_id.empty()) {
+    auto existing = Observe(Run(
+        pool_, absl::StrCat("SELECT ", kJobColumns, " FROM superweight_jobs WHERE request_id = $1"),
+        {pg::Text(submission.request_id)}));
+    if (!existing.ok()) return existing.status();
+    if (existing->rows() == 1) {
+      const v1::Job job = JobOfRow(*existing, 0);
+      if (absl::Status s = SameRequest(job, submission); !s.ok()) return s;
+      return job.id();
+    }
   }
   auto queued = Observe(Run(pool_, "SELECT count(*) FROM superweight_jobs WHERE state = 1"));
   if (!queued.ok()) return queued.status();
@@ -444,7 +473,8 @@ void PostgresJobStore::ReportQueue(pg::Connection& conn) {
   auto running = conn.Exec("SELECT count(*) FROM superweight_jobs WHERE state = 2");
   if (!queued.ok() || !running.ok()) return;
   double oldest = 0;
-  for (const char* kind : {"locate", "score", "ablate", "quantize", "check"}) {
+  for (const JobKind* job_kind : JobKinds()) {
+    const std::string kind(job_kind->name());
     double count = 0;
     for (int i = 0; i < queued->rows(); ++i) {
       if (queued->Text(i, 0) != kind) continue;
@@ -537,14 +567,16 @@ PostgresJobStore::ClaimBatch() {
       "UPDATE superweight_jobs SET state = 2, attempts = attempts + 1, claimed_by = $1, "
       "lease_until = now() + make_interval(secs => $2::double precision / 1000), "
       "started_at = now(), progress = 0 WHERE seq IN (SELECT seq FROM superweight_jobs "
-      "WHERE state = 1 AND ($3 = '' OR (kind = $3 AND model = $4)) ORDER BY seq LIMIT $5 "
+      "WHERE state = 1 AND kind = ANY($6::text[]) AND ($3 = '' OR (kind = $3 AND model = $4)) "
+      "ORDER BY seq LIMIT $5 "
       "FOR UPDATE SKIP LOCKED) RETURNING seq, kind, model, request, model_identity, attempts, "
       "coalesce(parent_seq, 0)");
   auto claim_rows = [&](const std::string& kind, const std::string& model,
                         int limit) -> absl::StatusOr<std::vector<std::unique_ptr<Claim>>> {
-    auto r = Observe(Run(pool_, claim_sql,
-                         {pg::Text(options_.replica), pg::Text(Millis(options_.lease)),
-                          pg::Text(kind), pg::Text(model), pg::Text(absl::StrCat(limit))}));
+    auto r =
+        Observe(Run(pool_, claim_sql,
+                    {pg::Text(options_.replica), pg::Text(Millis(options_.lease)), pg::Text(kind),
+                     pg::Text(model), pg::Text(absl::StrCat(limit)), pg::Text(KnownKinds())}));
     if (!r.ok()) return r.status();
     std::vector<std::unique_ptr<Claim>> claims;
     for (int i = 0; i < r->rows(); ++i) {
@@ -593,10 +625,32 @@ PostgresJobStore::ClaimBatch() {
   return batch;
 }
 
+absl::Status PostgresJobStore::StillHeld(Claim& claim) {
+  // The lease renewed under the fence: a replica whose claim lapsed publishes nothing (another
+  // runs the job, and publishes its own).
+  auto r =
+      claim.lost
+          ? absl::StatusOr<pg::Result>(absl::AbortedError("lost"))
+          : Observe(Run(pool_,
+                        "UPDATE superweight_jobs SET lease_until = now() + "
+                        "make_interval(secs => $4::double precision / 1000) WHERE seq "
+                        "= $1 AND attempts = $2 AND claimed_by = $3 AND state = 2 "
+                        "RETURNING seq",
+                        {pg::Text(absl::StrCat(claim.seq)), pg::Text(absl::StrCat(claim.attempt)),
+                         pg::Text(options_.replica), pg::Text(Millis(options_.lease))}));
+  if (r.ok() && r->rows() == 1) return absl::OkStatus();
+  claim.lost = true;
+  return absl::AbortedError(
+      absl::StrCat("this replica's claim on the job (attempt ", claim.attempt,
+                   ") no longer holds: another replica runs it, and publishes its own result"));
+}
+
 void PostgresJobStore::ReleaseClaim(const Claim& claim) {
   Observe(Run(pool_,
-              absl::StrCat("WITH u AS (UPDATE superweight_jobs SET state = 1, attempts = "
-                           "attempts - 1, lease_until = NULL, progress = 0 "
+              absl::StrCat("WITH u AS (UPDATE superweight_jobs SET state = CASE WHEN "
+                           "cancel_requested THEN 5 ELSE 1 END, finished_at = CASE WHEN "
+                           "cancel_requested THEN now() END, attempts = attempts - 1, "
+                           "lease_until = NULL, progress = 0 "
                            "WHERE seq = $1 AND attempts = $2 AND claimed_by = $3 AND state = 2 "
                            "RETURNING seq) SELECT pg_notify('",
                            kChannel, "', 'queued') FROM u"),
@@ -613,16 +667,17 @@ void PostgresJobStore::FinishClaim(Claim* claim, const absl::StatusOr<v1::Job>& 
   }
   const bool shutting_down = stop_flag_ && !claim->cancelled_by_client;
   if (!outcome.ok() && absl::IsCancelled(outcome.status()) && shutting_down) {
-    // This replica stops: the job goes back to the queue for another (the attempt counts).
-    Observe(
-        Run(pool_,
-            absl::StrCat("WITH u AS (UPDATE superweight_jobs SET state = 1, lease_until = NULL, "
-                         "progress = 0 WHERE seq = $1 AND attempts = $2 "
-                         "AND claimed_by = $3 AND state = 2 RETURNING seq) "
-                         "SELECT pg_notify('",
-                         kChannel, "', 'queued') FROM u"),
-            {pg::Text(absl::StrCat(claim->seq)), pg::Text(absl::StrCat(claim->attempt)),
-             pg::Text(options_.replica)}))
+    // This replica stops: the job goes back to the queue for another, its attempt not counted
+    // (a rolling restart is no failure of the job), or ends cancelled if that was asked.
+    Observe(Run(pool_,
+                absl::StrCat("WITH u AS (UPDATE superweight_jobs SET state = CASE WHEN "
+                             "cancel_requested THEN 5 ELSE 1 END, finished_at = CASE WHEN "
+                             "cancel_requested THEN now() END, attempts = attempts - 1, "
+                             "lease_until = NULL, progress = 0 WHERE seq = $1 AND attempts = $2 "
+                             "AND claimed_by = $3 AND state = 2 RETURNING seq) SELECT pg_notify('",
+                             kChannel, "', 'queued') FROM u"),
+                {pg::Text(absl::StrCat(claim->seq)), pg::Text(absl::StrCat(claim->attempt)),
+                 pg::Text(options_.replica)}))
         .IgnoreError();
     return;
   }
@@ -776,7 +831,7 @@ void PostgresJobStore::RunClaims(std::vector<std::unique_ptr<Claim>>& batch) {
       {
         std::unique_lock<std::mutex> lock(mu_);
         changed_.wait_for(lock, std::min(renew_every, std::chrono::milliseconds(1000)),
-                          [&] { return done.load() || stopping_; });
+                          [&] { return done.load(); });
       }
       if (done) break;
       if (stop_flag_) {
@@ -842,11 +897,15 @@ void PostgresJobStore::RunClaims(std::vector<std::unique_ptr<Claim>>& batch) {
     std::cerr << "superweightd: job " << claim->id << " (" << claim->kind
               << ") running here, attempt " << claim->attempt << "\n";
     runs.push_back({&claim->work, &claim->cancelled,
-                    [claim](double p) { claim->progress = static_cast<float>(p); }});
+                    [claim](double p) { claim->progress = static_cast<float>(p); },
+                    [this, claim] { return StillHeld(*claim); }});
   }
   std::vector<absl::StatusOr<v1::Job>> outcomes =
       RunJobBatch(*FindJobKind(batch[0]->kind), runs, metrics_, batch[0]->id);
-  done = true;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    done = true;
+  }
   changed_.notify_all();
   heartbeat.join();
   for (size_t i = 0; i < batch.size(); ++i) {

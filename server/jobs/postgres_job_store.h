@@ -50,6 +50,9 @@ class PostgresJobStore final : public JobStore {
 
   // Starts claiming and running jobs, planned with `planner` (which outlives the store).
   void Start(const PlanContext* planner);
+  // The server is stopping: no job is claimed any more, and those running are handed back to
+  // the queue for another replica (their attempt not counted). The destructor waits for it.
+  void Stop();
 
   absl::StatusOr<std::string> Submit(JobSubmission submission) override;
   absl::StatusOr<v1::Job> Get(const std::string& id) const override;
@@ -84,6 +87,8 @@ class PostgresJobStore final : public JobStore {
   // Gives a claim back to the queue (a job that may not join a batch, or one this replica
   // stops running as it shuts down).
   void ReleaseClaim(const Claim& claim);
+  // OK while the claim holds (its lease renewed under the fence); ABORTED once it does not.
+  absl::Status StillHeld(Claim& claim);
   // Requeues (or fails) running jobs whose lease expired; applies the retention.
   void Maintain();
   void ReportQueue(pg::Connection& conn);

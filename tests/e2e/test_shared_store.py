@@ -144,6 +144,27 @@ def test_sigkill_of_the_running_replica_another_finishes_the_job(replicas, refer
     victim.start()  # for the tests after this one
 
 
+def test_sigterm_hands_the_running_job_to_another_replica_without_counting_it(replicas,
+                                                                               reference):
+    job_id = replicas[0].call(*LONG, "--no_wait")["job_id"]
+    running = wait_for(lambda: (job(replicas[1], job_id) or {}).get("replica")
+                       if (job(replicas[1], job_id) or {}).get("state") == "RUNNING" else None)
+    leaving = running_on(replicas, running)
+    time.sleep(1)
+    t0 = time.time()
+    leaving.proc.terminate()
+    assert leaving.proc.wait(timeout=30) == 0
+    other = next(r for r in replicas if r is not leaving)
+    # Handed back at once, not after the lease: another replica takes it within seconds.
+    assert wait_for(lambda: (job(other, job_id) or {}).get("replica") not in (None, running), 10)
+    assert time.time() - t0 < 10
+    done = wait_for(lambda: finished(other, job_id), 180)
+    assert done["state"] == "SUCCEEDED" and done["score"] == reference
+    assert done["attempts"] == 1  # a rolling restart is no failed attempt
+    assert sum(r.runs_of(job_id) for r in replicas) == 2
+    leaving.start()
+
+
 def test_a_replica_that_lost_its_lease_never_overwrites_the_result(replicas, reference):
     job_id = replicas[0].call(*LONG, "--no_wait")["job_id"]
     running = wait_for(lambda: (job(replicas[1], job_id) or {}).get("replica")

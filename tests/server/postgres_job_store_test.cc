@@ -83,6 +83,22 @@ TEST(PostgresUrlTest, AUrlThatDoesNotParseIsRefusedWithoutItsPassword) {
   EXPECT_EQ(std::string(store.status().message()).find("hunter2"), std::string::npos);
 }
 
+TEST(PostgresUrlTest, PasswordsWithSlashesOrInTheQueryAreNeverPrinted) {
+  Metrics metrics;
+  PostgresStoreOptions o;
+  for (const char* url : {"postgresql://user:1234/sec@127.0.0.1:1/db",
+                          "postgresql://user@127.0.0.1:1/db?password=hunter2&connect_timeout=2",
+                          "postgresql://user:hun%74er2@127.0.0.1:1/db?connect_timeout=2"}) {
+    o.url = url;
+    auto store = PostgresJobStore::Open(o, &metrics);
+    ASSERT_FALSE(store.ok()) << url;
+    const std::string message(store.status().message());
+    EXPECT_EQ(message.find("hunter2"), std::string::npos) << message;
+    EXPECT_EQ(message.find("hun%74er2"), std::string::npos) << message;
+    EXPECT_EQ(message.find("sec"), std::string::npos) << message;
+  }
+}
+
 TEST(PostgresUrlTest, ADatabaseThatDoesNotAnswerIsUnavailableNamingTheHost) {
   Metrics metrics;
   PostgresStoreOptions o;
@@ -193,11 +209,15 @@ TEST_F(PostgresJobStoreTest, TheSameRequestIdGivesOneJobFromAnyInstance) {
   EXPECT_EQ(a->List("", 10)->size(), 2u);
 }
 
-TEST_F(PostgresJobStoreTest, AFullQueueRefusesSubmits) {
+TEST_F(PostgresJobStoreTest, AFullQueueRefusesSubmitsButAnswersARetriedRequestId) {
   auto a = Open(/*max_queued=*/2);
-  ASSERT_TRUE(a->Submit(Score("m")).ok());
+  auto keyed = a->Submit(Score("m", "retry-me"));
+  ASSERT_TRUE(keyed.ok());
   ASSERT_TRUE(a->Submit(Score("m")).ok());
   EXPECT_EQ(a->Submit(Score("m")).status().code(), absl::StatusCode::kResourceExhausted);
+  auto retried = a->Submit(Score("m", "retry-me"));
+  ASSERT_TRUE(retried.ok()) << retried.status();
+  EXPECT_EQ(*retried, *keyed);
 }
 
 TEST_F(PostgresJobStoreTest, WaitForChangeSeesAnotherInstancesCancel) {
