@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import (BIN, PG_SCRATCH, TESTDATA, Replica, fresh_database, psql,
+from conftest import (BIN, PG_SCRATCH, TESTDATA, Replica, fresh_database, metric, psql,
                       restart_on_one_state_dir)
 
 TEXT = os.path.join(TESTDATA, "text", "wiki.test.raw")
@@ -141,6 +141,9 @@ def test_sigkill_of_the_running_replica_another_finishes_the_job(replicas, refer
     assert done["attempts"] == 2 and done["replica"] != running
     assert done["score"] == reference  # number for number
     assert sum(r.runs_of(job_id) for r in replicas) == 2  # once per attempt
+    # The replica that requeued it counted the lapsed lease.
+    assert sum(metric(r, "superweight_store_leases_expired_total")
+               for r in replicas if r is not victim) >= 1
     victim.start()  # for the tests after this one
 
 
