@@ -15,7 +15,7 @@ from conftest import (BIN, PG_SCRATCH, TESTDATA, Replica, fresh_database, metric
 TEXT = os.path.join(TESTDATA, "text", "wiki.test.raw")
 # A Score job of several seconds: long enough to kill, freeze or cancel while it runs.
 LONG = ["score", "--model=smollm2.gguf", f"--text_file={TEXT}", "--window=256",
-        "--max_windows=40"]
+        "--max_windows=20"]
 
 
 def wait_for(predicate, seconds=60):
@@ -92,7 +92,8 @@ def test_any_replica_answers_for_any_job(replicas):
 
 def test_jobs_submitted_to_one_replica_run_on_the_others(replicas):
     a = replicas[0]
-    ids = [a.call(*LONG[:-1], "--max_windows=8", "--no_wait")["job_id"] for _ in range(6)]
+    ids = [a.call("score", "--model=tinystories656k", f"--text_file={TEXT}", "--window=128",
+                  "--max_windows=24", "--no_wait")["job_id"] for _ in range(6)]
     done = [wait_for(lambda i=i: finished(a, i), 180) for i in ids]
     assert all(d["state"] == "SUCCEEDED" for d in done), done
     ran_on = {d["replica"] for d in done}
