@@ -66,12 +66,7 @@ class AblateJob : public SingleJobKind {
         return absl::InternalError("a part of a fanned-out Ablate returned other rows than asked");
       }
       // Every part ablates the same super weights, or the parts computed different things.
-      if (part.super_weights_size() != result->super_weights_size() ||
-          !std::equal(part.super_weights().begin(), part.super_weights().end(),
-                      result->super_weights().begin(),
-                      [](const v1::Coordinate& a, const v1::Coordinate& b) {
-                        return a.SerializeAsString() == b.SerializeAsString();
-                      })) {
+      if (!SameSuperWeights(part.super_weights(), result->super_weights())) {
         return absl::InternalError(
             "the parts of a fanned-out Ablate located different super weights");
       }

@@ -102,6 +102,10 @@ constexpr double kLocateShare = 0.05;
 absl::Status LocateSuperWeightsFirst(const JobRun& run, const Model& model,
                                      std::vector<SuperWeightCoordinate>* super_weights,
                                      bool required = true);
+// Whether the parts of a fanned-out job ablated or held the same super weights, in the same
+// order: parts that located different ones computed different things.
+bool SameSuperWeights(const google::protobuf::RepeatedPtrField<v1::Coordinate>& a,
+                      const google::protobuf::RepeatedPtrField<v1::Coordinate>& b);
 // The result's record of the super weights used and where they came from.
 template <typename Result>
 void RecordSuperWeights(const JobWork& work, const std::vector<SuperWeightCoordinate>& used,

@@ -1,4 +1,6 @@
 // The registry of job kinds: a new kind is a file of its own and a line here.
+#include <algorithm>
+
 #include "server/jobs/job_kind.h"
 
 namespace superweight::server {
@@ -14,6 +16,14 @@ const JobKind* FindJobKind(absl::string_view name) {
     if (kind->name() == name) return kind;
   }
   return nullptr;
+}
+
+bool SameSuperWeights(const google::protobuf::RepeatedPtrField<v1::Coordinate>& a,
+                      const google::protobuf::RepeatedPtrField<v1::Coordinate>& b) {
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(), [](const auto& x, const auto& y) {
+           return x.SerializeAsString() == y.SerializeAsString();
+         });
 }
 
 absl::Status LocateSuperWeightsFirst(const JobRun& run, const Model& model,

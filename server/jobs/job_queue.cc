@@ -24,18 +24,6 @@
 namespace superweight::server {
 namespace {
 
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::string StateName(v1::Job::State s) {
-  std::string n = v1::Job::State_Name(s);
-  for (char& c : n) c = static_cast<char>(std::tolower(c));
-  return n;
-}
-
 // Job ids count up to here, then start again at 1, skipping ids in use.
 constexpr uint64_t kMaxJobCounter = 1'000'000'000'000;
 
@@ -149,7 +137,7 @@ void JobQueue::Prune() {
       finished.size() > static_cast<size_t>(retention_.max_finished)) {
     beyond_count = finished.size() - retention_.max_finished;
   }
-  const int64_t cutoff_ms = NowMs() - retention_.max_age.count();
+  const int64_t cutoff_ms = UnixNowMs() - retention_.max_age.count();
   int pruned = 0;
   for (size_t i = 0; i < finished.size(); ++i) {
     const auto& [finished_ms, id] = finished[i];
@@ -227,7 +215,7 @@ void JobQueue::LoadPersisted() {
       entry->job.set_state(v1::Job::FAILED);
       entry->job.set_error_code(static_cast<int>(absl::StatusCode::kAborted));
       entry->job.set_error_message("the server stopped while this job was queued or running");
-      entry->job.set_finished_unix_ms(NowMs());
+      entry->job.set_finished_unix_ms(UnixNowMs());
       Persist(&entry->job);
     }
     // New ids count on past every stored one that reads as a counter value; Submit also skips
@@ -270,7 +258,7 @@ absl::StatusOr<std::string> JobQueue::Submit(JobSubmission submission) {
   entry->job.set_model(submission.model);
   entry->job.set_request_id(submission.request_id);
   entry->job.set_state(v1::Job::QUEUED);
-  entry->job.set_created_unix_ms(NowMs());
+  entry->job.set_created_unix_ms(UnixNowMs());
   entry->work = std::move(submission.work);
   if (!submission.request_id.empty()) by_request_id_[submission.request_id] = id;
   Persist(&entry->job);
@@ -301,7 +289,7 @@ absl::StatusOr<v1::Job> JobQueue::Cancel(const std::string& id) {
     queue_.erase(std::remove(queue_.begin(), queue_.end(), id), queue_.end());
     metrics_->SetQueueDepth(queue_.size());
     e->job.set_state(v1::Job::CANCELLED);
-    e->job.set_finished_unix_ms(NowMs());
+    e->job.set_finished_unix_ms(UnixNowMs());
     e->work = JobWork();
     Persist(&e->job);
     changed_.notify_all();
@@ -374,10 +362,10 @@ void JobQueue::Finish(Entry* e, const absl::Status& status) {
     e->job.set_error_code(static_cast<int>(status.code()));
     e->job.set_error_message(std::string(status.message()));
   }
-  e->job.set_finished_unix_ms(NowMs());
+  e->job.set_finished_unix_ms(UnixNowMs());
   e->work = JobWork();  // drop the model handle and inputs
   Persist(&e->job);
-  metrics_->RecordJob(e->job.kind(), StateName(e->job.state()),
+  metrics_->RecordJob(e->job.kind(), JobStateName(e->job.state()),
                       (e->job.finished_unix_ms() - e->started_unix_ms) / 1000.0);
   changed_.notify_all();
 }
@@ -412,7 +400,7 @@ void JobQueue::WorkerLoop() {
       }
       for (Entry* e : batch) {
         e->job.set_state(v1::Job::RUNNING);
-        e->started_unix_ms = NowMs();
+        e->started_unix_ms = UnixNowMs();
         e->job.set_started_unix_ms(e->started_unix_ms);
       }
       metrics_->SetQueueDepth(queue_.size());

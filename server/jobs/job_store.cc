@@ -1,10 +1,25 @@
 #include "server/jobs/job_store.h"
 
+#include <cctype>
+#include <chrono>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/util/utf8_prefix.h"
 
 namespace superweight::server {
+
+int64_t UnixNowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string JobStateName(v1::Job::State state) {
+  std::string name = v1::Job::State_Name(state);
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return name;
+}
 
 absl::Status CheckRequestId(const std::string& request_id) {
   constexpr size_t kMaxRequestId = 128;

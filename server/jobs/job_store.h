@@ -4,6 +4,7 @@
 // replicas, any of which runs any job and answers for every one.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -52,6 +53,11 @@ class JobStore {
            job.state() == v1::Job::CANCELLED;
   }
 };
+
+// Milliseconds since the Unix epoch, as jobs record their times.
+int64_t UnixNowMs();
+// A state as metrics label it: "succeeded", "failed", ...
+std::string JobStateName(v1::Job::State state);
 
 // A caller's request_id: empty, or up to 128 printable ASCII characters.
 absl::Status CheckRequestId(const std::string& request_id);

@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/tokenizer/decode.h"
 #include "server/jobs/job_runner.h"
 
 namespace superweight::server {
@@ -116,18 +117,6 @@ absl::StatusOr<pg::Result> Run(pg::Pool& pool, const std::string& sql,
 }
 
 std::string Millis(std::chrono::milliseconds ms) { return absl::StrCat(ms.count()); }
-
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::string StateName(v1::Job::State s) {
-  std::string n = v1::Job::State_Name(s);
-  for (char& c : n) c = static_cast<char>(std::tolower(c));
-  return n;
-}
 
 absl::Status Migrate(pg::Connection& conn) {
   auto locked = conn.Exec("SELECT pg_advisory_lock($1)", {pg::Text(absl::StrCat(kMigrationLock))});
@@ -462,6 +451,11 @@ void PostgresJobStore::ListenLoop() {
         if ((*conn)->Broken()) break;
       }
     }
+    if (reporting) {  // the lock went with the connection: another replica reports now
+      for (const JobKind* kind : JobKinds()) metrics_->SetStoreQueue(std::string(kind->name()), 0);
+      metrics_->SetStoreOldestQueuedAge(0);
+      metrics_->SetStoreRunning(0);
+    }
     if (!stop_flag_) SetReachable(false);
   }
 }
@@ -589,7 +583,7 @@ PostgresJobStore::ClaimBatch() {
       c->model_identity = r->Text(i, 4);
       c->attempt = static_cast<int>(r->Int(i, 5));
       c->parent_seq = r->Int(i, 6);
-      c->started_ms = NowMs();
+      c->started_ms = UnixNowMs();
       claims.push_back(std::move(c));
     }
     std::sort(claims.begin(), claims.end(),
@@ -692,6 +686,9 @@ void PostgresJobStore::FinishClaim(Claim* claim, const absl::StatusOr<v1::Job>& 
     state = v1::Job::FAILED;
     code = static_cast<int>(outcome.status().code());
     message = std::string(outcome.status().message());
+    // A text column takes UTF-8 only (a path in a message may be anything): cut where it stops.
+    size_t bad = 0;
+    if (!IsValidUtf8(message, &bad)) message = message.substr(0, bad) + "...";
   }
   const std::string sql = absl::StrCat(
       "WITH u AS (UPDATE superweight_jobs SET state = $4::smallint, progress = CASE WHEN "
@@ -714,7 +711,8 @@ void PostgresJobStore::FinishClaim(Claim* claim, const absl::StatusOr<v1::Job>& 
                   << ") expired before it finished; its outcome is dropped\n";
         return;
       }
-      metrics_->RecordJob(claim->kind, StateName(state), (NowMs() - claim->started_ms) / 1000.0);
+      metrics_->RecordJob(claim->kind, JobStateName(state),
+                          (UnixNowMs() - claim->started_ms) / 1000.0);
       if (claim->parent_seq > 0) AssembleJob(claim->parent_seq);
       return;
     }

@@ -217,12 +217,7 @@ class QuantizeJob : public SingleJobKind {
     std::map<std::string, const v1::QuantizeResult::Row*> rows;
     std::set<std::string> skipped;
     for (const v1::Job& part : part_results) {
-      if (part.quantize().super_weights_size() != result->super_weights_size() ||
-          !std::equal(part.quantize().super_weights().begin(),
-                      part.quantize().super_weights().end(), result->super_weights().begin(),
-                      [](const v1::Coordinate& a, const v1::Coordinate& b) {
-                        return a.SerializeAsString() == b.SerializeAsString();
-                      })) {
+      if (!SameSuperWeights(part.quantize().super_weights(), result->super_weights())) {
         return absl::InternalError(
             "the parts of a fanned-out Quantize located different super weights");
       }

@@ -3,9 +3,12 @@
 meets: a replica killed or frozen mid-job, the database restarted or gone, replicas racing."""
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -212,11 +215,14 @@ def test_a_database_restart_mid_job_loses_and_duplicates_nothing(replicas, pg_cl
 
 def test_health_is_not_serving_while_the_database_is_away(replicas, pg_cluster):
     a = replicas[0]
+    seen = a.call("score", "--model=tinystories656k", "--text=Read before.")["job_id"]
+    before = read_job(a, seen)
     subprocess.run([PG_SCRATCH, "down", pg_cluster["dir"]], check=True)
     try:
         assert wait_for(lambda: a.client("health", check=False).returncode != 0, 20)
         out = a.client("jobs", check=False)
         assert out.returncode != 0 and "UNAVAILABLE" in out.stderr, out.stderr
+        assert read_job(a, seen) == before  # what the replica read last, while the store is away
     finally:
         subprocess.run([PG_SCRATCH, "up", pg_cluster["dir"]], check=True)
     assert wait_for(lambda: a.client("health", check=False).returncode == 0, 30)
@@ -333,3 +339,62 @@ def test_a_quantize_fanned_out_gives_the_one_replica_table_number_for_number(rep
     fanned = replicas[1].call(*flags)
     assert job(replicas[1], fanned["job_id"])["parts"] == len(alone["rows"]) > 2
     assert fanned["result"] == alone
+
+
+def test_a_replica_reading_another_model_file_refuses_the_job(model_root, tmp_path_factory,
+                                                               pg_cluster):
+    """Two replicas whose model roots disagree: a job submitted against one file and claimed by
+    the replica that reads another fails, naming both, instead of computing on another model."""
+    url = fresh_database(pg_cluster)
+    tmp = tmp_path_factory.mktemp("disagreeing")
+    other_root = tmp / "models"
+    # The same name, another file: its first weights differ (as a fine-tune's would).
+    shutil.copytree(model_root / "tinystories656k", other_root / "tinystories656k")
+    weights = other_root / "tinystories656k" / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    first = 8 + int.from_bytes(raw[:8], "little")  # past the header: the first tensor's data
+    raw[first:first + 64] = bytes(64)
+    weights.write_bytes(raw)
+    shutil.copy(model_root / "smollm2.gguf", other_root / "smollm2.gguf")
+    token = tmp / "token"
+    token.write_text("t")
+    a = Replica(model_root, tmp, "a", url, token).start()
+    try:
+        busy = a.call(*LONG, "--no_wait")["job_id"]  # a runs this; the next job is b's to claim
+        assert wait_for(lambda: (job(a, busy) or {}).get("state") == "RUNNING", 30)
+        b = Replica(other_root, tmp, "b", url, token).start()
+        try:
+            job_id = a.call("score", "--model=tinystories656k", "--text=Which model?",
+                            "--no_wait")["job_id"]
+            done = wait_for(lambda: finished(a, job_id), 60)
+            assert done["state"] == "FAILED", done
+            assert done["error_code"] == 9 and "model.safetensors" in done["error_message"], done
+            assert done["replica"].endswith(b.name)
+        finally:
+            b.stop()
+    finally:
+        a.stop()
+
+
+def store_gauges(replica):
+    """The queue-wide gauges on a replica's /metrics: running, and queued scores."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{replica.metrics_port}/metrics").read().decode()
+    running = re.search(r"^superweight_store_jobs_running (\S+)$", body, re.M)
+    queued = re.search(r'^superweight_store_jobs_queued\{kind="score"\} (\S+)$', body, re.M)
+    return (float(running.group(1)) if running else 0.0,
+            float(queued.group(1)) if queued else 0.0)
+
+
+def test_one_replica_reports_the_queue_wide_gauges(replicas):
+    ids = [replicas[i % 3].call(*LONG, "--no_wait")["job_id"] for i in range(6)]
+    try:
+        # Three running and three queued for a while: the reporting replica (the holder of an
+        # advisory lock, every 10 s) sees them; the others report nothing of their own.
+        def seen():
+            gauges = [store_gauges(r) for r in replicas]
+            reporting = [g for g in gauges if g != (0.0, 0.0)]
+            return reporting if len(reporting) == 1 and reporting[0][0] >= 1 else None
+        assert wait_for(seen, 25), [store_gauges(r) for r in replicas]
+    finally:
+        for i in ids:
+            replicas[0].client("cancel", f"--job={i}", check=False)
