@@ -243,8 +243,10 @@ lb=(docker run --rm --network host --entrypoint superweight superweight:latest
 job=$("${lb[@]}" ablate --model="$model" --super_weights=11,507,1229 --settings=prune,scale \
   --scales=2 --tasks=wikitext2 --window=64 --max_windows=2 --json |
   sed -n 's/.*"job_id": "\([^"]*\)".*/\1/p')
-listed=$("${lb[@]}" jobs --json | tr -d '\n ')
-parts=$(grep -o "\"id\":\"$job\"[^}]*" <<<"$listed" | sed -n 's/.*"parts":\([0-9]*\).*/\1/p')
+listed=$("${lb[@]}" jobs --json)
+parts=$(python3 -c 'import json, sys
+print(next((j.get("parts", 0) for j in json.load(sys.stdin)["jobs"] if j["id"] == sys.argv[1]), ""))' \
+  "$job" <<<"$listed")
 [[ -n $job && $parts == 3 ]] || { echo "job '$job': '$parts' parts, not 3: $listed" >&2; exit 1; }
 ran=$(for service in replica-1 replica-2; do
   docker logs "$("${compose[@]}" ps -q "$service")" 2>&1 | grep -c "running here" || true

@@ -464,7 +464,8 @@ void PostgresJobStore::ReportQueue(pg::Connection& conn) {
   auto queued = conn.Exec(
       "SELECT kind, count(*), coalesce(extract(epoch from now() - min(created_at)), 0) "
       "FROM superweight_jobs WHERE state = 1 GROUP BY kind");
-  auto running = conn.Exec("SELECT count(*) FROM superweight_jobs WHERE state = 2");
+  // A fanned-out job runs as its parts: counted once, as them.
+  auto running = conn.Exec("SELECT count(*) FROM superweight_jobs WHERE state = 2 AND parts = 0");
   if (!queued.ok() || !running.ok()) return;
   double oldest = 0;
   for (const JobKind* job_kind : JobKinds()) {
