@@ -160,14 +160,23 @@ fi
 compose_started=1
 "${compose[@]}" up -d --no-build
 
+# wait_healthy SERVICE: until the service's container's HEALTHCHECK says healthy (2 min at most).
+wait_healthy() {
+  local container health
+  container=$("${compose[@]}" ps -q "$1")
+  for _ in $(seq 1 60); do
+    health=$(docker inspect -f '{{.State.Health.Status}}' "$container")
+    [[ $health == healthy ]] && return 0
+    sleep 2
+  done
+  docker logs "$container"
+  echo "$1: $health" >&2
+  exit 1
+}
+
 container=$("${compose[@]}" ps -q superweightd)
 echo "waiting for the HEALTHCHECK ..."
-for _ in $(seq 1 60); do
-  health=$(docker inspect -f '{{.State.Health.Status}}' "$container")
-  [[ $health == healthy ]] && break
-  sleep 2
-done
-[[ $health == healthy ]] || { docker logs "$container"; echo "health: $health" >&2; exit 1; }
+wait_healthy superweightd
 user=$(docker exec "$container" id -u)
 [[ $user != 0 ]] || { echo "superweightd runs as root" >&2; exit 1; }
 echo "healthy, uid $user"
@@ -227,15 +236,7 @@ EOF
 fi
 "${compose[@]}" --profile scaleout up -d --no-build
 echo "waiting for the two replicas' HEALTHCHECKs ..."
-for service in replica-1 replica-2; do
-  container=$("${compose[@]}" ps -q "$service")
-  for _ in $(seq 1 60); do
-    health=$(docker inspect -f '{{.State.Health.Status}}' "$container")
-    [[ $health == healthy ]] && break
-    sleep 2
-  done
-  [[ $health == healthy ]] || { docker logs "$container"; echo "$service: $health" >&2; exit 1; }
-done
+for service in replica-1 replica-2; do wait_healthy "$service"; done
 # Through the one address, with the client from the image: an Ablate of three rows (intact,
 # prune, scale x2) runs as three parts, and the job is then listed with them.
 lb=(docker run --rm --network host --entrypoint superweight superweight:latest

@@ -220,7 +220,9 @@ void PostgresJobStore::OnHealthChange(std::function<void(bool)> handler) {
 }
 
 void PostgresJobStore::SetReachable(bool reachable) const {
-  // Under the lock, so that the handler hears changes in the order they happened.
+  // Every statement reports here: no lock unless the state changes; under it, the handler hears
+  // changes in the order they happened.
+  if (reachable_.load() == reachable) return;
   std::lock_guard<std::mutex> lock(mu_);
   if (reachable_.exchange(reachable) == reachable) return;
   std::cerr << "superweightd: the job store is " << (reachable ? "reachable again" : "unreachable")
@@ -242,17 +244,21 @@ absl::StatusOr<std::string> PostgresJobStore::Submit(JobSubmission submission) {
   if (FindJobKind(submission.kind) == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("no job kind '", submission.kind, "'"));
   }
-  // A retry of a known request_id is answered even when the queue is full.
-  if (!submission.request_id.empty()) {
+  // The job the request_id already names, or "" where none does (yet).
+  auto named_job = [&]() -> absl::StatusOr<std::string> {
     auto existing = Observe(Run(
         pool_, absl::StrCat("SELECT ", kJobColumns, " FROM superweight_jobs WHERE request_id = $1"),
         {pg::Text(submission.request_id)}));
     if (!existing.ok()) return existing.status();
-    if (existing->rows() == 1) {
-      const v1::Job job = JobOfRow(*existing, 0);
-      if (absl::Status s = SameRequest(job, submission); !s.ok()) return s;
-      return job.id();
-    }
+    if (existing->rows() == 0) return std::string();
+    const v1::Job job = JobOfRow(*existing, 0);
+    if (absl::Status s = SameRequest(job, submission); !s.ok()) return s;
+    return job.id();
+  };
+  // A retry of a known request_id is answered even when the queue is full.
+  if (!submission.request_id.empty()) {
+    auto named = named_job();
+    if (!named.ok() || !named->empty()) return named;
   }
   auto queued = Observe(Run(pool_, "SELECT count(*) FROM superweight_jobs WHERE state = 1"));
   if (!queued.ok()) return queued.status();
@@ -268,15 +274,10 @@ absl::StatusOr<std::string> PostgresJobStore::Submit(JobSubmission submission) {
     auto inserted = Observe(InsertJob(submission, parts));
     if (!inserted.ok()) return inserted.status();
     if (inserted->rows() == 1) return IdOf(inserted->Int(0, 0));
-    // The request_id names a job already: that one is the answer.
-    auto existing = Observe(Run(
-        pool_, absl::StrCat("SELECT ", kJobColumns, " FROM superweight_jobs WHERE request_id = $1"),
-        {pg::Text(submission.request_id)}));
-    if (!existing.ok()) return existing.status();
-    if (existing->rows() == 0) continue;  // pruned meanwhile: insert again
-    const v1::Job job = JobOfRow(*existing, 0);
-    if (absl::Status s = SameRequest(job, submission); !s.ok()) return s;
-    return job.id();
+    // The request_id names a job already (a racing submit's): that one is the answer.
+    auto named = named_job();
+    if (!named.ok() || !named->empty()) return named;
+    // Pruned meanwhile: insert again.
   }
   return absl::AbortedError("the job store kept changing under this submit; retry");
 }
