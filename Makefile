@@ -63,9 +63,9 @@ fuzz: fuzz-build
 format-check: setup
 	@clang-format --dry-run -Werror $$(git ls-files '*.cc' '*.h')
 
-# The unit and oracle suites again with the engine capped (SUPERWEIGHT_MAX_ISA) at each CPU class
-# below this machine's, so that one machine checks the paths of lesser ones; the sanitizers at
-# the lowest (avx2). tests/e2e/test_cpu_classes.py runs the service capped.
+# The unit suite and the oracle tests of class-dependent code (marked isa) again with the engine
+# capped (SUPERWEIGHT_MAX_ISA) at each CPU class below this machine's, so that one machine checks
+# the paths of lesser ones; the sanitizers at the lowest (avx2). tests/e2e/test_cpu_classes.py runs the service capped.
 lesser-cpu-test: build build-asan
 	@for isa in $$(build/bin/superweight-engine cpu | .venv/bin/python -c \
 	    'import json, sys; print(" ".join(json.load(sys.stdin)["below"]))'); do \
@@ -74,18 +74,14 @@ lesser-cpu-test: build build-asan
 	  if [ $$isa = avx2 ]; then \
 	    (cd $(ASAN_BUILD) && SUPERWEIGHT_MAX_ISA=$$isa ctest --output-on-failure -j $(JOBS)) || exit 1; \
 	  fi; \
-	  SUPERWEIGHT_MAX_ISA=$$isa .venv/bin/python -m pytest -q -m "not lmeval and not formats" tests/oracle || exit 1; \
+	  SUPERWEIGHT_MAX_ISA=$$isa .venv/bin/python -m pytest -q -m isa tests/oracle || exit 1; \
 	done
 
-# Each stage in turn, its wall time printed as it ends (the suite's budget is watched per stage).
+# Each stage in turn, then a table of their wall times (the suite's budget is watched per stage).
 TEST_STAGES := format-check docker-context-test chart-test unit-test asan-test fuzz-test oracle-test e2e-test \
   lesser-cpu-test
 test:
-	@for stage in $(TEST_STAGES); do \
-	  start=$$(date +%s); \
-	  $(MAKE) --no-print-directory $$stage || exit 1; \
-	  echo "== make $$stage: $$(( $$(date +%s) - start )) s"; \
-	done
+	@MAKE="$(MAKE)" tools/test-stages.sh $(TEST_STAGES)
 
 demo: build
 	@tools/demo.sh

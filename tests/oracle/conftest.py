@@ -89,6 +89,9 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "formats: file-format bytes from code with no CPU-class dispatch (GGML's "
         "reference quantizers, the GGUF writer); run at full ISA only")
+    config.addinivalue_line(
+        "markers", "isa: exercises code that dispatches on the CPU class (the matmuls, attention, "
+        "dequantization); make lesser-cpu-test runs these again at each class below this machine's")
 
 
 def family_models(tmp_path_factory, plants):

@@ -46,6 +46,7 @@ def _make(tmp_path, torch, name, dtype=None, shard=False):
 IDS = [1, 17, 200, 3, 45, 99, 128, 7, 7, 7, 250, 31, 64, 2, 180, 90, 11, 5, 42, 101]
 
 
+@pytest.mark.isa
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_architecture_logits_f32(name, tmp_path, torch):
     path, ref = _make(tmp_path, torch, name)
@@ -58,6 +59,7 @@ def test_architecture_logits_f32(name, tmp_path, torch):
     assert err < 1e-4
 
 
+@pytest.mark.isa
 @pytest.mark.parametrize("dtype_name", ["bfloat16", "float16"])
 def test_half_precision_safetensors(dtype_name, tmp_path, torch):
     path, ref = _make(tmp_path, torch, "llama", dtype=getattr(torch, dtype_name))

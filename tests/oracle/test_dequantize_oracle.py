@@ -36,6 +36,7 @@ def _random_blocks(qtype, blocks, rng):
     return t, np.ascontiguousarray(raw).reshape(-1)
 
 
+@pytest.mark.isa
 @pytest.mark.parametrize("qtype", TYPES)
 def test_dequantize_equals_gguf_py(qtype, tmp_path):
     from gguf.quants import dequantize

@@ -57,6 +57,7 @@ def test_logits_against_llama_cpp_and_between_formats(models, family, tmp_path):
     assert between < 1e-5
 
 
+@pytest.mark.isa
 @pytest.mark.parametrize("family", FAMILIES)
 def test_logits_against_the_numpy_forward_pass(models, family, tmp_path):
     hf, _ = models[family, "clean"]
@@ -127,6 +128,7 @@ def test_hugging_face_export_is_the_same_model(models, family, tmp_path):
                           engine_logits(gguf, IDS, tmp_path)) < 1e-5
 
 
+@pytest.mark.isa
 @pytest.mark.parametrize("family", FAMILIES)
 def test_bf16_within_the_stated_bound(models, family, tmp_path):
     """bf16 arithmetic (README: CPUs) on each family's new pieces: q/k norms, post-norms, GeGLU,

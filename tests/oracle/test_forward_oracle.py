@@ -23,6 +23,7 @@ def _hf_logits(hf, ids, torch):
         return hf(torch.tensor([ids])).logits[0].numpy()
 
 
+@pytest.mark.isa
 @pytest.mark.parametrize("model", MODELS, ids=["smollm2", "tinystories656k", "stories260k"])
 def test_logits_f32_within_1e4(model, hf_models, torch, tmp_path):
     ids = _ids(model)
@@ -34,6 +35,7 @@ def test_logits_f32_within_1e4(model, hf_models, torch, tmp_path):
     assert err < 1e-4
 
 
+@pytest.mark.isa
 @pytest.mark.parametrize("model", MODELS, ids=["smollm2", "tinystories656k", "stories260k"])
 def test_logits_bf16_within_stated_bound(model, hf_models, torch, tmp_path):
     ids = _ids(model)
@@ -46,6 +48,7 @@ def test_logits_bf16_within_stated_bound(model, hf_models, torch, tmp_path):
     assert np.mean(got.argmax(-1) == want.argmax(-1)) > 0.8
 
 
+@pytest.mark.isa
 @pytest.mark.parametrize("model", MODELS, ids=["smollm2", "tinystories656k", "stories260k"])
 def test_greedy_64_tokens_identical(model, hf_models, torch):
     ids = _ids(model)[:8]
@@ -62,6 +65,7 @@ def test_greedy_64_tokens_identical(model, hf_models, torch):
     assert got == want
 
 
+@pytest.mark.isa
 @pytest.mark.parametrize("model", MODELS, ids=["smollm2", "tinystories656k", "stories260k"])
 def test_token_logprobs_within_0_1_percent(model, hf_models, torch):
     ids = _ids(model)

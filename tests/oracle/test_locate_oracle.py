@@ -53,6 +53,7 @@ def _hf_locate(hf, ids, torch):
     return found
 
 
+@pytest.mark.isa
 def test_locate_smollm2_equals_hooks_in_transformers(hf_models, torch):
     ids = engine("tokenize", SMOLLM2, text="Apple Inc. is a worldwide tech company.")["ids"]
     want = _hf_locate(hf_models(SMOLLM2), ids, torch)

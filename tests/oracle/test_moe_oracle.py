@@ -45,6 +45,7 @@ def test_logits_against_llama_cpp_and_between_formats(models, family, tmp_path):
     assert between < 1e-5
 
 
+@pytest.mark.isa
 @pytest.mark.parametrize("family", ["mixtral", "qwen2_moe", "olmoe"])
 def test_logits_against_transformers(models, family, torch, tmp_path):
     from transformers import AutoModelForCausalLM
@@ -110,6 +111,7 @@ def test_expert_coordinates_through_quantization_and_exports(models, family, tmp
     assert tensors[down][row, col] == pytest.approx(value)
 
 
+@pytest.mark.isa
 @pytest.mark.parametrize("family", FAMILIES)
 def test_bf16_within_the_stated_bound_where_routing_is_no_choice(models, family, tmp_path):
     """In bf16 a token near a tie between experts may take another one: transformers' own bf16

@@ -28,6 +28,7 @@ def _hf_perplexity(hf, ids, window, windows, torch):
 
 @pytest.mark.parametrize("model,text,window,windows", CASES,
                          ids=["smollm2-wikitext2", "tinystories656k", "stories260k"])
+@pytest.mark.isa
 def test_perplexity_within_0_1_percent(model, text, window, windows, hf_models, torch):
     ids = engine("tokenize", model, text_file=text)["ids"]
     want, count = _hf_perplexity(hf_models(model), ids, window, windows, torch)

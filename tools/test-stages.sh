@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# make test: each stage (a make target) in turn, stopping at the first that fails, then a table of
+# the stages' wall times, so that a stage growing past its share of the suite's budget shows in
+# every CI log.
+#
+#   tools/test-stages.sh STAGE...
+set -uo pipefail
+cd "$(dirname "$0")/.."
+make=${MAKE:-make}
+names=() seconds=() status=0 suite_start=$(date +%s)
+for stage in "$@"; do
+  start=$(date +%s)
+  $make --no-print-directory "$stage"
+  status=$?
+  names+=("$stage") seconds+=($(($(date +%s) - start)))
+  echo "== make $stage: ${seconds[-1]} s"
+  ((status == 0)) || break
+done
+total=$(($(date +%s) - suite_start))
+echo
+cpu_class=$(build/bin/superweight-engine cpu 2>/dev/null | grep -oE '"detected":"[a-z0-9_]+"' | cut -d'"' -f4)
+echo "== make test: stage times (${cpu_class:-unknown CPU class}, $(nproc) cores)"
+for i in "${!names[@]}"; do
+  printf '   %-22s %5d s  %3d%%\n' "${names[i]}" "${seconds[i]}" $((100 * seconds[i] / (total > 0 ? total : 1)))
+done
+printf '   %-22s %5d s  (%dm%02ds)%s\n' total "$total" $((total / 60)) $((total % 60)) \
+  "$( ((status == 0)) || echo ", stopped at ${names[-1]}")"
+exit "$status"
