@@ -10,7 +10,10 @@ WORKDIR /src
 # test data): a new source directory needs no line here. make docker-context-test (part of make
 # test) configures exactly what this stage sees, with these options (make build's).
 COPY . .
-RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release && cmake --build build --target superweightd superweight
+# The commit (deploy/smoke_test.sh passes it): the context holds no .git for --version to read.
+ARG REVISION=""
+RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release "-DSUPERWEIGHT_GIT_REVISION=${REVISION}" \
+    && cmake --build build --target superweightd superweight
 
 FROM debian:bookworm-slim
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
@@ -39,7 +42,10 @@ ENTRYPOINT ["superweightd", "--listen=0.0.0.0:50051", "--metrics_listen=0.0.0.0:
 # has one, its origin URL. Last, so that a new commit reuses every layer above.
 ARG REVISION=""
 ARG SOURCE=""
+ARG VERSION=""
 LABEL org.opencontainers.image.title="superweight" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.description="superweightd, a gRPC service that locates and ablates the super weights of LLMs, with its client superweight" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.revision="${REVISION}"

@@ -34,6 +34,10 @@ absl::StatusOr<CommandLine> Parse(
       line.help = true;
       continue;
     }
+    if (name == "version" && !has_value) {
+      line.version = true;
+      continue;
+    }
     // A value in the next argument; a boolean takes none that way (`--json models` is a verb).
     auto take_next = [&]() -> absl::Status {
       if (i + 1 >= argc)

@@ -1,6 +1,6 @@
 // The command line of superweight and superweightd: absl flags parsed without absl's exits, so
 // that a usage error is the program's exit 2 (absl exits 1, which the client keeps for the
-// server's refusal) and --help is the program's own listing, exit 0.
+// server's refusal) and --help and --version are the program's own, exit 0.
 #ifndef SUPERWEIGHT_CLI_COMMAND_LINE_H_
 #define SUPERWEIGHT_CLI_COMMAND_LINE_H_
 
@@ -18,6 +18,7 @@ struct CommandLine {
   std::vector<std::string> positional;  // the arguments that are not flags, argv[0] left out
   std::set<std::string> given;          // the flags named on the command line
   bool help = false;                    // --help, -h, --helpfull, --helpshort
+  bool version = false;                 // --version
 };
 
 // Sets the registered absl flags the command line names: --name=value, --name value (not for

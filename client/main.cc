@@ -1,6 +1,6 @@
 // superweight: the command-line client. Depends on the contract (proto/) only.
 //   superweight --server=HOST:PORT VERB [flags]
-// Verbs: health, models, locate, score, ablate, quantize, check, jobs, watch, cancel.
+// Verbs: health, info, models, locate, score, ablate, quantize, check, jobs, watch, cancel.
 // --zero=LAYER,ROW,COL and --set=LAYER,ROW,COL,VALUE (repeatable) edit down_proj weights for score.
 // Exit codes: 0 done, 1 the server refused or failed (its status is printed) or a watched job
 // ended FAILED or CANCELLED, 2 usage (a bad or contradictory flag, a file a flag names that
@@ -37,6 +37,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "cli/command_line.h"
+#include "engine/util/build_info.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
@@ -572,8 +573,8 @@ grpc::Status FollowJob(v1::SuperWeightService::Stub* stub, const std::string& to
   return grpc::Status::OK;
 }
 
-const std::vector<std::string> kVerbs = {"health",   "models", "locate", "score", "ablate",
-                                         "quantize", "check",  "jobs",   "watch", "cancel"};
+const std::vector<std::string> kVerbs = {"health",   "info",  "models", "locate", "score", "ablate",
+                                         "quantize", "check", "jobs",   "watch",  "cancel"};
 
 // A group of flags in --help and the verbs that read them: a flag given to a verb that reads it
 // in no group is refused rather than ignored.
@@ -587,7 +588,8 @@ const std::vector<FlagGroup>& FlagGroups() {
   static const auto* groups = new std::vector<FlagGroup>{
       {"Every verb:", kVerbs, {"server", "token_file", "ca_cert", "timeout"}},
       {"Every verb but health:",
-       {"models", "locate", "score", "ablate", "quantize", "check", "jobs", "watch", "cancel"},
+       {"info", "models", "locate", "score", "ablate", "quantize", "check", "jobs", "watch",
+        "cancel"},
        {"json"}},
       {"Jobs (locate, score, ablate, quantize, check):",
        {"locate", "score", "ablate", "quantize", "check"},
@@ -604,6 +606,7 @@ const std::vector<FlagGroup>& FlagGroups() {
       {"health: whether the server is serving (gRPC health checking; needs no token)",
        {"health"},
        {}},
+      {"info: the server's build (version, git revision, CPU class) and job store", {"info"}, {}},
       {"models: the models under the server's --model_root", {"models"}, {}},
       {"locate: the super weights of --model, found by their activation spikes and confirmed",
        {"locate"},
@@ -652,7 +655,7 @@ std::string GroupFlagHelp(const std::string& flag) {
 // The flags, grouped by verb; only `verb`'s groups when one is given.
 void PrintHelp(const std::string& verb) {
   std::cout << "usage: superweight [--server=HOST:PORT] {" << absl::StrJoin(kVerbs, "|")
-            << "} [flags]\n";
+            << "} [flags]\n       superweight --version\n";
   std::set<std::string> listed;
   for (const FlagGroup& g : FlagGroups()) {
     if (!verb.empty() && std::find(g.verbs.begin(), g.verbs.end(), verb) == g.verbs.end()) {
@@ -769,6 +772,10 @@ int main(int argc, char** argv) {
   if (command_line->help) {
     const std::vector<std::string>& p = command_line->positional;
     PrintHelp(p.size() == 1 && absl::c_linear_search(kVerbs, p[0]) ? p[0] : "");
+    return 0;
+  }
+  if (command_line->version) {
+    std::cout << superweight::VersionLine("superweight") << "\n";
     return 0;
   }
   if (command_line->positional.size() != 1) {
@@ -892,6 +899,24 @@ int main(int argc, char** argv) {
     const bool serving = bytes.size() == 2 && bytes[0] == 0x08 && bytes[1] == 0x01;
     std::cout << (serving ? "SERVING" : "NOT_SERVING") << "\n";
     return serving ? 0 : 1;
+  }
+  if (verb == "info") {
+    v1::ServerInfo info;
+    grpc::Status s = stub->GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info);
+    if (!s.ok()) return Failed(s);
+    if (json) {
+      PrintJson(info);
+      return 0;
+    }
+    std::cout << absl::StrFormat("superweightd %s (git %s), CPU class %s", info.version(),
+                                 info.git_revision(), info.cpu_class());
+    if (info.cpu_class() != info.cpu_class_detected()) {
+      std::cout << " (capped; the CPU's is " << info.cpu_class_detected() << ")";
+    }
+    std::cout << ", job store " << info.job_store();
+    if (!info.replica().empty()) std::cout << " (replica " << info.replica() << ")";
+    std::cout << "\n";
+    return 0;
   }
   if (verb == "models") {
     v1::ListModelsResponse resp;

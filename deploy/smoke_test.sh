@@ -118,8 +118,9 @@ revision=$(git rev-parse HEAD)
 # The clone's origin, if it is a web URL (without any credentials in it).
 source_url=$({ git remote get-url origin 2>/dev/null || true; } | sed -n 's#^\(https\?://\)\([^@/]*@\)\?#\1#p')
 build_start=$SECONDS
+version=$(sed -n 's/^project(superweight VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)
 docker build --network host --build-arg REVISION="$revision" --build-arg SOURCE="$source_url" \
-  -t superweight:latest .
+  --build-arg VERSION="$version" -t superweight:latest -t "superweight:$version" .
 echo "docker-test: image built in $((SECONDS - build_start)) s"
 
 # The image: its size against the budget, its labels, and both binaries runnable.

@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "cli/command_line.h"
 #include "engine/runtime/cpu.h"
+#include "engine/util/build_info.h"
 #include "engine/util/publish.h"
 #include "engine/util/utf8_prefix.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -99,12 +100,19 @@ int main(int argc, char** argv) {
   absl::StatusOr<superweight::cli::CommandLine> command_line =
       superweight::cli::Parse(argc, argv, {});
   if (command_line.ok() && command_line->help) {
-    std::cout << "usage: superweightd --listen=HOST:PORT --model_root=DIR [flags]\n\n";
+    std::cout << "usage: superweightd --listen=HOST:PORT --model_root=DIR [flags]\n"
+                 "       superweightd --version\n\n";
     for (const std::string& flag : superweight::cli::FlagsDefinedIn("server/main.cc")) {
       std::cout << superweight::cli::FlagHelp(flag);
     }
     std::cout << "\nExit codes: 0 stopped by SIGINT or SIGTERM, 2 a flag, file or directory it "
                  "cannot use (said on stderr).\n";
+    return 0;
+  }
+  if (command_line.ok() && command_line->version) {
+    std::cout << superweight::VersionLine("superweightd",
+                                          superweight::IsaName(superweight::Cpu().active))
+              << "\n";
     return 0;
   }
   if (command_line.ok() && !command_line->positional.empty()) {
@@ -266,6 +274,8 @@ int main(int argc, char** argv) {
     char host[256] = {};
     ::gethostname(host, sizeof(host) - 1);
     pg.replica = absl::StrFormat("%s:%d", host, ::getpid());
+    options.job_store = "postgresql";
+    options.replica = pg.replica;
     pg.max_queued = absl::GetFlag(FLAGS_max_queued_jobs);
     pg.max_batch = max_batch;
     pg.lease = std::chrono::seconds(absl::GetFlag(FLAGS_job_lease_seconds));
@@ -339,7 +349,8 @@ int main(int argc, char** argv) {
     if (shared_store != nullptr) shared_store->Stop();
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   });
-  std::cerr << absl::StrFormat("superweightd: serving %s on port %d, CPU class %s\n",
+  std::cerr << absl::StrFormat("superweightd %s (git %s): serving %s on port %d, CPU class %s\n",
+                               superweight::Version(), superweight::GitRevision(),
                                absl::GetFlag(FLAGS_model_root), port,
                                superweight::CpuDescription());
   server->Wait();

@@ -4,6 +4,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/runtime/cpu.h"
+#include "engine/util/build_info.h"
 
 namespace superweight::server {
 namespace {
@@ -23,6 +25,14 @@ using prometheus::BuildHistogram;
 using prometheus::Histogram;
 
 Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  BuildGauge()
+      .Name("superweight_build_info")
+      .Help("The build serving: version, git revision and the CPU class its kernels run at (1)")
+      .Register(*registry_)
+      .Add({{"version", std::string(Version())},
+            {"revision", std::string(GitRevision())},
+            {"cpu_class", IsaName(Cpu().active)}})
+      .Set(1);
   requests_ = &BuildCounter()
                    .Name("superweight_requests_total")
                    .Help("RPCs handled, by method and gRPC status code")

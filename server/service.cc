@@ -11,6 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/formats/quantize_ggml.h"
+#include "engine/runtime/cpu.h"
+#include "engine/util/build_info.h"
 #include "engine/util/publish.h"
 #include "engine/util/utf8_prefix.h"
 #include "server/convert.h"
@@ -140,6 +142,20 @@ grpc::Status SuperWeightService::ListModels(grpc::ServerContext* ctx, const v1::
       if (!summary.ok()) continue;  // a broken file is not a model: listed by nobody
       *resp->add_models() = ToProto(*summary, name);
     }
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status SuperWeightService::GetServerInfo(grpc::ServerContext* ctx,
+                                               const v1::GetServerInfoRequest*,
+                                               v1::ServerInfo* resp) {
+  return Handle("GetServerInfo", ctx, [&]() -> absl::Status {
+    resp->set_version(std::string(Version()));
+    resp->set_git_revision(std::string(GitRevision()));
+    resp->set_cpu_class(IsaName(Cpu().active));
+    resp->set_cpu_class_detected(IsaName(Cpu().detected));
+    resp->set_job_store(options_.job_store);
+    resp->set_replica(options_.replica);
     return absl::OkStatus();
   });
 }

@@ -22,12 +22,14 @@ extern const char kDefaultConfirmationText[];
 struct ServiceOptions {
   int max_tokens = 8192;  // per request (Score's windows may read more: max_text_tokens)
   int max_text_tokens = 1 << 20;
-  std::string bearer_token;   // empty: no authentication
-  std::string confirm_text;   // Locate's default confirmation text
-  std::string eval_data_dir;  // Ablate's evaluation sets (data/eval/, data/SOURCES.md)
-  std::string export_root;    // where Quantize writes exports (empty: refused)
-  std::string model_root;     // to name exports the registry can open
-  int max_watchers = 64;      // WatchJob streams open at once; more are RESOURCE_EXHAUSTED
+  std::string bearer_token;         // empty: no authentication
+  std::string confirm_text;         // Locate's default confirmation text
+  std::string eval_data_dir;        // Ablate's evaluation sets (data/eval/, data/SOURCES.md)
+  std::string export_root;          // where Quantize writes exports (empty: refused)
+  std::string model_root;           // to name exports the registry can open
+  int max_watchers = 64;            // WatchJob streams open at once; more are RESOURCE_EXHAUSTED
+  std::string job_store = "files";  // GetServerInfo's: files or postgresql
+  std::string replica;              // a shared store's name of this replica
 };
 
 class SuperWeightService final : public v1::SuperWeightService::Service {
@@ -55,6 +57,8 @@ class SuperWeightService final : public v1::SuperWeightService::Service {
                          v1::Job* resp) override;
   grpc::Status ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req,
                         v1::ListJobsResponse* resp) override;
+  grpc::Status GetServerInfo(grpc::ServerContext* ctx, const v1::GetServerInfoRequest* req,
+                             v1::ServerInfo* resp) override;
 
   // What each job RPC does before it queues its job (job_planner.h): nothing is queued or run;
   // the handlers and tests/fuzz/request_fuzzer.cc call these.

@@ -46,6 +46,7 @@
 #include "engine/formats/quantize_ggml.h"
 #include "engine/model/model.h"
 #include "engine/runtime/cpu.h"
+#include "engine/util/build_info.h"
 #include "nlohmann/json.hpp"
 #include "tools/tokenizer_verbs.h"
 
@@ -133,7 +134,13 @@ int main(int argc, char** argv) {
               << "\n";
     return 0;
   }
-  if (argc < 3) return Fail("usage: superweight-engine VERB MODEL [--flag=value...] | cpu");
+  if (argc == 2 && std::string(argv[1]) == "--version") {
+    std::cout << sw::VersionLine("superweight-engine", sw::IsaName(sw::Cpu().active)) << "\n";
+    return 0;
+  }
+  if (argc < 3) {
+    return Fail("usage: superweight-engine VERB MODEL [--flag=value...] | cpu | --version");
+  }
   const std::string verb = argv[1], path = argv[2];
   std::map<std::string, std::string> flags;
   std::vector<std::string> zeros, pruned;

@@ -10,6 +10,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from gguf import GGUFReader
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.join(ROOT, "build", "bin")
@@ -46,6 +47,21 @@ def plant_super_weight(src, dst):
     raw[at:at + 4] = np.float32(4000.0).tobytes()
     with open(path, "wb") as f:
         f.write(raw)
+
+
+def zero_super_weight_q8_0(src, dst, layer=11, row=507, col=1229):
+    """A copy of a Q8_0 GGUF with one weight's int8 code set to 0, so the weight is exactly 0."""
+    shutil.copy(src, dst)
+    reader = GGUFReader(str(src))
+    tensor = next(t for t in reader.tensors if t.name == f"blk.{layer}.ffn_down.weight")
+    assert tensor.tensor_type.name == "Q8_0"
+    cols = int(tensor.shape[0])
+    at = tensor.data_offset + row * (cols // 32) * 34 + (col // 32) * 34 + 2 + col % 32
+    with open(dst, "r+b") as f:
+        f.seek(at)
+        assert f.read(1) != b"\x00"
+        f.seek(at)
+        f.write(b"\x00")
 
 
 class Server:

@@ -11,8 +11,8 @@ from conftest import BIN, ROOT, TESTDATA, kill_mid_score_job, restart_on_one_sta
 
 CLIENT = os.path.join(BIN, "superweight")
 SERVER = os.path.join(BIN, "superweightd")
-VERBS = ["health", "models", "locate", "score", "ablate", "quantize", "check", "jobs", "watch",
-         "cancel"]
+VERBS = ["health", "info", "models", "locate", "score", "ablate", "quantize", "check", "jobs",
+         "watch", "cancel"]
 
 
 def run(*cmd):

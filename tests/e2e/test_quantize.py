@@ -9,7 +9,7 @@ import pytest
 from gguf import GGUFReader
 
 from conftest import (BIN, PLANTED, ROOT, Server, check_cancel_mid_job_kept_across_a_restart,
-                      coordinate)
+                      coordinate, zero_super_weight_q8_0)
 
 SMALL = ["--tasks=wikitext2,piqa", "--max_examples=4", "--window=128", "--max_windows=1"]
 
@@ -262,21 +262,6 @@ def test_hf_export_is_the_settings_model_and_served(exporting, model_root):
                             "--window=128", "--max_windows=1")["result"]
     row = r["rows"][1]["metrics"]["wikitext2/perplexity"]
     assert abs(scored["perplexity"] / row - 1) < 1e-5, (scored["perplexity"], row)
-
-
-def zero_super_weight_q8_0(src, dst, layer=11, row=507, col=1229):
-    """A copy of a Q8_0 GGUF with one weight's int8 code set to 0, so the weight is exactly 0."""
-    shutil.copy(src, dst)
-    reader = GGUFReader(str(src))
-    tensor = next(t for t in reader.tensors if t.name == f"blk.{layer}.ffn_down.weight")
-    assert tensor.tensor_type.name == "Q8_0"
-    cols = int(tensor.shape[0])
-    at = tensor.data_offset + row * (cols // 32) * 34 + (col // 32) * 34 + 2 + col % 32
-    with open(dst, "r+b") as f:
-        f.seek(at)
-        assert f.read(1) != b"\x00"
-        f.seek(at)
-        f.write(b"\x00")
 
 
 def test_check_passes_a_good_quantization_and_fails_a_lost_super_weight(exporting, model_root):

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The CI gate, shell form: fails the pipeline (exit 3) when a quantized model lost the super
+# weights of the model it was made from. The pipeline's service container runs superweightd with
+# the model root mounted; MODEL and REFERENCE are names under that root.
+#
+#   SUPERWEIGHT_SERVER=host:port SUPERWEIGHT_TOKEN_FILE=token MODEL=q4.gguf REFERENCE=f16.gguf \
+#     examples/ci/gate.sh
+#
+# Exit codes are the client's: 0 kept, 3 lost (or perplexity past the bound), 1 the server
+# refused or failed, 2 usage.
+set -euo pipefail
+: "${SUPERWEIGHT_SERVER:?host:port of superweightd}" "${MODEL:?quantized model}" \
+  "${REFERENCE:?the model it was made from}"
+superweight=${SUPERWEIGHT_CLIENT:-superweight}
+args=(--server="$SUPERWEIGHT_SERVER" check --model="$MODEL" --reference="$REFERENCE")
+[[ -n ${SUPERWEIGHT_TOKEN_FILE:-} ]] && args+=(--token_file="$SUPERWEIGHT_TOKEN_FILE")
+# Optional: the super weights to check (LAYER,ROW,COL; space-separated) instead of locating them
+# in REFERENCE, and a shorter perplexity check.
+for coordinate in ${SUPER_WEIGHTS:-}; do args+=(--super_weights="$coordinate"); done
+[[ -n ${MAX_WINDOWS:-} ]] && args+=(--max_windows="$MAX_WINDOWS")
+[[ -n ${WINDOW:-} ]] && args+=(--window="$WINDOW")
+exec "$superweight" "${args[@]}"

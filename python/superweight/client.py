@@ -1,0 +1,281 @@
+"""A thin typed layer over the generated stub: one method per job, results with the proto's
+fields, a Job handle for asynchronous submits, and one exception type for every refusal."""
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from superweight.v1 import superweight_pb2 as pb
+from superweight.v1 import superweight_pb2_grpc as pb_grpc
+
+# (layer, row, col) or (layer, row, col, expert), or a dict of Coordinate's fields.
+CoordinateLike = Union[Sequence[int], Mapping[str, int]]
+
+_DONE = {pb.Job.SUCCEEDED, pb.Job.FAILED, pb.Job.CANCELLED}
+
+
+class SuperweightError(Exception):
+    """A refused or failed call, or a job that did not succeed: `code` is the gRPC status code
+    (grpc.StatusCode), `message` the server's explanation, `job_id` the job's where one ran."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, job_id: str = ""):
+        super().__init__(f"{code.name}: {message}" + (f" (job {job_id})" if job_id else ""))
+        self.code = code
+        self.message = message
+        self.job_id = job_id
+
+
+def _status_code(number: int) -> grpc.StatusCode:
+    for code in grpc.StatusCode:
+        if code.value[0] == number:
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
+class Result:
+    """A job's result: the proto message's fields as attributes (result.passed, result.rows, ...),
+    `job_id`, and to_dict() for JSON."""
+
+    def __init__(self, message: Message, job_id: str = ""):
+        self._message = message
+        self.job_id = job_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._message, name)
+
+    @property
+    def message(self) -> Message:
+        """The proto message itself."""
+        return self._message
+
+    def to_dict(self) -> dict:
+        return json_format.MessageToDict(self._message, preserving_proto_field_name=True)
+
+    def __repr__(self) -> str:
+        return f"{type(self._message).__name__}({self.to_dict()})"
+
+
+class Job:
+    """A submitted job: its latest snapshot (`state`, `progress`, ...), and wait(), watch(),
+    cancel()."""
+
+    def __init__(self, client: "Client", snapshot: pb.Job):
+        self._client = client
+        self.snapshot = snapshot
+
+    @property
+    def id(self) -> str:
+        return self.snapshot.id
+
+    @property
+    def state(self) -> str:
+        """QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED."""
+        return pb.Job.State.Name(self.snapshot.state)
+
+    @property
+    def progress(self) -> float:
+        return self.snapshot.progress
+
+    @property
+    def done(self) -> bool:
+        return self.snapshot.state in _DONE
+
+    def refresh(self) -> "Job":
+        self.snapshot = self._client._call("GetJob", pb.GetJobRequest(job_id=self.id.encode()))
+        return self
+
+    def watch(self, timeout: Optional[float] = None) -> Iterator["Job"]:
+        """Yields this job at every change of state or progress until it ends."""
+        stream = self._client._stream("WatchJob", pb.WatchJobRequest(job_id=self.id.encode()),
+                                      timeout)
+        try:
+            for snapshot in stream:
+                self.snapshot = snapshot
+                yield self
+        except grpc.RpcError as e:
+            raise _error(e, self.id) from None
+
+    def wait(self, timeout: Optional[float] = None) -> Result:
+        """The result once the job ends; SuperweightError if it failed or was cancelled."""
+        if not self.done:
+            for _ in self.watch(timeout):
+                pass
+        return self.result()
+
+    def result(self) -> Result:
+        if self.snapshot.state == pb.Job.SUCCEEDED:
+            which = self.snapshot.WhichOneof("result")
+            return Result(getattr(self.snapshot, which) if which else pb.Job(), self.id)
+        if self.snapshot.state in _DONE:
+            code = _status_code(self.snapshot.error_code or 1)  # a cancelled job: CANCELLED
+            raise SuperweightError(code, self.snapshot.error_message or self.state, self.id)
+        raise SuperweightError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"job {self.id} is {self.state}", self.id)
+
+    def cancel(self) -> "Job":
+        self.snapshot = self._client._call("CancelJob",
+                                           pb.CancelJobRequest(job_id=self.id.encode()))
+        return self
+
+    def __repr__(self) -> str:
+        return f"Job({self.id}, {self.snapshot.kind}, {self.state}, {self.progress:.0%})"
+
+
+def _error(e: grpc.RpcError, job_id: str = "") -> SuperweightError:
+    return SuperweightError(e.code(), e.details() or "", job_id)
+
+
+def _coordinate(c: CoordinateLike) -> pb.Coordinate:
+    if isinstance(c, Mapping):
+        return pb.Coordinate(**c)
+    if len(c) not in (3, 4):
+        raise ValueError(f"a coordinate is (layer, row, col) or (layer, row, col, expert): {c!r}")
+    out = pb.Coordinate(layer=c[0], row=c[1], col=c[2])
+    if len(c) == 4:
+        out.expert = c[3]
+    return out
+
+
+class Client:
+    """A connection to superweightd.
+
+    address: HOST:PORT. token: the bearer token (the server's --token_file). ca_cert: the PEM file
+    of the CA that signed the server's certificate (TLS; without it, plaintext). timeout: seconds
+    a call may take, waiting for its job included.
+    """
+
+    def __init__(self, address: str, token: Optional[str] = None, ca_cert: Optional[str] = None,
+                 timeout: float = 600.0):
+        if ca_cert:
+            with open(ca_cert, "rb") as f:
+                self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(f.read()))
+        else:
+            self._channel = grpc.insecure_channel(address)
+        self._stub = pb_grpc.SuperWeightServiceStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.timeout = timeout
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # Calls ---------------------------------------------------------------------------------
+
+    def _call(self, method: str, request: Message, timeout: Optional[float] = None):
+        try:
+            return getattr(self._stub, method)(request, timeout=timeout or self.timeout,
+                                               metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise _error(e) from None
+
+    def _stream(self, method: str, request: Message, timeout: Optional[float] = None):
+        return getattr(self._stub, method)(request, timeout=timeout or self.timeout,
+                                           metadata=self._metadata)
+
+    def health(self) -> bool:
+        """Whether the server is SERVING (gRPC health checking; needs no token)."""
+        check = self._channel.unary_unary("/grpc.health.v1.Health/Check",
+                                          request_serializer=lambda r: r,
+                                          response_deserializer=lambda b: b)
+        try:
+            reply = check(b"", timeout=self.timeout)
+        except grpc.RpcError as e:
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                return False
+            raise _error(e) from None
+        return reply == b"\x08\x01"  # HealthCheckResponse{status: SERVING}
+
+    def info(self) -> Result:
+        """The server's build (version, git_revision, cpu_class) and job store."""
+        return Result(self._call("GetServerInfo", pb.GetServerInfoRequest()))
+
+    def models(self) -> list:
+        """The models under the server's --model_root (ModelInfo results)."""
+        return [Result(m) for m in self._call("ListModels", pb.ListModelsRequest()).models]
+
+    def job(self, job_id: str) -> Job:
+        return Job(self, self._call("GetJob", pb.GetJobRequest(job_id=job_id.encode())))
+
+    def jobs(self, model: str = "", limit: int = 0) -> list:
+        reply = self._call("ListJobs", pb.ListJobsRequest(model=model, limit=limit))
+        return [Job(self, j) for j in reply.jobs]
+
+    # Jobs: each takes its request's fields as keywords (the proto's names), plus bf16=True for
+    # bf16 precision and coordinates as tuples; wait=False submits and returns a Job at once.
+
+    def locate(self, model: str, *, text: Optional[str] = None,
+               token_ids: Optional[Sequence[int]] = None, bf16: bool = False, wait: bool = True,
+               **fields) -> Union[Result, Job]:
+        """The model's super weights (LocateResult: super_weights, profile_before, summary...)."""
+        return self._job("Locate", pb.LocateRequest, model, bf16, wait, fields,
+                         _input(text, token_ids))
+
+    def score(self, model: str, *, text: Optional[str] = None,
+              token_ids: Optional[Sequence[int]] = None,
+              zero: Sequence[CoordinateLike] = (), bf16: bool = False, wait: bool = True,
+              **fields) -> Union[Result, Job]:
+        """Perplexity and per-token log-probabilities (ScoreResult), with `zero`'s weights at 0."""
+        if zero:
+            fields["edits"] = pb.EditSet(weights=[pb.WeightEdit(coordinate=_coordinate(c))
+                                                  for c in zero])
+        return self._job("Score", pb.ScoreRequest, model, bf16, wait, fields,
+                         _input(text, token_ids))
+
+    def ablate(self, model: str, *, super_weights: Sequence[CoordinateLike] = (),
+               bf16: bool = False, wait: bool = True, **fields) -> Union[Result, Job]:
+        """The paper's ablation table (AblateResult: rows of setting and metrics)."""
+        fields["super_weights"] = [_coordinate(c) for c in super_weights]
+        return self._job("Ablate", pb.AblateRequest, model, bf16, wait, fields)
+
+    def quantize(self, model: str, *, settings: Sequence[Mapping[str, Any]] = (),
+                 super_weights: Sequence[CoordinateLike] = (), bf16: bool = False,
+                 wait: bool = True, **fields) -> Union[Result, Job]:
+        """Round-to-nearest quantization rows (QuantizeResult), and an export when asked.
+        settings: QuantizeSetting fields per row, e.g. {"bits": 4, "block_size": 32}."""
+        fields["settings"] = [pb.QuantizeSetting(**s) for s in settings]
+        fields["super_weights"] = [_coordinate(c) for c in super_weights]
+        return self._job("Quantize", pb.QuantizeRequest, model, bf16, wait, fields)
+
+    def check(self, model: str, reference: str, *, super_weights: Sequence[CoordinateLike] = (),
+              bf16: bool = False, wait: bool = True, **fields) -> Union[Result, Job]:
+        """Whether quantized `model` kept the super weights of `reference` (CheckResult: passed,
+        failures, super_weights, perplexity_ratio)."""
+        fields["reference"] = reference
+        fields["super_weights"] = [_coordinate(c) for c in super_weights]
+        return self._job("Check", pb.CheckRequest, model, bf16, wait, fields)
+
+    def _job(self, method: str, request_type, model: str, bf16: bool, wait: bool,
+             fields: dict, job_input: Optional[pb.Input] = None) -> Union[Result, Job]:
+        try:
+            request = request_type(model=model, **fields)
+        except (ValueError, TypeError) as e:  # a field the request does not have, a bad value
+            raise TypeError(f"{method}: {e}") from None
+        if job_input is not None:
+            request.input.CopyFrom(job_input)
+        if bf16:
+            request.precision = pb.PRECISION_BF16
+        setattr(request, "async", not wait)  # a Python keyword: no attribute syntax
+        reply = self._call(method, request)
+        if not wait:
+            return self.job(reply.job_id)
+        return Result(reply.result, reply.job_id)
+
+
+def _input(text: Optional[str], token_ids: Optional[Sequence[int]]) -> Optional[pb.Input]:
+    if text is not None and token_ids is not None:
+        raise ValueError("give text or token_ids, not both")
+    if text is not None:
+        return pb.Input(text=text)
+    if token_ids is not None:
+        return pb.Input(token_ids=pb.TokenIds(ids=list(token_ids)))
+    return None
