@@ -32,7 +32,7 @@ def test_client_help_lists_every_verb_and_flag(help_flag):
     for verb in VERBS:
         assert verb in usage, usage
         assert re.search(rf"^{verb}\b", out.stdout, re.M), f"no section for {verb}"
-    flags = flags_defined_in("client/main.cc") + ["zero", "super_weights"]
+    flags = flags_defined_in("client/flags.cc") + ["zero", "super_weights"]
     assert len(flags) > 30
     for flag in flags:
         assert f"--{flag}" in out.stdout, flag
