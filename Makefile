@@ -10,7 +10,7 @@ CMAKE_FLAGS := -G Ninja -DCMAKE_BUILD_TYPE=Release
 chart-test: setup
 	@tools/chart-test.sh
 
-.PHONY: chart-test docker-test docker-context-test fuzz fuzz-build fuzz-test format-check setup build build-asan test unit-test asan-test oracle-test e2e-test lesser-cpu-test demo bench format clean
+.PHONY: dist chart-test docker-test docker-context-test fuzz fuzz-build fuzz-test format-check setup build build-asan test unit-test asan-test oracle-test e2e-test lesser-cpu-test demo bench format clean
 
 setup:
 	@tools/setup.sh
@@ -82,6 +82,11 @@ TEST_STAGES := format-check docker-context-test chart-test unit-test asan-test f
   lesser-cpu-test
 test:
 	@MAKE="$(MAKE)" tools/test-stages.sh $(TEST_STAGES)
+
+# The release's products in dist/ with their checksums (tools/dist.sh): the Debian package of the
+# binaries, the Python wheel and sdist, the source tarball.
+dist: build
+	@tools/dist.sh dist
 
 demo: build
 	@tools/demo.sh

@@ -22,7 +22,7 @@ that the buffers of concurrent batches exist before `start`. The server's VmRSS 
 warm-up), at the end (clients stopped, 1 s idle) and the maximum. Latency is the client
 process's wall time (process start and the gRPC connection included), per verb; watch is
 submit + watch, cancel is the cancel call alone. --server_env sets the server's environment
-(e.g. OMP_WAIT_POLICY=passive, MALLOC_ARENA_MAX=1: see the README's "Soak and kill -9").
+(e.g. OMP_WAIT_POLICY=passive, MALLOC_ARENA_MAX=1: see docs/service.md, "Soak and kill -9").
 
 Fault run: 20 jobs of mixed kinds (short scores and skip-confirmation locates that take well under
 a second; windowed scores, confirmed locates, checks, an ablate and a quantize that take seconds),
@@ -30,7 +30,7 @@ each submitted --no_wait to a server on one --state_dir and followed by a watch 
 each update arrives as sent). The server is killed with SIGKILL at a kill point: `before` (just
 after the submit returned), `running` (a random point of the job's expected run) or `after` (as
 soon as the watch reported the job finished), then restarted on the same --state_dir, and every
-job submitted so far is read back with watch. The documented behaviour (README, server/jobs/
+job submitted so far is read back with watch. The documented behaviour (docs/service.md, server/jobs/
 job_queue.h): finished jobs survive a restart; a job queued or running when the server died
 reads FAILED (ABORTED, "the server stopped while this job was queued or running"). Counted:
 results lost (a job seen SUCCEEDED before a kill that is not SUCCEEDED with the same record

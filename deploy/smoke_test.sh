@@ -23,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
-size_budget_mb=${SUPERWEIGHT_IMAGE_BUDGET_MB:-330}  # the README states it
+size_budget_mb=${SUPERWEIGHT_IMAGE_BUDGET_MB:-330}  # docs/service.md states it
 model=SmolLM2-135M-Instruct.Q4_1.gguf
 [[ -f models/$model ]] || { echo "models/$model missing: run make setup" >&2; exit 1; }
 

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <tuple>
@@ -89,6 +90,22 @@ std::string ReadFile(const std::string& path, bool* ok) {
 // From SIGTERM to exit at most: calls get 5 s, then the running job stops within a layer.
 constexpr std::chrono::seconds kStopDeadline(20);
 
+// The evaluation sets when --eval_data_dir is not given: for an installed server (make dist's
+// package) the copy installed beside its binary, in ../share/superweight/eval; for one run from
+// its build tree, the source tree's copy it was built from.
+std::string EvalDataDir(const std::set<std::string>& given) {
+  const std::string flag = absl::GetFlag(FLAGS_eval_data_dir);
+  if (given.count("eval_data_dir")) return flag;
+  char exe[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n <= 0) return flag;
+  std::string dir(exe, n);
+  dir.resize(dir.rfind('/'));
+  const std::string installed = dir + "/../share/superweight/eval";
+  struct stat st;
+  return ::stat(installed.c_str(), &st) == 0 ? installed : flag;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -143,7 +160,7 @@ int main(int argc, char** argv) {
   sws::ServiceOptions options;
   options.max_tokens = absl::GetFlag(FLAGS_max_tokens);
   options.max_text_tokens = absl::GetFlag(FLAGS_max_text_tokens);
-  options.eval_data_dir = absl::GetFlag(FLAGS_eval_data_dir);
+  options.eval_data_dir = EvalDataDir(command_line->given);
   options.max_watchers = absl::GetFlag(FLAGS_max_watchers);
   if (options.max_watchers < 1) {
     std::cerr << "superweightd: --max_watchers must be at least 1\n";

@@ -11,7 +11,7 @@ packages=(cmake ninja-build g++ pkg-config
   libdnnl-dev libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev
   nlohmann-json3-dev libicu-dev libssl-dev libpq-dev postgresql-15 clang-format
   libopenblas0-openmp python3-torch python3-numpy python3-pytest python3-venv python3-yaml python3-psutil
-  python3-packaging python3-requests)
+  python3-packaging python3-requests dpkg-dev)
 # --fuzz: also clang 14 with its sanitizer and OpenMP runtimes, for the fuzzers (make fuzz-test).
 if [[ ${1:-} == --fuzz ]]; then
   packages+=(clang-14 libclang-rt-14-dev libomp-14-dev)

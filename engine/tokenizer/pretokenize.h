@@ -56,7 +56,7 @@ std::unique_ptr<PreTokenizer> MakeSequence(std::vector<std::unique_ptr<PreTokeni
 // The regexes llama.cpp applies, in order and each keeping its matches as words, for a GGUF
 // `tokenizer.ggml.pre` of a BPE ("gpt2") vocabulary; NotFound for a value it does not know.
 absl::StatusOr<std::vector<std::string>> GgufPreTokenizerRegexes(std::string_view pre);
-// Every `tokenizer.ggml.pre` value GgufPreTokenizerRegexes knows (the README lists them).
+// Every `tokenizer.ggml.pre` value GgufPreTokenizerRegexes knows (docs/tokenizers.md lists them).
 std::vector<std::string> KnownGgufPreTokenizers();
 
 // The regex splits of a GGUF pre-tokenizer, then the byte-level alphabet.

@@ -131,7 +131,7 @@ def test_hugging_face_export_is_the_same_model(models, family, tmp_path):
 @pytest.mark.isa
 @pytest.mark.parametrize("family", FAMILIES)
 def test_bf16_within_the_stated_bound(models, family, tmp_path):
-    """bf16 arithmetic (README: CPUs) on each family's new pieces: q/k norms, post-norms, GeGLU,
+    """bf16 arithmetic (docs/cpus.md) on each family's new pieces: q/k norms, post-norms, GeGLU,
     soft-capping, sliding windows."""
     _, gguf = models[family, "clean"]
     err = relative_error(engine_logits(gguf, IDS, tmp_path, bf16=True),
