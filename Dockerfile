@@ -26,6 +26,7 @@ COPY --from=build /src/build/bin/superweightd /src/build/bin/superweight /usr/lo
 COPY server/data/eval /usr/share/superweight/eval
 # The evaluation sets' provenance and licenses (its paths are relative to this directory).
 COPY server/data/SOURCES.md /usr/share/superweight/
+COPY LICENSE NOTICE /usr/share/doc/superweight/
 USER superweight
 # On a shared box OpenMP threads that spin while they wait take the cores other work (gRPC's
 # threads, other tenants) needs: under load a 16-token score took 0.6-7.3 s spinning, 0.07-0.3 s
