@@ -15,8 +15,9 @@ superweight=${SUPERWEIGHT_CLIENT:-superweight}
 args=(--server="$SUPERWEIGHT_SERVER" check --model="$MODEL" --reference="$REFERENCE")
 [[ -n ${SUPERWEIGHT_TOKEN_FILE:-} ]] && args+=(--token_file="$SUPERWEIGHT_TOKEN_FILE")
 # Optional: the super weights to check (LAYER,ROW,COL; space-separated) instead of locating them
-# in REFERENCE, and a shorter perplexity check.
+# in REFERENCE, a shorter perplexity check, and the perplexity ratio allowed (default 1.1).
 for coordinate in ${SUPER_WEIGHTS:-}; do args+=(--super_weights="$coordinate"); done
 [[ -n ${MAX_WINDOWS:-} ]] && args+=(--max_windows="$MAX_WINDOWS")
 [[ -n ${WINDOW:-} ]] && args+=(--window="$WINDOW")
+[[ -n ${MAX_PPL_RATIO:-} ]] && args+=(--max_ppl_ratio="$MAX_PPL_RATIO")  # model / reference
 exec "$superweight" "${args[@]}"

@@ -4,7 +4,7 @@
       pytest examples/ci/test_gate.py
 
 Needs the Python package (pip install ./python). SUPER_WEIGHTS (LAYER,ROW,COL, space-separated),
-WINDOW and MAX_WINDOWS are optional, as for gate.sh."""
+WINDOW, MAX_WINDOWS and MAX_PPL_RATIO are optional, as for gate.sh."""
 import os
 
 from superweight import Client
@@ -14,6 +14,8 @@ def test_quantized_model_keeps_the_super_weights():
     token_file = os.environ.get("SUPERWEIGHT_TOKEN_FILE")
     token = open(token_file).read().strip() if token_file else None
     extra = {k.lower(): int(os.environ[k]) for k in ("WINDOW", "MAX_WINDOWS") if os.environ.get(k)}
+    if os.environ.get("MAX_PPL_RATIO"):
+        extra["max_perplexity_ratio"] = float(os.environ["MAX_PPL_RATIO"])
     coordinates = [tuple(map(int, c.split(","))) for c in os.environ.get("SUPER_WEIGHTS", "").split()]
     with Client(os.environ["SUPERWEIGHT_SERVER"], token=token) as sw:
         result = sw.check(model=os.environ["MODEL"], reference=os.environ["REFERENCE"],

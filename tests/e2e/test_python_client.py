@@ -1,27 +1,29 @@
 """What users install and copy: the Python package (python/) in a fresh virtual environment
 against the real server, the CI gate of examples/ci/ in its shell and pytest forms, and one
 version everywhere (CMake's)."""
-import json
 import os
 import re
+import shutil
 import subprocess
 import urllib.request
 
 import pytest
 import yaml
+from gguf import GGUFReader
 
-from conftest import BIN, ROOT, TOKEN, zero_super_weight_q8_0
+from conftest import BIN, ROOT, TOKEN, Server
 
 VERSION = re.search(r"project\(superweight VERSION ([0-9.]+)",
                     open(os.path.join(ROOT, "CMakeLists.txt")).read()).group(1)
 GATE = os.path.join(ROOT, "examples", "ci")
-QUICK_CHECK = {"WINDOW": "128", "MAX_WINDOWS": "1", "SUPER_WEIGHTS": "11,507,1229"}
+QUICK_CHECK = {"WINDOW": "128", "MAX_WINDOWS": "1", "SUPER_WEIGHTS": "11,507,1229",
+               "MAX_PPL_RATIO": "1.3"}
 
 FIVE_LINES = """\
 import sys
 from superweight import Client
 sw = Client(sys.argv[1], token=sys.argv[2])
-result = sw.check(sys.argv[3], "smollm2.gguf", super_weights=[(11, 507, 1229)], max_windows=1)
+result = sw.check(sys.argv[3], "smollm2.gguf", max_windows=1, max_perplexity_ratio=1.3, super_weights=[(11, 507, 1229)])
 print("passed" if result.passed else "failed: " + "; ".join(result.failures))
 """
 
@@ -40,15 +42,30 @@ def package_python(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def good_and_lost(model_root):
-    """A Q8_0 requantization of SmolLM2 (keeps its super weight) and a copy of it with the super
-    weight's code zeroed."""
-    good, lost = model_root / "gate-good-q8.gguf", model_root / "gate-lost-q8.gguf"
-    subprocess.run([os.path.join(BIN, "superweight-engine"), "requantize",
-                    str(model_root / "smollm2.gguf"), "--type=Q8_0", f"--out={good}"],
-                   check=True, capture_output=True)
-    zero_super_weight_q8_0(good, lost)
-    return good.name, lost.name
+def good_and_lost(model_root, tmp_path_factory):
+    """The demo's export (INT4 in blocks of 128 with the super weight restored, a Q4_0 GGUF whose
+    super weight's down_proj stays F16), made by the server's Quantize as make demo makes it, and
+    a copy of it with the super weight zeroed."""
+    state = tmp_path_factory.mktemp("gate_state")
+    (state / "token").write_text(TOKEN)
+    exporter = Server(model_root, state / "jobs", state / "token",
+                      extra=[f"--export_root={model_root}/gate-exports"]).start()
+    try:
+        exporter.client("quantize", "--model=smollm2.gguf", "--super_weights=11,507,1229",
+                        "--bits=4", "--block_size=128", "--restore", "--tasks=wikitext2",
+                        "--window=128", "--max_windows=1", "--export=gguf:Q4_0",
+                        "--export_name=smollm2-q4_0-sw.gguf")
+    finally:
+        exporter.stop()
+    good = model_root / "gate-exports" / "smollm2-q4_0-sw.gguf"
+    lost = model_root / "gate-exports" / "smollm2-q4_0-sw-lost.gguf"
+    shutil.copy(good, lost)
+    tensor = next(t for t in GGUFReader(str(lost)).tensors if t.name == "blk.11.ffn_down.weight")
+    assert tensor.tensor_type.name == "F16"
+    with open(lost, "r+b") as f:
+        f.seek(tensor.data_offset + (507 * int(tensor.shape[0]) + 1229) * 2)
+        f.write(b"\x00\x00")
+    return "gate-exports/" + good.name, "gate-exports/" + lost.name
 
 
 def test_five_line_script_after_pip_install(package_python, server, good_and_lost):
