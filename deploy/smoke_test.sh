@@ -131,6 +131,14 @@ echo "image size: $size_mb MB (budget $size_budget_mb MB)"
 label=$(docker image inspect -f '{{index .Config.Labels "org.opencontainers.image.revision"}}' \
   superweight:latest)
 [[ $label == "$revision" ]] || { echo "revision label '$label', not $revision" >&2; exit 1; }
+# One version: CMake's, in the label and in what the image's binaries say.
+label=$(docker image inspect -f '{{index .Config.Labels "org.opencontainers.image.version"}}' \
+  superweight:latest)
+[[ $label == "$version" ]] || { echo "version label '$label', not $version" >&2; exit 1; }
+said=$(docker run --rm --network none superweight:latest --version)
+[[ $said == "superweightd $version (git ${revision:0:12}, CPU class "* ]] ||
+  { echo "the image's superweightd --version: $said (want $version, git ${revision:0:12})" >&2; exit 1; }
+echo "$said"
 docker image inspect -f '{{range $k, $v := .Config.Labels}}{{println "  " $k "=" $v}}{{end}}' \
   superweight:latest
 bins=$(docker run --rm --network none --entrypoint sh superweight:latest -c \
