@@ -74,6 +74,8 @@ void PrintJson(const google::protobuf::Message& m, bool one_line) {
   std::string out;
   google::protobuf::util::JsonPrintOptions o;
   o.preserve_proto_field_names = true;
+  // A false verdict, a zero weight or layer 0 are answers: printed, not left out as defaults.
+  o.always_print_primitive_fields = true;
   o.add_whitespace = !one_line;
   (void)google::protobuf::util::MessageToJsonString(m, &out, o);
   while (!out.empty() && out.back() == '\n') out.pop_back();

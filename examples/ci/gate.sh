@@ -9,8 +9,9 @@
 # Exit codes are the client's: 0 kept, 3 lost (or perplexity past the bound), 1 the server
 # refused or failed, 2 usage.
 set -euo pipefail
-: "${SUPERWEIGHT_SERVER:?host:port of superweightd}" "${MODEL:?quantized model}" \
-  "${REFERENCE:?the model it was made from}"
+for variable in SUPERWEIGHT_SERVER MODEL REFERENCE; do
+  [[ -n ${!variable:-} ]] || { echo "gate.sh: set $variable (see the top of this file)" >&2; exit 2; }
+done
 superweight=${SUPERWEIGHT_CLIENT:-superweight}
 args=(--server="$SUPERWEIGHT_SERVER" check --model="$MODEL" --reference="$REFERENCE")
 [[ -n ${SUPERWEIGHT_TOKEN_FILE:-} ]] && args+=(--token_file="$SUPERWEIGHT_TOKEN_FILE")

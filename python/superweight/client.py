@@ -3,7 +3,7 @@ fields, a Job handle for asynchronous submits, and one exception type for every 
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Iterator, List, Mapping, Optional, Sequence, Union
 
 import grpc
 from google.protobuf import json_format
@@ -45,7 +45,15 @@ class Result:
         self.job_id = job_id
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # copy and pickle probe before _message exists
+            raise AttributeError(name)
         return getattr(self._message, name)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | {f.name for f in self._message.DESCRIPTOR.fields})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Result) and self._message == other._message
 
     @property
     def message(self) -> Message:
@@ -53,7 +61,10 @@ class Result:
         return self._message
 
     def to_dict(self) -> dict:
-        return json_format.MessageToDict(self._message, preserving_proto_field_name=True)
+        """The fields as JSON would carry them (a false verdict and zeros included; 64-bit
+        integers as strings, as proto3's JSON mapping writes them)."""
+        return json_format.MessageToDict(self._message, preserving_proto_field_name=True,
+                                         always_print_fields_with_no_presence=True)
 
     def __repr__(self) -> str:
         return f"{type(self._message).__name__}({self.to_dict()})"
@@ -97,10 +108,15 @@ class Job:
                 self.snapshot = snapshot
                 yield self
         except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise SuperweightError(
+                    e.code(), f"job {self.id} still {self.state} after {timeout} s; it goes on "
+                    f"running: client.job({self.id!r}).wait() waits again", self.id) from None
             raise _error(e, self.id) from None
 
     def wait(self, timeout: Optional[float] = None) -> Result:
-        """The result once the job ends; SuperweightError if it failed or was cancelled."""
+        """The result once the job ends (waiting at most `timeout` seconds, if given; the job is
+        not cancelled when the wait gives up); SuperweightError if it failed or was cancelled."""
         if not self.done:
             for _ in self.watch(timeout):
                 pass
@@ -112,7 +128,8 @@ class Job:
             return Result(getattr(self.snapshot, which) if which else pb.Job(), self.id)
         if self.snapshot.state in _DONE:
             code = _status_code(self.snapshot.error_code or 1)  # a cancelled job: CANCELLED
-            raise SuperweightError(code, self.snapshot.error_message or self.state, self.id)
+            raise SuperweightError(code, self.snapshot.error_message or "the job was cancelled",
+                                   self.id)
         raise SuperweightError(grpc.StatusCode.FAILED_PRECONDITION,
                                f"job {self.id} is {self.state}", self.id)
 
@@ -131,13 +148,26 @@ def _error(e: grpc.RpcError, job_id: str = "") -> SuperweightError:
 
 def _coordinate(c: CoordinateLike) -> pb.Coordinate:
     if isinstance(c, Mapping):
-        return pb.Coordinate(**c)
-    if len(c) not in (3, 4):
+        try:
+            return pb.Coordinate(**c)
+        except ValueError as e:
+            raise ValueError(f"coordinate {c!r}: {e}") from None
+    if not isinstance(c, Sequence) or isinstance(c, str) or len(c) not in (3, 4):
         raise ValueError(f"a coordinate is (layer, row, col) or (layer, row, col, expert): {c!r}")
-    out = pb.Coordinate(layer=c[0], row=c[1], col=c[2])
-    if len(c) == 4:
-        out.expert = c[3]
+    try:
+        out = pb.Coordinate(layer=c[0], row=c[1], col=c[2])
+        if len(c) == 4:
+            out.expert = c[3]
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"coordinate {tuple(c)!r}: {e}") from None
     return out
+
+
+def _coordinates(cs: Sequence[CoordinateLike]) -> List[pb.Coordinate]:
+    """A list of coordinates; one coordinate alone ((11, 507, 1229)) is taken as a list of one."""
+    if isinstance(cs, Mapping) or (cs and all(isinstance(v, int) for v in cs)):
+        cs = [cs]
+    return [_coordinate(c) for c in cs]
 
 
 class Client:
@@ -145,7 +175,12 @@ class Client:
 
     address: HOST:PORT. token: the bearer token (the server's --token_file). ca_cert: the PEM file
     of the CA that signed the server's certificate (TLS; without it, plaintext). timeout: seconds
-    a call may take, waiting for its job included.
+    each call may take; a job is waited for without a limit unless its method gets `timeout=`.
+
+    The job methods take their request's fields (superweight.proto's names) as keywords, e.g.
+    window=, max_windows=, tasks=[...], max_examples=, skip_confirmation=, threshold=,
+    request_id=; bf16=True asks for bf16 precision; coordinates are (layer, row, col) or
+    (layer, row, col, expert) tuples or dicts. wait=False returns the Job at once.
     """
 
     def __init__(self, address: str, token: Optional[str] = None, ca_cert: Optional[str] = None,
@@ -156,6 +191,9 @@ class Client:
         else:
             self._channel = grpc.insecure_channel(address)
         self._stub = pb_grpc.SuperWeightServiceStub(self._channel)
+        token = token.strip() if token else token  # as read from a file, newline and all
+        if token and any(c.isspace() or not c.isprintable() for c in token):
+            raise ValueError("token: spaces or control characters cannot travel in a header")
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.timeout = timeout
         self._lock = threading.Lock()
@@ -179,8 +217,8 @@ class Client:
             raise _error(e) from None
 
     def _stream(self, method: str, request: Message, timeout: Optional[float] = None):
-        return getattr(self._stub, method)(request, timeout=timeout or self.timeout,
-                                           metadata=self._metadata)
+        """A server stream; no deadline unless `timeout` (a job may run for hours)."""
+        return getattr(self._stub, method)(request, timeout=timeout, metadata=self._metadata)
 
     def health(self) -> bool:
         """Whether the server is SERVING (gRPC health checking; needs no token)."""
@@ -199,14 +237,17 @@ class Client:
         """The server's build (version, git_revision, cpu_class) and job store."""
         return Result(self._call("GetServerInfo", pb.GetServerInfoRequest()))
 
-    def models(self) -> list:
+    def models(self) -> List[Result]:
         """The models under the server's --model_root (ModelInfo results)."""
         return [Result(m) for m in self._call("ListModels", pb.ListModelsRequest()).models]
 
     def job(self, job_id: str) -> Job:
-        return Job(self, self._call("GetJob", pb.GetJobRequest(job_id=job_id.encode())))
+        """The job of this id (job-000001), as the server has it now."""
+        return Job(self, self._call("GetJob", pb.GetJobRequest(job_id=str(job_id).encode())))
 
-    def jobs(self, model: str = "", limit: int = 0) -> list:
+    def jobs(self, model: str = "", limit: int = 0) -> List[Job]:
+        """The server's jobs, most recent first (only `model`'s when given; at most `limit`,
+        default 100)."""
         reply = self._call("ListJobs", pb.ListJobsRequest(model=model, limit=limit))
         return [Job(self, j) for j in reply.jobs]
 
@@ -226,15 +267,17 @@ class Client:
               **fields) -> Union[Result, Job]:
         """Perplexity and per-token log-probabilities (ScoreResult), with `zero`'s weights at 0."""
         if zero:
-            fields["edits"] = pb.EditSet(weights=[pb.WeightEdit(coordinate=_coordinate(c))
-                                                  for c in zero])
+            if "edits" in fields:
+                raise TypeError("Score: give zero= or edits=, not both")
+            fields["edits"] = pb.EditSet(weights=[pb.WeightEdit(coordinate=c)
+                                                  for c in _coordinates(zero)])
         return self._job("Score", pb.ScoreRequest, model, bf16, wait, fields,
                          _input(text, token_ids))
 
     def ablate(self, model: str, *, super_weights: Sequence[CoordinateLike] = (),
                bf16: bool = False, wait: bool = True, **fields) -> Union[Result, Job]:
         """The paper's ablation table (AblateResult: rows of setting and metrics)."""
-        fields["super_weights"] = [_coordinate(c) for c in super_weights]
+        fields["super_weights"] = _coordinates(super_weights)
         return self._job("Ablate", pb.AblateRequest, model, bf16, wait, fields)
 
     def quantize(self, model: str, *, settings: Sequence[Mapping[str, Any]] = (),
@@ -243,7 +286,7 @@ class Client:
         """Round-to-nearest quantization rows (QuantizeResult), and an export when asked.
         settings: QuantizeSetting fields per row, e.g. {"bits": 4, "block_size": 32}."""
         fields["settings"] = [pb.QuantizeSetting(**s) for s in settings]
-        fields["super_weights"] = [_coordinate(c) for c in super_weights]
+        fields["super_weights"] = _coordinates(super_weights)
         return self._job("Quantize", pb.QuantizeRequest, model, bf16, wait, fields)
 
     def check(self, model: str, reference: str, *, super_weights: Sequence[CoordinateLike] = (),
@@ -251,11 +294,16 @@ class Client:
         """Whether quantized `model` kept the super weights of `reference` (CheckResult: passed,
         failures, super_weights, perplexity_ratio)."""
         fields["reference"] = reference
-        fields["super_weights"] = [_coordinate(c) for c in super_weights]
+        fields["super_weights"] = _coordinates(super_weights)
         return self._job("Check", pb.CheckRequest, model, bf16, wait, fields)
 
     def _job(self, method: str, request_type, model: str, bf16: bool, wait: bool,
              fields: dict, job_input: Optional[pb.Input] = None) -> Union[Result, Job]:
+        timeout = fields.pop("timeout", None)  # how long to wait for the job (None: no limit)
+        for name, value in fields.items():
+            field = request_type.DESCRIPTOR.fields_by_name.get(name)
+            if field is not None and _is_repeated(field) and isinstance(value, (str, bytes)):
+                raise TypeError(f"{method}: {name} takes a list, e.g. {name}=[{value!r}]")
         try:
             request = request_type(model=model, **fields)
         except (ValueError, TypeError) as e:  # a field the request does not have, a bad value
@@ -264,11 +312,16 @@ class Client:
             request.input.CopyFrom(job_input)
         if bf16:
             request.precision = pb.PRECISION_BF16
-        setattr(request, "async", not wait)  # a Python keyword: no attribute syntax
-        reply = self._call(method, request)
-        if not wait:
-            return self.job(reply.job_id)
-        return Result(reply.result, reply.job_id)
+        # Submitted without waiting, then followed: a long job outlives any one call's deadline,
+        # and giving up the wait leaves it running rather than cancelled.
+        setattr(request, "async", True)  # a Python keyword: no attribute syntax
+        job = self.job(self._call(method, request).job_id)
+        return job.wait(timeout) if wait else job
+
+
+def _is_repeated(field) -> bool:
+    repeated = getattr(field, "is_repeated", None)  # protobuf 7; `label` before it
+    return repeated if repeated is not None else field.label == field.LABEL_REPEATED
 
 
 def _input(text: Optional[str], token_ids: Optional[Sequence[int]]) -> Optional[pb.Input]:

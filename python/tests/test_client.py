@@ -4,7 +4,9 @@ jobs and cancellation, a refused request's exception and code, the token, and TL
 Run by tests/e2e/test_python_client.py in a fresh virtual environment with the package
 installed; needs $SUPERWEIGHTD and $SUPERWEIGHT_MODEL_ROOT (a root holding stories260K/ and
 smollm2.gguf)."""
+import copy
 import os
+import pickle
 import subprocess
 import time
 
@@ -114,3 +116,35 @@ def test_tls_with_the_ca_and_token(tmp_path):
             with pytest.raises(SuperweightError) as e:
                 plain.info()
             assert e.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_results_are_plain_values_and_a_false_verdict_is_printed(sw):
+    failed = sw.check(SMALL, reference=SMALL, super_weights=[(0, 1, 2)], window=64,
+                      max_windows=1, max_perplexity_ratio=0.5)
+    assert not failed.passed and failed.failures
+    d = failed.to_dict()
+    assert d["passed"] is False and d["super_weights"][0]["coordinate"]["layer"] == 0
+    assert pickle.loads(pickle.dumps(failed)) == failed == copy.copy(failed)
+    assert "passed" in dir(failed)
+
+
+def test_a_wait_that_gives_up_leaves_the_job_running(sw):
+    with pytest.raises(SuperweightError) as e:
+        sw.ablate(SMOLLM2, super_weights=[(11, 507, 1229)], tasks=["wikitext2"],
+                  max_windows=64, timeout=0.5)
+    assert e.value.code == grpc.StatusCode.DEADLINE_EXCEEDED and e.value.job_id
+    job = sw.job(e.value.job_id)
+    assert job.state in ("QUEUED", "RUNNING") and job.id in e.value.message
+    job.cancel()
+
+
+def test_client_side_misuse_is_named(superweight_server, sw):
+    with pytest.raises(TypeError, match=r"tasks takes a list"):
+        sw.ablate(SMALL, tasks="wikitext2")
+    with pytest.raises(ValueError, match="coordinate"):
+        sw.score(SMALL, text="x", zero=[(0, 1)])
+    single = sw.score(SMALL, text="Once upon a time.", zero=(0, 1, 2))  # one coordinate alone
+    assert single.perplexity > 1
+    # A token as read from its file, newline and all.
+    with Client(superweight_server.address, token=superweight_server.token + "\n") as c:
+        assert c.info().version == superweight.__version__

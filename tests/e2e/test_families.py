@@ -60,7 +60,7 @@ def test_models_lists_each_family(family_server):
     models = {m["name"]: m for m in family_server.call("models")["models"]}
     assert models["gemma2.gguf"]["architecture"] == "gemma2"
     assert models["qwen3"]["architecture"] == "qwen3"
-    assert "experts" not in models["qwen3"]  # proto JSON leaves out zeros: a dense model
+    assert models["qwen3"]["experts"] == 0  # a dense model
     moe = models["moe.gguf"]
     assert (moe["architecture"], moe["experts"], moe["experts_per_token"]) == ("qwen2moe", 8, 2)
     assert (moe["intermediate_size"], moe["weight_dtype"]) == (48, "F32")  # the experts'

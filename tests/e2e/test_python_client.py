@@ -135,7 +135,7 @@ def test_package_against_a_server_it_starts(package_python, model_root):
                               "SUPERWEIGHT_EXPECTED_VERSION": VERSION},
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
-    assert re.search(r"\b7 passed\b", out.stdout), out.stdout[-2000:]
+    assert re.search(r"\b10 passed\b", out.stdout), out.stdout[-2000:]
 
 
 def git_revision():

@@ -82,7 +82,7 @@ def test_int8_activations_with_each_tensors_largest_held_out(server):
     assert list(rows) == ["FP", "A8", "A8 SA held out", "A8 top-2 held out", "INT8 brow A8",
                           "INT8 brow A8 SA held out", "INT8 brow A8 top-2 held out"]
     assert rows["A8 top-2 held out"]["spec"]["hold_out_largest_activations"] == 2
-    assert "hold_out_super_activations" not in rows["A8 top-2 held out"]["spec"]
+    assert rows["A8 top-2 held out"]["spec"]["hold_out_super_activations"] is False
     ppl = {name: row["metrics"]["wikitext2/perplexity"] for name, row in rows.items()}
     assert ppl["A8 top-2 held out"] not in (ppl["A8"], ppl["FP"]), ppl
     out = server.client("quantize", "--model=planted", "--super_weights=1,37,101",
