@@ -18,8 +18,11 @@ for stage in "$@"; do
 done
 total=$(($(date +%s) - suite_start))
 echo
-cpu_class=$(build/bin/superweight-engine cpu 2>/dev/null | grep -oE '"detected":"[a-z0-9_]+"' | cut -d'"' -f4)
-echo "== make test: stage times (${cpu_class:-unknown CPU class}, $(nproc) cores)"
+cpu=$(build/bin/superweight-engine cpu 2>/dev/null)
+active=$(grep -oE '"active":"[a-z0-9_]+"' <<<"$cpu" | cut -d'"' -f4)
+detected=$(grep -oE '"detected":"[a-z0-9_]+"' <<<"$cpu" | cut -d'"' -f4)
+[[ $active == "$detected" ]] || active+=" (capped; the CPU's: $detected)"
+echo "== make test: stage times (CPU class ${active:-unknown}, $(nproc) cores)"
 for i in "${!names[@]}"; do
   printf '   %-22s %5d s  %3d%%\n' "${names[i]}" "${seconds[i]}" $((100 * seconds[i] / (total > 0 ? total : 1)))
 done
