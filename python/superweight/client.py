@@ -2,7 +2,6 @@
 fields, a Job handle for asynchronous submits, and one exception type for every refusal."""
 from __future__ import annotations
 
-import threading
 from typing import Any, Iterator, List, Mapping, Optional, Sequence, Union
 
 import grpc
@@ -196,7 +195,6 @@ class Client:
             raise ValueError("token: spaces or control characters cannot travel in a header")
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.timeout = timeout
-        self._lock = threading.Lock()
 
     def close(self) -> None:
         self._channel.close()

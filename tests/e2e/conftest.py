@@ -17,6 +17,9 @@ BIN = os.path.join(ROOT, "build", "bin")
 TESTDATA = os.path.join(ROOT, "testdata")
 SMOLLM2 = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
 TOKEN = "s3cret-test-token"
+# The one version (CMake's project VERSION), as every binary and package must report it.
+VERSION = re.search(r"project\(superweight VERSION ([0-9.]+)",
+                    open(os.path.join(ROOT, "CMakeLists.txt")).read()).group(1)
 PLANTED = (1, 37, 101)  # layer, row, col of the weight the planted model makes huge
 
 

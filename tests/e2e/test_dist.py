@@ -2,17 +2,14 @@
 scratch prefix runs --version and serves a call, the wheel installs in a fresh environment and
 talks to it, the sdist carries what it builds from, and every checksum holds."""
 import os
-import re
 import subprocess
 import tarfile
 import time
 
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT, VERSION, free_port
 
-VERSION = re.search(r"project\(superweight VERSION ([0-9.]+)",
-                    open(os.path.join(ROOT, "CMakeLists.txt")).read()).group(1)
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,8 @@ import pytest
 import yaml
 from gguf import GGUFReader
 
-from conftest import BIN, ROOT, TOKEN, Server
+from conftest import BIN, ROOT, TOKEN, VERSION, Server
 
-VERSION = re.search(r"project\(superweight VERSION ([0-9.]+)",
-                    open(os.path.join(ROOT, "CMakeLists.txt")).read()).group(1)
 GATE = os.path.join(ROOT, "examples", "ci")
 QUICK_CHECK = {"WINDOW": "128", "MAX_WINDOWS": "1", "SUPER_WEIGHTS": "11,507,1229",
                "MAX_PPL_RATIO": "1.3"}
