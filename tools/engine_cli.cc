@@ -15,6 +15,9 @@
 //   superweight-engine weight MODEL --layer=N --kind=down_proj --out=F  (f32, [rows, cols])
 //   superweight-engine quantize-row F32_FILE --type=Q4_1 --out=F
 //   superweight-engine requantize SRC.gguf --type=Q8_0 --out=OUT.gguf
+//   superweight-engine requantize SRC.gguf --file_type=Q4_K_M --out=OUT.gguf
+//       [--tensor_type=PATTERN=TYPE (repeatable)] [--output_tensor_type=T]
+//       [--token_embedding_type=T] [--pure]  (every tensor as llama-quantize would write it)
 //   superweight-engine export-hf MODEL --out=DIR [--dtype=f32|bf16]  (a transformers directory)
 //   superweight-engine activations MODEL --ids=1,2,3 --layer=N --site=down_input --out=PREFIX
 //       (that linear input of the first sequence, f32 [tokens, cols], to PREFIX.input.f32 as the
@@ -43,6 +46,7 @@
 #include "engine/export/export_hf.h"
 #include "engine/formats/dequantize.h"
 #include "engine/formats/gguf_requantize.h"
+#include "engine/formats/llama_quantize_plan.h"
 #include "engine/formats/quantize_ggml.h"
 #include "engine/model/model.h"
 #include "engine/runtime/cpu.h"
@@ -143,7 +147,7 @@ int main(int argc, char** argv) {
   }
   const std::string verb = argv[1], path = argv[2];
   std::map<std::string, std::string> flags;
-  std::vector<std::string> zeros, pruned;
+  std::vector<std::string> zeros, pruned, tensor_types;
   for (int i = 3; i < argc; ++i) {
     std::string a = argv[i];
     if (a.rfind("--", 0) != 0) return Fail("unexpected argument " + a);
@@ -154,6 +158,8 @@ int main(int argc, char** argv) {
       zeros.push_back(value);
     } else if (key == "prune_expert") {
       pruned.push_back(value);
+    } else if (key == "tensor_type") {
+      tensor_types.push_back(value);
     } else {
       flags[key] = value;
     }
@@ -197,13 +203,39 @@ int main(int argc, char** argv) {
     return f ? 0 : Fail("cannot write " + flags["out"]);
   }
   if (verb == "requantize") {  // PATH a GGUF; its blk.*.weight matrices as --type into --out
-    auto type = sw::DTypeFromName(flags.count("type") ? flags["type"] : "Q8_0");
-    if (!type.ok()) return Fail(std::string(type.status().message()));
     if (flags["out"].empty()) return Fail("requantize wants --out=FILE.gguf");
-    auto summary = sw::RequantizeGguf(path, flags["out"], {*type, nullptr});
+    sw::RequantizeOptions options;
+    std::string type_name;
+    if (flags.count("file_type")) {
+      auto file_type = sw::FindLlamaFileType(flags["file_type"]);
+      if (!file_type.ok()) return Fail(std::string(file_type.status().message()));
+      sw::LlamaQuantizeOptions llama;
+      llama.file_type = *file_type;
+      for (const std::string& text : tensor_types) {
+        auto o = sw::ParseTensorTypeOverride(text);
+        if (!o.ok()) return Fail(std::string(o.status().message()));
+        llama.overrides.push_back(*o);
+      }
+      for (const char* key : {"output_tensor_type", "token_embedding_type"}) {
+        if (!flags.count(key)) continue;
+        auto t = sw::DTypeFromName(flags[key]);
+        if (!t.ok()) return Fail(std::string(t.status().message()));
+        (std::string(key) == "output_tensor_type" ? llama.output_tensor_type
+                                                  : llama.token_embedding_type) = *t;
+      }
+      llama.pure = flags.count("pure") > 0;
+      options.llama = llama;
+      type_name = file_type->name;
+    } else {
+      auto type = sw::DTypeFromName(flags.count("type") ? flags["type"] : "Q8_0");
+      if (!type.ok()) return Fail(std::string(type.status().message()));
+      options.target = *type;
+      type_name = sw::DTypeName(*type);
+    }
+    auto summary = sw::RequantizeGguf(path, flags["out"], options);
     if (!summary.ok()) return Fail(std::string(summary.status().ToString()));
     std::cout << Json{{"out", flags["out"]},
-                      {"type", sw::DTypeName(*type)},
+                      {"type", type_name},
                       {"converted", summary->converted},
                       {"fallback", summary->fallback},
                       {"copied", summary->copied},

@@ -271,6 +271,58 @@ void Q6_KToFloat(const uint8_t* b, int64_t n, float* y) {
   }
 }
 
+// Q2_K: 84-byte super-blocks: 16 scale bytes (low nibble the sub-block's scale, high its min,
+// against d and dmin), 64 bytes of 2-bit codes (four 32-value runs per 128, one bit pair each),
+// d, dmin.
+void Q2_KToFloat(const uint8_t* b, int64_t n, float* y) {
+  for (int64_t i = 0; i < n / 256; ++i, b += 84) {
+    const uint8_t* scales = b;
+    const uint8_t* q = b + 16;
+    const float d = HalfToFloat(Load16(b + 80));
+    const float min = HalfToFloat(Load16(b + 82));
+    int is = 0;
+    for (int n = 0; n < 256; n += 128, q += 32) {
+      for (int shift = 0; shift < 8; shift += 2) {
+        for (int half = 0; half < 32; half += 16) {
+          const uint8_t sc = scales[is++];
+          const float dl = d * (sc & 0xF), ml = min * (sc >> 4);
+          for (int l = 0; l < 16; ++l) *y++ = dl * ((q[half + l] >> shift) & 3) - ml;
+        }
+      }
+    }
+  }
+}
+
+// Q3_K: 110-byte super-blocks: 32 bytes of high bits (a clear bit subtracts 4), 64 bytes of
+// 2-bit codes laid out as Q2_K's, twelve bytes of sixteen 6-bit scales (stored + 32), d.
+void Q3_KToFloat(const uint8_t* b, int64_t n, float* y) {
+  for (int64_t i = 0; i < n / 256; ++i, b += 110) {
+    const uint8_t* hm = b;
+    const uint8_t* q = b + 32;
+    const uint8_t* packed = b + 96;
+    const float d_all = HalfToFloat(Load16(b + 108));
+    int8_t scales[16];
+    for (int j = 0; j < 16; ++j) {
+      const int low = j < 8 ? packed[j] & 0xF : packed[j - 8] >> 4;
+      const int high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
+      scales[j] = static_cast<int8_t>((low | (high << 4)) - 32);
+    }
+    int is = 0;
+    uint8_t m = 1;
+    for (int n = 0; n < 256; n += 128, q += 32) {
+      for (int shift = 0; shift < 8; shift += 2, m = static_cast<uint8_t>(m << 1)) {
+        for (int half = 0; half < 32; half += 16) {
+          const float dl = d_all * scales[is++];
+          for (int l = 0; l < 16; ++l) {
+            const int code = ((q[half + l] >> shift) & 3) - ((hm[half + l] & m) ? 0 : 4);
+            *y++ = dl * code;
+          }
+        }
+      }
+    }
+  }
+}
+
 void F32ToBFloat16(const uint8_t* src, int64_t n, uint16_t* dst) {
   const float* x = reinterpret_cast<const float*>(src);
   for (int64_t i = 0; i < n; ++i) dst[i] = FloatToBFloat16(x[i]);

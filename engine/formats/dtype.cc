@@ -36,6 +36,10 @@ constexpr DTypeTraits kTraits[] = {
      Q5_KFromFloat},
     // Q6_K's scales change every 16 elements: no 32-element codes form.
     {DType::kQ6_K, "Q6_K", 256, 210, 14, 18, Q6_KToFloat, nullptr, nullptr, false, Q6_KFromFloat},
+    // Q2_K and Q3_K: 16-value sub-blocks too. Q2_K's file is its own mix (10); a file of Q3_K
+    // alone is the small mix with --pure (Q3_K_S = 11).
+    {DType::kQ2_K, "Q2_K", 256, 84, 10, 10, Q2_KToFloat, nullptr, nullptr, false, Q2_KFromFloat},
+    {DType::kQ3_K, "Q3_K", 256, 110, 11, 11, Q3_KToFloat, nullptr, nullptr, false, Q3_KFromFloat},
 };
 
 constexpr bool EntriesInEnumOrder() {

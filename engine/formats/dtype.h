@@ -25,8 +25,10 @@ enum class DType : uint8_t {
   kQ4_K,
   kQ5_K,
   kQ6_K,
+  kQ2_K,
+  kQ3_K,
 };
-inline constexpr int kDTypeCount = static_cast<int>(DType::kQ6_K) + 1;
+inline constexpr int kDTypeCount = static_cast<int>(DType::kQ3_K) + 1;
 
 // Row conversions: n elements, a whole number of blocks, from src's stored blocks to dst.
 using ToFloatFn = void (*)(const uint8_t* src, int64_t n, float* dst);

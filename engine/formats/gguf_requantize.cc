@@ -29,7 +29,7 @@ absl::StatusOr<RequantizeSummary> RequantizeGguf(const std::string& source_path,
                                                  const std::string& out_path,
                                                  const RequantizeOptions& options) {
   const DType target = options.target;
-  if (!HasGgmlQuantizer(target)) {
+  if (!options.llama.has_value() && !HasGgmlQuantizer(target)) {
     return absl::UnimplementedError(
         absl::StrFormat("cannot quantize to %s (no reference quantizer)", DTypeName(target)));
   }
@@ -37,7 +37,14 @@ absl::StatusOr<RequantizeSummary> RequantizeGguf(const std::string& source_path,
   if (!mapped.ok()) return mapped.status();
   auto source = ParseGguf((*mapped)->bytes(), source_path);
   if (!source.ok()) return source.status();
-  auto file_type = LlamaFileType(target);
+  std::optional<LlamaQuantizePlan> plan;
+  if (options.llama.has_value()) {
+    auto planned = PlanLlamaQuantize(*source, *options.llama);
+    if (!planned.ok()) return planned.status();
+    plan = std::move(*planned);
+  }
+  auto file_type =
+      plan.has_value() ? absl::StatusOr<uint32_t>(plan->file_type) : LlamaFileType(target);
   if (!file_type.ok()) return file_type.status();
 
   GgufFileWriter writer;
@@ -46,9 +53,12 @@ absl::StatusOr<RequantizeSummary> RequantizeGguf(const std::string& source_path,
   RequantizeSummary summary;
   for (const std::string& name : source->tensor_order) {
     const GgufTensor& t = source->tensors.at(name);
-    const bool selected = options.select ? options.select(t) : IsBlockWeightMatrix(t);
+    const PlannedTensor* planned = plan.has_value() ? plan->Find(name) : nullptr;
+    const bool selected = planned != nullptr ? planned->to != planned->from
+                          : options.select   ? options.select(t)
+                                             : IsBlockWeightMatrix(t);
     const int64_t cols = t.ne[0];
-    const DType type = FallbackTypeForRows(target, cols);
+    const DType type = planned != nullptr ? planned->to : FallbackTypeForRows(target, cols);
     absl::Status added;
     if (selected && cols % Traits(type).block_elements == 0) {
       int64_t rows = 1;
@@ -74,7 +84,9 @@ absl::StatusOr<RequantizeSummary> RequantizeGguf(const std::string& source_path,
       };
       added = writer.AddTensor(name, t.ne, type, GgufFileWriter::TensorProducer(produce));
       summary.converted.push_back(name);
-      if (type != target) summary.fallback.push_back(name);
+      if (planned != nullptr ? planned->fallback : type != target) {
+        summary.fallback.push_back(name);
+      }
     } else {
       added = writer.AddTensor(name, t.ne, t.dtype, absl::MakeConstSpan(t.data, t.nbytes));
       (selected ? summary.not_whole_blocks : summary.copied).push_back(name);

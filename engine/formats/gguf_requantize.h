@@ -5,12 +5,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/formats/dtype.h"
 #include "engine/formats/gguf.h"
+#include "engine/formats/llama_quantize_plan.h"
 
 namespace superweight {
 
@@ -26,6 +28,9 @@ struct RequantizeOptions {
   DType target = DType::kQ8_0;
   // Which tensors to convert (IsBlockWeightMatrix when empty).
   std::function<bool(const GgufTensor&)> select;
+  // Set: every tensor in the type llama-quantize would write it in for these options
+  // (PlanLlamaQuantize), and general.file_type the plan's; target and select are not used.
+  std::optional<LlamaQuantizeOptions> llama;
 };
 
 struct RequantizeSummary {

@@ -68,20 +68,21 @@ inline int NearestInt(float v) {
 
 inline int Clamp(int v, int lo, int hi) { return std::max(lo, std::min(hi, v)); }
 
-// llama.cpp's make_qkx2_quants with squared error, for the 32 values of one K-quant sub-block:
-// codes in [0, nmax] and a (scale, min <= 0) pair with x ~ scale * code + min, chosen among
-// nstep + 1 grids of (nmax + rmin + rdelta * step) steps over [min, max] by the least squares
-// fit of scale and min to each grid's codes, weighted by `weights`. The first grid that lowers the
-// weighted error also moves `min`, which the later grids start from (llama.cpp's order).
-// Returns the scale; *negated_min is -min.
-float FitScaleAndMin(const float* x, const float* weights, int nmax, float rmin, float rdelta,
-                     int nstep, uint8_t* codes, float* negated_min) {
-  constexpr int kN = 32;
+// llama.cpp's make_qkx2_quants, for the n (16 or 32) values of one K-quant sub-block: codes in
+// [0, nmax] and a (scale, min <= 0) pair with x ~ scale * code + min, chosen among nstep + 1
+// grids of (nmax + rmin + rdelta * step) steps over [min, max] by the least squares fit of scale
+// and min to each grid's codes, kept where it lowers the error weighted by `weights` (squared, or
+// absolute with `absolute_error`, as Q2_K asks). The first grid that lowers the error also moves
+// `min`, which the later grids start from (llama.cpp's order). Returns the scale; *negated_min
+// is -min.
+float FitScaleAndMin(const float* x, const float* weights, int n, int nmax, float rmin,
+                     float rdelta, int nstep, bool absolute_error, uint8_t* codes,
+                     float* negated_min) {
   float min = x[0];
   float max = x[0];
   float sum_w = weights[0];
   float sum_x = sum_w * x[0];
-  for (int i = 1; i < kN; ++i) {
+  for (int i = 1; i < n; ++i) {
     if (x[i] < min) min = x[i];
     if (x[i] > max) max = x[i];
     sum_w += weights[i];
@@ -89,23 +90,26 @@ float FitScaleAndMin(const float* x, const float* weights, int nmax, float rmin,
   }
   if (min > 0) min = 0;
   if (max == min) {
-    std::memset(codes, 0, kN);
+    std::memset(codes, 0, n);
     *negated_min = -min;
     return 0.f;
   }
+  auto error_of = [absolute_error](float diff) {
+    return absolute_error ? std::fabs(diff) : diff * diff;
+  };
   float iscale = nmax / (max - min);
   float scale = 1 / iscale;
   float best_error = 0;
-  for (int i = 0; i < kN; ++i) {
+  for (int i = 0; i < n; ++i) {
     codes[i] = static_cast<uint8_t>(Clamp(NearestInt(iscale * (x[i] - min)), 0, nmax));
     const float diff = scale * codes[i] + min - x[i];
-    best_error += weights[i] * (diff * diff);
+    best_error += weights[i] * error_of(diff);
   }
-  uint8_t trial[kN];
+  uint8_t trial[32];
   for (int step = 0; step <= nstep; ++step) {
     iscale = (rmin + rdelta * step + nmax) / (max - min);
     float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-    for (int i = 0; i < kN; ++i) {
+    for (int i = 0; i < n; ++i) {
       const int l = Clamp(NearestInt(iscale * (x[i] - min)), 0, nmax);
       trial[i] = static_cast<uint8_t>(l);
       const float wl = weights[i] * l;
@@ -122,12 +126,12 @@ float FitScaleAndMin(const float* x, const float* weights, int nmax, float rmin,
       trial_scale = sum_xl / sum_l2;
     }
     float error = 0;
-    for (int i = 0; i < kN; ++i) {
+    for (int i = 0; i < n; ++i) {
       const float diff = trial_scale * trial[i] + trial_min - x[i];
-      error += weights[i] * (diff * diff);
+      error += weights[i] * error_of(diff);
     }
     if (error < best_error) {
-      std::memcpy(codes, trial, kN);
+      std::memcpy(codes, trial, n);
       best_error = error;
       scale = trial_scale;
       min = trial_min;
@@ -152,7 +156,8 @@ void QuantizeKSuperBlock(const float* x, int nmax, float rmin, int nstep, uint8_
     for (int l = 0; l < 32; ++l) sum_x2 += sub[l] * sub[l];
     const float rms = std::sqrt(sum_x2 / 32);
     for (int l = 0; l < 32; ++l) weights[l] = rms + std::fabs(sub[l]);
-    scales[j] = FitScaleAndMin(sub, weights, nmax, rmin, 0.1f, nstep, codes + 32 * j, &mins[j]);
+    scales[j] = FitScaleAndMin(sub, weights, 32, nmax, rmin, 0.1f, nstep, /*absolute_error=*/false,
+                               codes + 32 * j, &mins[j]);
     if (scales[j] > max_scale) max_scale = scales[j];
     if (mins[j] > max_min) max_min = mins[j];
   }
@@ -244,6 +249,69 @@ float SymmetricScaleSearch(const float* x, uint8_t* codes) {
     }
   }
   return scale;
+}
+
+// llama.cpp's make_q3_quants with its error search (Q3_K: 16 values, nmax 4): codes against
+// -nmax / (the largest magnitude's value), then up to five passes that move single codes where
+// the least-squares scale's fit improves (weights x^2). Writes codes + nmax (0..2 * nmax - 1);
+// returns the fitted scale (0, codes 0, for an all-but-zero group).
+float SymmetricCodesRefined(const float* x, int nmax, uint8_t* codes) {
+  constexpr int kN = 16;
+  float max = 0, amax = 0;
+  for (int i = 0; i < kN; ++i) {
+    const float ax = std::fabs(x[i]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[i];
+    }
+  }
+  if (amax < kGroupMaxEps) {
+    std::memset(codes, 0, kN);
+    return 0.f;
+  }
+  const float iscale = -nmax / max;
+  int l_of[kN];
+  float sum_lx = 0, sum_l2 = 0;
+  for (int i = 0; i < kN; ++i) {
+    const int l = Clamp(NearestInt(iscale * x[i]), -nmax, nmax - 1);
+    l_of[i] = l;
+    const float w = x[i] * x[i];
+    sum_lx += w * x[i] * l;
+    sum_l2 += w * l * l;
+  }
+  for (int pass = 0; pass < 5; ++pass) {
+    int changed = 0;
+    for (int i = 0; i < kN; ++i) {
+      const float w = x[i] * x[i];
+      float slx = sum_lx - w * x[i] * l_of[i];
+      if (!(slx > 0)) continue;
+      float sl2 = sum_l2 - w * l_of[i] * l_of[i];
+      const int l = Clamp(NearestInt(x[i] * sl2 / slx), -nmax, nmax - 1);
+      if (l == l_of[i]) continue;
+      slx += w * x[i] * l;
+      sl2 += w * l * l;
+      if (sl2 > 0 && slx * slx * sum_l2 > sum_lx * sum_lx * sl2) {
+        l_of[i] = l;
+        sum_lx = slx;
+        sum_l2 = sl2;
+        ++changed;
+      }
+    }
+    if (changed == 0) break;
+  }
+  for (int i = 0; i < kN; ++i) codes[i] = static_cast<uint8_t>(l_of[i] + nmax);
+  return sum_l2 > 0.0f ? sum_lx / sum_l2 : 0.0f;
+}
+
+// Q2_K's and Q3_K's codes layout: per 128 values, 32 bytes holding four 32-value runs, run r in
+// bits 2r..2r+1.
+void PackTwoBitCodes(const uint8_t* codes, uint8_t* q) {
+  for (int j = 0; j < 256; j += 128, q += 32) {
+    for (int l = 0; l < 32; ++l) {
+      q[l] = static_cast<uint8_t>(codes[j + l] | (codes[j + l + 32] << 2) |
+                                  (codes[j + l + 64] << 4) | (codes[j + l + 96] << 6));
+    }
+  }
 }
 
 }  // namespace
@@ -439,6 +507,116 @@ void Q6_KFromFloat(const float* x, int64_t n, uint8_t* y) {
   }
 }
 
+// Q2_K: 84-byte super-blocks of sixteen 16-value sub-blocks, each with FitScaleAndMin's scale and
+// min (codes 0..3, weights |x|, absolute error), both quantized to 4 bits against the largest of
+// each (d, dmin in f16) and packed in one byte per sub-block; the codes are then recomputed
+// against the stored pair, as quantize_row_q2_K_ref does.
+void Q2_KFromFloat(const float* x, int64_t n, uint8_t* y) {
+  constexpr float kScaleSteps = 15.f;
+  for (int64_t i = 0; i < n / 256; ++i, x += 256, y += 84) {
+    uint8_t codes[256];
+    float scales[16], mins[16], weights[16];
+    float max_scale = 0, max_min = 0;
+    for (int j = 0; j < 16; ++j) {
+      for (int l = 0; l < 16; ++l) weights[l] = std::fabs(x[16 * j + l]);
+      scales[j] = FitScaleAndMin(x + 16 * j, weights, 16, 3, -0.5f, 0.1f, 15,
+                                 /*absolute_error=*/true, codes + 16 * j, &mins[j]);
+      if (scales[j] > max_scale) max_scale = scales[j];
+      if (mins[j] > max_min) max_min = mins[j];
+    }
+    uint8_t* packed = y;
+    // int, then the byte: C's conversions, should a fitted scale or min come out negative.
+    if (max_scale > 0) {
+      const float iscale = kScaleSteps / max_scale;
+      for (int j = 0; j < 16; ++j) packed[j] = static_cast<uint8_t>(NearestInt(iscale * scales[j]));
+      Store16(y + 80, GgmlFloatToHalf(max_scale / kScaleSteps));
+    } else {
+      std::memset(packed, 0, 16);
+      Store16(y + 80, GgmlFloatToHalf(0.f));
+    }
+    if (max_min > 0) {
+      const float iscale = kScaleSteps / max_min;
+      for (int j = 0; j < 16; ++j) {
+        packed[j] = static_cast<uint8_t>(packed[j] | (NearestInt(iscale * mins[j]) << 4));
+      }
+      Store16(y + 82, GgmlFloatToHalf(max_min / kScaleSteps));
+    } else {
+      Store16(y + 82, GgmlFloatToHalf(0.f));
+    }
+    const float d = HalfToFloat(static_cast<uint16_t>(y[80] | (y[81] << 8)));
+    const float dmin = HalfToFloat(static_cast<uint16_t>(y[82] | (y[83] << 8)));
+    for (int j = 0; j < 16; ++j) {
+      const float step = d * (packed[j] & 0xF);
+      if (step == 0) continue;  // keeps the fit's codes, as llama.cpp does
+      const float offset = dmin * (packed[j] >> 4);
+      for (int l = 0; l < 16; ++l) {
+        codes[16 * j + l] =
+            static_cast<uint8_t>(Clamp(NearestInt((x[16 * j + l] + offset) / step), 0, 3));
+      }
+    }
+    PackTwoBitCodes(codes, y + 16);
+  }
+}
+
+// Q3_K: 110-byte super-blocks of sixteen 16-value sub-blocks with SymmetricCodesRefined's
+// scales quantized to 6 bits (stored + 32) against the one of largest magnitude (-32), codes
+// -4..3 recomputed against the stored scales, stored + 4 as a high bit (32 bytes) and two low
+// bits (64 bytes, laid out as Q2_K's), as quantize_row_q3_K_ref does.
+void Q3_KFromFloat(const float* x, int64_t n, uint8_t* y) {
+  for (int64_t i = 0; i < n / 256; ++i, x += 256, y += 110) {
+    uint8_t codes[256];
+    float scales[16];
+    float max_scale = 0, max_abs_scale = 0;
+    for (int j = 0; j < 16; ++j) {
+      scales[j] = SymmetricCodesRefined(x + 16 * j, 4, codes + 16 * j);
+      const float abs_scale = std::fabs(scales[j]);
+      if (abs_scale > max_abs_scale) {
+        max_abs_scale = abs_scale;
+        max_scale = scales[j];
+      }
+    }
+    uint8_t* hmask = y;
+    uint8_t* packed = y + 96;
+    std::memset(packed, 0, 12);
+    if (max_scale != 0) {
+      const float iscale = -32.f / max_scale;
+      for (int j = 0; j < 16; ++j) {
+        // int8_t first, as C's `int8_t l = nearest_int(...)`, then the clamp.
+        int l = static_cast<int8_t>(NearestInt(iscale * scales[j]));
+        l = Clamp(l, -32, 31) + 32;
+        if (j < 8) {
+          packed[j] = static_cast<uint8_t>(l & 0xF);
+        } else {
+          packed[j - 8] = static_cast<uint8_t>(packed[j - 8] | ((l & 0xF) << 4));
+        }
+        packed[j % 4 + 8] = static_cast<uint8_t>(packed[j % 4 + 8] | ((l >> 4) << (2 * (j / 4))));
+      }
+      Store16(y + 108, GgmlFloatToHalf(1 / iscale));
+    } else {
+      Store16(y + 108, GgmlFloatToHalf(0.f));
+    }
+    const float d = HalfToFloat(static_cast<uint16_t>(y[108] | (y[109] << 8)));
+    for (int j = 0; j < 16; ++j) {
+      const int low = j < 8 ? packed[j] & 0xF : packed[j - 8] >> 4;
+      const int sc = (low | (((packed[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
+      const float step = d * sc;
+      if (step == 0) continue;  // keeps the search's codes, as llama.cpp does
+      for (int l = 0; l < 16; ++l) {
+        codes[16 * j + l] =
+            static_cast<uint8_t>(Clamp(NearestInt(x[16 * j + l] / step), -4, 3) + 4);
+      }
+    }
+    std::memset(hmask, 0, 32);
+    for (int j = 0; j < 256; ++j) {
+      if (codes[j] > 3) {
+        hmask[j % 32] = static_cast<uint8_t>(hmask[j % 32] | (1 << (j / 32)));
+        codes[j] = static_cast<uint8_t>(codes[j] - 4);
+      }
+    }
+    PackTwoBitCodes(codes, y + 32);
+  }
+}
+
 }  // namespace internal
 
 uint16_t GgmlFloatToHalf(float f) {
@@ -481,6 +659,10 @@ DType FallbackTypeForRows(DType requested, int64_t row_length) {
   if (row_length % Traits(requested).block_elements == 0) return requested;
   DType fallback;
   switch (requested) {
+    case DType::kQ2_K:
+    case DType::kQ3_K:
+      fallback = DType::kQ4_0;
+      break;
     case DType::kQ4_K:
       fallback = DType::kQ5_0;
       break;

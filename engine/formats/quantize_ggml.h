@@ -13,14 +13,16 @@
 namespace superweight {
 
 // Whether QuantizeRow can produce `type`: every type of dtype.h (F32, F16, BF16, Q4_0, Q4_1,
-// Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K); false only for a type added without its quantizer.
+// Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K); false only for a type added without its
+// quantizer.
 bool HasGgmlQuantizer(DType type);
 
 // The type llama.cpp's llama_model_quantize writes a tensor in when its rows of `row_length`
 // values are not whole blocks of `requested` (llama-quant.cpp's tensor_type_fallback, applied
-// with --pure too): Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, then F16 when the rows are not
-// whole blocks of that either. `requested` itself when its blocks fit the rows, or when llama.cpp
-// has no fallback for it (the 32-value types: it refuses such tensors, and callers do too).
+// with --pure too): Q2_K and Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, then F16 when
+// the rows are not whole blocks of that either. `requested` itself when its blocks fit the rows, or
+// when llama.cpp has no fallback for it (the 32-value types: it refuses such tensors, and callers
+// do too).
 DType FallbackTypeForRows(DType requested, int64_t row_length);
 
 // Writes the n values of x as StorageBytes(type, n) bytes at out. INVALID_ARGUMENT when n is not

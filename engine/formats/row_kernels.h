@@ -27,6 +27,8 @@ void Q8_0ToFloat(const uint8_t* src, int64_t n, float* dst);
 void Q4_KToFloat(const uint8_t* src, int64_t n, float* dst);
 void Q5_KToFloat(const uint8_t* src, int64_t n, float* dst);
 void Q6_KToFloat(const uint8_t* src, int64_t n, float* dst);
+void Q2_KToFloat(const uint8_t* src, int64_t n, float* dst);
+void Q3_KToFloat(const uint8_t* src, int64_t n, float* dst);
 
 void F32ToBFloat16(const uint8_t* src, int64_t n, uint16_t* dst);
 void BF16ToBFloat16(const uint8_t* src, int64_t n, uint16_t* dst);  // a copy
@@ -58,6 +60,8 @@ void Q8_0FromFloat(const float* x, int64_t n, uint8_t* out);
 void Q4_KFromFloat(const float* x, int64_t n, uint8_t* out);
 void Q5_KFromFloat(const float* x, int64_t n, uint8_t* out);
 void Q6_KFromFloat(const float* x, int64_t n, uint8_t* out);
+void Q2_KFromFloat(const float* x, int64_t n, uint8_t* out);
+void Q3_KFromFloat(const float* x, int64_t n, uint8_t* out);
 
 // One CPU class's kernels for one type; a null member leaves that conversion to the lesser
 // class (or the traits). Each must give exactly the reference's bits.

@@ -7,7 +7,8 @@ from conftest import ENGINE
 
 import subprocess
 
-TYPES = ["F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K"]
+TYPES = ["F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
+         "Q6_K"]
 
 
 def _random_blocks(qtype, blocks, rng):
@@ -28,6 +29,11 @@ def _random_blocks(qtype, blocks, rng):
         put_f16(2, rng.uniform(0, 0.1, size=blocks))
     elif qtype == "Q6_K":
         put_f16(208, scale)
+    elif qtype == "Q2_K":
+        put_f16(80, scale)
+        put_f16(82, rng.uniform(0, 0.1, size=blocks))
+    elif qtype == "Q3_K":
+        put_f16(108, scale)
     elif qtype == "F16":
         raw = rng.uniform(-100, 100, size=blocks * elems).astype(np.float16).view(np.uint8)
     elif qtype == "BF16":

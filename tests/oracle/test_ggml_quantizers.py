@@ -15,7 +15,7 @@ from conftest import ENGINE, ROOT, SMOLLM2, engine_logits, relative_error
 pytestmark = pytest.mark.formats
 
 TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "BF16", "F16"]
-K_TYPES = ["Q4_K", "Q5_K", "Q6_K"]
+K_TYPES = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
 # llama.cpp (llama-cpp-python built from source), set up by tools/setup-bench.sh (make test runs it).
 BENCH_PY = os.path.join(ROOT, ".venv-bench", "bin", "python")
 
@@ -273,12 +273,13 @@ sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode
                                         ctypes.byref(params)))
 """
 # llama_ftype of a file of each type (general.file_type).
-# A K type's file is the small mix, which with pure is one type (Q4_K_S: 14, Q5_K_S: 16; Q6_K: 18).
+# A K type's file is the small mix, which with pure is one type (Q2_K: 10, Q3_K_S: 11, Q4_K_S: 14,
+# Q5_K_S: 16; Q6_K: 18).
 LLAMA_FTYPE = {"Q4_0": 2, "Q4_1": 3, "Q5_0": 8, "Q5_1": 9, "Q8_0": 7, "BF16": 32, "F16": 1,
-               "Q4_K": 14, "Q5_K": 16, "Q6_K": 18}
+               "Q2_K": 10, "Q3_K": 11, "Q4_K": 14, "Q5_K": 16, "Q6_K": 18}
 # SmolLM2's q/k/v/o/gate/up rows are 576 values, 2.25 K-quant super-blocks: llama.cpp writes
 # those 180 tensors in its fallback type (pure or not); the 30 ffn_down (1536 = 6 x 256) in K.
-K_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
+K_FALLBACK = {"Q2_K": "Q4_0", "Q3_K": "Q4_0", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
 
 
 @pytest.mark.parametrize("qtype", TYPES + K_TYPES)

@@ -258,7 +258,7 @@ TEST(RequantizeGguf, ConvertsBlockWeightsAndCopiesTheRest) {
   const std::string dir = testing::ScratchDir("requantize");
   const std::vector<uint8_t> source_bytes = SourceFile(ExtraKvs());
   testing::WriteAll(dir + "/in.gguf", source_bytes.data(), source_bytes.size());
-  auto summary = RequantizeGguf(dir + "/in.gguf", dir + "/out.gguf", {DType::kQ4_0, nullptr});
+  auto summary = RequantizeGguf(dir + "/in.gguf", dir + "/out.gguf", {DType::kQ4_0, nullptr, std::nullopt});
   ASSERT_TRUE(summary.ok()) << summary.status();
   EXPECT_THAT(summary->converted, ElementsAre("blk.0.ffn_up.weight"));
   EXPECT_THAT(summary->copied, ElementsAre("blk.0.attn_norm.weight", "token_embd.weight"));
@@ -285,7 +285,7 @@ TEST(RequantizeGguf, ConvertsBlockWeightsAndCopiesTheRest) {
   EXPECT_EQ(out->tensors.at("token_embd.weight").dtype, DType::kF32);
 
   // Rows of 32 are not whole Q4_K super-blocks: llama-quantize's fallback, Q5_0, as it does.
-  auto k = RequantizeGguf(dir + "/in.gguf", dir + "/k.gguf", {DType::kQ4_K, nullptr});
+  auto k = RequantizeGguf(dir + "/in.gguf", dir + "/k.gguf", {DType::kQ4_K, nullptr, std::nullopt});
   ASSERT_TRUE(k.ok()) << k.status();
   EXPECT_THAT(k->converted, ElementsAre("blk.0.ffn_up.weight"));
   EXPECT_THAT(k->fallback, ElementsAre("blk.0.ffn_up.weight"));

@@ -20,7 +20,12 @@ using ::testing::HasSubstr;
 const DType kQuantizable[] = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ4_0,
                               DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0};
 // The K-quants, 256-value super-blocks: tested apart (their bounds are per 32-value sub-block).
-const DType kKQuantizable[] = {DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
+const DType kKQuantizable[] = {DType::kQ2_K, DType::kQ3_K, DType::kQ4_K, DType::kQ5_K,
+                               DType::kQ6_K};
+// The K types with 6-bit (or 8-bit) sub-block scales, whose error KQuantErrorBound states.
+const DType kKQuantFineScales[] = {DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
+// The low-bit K types: 16-value sub-blocks, 4 (Q2_K) or 8 (Q3_K) codes.
+const DType kKQuantLowBit[] = {DType::kQ2_K, DType::kQ3_K};
 
 std::vector<uint8_t> Quantize(DType type, const std::vector<float>& x) {
   std::vector<uint8_t> out(*StorageBytes(type, x.size()));
@@ -249,7 +254,7 @@ TEST(QuantizeGgmlK, RoundTripsWithinTheSubBlocksStep) {
   std::vector<float> weights_like(256 * 64);
   for (float& v : weights_like) v = normal(rng);
   for (const std::vector<float>& x : {weights_like, VariedRow(256 * 64, 9)}) {
-    for (DType type : kKQuantizable) {
+    for (DType type : kKQuantFineScales) {
       SCOPED_TRACE(DTypeName(type));
       const std::vector<float> y = RoundTrip(type, x);
       ExpectKQuantWithinBounds(type, x, y);
@@ -274,12 +279,46 @@ TEST(QuantizeGgmlK, PlantedOutlierIsKept) {
   for (float& v : x) v = normal(rng);
   x[37] = 5.876f;   // a super-weight-like value in sub-block 1
   x[300] = -4.25f;  // a negative one in the second super-block
-  for (DType type : kKQuantizable) {
+  for (DType type : kKQuantFineScales) {
     SCOPED_TRACE(DTypeName(type));
     const std::vector<float> y = RoundTrip(type, x);
     ExpectKQuantWithinBounds(type, x, y);
     // The search weights each value by |x| plus the sub-block's RMS: the outlier dominates its
     // sub-block's fit and comes back within a percent.
+    for (int j : {37, 300}) EXPECT_NEAR(y[j], x[j], 0.01 * std::fabs(x[j])) << j;
+  }
+}
+
+// Q2_K and Q3_K: each value within two of its 16-value sub-block's steps (the search trades
+// the ends for the middle, and 4-bit or 6-bit sub-block scales move the grid), plus the
+// rounding of the largest sub-block's scale; and a planted outlier, which sets its sub-block's
+// scale, comes back within a percent.
+TEST(QuantizeGgmlK, LowBitTypesStayWithinTheirSubBlocksSteps) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.f, 0.02f);
+  std::vector<float> x(256 * 32);
+  for (float& v : x) v = normal(rng);
+  x[37] = 5.876f;
+  x[300] = -4.25f;
+  for (DType type : kKQuantLowBit) {
+    SCOPED_TRACE(DTypeName(type));
+    const int levels = type == DType::kQ2_K ? 4 : 8;
+    const std::vector<float> y = RoundTrip(type, x);
+    for (size_t b = 0; b < x.size(); b += 256) {
+      double largest_range = 0;
+      for (size_t j = b; j < b + 256; j += 16) {
+        const auto [lo, hi] = std::minmax_element(x.begin() + j, x.begin() + j + 16);
+        largest_range = std::max(largest_range, double{*hi} - std::min(0.f, *lo));
+      }
+      for (size_t j = b; j < b + 256; j += 16) {
+        const auto [lo, hi] = std::minmax_element(x.begin() + j, x.begin() + j + 16);
+        const double range = double{*hi} - std::min(0.f, *lo);
+        const double bound = 2 * range / (levels - 1) + largest_range / 15 + 1e-30;
+        for (size_t i = j; i < j + 16; ++i) {
+          ASSERT_LE(std::fabs(double{y[i]} - x[i]), bound) << "element " << i;
+        }
+      }
+    }
     for (int j : {37, 300}) EXPECT_NEAR(y[j], x[j], 0.01 * std::fabs(x[j])) << j;
   }
 }
@@ -345,6 +384,8 @@ TEST(QuantizeGgmlK, FallbackTypesAreLlamaCpps) {
   EXPECT_EQ(FallbackTypeForRows(DType::kQ4_K, 576), DType::kQ5_0);
   EXPECT_EQ(FallbackTypeForRows(DType::kQ5_K, 576), DType::kQ5_1);
   EXPECT_EQ(FallbackTypeForRows(DType::kQ6_K, 576), DType::kQ8_0);
+  EXPECT_EQ(FallbackTypeForRows(DType::kQ2_K, 576), DType::kQ4_0);
+  EXPECT_EQ(FallbackTypeForRows(DType::kQ3_K, 1536), DType::kQ3_K);
   EXPECT_EQ(FallbackTypeForRows(DType::kQ4_K, 1536), DType::kQ4_K);
   EXPECT_EQ(FallbackTypeForRows(DType::kQ4_K, 100), DType::kF16);  // not whole Q5_0 blocks
   // The 32-value types have no fallback: llama.cpp refuses such tensors.
@@ -423,7 +464,7 @@ TEST(DType, GgmlTypeIdIsTheInverseOfDTypeFromGgml) {
   }
   EXPECT_EQ(GgmlTypeId(DType::kBF16), 30u);
   EXPECT_EQ(GgmlTypeId(DType::kQ8_0), 8u);
-  EXPECT_EQ(DTypeFromName("Q3_K").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(DTypeFromName("IQ4_NL").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 // Every type's identity in files, pinned: geometry (ggml-common.h), ggml_type (ggml.h),
@@ -450,6 +491,8 @@ TEST(DType, TableMatchesGgml) {
       {DType::kQ4_K, "Q4_K", 256, 144, 12, 14, true, true, true},
       {DType::kQ5_K, "Q5_K", 256, 176, 13, 16, true, true, true},
       {DType::kQ6_K, "Q6_K", 256, 210, 14, 18, true, false, false},
+      {DType::kQ2_K, "Q2_K", 256, 84, 10, 10, true, false, false},
+      {DType::kQ3_K, "Q3_K", 256, 110, 11, 11, true, false, false},
   };
   for (const Expected& e : kExpected) {
     const DTypeTraits& t = Traits(e.type);
@@ -470,7 +513,7 @@ TEST(DType, TableMatchesGgml) {
     EXPECT_EQ(HasBlockCodes(e.type), e.block_codes) << e.name;
     EXPECT_EQ(BlockCodesHaveOffsets(e.type), e.block_code_offsets) << e.name;
   }
-  for (uint32_t id : {4u, 5u, 9u, 10u, 11u, 15u, 16u, 29u, 31u, 39u, 1000u}) {
+  for (uint32_t id : {4u, 5u, 9u, 15u, 16u, 29u, 31u, 39u, 1000u}) {
     EXPECT_EQ(DTypeFromGgml(id).status().code(), absl::StatusCode::kUnimplemented) << id;
   }
 }
