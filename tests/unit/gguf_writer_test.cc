@@ -258,7 +258,8 @@ TEST(RequantizeGguf, ConvertsBlockWeightsAndCopiesTheRest) {
   const std::string dir = testing::ScratchDir("requantize");
   const std::vector<uint8_t> source_bytes = SourceFile(ExtraKvs());
   testing::WriteAll(dir + "/in.gguf", source_bytes.data(), source_bytes.size());
-  auto summary = RequantizeGguf(dir + "/in.gguf", dir + "/out.gguf", {DType::kQ4_0, nullptr, std::nullopt});
+  auto summary =
+      RequantizeGguf(dir + "/in.gguf", dir + "/out.gguf", {DType::kQ4_0, nullptr, std::nullopt});
   ASSERT_TRUE(summary.ok()) << summary.status();
   EXPECT_THAT(summary->converted, ElementsAre("blk.0.ffn_up.weight"));
   EXPECT_THAT(summary->copied, ElementsAre("blk.0.attn_norm.weight", "token_embd.weight"));
