@@ -53,8 +53,11 @@ ABSL_FLAG(int32_t, activations_hold_largest, 0,
           "with --activations_int8, a third row per weight setting: each activation tensor's K "
           "largest magnitudes held out, wherever they are (1..64)");
 ABSL_FLAG(std::string, export, "",
-          "write the one setting under the server's --export_root: gguf:TYPE (Q4_0, "
-          "Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16, F32), hf or hf:f32");
+          "write the one setting under the server's --export_root: gguf:TYPE (Q2_K, Q3_K, "
+          "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, F32: every linear "
+          "weight), gguf:mix:FILE_TYPE or gguf:Q4_K_M... (llama-quantize's choice for every "
+          "tensor: Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0), "
+          "hf or hf:f32");
 ABSL_FLAG(std::string, export_name, "", "the export's file or directory name");
 ABSL_FLAG(std::string, reference, "", "the model --model was quantized from");
 ABSL_FLAG(double, max_ppl_ratio, 0, "perplexity ratio allowed (default 1.1)");

@@ -25,6 +25,33 @@ absl::StatusOr<uint32_t> LlamaFileType(DType type) {
   return static_cast<uint32_t>(ftype);
 }
 
+GgufFileWriter::TensorProducer RequantizedRows(const GgufTensor& t, DType type,
+                                               const std::atomic<bool>* cancelled) {
+  return [&t, type, cancelled](const GgufFileWriter::ByteSink& sink) -> absl::Status {
+    const int64_t cols = t.ne[0];
+    int64_t rows = 1;
+    for (size_t d = 1; d < t.ne.size(); ++d) rows *= t.ne[d];
+    auto src_row = StorageBytes(t.dtype, static_cast<uint64_t>(cols));
+    auto dst_row = StorageBytes(type, static_cast<uint64_t>(cols));
+    if (!src_row.ok()) return src_row.status();
+    if (!dst_row.ok()) return dst_row.status();
+    std::vector<float> values(static_cast<size_t>(cols));
+    std::vector<uint8_t> quantized(*dst_row);
+    for (int64_t r = 0; r < rows; ++r) {
+      if (cancelled != nullptr && cancelled->load(std::memory_order_relaxed)) {
+        return absl::CancelledError("cancelled");
+      }
+      DequantizeRow(t.dtype, t.data + r * *src_row, cols, values.data());
+      absl::Status s = QuantizeRow(type, values.data(), cols, quantized.data());
+      if (!s.ok()) {
+        return absl::Status(s.code(), absl::StrFormat("%s row %d: %s", t.name, r, s.message()));
+      }
+      if (s = sink(quantized); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  };
+}
+
 absl::StatusOr<RequantizeSummary> RequantizeGguf(const std::string& source_path,
                                                  const std::string& out_path,
                                                  const RequantizeOptions& options) {
@@ -61,28 +88,7 @@ absl::StatusOr<RequantizeSummary> RequantizeGguf(const std::string& source_path,
     const DType type = planned != nullptr ? planned->to : FallbackTypeForRows(target, cols);
     absl::Status added;
     if (selected && cols % Traits(type).block_elements == 0) {
-      int64_t rows = 1;
-      for (size_t d = 1; d < t.ne.size(); ++d) rows *= t.ne[d];
-      auto src_row_bytes = StorageBytes(t.dtype, static_cast<uint64_t>(cols));
-      auto dst_row_bytes = StorageBytes(type, static_cast<uint64_t>(cols));
-      if (!src_row_bytes.ok()) return src_row_bytes.status();
-      if (!dst_row_bytes.ok()) return dst_row_bytes.status();
-      // t.data points into *mapped, which outlives the write below.
-      auto produce = [&t, rows, cols, type, src_row = *src_row_bytes,
-                      dst_row = *dst_row_bytes](const GgufFileWriter::ByteSink& sink) {
-        std::vector<float> values(static_cast<size_t>(cols));
-        std::vector<uint8_t> quantized(dst_row);
-        for (int64_t r = 0; r < rows; ++r) {
-          DequantizeRow(t.dtype, t.data + r * src_row, cols, values.data());
-          absl::Status s = QuantizeRow(type, values.data(), cols, quantized.data());
-          if (!s.ok()) {
-            return absl::Status(s.code(), absl::StrFormat("row %d: %s", r, s.message()));
-          }
-          if (s = sink(quantized); !s.ok()) return s;
-        }
-        return absl::OkStatus();
-      };
-      added = writer.AddTensor(name, t.ne, type, GgufFileWriter::TensorProducer(produce));
+      added = writer.AddTensor(name, t.ne, type, RequantizedRows(t, type));
       summary.converted.push_back(name);
       if (planned != nullptr ? planned->fallback : type != target) {
         summary.fallback.push_back(name);

@@ -3,6 +3,7 @@
 // copied unchanged, general.file_type set to the new type.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -12,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "engine/formats/dtype.h"
 #include "engine/formats/gguf.h"
+#include "engine/formats/gguf_writer.h"
 #include "engine/formats/llama_quantize_plan.h"
 
 namespace superweight {
@@ -23,6 +25,13 @@ bool IsBlockWeightMatrix(const GgufTensor& tensor);
 // llama_ftype's value for a file mostly of `type` (LLAMA_FTYPE_MOSTLY_Q8_0 = 7, ...), the value
 // of general.file_type.
 absl::StatusOr<uint32_t> LlamaFileType(DType type);
+
+// A tensor's rows in another type for GgufFileWriter: each dequantized (DequantizeRow) and
+// quantized again (QuantizeRow), one row in memory at a time, so memory stays at one row
+// whatever the model's size. t.data must outlive the producer (it points into the source's
+// mapping). CANCELLED once *cancelled is set (checked per row; null: never).
+GgufFileWriter::TensorProducer RequantizedRows(const GgufTensor& t, DType type,
+                                               const std::atomic<bool>* cancelled = nullptr);
 
 struct RequantizeOptions {
   DType target = DType::kQ8_0;

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include "engine/analysis/check.h"
 #include "engine/analysis/locate.h"
 #include "engine/analysis/quantize.h"
+#include "engine/formats/llama_quantize_plan.h"
 #include "engine/model/model.h"
 #include "engine/runtime/edit_set.h"
 #include "engine/runtime/matmul.h"
@@ -43,6 +45,8 @@ struct JobWork {
   struct Export {
     std::string format;         // "" (none), "gguf", "hf"
     DType type = DType::kQ4_1;  // gguf: the linear weights'; hf: BF16 or F32
+    // gguf: llama-quantize's choices for this file type instead of `type` everywhere.
+    std::optional<LlamaFileType> llama_file_type;
     DType super_weight_tensor_type = DType::kF16;
     std::string path;    // absolute, under --export_root: where it is published
     std::string staged;  // absolute, beside path: where it is written (engine/util/publish.h)

@@ -79,6 +79,7 @@ absl::StatusOr<QuantizeTableRow> ExportGgufAndEvaluate(const JobWork& w,
   if (!clipped.ok()) return clipped.status();
   GgufExportOptions options;
   options.type = e.type;
+  options.llama_file_type = e.llama_file_type;
   options.super_weight_tensor_type = e.super_weight_tensor_type;
   options.super_weights = kept;
   if (setting.keep_super_experts) options.super_experts = ExpertsOf(o.super_weights);
@@ -88,7 +89,9 @@ absl::StatusOr<QuantizeTableRow> ExportGgufAndEvaluate(const JobWork& w,
   if (!summary.ok()) return summary.status();
   auto sha = Sha256OfFile(e.staged);
   if (!sha.ok()) return sha.status();
-  exported->set_format(absl::StrCat("gguf:", DTypeName(e.type)));
+  const std::string type_name =
+      e.llama_file_type.has_value() ? e.llama_file_type->name : DTypeName(e.type);
+  exported->set_format(absl::StrCat("gguf:", type_name));
   exported->set_path(e.relative_path);
   exported->set_model(e.model);
   exported->set_bytes(summary->bytes);
@@ -101,7 +104,7 @@ absl::StatusOr<QuantizeTableRow> ExportGgufAndEvaluate(const JobWork& w,
   }
   QuantizeTableRow row;
   row.setting = setting;
-  row.name = absl::StrCat("export ", DTypeName(e.type));
+  row.name = absl::StrCat("export ", type_name);
   if (!kept.empty() || !options.super_experts.empty()) {
     absl::StrAppend(&row.name, kept.empty() ? "" : " +SW",
                     options.super_experts.empty() ? "" : " +SE", " ",
@@ -351,12 +354,25 @@ absl::Status PlanExport(const PlanContext& context, const v1::QuantizeRequest& r
   }
   const std::string& format = req.export_format();
   if (format.rfind("gguf:", 0) == 0) {
-    auto type = DTypeFromName(format.substr(5));
-    if (!type.ok() || !HasGgmlQuantizer(*type)) {
+    // gguf:TYPE, one type for every linear weight; gguf:mix:FILE_TYPE (or a mix's own name,
+    // Q4_K_M...), llama-quantize's choice for every tensor.
+    const std::string name = format.substr(5);
+    const bool mix_prefix = name.rfind("mix:", 0) == 0;
+    auto type = DTypeFromName(name);
+    if (mix_prefix || !type.ok()) {
+      auto file_type = FindLlamaFileType(mix_prefix ? name.substr(4) : name);
+      if (!file_type.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "export ", Utf8Prefix(format, 40),
+            ": gguf:TYPE (Q2_K, Q3_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, "
+            "F32) or gguf:mix:FILE_TYPE (llama-quantize's: Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, "
+            "Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0, Q4_0...)"));
+      }
+      out->llama_file_type = *file_type;
+      type = file_type->default_type;
+    } else if (!HasGgmlQuantizer(*type)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("export ", Utf8Prefix(format, 40),
-                       ": the GGUF types are Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, F16, "
-                       "BF16, F32"));
+          absl::StrCat("export ", Utf8Prefix(format, 40), ": no quantizer for that type"));
     }
     if (m.format != ModelFormat::kGguf) {
       return absl::FailedPreconditionError(

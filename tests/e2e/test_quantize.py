@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 from gguf import GGUFReader
 
@@ -203,11 +204,47 @@ def test_gguf_export_in_q4_k_takes_llama_cpps_fallback_where_blocks_do_not_fit(e
     assert exported["super_weights/max_rel_error"] < 1e-2
 
 
+def test_gguf_export_as_llama_quantizes_q4_k_m_with_the_super_weight_kept(exporting, model_root,
+                                                                          tmp_path):
+    """gguf:Q4_K_M: every tensor in the type llama-quantize's Q4_K_M mix gives it (the tied
+    embedding too), the super weight's down_proj at F16 as `--tensor-type` would put it; the
+    tensors are those the engine's llama-quantize emulation writes for the same command line
+    (which the oracle tests hold byte-identical with llama.cpp's)."""
+    r = exporting.call("quantize", "--model=smollm2.gguf", "--super_weights=11,507,1229",
+                       "--bits=4", "--block_size=65536", "--restore", "--export=gguf:Q4_K_M",
+                       "--export_name=smol-q4km.gguf", "--super_weight_tensor_type=F16",
+                       "--tasks=wikitext2", "--window=128", "--max_windows=1")["result"]
+    assert [row["setting"] for row in r["rows"]] == ["FP", "INT4 b65536 +SW",
+                                                     "export Q4_K_M +SW F16"]
+    assert r["exported"]["format"] == "gguf:Q4_K_M"
+    ours = GGUFReader(str(model_root / "exports" / "smol-q4km.gguf"))
+    types = {t.name: t.tensor_type.name for t in ours.tensors}
+    assert types["blk.11.ffn_down.weight"] == "F16"
+    assert types["token_embd.weight"] == "Q8_0"
+    # The override leaves llama.cpp's ffn_down count one behind after layer 11: 12 is raised.
+    assert types["blk.12.ffn_down.weight"] == "Q6_K" and types["blk.14.ffn_down.weight"] == "Q4_K"
+    file_type = ours.get_field("general.file_type")
+    assert int(file_type.parts[file_type.data[0]][0]) == 15  # LLAMA_FTYPE_MOSTLY_Q4_K_M
+    emulated = tmp_path / "emulated.gguf"
+    subprocess.run([os.path.join(BIN, "superweight-engine"), "requantize", str(model_root / "smollm2.gguf"), "--file_type=Q4_K_M",
+                    r"--tensor_type=^blk\.11\.ffn_down\.weight$=F16", f"--out={emulated}"],
+                   check=True, capture_output=True)
+    theirs = {t.name: t for t in GGUFReader(str(emulated)).tensors}
+    for t in ours.tensors:
+        assert t.tensor_type == theirs[t.name].tensor_type, t.name
+        assert np.array_equal(np.asarray(t.data).view(np.uint8),
+                              np.asarray(theirs[t.name].data).view(np.uint8)), t.name
+    fp, exported = r["rows"][0]["metrics"], r["rows"][2]["metrics"]
+    assert exported["wikitext2/perplexity"] / fp["wikitext2/perplexity"] < 1.2
+    assert exported["super_weights/max_rel_error"] < 1e-3
+
+
 @pytest.mark.parametrize("flags,code,message", [
     (["--export=gguf:Q4_0", "--export_name=../escape.gguf"], "INVALID_ARGUMENT", "export_name"),
     (["--export=gguf:Q4_0", "--export_name=sub/x.gguf"], "INVALID_ARGUMENT", "export_name"),
     (["--export=gguf:Q4_0"], "INVALID_ARGUMENT", "export_name"),
-    (["--export=gguf:Q2_K", "--export_name=k.gguf"], "INVALID_ARGUMENT", "GGUF types"),
+    (["--export=gguf:IQ2_XXS", "--export_name=k.gguf"], "INVALID_ARGUMENT", "gguf:mix:FILE_TYPE"),
+    (["--export=gguf:mix:Q4_K_X", "--export_name=k.gguf"], "INVALID_ARGUMENT", "Q4_K_M"),
     (["--export=onnx", "--export_name=o"], "INVALID_ARGUMENT", "unknown export"),
     (["--block_size=64,128", "--export=gguf:Q4_0", "--export_name=two.gguf"], "INVALID_ARGUMENT",
      "exactly one"),
