@@ -210,6 +210,16 @@ grpc::Status SuperWeightService::Check(grpc::ServerContext* ctx, const v1::Check
   });
 }
 
+grpc::Status SuperWeightService::Recipe(grpc::ServerContext* ctx, const v1::RecipeRequest* req,
+                                        v1::RecipeResponse* resp) {
+  return Handle("Recipe", ctx, [&]() -> absl::Status {
+    auto job = RunJob(ctx, "recipe", *req, &PlanRecipe, resp->mutable_job_id());
+    if (!job.ok()) return job.status();
+    if (job->has_recipe()) *resp->mutable_result() = job->recipe();
+    return absl::OkStatus();
+  });
+}
+
 grpc::Status SuperWeightService::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req,
                                         v1::Job* resp) {
   return Handle("GetJob", ctx, [&]() -> absl::Status {

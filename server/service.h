@@ -49,6 +49,8 @@ class SuperWeightService final : public v1::SuperWeightService::Service {
                         v1::QuantizeResponse* resp) override;
   grpc::Status Check(grpc::ServerContext* ctx, const v1::CheckRequest* req,
                      v1::CheckResponse* resp) override;
+  grpc::Status Recipe(grpc::ServerContext* ctx, const v1::RecipeRequest* req,
+                      v1::RecipeResponse* resp) override;
   grpc::Status GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req,
                       v1::Job* resp) override;
   grpc::Status WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,

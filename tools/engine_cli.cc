@@ -18,6 +18,10 @@
 //   superweight-engine requantize SRC.gguf --file_type=Q4_K_M --out=OUT.gguf
 //       [--tensor_type=PATTERN=TYPE (repeatable)] [--output_tensor_type=T]
 //       [--token_embedding_type=T] [--pure]  (every tensor as llama-quantize would write it)
+//   superweight-engine imatrix MODEL --text_file=F --out=OUT.gguf [--chunk=512] [--chunks=N]
+//       [--boost=FACTOR --super_weights=L,R,C]  (llama-imatrix's importance matrix, its format)
+//   superweight-engine recipe MODEL --file_type=Q2_K --super_weights=L,R,C [--max_error=0.01]
+//       (the llama-quantize overrides that keep those super weights: quantize_recipe.h)
 //   superweight-engine export-hf MODEL --out=DIR [--dtype=f32|bf16]  (a transformers directory)
 //   superweight-engine activations MODEL --ids=1,2,3 --layer=N --site=down_input --out=PREFIX
 //       (that linear input of the first sequence, f32 [tokens, cols], to PREFIX.input.f32 as the
@@ -40,8 +44,10 @@
 #include "absl/strings/str_split.h"
 #include "engine/analysis/eval_tasks.h"
 #include "engine/analysis/harness.h"
+#include "engine/analysis/imatrix.h"
 #include "engine/analysis/locate.h"
 #include "engine/analysis/quantize.h"
+#include "engine/analysis/quantize_recipe.h"
 #include "engine/analysis/score.h"
 #include "engine/export/export_hf.h"
 #include "engine/formats/dequantize.h"
@@ -454,6 +460,81 @@ int main(int argc, char** argv) {
       if (!f) return Fail("cannot write " + flags["out"] + suffix);
     }
     out = {{"tokens", ids.size()}, {"cols", recorder.recorded_cols}};
+  } else if (verb == "imatrix") {
+    if (flags["out"].empty()) return Fail("imatrix wants --out=FILE.gguf");
+    sw::ImatrixOptions io;
+    io.precision = precision;
+    io.dataset = flags["text_file"];
+    // llama-imatrix puts BOS at each chunk's start where the vocabulary adds one.
+    if (add_bos) io.first_token = m.config.bos_token;
+    if (flags.count("chunk") && !absl::SimpleAtoi(flags["chunk"], &io.chunk)) {
+      return Fail("bad --chunk");
+    }
+    if (flags.count("chunks") && !absl::SimpleAtoi(flags["chunks"], &io.max_chunks)) {
+      return Fail("bad --chunks");
+    }
+    auto imatrix = sw::ComputeImatrix(m, ids, io);
+    if (!imatrix.ok()) return Fail(std::string(imatrix.status().ToString()));
+    if (flags.count("boost")) {
+      double factor = 0;
+      if (!absl::SimpleAtod(flags["boost"], &factor)) return Fail("bad --boost");
+      std::vector<int64_t> k;
+      if (!ParseInts(flags["super_weights"], &k) || k.empty() || k.size() % 3 != 0) {
+        return Fail("--boost wants --super_weights=LAYER,ROW,COL[,...]");
+      }
+      std::vector<sw::SuperWeightCoordinate> boosted;
+      for (size_t i = 0; i < k.size(); i += 3) {
+        boosted.push_back({static_cast<int>(k[i]), k[i + 1], k[i + 2]});
+      }
+      auto s = sw::BoostSuperWeightColumns(m, boosted, factor, &*imatrix);
+      if (!s.ok()) return Fail(s.ToString());
+    }
+    if (auto s = sw::WriteImatrixGguf(*imatrix, flags["out"]); !s.ok()) return Fail(s.ToString());
+    out = {{"entries", imatrix->entries.size()},
+           {"chunks", imatrix->chunks},
+           {"chunk_size", imatrix->chunk_size}};
+  } else if (verb == "recipe") {
+    auto file_type = sw::FindLlamaFileType(flags["file_type"]);
+    if (!file_type.ok()) return Fail(std::string(file_type.status().message()));
+    sw::RecipeOptions ro;
+    ro.file_type = *file_type;
+    std::vector<int64_t> k;
+    if (!ParseInts(flags["super_weights"], &k) || k.empty() || k.size() % 3 != 0) {
+      return Fail("recipe wants --super_weights=LAYER,ROW,COL[,...]");
+    }
+    for (size_t i = 0; i < k.size(); i += 3) {
+      ro.super_weights.push_back({static_cast<int>(k[i]), k[i + 1], k[i + 2]});
+    }
+    if (flags.count("max_error") &&
+        !absl::SimpleAtod(flags["max_error"], &ro.max_super_weight_error)) {
+      return Fail("bad --max_error");
+    }
+    auto recipe = sw::PlanQuantizeRecipe(m, ro);
+    if (!recipe.ok()) return Fail(std::string(recipe.status().ToString()));
+    Json tensors = Json::array();
+    for (const sw::RecipeTensor& t : recipe->tensors) {
+      Json candidates = Json::array();
+      for (const sw::TypeCandidate& c : t.candidates) {
+        candidates.push_back({{"type", sw::DTypeName(c.requested)},
+                              {"written", sw::DTypeName(c.written)},
+                              {"bits_per_weight", c.bits_per_weight},
+                              {"super_weight_relative_error", c.super_weight_relative_error},
+                              {"tensor_relative_error", c.tensor_relative_error}});
+      }
+      tensors.push_back({{"name", t.name},
+                         {"mix_type", sw::DTypeName(t.mix_type)},
+                         {"chosen", sw::DTypeName(t.chosen)},
+                         {"overridden", t.overridden},
+                         {"candidates", candidates}});
+    }
+    Json overrides = Json::array();
+    for (const sw::TensorTypeOverride& o : recipe->overrides) {
+      overrides.push_back(o.pattern + "=" + sw::DTypeName(o.type));
+    }
+    out = {{"file_type", recipe->file_type.name},
+           {"tensors", tensors},
+           {"overrides", overrides},
+           {"command", sw::LlamaQuantizeCommand(*recipe, path, "OUT.gguf", "")}};
   } else if (verb == "logprobs") {
     sw::SequenceInput in{ids, &edits};
     auto lp = sw::TokenLogprobs(m, {&in, 1}, precision);

@@ -56,3 +56,32 @@ if [[ ! -f $env_dir/.ready ]]; then
 fi
 if [[ -d .venv-bench && ! -L .venv-bench ]]; then rm -rf .venv-bench; fi
 ln -sfn "$env_dir" .venv-bench
+
+# llama.cpp's own command-line quantizer and importance-matrix tool (llama-quantize,
+# llama-imatrix) from the same sdist's sources, built natively per CPU class beside the
+# environment (.llama-cpp-tools links to their bin/): the recipe tests run the command lines the
+# service prints with them, and the imatrix oracle compares the engine's matrix with theirs.
+tools_dir=${XDG_CACHE_HOME:-$HOME/.cache}/superweight/llama.cpp-tools-$version-$class
+if [[ ! -f $tools_dir/.ready ]]; then
+  rm -rf "$tools_dir"
+  mkdir -p "$tools_dir"
+  src_dir=$(mktemp -d)
+  trap 'rm -rf "$src_dir"' EXIT
+  echo "setup-bench: building llama-quantize and llama-imatrix ($version's llama.cpp) for CPU" \
+    "class $class (minutes)"
+  .venv/bin/pip download -q --disable-pip-version-check --no-deps --no-binary llama-cpp-python \
+    "llama-cpp-python==$version" -d "$src_dir"
+  tar -xzf "$src_dir/llama_cpp_python-$version.tar.gz" -C "$src_dir" --strip-components=3 \
+    --exclude=.git \
+    "llama_cpp_python-$version/vendor/llama.cpp"
+  cmake -S "$src_dir" -B "$tools_dir/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+    -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+    -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF > "$tools_dir/configure.log"
+  cmake --build "$tools_dir/build" -j"$(nproc)" --target llama-quantize llama-imatrix \
+    > "$tools_dir/build.log"
+  rm -rf "$src_dir"
+  trap - EXIT
+  touch "$tools_dir/.ready"
+fi
+if [[ -d .llama-cpp-tools && ! -L .llama-cpp-tools ]]; then rm -rf .llama-cpp-tools; fi
+ln -sfn "$tools_dir/build/bin" .llama-cpp-tools

@@ -27,7 +27,7 @@ struct GgufExportOptions {
   // file type (llama_quantize_plan.h; the embedding and output head included, quantized from the
   // source's values), the tensors holding super weights or super experts overridden to
   // super_weight_tensor_type as its --tensor-type would.
-  std::optional<LlamaFileType> llama_file_type;
+  std::optional<LlamaFtype> llama_file_type;
   // The type of each layer's down_proj that holds one of `super_weights` (F16 or Q8_0, or the
   // same as `type`); empty super_weights: none.
   DType super_weight_tensor_type = DType::kF16;

@@ -127,6 +127,15 @@ void GgufFileWriter::SetString(const std::string& key, const std::string& value)
   Set(key, kGgufString, std::move(encoded));
 }
 
+void GgufFileWriter::SetStringArray(const std::string& key,
+                                    const std::vector<std::string>& values) {
+  std::vector<uint8_t> encoded;
+  AppendPod(encoded, static_cast<uint32_t>(kGgufString));
+  AppendPod(encoded, static_cast<uint64_t>(values.size()));
+  for (const std::string& v : values) AppendString(encoded, v);
+  Set(key, kGgufArray, std::move(encoded));
+}
+
 void GgufFileWriter::SetUint32(const std::string& key, uint32_t value) {
   std::vector<uint8_t> encoded;
   AppendPod(encoded, value);

@@ -34,6 +34,7 @@ class GgufFileWriter {
   void SetString(const std::string& key, const std::string& value);
   void SetUint32(const std::string& key, uint32_t value);
   void SetFloat32(const std::string& key, float value);
+  void SetStringArray(const std::string& key, const std::vector<std::string>& values);
   // Removes a key if present (returns whether it was).
   bool Remove(const std::string& key);
   bool Has(const std::string& key) const;

@@ -35,8 +35,8 @@ enum : uint32_t {
   kBF16 = 32,
 };
 
-const std::vector<LlamaFileType>& FileTypeTable() {
-  static const auto* table = new std::vector<LlamaFileType>{
+const std::vector<LlamaFtype>& FileTypeTable() {
+  static const auto* table = new std::vector<LlamaFtype>{
       {"F32", kAllF32, DType::kF32},     {"F16", kF16, DType::kF16},
       {"BF16", kBF16, DType::kBF16},     {"Q4_0", kQ4_0, DType::kQ4_0},
       {"Q4_1", kQ4_1, DType::kQ4_1},     {"Q5_0", kQ5_0, DType::kQ5_0},
@@ -300,9 +300,9 @@ absl::StatusOr<DType> MixType(State& st, DType new_type, const GgufTensor& t, Ca
 
 }  // namespace
 
-const std::vector<LlamaFileType>& LlamaFileTypes() { return FileTypeTable(); }
+const std::vector<LlamaFtype>& LlamaFileTypes() { return FileTypeTable(); }
 
-absl::StatusOr<LlamaFileType> FindLlamaFileType(absl::string_view name) {
+absl::StatusOr<LlamaFtype> FindLlamaFileType(absl::string_view name) {
   const std::string upper = absl::AsciiStrToUpper(name);
   // llama-quantize's aliases: the medium mix of each K type.
   const std::string wanted = upper == "Q3_K"   ? "Q3_K_M"
@@ -310,7 +310,7 @@ absl::StatusOr<LlamaFileType> FindLlamaFileType(absl::string_view name) {
                              : upper == "Q5_K" ? "Q5_K_M"
                                                : upper;
   std::vector<std::string> names;
-  for (const LlamaFileType& t : FileTypeTable()) {
+  for (const LlamaFtype& t : FileTypeTable()) {
     if (wanted == t.name) return t;
     names.push_back(t.name);
   }

@@ -19,7 +19,7 @@ namespace superweight {
 
 // A llama.cpp file type: its name as llama-quantize takes it, its llama_ftype value
 // (general.file_type) and the type of the tensors its mix does not single out.
-struct LlamaFileType {
+struct LlamaFtype {
   const char* name;
   uint32_t ftype;
   DType default_type;
@@ -27,9 +27,9 @@ struct LlamaFileType {
 
 // The file types whose every tensor type the engine can write: F32, F16, BF16, Q4_0, Q4_1, Q5_0,
 // Q5_1, Q8_0, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K.
-const std::vector<LlamaFileType>& LlamaFileTypes();
+const std::vector<LlamaFtype>& LlamaFileTypes();
 // By name, case-insensitively; INVALID_ARGUMENT naming the choices otherwise.
-absl::StatusOr<LlamaFileType> FindLlamaFileType(absl::string_view name);
+absl::StatusOr<LlamaFtype> FindLlamaFileType(absl::string_view name);
 
 // --tensor-type PATTERN=TYPE: the first override whose pattern (an ECMAScript regular expression,
 // lower-cased as llama-quantize does) occurs in a tensor's name sets its type, and that tensor
@@ -42,7 +42,7 @@ struct TensorTypeOverride {
 absl::StatusOr<TensorTypeOverride> ParseTensorTypeOverride(absl::string_view text);
 
 struct LlamaQuantizeOptions {
-  LlamaFileType file_type = {"Q8_0", 7, DType::kQ8_0};
+  LlamaFtype file_type = {"Q8_0", 7, DType::kQ8_0};
   std::vector<TensorTypeOverride> overrides;
   std::optional<DType> output_tensor_type;
   std::optional<DType> token_embedding_type;

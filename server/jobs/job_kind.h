@@ -92,6 +92,7 @@ const JobKind& ScoreJobKind();
 const JobKind& AblateJobKind();
 const JobKind& QuantizeJobKind();
 const JobKind& CheckJobKind();
+const JobKind& RecipeJobKind();
 
 // Locate's share of the progress of a job that runs it first.
 constexpr double kLocateShare = 0.05;

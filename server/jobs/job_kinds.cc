@@ -6,8 +6,9 @@
 namespace superweight::server {
 
 const std::vector<const JobKind*>& JobKinds() {
-  static const auto* kinds = new std::vector<const JobKind*>{
-      &LocateJobKind(), &ScoreJobKind(), &AblateJobKind(), &QuantizeJobKind(), &CheckJobKind()};
+  static const auto* kinds =
+      new std::vector<const JobKind*>{&LocateJobKind(),   &ScoreJobKind(), &AblateJobKind(),
+                                      &QuantizeJobKind(), &CheckJobKind(), &RecipeJobKind()};
   return *kinds;
 }
 

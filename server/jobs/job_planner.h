@@ -57,6 +57,7 @@ absl::StatusOr<JobWork> PlanScore(const PlanContext& context, const v1::ScoreReq
 absl::StatusOr<JobWork> PlanAblate(const PlanContext& context, const v1::AblateRequest& req);
 absl::StatusOr<JobWork> PlanQuantize(const PlanContext& context, const v1::QuantizeRequest& req);
 absl::StatusOr<JobWork> PlanCheck(const PlanContext& context, const v1::CheckRequest& req);
+absl::StatusOr<JobWork> PlanRecipe(const PlanContext& context, const v1::RecipeRequest& req);
 
 // A stored request (serialized) parsed as `Request` and planned; INVALID_ARGUMENT where the
 // bytes are not one.

@@ -12,6 +12,7 @@
 #include "engine/analysis/check.h"
 #include "engine/analysis/locate.h"
 #include "engine/analysis/quantize.h"
+#include "engine/analysis/quantize_recipe.h"
 #include "engine/formats/llama_quantize_plan.h"
 #include "engine/model/model.h"
 #include "engine/runtime/edit_set.h"
@@ -46,13 +47,17 @@ struct JobWork {
     std::string format;         // "" (none), "gguf", "hf"
     DType type = DType::kQ4_1;  // gguf: the linear weights'; hf: BF16 or F32
     // gguf: llama-quantize's choices for this file type instead of `type` everywhere.
-    std::optional<LlamaFileType> llama_file_type;
+    std::optional<LlamaFtype> llama_file_type;
     DType super_weight_tensor_type = DType::kF16;
     std::string path;    // absolute, under --export_root: where it is published
     std::string staged;  // absolute, beside path: where it is written (engine/util/publish.h)
     std::string relative_path;
     std::string model;  // the registry's name for it, or ""
   } quantize_export;
+  // Recipe: the llama-quantize overrides for `model` (the check's reference too), and the
+  // command line's output path.
+  RecipeOptions recipe;
+  std::string recipe_output;
   // Check: `model` is the quantized one.
   std::shared_ptr<const Model> reference;
   CheckOptions check;

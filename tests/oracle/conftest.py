@@ -16,8 +16,26 @@ STORIES260K = os.path.join(TESTDATA, "stories260K", "stories260K.bin")
 WIKITEXT = os.path.join(TESTDATA, "text", "wiki.test.raw")
 TINYSTORIES_TEXT = os.path.join(TESTDATA, "text", "tinystories_validation_head.txt")
 
+# llama.cpp built from source by tools/setup-bench.sh (make test runs it): the Python binding's
+# environment and its command-line tools.
+BENCH_PY = os.path.join(ROOT, ".venv-bench", "bin", "python")
+LLAMA_CPP_TOOLS = os.path.join(ROOT, ".llama-cpp-tools")
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+@pytest.fixture(scope="session")
+def smollm2_f32(tmp_path_factory):
+    """SmolLM2 with every tensor llama-quantize would quantize written in F32 by the engine
+    (`requantize --file_type=F32`, llama.cpp's ALL_F32): the source llama.cpp's tools and the
+    engine both start from when their outputs are compared, so that no dequantization of the
+    shipped Q4_1 file stands between them and, in llama.cpp, no quantized matmul."""
+    out = str(tmp_path_factory.mktemp("f32") / "SmolLM2-135M-Instruct.F32.gguf")
+    subprocess.run([ENGINE, "requantize", SMOLLM2, "--file_type=F32", f"--out={out}"],
+                   check=True, capture_output=True)
+    yield out
+    os.remove(out)
 
 
 def engine(verb, model, *args, **flags):

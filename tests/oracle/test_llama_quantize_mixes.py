@@ -9,11 +9,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import ENGINE, ROOT, SMOLLM2
+from conftest import BENCH_PY, ENGINE
 
 pytestmark = pytest.mark.formats
-
-BENCH_PY = os.path.join(ROOT, ".venv-bench", "bin", "python")
 
 # llama_model_quantize as llama-quantize calls it: FTYPE [PATTERN=GGML_TYPE_ID ...].
 LLAMA_QUANTIZE = r"""
@@ -40,17 +38,6 @@ sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode
 FILE_TYPES = {"Q2_K": 10, "Q3_K_S": 11, "Q3_K_M": 12, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18,
               "Q8_0": 7}
 GGML_TYPE_ID = {"F16": 1, "Q8_0": 8, "Q6_K": 14}
-
-
-@pytest.fixture(scope="module")
-def f32_source(tmp_path_factory):
-    """SmolLM2 with every tensor llama-quantize would quantize written in F32 by the engine
-    (`--file_type=F32`, llama.cpp's ALL_F32): the source the issue's comparison starts from."""
-    out = str(tmp_path_factory.mktemp("f32") / "SmolLM2-135M-Instruct.F32.gguf")
-    subprocess.run([ENGINE, "requantize", SMOLLM2, "--file_type=F32", f"--out={out}"],
-                   check=True, capture_output=True)
-    yield out
-    os.remove(out)
 
 
 def _compare(source, file_type, overrides, tmp_path):
@@ -89,8 +76,8 @@ def _count(types):
 
 
 @pytest.mark.parametrize("file_type", sorted(FILE_TYPES))
-def test_mix_equals_llama_quantize(file_type, f32_source, tmp_path):
-    types = _compare(f32_source, file_type, [], tmp_path)
+def test_mix_equals_llama_quantize(file_type, smollm2_f32, tmp_path):
+    types = _compare(smollm2_f32, file_type, [], tmp_path)
     counts = _count(types)
     assert counts.pop("F32") == 61  # norms (1-D) are never quantized
     # SmolLM2's 576-value rows take llama.cpp's fallbacks; only ffn_down (1536) holds K blocks.
@@ -111,8 +98,8 @@ def test_mix_equals_llama_quantize(file_type, f32_source, tmp_path):
     ("Q4_K_M", [(r"blk\.11\.ffn_down", "Q8_0")]),
     ("Q2_K", [(r"blk\.11\.ffn_down", "F16"), ("attn_v", "Q8_0")]),
 ])
-def test_mix_with_overrides_equals_llama_quantize(file_type, overrides, f32_source, tmp_path):
-    types = _compare(f32_source, file_type, overrides, tmp_path)
+def test_mix_with_overrides_equals_llama_quantize(file_type, overrides, smollm2_f32, tmp_path):
+    types = _compare(smollm2_f32, file_type, overrides, tmp_path)
     assert types["blk.11.ffn_down.weight"] == overrides[0][1]
     if file_type == "Q4_K_M":
         # An overridden ffn_down is not counted, so llama.cpp's layer count runs one behind for
