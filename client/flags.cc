@@ -61,7 +61,14 @@ ABSL_FLAG(std::string, export, "",
 ABSL_FLAG(std::string, export_name, "", "the export's file or directory name");
 ABSL_FLAG(std::string, reference, "", "the model --model was quantized from");
 ABSL_FLAG(double, max_ppl_ratio, 0, "perplexity ratio allowed (default 1.1)");
-ABSL_FLAG(double, max_rel_error, 0, "relative error allowed per super weight (0.05)");
+ABSL_FLAG(double, max_rel_error, 0,
+          "relative error allowed per super weight (check: 0.05; recipe: what a type must keep "
+          "each within, 0.01)");
+ABSL_FLAG(std::string, file_type, "",
+          "llama-quantize's file type the recipe is for: Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, "
+          "Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0, Q4_0...");
+ABSL_FLAG(std::string, output, "",
+          "the output path the recipe's command line names (default MODEL_STEM.FILE_TYPE.gguf)");
 ABSL_FLAG(double, min_activation_ratio, 0,
           "share of the super activation that must remain (default 0.5)");
 ABSL_FLAG(std::string, super_weight_tensor_type, "",

@@ -47,6 +47,8 @@ ABSL_DECLARE_FLAG(std::string, export_name);
 ABSL_DECLARE_FLAG(std::string, reference);
 ABSL_DECLARE_FLAG(double, max_ppl_ratio);
 ABSL_DECLARE_FLAG(double, max_rel_error);
+ABSL_DECLARE_FLAG(std::string, file_type);
+ABSL_DECLARE_FLAG(std::string, output);
 ABSL_DECLARE_FLAG(double, min_activation_ratio);
 ABSL_DECLARE_FLAG(std::string, super_weight_tensor_type);
 ABSL_DECLARE_FLAG(std::string, token_file);

@@ -5,7 +5,7 @@ namespace superweight::client {
 const std::vector<Verb>& Verbs() {
   static const auto* verbs = new std::vector<Verb>{
       HealthVerb(),   InfoVerb(),  ModelsVerb(), LocateVerb(), ScoreVerb(), AblateVerb(),
-      QuantizeVerb(), CheckVerb(), JobsVerb(),   WatchVerb(),  CancelVerb()};
+      QuantizeVerb(), CheckVerb(), RecipeVerb(), JobsVerb(),   WatchVerb(), CancelVerb()};
   return *verbs;
 }
 

@@ -63,6 +63,7 @@ Verb ScoreVerb();
 Verb AblateVerb();
 Verb QuantizeVerb();
 Verb CheckVerb();
+Verb RecipeVerb();
 Verb JobsVerb();
 Verb WatchVerb();
 Verb CancelVerb();

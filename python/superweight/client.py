@@ -295,6 +295,16 @@ class Client:
         fields["super_weights"] = _coordinates(super_weights)
         return self._job("Check", pb.CheckRequest, model, bf16, wait, fields)
 
+    def recipe(self, model: str, file_type: str, *, super_weights: Sequence[CoordinateLike] = (),
+               bf16: bool = False, wait: bool = True, **fields) -> Union[Result, Job]:
+        """The llama-quantize command line that keeps the super weights of GGUF `model` through
+        `file_type` ("Q4_K_M", "Q2_K"...): RecipeResult (command, tensor_type_overrides, tensors
+        with each candidate type measured, and the plain and recipe files' outcomes:
+        super_weights_kept, perplexity_ratio, passed)."""
+        fields["file_type"] = file_type
+        fields["super_weights"] = _coordinates(super_weights)
+        return self._job("Recipe", pb.RecipeRequest, model, bf16, wait, fields)
+
     def _job(self, method: str, request_type, model: str, bf16: bool, wait: bool,
              fields: dict, job_input: Optional[pb.Input] = None) -> Union[Result, Job]:
         timeout = fields.pop("timeout", None)  # how long to wait for the job (None: no limit)

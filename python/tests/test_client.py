@@ -58,6 +58,10 @@ def test_locate_score_ablate_quantize_check(sw):
     assert len(rows.rows) == 2 and rows.rows[1].metrics["wikitext2/perplexity"] > 1
     check = sw.check(SMALL, reference=SMALL, super_weights=[(0, 1, 2)], window=64, max_windows=1)
     assert check.passed and check.perplexity_ratio == pytest.approx(1.0)
+    recipe = sw.recipe(SMOLLM2, "Q4_K_M", super_weights=[(11, 507, 1229)], window=64,
+                       max_windows=1)
+    assert recipe.command.startswith("llama-quantize ") and recipe.command.endswith(" Q4_K_M")
+    assert recipe.tensors[0].mix_type == "Q6_K" and recipe.recipe.super_weights_kept
 
 
 def test_async_job_waits_watches_and_lists(sw):

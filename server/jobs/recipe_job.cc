@@ -118,7 +118,9 @@ class RecipeJob : public SingleJobKind {
       out->set_perplexity(checked->model_perplexity);
       out->set_perplexity_ratio(checked->perplexity_ratio);
       double worst_error = 0, smallest_ratio = INFINITY;
+      bool kept = true;
       for (const SuperWeightCheck& c : checked->super_weights) {
+        kept &= c.kept;
         worst_error = std::max(worst_error, c.relative_error);
         if (c.reference_activation != 0) {
           smallest_ratio = std::min(smallest_ratio,
@@ -128,6 +130,7 @@ class RecipeJob : public SingleJobKind {
       out->set_super_weight_max_relative_error(worst_error);
       out->set_super_activation_min_ratio(std::isfinite(smallest_ratio) ? smallest_ratio : 0);
       out->set_passed(checked->passed);
+      out->set_super_weights_kept(kept);
       for (const std::string& f : checked->failures) out->add_failures(f);
       std::filesystem::remove(path, error);
       return absl::OkStatus();
