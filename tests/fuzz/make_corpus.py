@@ -901,7 +901,7 @@ def field(number, value, kind=None):
 
 
 RPC = {"locate": 0, "score": 1, "ablate": 2, "quantize": 3, "check": 4, "get_job": 5,
-       "cancel_job": 6, "list_jobs": 7}
+       "cancel_job": 6, "list_jobs": 7, "recipe": 8}
 HF, NOTOK, L2C = "hf_tinystories_656k", "notok", "stories260K/stories260K.bin"
 GGUF = "smollm2-tiny.gguf"  # request_fuzzer copies seed-smollm2-tiny-q4_1.gguf under that name
 
@@ -994,6 +994,9 @@ def request_seeds():
     request("quantize", "export-gguf-bad-type", field(1, GGUF), field(10, setting(4, 32)),
             field(11, coordinate(0, 1, 1)), field(8, "wikitext2"), field(17, "gguf:Q2_K"),
             field(18, "x.gguf"))
+    request("quantize", "export-mix", field(1, GGUF), field(10, setting(4, 32)),
+            field(11, coordinate(0, 1, 1)), field(8, "none"), field(17, "gguf:mix:Q3_K_M"),
+            field(18, "x.gguf"))
     request("quantize", "export-bad-name", field(1, HF), field(10, setting(4, 32)),
             field(8, "wikitext2"), field(17, "hf"), field(18, "../escape"))
     request("quantize", "bad-setting", field(1, HF), field(10, setting(9, 7, "zz", -1.0)))
@@ -1006,6 +1009,11 @@ def request_seeds():
     request("check", "negative", field(1, HF), field(2, HF), field(4, -1.0, "d"))
     request("check", "no-tokenizer", field(1, HF), field(2, NOTOK))
     request("check", "gguf", field(1, GGUF), field(2, GGUF), field(3, coordinate(0, 3, 4)))
+    request("recipe", "gguf", field(1, GGUF), field(2, "Q4_K_M"), field(3, coordinate(0, 3, 4)),
+            field(5, 16), field(6, 1), field(10, "out.gguf"))
+    request("recipe", "bounds", field(1, GGUF), field(2, "q2_k"), field(4, 0.5, "d"))
+    request("recipe", "bad-type", field(1, GGUF), field(2, "IQ1_S"), field(4, -1.0, "d"))
+    request("recipe", "not-gguf", field(1, HF), field(2, "Q4_K_M"))
     for rpc in ("get_job", "cancel_job"):
         for name, job_id in (("well-formed", b"job-000001"), ("malformed", b"job-x\xff"),
                              ("long", b"job-" + b"9" * 40)):

@@ -1,8 +1,8 @@
 // libFuzzer target: requests as the service receives them, through the checks every RPC makes
 // before it does any work. The first byte picks the RPC, the rest is its serialized request:
-// Locate, Score, Ablate, Quantize and Check go through the service's Plan* (the handlers' own
-// checks, up to the job they would queue, which is never queued); GetJob, CancelJob and
-// ListJobs through their handlers, against an empty job queue. The models are tiny ones (a
+// Locate, Score, Ablate, Quantize, Check and Recipe go through the service's Plan* (the
+// handlers' own checks, up to the job they would queue, which is never queued); GetJob, CancelJob
+// and ListJobs through their handlers, against an empty job queue. The models are tiny ones (a
 // Hugging Face directory, the same without a tokenizer, a llama2.c checkpoint, a GGUF) in a
 // per-process model root; the evaluation sets the first lines of the server's.
 //
@@ -106,7 +106,7 @@ void CheckPlan(const absl::StatusOr<JobWork>& work) {
 
 // -1 where the bytes are no request of that RPC (libFuzzer keeps no such input).
 int Run(SuperWeightService& service, uint8_t rpc, const uint8_t* data, size_t size) {
-  switch (rpc % 8) {
+  switch (rpc % 9) {
     case 0: {
       v1::LocateRequest r;
       if (!Parse(data, size, &r)) return -1;
@@ -151,6 +151,12 @@ int Run(SuperWeightService& service, uint8_t rpc, const uint8_t* data, size_t si
       grpc::ServerContext ctx;
       v1::Job job;
       service.CancelJob(&ctx, &r, &job);
+      return 0;
+    }
+    case 8: {
+      v1::RecipeRequest r;
+      if (!Parse(data, size, &r)) return -1;
+      CheckPlan(PlanRecipe(service.planner(), r));
       return 0;
     }
     default: {
