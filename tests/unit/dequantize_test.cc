@@ -114,7 +114,7 @@ TEST(StorageBytes, RejectsPartialBlocks) {
   EXPECT_EQ(*StorageBytes(DType::kQ4_K, 512), 288u);
   EXPECT_FALSE(StorageBytes(DType::kQ4_K, 100).ok());
   EXPECT_EQ(*StorageBytes(DType::kBF16, 3), 6u);
-  EXPECT_FALSE(DTypeFromGgml(10).ok());  // Q2_K is not supported and must say so
+  EXPECT_FALSE(DTypeFromGgml(16).ok());  // IQ2_XXS is not supported and must say so
   EXPECT_EQ(*DTypeFromGgml(3), DType::kQ4_1);
 }
 

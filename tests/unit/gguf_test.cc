@@ -67,8 +67,8 @@ TEST(Gguf, RefusesBadMagicVersionAndTypes) {
   EXPECT_THAT(std::string(ParseGguf(bad, "m").status().message()), HasSubstr("version"));
 
   GgufWriter w;
-  w.Tensor("t", {256}, 10, std::vector<uint8_t>(84, 0));  // Q2_K
-  auto f = ParseGguf(w.Bytes(), "q2k.gguf");
+  w.Tensor("t", {256}, 16, std::vector<uint8_t>(66, 0));  // IQ2_XXS
+  auto f = ParseGguf(w.Bytes(), "iq2xxs.gguf");
   EXPECT_EQ(f.status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(std::string(f.status().message()), HasSubstr("tensor 't'"));
 }
