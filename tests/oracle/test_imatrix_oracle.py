@@ -36,9 +36,12 @@ def imatrices(smollm2_f32, tmp_path_factory):
     subprocess.run([ENGINE, "imatrix", smollm2_f32, f"--text_file={WIKITEXT}",
                     f"--chunk={CHUNK}", f"--chunks={CHUNKS}", f"--out={ours}"],
                    check=True, capture_output=True)
+    # An f32 KV cache and no flash attention: llama.cpp's defaults keep keys and values in f16,
+    # which moves its later layers' activations by up to 4e-3 (measured) from an f32 pass.
     run = subprocess.run([os.path.join(LLAMA_CPP_TOOLS, "llama-imatrix"), "-m", smollm2_f32,
                           "-f", WIKITEXT, "-c", str(CHUNK), "--chunks", str(CHUNKS), "-t", "2",
-                          "--no-ppl", "-o", theirs], capture_output=True, text=True)
+                          "--no-ppl", "-fa", "off", "-ctk", "f32", "-ctv", "f32", "-o", theirs],
+                         capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     return ours, theirs
 
@@ -60,14 +63,8 @@ def test_engine_imatrix_equals_llama_imatrix(imatrices):
         x, y = ta[name], tb[name]
         assert x.shape == y.shape, name
         assert np.all(x > 0), name
-        # Summed over the tensor, within 1e-3; value by value within 1e-2: the two passes round
-        # differently (llama.cpp's attention, silu and float sums), which deeper layers carry.
-        assert np.abs(x - y).sum() / np.abs(y).sum() < 1e-3, name
-        assert np.max(np.abs(x - y) / y) < 1e-2, name
-    # Layer 0's q/k/v read the embedding through one norm: no attention stands between the two.
-    for kind in ["attn_q", "attn_k", "attn_v"]:
-        name = f"blk.0.{kind}.weight.in_sum2"
-        assert np.max(np.abs(ta[name] - tb[name]) / tb[name]) < 1e-4, name
+        # Every column within 1e-4 (1e-5 measured: llama.cpp sums in float, the engine in double).
+        assert np.max(np.abs(x - y) / y) < 1e-4, name
 
 
 def test_llama_quantize_reads_the_engine_imatrix(imatrices, smollm2_f32, tmp_path):
