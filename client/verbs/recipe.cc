@@ -14,10 +14,11 @@ namespace {
 
 void PrintOutcome(const char* name, const std::string& file_type,
                   const v1::RecipeResult::Outcome& o) {
-  std::cout << absl::StrFormat("%-8s %-8s %12d %12.6g %8.4g %14.3g %12.3g  %s\n", name, file_type,
-                               o.bytes(), o.perplexity(), o.perplexity_ratio(),
+  std::cout << absl::StrFormat("%-8s %-8s %12d %12.6g %8.4g %14.3g %12.3g  %-9s %s\n", name,
+                               file_type, o.bytes(), o.perplexity(), o.perplexity_ratio(),
                                o.super_weight_max_relative_error(), o.super_activation_min_ratio(),
-                               o.passed() ? "passed" : "FAILED");
+                               o.super_weights_kept() ? "yes" : "LOST",
+                               o.passed() ? "passed" : "failed");
   for (const std::string& f : o.failures()) std::cout << "  failed: " << f << "\n";
 }
 

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <set>
+#include <utility>
 
 #include "absl/strings/str_format.h"
 #include "engine/formats/gguf_writer.h"
@@ -75,6 +77,11 @@ const ImatrixEntry* Imatrix::Find(const std::string& name) const {
 absl::StatusOr<Imatrix> ComputeImatrix(const Model& model, absl::Span<const int32_t> tokens,
                                        const ImatrixOptions& options) {
   const ModelConfig& c = model.config;
+  for (TensorRole role : {TensorRole::kAttnQ, TensorRole::kFfnDown}) {
+    if (FindRole(c.arch, role) == nullptr || FindRole(c.arch, role)->gguf == nullptr) {
+      return absl::UnimplementedError("the architecture's tensors have no GGUF names");
+    }
+  }
   if (c.experts > 0) {
     return absl::UnimplementedError(
         "an importance matrix of a mixture-of-experts model (per-expert inputs) is not built");
@@ -147,6 +154,7 @@ absl::Status BoostSuperWeightColumns(const Model& model,
     return absl::InvalidArgumentError("the boost must be a positive factor");
   }
   const TensorNaming* down = FindRole(model.config.arch, TensorRole::kFfnDown);
+  std::set<std::pair<int, int64_t>> boosted;  // a column once, however many super weights read it
   for (const SuperWeightCoordinate& sw : super_weights) {
     if (sw.expert >= 0 || down == nullptr) {
       return absl::InvalidArgumentError(
@@ -157,7 +165,14 @@ absl::Status BoostSuperWeightColumns(const Model& model,
       return absl::InvalidArgumentError(
           absl::StrFormat("%s: the importance matrix has no such column", sw.Name()));
     }
-    e->in_sum2[sw.col] = static_cast<float>(e->in_sum2[sw.col] * factor);
+    if (!boosted.insert({sw.layer, sw.col}).second) continue;
+    const float value = static_cast<float>(e->in_sum2[sw.col] * factor);
+    if (!std::isfinite(value)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: boosting its column by %g overflows a float (llama-quantize refuses such a matrix)",
+          sw.Name(), factor));
+    }
+    e->in_sum2[sw.col] = value;
   }
   return absl::OkStatus();
 }

@@ -47,14 +47,16 @@ struct Imatrix {
   const ImatrixEntry* Find(const std::string& name) const;
 };
 
-// The importance matrix of `tokens` cut into options.chunk-token chunks. INVALID_ARGUMENT when
-// the text has no full chunk, UNIMPLEMENTED for mixture-of-experts models (their routed inputs
-// are not observed per expert here) and for models opened from other than GGUF names' tables.
+// The importance matrix of `tokens` cut into options.chunk-token chunks, its entries named as in
+// GGUF files whatever file the model was opened from. INVALID_ARGUMENT when the text has no full
+// chunk, UNIMPLEMENTED for mixture-of-experts models (their routed inputs are not observed per
+// expert here) and for an architecture whose table has no GGUF names.
 absl::StatusOr<Imatrix> ComputeImatrix(const Model& model, absl::Span<const int32_t> tokens,
                                        const ImatrixOptions& options);
 
 // Multiplies the importance of each super weight's input column (its down_proj's column) by
-// `factor` (> 0). INVALID_ARGUMENT for a coordinate the matrix has no entry or column for.
+// `factor` (> 0), each column once. INVALID_ARGUMENT for a coordinate the matrix has no entry or
+// column for, or a product a float cannot hold.
 absl::Status BoostSuperWeightColumns(const Model& model,
                                      absl::Span<const SuperWeightCoordinate> super_weights,
                                      double factor, Imatrix* imatrix);

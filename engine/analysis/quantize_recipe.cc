@@ -34,13 +34,18 @@ DType Written(DType requested, int64_t cols) {
 // element's.
 absl::Status Measure(const Matrix& w, DType written,
                      const std::vector<SuperWeightCoordinate>& super_weights,
-                     TypeCandidate* candidate) {
+                     const std::atomic<bool>* cancelled, TypeCandidate* candidate) {
+  // llama-quantize copies a tensor already in the type it chose: nothing changes.
+  if (written == w.dtype) return absl::OkStatus();
   auto row_bytes = StorageBytes(written, static_cast<uint64_t>(w.cols));
   if (!row_bytes.ok()) return row_bytes.status();
   std::vector<float> row(w.cols), back(w.cols);
   std::vector<uint8_t> quantized(*row_bytes);
   double error2 = 0, value2 = 0;
   for (int64_t r = 0; r < w.rows; ++r) {
+    if (cancelled != nullptr && cancelled->load(std::memory_order_relaxed)) {
+      return absl::CancelledError("cancelled");
+    }
     w.RowToFloat(r, row.data());
     if (absl::Status s = QuantizeRow(written, row.data(), w.cols, quantized.data()); !s.ok()) {
       return s;
@@ -101,6 +106,11 @@ absl::StatusOr<QuantizeRecipe> PlanQuantizeRecipe(const Model& model,
   if (!(options.max_super_weight_error > 0)) {
     return absl::InvalidArgumentError("max_super_weight_error must be positive");
   }
+  if (!IsQuantized(options.file_type.default_type)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s is not quantized: llama-quantize applies no --tensor-type override to it",
+        options.file_type.name));
+  }
   const MappedFile* mapped = nullptr;
   for (const auto& file : model.files) {
     if (file->path() == model.path) mapped = file.get();
@@ -110,10 +120,6 @@ absl::StatusOr<QuantizeRecipe> PlanQuantizeRecipe(const Model& model,
   }
   auto gguf = ParseGguf(mapped->bytes(), model.path);
   if (!gguf.ok()) return gguf.status();
-  LlamaQuantizeOptions plain;
-  plain.file_type = options.file_type;
-  auto plan = PlanLlamaQuantize(*gguf, plain);
-  if (!plan.ok()) return plan.status();
   const TensorNaming* down = FindRole(model.config.arch, TensorRole::kFfnDown);
   if (down == nullptr) return absl::UnimplementedError("the architecture has no down_proj");
 
@@ -137,6 +143,12 @@ absl::StatusOr<QuantizeRecipe> PlanQuantizeRecipe(const Model& model,
     RecipeTensor t;
     t.name = TensorName(*down, ModelFormat::kGguf, layer);
     t.super_weights = held;
+    // The mix as llama-quantize will see it: with the overrides chosen so far.
+    LlamaQuantizeOptions so_far;
+    so_far.file_type = options.file_type;
+    so_far.overrides = recipe.overrides;
+    auto plan = PlanLlamaQuantize(*gguf, so_far);
+    if (!plan.ok()) return plan.status();
     const PlannedTensor* planned = plan->Find(t.name);
     if (planned == nullptr) {
       return absl::InternalError(absl::StrFormat("%s: not in the file's plan", t.name));
@@ -152,7 +164,7 @@ absl::StatusOr<QuantizeRecipe> PlanQuantizeRecipe(const Model& model,
         continue;
       }
       TypeCandidate c{type, written, BitsPerWeight(written)};
-      if (absl::Status s = Measure(w, written, held, &c); !s.ok()) return s;
+      if (absl::Status s = Measure(w, written, held, options.cancelled, &c); !s.ok()) return s;
       t.candidates.push_back(c);
     }
     std::stable_sort(t.candidates.begin(), t.candidates.end(),

@@ -6,6 +6,7 @@
 // hurting the tensor is named.
 #pragma once
 
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,7 @@ struct RecipeOptions {
   std::vector<SuperWeightCoordinate> super_weights;
   // A type keeps a super weight when the value it stores is within this relative error.
   double max_super_weight_error = 0.01;
+  const std::atomic<bool>* cancelled = nullptr;  // CANCELLED once set (checked per row)
 };
 
 struct TypeCandidate {
@@ -34,8 +36,10 @@ struct TypeCandidate {
 struct RecipeTensor {
   std::string name;  // GGUF, "blk.11.ffn_down.weight"
   std::vector<SuperWeightCoordinate> super_weights;
-  DType mix_type;  // what the file type gives it without overrides
-  DType chosen;    // what the recipe gives it
+  // What the file type gives it with the overrides of the tensors before it (llama.cpp counts
+  // no overridden tensor in its mix, so an override moves the layers the mix raises after it).
+  DType mix_type;
+  DType chosen;  // what the recipe gives it
   bool overridden = false;
   std::vector<TypeCandidate> candidates;  // by bits per weight
 };
@@ -48,7 +52,8 @@ struct QuantizeRecipe {
 };
 
 // UNIMPLEMENTED for a model not opened from one GGUF file (llama-quantize reads GGUF) or for
-// super weights of routed experts; INVALID_ARGUMENT for a coordinate outside the model.
+// super weights of routed experts; INVALID_ARGUMENT for a coordinate outside the model or a
+// file type that is not quantized (llama-quantize applies no override to F16, BF16, F32).
 absl::StatusOr<QuantizeRecipe> PlanQuantizeRecipe(const Model& model, const RecipeOptions& options);
 
 // The llama-quantize command line that carries the recipe out, each argument quoted for a POSIX

@@ -168,7 +168,9 @@ absl::StatusOr<GgufExportSummary> ExportGguf(const Model& source, const Model& v
         !s.ok()) {
       return s;
     }
-    ++(l.holds_super_weight ? summary.super_weight_tensors : summary.converted);
+    // A mix of a float type takes no override (as llama-quantize): then nothing is raised.
+    const bool raised = l.holds_super_weight && (planned == nullptr || planned->overridden);
+    ++(raised ? summary.super_weight_tensors : summary.converted);
   }
   if (absl::Status s =
           writer.WriteAtomically(out_path, [&source] { return source.CheckFilesUnchanged(); });

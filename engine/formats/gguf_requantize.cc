@@ -88,7 +88,7 @@ absl::StatusOr<RequantizeSummary> RequantizeGguf(const std::string& source_path,
     const DType type = planned != nullptr ? planned->to : FallbackTypeForRows(target, cols);
     absl::Status added;
     if (selected && cols % Traits(type).block_elements == 0) {
-      added = writer.AddTensor(name, t.ne, type, RequantizedRows(t, type));
+      added = writer.AddTensor(name, t.ne, type, RequantizedRows(t, type, options.cancelled));
       summary.converted.push_back(name);
       if (planned != nullptr ? planned->fallback : type != target) {
         summary.fallback.push_back(name);

@@ -40,6 +40,7 @@ struct RequantizeOptions {
   // Set: every tensor in the type llama-quantize would write it in for these options
   // (PlanLlamaQuantize), and general.file_type the plan's; target and select are not used.
   std::optional<LlamaQuantizeOptions> llama;
+  const std::atomic<bool>* cancelled = nullptr;  // CANCELLED once set (checked per row)
 };
 
 struct RequantizeSummary {

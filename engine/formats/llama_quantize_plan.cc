@@ -170,18 +170,28 @@ struct Hparams {
   int n_head_kv = 0;
   int n_expert = 0;
   int n_gqa() const { return n_head_kv == 0 ? 0 : n_head / n_head_kv; }
-  bool is_llama_70b() const { return arch == "llama" && n_layer == 80 && n_head != n_head_kv; }
+  // llama.cpp's LLM_TYPE_70B, the one model size its mixes single out (src/models/*.cpp).
+  bool is_70b() const {
+    if (arch == "llama") return n_layer == 80 && n_head != n_head_kv;
+    if (arch == "qwen2" || arch == "deci" || arch == "olmo") return n_layer == 80;
+    return arch == "jais2" && n_layer == 68;
+  }
 };
 
-// An integer key, or the first element of a per-layer array.
+// An integer key, or the first element of a per-layer array; `fallback` where it is missing or
+// outside [0, 2^20] (a file's value, never trusted to fit an int).
 int IntOrFirst(const GgufFile& file, const std::string& key, int fallback) {
   const GgufValue* v = file.Find(key);
   if (v == nullptr) return fallback;
-  if (v->kind == GgufValue::Kind::kInt) return static_cast<int>(v->i);
-  if (v->kind == GgufValue::Kind::kArray && !v->numbers.empty()) {
-    return static_cast<int>(v->numbers.front());
+  double value;
+  if (v->kind == GgufValue::Kind::kInt) {
+    value = static_cast<double>(v->i);
+  } else if (v->kind == GgufValue::Kind::kArray && !v->numbers.empty()) {
+    value = v->numbers.front();
+  } else {
+    return fallback;
   }
-  return fallback;
+  return value >= 0 && value <= (1 << 20) ? static_cast<int>(value) : fallback;
 }
 
 struct State {
@@ -238,7 +248,7 @@ absl::StatusOr<DType> MixType(State& st, DType new_type, const GgufTensor& t, Ca
     } else if (ftype == kQ4_K_S && st.i_attention_wv < 4) {
       new_type = DType::kQ5_K;
     }
-    if (st.hp.is_llama_70b() && (new_type == DType::kQ3_K || new_type == DType::kQ4_K)) {
+    if (st.hp.is_70b() && (new_type == DType::kQ3_K || new_type == DType::kQ4_K)) {
       new_type = DType::kQ5_K;
     }
     if (n_expert == 8) new_type = DType::kQ8_0;
@@ -390,16 +400,17 @@ absl::StatusOr<LlamaQuantizePlan> PlanLlamaQuantize(const GgufFile& file,
         if (!named) {
           p.to = *options.token_embedding_type;
           p.overridden = true;
-          plan.tensors.push_back(p);
-          continue;
         }
       }
-      if (options.output_tensor_type.has_value() && category == Category::kOutput) {
+      if (!p.overridden && options.output_tensor_type.has_value() &&
+          category == Category::kOutput) {
         p.to = *options.output_tensor_type;
         p.overridden = true;
-        plan.tensors.push_back(p);
-        continue;
       }
+    }
+    if (p.overridden) {
+      // As llama.cpp: the embedding and output types skip the mix and the fallback.
+    } else if (AllowsQuantization(*t, arch)) {
       DType type = default_type;
       if (IsQuantized(default_type)) {
         bool manual = false;

@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -62,6 +63,12 @@ absl::StatusOr<std::string> Sha256OfFile(const std::string& path) {
   return hex;
 }
 
+// A llama.cpp file type named so that no GGML type has the name (Q4_K_M, Q3_K_S, Q3_K_L...).
+bool IsMixOwnName(const std::string& name) {
+  const std::string upper = absl::AsciiStrToUpper(name);
+  return absl::EndsWith(upper, "_S") || absl::EndsWith(upper, "_M") || absl::EndsWith(upper, "_L");
+}
+
 // Writes the request's one quantized setting as a GGUF file, then evaluates the file as the
 // server would open it: the row tells what the exported model does.
 absl::StatusOr<QuantizeTableRow> ExportGgufAndEvaluate(const JobWork& w,
@@ -89,8 +96,10 @@ absl::StatusOr<QuantizeTableRow> ExportGgufAndEvaluate(const JobWork& w,
   if (!summary.ok()) return summary.status();
   auto sha = Sha256OfFile(e.staged);
   if (!sha.ok()) return sha.status();
-  const std::string type_name =
-      e.llama_file_type.has_value() ? e.llama_file_type->name : DTypeName(e.type);
+  const std::string type_name = !e.llama_file_type.has_value() ? DTypeName(e.type)
+                                : IsMixOwnName(e.llama_file_type->name)
+                                    ? e.llama_file_type->name
+                                    : absl::StrCat("mix:", e.llama_file_type->name);
   exported->set_format(absl::StrCat("gguf:", type_name));
   exported->set_path(e.relative_path);
   exported->set_model(e.model);
@@ -354,25 +363,26 @@ absl::Status PlanExport(const PlanContext& context, const v1::QuantizeRequest& r
   }
   const std::string& format = req.export_format();
   if (format.rfind("gguf:", 0) == 0) {
-    // gguf:TYPE, one type for every linear weight; gguf:mix:FILE_TYPE (or a mix's own name,
-    // Q4_K_M...), llama-quantize's choice for every tensor.
+    // gguf:TYPE, one type for every linear weight (TYPE as dtype.h names it); gguf:mix:FILE_TYPE,
+    // llama-quantize's choice for every tensor (any case, its aliases too); a mix whose name no
+    // type has (Q4_K_M, Q3_K_S...) may drop the "mix:".
     const std::string name = format.substr(5);
     const bool mix_prefix = name.rfind("mix:", 0) == 0;
     auto type = DTypeFromName(name);
-    if (mix_prefix || !type.ok()) {
+    if (mix_prefix || (!type.ok() && IsMixOwnName(name))) {
       auto file_type = FindLlamaFileType(mix_prefix ? name.substr(4) : name);
       if (!file_type.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "export ", Utf8Prefix(format, 40),
-            ": gguf:TYPE (Q2_K, Q3_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, "
-            "F32) or gguf:mix:FILE_TYPE (llama-quantize's: Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, "
-            "Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0, Q4_0...)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("export ", Utf8Prefix(format, 40), ": ", file_type.status().message()));
       }
       out->llama_file_type = *file_type;
       type = file_type->default_type;
-    } else if (!HasGgmlQuantizer(*type)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("export ", Utf8Prefix(format, 40), ": no quantizer for that type"));
+    } else if (!type.ok() || !HasGgmlQuantizer(*type)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "export ", Utf8Prefix(format, 40),
+          ": gguf:TYPE (Q2_K, Q3_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, "
+          "F32) or gguf:mix:FILE_TYPE (llama-quantize's: Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, "
+          "Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0, Q4_0...)"));
     }
     if (m.format != ModelFormat::kGguf) {
       return absl::FailedPreconditionError(

@@ -58,6 +58,7 @@ class RecipeJob : public SingleJobKind {
     }
     w.check.super_weights = options.super_weights;
     w.check.harness.cancelled = run.cancelled;
+    options.cancelled = run.cancelled;
     metrics->RecordBatch(1, 0);
     auto recipe = PlanQuantizeRecipe(*w.model, options);
     if (!recipe.ok()) return recipe.status();
@@ -98,11 +99,13 @@ class RecipeJob : public SingleJobKind {
       requantize.llama = LlamaQuantizeOptions();
       requantize.llama->file_type = recipe->file_type;
       requantize.llama->overrides = overrides;
+      requantize.cancelled = run.cancelled;
       if (auto written = RequantizeGguf(w.model->path, path, requantize); !written.ok()) {
         return written.status();
       }
       std::error_code error;
-      out->set_bytes(std::filesystem::file_size(path, error));
+      const uintmax_t bytes = std::filesystem::file_size(path, error);
+      out->set_bytes(error ? 0 : bytes);
       auto opened = OpenModel(path);
       if (!opened.ok()) {
         return absl::InternalError(
@@ -172,6 +175,11 @@ absl::StatusOr<JobWork> PlanRecipe(const PlanContext& context, const v1::RecipeR
   }
   auto file_type = FindLlamaFileType(req.file_type());
   if (!file_type.ok()) return file_type.status();
+  if (!IsQuantized(file_type->default_type)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("file_type ", file_type->name,
+                     " is not quantized: llama-quantize applies no --tensor-type override to it"));
+  }
   const double bound = req.max_super_weight_error();
   if (!std::isfinite(bound) || bound < 0 || bound >= 1) {
     return absl::InvalidArgumentError(

@@ -245,6 +245,8 @@ def test_gguf_export_as_llama_quantizes_q4_k_m_with_the_super_weight_kept(export
     (["--export=gguf:Q4_0"], "INVALID_ARGUMENT", "export_name"),
     (["--export=gguf:IQ2_XXS", "--export_name=k.gguf"], "INVALID_ARGUMENT", "gguf:mix:FILE_TYPE"),
     (["--export=gguf:mix:Q4_K_X", "--export_name=k.gguf"], "INVALID_ARGUMENT", "Q4_K_M"),
+    # A type's name in another case is no mix by accident: mixes say mix: or _S/_M/_L.
+    (["--export=gguf:q4_k", "--export_name=k.gguf"], "INVALID_ARGUMENT", "gguf:mix:FILE_TYPE"),
     (["--export=onnx", "--export_name=o"], "INVALID_ARGUMENT", "unknown export"),
     (["--block_size=64,128", "--export=gguf:Q4_0", "--export_name=two.gguf"], "INVALID_ARGUMENT",
      "exactly one"),

@@ -114,6 +114,7 @@ def test_recipe_table_printed_for_people(recipes):
 @pytest.mark.parametrize("flags,code,message", [
     (["--file_type=IQ2_XXS"], "INVALID_ARGUMENT", "Q4_K_M"),
     (["--file_type=Q4_K_M", "--max_rel_error=2"], "INVALID_ARGUMENT", "max_super_weight_error"),
+    (["--file_type=F16"], "INVALID_ARGUMENT", "not quantized"),
     (["--file_type=Q4_K_M", "--super_weights=99,0,0"], "INVALID_ARGUMENT", "layer"),
 ])
 def test_bad_recipes_are_refused(recipes, flags, code, message):

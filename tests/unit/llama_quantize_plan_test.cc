@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <tuple>
 
 #include "absl/strings/str_format.h"
 
@@ -14,7 +15,8 @@ using ::testing::HasSubstr;
 
 // A llama-architecture file's tensor list and hyperparameters (no data: the plan reads names,
 // shapes and types only). Rows of `cols` values; `heads`/`kv_heads` set the GQA ratio.
-GgufFile LlamaLike(int layers, int64_t cols, int heads, int kv_heads, bool tied = true) {
+GgufFile LlamaLike(int layers, int64_t cols, int heads, int kv_heads, bool tied = true,
+                   const std::string& name = "llama") {
   GgufFile f;
   auto set_int = [&f](const std::string& key, int64_t v) {
     GgufValue value;
@@ -24,11 +26,11 @@ GgufFile LlamaLike(int layers, int64_t cols, int heads, int kv_heads, bool tied 
   };
   GgufValue arch;
   arch.kind = GgufValue::Kind::kString;
-  arch.s = "llama";
+  arch.s = name;
   f.metadata["general.architecture"] = arch;
-  set_int("llama.block_count", layers);
-  set_int("llama.attention.head_count", heads);
-  set_int("llama.attention.head_count_kv", kv_heads);
+  set_int(name + ".block_count", layers);
+  set_int(name + ".attention.head_count", heads);
+  set_int(name + ".attention.head_count_kv", kv_heads);
   auto add = [&f](const std::string& name, std::vector<int64_t> ne) {
     f.tensors[name] = GgufTensor{name, ne, DType::kF32, nullptr, 0};
     f.tensor_order.push_back(name);
@@ -133,6 +135,31 @@ TEST(LlamaQuantizePlan, FallbacksAndTheQ2_KMix) {
   EXPECT_EQ(TypeOf(*pure_plan, "blk.0.attn_v.weight"), DType::kQ4_K);
   EXPECT_EQ(TypeOf(*pure_plan, "blk.0.ffn_down.weight"), DType::kQ4_K);
   EXPECT_EQ(TypeOf(*pure_plan, "token_embd.weight"), DType::kQ4_K);
+}
+
+// llama.cpp raises a 70B model's attn_v from Q3_K/Q4_K to Q5_K: Llama at 80 layers with grouped
+// keys (not the 65B, whose heads are all keys), Qwen2, OLMo and DeciLM at 80.
+TEST(LlamaQuantizePlan, SeventyBillionModelsAttnV) {
+  for (const auto& [arch, heads, kv_heads, raised] :
+       {std::tuple{"llama", 64, 8, true}, std::tuple{"llama", 64, 64, false},
+        std::tuple{"qwen2", 64, 8, true}, std::tuple{"olmo", 64, 64, true},
+        std::tuple{"gemma2", 64, 8, false}}) {
+    auto plan =
+        PlanLlamaQuantize(LlamaLike(80, 256, heads, kv_heads, true, arch), Options("Q3_K_M"));
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    // Q3_K_M gives attn_v Q5_K for the first two, Q4_K after.
+    EXPECT_EQ(TypeOf(*plan, "blk.5.attn_v.weight"), raised ? DType::kQ5_K : DType::kQ4_K)
+        << arch << " " << kv_heads;
+  }
+}
+
+TEST(LlamaQuantizePlan, HyperparametersOutOfRangeAreNotTrusted) {
+  GgufFile f = LlamaLike(4, 256, 8, 2);
+  f.metadata["llama.attention.head_count_kv"].i = -1;  // a crafted file: no division by it
+  f.metadata["llama.attention.head_count"].i = int64_t{1} << 40;
+  auto plan = PlanLlamaQuantize(f, Options("Q2_K"));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(TypeOf(*plan, "blk.0.attn_v.weight"), DType::kQ3_K);  // GQA unknown: below 4
 }
 
 TEST(LlamaQuantizePlan, RefusesBadPatternsAndUnplaceableExpertTensors) {
