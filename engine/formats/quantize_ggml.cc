@@ -204,15 +204,8 @@ constexpr float kGroupMaxEps = 1e-15f;
 // fitted scale (0, codes 0, for an all-but-zero group).
 float SymmetricScaleSearch(const float* x, uint8_t* codes) {
   constexpr int kN = 16, kNmax = 32;
-  float max = 0, amax = 0;
-  for (int i = 0; i < kN; ++i) {
-    const float ax = std::fabs(x[i]);
-    if (ax > amax) {
-      amax = ax;
-      max = x[i];
-    }
-  }
-  if (amax < kGroupMaxEps) {
+  const float max = SignedAbsMax(x, kN);
+  if (std::fabs(max) < kGroupMaxEps) {
     std::memset(codes, 0, kN);
     return 0.f;
   }
@@ -257,15 +250,8 @@ float SymmetricScaleSearch(const float* x, uint8_t* codes) {
 // returns the fitted scale (0, codes 0, for an all-but-zero group).
 float SymmetricCodesRefined(const float* x, int nmax, uint8_t* codes) {
   constexpr int kN = 16;
-  float max = 0, amax = 0;
-  for (int i = 0; i < kN; ++i) {
-    const float ax = std::fabs(x[i]);
-    if (ax > amax) {
-      amax = ax;
-      max = x[i];
-    }
-  }
-  if (amax < kGroupMaxEps) {
+  const float max = SignedAbsMax(x, kN);
+  if (std::fabs(max) < kGroupMaxEps) {
     std::memset(codes, 0, kN);
     return 0.f;
   }

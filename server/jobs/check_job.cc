@@ -82,28 +82,37 @@ absl::StatusOr<JobWork> PlanCheck(const PlanContext& context, const v1::CheckReq
   if (req.max_relative_error() > 0) o.max_relative_error = req.max_relative_error();
   if (req.min_activation_ratio() > 0) o.min_activation_ratio = req.min_activation_ratio();
   if (req.max_perplexity_ratio() > 0) o.max_perplexity_ratio = req.max_perplexity_ratio();
+  if (absl::Status s = PlanCheckMeasures(context, req.window(), req.max_windows(), req.precision(),
+                                         req.super_weights(), &work, &o.super_weights);
+      !s.ok()) {
+    return s;
+  }
+  return work;
+}
+
+absl::Status PlanCheckMeasures(const PlanContext& context, int window, int max_windows,
+                               v1::Precision precision,
+                               const google::protobuf::RepeatedPtrField<v1::Coordinate>& named,
+                               JobWork* work, std::vector<SuperWeightCoordinate>* super_weights) {
+  const Model& ref = *work->reference;
+  CheckOptions& o = work->check;
   google::protobuf::RepeatedPtrField<std::string> wikitext;
   wikitext.Add("wikitext2");
-  auto evaluation = context.CheckEvaluation(ref, wikitext, 0, req.window(),
-                                            req.max_windows() > 0 ? req.max_windows() : 16);
+  auto evaluation =
+      context.CheckEvaluation(ref, wikitext, 0, window, max_windows > 0 ? max_windows : 16);
   if (!evaluation.ok()) return evaluation.status();
   o.window = evaluation->window;
   o.max_windows = evaluation->max_windows;
-  work.load_inputs = [inputs = context.inputs, request = *evaluation](JobWork& w) {
+  work->load_inputs = [inputs = context.inputs, request = *evaluation](JobWork& w) {
     EvaluationPlan plan;
     if (absl::Status s = inputs->Load(request, w.reference, &plan); !s.ok()) return s;
     w.check.text = std::move(plan.wikitext2);
     return absl::OkStatus();
   };
   o.prompt = ref.tokenizer->Encode(kPaperPrompt, ref.config.add_bos);
-  o.harness.precision = FromProto(req.precision());
-  if (absl::Status s = context.SuperWeightsOrLocate(ref, req.super_weights(), o.harness.precision,
-                                                    &work, &o.super_weights);
-      !s.ok()) {
-    return s;
-  }
-  work.precision = o.harness.precision;
-  return work;
+  o.harness.precision = FromProto(precision);
+  work->precision = o.harness.precision;
+  return context.SuperWeightsOrLocate(ref, named, o.harness.precision, work, super_weights);
 }
 
 }  // namespace superweight::server

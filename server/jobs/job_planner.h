@@ -59,6 +59,14 @@ absl::StatusOr<JobWork> PlanQuantize(const PlanContext& context, const v1::Quant
 absl::StatusOr<JobWork> PlanCheck(const PlanContext& context, const v1::CheckRequest& req);
 absl::StatusOr<JobWork> PlanRecipe(const PlanContext& context, const v1::RecipeRequest& req);
 
+// What Check measures, planned for work->reference (Check's and Recipe's): WikiText-2's windows
+// (window 0: 512; max_windows 0: 16), loaded when the job runs, the paper's prompt, the
+// precision, and the named super weights or Locate first.
+absl::Status PlanCheckMeasures(const PlanContext& context, int window, int max_windows,
+                               v1::Precision precision,
+                               const google::protobuf::RepeatedPtrField<v1::Coordinate>& named,
+                               JobWork* work, std::vector<SuperWeightCoordinate>* super_weights);
+
 // A stored request (serialized) parsed as `Request` and planned; INVALID_ARGUMENT where the
 // bytes are not one.
 template <typename Request>

@@ -198,28 +198,11 @@ absl::StatusOr<JobWork> PlanRecipe(const PlanContext& context, const v1::RecipeR
   work.recipe_output = output.empty() ? absl::StrCat(std::filesystem::path(m.path).stem().string(),
                                                      ".", file_type->name, ".gguf")
                                       : output;
-  CheckOptions& check = work.check;
-  google::protobuf::RepeatedPtrField<std::string> wikitext;
-  wikitext.Add("wikitext2");
-  auto evaluation = context.CheckEvaluation(m, wikitext, 0, req.window(),
-                                            req.max_windows() > 0 ? req.max_windows() : 16);
-  if (!evaluation.ok()) return evaluation.status();
-  check.window = evaluation->window;
-  check.max_windows = evaluation->max_windows;
-  work.load_inputs = [inputs = context.inputs, request = *evaluation](JobWork& w) {
-    EvaluationPlan plan;
-    if (absl::Status s = inputs->Load(request, w.model, &plan); !s.ok()) return s;
-    w.check.text = std::move(plan.wikitext2);
-    return absl::OkStatus();
-  };
-  check.prompt = m.tokenizer->Encode(kPaperPrompt, m.config.add_bos);
-  check.harness.precision = FromProto(req.precision());
-  if (absl::Status s = context.SuperWeightsOrLocate(m, req.super_weights(), check.harness.precision,
-                                                    &work, &o.super_weights);
+  if (absl::Status s = PlanCheckMeasures(context, req.window(), req.max_windows(), req.precision(),
+                                         req.super_weights(), &work, &o.super_weights);
       !s.ok()) {
     return s;
   }
-  work.precision = check.harness.precision;
   return work;
 }
 
