@@ -450,16 +450,11 @@ void Q6_KFromFloat(const float* x, int64_t n, uint8_t* y) {
   for (int64_t i = 0; i < n / 256; ++i, x += 256, y += 210) {
     uint8_t codes[256];
     float scales[16];
-    float max_scale = 0, max_abs_scale = 0;
     for (int ib = 0; ib < 16; ++ib) {
       scales[ib] = SymmetricScaleSearch(x + 16 * ib, codes + 16 * ib);
-      const float abs_scale = std::fabs(scales[ib]);
-      if (abs_scale > max_abs_scale) {
-        max_abs_scale = abs_scale;
-        max_scale = scales[ib];
-      }
     }
-    if (max_abs_scale < kGroupMaxEps) {  // an all-but-zero super-block: every byte 0
+    const float max_scale = SignedAbsMax(scales, 16);
+    if (std::fabs(max_scale) < kGroupMaxEps) {  // an all-but-zero super-block: every byte 0
       std::memset(y, 0, 210);
       continue;
     }
@@ -552,15 +547,10 @@ void Q3_KFromFloat(const float* x, int64_t n, uint8_t* y) {
   for (int64_t i = 0; i < n / 256; ++i, x += 256, y += 110) {
     uint8_t codes[256];
     float scales[16];
-    float max_scale = 0, max_abs_scale = 0;
     for (int j = 0; j < 16; ++j) {
       scales[j] = SymmetricCodesRefined(x + 16 * j, 4, codes + 16 * j);
-      const float abs_scale = std::fabs(scales[j]);
-      if (abs_scale > max_abs_scale) {
-        max_abs_scale = abs_scale;
-        max_scale = scales[j];
-      }
     }
+    const float max_scale = SignedAbsMax(scales, 16);
     uint8_t* hmask = y;
     uint8_t* packed = y + 96;
     std::memset(packed, 0, 12);
