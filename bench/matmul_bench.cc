@@ -1,8 +1,9 @@
 // oneDNN alone on given matmul shapes, with its preferred (prepacked) weight layout: the
 // ceiling the engine's linear layers are compared against. oneDNN is capped at the engine's CPU
-// class (SUPERWEIGHT_MAX_ISA); below AMX, where the engine does bf16 arithmetic on f32 FMA units
-// (oneDNN 2.6's own bf16 matmul is slower there, or absent), --bf16 measures oneDNN's f32
-// matmul, which is that ceiling there.
+// class (SUPERWEIGHT_MAX_ISA). --bf16 measures oneDNN's bf16 matmul from AVX512-BF16 up, where
+// the engine's bf16 runs on bf16 dot products (AMX tiles, or VDPBF16PS); below it, where the
+// engine does bf16 arithmetic on f32 FMA units (oneDNN 2.6 has no bf16 matmul there), oneDNN's
+// f32 matmul, which is that ceiling there.
 //   superweight-bench-matmul --m=512 --shapes=KxN,KxN,... [--bf16] [--plain] [--reps=5]
 #include <chrono>
 #include <iostream>
@@ -29,7 +30,8 @@ int main(int argc, char** argv) {
   absl::SimpleAtoi(flags["m"], &m);
   if (flags.count("reps")) absl::SimpleAtoi(flags["reps"], &reps);
   superweight::Cpu();  // caps oneDNN at the engine's class before its first primitive
-  const bool bf16 = flags.count("bf16") > 0 && superweight::CpuAllows(superweight::Isa::kAmx);
+  const bool bf16 =
+      flags.count("bf16") > 0 && superweight::CpuAllows(superweight::Isa::kAvx512Bf16);
   using dnnl::memory;
   const auto type = bf16 ? memory::data_type::bf16 : memory::data_type::f32;
   dnnl::engine eng(dnnl::engine::kind::cpu, 0);

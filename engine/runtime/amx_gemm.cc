@@ -1,4 +1,6 @@
-// Built with AMX and AVX-512 enabled; called only where AmxEnabled() (matmul.cc) said yes.
+// Built with AMX, AVX-512 and AVX512-BF16 enabled; matmul.cc picks the unit (AmxInput::unit) the
+// CPU class allows: the tiles only where AmxEnabled(), the dot products where AVX512-BF16 is,
+// the FMA unit from AVX-512 up.
 // GCC 12's AVX-512 intrinsics pass _mm512_undefined_ps() as the unused merge source, which
 // -Wmaybe-uninitialized reports wherever they are inlined (GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -118,50 +120,149 @@ void PackWeightTiles(const AmxWeights& w, int64_t o0, int64_t rows, int64_t k,
   }
 }
 
+// The products of one 32x32 block (32 tokens from the planes' block, 32 weight rows from the
+// packed tiles) over `steps` steps of 32 columns and every activation part, on AVX512-BF16's
+// dot product, into sums as StoreProducts lays them out. The B operand is the tiles' own layout
+// (16 rows of bf16 pairs for each pair of columns: one vector), A a broadcast pair; 8 tokens by
+// 32 rows in 16 accumulators at a time. Groups of 8 tokens at or past `tokens` are zeros.
+inline void DotProducts(const uint16_t* planes, int parts, const uint32_t* tiles, int64_t steps,
+                        int64_t tokens, float* sums) {
+  for (int g = 0; g < 4; ++g) {
+    __m512 acc[8][2];
+    for (int t = 0; t < 8; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+    for (int64_t s = 0; g * 8 < tokens && s < steps; ++s) {
+      const uint32_t* b = tiles + s * 512;
+      for (int p = 0; p < parts; ++p) {
+        const uint16_t* a = planes + (s * parts + p) * 1024 + g * 8 * 32;
+        for (int pair = 0; pair < 16; ++pair) {
+          const __m512bh b0 = (__m512bh)_mm512_load_si512(b + 16 * pair);
+          const __m512bh b1 = (__m512bh)_mm512_load_si512(b + 256 + 16 * pair);
+#pragma GCC unroll 8
+          for (int t = 0; t < 8; ++t) {
+            const __m512bh x =
+                (__m512bh)_mm512_broadcastd_epi32(_mm_loadu_si32(a + t * 32 + 2 * pair));
+            acc[t][0] = _mm512_dpbf16_ps(acc[t][0], x, b0);
+            acc[t][1] = _mm512_dpbf16_ps(acc[t][1], x, b1);
+          }
+        }
+      }
+    }
+    for (int t = 0; t < 8; ++t) {
+      const int token = 8 * g + t;
+      float* row = sums + 512 * (token / 16) + 16 * (token % 16);
+      _mm512_store_ps(row, acc[t][0]);
+      _mm512_store_ps(row + 256, acc[t][1]);
+    }
+  }
+}
+
+// Weight rows [o0, o0 + rows) (rows <= 32; the rest read as zeros) as the FMA unit's B operand:
+// for each column c, the 32 rows' values at columns + 32 c, by 16x16 register transposes of the
+// rows converted to f32 (convert_f32).
+void PackWeightColumns(const AmxWeights& w, int64_t o0, int64_t rows, int64_t k,
+                       CacheAlignedVector<float>* converted, float* columns) {
+  converted->resize(32 * k);
+  w.convert_f32(o0, rows, converted->data());
+  std::fill(converted->begin() + rows * k, converted->end(), 0.f);
+  for (int64_t c = 0; c < k; c += 16) {
+    for (int h = 0; h < 2; ++h) {
+      __m512 r[16];
+      for (int q = 0; q < 16; ++q) r[q] = _mm512_load_ps(converted->data() + (16 * h + q) * k + c);
+      Transpose16(r);
+      for (int i = 0; i < 16; ++i) _mm512_store_ps(columns + (c + i) * 32 + 16 * h, r[i]);
+    }
+  }
+}
+
+// The products of one 32x32 block (`tokens` rows of x, k apart; 32 weight rows as
+// PackWeightColumns lays them out) in f32 FMA, into sums as StoreProducts lays them out: 8 tokens
+// by 32 rows in 16 accumulators at a time. Groups of 8 tokens at or past `tokens` are zeros; in
+// the last group, tokens past it repeat the last row (x has no more), never read.
+inline void FmaProducts(const float* x, int64_t k, const float* columns, int64_t tokens,
+                        float* sums) {
+  for (int g = 0; g < 4; ++g) {
+    __m512 acc[8][2];
+    for (int t = 0; t < 8; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+    if (8 * g < tokens) {
+      const float* row[8];
+      for (int t = 0; t < 8; ++t) row[t] = x + std::min<int64_t>(8 * g + t, tokens - 1) * k;
+      for (int64_t c = 0; c < k; ++c) {
+        const __m512 b0 = _mm512_load_ps(columns + 32 * c);
+        const __m512 b1 = _mm512_load_ps(columns + 32 * c + 16);
+#pragma GCC unroll 8
+        for (int t = 0; t < 8; ++t) {
+          const __m512 a = _mm512_set1_ps(row[t][c]);
+          acc[t][0] = _mm512_fmadd_ps(a, b0, acc[t][0]);
+          acc[t][1] = _mm512_fmadd_ps(a, b1, acc[t][1]);
+        }
+      }
+    }
+    for (int t = 0; t < 8; ++t) {
+      const int token = 8 * g + t;
+      float* out = sums + 512 * (token / 16) + 16 * (token % 16);
+      _mm512_store_ps(out, acc[t][0]);
+      _mm512_store_ps(out + 256, acc[t][1]);
+    }
+  }
+}
+
 // Token blocks per pass over the weights: every block of weight rows streams all the
-// activation planes of the pass through its core, so one pass's planes are kept within a core's
-// L2, and more tokens (a server batch, f32's three parts) take several passes, each packing the
-// weights again. f32 passes of 16 batched 128-token sequences ran 1.07-1.15x faster (four
-// paired runs); bf16 and single 512-token sequences, whose planes mostly fit, unchanged.
+// activations of the pass through its core, and more tokens (a server batch, f32's three parts)
+// take several passes, each packing the weights again. The tiles' passes are kept within a
+// core's L2: f32 passes of 16 batched 128-token sequences ran 1.07-1.15x faster (four paired
+// runs); bf16 and single 512-token sequences, whose planes mostly fit, unchanged. The vector
+// units read their activations as broadcasts the prefetcher streams, and their packed weights
+// are what must stay in L2: passes of 8 L2s (512 tokens of the 1.1B in one) ran its bf16 pass
+// 1.10x and its f32 pass 1.13x faster than passes of one (Zen 4, avx512_bf16).
 std::atomic<int64_t> chunk_bytes_for_tests{0};
 
-int64_t ActivationChunkBlocks(int64_t k, int parts) {
+int64_t ActivationChunkBlocks(int64_t k, int64_t bytes_per_value, PackedUnit unit) {
   static const int64_t l2_bytes = [] {
     const long reported = sysconf(_SC_LEVEL2_CACHE_SIZE);
     return reported > 0 ? std::clamp<int64_t>(reported, int64_t{256} << 10, int64_t{16} << 20)
                         : int64_t{2} << 20;
   }();
   const int64_t set = chunk_bytes_for_tests.load(std::memory_order_relaxed);
-  return std::max<int64_t>(1, (set > 0 ? set : l2_bytes) / (32 * k * parts * 2));
+  const int64_t budget = set > 0 ? set : unit == PackedUnit::kTiles ? l2_bytes : 8 * l2_bytes;
+  return std::max<int64_t>(1, budget / (32 * k * bytes_per_value));
 }
 
-// The tile loop the entry points share, over `count` (1 or 2) matrices of the same shape: every
+// The loop the entry points share, over `count` (1 or 2) matrices of the same shape: every
 // 32x32 block of products (32 tokens from t0, 32 weight rows from o0; `tokens` and `rows` of
 // them real) is handed to finish(sums, t0, tokens, o0, rows, thread) as four 16x16 tiles per
 // matrix in L1: for matrix j, tile 2i + c at sums + 1024 j + 256 (2i + c) holds tokens
 // [16i, 16i + 16) x rows [16c, 16c + 16), rows 64 bytes apart. The blocks of weight rows go to
-// the threads `grab` at a time: consecutive blocks, taken by one thread in order.
-template <typename Finish>
+// the threads `grab` at a time: consecutive blocks, taken by one thread in order. kUnit
+// (x.unit) multiplies; decoded weights (AmxWeights::decode) are the tiles' only.
+template <PackedUnit kUnit, typename Finish>
 void ForEachProductBlock(const AmxWeights* ws, int count, const AmxInput& x, int64_t grab,
                          Finish&& finish) {
+  constexpr bool kTiles = kUnit == PackedUnit::kTiles, kFma = kUnit == PackedUnit::kFma;
   const int parts = x.parts;
   const int64_t m = x.m, k = x.k, padded_m = AmxPaddedTokens(m), pairs = k / 2;
   const int64_t token_blocks = padded_m / 32, steps = k / 32, row_blocks = (ws[0].rows + 31) / 32;
-  const int64_t chunk_blocks = ActivationChunkBlocks(k, parts);
+  const int64_t chunk_blocks = ActivationChunkBlocks(k, kFma ? 4 : 2 * parts, kUnit);
   // Tiles 0-3: the 2x2 block of f32 products (32 tokens x 32 weight rows); 4-5: two 16-token
   // slabs of activations; 6-7: two 16-row slabs of weights.
 #pragma omp parallel
   {
-    const TileConfig config;
-    _tile_loadconfig(&config);
+    if constexpr (kTiles) {
+      const TileConfig config;
+      _tile_loadconfig(&config);
+    }
     const int thread = omp_get_thread_num();
     alignas(64) float sums[2 * 4 * 16 * 16];
     alignas(64) float step_products[2 * 4 * 16 * 16];     // decoded weights: two steps in flight
     thread_local CacheAlignedVector<uint16_t> converted;  // one block of 32 rows, as stored
     thread_local CacheAlignedVector<uint32_t> vnni;       // the same as bf16 pairs, in tiles
     thread_local CacheAlignedVector<float> block_scales;  // per matrix: scale, then offset
-    vnni.resize(count * pairs * 32);
-    block_scales.resize(count * 2 * steps * 32);
+    thread_local CacheAlignedVector<float> rows_f32, columns_f32;  // the FMA unit's block
+    if constexpr (kFma) {
+      columns_f32.resize(count * k * 32);
+    } else {
+      vnni.resize(count * pairs * 32);
+      block_scales.resize(count * 2 * steps * 32);
+    }
     // Token chunks, each a pass over all the weights (see ActivationChunkBlocks).
     for (int64_t tb0 = 0; tb0 < token_blocks; tb0 += chunk_blocks) {
       const int64_t tb1 = std::min(token_blocks, tb0 + chunk_blocks);
@@ -169,13 +270,27 @@ void ForEachProductBlock(const AmxWeights* ws, int count, const AmxInput& x, int
       for (int64_t block = 0; block < row_blocks; ++block) {
         const int64_t o0 = block * 32, rows = std::min<int64_t>(32, ws[0].rows - o0);
         for (int j = 0; j < count; ++j) {
-          PackWeightTiles(ws[j], o0, rows, k, &converted, block_scales.data() + j * 2 * steps * 32,
-                          vnni.data() + j * pairs * 32);
+          if constexpr (kFma) {
+            PackWeightColumns(ws[j], o0, rows, k, &rows_f32, columns_f32.data() + j * k * 32);
+          } else {
+            PackWeightTiles(ws[j], o0, rows, k, &converted,
+                            block_scales.data() + j * 2 * steps * 32, vnni.data() + j * pairs * 32);
+          }
         }
         for (int64_t tb = tb0; tb < tb1; ++tb) {
+          const int64_t t0 = tb * 32, tokens = std::min<int64_t>(32, m - t0);
           for (int j = 0; j < count; ++j) {
+            if constexpr (kFma) {
+              FmaProducts(x.f32 + t0 * k, k, columns_f32.data() + j * k * 32, tokens,
+                          sums + 1024 * j);
+              continue;
+            }
             const uint32_t* const matrix_tiles = vnni.data() + j * pairs * 32;
             const uint16_t* const token_planes = x.planes + tb * steps * parts * 1024;
+            if constexpr (!kTiles) {
+              DotProducts(token_planes, parts, matrix_tiles, steps, tokens, sums + 1024 * j);
+              continue;
+            }
             if (!ws[j].decode) {
               ZeroProducts();
               for (int64_t s = 0; s < steps; ++s) {
@@ -216,12 +331,25 @@ void ForEachProductBlock(const AmxWeights* ws, int count, const AmxInput& x, int
             }
             scale_step(steps - 1);
           }
-          const int64_t t0 = tb * 32;
-          finish(sums, t0, std::min<int64_t>(32, m - t0), o0, rows, thread);
+          finish(sums, t0, tokens, o0, rows, thread);
         }
       }
     }
-    _tile_release();
+    if constexpr (kTiles) _tile_release();
+  }
+}
+
+// ForEachProductBlock on the input's unit.
+template <typename Finish>
+void ForEachProductBlockOn(const AmxWeights* ws, int count, const AmxInput& x, int64_t grab,
+                           Finish&& finish) {
+  switch (x.unit) {
+    case PackedUnit::kTiles:
+      return ForEachProductBlock<PackedUnit::kTiles>(ws, count, x, grab, finish);
+    case PackedUnit::kDots:
+      return ForEachProductBlock<PackedUnit::kDots>(ws, count, x, grab, finish);
+    case PackedUnit::kFma:
+      return ForEachProductBlock<PackedUnit::kFma>(ws, count, x, grab, finish);
   }
 }
 
@@ -238,7 +366,7 @@ inline __mmask16 HighColumns(int64_t rows) {
 void SetActivationChunkBytes(int64_t bytes) { chunk_bytes_for_tests = bytes; }
 
 void AmxGemm(const AmxWeights& w, const AmxInput& x, float* y, int64_t ldy, bool add_to_y) {
-  ForEachProductBlock(
+  ForEachProductBlockOn(
       &w, 1, x, /*grab=*/1,
       [&](const float* sums, int64_t t0, int64_t tokens, int64_t o0, int64_t rows, int /*thread*/) {
         const __mmask16 lo = LowColumns(rows), hi = HighColumns(rows);
@@ -260,7 +388,7 @@ void AmxGemm(const AmxWeights& w, const AmxInput& x, float* y, int64_t ldy, bool
 void AmxGemmSwiGlu(const AmxWeights& gate, const AmxWeights& up, const AmxInput& x, float* y,
                    int64_t ldy) {
   const AmxWeights both[2] = {gate, up};
-  ForEachProductBlock(
+  ForEachProductBlockOn(
       both, 2, x, /*grab=*/1,
       [&](const float* sums, int64_t t0, int64_t tokens, int64_t o0, int64_t rows, int /*thread*/) {
         for (int64_t i = 0; i < tokens; ++i) {
@@ -302,7 +430,7 @@ void AmxGemmLogSumExp(const AmxWeights& w, const AmxInput& x, const int32_t* tar
   float* const group_shift = shifts.data();
   float* const group_lanes = lanes.data();
   const __m512 minus_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  ForEachProductBlock(
+  ForEachProductBlockOn(
       &w, 1, x, grab,
       [&](const float* sums, int64_t t0, int64_t tokens, int64_t o0, int64_t rows, int /*thread*/) {
         const __mmask16 lo = LowColumns(rows), hi = HighColumns(rows);

@@ -1,8 +1,11 @@
-// Linear layers on AMX tiles. The activations are the tiles' A operand (16 tokens by 32 bf16
-// along k, rows as they lie); the weights the B operand, which wants bf16 pairs along k by
-// output: each block of 32 weight rows is read where it lies (bf16 in the mapped file) or
-// dequantized by the core that uses it, transposed into a per-thread buffer and used for every
-// token, so no weight is copied beyond one block per thread. Products land in y as they are.
+// The engine's packed matmul kernel: each block of 32 weight rows is read where it lies (bf16 in
+// the mapped file) or dequantized by the core that uses it, transposed into a per-thread buffer
+// and used for every token, so no weight is copied beyond one block per thread; each 32x32
+// block of products goes, still in L1, to an epilogue (stored, added to y, SwiGLU, log-sum-exp).
+// Three units multiply (PackedUnit): AMX tiles and AVX512-BF16's dot product (VDPBF16PS) take
+// the weights as bf16 pairs along k by output and the activations as tile-ordered bf16 planes
+// (16 tokens by 32 bf16 along k); AVX-512 f32 FMA takes f32 weight columns and the activations
+// as they lie.
 #pragma once
 
 #include <cstdint>
@@ -15,10 +18,12 @@ namespace superweight::internal {
 
 // CpuAllows(Isa::kAmx) (cpu.h): whether the matmul and attention dispatchers take the AMX paths.
 bool AmxEnabled();
-// Linear calls served by AMX so far, process-wide: tests check the path they mean ran.
-int64_t AmxLinearCalls();
+// Linear calls served by the kernels below so far, process-wide: tests check the path they mean
+// ran.
+int64_t PackedLinearCalls();
 
-// The activation bytes one pass over the weights reads: a core's L2 unless set here (0 resets);
+// The activation bytes one pass over the weights reads: a core's L2 for the tiles, eight for the
+// vector units, unless set here (0 resets);
 // tests set a few KiB so that small inputs take several passes.
 void SetActivationChunkBytes(int64_t bytes);
 
@@ -35,10 +40,17 @@ void AmxPackActivations(const float* x, int64_t m, int64_t k, int parts,
 // [32 tokens], zero past m. Weights with offsets (AmxWeights::decode) add offset * sum.
 void AmxBlockSums(const float* x, int64_t m, int64_t k, CacheAlignedVector<float>* sums);
 
+// What multiplies in the kernels below: AMX tiles or AVX512-BF16's dot product, both on the
+// activation planes and bf16 weight pairs, or AVX-512 f32 FMA, on the activations as they lie
+// and f32 weight columns. Every unit hands the same blocks of products to the same epilogues.
+enum class PackedUnit { kTiles, kDots, kFma };
+
 // The activations of one call, as the kernels read them.
 struct AmxInput {
-  const uint16_t* planes = nullptr;  // AmxPackActivations
+  PackedUnit unit = PackedUnit::kTiles;
+  const uint16_t* planes = nullptr;  // AmxPackActivations (tiles, dot products)
   int parts = 1;
+  const float* f32 = nullptr;         // x[m, k] itself, rows k apart (FMA)
   int64_t m = 0, k = 0;               // tokens, columns (a multiple of 32)
   const float* block_sums = nullptr;  // AmxBlockSums; needed only by weights with offsets
 };
@@ -54,6 +66,8 @@ struct AmxInput {
 //   weight being scale * code + offset (DecodeRowToBlockCodes). Each 32-column step's tile
 //   products are then scaled into f32 sums: one quant block per step, no weight rounded to
 //   bf16. `offsets` says whether any offset can be nonzero (the input's block sums are read).
+// The FMA unit reads neither: `convert_f32(first_row, count, dst)` writes count rows of k f32
+// values, the weights as its arithmetic multiplies them.
 struct AmxWeights {
   int64_t rows = 0;
   const uint16_t* in_place = nullptr;
@@ -61,6 +75,7 @@ struct AmxWeights {
   std::function<void(int64_t, int64_t, uint16_t*)> convert;
   std::function<void(int64_t, int64_t, uint16_t*, float*, float*)> decode;
   bool offsets = false;
+  std::function<void(int64_t, int64_t, float*)> convert_f32;
 };
 
 // y[t, o] (row stride ldy) = sum over parts and k of w[o, k] x_part[t, k], for t < x.m and

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <tuple>
 
@@ -106,11 +107,13 @@ absl::Status Gemm(memory::data_type type, const void* x, int64_t m, int64_t k, c
   return Run(*p, x, w, y);
 }
 
-// Rows per converted slice: about 4 MiB of f32 weights.
-int64_t SliceRows(int64_t cols) { return std::max<int64_t>(16, (int64_t{1} << 20) / cols); }
+// Rows per converted slice: about 16 MiB of f32 weights. oneDNN repacks the activations on every
+// call, so narrow slices cost: on the 1.1B at the avx2 cap, 16 MiB slices ran its matmuls at
+// 199-202 GFLOP/s against 184-192 with 4 MiB (oneDNN alone: 202).
+int64_t SliceRows(int64_t cols) { return std::max<int64_t>(16, (int64_t{4} << 20) / cols); }
 
 std::atomic<int64_t> linear_nanos{0}, linear_flops{0}, linear_input_nanos{0};
-std::atomic<int64_t> amx_linear_calls{0};
+std::atomic<int64_t> packed_linear_calls{0};
 
 // Adds the scope's duration (and flops) to process-wide counters.
 class ScopeTimer {
@@ -137,13 +140,14 @@ class LinearTimer : public ScopeTimer {
   explicit LinearTimer(int64_t flops) : ScopeTimer(&linear_nanos, flops) {}
 };
 
-// Whether bf16 matmuls off the AMX path go to oneDNN's bf16 matmul. By default they do not: the
-// engine multiplies the values rounded to bf16 in f32 FMA, and products of two bf16 values are
-// exact in f32, so that is bf16 arithmetic with f32 accumulation, as oneDNN's. Below AVX-512
-// oneDNN 2.6 has no bf16 matmul at all, and capped at avx512_bf16 on Sapphire Rapids its bf16
-// matmul ran at 232 GFLOP/s against its f32 one's 366 on SmolLM2's shapes (2 threads, weights
-// prepacked). SUPERWEIGHT_ONEDNN_BF16=1 turns it on, for CPUs whose native bf16 may do better;
-// below AVX-512 oneDNN then refuses the request (FAILED_PRECONDITION), as tests show.
+// Whether bf16 matmuls off AMX go to oneDNN's bf16 matmul. By default they do not: with
+// AVX512-BF16 the engine's packed kernel runs them on its dot product, and below it the engine
+// multiplies the values rounded to bf16 in f32 FMA (products of two bf16 values are exact in
+// f32, so that is bf16 arithmetic with f32 accumulation, as oneDNN's). Below AVX-512 oneDNN 2.6
+// has no bf16 matmul at all, and capped at avx512_bf16 on Sapphire Rapids its bf16 matmul ran at
+// 232 GFLOP/s against its f32 one's 366 on SmolLM2's shapes (2 threads, weights prepacked).
+// SUPERWEIGHT_ONEDNN_BF16=1 turns it on, for comparison; below AVX-512 oneDNN then refuses the
+// request (FAILED_PRECONDITION), as tests show.
 std::atomic<bool> onednn_bf16{[] {
   const char* v = std::getenv("SUPERWEIGHT_ONEDNN_BF16");
   return v != nullptr && std::string(v) == "1";
@@ -156,11 +160,6 @@ bool OneDnnBf16() { return onednn_bf16.load(std::memory_order_relaxed); }
 // holds without an f32 copy of the weights or oneDNN's f32 matmul.
 bool DecodedForAmx(const Matrix& w, Precision precision) {
   return precision == Precision::kF32 && HasBlockCodes(w.dtype);
-}
-
-// Whether the AMX kernel reads x's block sums for w: decoded weights whose offsets can be nonzero.
-bool ReadsBlockSums(const Matrix& w, Precision precision) {
-  return DecodedForAmx(w, precision) && BlockCodesHaveOffsets(w.dtype);
 }
 
 }  // namespace
@@ -178,7 +177,7 @@ const char* PrecisionName(Precision p) { return p == Precision::kF32 ? "f32" : "
 
 bool internal::AmxEnabled() { return CpuAllows(Isa::kAmx); }
 void internal::UseOneDnnBf16(bool use) { onednn_bf16 = use; }
-int64_t internal::AmxLinearCalls() { return amx_linear_calls.load(); }
+int64_t internal::PackedLinearCalls() { return packed_linear_calls.load(); }
 int64_t internal::AmxPaddedTokens(int64_t m) { return (m + 31) / 32 * 32; }
 
 namespace {
@@ -238,14 +237,27 @@ absl::Status Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_
 
 namespace {
 
-// AMX serves bf16 precision, and f32 precision on weights stored as bf16 or as block codes,
-// where the exact three-part split of the input keeps f32's accuracy (every product is exact).
-bool UseAmx(const Matrix& w, const LinearInput& x) {
-  // A transformed weight's values are no bf16 or block codes: AMX serves it in bf16 only.
-  if (w.transform != nullptr && x.precision != Precision::kBF16) return false;
-  return (x.precision == Precision::kBF16 || w.dtype == DType::kBF16 ||
-          DecodedForAmx(w, x.precision)) &&
-         w.cols % 32 == 0 && internal::AmxEnabled();
+// The unit of the packed kernel (amx_gemm.h) that serves w and x, or none (oneDNN then does).
+// On AMX the tiles serve bf16 precision, and f32 precision on weights stored as bf16 or as block
+// codes, where the exact three-part split of the input keeps f32's accuracy (every product is
+// exact). Off AMX, AVX512-BF16's dot product serves bf16 precision (f32's three parts would take
+// three dot products, 1.5x the arithmetic of f32 FMA), and AVX-512's FMA the rest: f32, and
+// bf16 on values rounded to bf16 below AVX512-BF16.
+std::optional<internal::PackedUnit> PackedUnitFor(const Matrix& w, const LinearInput& x) {
+  if (w.cols % 32 != 0) return std::nullopt;
+  const bool bf16 = x.precision == Precision::kBF16;
+  if (internal::AmxEnabled()) {
+    // A transformed weight's values are no bf16 or block codes: AMX serves it in bf16 only.
+    if (w.transform != nullptr && !bf16) return std::nullopt;
+    if (bf16 || w.dtype == DType::kBF16 || DecodedForAmx(w, x.precision)) {
+      return internal::PackedUnit::kTiles;
+    }
+    return std::nullopt;
+  }
+  if (bf16 && OneDnnBf16()) return std::nullopt;
+  if (bf16 && CpuAllows(Isa::kAvx512Bf16)) return internal::PackedUnit::kDots;
+  if (CpuAllows(Isa::kAvx512)) return internal::PackedUnit::kFma;
+  return std::nullopt;
 }
 
 // Row r of w as the f32 values a matmul reads: dequantized, transformed, and in bf16 precision
@@ -275,27 +287,47 @@ void WeightRowToBFloat16(const Matrix& w, int64_t r, uint16_t* dst) {
   FloatsToBFloat16(row.data(), w.cols, dst);
 }
 
-// The activations a matmul reads, converted (bf16 rounding; for AMX tile order and, where
-// `block_sums`, the sums over each 32 columns) on the input's clock, before the matmul's starts;
-// for AMX, as the kernels read them.
-internal::AmxInput PrepareInput(const LinearInput& x, bool amx, bool block_sums) {
+// The activations a matmul reads, converted (bf16 rounding; for the packed kernel's tiles and
+// dot products tile order and, where the weights have offsets, the sums over each 32 columns)
+// on the input's clock, before the matmul's starts; for the packed kernel, as it reads them.
+internal::AmxInput PrepareInput(const LinearInput& x, std::optional<internal::PackedUnit> unit,
+                                bool block_sums) {
   internal::AmxInput input;
-  if (!amx) {
+  if (!unit.has_value()) {
     if (x.precision == Precision::kBF16) x.Bf16();
+    return input;
+  }
+  input.unit = *unit;
+  input.m = x.rows;
+  input.k = x.cols;
+  if (*unit == internal::PackedUnit::kFma) {
+    input.f32 = x.F32Operand();
     return input;
   }
   input.planes = x.AmxPlanes();
   input.parts = x.AmxParts();
-  input.m = x.rows;
-  input.k = x.cols;
   if (block_sums) input.block_sums = x.AmxBlockSums();
   return input;
 }
 
-internal::AmxWeights AmxWeightsOf(const Matrix& w, Precision precision) {
+// Whether the tiles read x's block sums for w: decoded weights whose offsets can be nonzero.
+bool ReadsBlockSums(const Matrix& w, Precision precision, internal::PackedUnit unit) {
+  return unit == internal::PackedUnit::kTiles && DecodedForAmx(w, precision) &&
+         BlockCodesHaveOffsets(w.dtype);
+}
+
+internal::AmxWeights AmxWeightsOf(const Matrix& w, Precision precision, internal::PackedUnit unit) {
   internal::AmxWeights weights;
   weights.rows = w.rows;
-  if (DecodedForAmx(w, precision) && w.transform == nullptr) {
+  if (unit == internal::PackedUnit::kFma) {
+    const bool bf16 = precision == Precision::kBF16;
+    weights.convert_f32 = [&w, bf16](int64_t first, int64_t count, float* dst) {
+      for (int64_t r = 0; r < count; ++r) WeightRowToFloats(w, first + r, bf16, dst + r * w.cols);
+    };
+    return weights;
+  }
+  if (unit == internal::PackedUnit::kTiles && DecodedForAmx(w, precision) &&
+      w.transform == nullptr) {
     weights.offsets = BlockCodesHaveOffsets(w.dtype);
     weights.decode = [&w](int64_t first, int64_t count, uint16_t* codes, float* scale,
                           float* offset) {
@@ -316,23 +348,19 @@ internal::AmxWeights AmxWeightsOf(const Matrix& w, Precision precision) {
   return weights;
 }
 
-void LinearAmx(const Matrix& w, const LinearInput& x, const internal::AmxInput& input, float* y,
-               int64_t ldy, bool add_to_y) {
-  ++amx_linear_calls;
-  internal::AmxGemm(AmxWeightsOf(w, x.precision), input, y, ldy, add_to_y);
-}
-
 }  // namespace
 
 absl::Status Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy,
                     LinearScratch* scratch) {
   const int64_t k = w.cols, m = x.rows;
   if (m == 0) return absl::OkStatus();
-  const bool amx = UseAmx(w, x);
-  const internal::AmxInput input = PrepareInput(x, amx, ReadsBlockSums(w, x.precision));
+  const std::optional<internal::PackedUnit> unit = PackedUnitFor(w, x);
+  const internal::AmxInput input =
+      PrepareInput(x, unit, unit.has_value() && ReadsBlockSums(w, x.precision, *unit));
   LinearTimer timer(2 * m * k * w.rows);
-  if (amx) {
-    LinearAmx(w, x, input, y, ldy, /*add_to_y=*/false);
+  if (unit.has_value()) {
+    ++packed_linear_calls;
+    internal::AmxGemm(AmxWeightsOf(w, x.precision, *unit), input, y, ldy, /*add_to_y=*/false);
     return absl::OkStatus();
   }
   if (x.precision == Precision::kF32 || !OneDnnBf16()) {
@@ -372,36 +400,41 @@ absl::Status Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy
 }
 
 bool LinearAddTo(const Matrix& w, const LinearInput& x, float* y, int64_t ldy) {
-  if (!UseAmx(w, x)) return false;
+  const std::optional<internal::PackedUnit> unit = PackedUnitFor(w, x);
+  if (!unit.has_value()) return false;
   if (x.rows == 0) return true;
-  const internal::AmxInput input = PrepareInput(x, /*amx=*/true, ReadsBlockSums(w, x.precision));
+  const internal::AmxInput input = PrepareInput(x, unit, ReadsBlockSums(w, x.precision, *unit));
   LinearTimer timer(2 * x.rows * w.cols * w.rows);
-  LinearAmx(w, x, input, y, ldy, /*add_to_y=*/true);
+  ++packed_linear_calls;
+  internal::AmxGemm(AmxWeightsOf(w, x.precision, *unit), input, y, ldy, /*add_to_y=*/true);
   return true;
 }
 
 bool LinearSwiGlu(const Matrix& gate, const Matrix& up, const LinearInput& x, float* y,
                   int64_t ldy) {
-  if (!UseAmx(gate, x) || !UseAmx(up, x) || gate.rows != up.rows || gate.cols != up.cols) {
+  const std::optional<internal::PackedUnit> unit = PackedUnitFor(gate, x);
+  if (!unit.has_value() || PackedUnitFor(up, x) != unit || gate.rows != up.rows ||
+      gate.cols != up.cols) {
     return false;
   }
   if (x.rows == 0) return true;
   const internal::AmxInput input = PrepareInput(
-      x, /*amx=*/true, ReadsBlockSums(gate, x.precision) || ReadsBlockSums(up, x.precision));
+      x, unit, ReadsBlockSums(gate, x.precision, *unit) || ReadsBlockSums(up, x.precision, *unit));
   LinearTimer timer(2 * 2 * x.rows * gate.cols * gate.rows);
-  amx_linear_calls += 2;
-  internal::AmxGemmSwiGlu(AmxWeightsOf(gate, x.precision), AmxWeightsOf(up, x.precision), input, y,
-                          ldy);
+  packed_linear_calls += 2;
+  internal::AmxGemmSwiGlu(AmxWeightsOf(gate, x.precision, *unit),
+                          AmxWeightsOf(up, x.precision, *unit), input, y, ldy);
   return true;
 }
 
 bool LinearLogSumExp(const Matrix& w, const LinearInput& x, const int32_t* targets,
                      float* row_shift, double* row_sum, float* target) {
-  if (!UseAmx(w, x)) return false;
+  const std::optional<internal::PackedUnit> unit = PackedUnitFor(w, x);
+  if (!unit.has_value()) return false;
   if (x.rows == 0) return true;
-  ++amx_linear_calls;
-  internal::AmxGemmLogSumExp(AmxWeightsOf(w, x.precision),
-                             PrepareInput(x, /*amx=*/true, ReadsBlockSums(w, x.precision)), targets,
+  ++packed_linear_calls;
+  internal::AmxGemmLogSumExp(AmxWeightsOf(w, x.precision, *unit),
+                             PrepareInput(x, unit, ReadsBlockSums(w, x.precision, *unit)), targets,
                              row_shift, row_sum, target);
   return true;
 }

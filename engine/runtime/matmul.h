@@ -1,10 +1,11 @@
-// Linear layers: y = x W^T with W in the Hugging Face [out, in] layout, never copied whole. Where
-// the CPU has AMX (amx_gemm.h), the tiles serve bf16 precision, and f32 precision on bf16
-// weights and on block-quantized ones (as exact integer codes scaled per 32 columns); elsewhere
-// oneDNN reads f32 weights in place from the memory map and other types converted a slice of
-// rows at a time into a bounded scratch buffer; bf16 precision there is f32 FMA on values
-// rounded to bf16 (exact products, f32 sums): bf16 arithmetic on the units every CPU has.
-// cpu.h decides the class.
+// Linear layers: y = x W^T with W in the Hugging Face [out, in] layout, never copied whole. The
+// engine's packed kernel (amx_gemm.h) multiplies bf16 pairs: on AMX tiles it serves bf16
+// precision, and f32 precision on bf16 weights and on block-quantized ones (as exact integer
+// codes scaled per 32 columns); on AVX512-BF16's dot product (no AMX) it serves bf16 precision.
+// Elsewhere oneDNN reads f32 weights in place from the memory map and other types converted a
+// slice of rows at a time into a bounded scratch buffer; bf16 precision there (below
+// AVX512-BF16) is f32 FMA on values rounded to bf16 (exact products, f32 sums). cpu.h decides
+// the class.
 #pragma once
 
 #include <cstdint>
@@ -75,13 +76,13 @@ absl::Status Linear(const Matrix& w, const float* x, int64_t m, float* y, int64_
 
 // y[x.rows, ldy] += x * w^T, each output added to y as it leaves the tiles (a residual
 // connection without the output ever stored on its own; y + output rounds as a separate
-// addition would). Served where the AMX kernel serves Linear(w, x); elsewhere returns false
+// addition would). Served where the packed kernel serves Linear(w, x); elsewhere returns false
 // having computed nothing.
 bool LinearAddTo(const Matrix& w, const LinearInput& x, float* y, int64_t ldy);
 
 // y[x.rows, ldy] = silu(x gate^T) * (x up^T), the SwiGLU of a gated MLP, from both products of
 // each block of outputs while they are in cache: the gate's and up's outputs never reach
-// memory. Served where the AMX kernel serves Linear on both; elsewhere returns false having
+// memory. Served where the packed kernel serves Linear on both; elsewhere returns false having
 // computed nothing. Counted in LinearStats as the two matmuls (the SwiGLU's arithmetic in).
 bool LinearSwiGlu(const Matrix& gate, const Matrix& up, const LinearInput& x, float* y,
                   int64_t ldy);
@@ -90,7 +91,7 @@ bool LinearSwiGlu(const Matrix& gate, const Matrix& up, const LinearInput& x, fl
 // their maximum (row_shift[r]), the sum of exp(output - shift) (row_sum[r]), so that their
 // log-sum-exp is row_shift[r] + log(row_sum[r]), and the output at column targets[r]
 // (target[r], left as it is where targets[r] is outside [0, w.rows)). Served where
-// the AMX kernel serves Linear(w, x); elsewhere returns false having computed nothing, and the
+// the packed kernel serves Linear(w, x); elsewhere returns false having computed nothing, and the
 // caller computes the outputs with Linear. Not counted in LinearStats: its time is a
 // log-softmax's as much as a matmul's.
 bool LinearLogSumExp(const Matrix& w, const LinearInput& x, const int32_t* targets,

@@ -150,21 +150,56 @@ TEST(Linear, MatchesDefinitionOnEveryPath) {
   });
 }
 
+// The units the packed kernel multiplies on, each at the CPU class that selects it, and none
+// (oneDNN): the tests below run every one this CPU has.
+enum class Unit { kTiles, kDots, kFma, kNone };
+Isa CeilingOf(Unit unit) {
+  switch (unit) {
+    case Unit::kTiles:
+      return Isa::kAmx;
+    case Unit::kDots:
+      return Isa::kAvx512Bf16;
+    case Unit::kFma:
+      return Isa::kAvx512;
+    case Unit::kNone:
+      break;
+  }
+  return Isa::kAvx2;
+}
+const char* UnitName(Unit unit) {
+  return unit == Unit::kTiles  ? "tiles"
+         : unit == Unit::kDots ? "dot products"
+         : unit == Unit::kFma  ? "fma"
+                               : "none";
+}
+template <typename Body>
+void ForEachPackedUnit(Body body) {
+  for (Unit unit : {Unit::kTiles, Unit::kDots, Unit::kFma}) {
+    if (Cpu().active < CeilingOf(unit)) continue;
+    internal::SetIsaCeilingForTests(CeilingOf(unit));
+    SCOPED_TRACE(UnitName(unit));
+    body(unit);
+  }
+  internal::SetIsaCeilingForTests(Isa::kAmx);
+}
 // Inputs larger than the activation budget take several passes over the weights, each packing
 // them again: with a budget of a few token blocks every case above takes several, and the
 // results still match the definition.
 TEST(Linear, SeveralPassesOverTheWeightsMatchTheDefinition) {
-  if (!CpuAllows(Isa::kAmx)) GTEST_SKIP() << "no AMX-BF16 on this CPU (" << CpuDescription() << ")";
+  if (Cpu().active < Isa::kAvx512)
+    GTEST_SKIP() << "no AVX-512 on this CPU (" << CpuDescription() << ")";
   internal::SetActivationChunkBytes(16 << 10);
-  for (const Case& c : kCases) CheckLinear(c);
+  ForEachPackedUnit([](Unit) {
+    for (const Case& c : kCases) CheckLinear(c);
+  });
   internal::SetActivationChunkBytes(0);
 }
 
-// The AMX kernel serves what it should, where the CPU has it: without this a dispatch slip
+// The packed kernel serves what it should, where the CPU has it: without this a dispatch slip
 // would leave the tests above comparing oneDNN with itself.
 TEST(Linear, AmxServesBf16AndExactF32) {
   if (!CpuAllows(Isa::kAmx)) GTEST_SKIP() << "no AMX-BF16 on this CPU (" << CpuDescription() << ")";
-  const int64_t before = internal::AmxLinearCalls();
+  const int64_t before = internal::PackedLinearCalls();
   CheckLinear({DType::kBF16, Precision::kBF16, 40, 64, 40, 40});
   CheckLinear({DType::kQ8_0, Precision::kBF16, 40, 64, 40, 40});
   CheckLinear({DType::kBF16, Precision::kF32, 40, 64, 40, 40});
@@ -172,47 +207,87 @@ TEST(Linear, AmxServesBf16AndExactF32) {
   CheckLinear({DType::kQ4_1, Precision::kBF16, 40, 64, 40, 40});
   CheckLinear({DType::kQ8_0, Precision::kF32, 40, 64, 40, 40});  // exact codes and scales
   CheckLinear({DType::kQ4_1, Precision::kF32, 40, 64, 40, 40});
-  EXPECT_EQ(internal::AmxLinearCalls() - before, 7);
+  EXPECT_EQ(internal::PackedLinearCalls() - before, 7);
   CheckLinear({DType::kQ6_K, Precision::kF32, 40, 256, 40, 40});  // no codes form
   CheckLinear({DType::kBF16, Precision::kBF16, 40, 48, 40, 40});  // k off the tile width
-  EXPECT_EQ(internal::AmxLinearCalls() - before, 7);
+  EXPECT_EQ(internal::PackedLinearCalls() - before, 7);
 }
 
-// The fused entry points on the AMX path (in one pass over the weights and in several) and off
-// it: for each case and mode, `check(case, input, amx)` gets the input (random normal values
-// times `scale`) and whether AMX serves, which the entry point's answer must equal.
+// Off AMX, AVX512-BF16's dot product serves bf16 precision and AVX-512's FMA f32 (and bf16
+// below AVX512-BF16), on every weight type with k a multiple of 32; SUPERWEIGHT_ONEDNN_BF16's
+// switch hands bf16 back to oneDNN; below AVX-512 oneDNN serves everything.
+TEST(Linear, PackedUnitsServeOffAmx) {
+  const std::initializer_list<Case> served = {
+      {DType::kBF16, Precision::kBF16, 40, 64, 40, 40},
+      {DType::kQ8_0, Precision::kBF16, 40, 64, 40, 40},
+      {DType::kQ4_1, Precision::kBF16, 3, 64, 40, 40},  // tokens in one group of 8
+      {DType::kQ6_K, Precision::kBF16, 40, 256, 40, 40},
+      {DType::kBF16, Precision::kF32, 40, 64, 40, 40},
+      {DType::kQ4_1, Precision::kF32, 40, 64, 40, 40},
+      {DType::kQ6_K, Precision::kF32, 40, 256, 40, 40},
+  };
+  for (Isa isa : {Isa::kAvx512Bf16, Isa::kAvx512, Isa::kAvx2}) {
+    if (Cpu().active < isa) continue;
+    SCOPED_TRACE(IsaName(isa));
+    internal::SetIsaCeilingForTests(isa);
+    const int64_t before = internal::PackedLinearCalls();
+    for (const Case& c : served) CheckLinear(c);
+    const int64_t want = isa == Isa::kAvx2 ? 0 : static_cast<int64_t>(served.size());
+    EXPECT_EQ(internal::PackedLinearCalls() - before, want);
+    CheckLinear({DType::kBF16, Precision::kBF16, 40, 48, 40, 40});  // k off the 32-column steps
+    CheckLinear({DType::kBF16, Precision::kF32, 40, 48, 40, 40});
+    if (isa == Isa::kAvx512Bf16) {
+      internal::UseOneDnnBf16(true);
+      CheckLinear({DType::kBF16, Precision::kBF16, 40, 64, 40, 40});
+      internal::UseOneDnnBf16(false);
+    }
+    EXPECT_EQ(internal::PackedLinearCalls() - before, want);
+  }
+  internal::SetIsaCeilingForTests(Isa::kAmx);
+}
+
+// The fused entry points on each unit of the packed kernel (in one pass over the weights and in
+// several) and without it: for each case, `check(case, input, served)` gets the input (random
+// normal values times `scale`) and whether the packed kernel serves it, which the entry point's
+// answer must equal.
 template <typename Check>
 void ForEachFusedCase(std::initializer_list<Case> cases, float scale, Check check) {
-  for (int mode : {0, 1, 2}) {  // AMX in one pass over the weights, in several, no AMX
-    const bool amx = mode < 2 && CpuAllows(Isa::kAmx);
-    internal::SetIsaCeilingForTests(amx ? Isa::kAmx : Isa::kAvx512Bf16);
-    internal::SetActivationChunkBytes(mode == 1 ? 16 << 10 : 0);
+  auto run = [&](Unit unit) {
     for (const Case& c : cases) {
       SCOPED_TRACE(::testing::Message() << DTypeName(c.dtype) << " " << PrecisionName(c.precision)
-                                        << " m=" << c.m << " n=" << c.n << " mode=" << mode);
+                                        << " m=" << c.m << " n=" << c.n);
       std::mt19937 gen(3);
       std::normal_distribution<float> normal;
       std::vector<float> x(c.m * c.k);
       for (float& v : x) v = scale * normal(gen);
       LinearInputStorage storage;
-      check(c, LinearInput(x.data(), c.m, c.k, c.precision, &storage), amx);
+      check(c, LinearInput(x.data(), c.m, c.k, c.precision, &storage), unit != Unit::kNone);
     }
+  };
+  for (int64_t chunk_bytes : {0, 16 << 10}) {  // one pass over the weights, several
+    SCOPED_TRACE(chunk_bytes);
+    internal::SetActivationChunkBytes(chunk_bytes);
+    ForEachPackedUnit(run);
   }
+  internal::SetActivationChunkBytes(0);
+  internal::SetIsaCeilingForTests(CeilingOf(Unit::kNone));
+  SCOPED_TRACE(UnitName(Unit::kNone));
+  run(Unit::kNone);
   internal::SetIsaCeilingForTests(Isa::kAmx);
 }
 
-// Outputs added into y as they leave the tiles equal y plus Linear's outputs bit for bit;
-// columns past n untouched. Without AMX it declines.
+// Outputs added into y as they leave the kernel equal y plus Linear's outputs bit for bit;
+// columns past n untouched. Where the packed kernel does not serve, it declines.
 TEST(LinearAddTo, EqualsYPlusLinearOutputs) {
-  auto check = [](const Case& c, const LinearInput& input, bool amx) {
+  auto check = [](const Case& c, const LinearInput& input, bool served) {
     const Weights w = RandomWeights(c.dtype, c.n, c.k, 5);
     std::mt19937 gen(4);
     std::normal_distribution<float> normal;
     std::vector<float> y0(c.m * c.ldy);
     for (float& v : y0) v = normal(gen);
     std::vector<float> y = y0;
-    ASSERT_EQ(LinearAddTo(w.matrix, input, y.data(), c.ldy), amx);
-    if (!amx) {
+    ASSERT_EQ(LinearAddTo(w.matrix, input, y.data(), c.ldy), served);
+    if (!served) {
       ASSERT_EQ(y, y0);
       return;
     }
@@ -234,15 +309,16 @@ TEST(LinearAddTo, EqualsYPlusLinearOutputs) {
 
 // Gate, up and their SwiGLU fused give SwiGluOf of the two Linear outputs (the same products,
 // the same function; within an ulp or two, as the compiler contracts the vector and scalar
-// copies alike or not); columns past n untouched. Without AMX it declines.
+// copies alike or not); columns past n untouched. Where the packed kernel does not serve, it
+// declines.
 TEST(LinearSwiGlu, EqualsSwiGluOfTheTwoLinearOutputs) {
   constexpr float kSentinel = -12345.f;
-  auto check = [&](const Case& c, const LinearInput& input, bool amx) {
+  auto check = [&](const Case& c, const LinearInput& input, bool served) {
     const Weights gate = RandomWeights(c.dtype, c.n, c.k, 5);
     const Weights up = RandomWeights(c.dtype, c.n, c.k, 6);
     std::vector<float> y(c.m * c.ldy, kSentinel);
-    ASSERT_EQ(LinearSwiGlu(gate.matrix, up.matrix, input, y.data(), c.ldy), amx);
-    if (!amx) {
+    ASSERT_EQ(LinearSwiGlu(gate.matrix, up.matrix, input, y.data(), c.ldy), served);
+    if (!served) {
       for (float v : y) ASSERT_EQ(v, kSentinel);
       return;
     }
@@ -267,12 +343,12 @@ TEST(LinearSwiGlu, EqualsSwiGluOfTheTwoLinearOutputs) {
 
 // The lm_head's fused log-softmax: the target equals Linear's output bit for bit (the same
 // products), the shift lies within 16 below their maximum, and the log-sum-exp equals theirs in
-// double; targets off the outputs leave their entry alone. Where AMX does not serve, it
-// declines and computes nothing. Outputs spread over hundreds at the second scale: there the
-// shift moves block after block.
+// double; targets off the outputs leave their entry alone. Where the packed kernel does not
+// serve, it declines and computes nothing. Outputs spread over hundreds at the second scale: there
+// the shift moves block after block.
 TEST(LinearLogSumExp, EqualsLogSumExpOfLinearOutputs) {
   constexpr float kSentinel = -12345.f;
-  auto check = [&](const Case& c, const LinearInput& input, bool amx) {
+  auto check = [&](const Case& c, const LinearInput& input, bool served) {
     const Weights w = RandomWeights(c.dtype, c.n, c.k, 5);
     std::vector<int32_t> targets(c.m);
     for (int64_t t = 0; t < c.m; ++t) {
@@ -282,8 +358,8 @@ TEST(LinearLogSumExp, EqualsLogSumExpOfLinearOutputs) {
     std::vector<double> row_sum(c.m, kSentinel);
     ASSERT_EQ(LinearLogSumExp(w.matrix, input, targets.data(), row_shift.data(), row_sum.data(),
                               target.data()),
-              amx);
-    if (!amx) {
+              served);
+    if (!served) {
       for (int64_t t = 0; t < c.m; ++t) ASSERT_EQ(row_shift[t], kSentinel);
       return;
     }
@@ -314,8 +390,8 @@ TEST(LinearLogSumExp, EqualsLogSumExpOfLinearOutputs) {
 // The fused log-sum-exp is the same bits call after call, whichever thread takes which blocks of
 // the vocabulary (summed per thread, perplexities moved in the last bits from run to run).
 TEST(LinearLogSumExp, SameBitsEveryCall) {
-  auto check = [&](const Case& c, const LinearInput& input, bool amx) {
-    if (!amx) return;
+  auto check = [&](const Case& c, const LinearInput& input, bool served) {
+    if (!served) return;
     const Weights w = RandomWeights(c.dtype, c.n, c.k, 5);
     std::vector<int32_t> targets(c.m);
     for (int64_t t = 0; t < c.m; ++t) targets[t] = static_cast<int32_t>((t * 37) % c.n);
