@@ -308,9 +308,7 @@ absl::StatusOr<BatchEdits> AblationEdits(const Model& model, const AblationSetti
   }
   if (absl::Status s = fixed.Validate(model); !s.ok()) return s;
   if (setting.kind != AblationKind::kRestoreSuperActivation) {
-    return BatchEdits([fixed](absl::Span<const std::vector<int32_t>> sequences, IntactPass*) {
-      return absl::StatusOr<std::vector<EditSet>>(std::vector<EditSet>(sequences.size(), fixed));
-    });
+    return SameEditsEverySequence(fixed);
   }
   // The super weights' layers, each watched once on the intact pass, lowest first: the pass
   // only moves forward, and below them it is the one the other settings share.
@@ -366,46 +364,42 @@ absl::StatusOr<AblateResult> Ablate(const Model& model, const AblateOptions& opt
   }
   const int token_steps = options.token_probability_contexts.empty() ? 0 : 2;
 
-  auto same_model = [](const AblationSetting& s) { return s.ModelKey(); };
-  int shared_steps = 0;
+  // Each distinct model once (scale x1 is the intact model), every one in one EvaluateSettings
+  // call: batch after batch the intact pass runs once up to the first layer a setting edits,
+  // every setting continues from it, and restore SA's watch of the super activation reads that
+  // same pass. Each setting's numbers are what it gets alone, bit for bit.
+  std::map<std::string, size_t> evaluated;  // ModelKey -> its index in `distinct`
+  std::vector<size_t> distinct;             // the first setting of each model
+  std::vector<BatchEdits> edits;
   for (size_t i = 0; i < options.settings.size(); ++i) {
-    for (size_t j = 0; j < i; ++j) {
-      if (same_model(options.settings[i]) == same_model(options.settings[j])) {
-        shared_steps += options.plan.steps();
-        break;
-      }
-    }
+    const AblationSetting& setting = options.settings[i];
+    if (evaluated.count(setting.ModelKey()) > 0) continue;
+    absl::StatusOr<BatchEdits> e =
+        AblationEdits(model, setting, options.super_weights, outliers, options.harness.precision);
+    if (!e.ok()) return e.status();
+    evaluated[setting.ModelKey()] = distinct.size();
+    distinct.push_back(i);
+    edits.push_back(*std::move(e));
   }
-  StepProgress progress(
-      options.harness,
-      static_cast<int>(options.settings.size()) * options.plan.steps() - shared_steps + token_steps,
-      options.on_progress);
+  StepProgress progress(options.harness,
+                        static_cast<int>(distinct.size()) * options.plan.steps() + token_steps,
+                        options.on_progress);
+  absl::StatusOr<std::vector<Evaluation>> evaluations = EvaluateSettings(
+      model, options.plan, edits, absl::StrCat(distinct.size(), " settings"), &progress);
+  if (!evaluations.ok()) return evaluations.status();
 
   AblateResult result;
-  std::map<std::string, size_t> evaluated;  // same_model -> its row
   for (const AblationSetting& setting : options.settings) {
-    if (auto it = evaluated.find(same_model(setting)); it != evaluated.end()) {
-      AblationRow row = result.rows[it->second];
-      row.setting = setting;
-      result.rows.push_back(std::move(row));
-      continue;
-    }
-    absl::StatusOr<BatchEdits> edits =
-        AblationEdits(model, setting, options.super_weights, outliers, options.harness.precision);
-    if (!edits.ok()) return edits.status();
+    Evaluation& evaluation = (*evaluations)[evaluated[setting.ModelKey()]];
     AblationRow row;
     row.setting = setting;
     if (setting.kind == AblationKind::kPruneOutliers ||
         setting.kind == AblationKind::kPruneOutliersAndSuperWeights) {
       row.outliers_pruned = static_cast<int64_t>(outliers.size());
     }
-    absl::StatusOr<Evaluation> evaluation =
-        EvaluateModel(model, options.plan, *edits, setting.Name(), &progress);
-    if (!evaluation.ok()) return evaluation.status();
-    row.tasks = std::move(evaluation->tasks);
-    row.wikitext2_perplexity = evaluation->wikitext2_perplexity;
-    row.average_acc = evaluation->average_acc;
-    evaluated[same_model(setting)] = result.rows.size();
+    row.tasks = evaluation.tasks;
+    row.wikitext2_perplexity = evaluation.wikitext2_perplexity;
+    row.average_acc = evaluation.average_acc;
     result.rows.push_back(std::move(row));
   }
 
@@ -427,23 +421,21 @@ absl::StatusOr<AblateResult> Ablate(const Model& model, const AblateOptions& opt
         break;
       }
     }
-    for (int pass = 0; pass < 2; ++pass) {
-      HarnessOptions h = progress.Next(pass == 0 ? "token probabilities, intact"
-                                                 : "token probabilities, prune SW");
-      if (pass == 1) {
-        absl::StatusOr<BatchEdits> pruned =
-            AblationEdits(model, {AblationKind::kPruneSuperWeights}, options.super_weights, {},
-                          options.harness.precision);
-        if (!pruned.ok()) return pruned.status();
-        h.edits = *pruned;
-      }
-      absl::StatusOr<std::vector<std::vector<double>>> p =
-          NextTokenProbabilities(model, options.token_probability_contexts, ids, h);
-      if (!p.ok()) return p.status();
-      for (size_t w = 0; w < ids.size(); ++w) {
+    absl::StatusOr<BatchEdits> pruned =
+        AblationEdits(model, {AblationKind::kPruneSuperWeights}, options.super_weights, {},
+                      options.harness.precision);
+    if (!pruned.ok()) return pruned.status();
+    const BatchEdits both[2] = {BatchEdits(), *std::move(pruned)};
+    absl::StatusOr<std::vector<std::vector<std::vector<double>>>> p =
+        NextTokenProbabilitiesPerSetting(
+            model, options.token_probability_contexts, ids,
+            progress.Next("token probabilities, intact and prune SW", 2), both);
+    if (!p.ok()) return p.status();
+    for (size_t w = 0; w < ids.size(); ++w) {
+      for (int pass = 0; pass < 2; ++pass) {
         double mean = 0;
-        for (const auto& context : *p) mean += context[w];
-        mean /= static_cast<double>(p->size());
+        for (const auto& context : (*p)[pass]) mean += context[w];
+        mean /= static_cast<double>((*p)[pass].size());
         (pass == 0 ? result.token_probabilities[w].intact : result.token_probabilities[w].pruned) =
             mean;
       }

@@ -115,7 +115,7 @@ struct AblateOptions {
   // Token probabilities over these LAMBADA contexts (empty: none).
   std::vector<std::vector<int32_t>> token_probability_contexts;
   HarnessOptions harness;  // precision, batching, cancellation
-  // Called as the job advances: fraction done and what is running ("prune SW / piqa").
+  // Called as the job advances: fraction done and what is running ("13 settings / piqa").
   std::function<void(double, const std::string&)> on_progress;
 };
 

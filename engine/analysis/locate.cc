@@ -130,26 +130,34 @@ absl::StatusOr<LocateResult> Locate(const Model& model, absl::Span<const int32_t
   }
   if (!confirm || result.candidates.empty()) return result;
 
+  // The intact text and every candidate zeroed alone, in one PerplexityPerSetting: batch after
+  // batch the intact pass runs once, up to the lowest candidate's layer for the zeroed ones,
+  // which continue from it (each perplexity bit for bit what it is alone).
   PerplexityOptions po;
   po.window = options.confirm_window;
   po.max_windows = options.confirm_max_windows;
   po.precision = options.precision;
   po.cancelled = options.cancelled;
-  auto intact = Perplexity(model, options.confirm_tokens, po);
-  if (!intact.ok()) return intact.status();
-  result.perplexity_intact = intact->perplexity;
-  for (size_t i = 0; i < result.candidates.size(); ++i) {
-    SuperWeight& sw = result.candidates[i];
+  if (options.on_progress) {
+    po.on_progress = [&](double done) {
+      options.on_progress(search_share + (1 - search_share) * done);
+    };
+  }
+  std::vector<BatchEdits> settings = {BatchEdits()};
+  for (const SuperWeight& sw : result.candidates) {
     EditSet one;
     one.weights.push_back({sw.layer, LinearKind::kDown, sw.row, sw.col, 0.f, sw.expert});
-    po.edits = &one;
-    auto zeroed = Perplexity(model, options.confirm_tokens, po);
-    if (!zeroed.ok()) return zeroed.status();
-    sw.perplexity_zeroed = zeroed->perplexity;
-    sw.confirmed = zeroed->perplexity >= options.confirm_ratio * intact->perplexity;
-    if (options.on_progress) {
-      options.on_progress(search_share + (1 - search_share) * (i + 1) / result.candidates.size());
-    }
+    settings.push_back(SameEditsEverySequence(std::move(one)));
+  }
+  absl::StatusOr<std::vector<PerplexityResult>> perplexities =
+      PerplexityPerSetting(model, options.confirm_tokens, po, settings);
+  if (!perplexities.ok()) return perplexities.status();
+  const double intact = perplexities->front().perplexity;
+  result.perplexity_intact = intact;
+  for (size_t i = 0; i < result.candidates.size(); ++i) {
+    SuperWeight& sw = result.candidates[i];
+    sw.perplexity_zeroed = (*perplexities)[i + 1].perplexity;
+    sw.confirmed = sw.perplexity_zeroed >= options.confirm_ratio * intact;
   }
   return result;
 }

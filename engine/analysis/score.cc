@@ -112,15 +112,16 @@ std::vector<size_t> SharingOrder(const Model& model,
   return order;
 }
 
+BatchEdits SameEditsEverySequence(EditSet edits) {
+  return [fixed = std::move(edits)](absl::Span<const std::vector<int32_t>> sequences, IntactPass*) {
+    return absl::StatusOr<std::vector<EditSet>>(std::vector<EditSet>(sequences.size(), fixed));
+  };
+}
+
 absl::StatusOr<PerplexityResult> Perplexity(const Model& model, absl::Span<const int32_t> tokens,
                                             const PerplexityOptions& options) {
   BatchEdits edits = options.batch_edits;
-  if (!edits && options.edits != nullptr) {
-    edits = [fixed = *options.edits](absl::Span<const std::vector<int32_t>> sequences,
-                                     IntactPass*) {
-      return absl::StatusOr<std::vector<EditSet>>(std::vector<EditSet>(sequences.size(), fixed));
-    };
-  }
+  if (!edits && options.edits != nullptr) edits = SameEditsEverySequence(*options.edits);
   absl::StatusOr<std::vector<PerplexityResult>> r =
       PerplexityPerSetting(model, tokens, options, {&edits, 1});
   if (!r.ok()) return r.status();

@@ -29,6 +29,8 @@ absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(const Model& model
 // (ablate.h). Null: the model as stored.
 using BatchEdits = std::function<absl::StatusOr<std::vector<EditSet>>(
     absl::Span<const std::vector<int32_t>> sequences, IntactPass* intact)>;
+// Fixed edits: `edits` on every sequence.
+BatchEdits SameEditsEverySequence(EditSet edits);
 
 struct PerplexityOptions {
   int window = 512;       // tokens per window; each window is scored from its first token

@@ -344,6 +344,34 @@ TEST(Ablate, TableOnASmallModel) {
     EXPECT_GT(t.intact, 0);
     EXPECT_LT(t.intact, 1);
   }
+  // The settings share their passes (one EvaluateSettings call); each row is what the setting
+  // gets alone, bit for bit, and so are the token probabilities.
+  for (const AblationRow& row : r->rows) {
+    SCOPED_TRACE(row.setting.Name());
+    const BatchEdits edits =
+        AblationEdits(*model, row.setting, o.super_weights, {}, o.harness.precision).value();
+    StepProgress alone_progress(o.harness, o.plan.steps(), nullptr);
+    auto alone = EvaluateModel(*model, o.plan, edits, row.setting.Name(), &alone_progress);
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    Evaluation shared;
+    shared.tasks = row.tasks;
+    shared.wikitext2_perplexity = row.wikitext2_perplexity;
+    shared.average_acc = row.average_acc;
+    ExpectSameScores(shared, *alone);
+  }
+  for (bool pruned : {false, true}) {
+    HarnessOptions h = o.harness;
+    if (pruned) {
+      h.edits = AblationEdits(*model, {AblationKind::kPruneSuperWeights}, o.super_weights, {},
+                              o.harness.precision)
+                    .value();
+    }
+    auto alone = NextTokenProbabilities(*model, o.token_probability_contexts,
+                                        {r->token_probabilities[0].id}, h);
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    EXPECT_EQ((*alone)[0][0],
+              pruned ? r->token_probabilities[0].pruned : r->token_probabilities[0].intact);
+  }
   std::atomic<bool> cancelled{true};
   o.harness.cancelled = &cancelled;
   EXPECT_EQ(Ablate(*model, o).status().code(), absl::StatusCode::kCancelled);
