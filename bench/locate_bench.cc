@@ -2,7 +2,8 @@
 // every layer's weights over the read bandwidth measured in the same run), and the confirmation
 // batched (Locate's, one PerplexityPerSetting) against the loop it replaced (one perplexity for
 // the intact model, then one per candidate alone). Prints one JSON line.
-//   superweight-bench-locate MODEL [--bf16] [--reps=5] [--threshold=50] [--confirm_file=TEXT]
+//   superweight-bench-locate MODEL [--bf16] [--reps=5] [--threshold=50] [--prompt_tokens=N]
+//                            [--confirm_file=TEXT]
 #include <omp.h>
 
 #include <algorithm>
@@ -19,6 +20,7 @@
 #include "engine/analysis/locate.h"
 #include "engine/analysis/score.h"
 #include "engine/model/model.h"
+#include "engine/runtime/matmul.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 
@@ -102,16 +104,28 @@ int main(int argc, char** argv) {
   } else {
     for (int32_t t = 1; t <= 10; ++t) prompt.push_back(t);  // a generated model has no tokenizer
   }
+  int prompt_tokens = 0;  // --prompt_tokens=N: the prompt cut or repeated to N tokens
+  if (flags.count("prompt_tokens") && absl::SimpleAtoi(flags["prompt_tokens"], &prompt_tokens) &&
+      prompt_tokens > 0) {
+    std::vector<int32_t> resized;
+    for (int i = 0; i < prompt_tokens; ++i) resized.push_back(prompt[i % prompt.size()]);
+    prompt = resized;
+  }
   const double bandwidth = ReadBandwidth(5);
   const double weight_bytes = LayerWeightBytes(model);
 
   // Profiling passes: Locate without confirmation, warm, best of `reps` per pass.
-  double best_pass = 1e30;
+  double best_pass = 1e30, matmul_share = 0;
   int iterations = 0, candidates = 0;
   for (int r = 0; r <= reps; ++r) {
+    sw::ResetLinearStats();
     const auto t0 = std::chrono::steady_clock::now();
     auto located = sw::Locate(model, prompt, lo);
     const double s = Seconds(t0);
+    if (r > 0 && s / located->iterations < best_pass) {
+      const sw::LinearStats stats = sw::GetLinearStats();
+      matmul_share = (stats.nanos + stats.input_nanos) * 1e-9 / s;
+    }
     if (!located.ok()) {
       std::cerr << located.status() << "\n";
       return 1;
@@ -129,6 +143,7 @@ int main(int argc, char** argv) {
                         {"read_gb_per_s", bandwidth / 1e9},
                         {"layer_weight_mb", weight_bytes / 1e6},
                         {"pass_ms", best_pass * 1e3},
+                        {"matmul_share", matmul_share},
                         {"bandwidth_bound_ms", weight_bytes / bandwidth * 1e3},
                         {"pass_over_bound", best_pass / (weight_bytes / bandwidth)}};
 

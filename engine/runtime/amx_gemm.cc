@@ -120,25 +120,75 @@ void PackWeightTiles(const AmxWeights& w, int64_t o0, int64_t rows, int64_t k,
   }
 }
 
+// Runs Group<n>::Run(first_token, args...) for the groups of at most 8 tokens that cover
+// `tokens`: the last group as wide as the tokens left, so that a 10-token prompt computes 8 + 2
+// token lanes, not 8 + 8. Each token's sums are the same whatever its group's width (the same
+// products in the same order), so a sequence scores alike alone and in a batch.
+template <template <int> class Group, typename... Args>
+inline void ForEachTokenGroup(int64_t tokens, Args... args) {
+  for (int64_t t0 = 0; t0 < tokens; t0 += 8) {
+    switch (std::min<int64_t>(8, tokens - t0)) {
+      case 8:
+        Group<8>::Run(t0, args...);
+        break;
+      case 7:
+        Group<7>::Run(t0, args...);
+        break;
+      case 6:
+        Group<6>::Run(t0, args...);
+        break;
+      case 5:
+        Group<5>::Run(t0, args...);
+        break;
+      case 4:
+        Group<4>::Run(t0, args...);
+        break;
+      case 3:
+        Group<3>::Run(t0, args...);
+        break;
+      case 2:
+        Group<2>::Run(t0, args...);
+        break;
+      default:
+        Group<1>::Run(t0, args...);
+        break;
+    }
+  }
+}
+
+// Two accumulators per token of a group (32 weight rows) into sums as StoreProducts lays them
+// out.
+template <int kTokens>
+inline void StoreGroup(const __m512 (&acc)[kTokens][2], int64_t t0, float* sums) {
+  for (int t = 0; t < kTokens; ++t) {
+    const int64_t token = t0 + t;
+    float* row = sums + 512 * (token / 16) + 16 * (token % 16);
+    _mm512_store_ps(row, acc[t][0]);
+    _mm512_store_ps(row + 256, acc[t][1]);
+  }
+}
+
 // The products of one 32x32 block (32 tokens from the planes' block, 32 weight rows from the
 // packed tiles) over `steps` steps of 32 columns and every activation part, on AVX512-BF16's
 // dot product, into sums as StoreProducts lays them out. The B operand is the tiles' own layout
-// (16 rows of bf16 pairs for each pair of columns: one vector), A a broadcast pair; 8 tokens by
-// 32 rows in 16 accumulators at a time. Groups of 8 tokens at or past `tokens` are zeros.
-inline void DotProducts(const uint16_t* planes, int parts, const uint32_t* tiles, int64_t steps,
-                        int64_t tokens, float* sums) {
-  for (int g = 0; g < 4; ++g) {
-    __m512 acc[8][2];
-    for (int t = 0; t < 8; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
-    for (int64_t s = 0; g * 8 < tokens && s < steps; ++s) {
+// (16 rows of bf16 pairs for each pair of columns: one vector), A a broadcast pair; up to 8
+// tokens by 32 rows in 16 accumulators at a time. Tokens past `tokens` are left as they are
+// (never read).
+template <int kTokens>
+struct DotGroup {
+  static void Run(int64_t t0, const uint16_t* planes, int parts, const uint32_t* tiles,
+                  int64_t steps, float* sums) {
+    __m512 acc[kTokens][2];
+    for (int t = 0; t < kTokens; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < steps; ++s) {
       const uint32_t* b = tiles + s * 512;
       for (int p = 0; p < parts; ++p) {
-        const uint16_t* a = planes + (s * parts + p) * 1024 + g * 8 * 32;
+        const uint16_t* a = planes + (s * parts + p) * 1024 + t0 * 32;
         for (int pair = 0; pair < 16; ++pair) {
           const __m512bh b0 = (__m512bh)_mm512_load_si512(b + 16 * pair);
           const __m512bh b1 = (__m512bh)_mm512_load_si512(b + 256 + 16 * pair);
 #pragma GCC unroll 8
-          for (int t = 0; t < 8; ++t) {
+          for (int t = 0; t < kTokens; ++t) {
             const __m512bh x =
                 (__m512bh)_mm512_broadcastd_epi32(_mm_loadu_si32(a + t * 32 + 2 * pair));
             acc[t][0] = _mm512_dpbf16_ps(acc[t][0], x, b0);
@@ -147,13 +197,12 @@ inline void DotProducts(const uint16_t* planes, int parts, const uint32_t* tiles
         }
       }
     }
-    for (int t = 0; t < 8; ++t) {
-      const int token = 8 * g + t;
-      float* row = sums + 512 * (token / 16) + 16 * (token % 16);
-      _mm512_store_ps(row, acc[t][0]);
-      _mm512_store_ps(row + 256, acc[t][1]);
-    }
+    StoreGroup<kTokens>(acc, t0, sums);
   }
+};
+inline void DotProducts(const uint16_t* planes, int parts, const uint32_t* tiles, int64_t steps,
+                        int64_t tokens, float* sums) {
+  ForEachTokenGroup<DotGroup>(tokens, planes, parts, tiles, steps, sums);
 }
 
 // Weight rows [o0, o0 + rows) (rows <= 32; the rest read as zeros) as the FMA unit's B operand:
@@ -175,35 +224,32 @@ void PackWeightColumns(const AmxWeights& w, int64_t o0, int64_t rows, int64_t k,
 }
 
 // The products of one 32x32 block (`tokens` rows of x, k apart; 32 weight rows as
-// PackWeightColumns lays them out) in f32 FMA, into sums as StoreProducts lays them out: 8 tokens
-// by 32 rows in 16 accumulators at a time. Groups of 8 tokens at or past `tokens` are zeros; in
-// the last group, tokens past it repeat the last row (x has no more), never read.
-inline void FmaProducts(const float* x, int64_t k, const float* columns, int64_t tokens,
-                        float* sums) {
-  for (int g = 0; g < 4; ++g) {
-    __m512 acc[8][2];
-    for (int t = 0; t < 8; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
-    if (8 * g < tokens) {
-      const float* row[8];
-      for (int t = 0; t < 8; ++t) row[t] = x + std::min<int64_t>(8 * g + t, tokens - 1) * k;
-      for (int64_t c = 0; c < k; ++c) {
-        const __m512 b0 = _mm512_load_ps(columns + 32 * c);
-        const __m512 b1 = _mm512_load_ps(columns + 32 * c + 16);
+// PackWeightColumns lays them out) in f32 FMA, into sums as StoreProducts lays them out: up to 8
+// tokens by 32 rows in 16 accumulators at a time. Tokens past `tokens` are left as they are
+// (never read).
+template <int kTokens>
+struct FmaGroup {
+  static void Run(int64_t t0, const float* x, int64_t k, const float* columns, float* sums) {
+    __m512 acc[kTokens][2];
+    for (int t = 0; t < kTokens; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+    const float* row[kTokens];
+    for (int t = 0; t < kTokens; ++t) row[t] = x + (t0 + t) * k;
+    for (int64_t c = 0; c < k; ++c) {
+      const __m512 b0 = _mm512_load_ps(columns + 32 * c);
+      const __m512 b1 = _mm512_load_ps(columns + 32 * c + 16);
 #pragma GCC unroll 8
-        for (int t = 0; t < 8; ++t) {
-          const __m512 a = _mm512_set1_ps(row[t][c]);
-          acc[t][0] = _mm512_fmadd_ps(a, b0, acc[t][0]);
-          acc[t][1] = _mm512_fmadd_ps(a, b1, acc[t][1]);
-        }
+      for (int t = 0; t < kTokens; ++t) {
+        const __m512 a = _mm512_set1_ps(row[t][c]);
+        acc[t][0] = _mm512_fmadd_ps(a, b0, acc[t][0]);
+        acc[t][1] = _mm512_fmadd_ps(a, b1, acc[t][1]);
       }
     }
-    for (int t = 0; t < 8; ++t) {
-      const int token = 8 * g + t;
-      float* out = sums + 512 * (token / 16) + 16 * (token % 16);
-      _mm512_store_ps(out, acc[t][0]);
-      _mm512_store_ps(out + 256, acc[t][1]);
-    }
+    StoreGroup<kTokens>(acc, t0, sums);
   }
+};
+inline void FmaProducts(const float* x, int64_t k, const float* columns, int64_t tokens,
+                        float* sums) {
+  ForEachTokenGroup<FmaGroup>(tokens, x, k, columns, sums);
 }
 
 // Token blocks per pass over the weights: every block of weight rows streams all the

@@ -26,7 +26,13 @@ Weights RandomWeights(DType dtype, int64_t rows, int64_t cols, uint32_t seed) {
   std::mt19937 gen(seed);
   std::normal_distribution<float> normal;
   Weights w;
-  if (dtype == DType::kBF16) {
+  if (dtype == DType::kF32) {
+    w.bytes.resize(rows * cols * 4);
+    for (int64_t i = 0; i < rows * cols; ++i) {
+      const float v = normal(gen);
+      std::memcpy(&w.bytes[4 * i], &v, 4);
+    }
+  } else if (dtype == DType::kBF16) {
     w.bytes.resize(rows * cols * 2);
     for (int64_t i = 0; i < rows * cols; ++i) {
       const uint16_t b = FloatToBFloat16(normal(gen));
@@ -140,6 +146,15 @@ const Case kCases[] = {
     {DType::kBF16, Precision::kF32, 300, 2080, 40, 45},
     {DType::kQ8_0, Precision::kBF16, 100, 2048, 33, 33},
     {DType::kQ8_0, Precision::kBF16, 1100, 1024, 33, 33},
+    // Fewer tokens than a group of 8, and a group and a few (the last group as wide as they are).
+    {DType::kQ4_1, Precision::kF32, 10, 576, 70, 75},
+    {DType::kBF16, Precision::kF32, 5, 64, 33, 40},
+    {DType::kQ8_0, Precision::kBF16, 11, 128, 40, 40},
+    {DType::kF32, Precision::kF32, 10, 64, 512, 512},
+    {DType::kF32, Precision::kBF16, 10, 64, 96, 100},
+    {DType::kF32, Precision::kBF16, 10, 64, 512, 512},
+    {DType::kF32, Precision::kBF16, 10, 64, 32, 32},
+    {DType::kF32, Precision::kBF16, 10, 172, 64, 64},
     // k not a multiple of 32: oneDNN whatever the CPU.
     {DType::kBF16, Precision::kBF16, 20, 48, 40, 40},
 };
@@ -303,7 +318,10 @@ TEST(LinearAddTo, EqualsYPlusLinearOutputs) {
   };
   ForEachFusedCase({{DType::kQ4_1, Precision::kBF16, 45, 96, 70, 75},
                     {DType::kBF16, Precision::kF32, 33, 64, 40, 40},
-                    {DType::kQ4_1, Precision::kF32, 45, 96, 70, 75}},
+                    {DType::kQ4_1, Precision::kF32, 45, 96, 70, 75},
+                    {DType::kBF16, Precision::kF32, 9, 64, 40, 40},
+                    {DType::kBF16, Precision::kBF16, 9, 64, 64, 64},
+                    {DType::kQ4_1, Precision::kBF16, 5, 96, 70, 75}},
                    1.f, check);
 }
 
@@ -337,6 +355,8 @@ TEST(LinearSwiGlu, EqualsSwiGluOfTheTwoLinearOutputs) {
   ForEachFusedCase({{DType::kQ4_1, Precision::kBF16, 45, 96, 70, 75},
                     {DType::kBF16, Precision::kF32, 33, 64, 40, 40},
                     {DType::kQ4_1, Precision::kF32, 45, 96, 70, 75},
+                    {DType::kQ4_1, Precision::kF32, 7, 96, 70, 75},
+                    {DType::kF32, Precision::kF32, 10, 64, 172, 172},
                     {DType::kBF16, Precision::kBF16, 100, 576, 192, 200}},
                    1.f, check);
 }
@@ -382,7 +402,10 @@ TEST(LinearLogSumExp, EqualsLogSumExpOfLinearOutputs) {
   };
   ForEachFusedCase({{DType::kQ8_0, Precision::kBF16, 45, 96, 70, 70},
                     {DType::kBF16, Precision::kF32, 33, 64, 40, 40},
-                    {DType::kQ8_0, Precision::kF32, 45, 96, 70, 70}},
+                    {DType::kQ8_0, Precision::kF32, 45, 96, 70, 70},
+                    {DType::kQ8_0, Precision::kF32, 6, 96, 70, 70},
+                    {DType::kF32, Precision::kF32, 10, 64, 512, 512},
+                    {DType::kF32, Precision::kBF16, 10, 64, 512, 512}},
                    1.f, check);
   ForEachFusedCase({{DType::kQ4_1, Precision::kBF16, 100, 576, 1000, 1000}}, 300.f, check);
 }
