@@ -74,7 +74,7 @@ double LayerWeightBytes(const sw::Model& model) {
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::cerr << "usage: superweight-bench-locate MODEL [--bf16] [--reps=5] [--threshold=50] "
-                 "[--confirm_file=TEXT]\n";
+                 "[--prompt_tokens=N] [--confirm_file=TEXT]\n";
     return 2;
   }
   std::map<std::string, std::string> flags;
@@ -122,13 +122,13 @@ int main(int argc, char** argv) {
     const auto t0 = std::chrono::steady_clock::now();
     auto located = sw::Locate(model, prompt, lo);
     const double s = Seconds(t0);
-    if (r > 0 && s / located->iterations < best_pass) {
-      const sw::LinearStats stats = sw::GetLinearStats();
-      matmul_share = (stats.nanos + stats.input_nanos) * 1e-9 / s;
-    }
     if (!located.ok()) {
       std::cerr << located.status() << "\n";
       return 1;
+    }
+    if (r > 0 && s / located->iterations < best_pass) {
+      const sw::LinearStats stats = sw::GetLinearStats();
+      matmul_share = (stats.nanos + stats.input_nanos) * 1e-9 / s;
     }
     iterations = located->iterations;
     candidates = static_cast<int>(located->candidates.size());
@@ -163,6 +163,10 @@ int main(int argc, char** argv) {
     for (int r = 0; r < reps; ++r) {
       auto t0 = std::chrono::steady_clock::now();
       auto confirmed = sw::Locate(model, prompt, lo);
+      if (!confirmed.ok()) {
+        std::cerr << confirmed.status() << "\n";
+        return 1;
+      }
       batched = std::min(batched, Seconds(t0) - best_pass * confirmed->iterations);
       // The loop: the intact perplexity, then each candidate zeroed alone.
       t0 = std::chrono::steady_clock::now();

@@ -43,10 +43,10 @@ absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(const Model& model
   std::vector<double> row_sum(N, 0.0);
   LinearInputStorage hidden_storage;
   const LinearInput hidden(out->hidden.data(), N, model.config.hidden, precision, &hidden_storage);
-  // A sequence's last row has no next token and is carried along unused. On AMX the log-sum-exp
-  // is taken in the matmul's epilogue, from the products still in L1: the logits never reach
-  // memory (SmolLM2 bf16 pass 1.06x, quartiles 1.00-1.11 over 30 pairs).
-  // (Soft-capped logits are not the matmul's: they take the slices below.)
+  // A sequence's last row has no next token and is carried along unused. Where the packed kernel
+  // serves (AVX-512 up) the log-sum-exp is taken in the matmul's epilogue, from the products still
+  // in L1: the logits never reach memory (SmolLM2 bf16 pass 1.06x, quartiles 1.00-1.11 over 30
+  // pairs). (Soft-capped logits are not the matmul's: they take the slices below.)
   const bool fused = model.config.final_softcap <= 0 &&
                      LinearLogSumExp(model.lm_head, hidden, next.data(), shift.data(),
                                      row_sum.data(), target.data());

@@ -18,9 +18,6 @@ namespace superweight::internal {
 
 // CpuAllows(Isa::kAmx) (cpu.h): whether the matmul and attention dispatchers take the AMX paths.
 bool AmxEnabled();
-// Linear calls served by the kernels below so far, process-wide: tests check the path they mean
-// ran.
-int64_t PackedLinearCalls();
 
 // The activation bytes one pass over the weights reads: a core's L2 for the tiles, eight for the
 // vector units, unless set here (0 resets);
@@ -44,6 +41,9 @@ void AmxBlockSums(const float* x, int64_t m, int64_t k, CacheAlignedVector<float
 // activation planes and bf16 weight pairs, or AVX-512 f32 FMA, on the activations as they lie
 // and f32 weight columns. Every unit hands the same blocks of products to the same epilogues.
 enum class PackedUnit { kTiles, kDots, kFma };
+
+// Linear calls served by `unit` so far, process-wide: tests check the path they mean ran.
+int64_t PackedLinearCalls(PackedUnit unit);
 
 // The activations of one call, as the kernels read them.
 struct AmxInput {

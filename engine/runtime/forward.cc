@@ -502,8 +502,8 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
                                &b.attn[o * QD], options.precision);
       if (!status.ok()) return status;
     }
-    // The attention output added into the residual stream as it leaves the tiles, where the
-    // AMX kernel serves and no weight edit has to be added to it first.
+    // The attention output added into the residual stream as it leaves the kernel, where the
+    // packed kernel serves and no weight edit has to be added to it first.
     transform_input(l, LinearInputSite::kO, b.attn.data(), QD);
     const LinearInput attn_out(b.attn.data(), N, QD, options.precision, &b.input);
     if (post_norms || weights_edited(l, LinearKind::kO, LinearKind::kO) ||
@@ -539,8 +539,8 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
         continue;
       }
     }
-    // Gate, up and their SwiGLU in one pass over the products where the AMX kernel serves and
-    // no weight edit of this layer's gate or up has to be added to their outputs first.
+    // Gate, up and their SwiGLU in one pass over the products where the packed kernel serves
+    // and no weight edit of this layer's gate or up has to be added to their outputs first.
     const bool silu = traits.activation == MlpActivation::kSilu;
     if (!silu || weights_edited(l, LinearKind::kGate, LinearKind::kUp) ||
         !LinearSwiGlu(w.Get(LinearKind::kGate), w.Get(LinearKind::kUp), ffn_in, b.gate.data(), I)) {

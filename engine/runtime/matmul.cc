@@ -113,7 +113,7 @@ absl::Status Gemm(memory::data_type type, const void* x, int64_t m, int64_t k, c
 int64_t SliceRows(int64_t cols) { return std::max<int64_t>(16, (int64_t{4} << 20) / cols); }
 
 std::atomic<int64_t> linear_nanos{0}, linear_flops{0}, linear_input_nanos{0};
-std::atomic<int64_t> packed_linear_calls{0};
+std::atomic<int64_t> packed_linear_calls[3] = {0, 0, 0};  // per PackedUnit
 
 // Adds the scope's duration (and flops) to process-wide counters.
 class ScopeTimer {
@@ -177,7 +177,9 @@ const char* PrecisionName(Precision p) { return p == Precision::kF32 ? "f32" : "
 
 bool internal::AmxEnabled() { return CpuAllows(Isa::kAmx); }
 void internal::UseOneDnnBf16(bool use) { onednn_bf16 = use; }
-int64_t internal::PackedLinearCalls() { return packed_linear_calls.load(); }
+int64_t internal::PackedLinearCalls(PackedUnit unit) {
+  return packed_linear_calls[static_cast<int>(unit)].load();
+}
 int64_t internal::AmxPaddedTokens(int64_t m) { return (m + 31) / 32 * 32; }
 
 namespace {
@@ -359,7 +361,7 @@ absl::Status Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy
       PrepareInput(x, unit, unit.has_value() && ReadsBlockSums(w, x.precision, *unit));
   LinearTimer timer(2 * m * k * w.rows);
   if (unit.has_value()) {
-    ++packed_linear_calls;
+    ++packed_linear_calls[static_cast<int>(*unit)];
     internal::AmxGemm(AmxWeightsOf(w, x.precision, *unit), input, y, ldy, /*add_to_y=*/false);
     return absl::OkStatus();
   }
@@ -405,7 +407,7 @@ bool LinearAddTo(const Matrix& w, const LinearInput& x, float* y, int64_t ldy) {
   if (x.rows == 0) return true;
   const internal::AmxInput input = PrepareInput(x, unit, ReadsBlockSums(w, x.precision, *unit));
   LinearTimer timer(2 * x.rows * w.cols * w.rows);
-  ++packed_linear_calls;
+  ++packed_linear_calls[static_cast<int>(*unit)];
   internal::AmxGemm(AmxWeightsOf(w, x.precision, *unit), input, y, ldy, /*add_to_y=*/true);
   return true;
 }
@@ -421,7 +423,7 @@ bool LinearSwiGlu(const Matrix& gate, const Matrix& up, const LinearInput& x, fl
   const internal::AmxInput input = PrepareInput(
       x, unit, ReadsBlockSums(gate, x.precision, *unit) || ReadsBlockSums(up, x.precision, *unit));
   LinearTimer timer(2 * 2 * x.rows * gate.cols * gate.rows);
-  packed_linear_calls += 2;
+  packed_linear_calls[static_cast<int>(*unit)] += 2;
   internal::AmxGemmSwiGlu(AmxWeightsOf(gate, x.precision, *unit),
                           AmxWeightsOf(up, x.precision, *unit), input, y, ldy);
   return true;
@@ -432,7 +434,7 @@ bool LinearLogSumExp(const Matrix& w, const LinearInput& x, const int32_t* targe
   const std::optional<internal::PackedUnit> unit = PackedUnitFor(w, x);
   if (!unit.has_value()) return false;
   if (x.rows == 0) return true;
-  ++packed_linear_calls;
+  ++packed_linear_calls[static_cast<int>(*unit)];
   internal::AmxGemmLogSumExp(AmxWeightsOf(w, x.precision, *unit),
                              PrepareInput(x, unit, ReadsBlockSums(w, x.precision, *unit)), targets,
                              row_shift, row_sum, target);

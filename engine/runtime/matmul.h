@@ -1,11 +1,12 @@
-// Linear layers: y = x W^T with W in the Hugging Face [out, in] layout, never copied whole. The
-// engine's packed kernel (amx_gemm.h) multiplies bf16 pairs: on AMX tiles it serves bf16
-// precision, and f32 precision on bf16 weights and on block-quantized ones (as exact integer
-// codes scaled per 32 columns); on AVX512-BF16's dot product (no AMX) it serves bf16 precision.
-// Elsewhere oneDNN reads f32 weights in place from the memory map and other types converted a
-// slice of rows at a time into a bounded scratch buffer; bf16 precision there (below
-// AVX512-BF16) is f32 FMA on values rounded to bf16 (exact products, f32 sums). cpu.h decides
-// the class.
+// Linear layers: y = x W^T with W in the Hugging Face [out, in] layout, never copied whole. From
+// AVX-512 up the engine's packed kernel (amx_gemm.h) serves: on AMX tiles bf16 precision, and
+// f32 precision on bf16 weights and on block-quantized ones (as exact integer codes scaled per
+// 32 columns); off AMX, AVX512-BF16's dot product bf16 precision and AVX-512 FMA the rest (f32,
+// and bf16 on values rounded to bf16 at the avx512 class). Elsewhere (below AVX-512, k not a
+// multiple of 32, f32 weights and Q6_K/f16 in f32 on AMX) oneDNN reads f32 weights in place
+// from the memory map and other types converted a slice of rows at a time into a bounded
+// scratch buffer; bf16 precision there is f32 FMA on values rounded to bf16 (exact products,
+// f32 sums). cpu.h decides the class.
 #pragma once
 
 #include <cstdint>

@@ -140,7 +140,7 @@ const Case kCases[] = {
     {DType::kQ5_1, Precision::kF32, 40, 64, 33, 33},
     {DType::kQ4_K, Precision::kF32, 33, 512, 40, 40},
     {DType::kQ5_K, Precision::kF32, 20, 256, 33, 35},
-    // Q6_K's scales change every 16 columns: oneDNN on an f32 slice.
+    // Q6_K's scales change every 16 columns: no codes form for the tiles (oneDNN on AMX).
     {DType::kQ6_K, Precision::kF32, 20, 256, 33, 35},
     // Long inputs and long rows, edges included.
     {DType::kBF16, Precision::kF32, 300, 2080, 40, 45},
@@ -187,6 +187,13 @@ const char* UnitName(Unit unit) {
          : unit == Unit::kFma  ? "fma"
                                : "none";
 }
+// Whether the packed kernel serves case c at the class that selects `unit` (k a multiple of
+// 32): the tiles serve bf16 precision and f32 on bf16 weights and block codes; the vector units
+// everything.
+bool Serves(Unit unit, const Case& c) {
+  if (unit != Unit::kTiles) return unit != Unit::kNone;
+  return c.precision == Precision::kBF16 || c.dtype == DType::kBF16 || HasBlockCodes(c.dtype);
+}
 template <typename Body>
 void ForEachPackedUnit(Body body) {
   for (Unit unit : {Unit::kTiles, Unit::kDots, Unit::kFma}) {
@@ -214,7 +221,7 @@ TEST(Linear, SeveralPassesOverTheWeightsMatchTheDefinition) {
 // would leave the tests above comparing oneDNN with itself.
 TEST(Linear, AmxServesBf16AndExactF32) {
   if (!CpuAllows(Isa::kAmx)) GTEST_SKIP() << "no AMX-BF16 on this CPU (" << CpuDescription() << ")";
-  const int64_t before = internal::PackedLinearCalls();
+  const int64_t before = internal::PackedLinearCalls(internal::PackedUnit::kTiles);
   CheckLinear({DType::kBF16, Precision::kBF16, 40, 64, 40, 40});
   CheckLinear({DType::kQ8_0, Precision::kBF16, 40, 64, 40, 40});
   CheckLinear({DType::kBF16, Precision::kF32, 40, 64, 40, 40});
@@ -222,16 +229,18 @@ TEST(Linear, AmxServesBf16AndExactF32) {
   CheckLinear({DType::kQ4_1, Precision::kBF16, 40, 64, 40, 40});
   CheckLinear({DType::kQ8_0, Precision::kF32, 40, 64, 40, 40});  // exact codes and scales
   CheckLinear({DType::kQ4_1, Precision::kF32, 40, 64, 40, 40});
-  EXPECT_EQ(internal::PackedLinearCalls() - before, 7);
+  EXPECT_EQ(internal::PackedLinearCalls(internal::PackedUnit::kTiles) - before, 7);
   CheckLinear({DType::kQ6_K, Precision::kF32, 40, 256, 40, 40});  // no codes form
+  CheckLinear({DType::kF32, Precision::kF32, 40, 64, 40, 40});    // f32 weights: oneDNN
   CheckLinear({DType::kBF16, Precision::kBF16, 40, 48, 40, 40});  // k off the tile width
-  EXPECT_EQ(internal::PackedLinearCalls() - before, 7);
+  EXPECT_EQ(internal::PackedLinearCalls(internal::PackedUnit::kTiles) - before, 7);
 }
 
 // Off AMX, AVX512-BF16's dot product serves bf16 precision and AVX-512's FMA f32 (and bf16
 // below AVX512-BF16), on every weight type with k a multiple of 32; SUPERWEIGHT_ONEDNN_BF16's
 // switch hands bf16 back to oneDNN; below AVX-512 oneDNN serves everything.
 TEST(Linear, PackedUnitsServeOffAmx) {
+  using internal::PackedUnit;
   const std::initializer_list<Case> served = {
       {DType::kBF16, Precision::kBF16, 40, 64, 40, 40},
       {DType::kQ8_0, Precision::kBF16, 40, 64, 40, 40},
@@ -240,15 +249,25 @@ TEST(Linear, PackedUnitsServeOffAmx) {
       {DType::kBF16, Precision::kF32, 40, 64, 40, 40},
       {DType::kQ4_1, Precision::kF32, 40, 64, 40, 40},
       {DType::kQ6_K, Precision::kF32, 40, 256, 40, 40},
+      {DType::kF32, Precision::kF32, 40, 64, 40, 40},
+  };
+  auto calls = [] {
+    return std::vector<int64_t>{internal::PackedLinearCalls(PackedUnit::kDots),
+                                internal::PackedLinearCalls(PackedUnit::kFma)};
   };
   for (Isa isa : {Isa::kAvx512Bf16, Isa::kAvx512, Isa::kAvx2}) {
     if (Cpu().active < isa) continue;
     SCOPED_TRACE(IsaName(isa));
     internal::SetIsaCeilingForTests(isa);
-    const int64_t before = internal::PackedLinearCalls();
-    for (const Case& c : served) CheckLinear(c);
-    const int64_t want = isa == Isa::kAvx2 ? 0 : static_cast<int64_t>(served.size());
-    EXPECT_EQ(internal::PackedLinearCalls() - before, want);
+    const std::vector<int64_t> before = calls();
+    int64_t dots = 0, fma = 0;  // what each unit should serve
+    for (const Case& c : served) {
+      CheckLinear(c);
+      if (isa == Isa::kAvx2) continue;
+      ++(isa == Isa::kAvx512Bf16 && c.precision == Precision::kBF16 ? dots : fma);
+    }
+    EXPECT_EQ(calls()[0] - before[0], dots);
+    EXPECT_EQ(calls()[1] - before[1], fma);
     CheckLinear({DType::kBF16, Precision::kBF16, 40, 48, 40, 40});  // k off the 32-column steps
     CheckLinear({DType::kBF16, Precision::kF32, 40, 48, 40, 40});
     if (isa == Isa::kAvx512Bf16) {
@@ -256,7 +275,8 @@ TEST(Linear, PackedUnitsServeOffAmx) {
       CheckLinear({DType::kBF16, Precision::kBF16, 40, 64, 40, 40});
       internal::UseOneDnnBf16(false);
     }
-    EXPECT_EQ(internal::PackedLinearCalls() - before, want);
+    EXPECT_EQ(calls()[0] - before[0], dots);
+    EXPECT_EQ(calls()[1] - before[1], fma);
   }
   internal::SetIsaCeilingForTests(Isa::kAmx);
 }
@@ -276,7 +296,7 @@ void ForEachFusedCase(std::initializer_list<Case> cases, float scale, Check chec
       std::vector<float> x(c.m * c.k);
       for (float& v : x) v = scale * normal(gen);
       LinearInputStorage storage;
-      check(c, LinearInput(x.data(), c.m, c.k, c.precision, &storage), unit != Unit::kNone);
+      check(c, LinearInput(x.data(), c.m, c.k, c.precision, &storage), Serves(unit, c));
     }
   };
   for (int64_t chunk_bytes : {0, 16 << 10}) {  // one pass over the weights, several
