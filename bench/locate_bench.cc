@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "bench/bench_flags.h"
 #include "engine/analysis/locate.h"
 #include "engine/analysis/score.h"
 #include "engine/model/model.h"
@@ -77,13 +78,7 @@ int main(int argc, char** argv) {
                  "[--prompt_tokens=N] [--confirm_file=TEXT]\n";
     return 2;
   }
-  std::map<std::string, std::string> flags;
-  for (int i = 2; i < argc; ++i) {
-    std::string a = argv[i];
-    const size_t eq = a.find('=');
-    flags[a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2)] =
-        eq == std::string::npos ? "1" : a.substr(eq + 1);
-  }
+  std::map<std::string, std::string> flags = superweight::bench::ParseFlags(argc, argv, 2);
   int reps = 5;
   sw::LocateOptions lo;
   if ((flags.count("reps") && !absl::SimpleAtoi(flags["reps"], &reps)) ||

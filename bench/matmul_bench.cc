@@ -13,18 +13,13 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "bench/bench_flags.h"
 #include "engine/runtime/cpu.h"
 #include "nlohmann/json.hpp"
 #include "oneapi/dnnl/dnnl.hpp"
 
 int main(int argc, char** argv) {
-  std::map<std::string, std::string> flags;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    const size_t eq = a.find('=');
-    flags[a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2)] =
-        eq == std::string::npos ? "1" : a.substr(eq + 1);
-  }
+  std::map<std::string, std::string> flags = superweight::bench::ParseFlags(argc, argv, 1);
   int64_t m = 512;
   int reps = 5;
   absl::SimpleAtoi(flags["m"], &m);

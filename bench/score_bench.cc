@@ -14,6 +14,7 @@
 #include <string>
 
 #include "absl/strings/numbers.h"
+#include "bench/bench_flags.h"
 #include "engine/analysis/score.h"
 #include "engine/model/model.h"
 #include "engine/runtime/amx_gemm.h"
@@ -46,13 +47,7 @@ int main(int argc, char** argv) {
                  "[--bf16]\n(SUPERWEIGHT_MAX_ISA=avx2|avx512|avx512_bf16|amx caps the CPU class)\n";
     return 2;
   }
-  std::map<std::string, std::string> flags;
-  for (int i = 2; i < argc; ++i) {
-    std::string a = argv[i];
-    const size_t eq = a.find('=');
-    flags[a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2)] =
-        eq == std::string::npos ? "1" : a.substr(eq + 1);
-  }
+  std::map<std::string, std::string> flags = superweight::bench::ParseFlags(argc, argv, 2);
   int tokens = 512, sequences = 4, batch = 1;
   if ((flags.count("tokens") && !absl::SimpleAtoi(flags["tokens"], &tokens)) ||
       (flags.count("sequences") && !absl::SimpleAtoi(flags["sequences"], &sequences)) ||
