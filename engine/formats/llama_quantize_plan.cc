@@ -1,3 +1,6 @@
+// Under the sanitizers GCC 12 reports libstdc++'s own std::regex internals (a std::function
+// moved inside _NFA) as maybe uninitialized wherever they are inlined (GCC bug 105562).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include "engine/formats/llama_quantize_plan.h"
 
 #include <algorithm>
