@@ -368,29 +368,26 @@ absl::StatusOr<AblateResult> Ablate(const Model& model, const AblateOptions& opt
   // call: batch after batch the intact pass runs once up to the first layer a setting edits,
   // every setting continues from it, and restore SA's watch of the super activation reads that
   // same pass. Each setting's numbers are what it gets alone, bit for bit.
-  std::map<std::string, size_t> evaluated;  // ModelKey -> its index in `distinct`
-  std::vector<size_t> distinct;             // the first setting of each model
+  std::map<std::string, size_t> evaluated;  // ModelKey -> its edits' index
   std::vector<BatchEdits> edits;
-  for (size_t i = 0; i < options.settings.size(); ++i) {
-    const AblationSetting& setting = options.settings[i];
+  for (const AblationSetting& setting : options.settings) {
     if (evaluated.count(setting.ModelKey()) > 0) continue;
     absl::StatusOr<BatchEdits> e =
         AblationEdits(model, setting, options.super_weights, outliers, options.harness.precision);
     if (!e.ok()) return e.status();
-    evaluated[setting.ModelKey()] = distinct.size();
-    distinct.push_back(i);
+    evaluated[setting.ModelKey()] = edits.size();
     edits.push_back(*std::move(e));
   }
   StepProgress progress(options.harness,
-                        static_cast<int>(distinct.size()) * options.plan.steps() + token_steps,
+                        static_cast<int>(edits.size()) * options.plan.steps() + token_steps,
                         options.on_progress);
   absl::StatusOr<std::vector<Evaluation>> evaluations = EvaluateSettings(
-      model, options.plan, edits, absl::StrCat(distinct.size(), " settings"), &progress);
+      model, options.plan, edits, absl::StrCat(edits.size(), " settings"), &progress);
   if (!evaluations.ok()) return evaluations.status();
 
   AblateResult result;
   for (const AblationSetting& setting : options.settings) {
-    Evaluation& evaluation = (*evaluations)[evaluated[setting.ModelKey()]];
+    const Evaluation& evaluation = (*evaluations)[evaluated[setting.ModelKey()]];
     AblationRow row;
     row.setting = setting;
     if (setting.kind == AblationKind::kPruneOutliers ||

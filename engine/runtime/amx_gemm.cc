@@ -168,41 +168,39 @@ inline void StoreGroup(const __m512 (&acc)[kTokens][2], int64_t t0, float* sums)
   }
 }
 
-// The products of one 32x32 block (32 tokens from the planes' block, 32 weight rows from the
-// packed tiles) over `steps` steps of 32 columns and every activation part, on AVX512-BF16's
-// dot product, into sums as StoreProducts lays them out. The B operand is the tiles' own layout
+// The products of one 32x32 block (32 tokens from the planes' block, one part: bf16 precision; 32
+// weight rows from the packed tiles) over `steps` steps of 32 columns, on AVX512-BF16's dot
+// product, into sums as StoreProducts lays them out. The B operand is the tiles' own layout
 // (16 rows of bf16 pairs for each pair of columns: one vector), A a broadcast pair; up to 8
 // tokens by 32 rows in 16 accumulators at a time. Tokens past `tokens` are left as they are
 // (never read).
 template <int kTokens>
 struct DotGroup {
-  static void Run(int64_t t0, const uint16_t* planes, int parts, const uint32_t* tiles,
-                  int64_t steps, float* sums) {
+  static void Run(int64_t t0, const uint16_t* planes, const uint32_t* tiles, int64_t steps,
+                  float* sums) {
     __m512 acc[kTokens][2];
     for (int t = 0; t < kTokens; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
     for (int64_t s = 0; s < steps; ++s) {
       const uint32_t* b = tiles + s * 512;
-      for (int p = 0; p < parts; ++p) {
-        const uint16_t* a = planes + (s * parts + p) * 1024 + t0 * 32;
-        for (int pair = 0; pair < 16; ++pair) {
-          const __m512bh b0 = (__m512bh)_mm512_load_si512(b + 16 * pair);
-          const __m512bh b1 = (__m512bh)_mm512_load_si512(b + 256 + 16 * pair);
+      const uint16_t* a = planes + s * 1024 + t0 * 32;
+      for (int pair = 0; pair < 16; ++pair) {
+        const __m512bh b0 = (__m512bh)_mm512_load_si512(b + 16 * pair);
+        const __m512bh b1 = (__m512bh)_mm512_load_si512(b + 256 + 16 * pair);
 #pragma GCC unroll 8
-          for (int t = 0; t < kTokens; ++t) {
-            const __m512bh x =
-                (__m512bh)_mm512_broadcastd_epi32(_mm_loadu_si32(a + t * 32 + 2 * pair));
-            acc[t][0] = _mm512_dpbf16_ps(acc[t][0], x, b0);
-            acc[t][1] = _mm512_dpbf16_ps(acc[t][1], x, b1);
-          }
+        for (int t = 0; t < kTokens; ++t) {
+          const __m512bh x =
+              (__m512bh)_mm512_broadcastd_epi32(_mm_loadu_si32(a + t * 32 + 2 * pair));
+          acc[t][0] = _mm512_dpbf16_ps(acc[t][0], x, b0);
+          acc[t][1] = _mm512_dpbf16_ps(acc[t][1], x, b1);
         }
       }
     }
     StoreGroup<kTokens>(acc, t0, sums);
   }
 };
-inline void DotProducts(const uint16_t* planes, int parts, const uint32_t* tiles, int64_t steps,
+inline void DotProducts(const uint16_t* planes, const uint32_t* tiles, int64_t steps,
                         int64_t tokens, float* sums) {
-  ForEachTokenGroup<DotGroup>(tokens, planes, parts, tiles, steps, sums);
+  ForEachTokenGroup<DotGroup>(tokens, planes, tiles, steps, sums);
 }
 
 // Weight rows [o0, o0 + rows) (rows <= 32; the rest read as zeros) as the FMA unit's B operand:
@@ -334,7 +332,7 @@ void ForEachProductBlock(const AmxWeights* ws, int count, const AmxInput& x, int
             const uint32_t* const matrix_tiles = vnni.data() + j * pairs * 32;
             const uint16_t* const token_planes = x.planes + tb * steps * parts * 1024;
             if constexpr (!kTiles) {
-              DotProducts(token_planes, parts, matrix_tiles, steps, tokens, sums + 1024 * j);
+              DotProducts(token_planes, matrix_tiles, steps, tokens, sums + 1024 * j);
               continue;
             }
             if (!ws[j].decode) {
