@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "engine/analysis/score.h"
+#include "engine/runtime/fast_math.h"
 #include "engine/tokenizer/tokenizer.h"
 
 namespace superweight {
@@ -17,52 +18,169 @@ absl::Status Cancelled(const HarnessOptions& options) {
   return absl::OkStatus();
 }
 
-// Forward passes over inputs[order[0]], inputs[order[1]], ... in batches of at most
+// row = log-softmax(row), in place: the exponentials in f32, vectorized, summed in f32 a
+// thousand at a time and in f64 across (a function of its own: GCC does not vectorize inside an
+// OpenMP-outlined loop).
+__attribute__((noinline)) void LogSoftmaxRow(float* row, int64_t n) {
+  const float mx = MaxOf(row, n);
+  double sum = 0;
+  for (int64_t i0 = 0; i0 < n; i0 += 1024) {
+    const int64_t i1 = std::min(n, i0 + 1024);
+    float part = 0;
+#pragma omp simd reduction(+ : part)
+    for (int64_t i = i0; i < i1; ++i) part += FastExp(row[i] - mx);
+    sum += part;
+  }
+  const float shift = mx + static_cast<float>(std::log(sum));
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) row[i] -= shift;
+}
+
+// Whether `target` is the row's argmax, the first of equals (as lm-eval's greedy check).
+bool IsGreedy(const float* row, int64_t n, int32_t target) {
+  const float mx = MaxOf(row, n);
+  if (row[target] != mx) return false;
+  for (int32_t i = 0; i < target; ++i) {
+    if (row[i] == mx) return false;
+  }
+  return true;
+}
+
+// What one sequence of a forward pass carries: one request's input alone, or the inputs of
+// requests that share a prefix (a multiple-choice example's choices) as a tree (forward.h).
+struct PassUnit {
+  std::vector<size_t> members;    // requests, in branch order
+  std::vector<int32_t> tokens;    // the input; a tree's prefix, then each member's rest
+  std::vector<int64_t> branches;  // a tree's; empty for one request alone
+};
+
+PassUnit Alone(const std::vector<std::vector<int32_t>>& inputs, size_t i) {
+  return {{i}, inputs[i], {}};
+}
+
+// The requests of `group` as one tree of their common prefix, or each alone where they have none.
+std::vector<PassUnit> UnitsOf(const std::vector<std::vector<int32_t>>& inputs,
+                              const std::vector<size_t>& group) {
+  size_t prefix = group.size() > 1 ? inputs[group[0]].size() : 0;
+  for (size_t i : group) {
+    const std::vector<int32_t>& in = inputs[i];
+    prefix = std::min(prefix, in.size());
+    prefix =
+        std::mismatch(in.begin(), in.begin() + prefix, inputs[group[0]].begin()).first - in.begin();
+  }
+  std::vector<PassUnit> units;
+  if (prefix == 0) {
+    for (size_t i : group) units.push_back(Alone(inputs, i));
+    return units;
+  }
+  PassUnit tree;
+  tree.members = group;
+  tree.tokens.assign(inputs[group[0]].begin(), inputs[group[0]].begin() + prefix);
+  for (size_t i : group) {
+    tree.tokens.insert(tree.tokens.end(), inputs[i].begin() + prefix, inputs[i].end());
+    tree.branches.push_back(static_cast<int64_t>(inputs[i].size() - prefix));
+  }
+  units.push_back(std::move(tree));
+  return units;
+}
+
+// The edits of a sequence's views (each in its view's rows) as one edit set in the sequence's
+// rows; false where a tree cannot carry them: its views edit weights or experts differently, or
+// the prefix's activations differently (restoring a super activation that only some choices
+// see at its largest in the prefix).
+bool EditsOfSequence(absl::Span<const SequenceView> views, absl::Span<const EditSet> view_edits,
+                     EditSet* edits) {
+  *edits = EditSet{};
+  std::vector<ActivationEdit> prefix_edits;
+  for (size_t v = 0; v < views.size(); ++v) {
+    const EditSet& own = view_edits[v];
+    std::vector<ActivationEdit> own_prefix;
+    std::vector<ActivationEdit> own_branch;
+    for (ActivationEdit e : own.activations) {
+      if (e.token < views[v].prefix) {
+        own_prefix.push_back(e);
+      } else {
+        e.token = static_cast<int>(views[v].RowOf(e.token));
+        own_branch.push_back(e);
+      }
+    }
+    if (v == 0) {
+      edits->weights = own.weights;
+      edits->pruned_experts = own.pruned_experts;
+      prefix_edits = own_prefix;
+      edits->activations = own_prefix;
+    } else if (own.weights != edits->weights || own.pruned_experts != edits->pruned_experts ||
+               own_prefix != prefix_edits) {
+      return false;
+    }
+    edits->activations.insert(edits->activations.end(), own_branch.begin(), own_branch.end());
+  }
+  return true;
+}
+
+// Forward passes over units[order[0]], units[order[1]], ... in batches of at most
 // max_batch_tokens, each batch under every setting (its intact pass shared up to the first
-// layer a setting edits), and for each position p in positions[i], the log-softmax of the
-// setting's logits at p handed to visit(setting, i, j, row) (j: p's index in positions[i]).
-// The batches do not depend on the settings: each setting's rows are those it has alone.
+// layer a setting edits), and for each position p in positions[i] of each member request i, the
+// log-softmax of the setting's logits at p handed to visit(setting, i, j, row) (j: p's index in
+// positions[i]). The batches do not depend on the settings: each setting's rows are those it
+// has alone. A setting whose edits a tree cannot carry (EditsOfSequence) has that tree's
+// requests run again alone, in a pass of their own.
 absl::Status VisitLogProbs(const Model& model, const std::vector<std::vector<int32_t>>& inputs,
                            const std::vector<std::vector<int>>& positions,
-                           const std::vector<size_t>& order, const HarnessOptions& options,
-                           absl::Span<const BatchEdits> settings,
+                           const std::vector<PassUnit>& units, const std::vector<size_t>& order,
+                           const HarnessOptions& options, absl::Span<const BatchEdits> settings,
                            const std::function<void(size_t, size_t, size_t, const float*)>& visit) {
   const int64_t D = model.config.hidden, V = model.config.vocab;
   const int64_t S = static_cast<int64_t>(settings.size());
-  constexpr int64_t kRowsPerChunk = 32;
+  constexpr int64_t kRowsPerChunk = 128;  // logits [128, vocab] at a time
   std::vector<float> hidden_rows(kRowsPerChunk * D), logits(kRowsPerChunk * V);
   ForwardOptions fo;
   fo.precision = options.precision;
   fo.cancelled = options.cancelled;
+  int64_t requests = 0, requests_done = 0;
+  for (size_t u : order) requests += static_cast<int64_t>(units[u].members.size());
   size_t next = 0;
   while (next < order.size()) {
     if (absl::Status s = Cancelled(options); !s.ok()) return s;
-    const size_t first = next;
-    std::vector<size_t> members;
-    std::vector<std::vector<int32_t>> sequences;
+    std::vector<SequenceInput> intact_batch;
+    std::vector<size_t> view_requests;  // the request of each view of the batch
     int64_t tokens = 0;
     while (next < order.size()) {
-      const int64_t n = static_cast<int64_t>(inputs[order[next]].size());
-      if (!members.empty() && tokens + n > options.max_batch_tokens) break;
-      members.push_back(order[next]);
-      sequences.push_back(inputs[order[next]]);
+      const PassUnit& unit = units[order[next]];
+      const int64_t n = static_cast<int64_t>(unit.tokens.size());
+      if (!intact_batch.empty() && tokens + n > options.max_batch_tokens) break;
+      intact_batch.push_back({unit.tokens, nullptr, unit.branches});
+      view_requests.insert(view_requests.end(), unit.members.begin(), unit.members.end());
       tokens += n;
       ++next;
     }
-    std::vector<SequenceInput> intact_batch;
-    for (const auto& sequence : sequences) intact_batch.push_back({sequence, nullptr});
+    const std::vector<SequenceView> views = ViewsOf(intact_batch);
+    std::vector<std::vector<int32_t>> view_sequences;
+    for (size_t i : view_requests) view_sequences.push_back(inputs[i]);
     IntactPass intact(model, intact_batch, fo);
-    std::vector<std::vector<EditSet>> setting_edits;
-    for (const BatchEdits& edits : settings) {
-      absl::StatusOr<std::vector<EditSet>> own = EditsOfBatch(edits, sequences, &intact);
+    // Each setting's edits per sequence of the batch, and the views a tree could not carry.
+    std::vector<std::vector<EditSet>> setting_edits(settings.size());
+    std::vector<std::vector<size_t>> views_alone(settings.size());
+    std::vector<std::vector<EditSet>> view_edits(settings.size());
+    for (size_t setting = 0; setting < settings.size(); ++setting) {
+      absl::StatusOr<std::vector<EditSet>> own =
+          EditsOfBatch(settings[setting], view_sequences, &intact);
       if (!own.ok()) return own.status();
-      setting_edits.push_back(std::move(*own));
+      view_edits[setting] = std::move(*own);
+      setting_edits[setting].resize(intact_batch.size());
+      for (size_t v0 = 0; v0 < views.size();) {
+        size_t v1 = v0;
+        while (v1 < views.size() && views[v1].sequence == views[v0].sequence) ++v1;
+        const absl::Span<const SequenceView> sequence_views(&views[v0], v1 - v0);
+        if (!EditsOfSequence(sequence_views, {&view_edits[setting][v0], v1 - v0},
+                             &setting_edits[setting][views[v0].sequence])) {
+          setting_edits[setting][views[v0].sequence] = EditSet{};
+          for (size_t v = v0; v < v1; ++v) views_alone[setting].push_back(v);
+        }
+        v0 = v1;
+      }
     }
     // The wanted rows, a chunk at a time through the lm_head and a log-softmax.
-    std::vector<std::pair<size_t, size_t>> wanted;  // (member, j)
-    for (size_t b = 0; b < members.size(); ++b) {
-      for (size_t j = 0; j < positions[members[b]].size(); ++j) wanted.push_back({b, j});
-    }
     const std::vector<size_t> setting_order = SharingOrder(model, setting_edits);
     for (size_t k = 0; k < setting_order.size(); ++k) {
       const size_t setting = setting_order[k];
@@ -73,12 +191,32 @@ absl::Status VisitLogProbs(const Model& model, const std::vector<std::vector<int
       }
       absl::StatusOr<ForwardOutput> out = intact.RunEdited(batch);
       if (!out.ok()) return out.status();
+      // The views a tree could not carry, each alone with its own edits.
+      std::vector<SequenceInput> alone_batch;
+      std::vector<int> alone_index(views.size(), -1);
+      for (size_t v : views_alone[setting]) {
+        alone_index[v] = static_cast<int>(alone_batch.size());
+        const EditSet& own = view_edits[setting][v];
+        alone_batch.push_back({view_sequences[v], own.empty() ? nullptr : &own});
+      }
+      absl::StatusOr<ForwardOutput> alone_out = ForwardOutput{};
+      if (!alone_batch.empty()) alone_out = RunForward(model, alone_batch, fo);
+      if (!alone_out.ok()) return alone_out.status();
+      std::vector<std::pair<const float*, std::pair<size_t, size_t>>> wanted;  // (row, (view, j))
+      for (size_t v = 0; v < views.size(); ++v) {
+        const std::vector<int>& at = positions[view_requests[v]];
+        for (size_t j = 0; j < at.size(); ++j) {
+          const float* row =
+              alone_index[v] >= 0
+                  ? &alone_out->hidden[(alone_out->offsets[alone_index[v]] + at[j]) * D]
+                  : &out->hidden[(out->offsets[views[v].sequence] + views[v].RowOf(at[j])) * D];
+          wanted.push_back({row, {v, j}});
+        }
+      }
       for (size_t c0 = 0; c0 < wanted.size(); c0 += kRowsPerChunk) {
         const int64_t rows = std::min<int64_t>(kRowsPerChunk, wanted.size() - c0);
         for (int64_t r = 0; r < rows; ++r) {
-          const auto [b, j] = wanted[c0 + r];
-          const int64_t row = out->offsets[b] + positions[members[b]][j];
-          std::copy_n(&out->hidden[row * D], D, &hidden_rows[r * D]);
+          std::copy_n(wanted[c0 + r].first, D, &hidden_rows[r * D]);
         }
         if (absl::Status s =
                 ComputeLogits(model, hidden_rows.data(), rows, logits.data(), options.precision);
@@ -86,26 +224,20 @@ absl::Status VisitLogProbs(const Model& model, const std::vector<std::vector<int
           return s;
         }
 #pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) LogSoftmaxRow(&logits[r * V], V);
         for (int64_t r = 0; r < rows; ++r) {
-          float* l = &logits[r * V];
-          const float mx = *std::max_element(l, l + V);
-          double sum = 0;
-          for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(l[v] - mx));
-          const float shift = mx + static_cast<float>(std::log(sum));
-          for (int64_t v = 0; v < V; ++v) l[v] -= shift;
-        }
-        for (int64_t r = 0; r < rows; ++r) {
-          const auto [b, j] = wanted[c0 + r];
-          visit(setting, members[b], j, &logits[r * V]);
+          const auto [v, j] = wanted[c0 + r].second;
+          visit(setting, view_requests[v], j, &logits[r * V]);
         }
       }
       // Each setting's share of the batch as it finishes: a batch under many settings is long.
       if (options.on_progress) {
-        options.on_progress(static_cast<int64_t>(first) * S +
-                                static_cast<int64_t>(next - first) * static_cast<int64_t>(k + 1),
-                            static_cast<int64_t>(order.size()) * S);
+        options.on_progress(requests_done * S + static_cast<int64_t>(view_requests.size()) *
+                                                    static_cast<int64_t>(k + 1),
+                            requests * S);
       }
     }
+    requests_done += static_cast<int64_t>(view_requests.size());
   }
   return absl::OkStatus();
 }
@@ -125,10 +257,12 @@ int64_t CodePoints(std::string_view s) {
   return n;
 }
 
-// ScoreLoglikelihoods under each of `settings`: one result per setting.
+}  // namespace
+
 absl::StatusOr<std::vector<std::vector<Loglikelihood>>> ScoreLoglikelihoodsPerSetting(
     const Model& model, absl::Span<const LoglikelihoodRequest> requests,
-    const HarnessOptions& options, absl::Span<const BatchEdits> settings) {
+    absl::Span<const size_t> group_sizes, const HarnessOptions& options,
+    absl::Span<const BatchEdits> settings) {
   if (model.tokenizer == nullptr) {
     return absl::FailedPreconditionError("the model has no tokenizer: text tasks need one");
   }
@@ -169,30 +303,44 @@ absl::StatusOr<std::vector<std::vector<Loglikelihood>>> ScoreLoglikelihoodsPerSe
     unscored[i].tokens = static_cast<int>(targets[i].size());
   }
   std::vector<std::vector<Loglikelihood>> results(settings.size(), unscored);
-  std::vector<size_t> order;
-  for (size_t i : LongestFirst(inputs)) {
-    if (!inputs[i].empty()) order.push_back(i);
+  // The units of the passes (requests with nothing to score left out), longest first as
+  // lm-eval orders its requests: passes of like lengths.
+  std::vector<PassUnit> units;
+  for (size_t first = 0, g = 0; first < requests.size(); ++g) {
+    const size_t size = g < group_sizes.size() ? group_sizes[g] : 1;
+    std::vector<size_t> group;
+    for (size_t i = first; i < std::min(requests.size(), first + size); ++i) {
+      if (!inputs[i].empty()) group.push_back(i);
+    }
+    first += std::max<size_t>(1, size);
+    if (!options.share_prefixes) {
+      for (size_t i : group) units.push_back(Alone(inputs, i));
+      continue;
+    }
+    for (PassUnit& unit : UnitsOf(inputs, group)) units.push_back(std::move(unit));
   }
+  std::vector<size_t> order(units.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return units[a].tokens.size() > units[b].tokens.size();
+  });
   const int64_t V = model.config.vocab;
-  absl::Status s = VisitLogProbs(model, inputs, positions, order, options, settings,
+  absl::Status s = VisitLogProbs(model, inputs, positions, units, order, options, settings,
                                  [&](size_t setting, size_t i, size_t j, const float* row) {
                                    Loglikelihood& result = results[setting][i];
                                    const int32_t target = targets[i][j];
                                    result.logprob += row[target];
-                                   if (std::max_element(row, row + V) - row != target)
-                                     result.greedy = false;
+                                   if (!IsGreedy(row, V, target)) result.greedy = false;
                                  });
   if (!s.ok()) return s;
   return results;
 }
 
-}  // namespace
-
 absl::StatusOr<std::vector<Loglikelihood>> ScoreLoglikelihoods(
     const Model& model, absl::Span<const LoglikelihoodRequest> requests,
     const HarnessOptions& options) {
   absl::StatusOr<std::vector<std::vector<Loglikelihood>>> results =
-      ScoreLoglikelihoodsPerSetting(model, requests, options, {&options.edits, 1});
+      ScoreLoglikelihoodsPerSetting(model, requests, {}, options, {&options.edits, 1});
   if (!results.ok()) return results.status();
   return std::move(results->front());
 }
@@ -247,11 +395,13 @@ absl::StatusOr<std::vector<TaskScore>> EvaluateTaskPerSetting(
     const Model& model, const Task& task, const HarnessOptions& options,
     absl::Span<const BatchEdits> settings) {
   std::vector<LoglikelihoodRequest> requests;
+  std::vector<size_t> group_sizes;  // an example's choices share its context
   for (const TaskExample& e : task.examples) {
     requests.insert(requests.end(), e.choices.begin(), e.choices.end());
+    group_sizes.push_back(e.choices.size());
   }
   absl::StatusOr<std::vector<std::vector<Loglikelihood>>> lls =
-      ScoreLoglikelihoodsPerSetting(model, requests, options, settings);
+      ScoreLoglikelihoodsPerSetting(model, requests, group_sizes, options, settings);
   if (!lls.ok()) return lls.status();
   std::vector<TaskScore> scores;
   for (const std::vector<Loglikelihood>& setting_lls : *lls) {
@@ -323,8 +473,10 @@ absl::StatusOr<std::vector<std::vector<std::vector<double>>>> NextTokenProbabili
   std::vector<std::vector<std::vector<double>>> results(
       settings.size(),
       std::vector<std::vector<double>>(inputs.size(), std::vector<double>(candidates.size())));
-  absl::Status s = VisitLogProbs(model, inputs, positions, LongestFirst(inputs), options, settings,
-                                 [&](size_t setting, size_t i, size_t, const float* row) {
+  std::vector<PassUnit> units;
+  for (size_t i = 0; i < inputs.size(); ++i) units.push_back(Alone(inputs, i));
+  absl::Status s = VisitLogProbs(model, inputs, positions, units, LongestFirst(inputs), options,
+                                 settings, [&](size_t setting, size_t i, size_t, const float* row) {
                                    for (size_t c = 0; c < candidates.size(); ++c) {
                                      results[setting][i][c] =
                                          std::exp(static_cast<double>(row[candidates[c]]));

@@ -23,6 +23,9 @@ struct HarnessOptions {
   BatchEdits edits;  // the one setting evaluated (EvaluateSettings and *PerSetting take theirs)
   int64_t max_batch_tokens = 4096;  // tokens per forward pass
   int max_context = 2048;           // longer requests keep their last tokens, as lm-eval does
+  // A multiple-choice example's choices as one sequence of their common prefix and a branch
+  // each (a tree, forward.h): the context runs once. Off: each choice alone, as lm-eval runs it.
+  bool share_prefixes = true;
   const std::atomic<bool>* cancelled = nullptr;
   // Requests (or windows) done so far, out of the call's total.
   std::function<void(int64_t done, int64_t total)> on_progress;
@@ -40,6 +43,16 @@ struct Loglikelihood {
 absl::StatusOr<std::vector<Loglikelihood>> ScoreLoglikelihoods(
     const Model& model, absl::Span<const LoglikelihoodRequest> requests,
     const HarnessOptions& options);
+
+// The same under each of `settings` at once (options.edits not read; shared as EvaluateSettings
+// shares): [setting][request]. group_sizes cuts the requests into consecutive groups (a
+// multiple-choice example's choices; empty: each request alone); with options.share_prefixes
+// a group's requests run as one tree of their common prefix (forward.h), their numbers those
+// each has alone: bit for bit where the attention kernel is AVX-512's or AMX's.
+absl::StatusOr<std::vector<std::vector<Loglikelihood>>> ScoreLoglikelihoodsPerSetting(
+    const Model& model, absl::Span<const LoglikelihoodRequest> requests,
+    absl::Span<const size_t> group_sizes, const HarnessOptions& options,
+    absl::Span<const BatchEdits> settings);
 
 struct TaskScore {
   std::string task;

@@ -9,6 +9,20 @@
 
 namespace superweight {
 
+bool operator==(const WeightEdit& a, const WeightEdit& b) {
+  return std::tie(a.layer, a.kind, a.row, a.col, a.value, a.expert) ==
+         std::tie(b.layer, b.kind, b.row, b.col, b.value, b.expert);
+}
+
+bool operator==(const ActivationEdit& a, const ActivationEdit& b) {
+  return std::tie(a.layer, a.token, a.channel, a.value, a.expert) ==
+         std::tie(b.layer, b.token, b.channel, b.value, b.expert);
+}
+
+bool operator==(const ExpertId& a, const ExpertId& b) {
+  return a.layer == b.layer && a.expert == b.expert;
+}
+
 int EditSet::FirstLayer(int none) const {
   int first = none;
   for (const WeightEdit& e : weights) first = std::min(first, e.layer);

@@ -38,6 +38,10 @@ struct ExpertId {
   int expert = 0;
 };
 
+bool operator==(const WeightEdit& a, const WeightEdit& b);
+bool operator==(const ActivationEdit& a, const ActivationEdit& b);
+bool operator==(const ExpertId& a, const ExpertId& b);
+
 struct EditSet {
   std::vector<WeightEdit> weights;
   std::vector<ActivationEdit> activations;

@@ -91,13 +91,14 @@ RopeTable MakeRopeTable(const std::vector<float>& inv_freq, int64_t positions) {
   return table;
 }
 
+// Rows x[0, tokens) at positions [first_position, first_position + tokens).
 void ApplyRope(const RopeConfig& r, const RopeTable& table, float* x, int64_t tokens, int heads,
-               int head_dim, int64_t row_stride) {
+               int head_dim, int64_t row_stride, int64_t first_position) {
   const int half = r.rotary_dim / 2;
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < tokens; ++t) {
-    const float* cs = &table.cos[t * half];
-    const float* sn = &table.sin[t * half];
+    const float* cs = &table.cos[(first_position + t) * half];
+    const float* sn = &table.sin[(first_position + t) * half];
     for (int h = 0; h < heads; ++h) {
       float* v = x + t * row_stride + int64_t{h} * head_dim;
       for (int i = 0; i < half; ++i) {
@@ -143,6 +144,9 @@ void GatedActivation(MlpActivation activation, float* gate, const float* up, int
 struct Buffers {
   // The matmuls' outputs on huge pages (aligned_vector.h); the rest alike, for simplicity.
   internal::HugePageVector<float> h, q, k, v, attn, o, gate, up, down;
+  // One branch of a tree with its prefix, gathered: q, k, v, the attention's output; what a tap
+  // sees of a branch.
+  std::vector<float> view_q, view_k, view_v, view_out, view_in, view_down;
   LinearInputStorage input;  // the converted copies of the LinearInput in use
   LinearScratch scratch;
 };
@@ -157,6 +161,32 @@ absl::Status CheckEdits(const Model& model, absl::Span<const SequenceInput> batc
             absl::StrFormat("activation edit at token %d past the sequence's %d tokens", e.token,
                             in.tokens.size()));
       }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// rows [0, view.size()) of the view into dst [view.size(), width], from x (the sequence's rows,
+// `width` floats apart).
+void GatherView(const SequenceView& view, const float* x, int64_t width, std::vector<float>* dst) {
+  dst->resize(view.size() * width);
+  std::copy_n(x, view.prefix * width, dst->data());
+  std::copy_n(x + view.branch_begin * width, view.branch_rows * width,
+              dst->data() + view.prefix * width);
+}
+
+// Every tree's branches within its tokens, a prefix of at least one token before them.
+absl::Status CheckBranches(absl::Span<const SequenceInput> batch) {
+  for (size_t s = 0; s < batch.size(); ++s) {
+    int64_t branch_rows = 0;
+    for (int64_t n : batch[s].branches) {
+      if (n < 0) return absl::InvalidArgumentError("a branch of negative length");
+      branch_rows += n;
+    }
+    if (!batch[s].branches.empty() && branch_rows >= static_cast<int64_t>(batch[s].tokens.size())) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("sequence %d: branches of %d tokens leave no prefix of its %d", s,
+                          branch_rows, batch[s].tokens.size()));
     }
   }
   return absl::OkStatus();
@@ -197,7 +227,8 @@ void CorrectForWeightEdits(const Matrix& w, absl::Span<const SequenceInput> batc
 // outputs weighted and summed into y [N, hidden] expert after expert, as transformers sums them.
 absl::Status RunExperts(const Model& model, int layer, absl::Span<const SequenceInput> batch,
                         const std::vector<int64_t>& offsets, const std::vector<int>& sequence_of,
-                        const LinearInput& h, const ForwardOptions& options, float* y) {
+                        const std::vector<SequenceView>& views, const LinearInput& h,
+                        const ForwardOptions& options, float* y) {
   const ModelConfig& c = model.config;
   const LayerWeights& w = model.layers[layer];
   const int64_t N = offsets.back(), D = c.hidden, E = c.experts, K = c.experts_per_token;
@@ -272,7 +303,8 @@ absl::Status RunExperts(const Model& model, int layer, absl::Span<const Sequence
       return s;
     }
     // Each sequence's rows are contiguous and in order: its activation edits, then its report.
-    std::vector<int> positions;
+    std::vector<int> positions, view_positions;
+    std::vector<float> view_in, view_out;
     for (int64_t r0 = 0; r0 < n;) {
       const int s = sequence_of[rows[r0]];
       int64_t r1 = r0;
@@ -289,10 +321,27 @@ absl::Status RunExperts(const Model& model, int layer, absl::Span<const Sequence
           }
         }
       }
-      if (options.tap != nullptr) {
-        options.tap->OnExpertDownProj(layer, static_cast<int>(e), s, positions.data(),
-                                      &gate[r0 * EI], &down[r0 * D], static_cast<int>(r1 - r0),
-                                      static_cast<int>(EI), static_cast<int>(D));
+      // The tap sees each view's rows among them, at the view's positions.
+      for (size_t v = 0; options.tap != nullptr && v < views.size(); ++v) {
+        const SequenceView& view = views[v];
+        if (view.sequence != s) continue;
+        view_positions.clear();
+        view_in.clear();
+        view_out.clear();
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t p = positions[r - r0];
+          const bool in_branch = p >= view.branch_begin && p < view.branch_begin + view.branch_rows;
+          if (p >= view.prefix && !in_branch) continue;
+          view_positions.push_back(
+              static_cast<int>(in_branch ? view.prefix + p - view.branch_begin : p));
+          view_in.insert(view_in.end(), &gate[r * EI], &gate[(r + 1) * EI]);
+          view_out.insert(view_out.end(), &down[r * D], &down[(r + 1) * D]);
+        }
+        if (view_positions.empty()) continue;
+        options.tap->OnExpertDownProj(layer, static_cast<int>(e), static_cast<int>(v),
+                                      view_positions.data(), view_in.data(), view_out.data(),
+                                      static_cast<int>(view_positions.size()), static_cast<int>(EI),
+                                      static_cast<int>(D));
       }
       r0 = r1;
     }
@@ -334,6 +383,25 @@ std::vector<float> InverseFrequencies(const RopeConfig& r) {
   return inv;
 }
 
+std::vector<SequenceView> ViewsOf(absl::Span<const SequenceInput> batch) {
+  std::vector<SequenceView> views;
+  for (size_t s = 0; s < batch.size(); ++s) {
+    const int64_t rows = static_cast<int64_t>(batch[s].tokens.size());
+    if (batch[s].branches.empty()) {
+      views.push_back({static_cast<int>(s), rows, rows, 0});
+      continue;
+    }
+    int64_t prefix = rows;
+    for (int64_t n : batch[s].branches) prefix -= n;
+    int64_t begin = prefix;
+    for (int64_t n : batch[s].branches) {
+      views.push_back({static_cast<int>(s), prefix, begin, n});
+      begin += n;
+    }
+  }
+  return views;
+}
+
 absl::StatusOr<ResidualStream> EmbedBatch(const Model& model,
                                           absl::Span<const SequenceInput> batch) {
   const ModelConfig& c = model.config;
@@ -343,6 +411,7 @@ absl::StatusOr<ResidualStream> EmbedBatch(const Model& model,
     if (batch[s].tokens.empty()) {
       return absl::InvalidArgumentError(absl::StrFormat("sequence %d is empty", s));
     }
+
     for (int32_t id : batch[s].tokens) {
       if (id < 0 || id >= c.vocab) {
         return absl::InvalidArgumentError(
@@ -351,6 +420,7 @@ absl::StatusOr<ResidualStream> EmbedBatch(const Model& model,
     }
     stream.offsets.push_back(stream.offsets.back() + batch[s].tokens.size());
   }
+  if (absl::Status st = CheckBranches(batch); !st.ok()) return st;
   const ScopedFlushSubnormals flush;
   const int64_t D = c.hidden;
   stream.x.resize(stream.offsets.back() * D);
@@ -384,6 +454,7 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
         "layers [%d, %d) outside the model's %d layers", stream->layer, end_layer, c.layers));
   }
   if (auto st = CheckEdits(model, batch); !st.ok()) return st;
+  if (auto st = CheckBranches(batch); !st.ok()) return st;
   if (end_layer == stream->layer) return absl::OkStatus();
   const ScopedFlushSubnormals flush;
   const int64_t N = offsets.back();
@@ -416,6 +487,7 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
   }
 
   const std::vector<int> sequence_of = SequenceOfRows(offsets);
+  const std::vector<SequenceView> views = ViewsOf(batch);
   // Whether any sequence edits a weight of `layer`'s `one` or `other`: the fused paths then
   // give way to plain outputs that the edits can correct.
   auto weights_edited = [&](int layer, LinearKind one, LinearKind other) {
@@ -494,13 +566,35 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
     const AttentionShape shape{c.heads,        c.kv_heads,
                                c.head_dim,     c.attn_scale,
                                c.attn_softcap, sliding ? int64_t{c.sliding_window} : 0};
-    for (size_t s = 0; s < batch.size(); ++s) {
-      const int64_t o = offsets[s], T = offsets[s + 1] - o;
-      ApplyRope(c.RopeOf(l), layer_rope, &b.q[o * QD], T, c.heads, c.head_dim, QD);
-      ApplyRope(c.RopeOf(l), layer_rope, &b.k[o * KVD], T, c.kv_heads, c.head_dim, KVD);
-      status = CausalAttention(shape, &b.q[o * QD], &b.k[o * KVD], &b.v[o * KVD], T,
-                               &b.attn[o * QD], options.precision);
+    for (size_t v = 0; v < views.size(); ++v) {
+      const SequenceView& view = views[v];
+      const int64_t o = offsets[view.sequence];
+      // A plain sequence, or a tree's prefix: its rows once, attending as a plain sequence of
+      // that length does.
+      if (v == 0 || views[v - 1].sequence != view.sequence) {
+        ApplyRope(c.RopeOf(l), layer_rope, &b.q[o * QD], view.prefix, c.heads, c.head_dim, QD, 0);
+        ApplyRope(c.RopeOf(l), layer_rope, &b.k[o * KVD], view.prefix, c.kv_heads, c.head_dim, KVD,
+                  0);
+        status = CausalAttention(shape, &b.q[o * QD], &b.k[o * KVD], &b.v[o * KVD], view.prefix,
+                                 &b.attn[o * QD], options.precision);
+        if (!status.ok()) return status;
+      }
+      if (view.branch_rows == 0) continue;
+      // A branch: its rows after the prefix's, and the attention of prefix + branch as one
+      // sequence, of which the branch's rows are kept.
+      const int64_t br = o + view.branch_begin;
+      ApplyRope(c.RopeOf(l), layer_rope, &b.q[br * QD], view.branch_rows, c.heads, c.head_dim, QD,
+                view.prefix);
+      ApplyRope(c.RopeOf(l), layer_rope, &b.k[br * KVD], view.branch_rows, c.kv_heads, c.head_dim,
+                KVD, view.prefix);
+      GatherView(view, &b.q[o * QD], QD, &b.view_q);
+      GatherView(view, &b.k[o * KVD], KVD, &b.view_k);
+      GatherView(view, &b.v[o * KVD], KVD, &b.view_v);
+      b.view_out.resize(view.size() * QD);
+      status = CausalAttention(shape, b.view_q.data(), b.view_k.data(), b.view_v.data(),
+                               view.size(), b.view_out.data(), options.precision);
       if (!status.ok()) return status;
+      std::copy_n(&b.view_out[view.prefix * QD], view.branch_rows * QD, &b.attn[br * QD]);
     }
     // The attention output added into the residual stream as it leaves the kernel, where the
     // packed kernel serves and no weight edit has to be added to it first.
@@ -528,7 +622,7 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
     std::vector<float> experts_out;  // the routed experts' sum, where the layer has experts
     if (moe) {
       experts_out.resize(N * D);
-      if (status = RunExperts(model, l, batch, offsets, sequence_of, ffn_in, options,
+      if (status = RunExperts(model, l, batch, offsets, sequence_of, views, ffn_in, options,
                               experts_out.data());
           !status.ok()) {
         return status;
@@ -574,10 +668,19 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
           if (e.layer == l && e.expert < 0) b.down[(o + e.token) * D + e.channel] = e.value;
         }
       }
-      if (options.tap != nullptr) {
-        options.tap->OnDownProj(l, static_cast<int>(s), &b.gate[o * I], &b.down[o * D],
-                                static_cast<int>(offsets[s + 1] - o), I, D);
+    }
+    for (size_t v = 0; options.tap != nullptr && v < views.size(); ++v) {
+      const SequenceView& view = views[v];
+      const int64_t o = offsets[view.sequence];
+      const float* in = &b.gate[o * I];
+      const float* out = &b.down[o * D];
+      if (!batch[view.sequence].branches.empty()) {
+        GatherView(view, in, I, &b.view_in);
+        GatherView(view, out, D, &b.view_down);
+        in = b.view_in.data();
+        out = b.view_down.data();
       }
+      options.tap->OnDownProj(l, static_cast<int>(v), in, out, static_cast<int>(view.size()), I, D);
     }
     if (moe) {  // the shared expert, gated, beside the routed experts' sum
 #pragma omp parallel for schedule(static)
@@ -636,7 +739,7 @@ IntactPass::IntactPass(const Model& model, absl::Span<const SequenceInput> batch
                        const ForwardOptions& options)
     : model_(model), options_(options) {
   options_.tap = nullptr;
-  for (const SequenceInput& in : batch) batch_.push_back({in.tokens, nullptr});
+  for (const SequenceInput& in : batch) batch_.push_back({in.tokens, nullptr, in.branches});
 }
 
 absl::StatusOr<ResidualStream> IntactPass::Before(int layer) {

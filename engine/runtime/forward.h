@@ -18,9 +18,34 @@
 namespace superweight {
 
 struct SequenceInput {
+  SequenceInput() = default;
+  SequenceInput(absl::Span<const int32_t> tokens, const EditSet* edits = nullptr,
+                absl::Span<const int64_t> branches = {})
+      : tokens(tokens), edits(edits), branches(branches) {}
+
   absl::Span<const int32_t> tokens;
-  const EditSet* edits = nullptr;  // per sequence, so differently-ablated requests batch
+  const EditSet* edits = nullptr;  // per sequence (a tree's in its rows), so that
+                                   // differently-ablated requests batch
+  // A tree: one prefix continued several ways (a multiple-choice example's context and its
+  // choices). `tokens` holds the prefix, then each branch's tokens, branch after branch;
+  // branches[b] is the b-th's length. A branch takes the positions after the prefix and attends
+  // to the prefix and to itself only, so each of its rows is the row the sequence prefix + branch
+  // computes alone, and the prefix runs once. Empty: a plain sequence.
+  absl::Span<const int64_t> branches;
 };
+
+// What a batch stands for: one view per plain sequence and one per branch of a tree (the tree's
+// prefix rows, then the branch's). Taps (tap.h) see views as sequences, numbered in this order.
+struct SequenceView {
+  int sequence = 0;          // in the batch
+  int64_t prefix = 0;        // the view's rows [0, prefix) are the sequence's rows [0, prefix)
+  int64_t branch_begin = 0;  // and its rows from prefix on, the sequence's from branch_begin
+  int64_t branch_rows = 0;
+  int64_t size() const { return prefix + branch_rows; }
+  // The sequence's row of the view's row (position) p.
+  int64_t RowOf(int64_t p) const { return p < prefix ? p : branch_begin + p - prefix; }
+};
+std::vector<SequenceView> ViewsOf(absl::Span<const SequenceInput> batch);
 
 struct ForwardOptions {
   Precision precision = Precision::kF32;
@@ -48,7 +73,8 @@ struct ResidualStream {
 };
 
 // The batch's token embeddings: the stream before layer 0. INVALID_ARGUMENT for an empty
-// sequence or a token outside the vocabulary. The batch's edits are not read.
+// sequence, a token outside the vocabulary or branches that leave a tree no prefix. The batch's
+// edits are not read.
 absl::StatusOr<ResidualStream> EmbedBatch(const Model& model,
                                           absl::Span<const SequenceInput> batch);
 

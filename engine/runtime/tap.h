@@ -3,6 +3,8 @@
 
 namespace superweight {
 
+// A tree's branches (forward.h) are reported as sequences of their own, the prefix's rows then
+// the branch's: `sequence` numbers the batch's views (ViewsOf).
 class ForwardTap {
  public:
   virtual ~ForwardTap() = default;
