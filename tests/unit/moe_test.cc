@@ -4,8 +4,10 @@
 // tests/oracle/test_moe_oracle.py.)
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <memory>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "engine/analysis/ablate.h"
@@ -138,6 +140,57 @@ TEST(Moe, AnExpertsWeightEditIsThatWeightChanged) {
     moved = std::max(moved, std::fabs(static_cast<double>(a[i]) - intact[i]));
   }
   EXPECT_GT(moved, 1e-3);  // the edit reached an expert some token is routed to
+}
+
+// Every expert's report, per layer, expert and sequence: positions and outputs.
+class ExpertRecorder : public ForwardTap {
+ public:
+  void OnDownProj(int, int, const float*, const float*, int, int, int) override {}
+  void OnExpertDownProj(int layer, int expert, int sequence, const int* positions, const float*,
+                        const float* output, int rows, int, int hidden) override {
+    Report& r = reports[{layer, expert, sequence}];
+    r.positions.assign(positions, positions + rows);
+    r.outputs.assign(output, output + static_cast<int64_t>(rows) * hidden);
+  }
+  struct Report {
+    std::vector<int> positions;
+    std::vector<float> outputs;
+  };
+  std::map<std::tuple<int, int, int>, Report> reports;
+};
+
+// A tree's branches reach the experts each reaches alone, at the same positions, and the tap
+// hears them as those sequences.
+TEST(Moe, ATreesBranchesAreReportedAsTheirSequencesAlone) {
+  auto t = MakeTinyMoe();
+  const std::vector<int32_t> prefix(kIds.begin(), kIds.begin() + 6);
+  const std::vector<int32_t> first(kIds.begin() + 6, kIds.end()), second = {50, 51, 52};
+  std::vector<int32_t> tree_tokens = prefix;
+  tree_tokens.insert(tree_tokens.end(), first.begin(), first.end());
+  tree_tokens.insert(tree_tokens.end(), second.begin(), second.end());
+  const std::vector<int64_t> branches = {static_cast<int64_t>(first.size()),
+                                         static_cast<int64_t>(second.size())};
+  std::vector<int32_t> second_alone = prefix;
+  second_alone.insert(second_alone.end(), second.begin(), second.end());
+  ExpertRecorder tree_tap, alone_tap;
+  ForwardOptions options;
+  options.tap = &tree_tap;
+  const SequenceInput tree(tree_tokens, nullptr, branches);
+  ASSERT_TRUE(RunForward(t->model, {&tree, 1}, options).ok());
+  options.tap = &alone_tap;
+  const std::vector<SequenceInput> alone = {{kIds}, {second_alone}};
+  ASSERT_TRUE(RunForward(t->model, alone, options).ok());
+  ASSERT_EQ(tree_tap.reports.size(), alone_tap.reports.size());
+  for (const auto& [key, want] : alone_tap.reports) {
+    SCOPED_TRACE(std::get<2>(key));
+    const auto it = tree_tap.reports.find(key);
+    ASSERT_NE(it, tree_tap.reports.end());
+    EXPECT_EQ(it->second.positions, want.positions);
+    ASSERT_EQ(it->second.outputs.size(), want.outputs.size());
+    for (size_t i = 0; i < want.outputs.size(); ++i) {
+      EXPECT_NEAR(it->second.outputs[i], want.outputs[i], 1e-5f * (1 + std::fabs(want.outputs[i])));
+    }
+  }
 }
 
 TEST(Moe, PruningAnExpertRoutesAroundIt) {
