@@ -8,7 +8,9 @@ ratio.
 
 BENCH_ABLATE_BIN names another build's bin/ (two builds timed alike), BENCH_ABLATE_FLAGS adds
 client flags (--bf16, --tasks=wikitext2,..., --max_windows=N), BENCH_ABLATE_JSON keeps the job's
-result there, and BENCH_ABLATE_LMEVAL=0 times the job alone.
+result there, and BENCH_ABLATE_LMEVAL=0 times the job alone. SUPERWEIGHT_MAX_ISA caps the server, and
+transformers as far as it can be (score_throughput.peer_env: the BLAS kernel of this CPU, or of the
+cap, for both rows).
 """
 import json
 import os
@@ -17,6 +19,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from score_throughput import peer_env  # noqa: E402  (the same BLAS choices for transformers)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BIN = os.environ.get("BENCH_ABLATE_BIN", os.path.join(ROOT, "build", "bin"))
@@ -73,7 +78,8 @@ def main():
                              os.path.join(ROOT, "tools", "lmeval_oracle.py"),
                              os.path.join(ROOT, "models", MODEL), ",".join(TASKS),
                              os.path.join(ROOT, "server", "data", "eval"), str(examples)],
-                            env=env, capture_output=True, text=True)
+                            env=dict(peer_env(), OMP_NUM_THREADS=str(threads)),
+                            capture_output=True, text=True)
     if lmeval.returncode != 0:
         sys.exit(lmeval.stderr[-2000:])
     lmeval_s = json.loads(lmeval.stdout.strip().splitlines()[-1])["seconds"]

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <unordered_map>
 
 #include "engine/analysis/score.h"
 #include "engine/runtime/fast_math.h"
@@ -181,15 +182,11 @@ absl::Status VisitLogProbs(const Model& model, const std::vector<std::vector<int
       }
     }
     // The wanted rows, a chunk at a time through the lm_head and a log-softmax.
-    const std::vector<size_t> setting_order = SharingOrder(model, setting_edits);
+    SettingPasses passes(model, intact_batch, setting_edits, &intact, fo);
+    const std::vector<size_t>& setting_order = passes.order();
     for (size_t k = 0; k < setting_order.size(); ++k) {
       const size_t setting = setting_order[k];
-      std::vector<SequenceInput> batch = intact_batch;
-      for (size_t b = 0; b < batch.size(); ++b) {
-        const EditSet& own = setting_edits[setting][b];
-        batch[b].edits = own.empty() ? nullptr : &own;
-      }
-      absl::StatusOr<ForwardOutput> out = intact.RunEdited(batch);
+      absl::StatusOr<ForwardOutput> out = passes.Run(k);
       if (!out.ok()) return out.status();
       // The views a tree could not carry, each alone with its own edits.
       std::vector<SequenceInput> alone_batch;
@@ -202,7 +199,11 @@ absl::Status VisitLogProbs(const Model& model, const std::vector<std::vector<int
       absl::StatusOr<ForwardOutput> alone_out = ForwardOutput{};
       if (!alone_batch.empty()) alone_out = RunForward(model, alone_batch, fo);
       if (!alone_out.ok()) return alone_out.status();
-      std::vector<std::pair<const float*, std::pair<size_t, size_t>>> wanted;  // (row, (view, j))
+      // Each wanted row once, with every (view, j) it answers: a tree's last prefix row predicts
+      // the first token of each of its choices.
+      std::vector<const float*> wanted;
+      std::vector<std::vector<std::pair<size_t, size_t>>> askers;  // per wanted row: (view, j)
+      std::unordered_map<const float*, size_t> index_of;
       for (size_t v = 0; v < views.size(); ++v) {
         const std::vector<int>& at = positions[view_requests[v]];
         for (size_t j = 0; j < at.size(); ++j) {
@@ -210,14 +211,17 @@ absl::Status VisitLogProbs(const Model& model, const std::vector<std::vector<int
               alone_index[v] >= 0
                   ? &alone_out->hidden[(alone_out->offsets[alone_index[v]] + at[j]) * D]
                   : &out->hidden[(out->offsets[views[v].sequence] + views[v].RowOf(at[j])) * D];
-          wanted.push_back({row, {v, j}});
+          const auto [it, added] = index_of.try_emplace(row, wanted.size());
+          if (added) {
+            wanted.push_back(row);
+            askers.emplace_back();
+          }
+          askers[it->second].push_back({v, j});
         }
       }
       for (size_t c0 = 0; c0 < wanted.size(); c0 += kRowsPerChunk) {
         const int64_t rows = std::min<int64_t>(kRowsPerChunk, wanted.size() - c0);
-        for (int64_t r = 0; r < rows; ++r) {
-          std::copy_n(wanted[c0 + r].first, D, &hidden_rows[r * D]);
-        }
+        for (int64_t r = 0; r < rows; ++r) std::copy_n(wanted[c0 + r], D, &hidden_rows[r * D]);
         if (absl::Status s =
                 ComputeLogits(model, hidden_rows.data(), rows, logits.data(), options.precision);
             !s.ok()) {
@@ -226,8 +230,9 @@ absl::Status VisitLogProbs(const Model& model, const std::vector<std::vector<int
 #pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < rows; ++r) LogSoftmaxRow(&logits[r * V], V);
         for (int64_t r = 0; r < rows; ++r) {
-          const auto [v, j] = wanted[c0 + r].second;
-          visit(setting, view_requests[v], j, &logits[r * V]);
+          for (const auto& [v, j] : askers[c0 + r]) {
+            visit(setting, view_requests[v], j, &logits[r * V]);
+          }
         }
       }
       // Each setting's share of the batch as it finishes: a batch under many settings is long.

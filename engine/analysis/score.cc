@@ -112,6 +112,79 @@ std::vector<size_t> SharingOrder(const Model& model,
   return order;
 }
 
+SettingPasses::SettingPasses(const Model& model, absl::Span<const SequenceInput> batch,
+                             absl::Span<const std::vector<EditSet>> setting_edits,
+                             IntactPass* intact, const ForwardOptions& options)
+    : model_(model),
+      batch_(batch.begin(), batch.end()),
+      setting_edits_(setting_edits),
+      intact_(intact),
+      options_(options),
+      order_(SharingOrder(model, setting_edits)) {
+  const int layers = model.config.layers;
+  const size_t n = order_.size();
+  start_.assign(n, layers);
+  source_.assign(n, -1);
+  saves_.resize(n);
+  kept_.resize(n);
+  readers_.assign(n, 0);
+  for (size_t k = 0; k < n; ++k) {
+    const std::vector<EditSet>& own = setting_edits[order_[k]];
+    for (const EditSet& e : own) start_[k] = e.FirstLayer(start_[k]);
+    for (size_t j = 0; j < k; ++j) {
+      // Where settings j and k part: the lowest layer any sequence's edits differ at.
+      int common = layers;
+      const std::vector<EditSet>& other = setting_edits[order_[j]];
+      for (size_t s = 0; s < own.size() && common > start_[k]; ++s) {
+        common = own[s].FirstLayerDifferentFrom(other[s], common);
+      }
+      // j's pass must reach that layer from where it starts, and go further than k alone.
+      if (common >= start_[j] && common > start_[k]) {
+        start_[k] = common;
+        source_[k] = static_cast<int>(j);
+      }
+    }
+    if (source_[k] >= 0) {
+      std::vector<int>& saves = saves_[source_[k]];
+      if (std::find(saves.begin(), saves.end(), start_[k]) == saves.end()) {
+        saves.push_back(start_[k]);
+      }
+      ++readers_[source_[k]];
+    }
+  }
+  for (std::vector<int>& saves : saves_) std::sort(saves.begin(), saves.end());
+}
+
+absl::StatusOr<ForwardOutput> SettingPasses::Run(size_t k) {
+  const std::vector<EditSet>& own = setting_edits_[order_[k]];
+  std::vector<SequenceInput> batch = batch_;
+  for (size_t i = 0; i < batch.size(); ++i) batch[i].edits = own[i].empty() ? nullptr : &own[i];
+  if (source_[k] < 0 && saves_[k].empty()) return intact_->RunEdited(batch);
+  absl::StatusOr<ResidualStream> stream;
+  if (source_[k] < 0) {
+    stream = intact_->Before(start_[k]);
+  } else {
+    const size_t j = static_cast<size_t>(source_[k]);
+    for (const auto& [layer, kept] : kept_[j]) {
+      if (layer == start_[k]) stream = kept;
+    }
+    if (--readers_[j] == 0) kept_[j].clear();
+    if (!stream.ok() || stream->layer != start_[k]) {
+      return absl::InternalError("a shared stream was not kept");
+    }
+  }
+  if (!stream.ok()) return stream.status();
+  for (int layer : saves_[k]) {
+    if (absl::Status s = RunLayers(model_, batch, layer, options_, &*stream); !s.ok()) return s;
+    kept_[k].push_back({layer, *stream});
+  }
+  if (absl::Status s = RunLayers(model_, batch, model_.config.layers, options_, &*stream);
+      !s.ok()) {
+    return s;
+  }
+  return FinishForward(model_, *stream);
+}
+
 BatchEdits SameEditsEverySequence(EditSet edits) {
   return [fixed = std::move(edits)](absl::Span<const std::vector<int32_t>> sequences, IntactPass*) {
     return absl::StatusOr<std::vector<EditSet>>(std::vector<EditSet>(sequences.size(), fixed));
@@ -161,17 +234,13 @@ absl::StatusOr<std::vector<PerplexityResult>> PerplexityPerSetting(
       if (!own.ok()) return own.status();
       setting_edits.push_back(std::move(*own));
     }
-    const std::vector<size_t> order = SharingOrder(model, setting_edits);
+    SettingPasses passes(model, intact_batch, setting_edits, &intact, fo);
+    const std::vector<size_t>& order = passes.order();
     for (size_t k = 0; k < order.size(); ++k) {
       const size_t s = order[k];
-      std::vector<SequenceInput> batch = intact_batch;
-      for (size_t i = 0; i < batch.size(); ++i) {
-        const EditSet& own = setting_edits[s][i];
-        batch[i].edits = own.empty() ? nullptr : &own;
-      }
-      absl::StatusOr<ForwardOutput> out = intact.RunEdited(batch);
+      absl::StatusOr<ForwardOutput> out = passes.Run(k);
       if (!out.ok()) return out.status();
-      auto lp = TokenLogprobs(model, batch, *out, options.precision);
+      auto lp = TokenLogprobs(model, intact_batch, *out, options.precision);
       if (!lp.ok()) return lp.status();
       for (const auto& seq : *lp) {
         for (float v : seq) nll[s] -= v;

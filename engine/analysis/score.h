@@ -75,4 +75,37 @@ absl::StatusOr<std::vector<EditSet>> EditsOfBatch(const BatchEdits& edits,
 std::vector<size_t> SharingOrder(const Model& model,
                                  absl::Span<const std::vector<EditSet>> setting_edits);
 
+// One batch's passes under several settings (setting_edits[s]: one edit set per sequence), each
+// continuing from the furthest stream it shares: the intact pass below its first edited layer,
+// or the pass of a setting run before it below the first layer where their edits part (the two
+// outlier settings of Ablate edit every layer alike, one also prunes a later super weight: they
+// share the layers between). Each output is bit for bit the setting's pass alone. A stream
+// another setting continues from is kept until that setting has run.
+class SettingPasses {
+ public:
+  // `batch`: the sequences without edits (the intact pass's); all must outlive this.
+  SettingPasses(const Model& model, absl::Span<const SequenceInput> batch,
+                absl::Span<const std::vector<EditSet>> setting_edits, IntactPass* intact,
+                const ForwardOptions& options);
+  // The settings in the order they run (SharingOrder).
+  const std::vector<size_t>& order() const { return order_; }
+  // The layer the pass of setting order()[k] starts at (below it, it shares another's).
+  int StartLayer(size_t k) const { return start_[k]; }
+  // The pass of setting order()[k]; k = 0, 1, ... in turn.
+  absl::StatusOr<ForwardOutput> Run(size_t k);
+
+ private:
+  const Model& model_;
+  std::vector<SequenceInput> batch_;
+  absl::Span<const std::vector<EditSet>> setting_edits_;
+  IntactPass* intact_;
+  ForwardOptions options_;
+  std::vector<size_t> order_;
+  std::vector<int> start_;               // per position: the layer its pass starts at
+  std::vector<int> source_;              // per position: whose stream (-1: the intact pass)
+  std::vector<std::vector<int>> saves_;  // per position: layers where a later one continues
+  std::vector<std::vector<std::pair<int, ResidualStream>>> kept_;  // per position: (layer, stream)
+  std::vector<int> readers_;  // per position: later positions still to read its streams
+};
+
 }  // namespace superweight

@@ -31,6 +31,40 @@ int EditSet::FirstLayer(int none) const {
   return first;
 }
 
+namespace {
+
+auto KeyOf(const WeightEdit& e) {
+  return std::tie(e.layer, e.expert, e.kind, e.row, e.col, e.value);
+}
+auto KeyOf(const ActivationEdit& e) {
+  return std::tie(e.layer, e.expert, e.token, e.channel, e.value);
+}
+auto KeyOf(const ExpertId& e) { return std::tie(e.layer, e.expert); }
+
+// The lowest layer at which edit lists a and b differ as sets: both sorted layer first, the
+// layer of the first place they part (that of the longer list's next edit where one ends).
+template <typename Edit>
+int FirstDifferentLayer(std::vector<Edit> a, std::vector<Edit> b, int none) {
+  auto less = [](const Edit& x, const Edit& y) { return KeyOf(x) < KeyOf(y); };
+  std::sort(a.begin(), a.end(), less);
+  std::sort(b.begin(), b.end(), less);
+  const size_t n = std::min(a.size(), b.size());
+  size_t i = 0;
+  while (i < n && KeyOf(a[i]) == KeyOf(b[i])) ++i;
+  if (i < n) return std::min(a[i].layer, b[i].layer);
+  if (i < a.size()) return a[i].layer;
+  if (i < b.size()) return b[i].layer;
+  return none;
+}
+
+}  // namespace
+
+int EditSet::FirstLayerDifferentFrom(const EditSet& other, int none) const {
+  return std::min({FirstDifferentLayer(weights, other.weights, none),
+                   FirstDifferentLayer(activations, other.activations, none),
+                   FirstDifferentLayer(pruned_experts, other.pruned_experts, none)});
+}
+
 absl::Status EditSet::Validate(const Model& model) const {
   const int layers = model.config.layers;
   for (const WeightEdit& e : weights) {

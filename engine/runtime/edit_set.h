@@ -51,6 +51,9 @@ struct EditSet {
   // The lowest layer any edit touches; `none` when there are no edits. Below it the edited pass
   // is the model's own, so a pass can take it over from the unedited one (forward.h).
   int FirstLayer(int none) const;
+  // The lowest layer whose edits here and in `other` differ (as sets); `none` when they are the
+  // same. Below it the two edited passes are one computation.
+  int FirstLayerDifferentFrom(const EditSet& other, int none) const;
   // Checks every coordinate against the model's shapes, every value finite and no coordinate
   // given twice (INVALID_ARGUMENT naming it).
   absl::Status Validate(const Model& model) const;

@@ -1,5 +1,6 @@
 #include "engine/runtime/edit_set.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 
@@ -144,6 +145,28 @@ TEST_F(EditSetTest, ActivationOverrideIsWhatTheTapSees) {
   EXPECT_EQ(max_tap.layers(0)[2].output_max_abs, 123.5f);
   EXPECT_EQ(max_tap.layers(0)[2].output_token, 0);
   EXPECT_EQ(max_tap.layers(0)[2].output_channel, 10);
+}
+
+// Where two edit sets part: the lowest layer whose edits differ as sets, whatever their order.
+TEST(EditSetLayers, TheFirstLayerTwoEditSetsDifferAt) {
+  EditSet outliers;
+  outliers.weights = {{0, LinearKind::kQ, 1, 2, 0.f}, {3, LinearKind::kUp, 4, 5, 0.f}};
+  EditSet both = outliers;
+  both.weights.insert(both.weights.begin(), {2, LinearKind::kDown, 7, 8, 0.f});
+  EXPECT_EQ(outliers.FirstLayerDifferentFrom(both, 9), 2);
+  EXPECT_EQ(both.FirstLayerDifferentFrom(outliers, 9), 2);
+  EditSet reordered = both;
+  std::reverse(reordered.weights.begin(), reordered.weights.end());
+  EXPECT_EQ(both.FirstLayerDifferentFrom(reordered, 9), 9);
+  EditSet other_value = both;
+  other_value.weights[2].value = 1.f;  // layer 3's
+  EXPECT_EQ(both.FirstLayerDifferentFrom(other_value, 9), 3);
+  EditSet activation = both;
+  activation.activations.push_back({1, 0, 3, 2.f});
+  EXPECT_EQ(both.FirstLayerDifferentFrom(activation, 9), 1);
+  EditSet pruned = both;
+  pruned.pruned_experts.push_back({0, 1});
+  EXPECT_EQ(pruned.FirstLayerDifferentFrom(both, 9), 0);
 }
 
 // A pass with edits from a middle layer on, continued from the intact pass before that layer,
