@@ -20,7 +20,7 @@ namespace {
 // and a block's scores [heads, rows, keys] stay in cache between the two matmuls.
 absl::Status CausalAttentionOneDnn(const AttentionShape& shape, const float* q, const float* k,
                                    const float* v, int64_t tokens, float* out,
-                                   bool round_probabilities) {
+                                   bool round_probabilities, int64_t first_query) {
   constexpr int64_t kQueryBlock = 64;
   const int64_t H = shape.heads, KV = shape.kv_heads, hd = shape.head_dim, G = H / KV, T = tokens;
   const int64_t q_stride = H * hd, kv_stride = KV * hd;
@@ -29,7 +29,7 @@ absl::Status CausalAttentionOneDnn(const AttentionShape& shape, const float* q, 
   scores.resize(H * block * T);
   float* s = scores.data();
   const float scale = shape.Scale(), cap = shape.softcap;
-  for (int64_t r0 = 0; r0 < T; r0 += block) {
+  for (int64_t r0 = first_query / block * block; r0 < T; r0 += block) {  // the blocks asked
     const int64_t rows = std::min(block, T - r0), keys = r0 + rows;
     absl::Status status =
         GroupedMatmul(KV, G, rows, hd, keys, {q + r0 * q_stride, G * hd, hd, q_stride, 1},
@@ -83,10 +83,13 @@ __attribute__((noinline)) void internal::SoftmaxRow(float* row, int64_t n, float
 }
 
 absl::Status CausalAttention(const AttentionShape& shape, const float* q, const float* k,
-                             const float* v, int64_t tokens, float* out, Precision precision) {
+                             const float* v, int64_t tokens, float* out, Precision precision,
+                             int64_t first_query) {
   if (tokens == 0) return absl::OkStatus();
+  first_query = std::clamp<int64_t>(first_query, 0, tokens - 1);
   const bool bf16 = precision == Precision::kBF16;
-  if (bf16 && internal::AmxEnabled() && internal::CausalAttentionAmx(shape, q, k, v, tokens, out)) {
+  if (bf16 && internal::AmxEnabled() &&
+      internal::CausalAttentionAmx(shape, q, k, v, tokens, out, first_query)) {
     return absl::OkStatus();
   }
   // bf16 off the tiles: q, k and v rounded here, the probabilities by the kernel, every product
@@ -100,10 +103,12 @@ absl::Status CausalAttention(const AttentionShape& shape, const float* q, const 
     v = RoundedCopy(v, kv_size, &v_rounded);
   }
   if (CpuAllows(Isa::kAvx512) &&
-      internal::CausalAttentionAvx512(shape, q, k, v, tokens, out, /*round_probabilities=*/bf16)) {
+      internal::CausalAttentionAvx512(shape, q, k, v, tokens, out, /*round_probabilities=*/bf16,
+                                      first_query)) {
     return absl::OkStatus();
   }
-  return CausalAttentionOneDnn(shape, q, k, v, tokens, out, /*round_probabilities=*/bf16);
+  return CausalAttentionOneDnn(shape, q, k, v, tokens, out, /*round_probabilities=*/bf16,
+                               first_query);
 }
 
 }  // namespace superweight

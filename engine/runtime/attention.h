@@ -25,10 +25,12 @@ struct AttentionShape {
 // Rows of q and out are heads * head_dim wide, rows of k and v kv_heads * head_dim. In f32; with
 // bf16 precision q, k, v and the probabilities are rounded to bf16 and the products summed in f32,
 // as the bf16 linear layers do, on every CPU class. Fails only where oneDNN fails (the path below
-// AVX-512).
+// AVX-512). Only queries [first_query, tokens) need answering (a tree's branch attends over its
+// prefix's keys without answering the prefix again): out's rows before it are left as they are
+// or overwritten; each row answered is the one the whole call gives, bit for bit.
 absl::Status CausalAttention(const AttentionShape& shape, const float* q, const float* k,
                              const float* v, int64_t tokens, float* out,
-                             Precision precision = Precision::kF32);
+                             Precision precision = Precision::kF32, int64_t first_query = 0);
 
 namespace internal {
 // softmax(row * scale) over row[0, n), in place; shared by both kernels.
@@ -37,12 +39,13 @@ void SoftmaxRow(float* row, int64_t n, float scale);
 // of 16, without soft-capping or a window that hides keys; round_probabilities rounds each
 // probability to bf16 before it meets v. Returns false, doing nothing, where it does not apply.
 bool CausalAttentionAvx512(const AttentionShape& shape, const float* q, const float* k,
-                           const float* v, int64_t tokens, float* out, bool round_probabilities);
+                           const float* v, int64_t tokens, float* out, bool round_probabilities,
+                           int64_t first_query = 0);
 // The AMX kernel (attention_amx.cc), for CPUs with AMX-BF16 (internal::AmxEnabled) and
 // head_dim a multiple of 32, without soft-capping or a window that hides keys. Returns false, doing
 // nothing, where it does not apply.
 bool CausalAttentionAmx(const AttentionShape& shape, const float* q, const float* k, const float* v,
-                        int64_t tokens, float* out);
+                        int64_t tokens, float* out, int64_t first_query = 0);
 }  // namespace internal
 
 }  // namespace superweight

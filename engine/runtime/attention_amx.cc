@@ -37,7 +37,7 @@ inline __m512i Interleave(__m256i a, __m256i b) {
 }  // namespace
 
 bool CausalAttentionAmx(const AttentionShape& shape, const float* q, const float* k, const float* v,
-                        int64_t T, float* out) {
+                        int64_t T, float* out, int64_t first_query) {
   const int64_t H = shape.heads, KV = shape.kv_heads, hd = shape.head_dim;
   if (hd % 32 != 0 || KV <= 0 || H % KV != 0 || shape.softcap > 0 || shape.Windowed(T)) {
     return false;
@@ -118,7 +118,7 @@ bool CausalAttentionAmx(const AttentionShape& shape, const float* q, const float
     alignas(64) float sums[4 * 256];
     // Later blocks see more keys: taking them first balances the threads.
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t item = 0; item < H * blocks; ++item) {
+    for (int64_t item = 0; item < H * (blocks - first_query / kBlock); ++item) {  // blocks asked
       const int64_t block = blocks - 1 - item / H, h = item % H, kh = h / G;
       const int64_t q0 = block * kBlock, seen = q0 + kBlock;  // keys [0, seen) are computed
       const uint16_t* qt = qb + (h * padded + q0) * hd;

@@ -69,7 +69,7 @@ TileFn GetTile(int rows, int64_t vectors) { return kTiles[rows - 1][vectors - 1]
 int64_t RoundUp16(int64_t n) { return (n + 15) / 16 * 16; }
 
 void Attend(const AttentionShape& shape, const float* q, const float* k, const float* v, int64_t T,
-            float* out, bool round_probabilities) {
+            float* out, bool round_probabilities, int64_t first_query) {
   const int64_t H = shape.heads, KV = shape.kv_heads, hd = shape.head_dim;
   const int64_t G = H / KV, q_stride = H * hd, kv_stride = KV * hd;
   const int64_t padded = RoundUp16(T);  // keys, the padding zeros
@@ -94,7 +94,10 @@ void Attend(const AttentionShape& shape, const float* q, const float* k, const f
     }
   }
   const float scale = shape.Scale();
-  const int64_t blocks = (T + kBlock - 1) / kBlock;
+  // The blocks holding the queries asked; a row's answer does not depend on the rows computed
+  // with it (only zero probabilities are added past a row's own keys).
+  const int64_t blocks = (T + kBlock - 1) / kBlock, first_block = first_query / kBlock;
+  const int64_t asked = blocks - first_block;
 #pragma omp parallel
   {
     thread_local std::vector<float> scores;  // [kBlock, padded] of one work item
@@ -102,10 +105,10 @@ void Attend(const AttentionShape& shape, const float* q, const float* k, const f
     float* s = scores.data();
     // Later blocks see more keys: taking them first balances the threads.
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t item = 0; item < H * blocks; ++item) {
+    for (int64_t item = 0; item < H * asked; ++item) {
       const int64_t block = blocks - 1 - item / H, h = item % H, kh = h / G;
       const int64_t r0 = block * kBlock, rows = std::min(kBlock, T - r0);
-      for (int64_t g = 0; g < rows; g += kMaxRows) {
+      for (int64_t g = std::max<int64_t>(0, first_query - r0); g < rows; g += kMaxRows) {
         const int R = static_cast<int>(std::min<int64_t>(kMaxRows, rows - g));
         const int64_t t0 = r0 + g;             // first query row of the tile
         const int64_t seen = t0 + R;           // keys [0, seen) are visible to some row
@@ -136,12 +139,13 @@ void Attend(const AttentionShape& shape, const float* q, const float* k, const f
 }  // namespace
 
 bool CausalAttentionAvx512(const AttentionShape& shape, const float* q, const float* k,
-                           const float* v, int64_t tokens, float* out, bool round_probabilities) {
+                           const float* v, int64_t tokens, float* out, bool round_probabilities,
+                           int64_t first_query) {
   if (shape.head_dim % 16 != 0 || shape.kv_heads <= 0 || shape.heads % shape.kv_heads != 0 ||
       shape.softcap > 0 || shape.Windowed(tokens)) {
     return false;
   }
-  Attend(shape, q, k, v, tokens, out, round_probabilities);
+  Attend(shape, q, k, v, tokens, out, round_probabilities, first_query);
   return true;
 }
 

@@ -581,7 +581,7 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
       }
       if (view.branch_rows == 0) continue;
       // A branch: its rows after the prefix's, and the attention of prefix + branch as one
-      // sequence, of which the branch's rows are kept.
+      // sequence, which answers the branch's rows only.
       const int64_t br = o + view.branch_begin;
       ApplyRope(c.RopeOf(l), layer_rope, &b.q[br * QD], view.branch_rows, c.heads, c.head_dim, QD,
                 view.prefix);
@@ -592,7 +592,7 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
       GatherView(view, &b.v[o * KVD], KVD, &b.view_v);
       b.view_out.resize(view.size() * QD);
       status = CausalAttention(shape, b.view_q.data(), b.view_k.data(), b.view_v.data(),
-                               view.size(), b.view_out.data(), options.precision);
+                               view.size(), b.view_out.data(), options.precision, view.prefix);
       if (!status.ok()) return status;
       std::copy_n(&b.view_out[view.prefix * QD], view.branch_rows * QD, &b.attn[br * QD]);
     }

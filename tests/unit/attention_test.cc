@@ -1,5 +1,6 @@
 #include "engine/runtime/attention.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -229,6 +230,38 @@ TEST(CausalAttention, ScaleSoftcapAndWindowMatchTheDefinition) {
           CausalAttention(shape, in.q.data(), in.k.data(), in.v.data(), c.tokens, out.data()).ok());
       EXPECT_LT(MaxError(out, want), kTolerance)
           << "scale " << v.scale << ", softcap " << v.softcap << ", window " << v.window;
+    });
+  }
+}
+
+// Answering only the queries from first_query on (a tree's branch after its prefix): each row
+// answered is the whole call's, bit for bit, on every kernel, precision and CPU class, whether
+// first_query falls inside a block of queries or on its edge, and with a window or soft-capping
+// (oneDNN's path).
+TEST(CausalAttention, QueriesFromAFirstOneAreTheWholeCallsRows) {
+  for (const AttentionShape& shape :
+       {AttentionShape{4, 2, 32}, AttentionShape{4, 2, 16, 0.f, 30.f, 0},
+        AttentionShape{4, 4, 64, 0.f, 0.f, 40}}) {
+    const Case c{shape.heads, shape.kv_heads, shape.head_dim, 150, 3.f};
+    const Inputs in = Random(c, 21);
+    const int64_t width = c.heads * c.head_dim;
+    testing::ForEachCpuClass([&](Isa) {
+      for (Precision precision : {Precision::kF32, Precision::kBF16}) {
+        SCOPED_TRACE(PrecisionName(precision));
+        std::vector<float> whole(c.tokens * width);
+        ASSERT_TRUE(CausalAttention(shape, in.q.data(), in.k.data(), in.v.data(), c.tokens,
+                                    whole.data(), precision)
+                        .ok());
+        for (int64_t first : {1, 5, 33, 64, 100, 149}) {
+          SCOPED_TRACE(first);
+          std::vector<float> part(c.tokens * width, NAN);
+          ASSERT_TRUE(CausalAttention(shape, in.q.data(), in.k.data(), in.v.data(), c.tokens,
+                                      part.data(), precision, first)
+                          .ok());
+          EXPECT_TRUE(
+              std::equal(part.begin() + first * width, part.end(), whole.begin() + first * width));
+        }
+      }
     });
   }
 }
