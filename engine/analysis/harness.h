@@ -133,9 +133,11 @@ absl::StatusOr<Evaluation> EvaluateModel(const Model& model, const EvaluationPla
 // setting, each bit for bit what EvaluateModel gives the setting alone. Batch after batch, as
 // each setting alone is batched: the batch's intact pass runs once up to the first layer a
 // setting edits (and as far as an edit hook asks), and each setting continues from a copy of it,
-// so settings that edit only later layers share the layers below. At most one batch's streams
-// are held at a time. Each step (WikiText-2, each task) counts as settings.size() steps of
-// `progress`, advancing as each setting finishes a batch, labelled "LABEL / TASK".
+// or of a setting's before it that edits the layers below alike (SettingPasses), so settings
+// share the layers below where they part. A task's examples run their choices as trees
+// (HarnessOptions::share_prefixes). At most one batch's streams are held at a time. Each step
+// (WikiText-2, each task) counts as settings.size() steps of `progress`, advancing as each setting
+// finishes a batch, labelled "LABEL / TASK".
 absl::StatusOr<std::vector<Evaluation>> EvaluateSettings(const Model& model,
                                                          const EvaluationPlan& plan,
                                                          absl::Span<const BatchEdits> settings,

@@ -14,6 +14,9 @@ thread_local unsigned saved_flush_bits = 0;
 
 }  // namespace
 
+// Set in every thread of the team (GCC's libgomp keeps each thread's MXCSR), and again in the
+// calling thread after the region: LLVM's libomp restores the caller's at the join (and hands
+// it to the team at each fork instead).
 ScopedFlushSubnormals::ScopedFlushSubnormals() {
 #pragma omp parallel
   {
@@ -21,10 +24,12 @@ ScopedFlushSubnormals::ScopedFlushSubnormals() {
     saved_flush_bits = csr & kFlushBits;
     _mm_setcsr(csr | kFlushBits);
   }
+  _mm_setcsr(_mm_getcsr() | kFlushBits);
 }
 
 ScopedFlushSubnormals::~ScopedFlushSubnormals() {
 #pragma omp parallel
+  _mm_setcsr((_mm_getcsr() & ~kFlushBits) | saved_flush_bits);
   _mm_setcsr((_mm_getcsr() & ~kFlushBits) | saved_flush_bits);
 }
 

@@ -411,7 +411,6 @@ absl::StatusOr<ResidualStream> EmbedBatch(const Model& model,
     if (batch[s].tokens.empty()) {
       return absl::InvalidArgumentError(absl::StrFormat("sequence %d is empty", s));
     }
-
     for (int32_t id : batch[s].tokens) {
       if (id < 0 || id >= c.vocab) {
         return absl::InvalidArgumentError(
