@@ -133,8 +133,9 @@ absl::Status VisitLogProbs(const Model& model, const std::vector<std::vector<int
                            const std::function<void(size_t, size_t, size_t, const float*)>& visit) {
   const int64_t D = model.config.hidden, V = model.config.vocab;
   const int64_t S = static_cast<int64_t>(settings.size());
-  constexpr int64_t kRowsPerChunk = 128;  // logits [128, vocab] at a time
-  std::vector<float> hidden_rows(kRowsPerChunk * D), logits(kRowsPerChunk * V);
+  // Logits [rows, vocab] at a time: 128 rows, fewer past 128K tokens of vocabulary (64 MiB).
+  const int64_t rows_per_chunk = std::clamp<int64_t>((int64_t{1} << 24) / V, 16, 128);
+  std::vector<float> hidden_rows(rows_per_chunk * D), logits(rows_per_chunk * V);
   ForwardOptions fo;
   fo.precision = options.precision;
   fo.cancelled = options.cancelled;
@@ -219,8 +220,8 @@ absl::Status VisitLogProbs(const Model& model, const std::vector<std::vector<int
           askers[it->second].push_back({v, j});
         }
       }
-      for (size_t c0 = 0; c0 < wanted.size(); c0 += kRowsPerChunk) {
-        const int64_t rows = std::min<int64_t>(kRowsPerChunk, wanted.size() - c0);
+      for (size_t c0 = 0; c0 < wanted.size(); c0 += rows_per_chunk) {
+        const int64_t rows = std::min<int64_t>(rows_per_chunk, wanted.size() - c0);
         for (int64_t r = 0; r < rows; ++r) std::copy_n(wanted[c0 + r], D, &hidden_rows[r * D]);
         if (absl::Status s =
                 ComputeLogits(model, hidden_rows.data(), rows, logits.data(), options.precision);
@@ -317,8 +318,9 @@ absl::StatusOr<std::vector<std::vector<Loglikelihood>>> ScoreLoglikelihoodsPerSe
     for (size_t i = first; i < std::min(requests.size(), first + size); ++i) {
       if (!inputs[i].empty()) group.push_back(i);
     }
-    first += std::max<size_t>(1, size);
-    if (!options.share_prefixes) {
+    first += size;
+    // A model that quantizes its activations does so per sequence: its choices run alone.
+    if (!options.share_prefixes || model.activation_transform != nullptr) {
       for (size_t i : group) units.push_back(Alone(inputs, i));
       continue;
     }

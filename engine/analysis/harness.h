@@ -48,7 +48,10 @@ absl::StatusOr<std::vector<Loglikelihood>> ScoreLoglikelihoods(
 // shares): [setting][request]. group_sizes cuts the requests into consecutive groups (a
 // multiple-choice example's choices; empty: each request alone); with options.share_prefixes
 // a group's requests run as one tree of their common prefix (forward.h), their numbers those
-// each has alone: bit for bit where the attention kernel is AVX-512's or AMX's.
+// each has alone: bit for bit where the attention kernel is AVX-512's or AMX's both for the
+// prefix and for each whole choice (not where a sliding window hides keys of the longer one, or
+// scores are soft-capped: oneDNN's path). Not on a model that quantizes its activations (each
+// choice then runs alone).
 absl::StatusOr<std::vector<std::vector<Loglikelihood>>> ScoreLoglikelihoodsPerSetting(
     const Model& model, absl::Span<const LoglikelihoodRequest> requests,
     absl::Span<const size_t> group_sizes, const HarnessOptions& options,

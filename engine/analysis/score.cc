@@ -136,7 +136,7 @@ SettingPasses::SettingPasses(const Model& model, absl::Span<const SequenceInput>
       int common = layers;
       const std::vector<EditSet>& other = setting_edits[order_[j]];
       for (size_t s = 0; s < own.size() && common > start_[k]; ++s) {
-        common = own[s].FirstLayerDifferentFrom(other[s], common);
+        common = std::min(common, own[s].FirstLayerDifferentFrom(other[s], layers));
       }
       // j's pass must reach that layer from where it starts, and go further than k alone.
       if (common >= start_[j] && common > start_[k]) {

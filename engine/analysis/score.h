@@ -24,9 +24,10 @@ absl::StatusOr<std::vector<std::vector<float>>> TokenLogprobs(const Model& model
 
 // The edits of each sequence of a batch (one EditSet per sequence), given the sequences' tokens
 // and the intact model's pass over them (run as far as a hook asks, and shared with the batch's
-// other settings where several are evaluated together): fixed edits return the same set for
-// each; restoring the super activation derives each sequence's from what the intact pass shows
-// (ablate.h). Null: the model as stored.
+// other settings where several are evaluated together; where the batch holds trees, the pass is
+// over the trees and `sequences` are its views, which its taps report as they do sequences): fixed
+// edits return the same set for each; restoring the super activation derives each sequence's from
+// what the intact pass shows (ablate.h). Null: the model as stored.
 using BatchEdits = std::function<absl::StatusOr<std::vector<EditSet>>(
     absl::Span<const std::vector<int32_t>> sequences, IntactPass* intact)>;
 // Fixed edits: `edits` on every sequence.

@@ -52,7 +52,8 @@ struct EditSet {
   // is the model's own, so a pass can take it over from the unedited one (forward.h).
   int FirstLayer(int none) const;
   // The lowest layer whose edits here and in `other` differ (as sets); `none` when they are the
-  // same. Below it the two edited passes are one computation.
+  // same (it does not bound a difference found). Below it the two edited passes are one
+  // computation.
   int FirstLayerDifferentFrom(const EditSet& other, int none) const;
   // Checks every coordinate against the model's shapes, every value finite and no coordinate
   // given twice (INVALID_ARGUMENT naming it).

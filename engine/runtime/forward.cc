@@ -484,6 +484,13 @@ absl::Status RunLayers(const Model& model, absl::Span<const SequenceInput> batch
     return absl::UnimplementedError(
         "activation quantization of mixture-of-experts layers is not supported");
   }
+  // The transform quantizes a sequence's activations with one step (activation_quant.h): a tree's
+  // would take its branches' together, which no branch alone does.
+  for (const SequenceInput& in : batch) {
+    if (model.activation_transform != nullptr && !in.branches.empty()) {
+      return absl::UnimplementedError("a tree on a model with activation quantization");
+    }
+  }
 
   const std::vector<int> sequence_of = SequenceOfRows(offsets);
   const std::vector<SequenceView> views = ViewsOf(batch);

@@ -6,6 +6,7 @@
 #include <set>
 #include <vector>
 
+#include "engine/analysis/harness.h"
 #include "engine/analysis/quantize.h"
 #include "engine/runtime/forward.h"
 #include "gtest/gtest.h"
@@ -198,6 +199,34 @@ TEST(ActivationQuant, ForwardAppliesTheTransformPerSequenceAtEverySite) {
     for (float v : embedding) ss += v * v;
     const float inv = 1.f / std::sqrt(ss / c.hidden + c.norm_eps);
     EXPECT_NEAR(out->hidden[1 * c.hidden + 5], model->final_norm[5] * embedding[5] * inv, 1e-4);
+  }
+}
+
+// A tree's branches would share one quantization step per sequence: refused in the forward
+// pass, and the harness runs each choice of such a model alone (the same numbers with and
+// without sharing asked for).
+TEST(ActivationQuant, ATreeIsRefusedAndTheHarnessRunsChoicesAlone) {
+  const auto model = TinyStories();
+  auto view = model->ShareWeights();
+  auto quantizer = ActivationQuantizer::Make(model->config, 8, {}, 0);
+  ASSERT_TRUE(quantizer.ok()) << quantizer.status();
+  view->activation_transform = quantizer->get();
+  const std::vector<int32_t> tokens = {1, 200, 300, 7, 8};
+  const std::vector<int64_t> branches = {2, 1};
+  const SequenceInput tree(tokens, nullptr, branches);
+  EXPECT_EQ(RunForward(*view, {&tree, 1}, {}).status().code(), absl::StatusCode::kUnimplemented);
+  const std::vector<LoglikelihoodRequest> requests = {{"Once upon a time", " there was"},
+                                                      {"Once upon a time", " a dog"}};
+  const std::vector<size_t> groups = {2};
+  HarnessOptions options;
+  const std::vector<BatchEdits> intact = {BatchEdits()};
+  auto shared = ScoreLoglikelihoodsPerSetting(*view, requests, groups, options, intact);
+  ASSERT_TRUE(shared.ok()) << shared.status();
+  options.share_prefixes = false;
+  auto alone = ScoreLoglikelihoodsPerSetting(*view, requests, groups, options, intact);
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  for (size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ((*shared)[0][i].logprob, (*alone)[0][i].logprob);
   }
 }
 

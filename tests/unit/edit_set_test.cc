@@ -167,6 +167,12 @@ TEST(EditSetLayers, TheFirstLayerTwoEditSetsDifferAt) {
   EditSet pruned = both;
   pruned.pruned_experts.push_back({0, 1});
   EXPECT_EQ(pruned.FirstLayerDifferentFrom(both, 9), 0);
+  // `none` is what same sets give, not a bound: every kind differing above it gives their lowest.
+  EditSet all_kinds = both, later = both;
+  later.weights.push_back({5, LinearKind::kQ, 1, 1, 0.f});
+  later.activations.push_back({6, 0, 1, 1.f});
+  later.pruned_experts.push_back({7, 0});
+  EXPECT_EQ(all_kinds.FirstLayerDifferentFrom(later, 1), 5);
 }
 
 // A pass with edits from a middle layer on, continued from the intact pass before that layer,
