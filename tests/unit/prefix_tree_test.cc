@@ -137,7 +137,8 @@ TEST(PrefixTree, BranchesLeavingNoPrefixAreRefused) {
 // Every task with choices, scored with their contexts shared and each alone, under the table's
 // settings and under edits a tree cannot carry (each choice restores a different value in the
 // prefix: those run alone): the same numbers at every CPU class and precision, bit for bit where
-// the engine's attention kernels serve.
+// the engine's attention kernels serve (below, oneDNN's attention rounds some bf16 probabilities
+// differently for a prefix alone and inside a choice: within 1e-5 relative in f32, 1e-3 in bf16).
 TEST(PrefixTree, SharedChoicesScoreAsEachAlone) {
   const auto model = TinyStories();
   const std::vector<SuperWeightCoordinate> super_weights = {{1, 37, 101}};
@@ -186,8 +187,9 @@ TEST(PrefixTree, SharedChoicesScoreAsEachAlone) {
             if (Exact(isa)) {
               EXPECT_EQ((*shared)[s][i].logprob, a) << "setting " << s << " request " << i;
               EXPECT_EQ((*shared)[s][i].greedy, (*alone)[s][i].greedy);
-            } else {
-              EXPECT_NEAR((*shared)[s][i].logprob, a, 1e-5 * (1 + std::fabs(a)))
+            } else {  // in bf16 a probability rounded the other way moves a choice more
+              const double bound = precision == Precision::kBF16 ? 1e-3 : 1e-5;
+              EXPECT_NEAR((*shared)[s][i].logprob, a, bound * (1 + std::fabs(a)))
                   << "setting " << s << " request " << i;
             }
           }
