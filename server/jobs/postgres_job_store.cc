@@ -692,12 +692,17 @@ void PostgresJobStore::FinishClaim(Claim* claim, const absl::StatusOr<v1::Job>& 
     size_t bad = 0;
     if (!IsValidUtf8(message, &bad)) message = message.substr(0, bad) + "...";
   }
+  // A part whose job was cancelled while it ran ends cancelled, whatever it computed: its job
+  // will not be assembled, and a cancelled job's parts all read cancelled.
   const std::string sql = absl::StrCat(
-      "WITH u AS (UPDATE superweight_jobs SET state = $4::smallint, progress = CASE WHEN "
-      "$4::smallint = 3 THEN 1 ELSE progress END, error_code = $5, error_message = $6, "
-      "outcome = $7, finished_at = now(), lease_until = NULL WHERE seq = $1 AND attempts = $2 AND "
-      "claimed_by = $3 "
-      "AND state = 2 RETURNING seq) SELECT seq, pg_notify('",
+      "WITH u AS (UPDATE superweight_jobs SET "
+      "state = CASE WHEN cancel_requested AND parent_seq IS NOT NULL THEN 5 ELSE $4::smallint END, "
+      "progress = CASE WHEN $4::smallint = 3 AND NOT (cancel_requested AND parent_seq IS NOT NULL) "
+      "THEN 1 ELSE progress END, error_code = $5, error_message = $6, "
+      "outcome = CASE WHEN cancel_requested AND parent_seq IS NOT NULL THEN NULL "
+      "ELSE $7::bytea END, finished_at = now(), lease_until = NULL "
+      "WHERE seq = $1 AND attempts = $2 AND claimed_by = $3 AND state = 2 RETURNING seq, state) "
+      "SELECT seq, state, pg_notify('",
       kChannel, "', 'finished') FROM u");
   std::chrono::milliseconds backoff(250);
   while (true) {
@@ -713,7 +718,7 @@ void PostgresJobStore::FinishClaim(Claim* claim, const absl::StatusOr<v1::Job>& 
                   << ") expired before it finished; its outcome is dropped\n";
         return;
       }
-      metrics_->RecordJob(claim->kind, JobStateName(state),
+      metrics_->RecordJob(claim->kind, JobStateName(static_cast<v1::Job::State>(r->Int(0, 1))),
                           (UnixNowMs() - claim->started_ms) / 1000.0);
       if (claim->parent_seq > 0) AssembleJob(claim->parent_seq);
       return;
