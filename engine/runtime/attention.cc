@@ -82,6 +82,31 @@ __attribute__((noinline)) void internal::SoftmaxRow(float* row, int64_t n, float
   for (int64_t j = 0; j < n; ++j) row[j] *= inv;
 }
 
+namespace internal {
+
+bool CausalAttentionAvx512(const AttentionShape& shape, const float* q, const float* k,
+                           const float* v, int64_t tokens, float* out, bool round_probabilities,
+                           int64_t first_query) {
+  if (shape.head_dim % 16 != 0 || shape.kv_heads <= 0 || shape.heads % shape.kv_heads != 0 ||
+      shape.softcap > 0 || shape.Windowed(tokens)) {
+    return false;
+  }
+  AttendWithAvx512(shape, q, k, v, tokens, out, round_probabilities, first_query);
+  return true;
+}
+
+bool CausalAttentionAmx(const AttentionShape& shape, const float* q, const float* k, const float* v,
+                        int64_t tokens, float* out, int64_t first_query) {
+  if (shape.head_dim % 32 != 0 || shape.kv_heads <= 0 || shape.heads % shape.kv_heads != 0 ||
+      shape.softcap > 0 || shape.Windowed(tokens)) {
+    return false;
+  }
+  AttendWithTiles(shape, q, k, v, tokens, out, first_query);
+  return true;
+}
+
+}  // namespace internal
+
 absl::Status CausalAttention(const AttentionShape& shape, const float* q, const float* k,
                              const float* v, int64_t tokens, float* out, Precision precision,
                              int64_t first_query) {

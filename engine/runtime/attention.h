@@ -46,6 +46,12 @@ bool CausalAttentionAvx512(const AttentionShape& shape, const float* q, const fl
 // nothing, where it does not apply.
 bool CausalAttentionAmx(const AttentionShape& shape, const float* q, const float* k, const float* v,
                         int64_t tokens, float* out, int64_t first_query = 0);
+// The kernels themselves, for shapes the two above accepted. Those checks are built for any CPU
+// (attention.cc); any code of the kernels' files may use AVX-512, the prologue too.
+void AttendWithAvx512(const AttentionShape& shape, const float* q, const float* k, const float* v,
+                      int64_t tokens, float* out, bool round_probabilities, int64_t first_query);
+void AttendWithTiles(const AttentionShape& shape, const float* q, const float* k, const float* v,
+                     int64_t tokens, float* out, int64_t first_query);
 }  // namespace internal
 
 }  // namespace superweight

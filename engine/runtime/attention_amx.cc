@@ -36,13 +36,10 @@ inline __m512i Interleave(__m256i a, __m256i b) {
 
 }  // namespace
 
-bool CausalAttentionAmx(const AttentionShape& shape, const float* q, const float* k, const float* v,
-                        int64_t T, float* out, int64_t first_query) {
+void AttendWithTiles(const AttentionShape& shape, const float* q, const float* k, const float* v,
+                     int64_t T, float* out, int64_t first_query) {
   const int64_t H = shape.heads, KV = shape.kv_heads, hd = shape.head_dim;
-  if (hd % 32 != 0 || KV <= 0 || H % KV != 0 || shape.softcap > 0 || shape.Windowed(T)) {
-    return false;
-  }
-  if (T == 0) return true;
+  if (T == 0) return;
   const int64_t G = H / KV, q_stride = H * hd, kv_stride = KV * hd;
   const int64_t padded = (T + kBlock - 1) / kBlock * kBlock, blocks = padded / kBlock;
   const int64_t dim_steps = hd / 32, tile = 16 * 32;  // bf16 elements in a tile
@@ -167,7 +164,6 @@ bool CausalAttentionAmx(const AttentionShape& shape, const float* q, const float
     }
     _tile_release();
   }
-  return true;
 }
 
 }  // namespace superweight::internal

@@ -138,15 +138,9 @@ void Attend(const AttentionShape& shape, const float* q, const float* k, const f
 
 }  // namespace
 
-bool CausalAttentionAvx512(const AttentionShape& shape, const float* q, const float* k,
-                           const float* v, int64_t tokens, float* out, bool round_probabilities,
-                           int64_t first_query) {
-  if (shape.head_dim % 16 != 0 || shape.kv_heads <= 0 || shape.heads % shape.kv_heads != 0 ||
-      shape.softcap > 0 || shape.Windowed(tokens)) {
-    return false;
-  }
+void AttendWithAvx512(const AttentionShape& shape, const float* q, const float* k, const float* v,
+                      int64_t tokens, float* out, bool round_probabilities, int64_t first_query) {
   Attend(shape, q, k, v, tokens, out, round_probabilities, first_query);
-  return true;
 }
 
 }  // namespace internal
