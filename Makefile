@@ -37,12 +37,12 @@ asan-test: build-asan
 
 oracle-test: build
 	@tools/setup-bench.sh
-	@.venv/bin/python -m pytest -q tests/oracle
+	@.venv/bin/python -m pytest -q --durations=12 tests/oracle
 
 # The real server on loopback, driven by the real client.
 e2e-test: build
 	@tools/setup-bench.sh
-	@.venv/bin/python -m pytest -q tests/e2e
+	@.venv/bin/python -m pytest -q --durations=12 tests/e2e
 
 # libFuzzer on what reads untrusted input (clang 14, ASan+UBSan; tests/fuzz/README.md): the
 # GGUF, safetensors and tokenizer readers, a Hugging Face directory as the server opens one, and
