@@ -22,11 +22,13 @@ build: setup
 # The engine's unit tests again under AddressSanitizer and UndefinedBehaviorSanitizer, built with
 # clang 14 (the fuzzers' compiler and OpenMP runtime): its sanitized build and tests take under
 # half of GCC's time; the GCC build's own tests are unit-test's. Line tables are all a report
-# needs (a fifth less build time than full debug information).
+# needs (a fifth less build time than full debug information). A build folder another compiler
+# configured is started afresh (CMake would drop the other settings with its cache).
 build-asan: setup
 	@tools/setup.sh --fuzz
+	@grep -qs 'CMAKE_CXX_COMPILER:.*clang++-14' $(ASAN_BUILD)/CMakeCache.txt || rm -rf $(ASAN_BUILD)
 	@cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	  -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 \
+	  -DCMAKE_CXX_COMPILER=clang++-14 \
 	  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -gline-tables-only -DNDEBUG" \
 	  -DSUPERWEIGHT_SANITIZE=ON -DSUPERWEIGHT_UNIT_TESTS_ONLY=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up of everything the build, tests, demo and benchmarks need:
-# Debian packages (with --fuzz, the fuzzers' compiler too), the oracle's Python environments
+# Debian packages (with --fuzz, clang 14 too), the oracle's Python environments
 # (.venv; .venv-lmeval for lm-eval) and the default model (models/). (The benchmark's llama.cpp:
 # tools/setup-bench.sh.)
 set -euo pipefail
@@ -12,7 +12,8 @@ packages=(cmake ninja-build g++ pkg-config
   nlohmann-json3-dev libicu-dev libssl-dev libpq-dev postgresql-15 clang-format
   libopenblas0-openmp python3-torch python3-numpy python3-pytest python3-venv python3-yaml python3-psutil
   python3-packaging python3-requests dpkg-dev)
-# --fuzz: also clang 14 with its sanitizer and OpenMP runtimes, for the fuzzers (make fuzz-test).
+# --fuzz: also clang 14 with its sanitizer and OpenMP runtimes, for the fuzzers and the ASan build
+# (make fuzz-test, make asan-test).
 if [[ ${1:-} == --fuzz ]]; then
   packages+=(clang-14 libclang-rt-14-dev libomp-14-dev)
 fi

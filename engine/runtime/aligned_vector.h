@@ -16,6 +16,16 @@
 #include <new>
 #include <vector>
 
+// Whether AddressSanitizer instruments this build: GCC says so with __SANITIZE_ADDRESS__, clang
+// (before 21) only through __has_feature.
+#if defined(__SANITIZE_ADDRESS__)
+#define SUPERWEIGHT_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SUPERWEIGHT_ASAN 1
+#endif
+#endif
+
 namespace superweight::internal {
 
 inline constexpr std::size_t kCacheLine = 64;
@@ -90,7 +100,7 @@ struct HugePageAllocator {
 
  private:
   static bool Mapped(std::size_t bytes) {
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(SUPERWEIGHT_ASAN)
     return false;
 #else
     return bytes >= kHugePage / 2;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/formats/dequantize.h"
+#include "engine/runtime/aligned_vector.h"
 #include "engine/runtime/amx_gemm.h"
 #include "engine/runtime/cpu.h"
 #include "engine/runtime/fast_math.h"
@@ -469,7 +470,7 @@ TEST(CacheAlignedVector, StartsACacheLineWhateverItsSize) {
 // From 1 MiB up the storage is whole 2 MiB pages (under AddressSanitizer a heap block, which the
 // sanitizer watches); either way it holds what a vector holds through growth and shrinking.
 TEST(HugePageVector, AlignedAndAVectorWhateverItsSize) {
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(SUPERWEIGHT_ASAN)
   constexpr uintptr_t kLargeAlignment = internal::kCacheLine;
 #else
   constexpr uintptr_t kLargeAlignment = internal::kHugePage;
