@@ -83,24 +83,27 @@ __attribute__((noinline)) void internal::SoftmaxRow(float* row, int64_t n, float
 }
 
 namespace internal {
+namespace {
+
+// The engine's kernels tile head_dim by `head_dim_multiple` and see every earlier key.
+bool KernelServes(const AttentionShape& shape, int64_t tokens, int64_t head_dim_multiple) {
+  return shape.head_dim % head_dim_multiple == 0 && shape.kv_heads > 0 &&
+         shape.heads % shape.kv_heads == 0 && shape.softcap <= 0 && !shape.Windowed(tokens);
+}
+
+}  // namespace
 
 bool CausalAttentionAvx512(const AttentionShape& shape, const float* q, const float* k,
                            const float* v, int64_t tokens, float* out, bool round_probabilities,
                            int64_t first_query) {
-  if (shape.head_dim % 16 != 0 || shape.kv_heads <= 0 || shape.heads % shape.kv_heads != 0 ||
-      shape.softcap > 0 || shape.Windowed(tokens)) {
-    return false;
-  }
+  if (!KernelServes(shape, tokens, 16)) return false;
   AttendWithAvx512(shape, q, k, v, tokens, out, round_probabilities, first_query);
   return true;
 }
 
 bool CausalAttentionAmx(const AttentionShape& shape, const float* q, const float* k, const float* v,
                         int64_t tokens, float* out, int64_t first_query) {
-  if (shape.head_dim % 32 != 0 || shape.kv_heads <= 0 || shape.heads % shape.kv_heads != 0 ||
-      shape.softcap > 0 || shape.Windowed(tokens)) {
-    return false;
-  }
+  if (!KernelServes(shape, tokens, 32)) return false;
   AttendWithTiles(shape, q, k, v, tokens, out, first_query);
   return true;
 }

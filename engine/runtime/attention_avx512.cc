@@ -68,8 +68,10 @@ TileFn GetTile(int rows, int64_t vectors) { return kTiles[rows - 1][vectors - 1]
 
 int64_t RoundUp16(int64_t n) { return (n + 15) / 16 * 16; }
 
-void Attend(const AttentionShape& shape, const float* q, const float* k, const float* v, int64_t T,
-            float* out, bool round_probabilities, int64_t first_query) {
+}  // namespace
+
+void AttendWithAvx512(const AttentionShape& shape, const float* q, const float* k, const float* v,
+                      int64_t T, float* out, bool round_probabilities, int64_t first_query) {
   const int64_t H = shape.heads, KV = shape.kv_heads, hd = shape.head_dim;
   const int64_t G = H / KV, q_stride = H * hd, kv_stride = KV * hd;
   const int64_t padded = RoundUp16(T);  // keys, the padding zeros
@@ -134,13 +136,6 @@ void Attend(const AttentionShape& shape, const float* q, const float* k, const f
       }
     }
   }
-}
-
-}  // namespace
-
-void AttendWithAvx512(const AttentionShape& shape, const float* q, const float* k, const float* v,
-                      int64_t tokens, float* out, bool round_probabilities, int64_t first_query) {
-  Attend(shape, q, k, v, tokens, out, round_probabilities, first_query);
 }
 
 }  // namespace internal
