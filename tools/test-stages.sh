@@ -8,6 +8,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 make=${MAKE:-make}
 names=() seconds=() status=0 suite_start=$(date +%s)
+rm -f build*/ccache-stats.log  # each build folder's compiler-cache log (CMakeLists.txt), this run's
 for stage in "$@"; do
   start=$(date +%s)
   $make --no-print-directory "$stage"
@@ -28,4 +29,11 @@ for i in "${!names[@]}"; do
 done
 printf '   %-22s %5d s  (%dm%02ds)%s\n' total "$total" $((total / 60)) $((total % 60)) \
   "$( ((status == 0)) || echo ", stopped at ${names[-1]}")"
+# What the compiler cache served: a clean clone on a machine that built these sources before
+# compiles only what changed.
+for log in build*/ccache-stats.log; do
+  [[ -f $log ]] || continue
+  printf '   compiler cache, %-12s %4d of %4d compiles served\n' "${log%%/*}:" \
+    "$(grep -cE '^(direct|preprocessed)_cache_hit$' "$log")" "$(grep -c '^# ' "$log")"
+done
 exit "$status"

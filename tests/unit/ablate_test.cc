@@ -19,31 +19,30 @@
 namespace superweight {
 namespace {
 
-std::string EvalData() { return std::string(SUPERWEIGHT_EVAL_DATA); }
-
+using testing::EvalDataDir;
 using testing::TinyStories;
 
 TEST(EvalTasks, EveryTaskLoadsWithLmEvalsPrompts) {
   for (const std::string& name : ZeroShotTaskNames()) {
-    auto task = LoadTask(name, EvalData(), 3);
+    auto task = LoadTask(name, EvalDataDir(), 3);
     ASSERT_TRUE(task.ok()) << name << ": " << task.status();
     EXPECT_EQ(task->examples.size(), 3u) << name;
   }
-  auto piqa = *LoadTask("piqa", EvalData(), 1);
+  auto piqa = *LoadTask("piqa", EvalDataDir(), 1);
   EXPECT_EQ(piqa.examples[0].choices.size(), 2u);
   EXPECT_EQ(piqa.examples[0].choices[0].context,
             "Question: How do I ready a guinea pig cage for it's new occupants?\nAnswer:");
   EXPECT_EQ(piqa.examples[0].choices[0].continuation.rfind(" Provide the guinea pig", 0), 0u);
   EXPECT_EQ(piqa.examples[0].gold, 0);
-  auto arc = *LoadTask("arc_easy", EvalData(), 1);
+  auto arc = *LoadTask("arc_easy", EvalDataDir(), 1);
   EXPECT_EQ(arc.examples[0].choices.size(), 4u);
   EXPECT_EQ(arc.examples[0].gold, 0);  // answerKey A
-  auto sciq = *LoadTask("sciq", EvalData(), 1);
+  auto sciq = *LoadTask("sciq", EvalDataDir(), 1);
   EXPECT_EQ(sciq.examples[0].gold, 3);  // the correct answer after the three distractors
   EXPECT_EQ(sciq.examples[0].choices[3].continuation, " oxidants");
   EXPECT_EQ(sciq.examples[0].choices[0].context.rfind("\nQuestion: Compounds", 0), 0u);
   // Winogrande: each option before the blank is a context; the rest of the sentence is shared.
-  auto wino = *LoadTask("winogrande", EvalData(), 1);
+  auto wino = *LoadTask("winogrande", EvalDataDir(), 1);
   ASSERT_EQ(wino.examples[0].choices.size(), 2u);
   EXPECT_EQ(wino.examples[0].choices[0].context,
             "Sarah was a much better surgeon than Maria so Sarah");
@@ -52,20 +51,20 @@ TEST(EvalTasks, EveryTaskLoadsWithLmEvalsPrompts) {
   EXPECT_EQ(wino.examples[0].choices[0].continuation, " always got the easier cases.");
   EXPECT_EQ(wino.examples[0].gold, 1);
   // LAMBADA: the text up to its last space, and the last word with that space.
-  auto lambada = *LoadTask("lambada", EvalData(), 1);
+  auto lambada = *LoadTask("lambada", EvalDataDir(), 1);
   const auto& last = lambada.examples[0].choices[0];
   EXPECT_EQ(last.continuation.front(), ' ');
   EXPECT_EQ(last.continuation.find(' ', 1), std::string::npos);
   EXPECT_NE(last.context.back(), ' ');
-  auto hellaswag = *LoadTask("hellaswag", EvalData(), 1);
+  auto hellaswag = *LoadTask("hellaswag", EvalDataDir(), 1);
   EXPECT_EQ(hellaswag.examples[0].choices[0].context,
             "Roof shingle removal: A man is sitting on a roof. he");
   EXPECT_EQ(hellaswag.examples[0].gold, 3);
-  EXPECT_EQ(LoadTask("piqa", EvalData()).value().examples.size(), 1838u);
+  EXPECT_EQ(LoadTask("piqa", EvalDataDir()).value().examples.size(), 1838u);
 }
 
 TEST(EvalTasks, UnknownMissingAndMalformedAreRefused) {
-  EXPECT_EQ(LoadTask("mmlu", EvalData()).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(LoadTask("mmlu", EvalDataDir()).status().code(), absl::StatusCode::kInvalidArgument);
   const std::string dir = testing::ScratchDir("eval_tasks");
   EXPECT_EQ(LoadTask("piqa", dir).status().code(), absl::StatusCode::kNotFound);
   ASSERT_EQ(std::system(("mkdir -p " + dir + "/arc " + dir + "/winogrande").c_str()), 0);
@@ -247,7 +246,7 @@ TEST(Ablate, SettingsEvaluatedTogetherEqualEachAlone) {
   ASSERT_EQ(model->config.layers, 2);
   EvaluationPlan plan;
   for (const char* task : {"piqa", "lambada"}) {
-    plan.tasks.push_back(LoadTask(task, EvalData(), 4).value());
+    plan.tasks.push_back(LoadTask(task, EvalDataDir(), 4).value());
   }
   std::ifstream f(testing::TestData("text/tinystories_validation_head.txt"));
   std::string text((std::istreambuf_iterator<char>(f)), {});
@@ -319,7 +318,7 @@ TEST(Ablate, TableOnASmallModel) {
   AblateOptions o;
   o.super_weights = {{1, 37, 101}};
   o.settings = AblationSettings({"prune", "scale"}, {1.f, 100.f}).value();
-  o.plan.tasks.push_back(LoadTask("piqa", EvalData(), 4).value());
+  o.plan.tasks.push_back(LoadTask("piqa", EvalDataDir(), 4).value());
   std::ifstream f(testing::TestData("text/tinystories_validation_head.txt"));
   std::string text((std::istreambuf_iterator<char>(f)), {});
   o.plan.wikitext2 = model->tokenizer->Encode(text, model->config.add_bos);
@@ -396,7 +395,7 @@ TEST(Ablate, SuperWeightsNamedTwiceAndOutlierFractionsPastTheBoundAreRefused) {
 
 TEST(Ablate, ATaskTwiceInAPlanIsRefused) {
   const auto model = TinyStories();
-  auto task = LoadTask("piqa", SUPERWEIGHT_EVAL_DATA, 2);
+  auto task = LoadTask("piqa", EvalDataDir(), 2);
   ASSERT_TRUE(task.ok()) << task.status();
   EvaluationPlan plan;
   plan.tasks = {*task, *task};

@@ -18,6 +18,7 @@
 namespace superweight {
 namespace {
 
+using testing::EvalDataDir;
 using testing::TinyStories;
 
 // Every down_proj output a pass shows, per sequence (view) and layer.
@@ -157,7 +158,7 @@ TEST(PrefixTree, SharedChoicesScoreAsEachAlone) {
   };
   for (const char* name : {"piqa", "arc_easy", "hellaswag", "winogrande", "sciq"}) {
     SCOPED_TRACE(name);
-    const Task task = LoadTask(name, SUPERWEIGHT_EVAL_DATA, 3).value();
+    const Task task = LoadTask(name, EvalDataDir(), 3).value();
     std::vector<LoglikelihoodRequest> requests;
     std::vector<size_t> groups;
     for (const TaskExample& e : task.examples) {

@@ -18,9 +18,11 @@
 
 namespace superweight::testing {
 
-inline std::string TestData(const std::string& rel) {
-  return std::string(SUPERWEIGHT_TESTDATA) + "/" + rel;
-}
+// The source tree's testdata/rel and Ablate's evaluation sets (test_util.cc: the one file
+// compiled with the checkout's paths, so that the other test files' objects do not depend on
+// where the tree was cloned and a compiler cache serves every clone).
+std::string TestData(const std::string& rel);
+std::string EvalDataDir();
 
 inline std::vector<uint8_t> ReadAll(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
