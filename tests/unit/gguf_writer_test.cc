@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -300,6 +302,43 @@ TEST(RequantizeGguf, ConvertsBlockWeightsAndCopiesTheRest) {
   auto want_q5_0 = QuantizeTensor(DType::kQ5_0, rows.data(), 2, 32);
   EXPECT_EQ(std::vector<uint8_t>(k_up.data, k_up.data + k_up.nbytes), *want_q5_0);
   EXPECT_THAT(testing::DirectoryEntries(dir), ElementsAre("in.gguf", "k.gguf", "out.gguf"));
+}
+
+// A tensor of more rows than one parallel chunk (and a partial last chunk): the bytes of one row
+// after another, and a row the quantizer refuses named by its index.
+TEST(RequantizeGguf, ManyRowsAreTheRowByRowBytesAndABadRowIsNamed) {
+  const std::string dir = testing::ScratchDir("requantize_rows");
+  constexpr int64_t kRows = 601, kCols = 64;
+  std::vector<float> values(kRows * kCols);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = std::sin(0.37f * i) * (1 + i % 7);
+  auto write_source = [&](const std::string& path) {
+    testing::GgufWriter w;
+    w.KvString("general.architecture", "llama");
+    std::vector<uint8_t> bytes(values.size() * sizeof(float));
+    std::memcpy(bytes.data(), values.data(), bytes.size());
+    w.Tensor("blk.0.ffn_down.weight", {kCols, kRows}, 0, bytes);
+    const std::vector<uint8_t> file = w.Bytes();
+    testing::WriteAll(path, file.data(), file.size());
+  };
+  write_source(dir + "/in.gguf");
+  auto summary =
+      RequantizeGguf(dir + "/in.gguf", dir + "/out.gguf", {DType::kQ8_0, nullptr, std::nullopt});
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  const std::vector<uint8_t> bytes = testing::ReadAll(dir + "/out.gguf");
+  auto out = ParseGguf(bytes, "out");
+  ASSERT_TRUE(out.ok()) << out.status();
+  const GgufTensor& down = out->tensors.at("blk.0.ffn_down.weight");
+  auto want = QuantizeTensor(DType::kQ8_0, values.data(), kRows, kCols);
+  ASSERT_TRUE(want.ok());
+  EXPECT_EQ(std::vector<uint8_t>(down.data, down.data + down.nbytes), *want);
+
+  values[517 * kCols + 3] = std::numeric_limits<float>::infinity();
+  write_source(dir + "/bad.gguf");
+  auto bad = RequantizeGguf(dir + "/bad.gguf", dir + "/bad-out.gguf",
+                            {DType::kQ8_0, nullptr, std::nullopt});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("blk.0.ffn_down.weight row 517"));
+  EXPECT_THAT(testing::DirectoryEntries(dir), ElementsAre("bad.gguf", "in.gguf", "out.gguf"));
 }
 
 }  // namespace
