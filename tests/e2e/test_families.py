@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from gguf import GGUFReader
+from fast_gguf import GGUFReader
 
 from conftest import ROOT, Server, coordinate
 

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 import yaml
-from gguf import GGUFReader
+from fast_gguf import GGUFReader
 
 from conftest import BIN, ROOT, TOKEN, VERSION, Server
 

@@ -7,7 +7,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from gguf import GGUFReader
+from fast_gguf import GGUFReader
 
 from conftest import (BIN, PLANTED, ROOT, Server, check_cancel_mid_job_kept_across_a_restart,
                       coordinate, zero_super_weight_q8_0)

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 import pytest
-from gguf import GGUFReader
+from fast_gguf import GGUFReader
 
 from conftest import ROOT, SMOLLM2, TOKEN, Server
 

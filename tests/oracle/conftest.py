@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests"))  # tests/fast_gguf.py
 ENGINE = os.path.join(ROOT, "build", "bin", "superweight-engine")
 TESTDATA = os.path.join(ROOT, "testdata")
 SMOLLM2 = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")

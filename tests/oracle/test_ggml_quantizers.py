@@ -203,7 +203,8 @@ def requantized(tmp_path_factory):
 
 
 def test_requantized_gguf_reads_back_with_source_metadata(requantized):
-    from gguf import GGMLQuantizationType, GGUFReader
+    from fast_gguf import GGUFReader
+    from gguf import GGMLQuantizationType
     from gguf.quants import dequantize, quantize
     out, summary = requantized
     assert not [f for f in os.listdir(os.path.dirname(out)) if ".tmp-" in f]
@@ -287,7 +288,7 @@ def test_requantize_equals_llama_cpps_quantizer(qtype, tmp_path):
     """llama.cpp's own llama_model_quantize (its build, its dequantization of the Q4_1 source, its
     quantize_row_*_ref, its per-tensor fallback for rows that are not whole K-quant blocks) gives
     every converted tensor the engine's type and bytes."""
-    from gguf import GGUFReader
+    from fast_gguf import GGUFReader
     ours, theirs = str(tmp_path / "engine.gguf"), str(tmp_path / "llama.gguf")
     _engine_requantize(qtype, ours)
     run = subprocess.run([BENCH_PY, "-c", LLAMA_QUANTIZE_SCRIPT, SMOLLM2, theirs,

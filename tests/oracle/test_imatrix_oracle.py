@@ -23,7 +23,7 @@ def _field(reader, key):
 
 
 def _tensors(path):
-    from gguf import GGUFReader
+    from fast_gguf import GGUFReader
     reader = GGUFReader(path)
     return reader, {t.name: np.asarray(t.data, dtype=np.float64).reshape(-1)
                     for t in reader.tensors}

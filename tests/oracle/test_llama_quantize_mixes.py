@@ -41,7 +41,7 @@ GGML_TYPE_ID = {"F16": 1, "Q8_0": 8, "Q6_K": 14}
 
 
 def _compare(source, file_type, overrides, tmp_path):
-    from gguf import GGUFReader
+    from fast_gguf import GGUFReader
     ours, theirs = str(tmp_path / "engine.gguf"), str(tmp_path / "llama.gguf")
     subprocess.run([ENGINE, "requantize", source, f"--file_type={file_type}", f"--out={ours}"]
                    + [f"--tensor_type={p}={t}" for p, t in overrides], check=True,
