@@ -29,21 +29,26 @@ if ((${#missing[@]})); then
 fi
 
 # The oracle's Python environments live in the user's cache, one per content of their
-# requirements file (.venv and .venv-lmeval link to them), so that a clean clone on a machine
-# that installed them before installs nothing. Debian's python3 carries Debian's torch; each
-# environment sees it through system site packages. lm-evaluation-harness, the Ablate harness's
-# oracle, has an environment of its own: it needs older datasets/pyarrow/fsspec than the
-# oracle's pins, and numpy<2 for Debian's PyTorch.
+# requirements file and Python version (.venv and .venv-lmeval link to them), so that a clean
+# clone on a machine that installed them before installs nothing; one set-up at a time makes
+# one (a lock). Debian's python3 carries Debian's torch; each environment sees it through system
+# site packages. lm-evaluation-harness, the Ablate harness's oracle, has an environment of its
+# own: it needs older datasets/pyarrow/fsspec than the oracle's pins, and numpy<2 for Debian's
+# PyTorch.
 cached_venv() {  # LINK REQUIREMENTS
-  local link=$1 requirements=$2 dir
-  dir=${XDG_CACHE_HOME:-$HOME/.cache}/superweight/venv${link#.venv}-$(sha256sum "$requirements" | cut -c1-16)
+  local link=$1 requirements=$2 dir key lock
+  key=$({ /usr/bin/python3 -VV; cat "$requirements"; } | sha256sum | cut -c1-16)
+  dir=${XDG_CACHE_HOME:-$HOME/.cache}/superweight/venv${link#.venv}-$key
+  mkdir -p "$(dirname "$dir")"
+  exec {lock}>"$dir.lock"
+  flock "$lock"
   if [[ ! -f $dir/.ready ]]; then
     rm -rf "$dir"
-    mkdir -p "$(dirname "$dir")"
     /usr/bin/python3 -m venv --system-site-packages "$dir"
     "$dir/bin/pip" install -q --disable-pip-version-check --no-deps -r "$requirements"
     touch "$dir/.ready"
   fi
+  exec {lock}>&-
   if [[ -e $link && ! -L $link ]]; then rm -rf "$link"; fi
   ln -sfn "$dir" "$link"
 }

@@ -27,9 +27,9 @@ bool IsBlockWeightMatrix(const GgufTensor& tensor);
 absl::StatusOr<uint32_t> LlamaFileType(DType type);
 
 // A tensor's rows in another type for GgufFileWriter: each dequantized (DequantizeRow) and
-// quantized again (QuantizeRow), one row in memory at a time, so memory stays at one row
-// whatever the model's size. t.data must outlive the producer (it points into the source's
-// mapping). CANCELLED once *cancelled is set (checked per row; null: never).
+// quantized again (QuantizeRow), a chunk of 256 rows at a time on every core, so memory stays at
+// one chunk whatever the model's size. t.data must outlive the producer (it points into the
+// source's mapping). CANCELLED once *cancelled is set (checked per chunk; null: never).
 GgufFileWriter::TensorProducer RequantizedRows(const GgufTensor& t, DType type,
                                                const std::atomic<bool>* cancelled = nullptr);
 
@@ -40,7 +40,7 @@ struct RequantizeOptions {
   // Set: every tensor in the type llama-quantize would write it in for these options
   // (PlanLlamaQuantize), and general.file_type the plan's; target and select are not used.
   std::optional<LlamaQuantizeOptions> llama;
-  const std::atomic<bool>* cancelled = nullptr;  // CANCELLED once set (checked per row)
+  const std::atomic<bool>* cancelled = nullptr;  // CANCELLED once set (checked per chunk)
 };
 
 struct RequantizeSummary {

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-sys.path.insert(0, os.path.join(ROOT, "tests"))  # tests/fast_gguf.py
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+import gguf  # noqa: E402
+from fast_gguf import GGUFReader  # noqa: E402
+
+# transformers' GGUF loading (models and tokenizers, here and in tools/lmeval_oracle.py) reads
+# through gguf.GGUFReader when called: the same reader over a plain array, 2.5x faster.
+gguf.GGUFReader = GGUFReader
 ENGINE = os.path.join(ROOT, "build", "bin", "superweight-engine")
 TESTDATA = os.path.join(ROOT, "testdata")
 SMOLLM2 = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
