@@ -39,14 +39,14 @@ GgufFileWriter::TensorProducer RequantizedRows(const GgufTensor& t, DType type,
     // A chunk of rows at a time, its rows quantized on every core and handed to the sink in
     // order: the same bytes as one row after another, at the machine's speed, and never more of
     // the tensor in memory than a chunk.
-    constexpr int64_t kChunkRows = 256;
-    std::vector<uint8_t> chunk(static_cast<size_t>(std::min(rows, kChunkRows)) * *dst_row);
-    std::vector<absl::Status> row_status(static_cast<size_t>(std::min(rows, kChunkRows)));
-    for (int64_t first = 0; first < rows; first += kChunkRows) {
+    const int64_t chunk_rows = std::min<int64_t>(rows, 256);
+    std::vector<uint8_t> chunk(static_cast<size_t>(chunk_rows) * *dst_row);
+    std::vector<absl::Status> row_status(static_cast<size_t>(chunk_rows));
+    for (int64_t first = 0; first < rows; first += chunk_rows) {
       if (cancelled != nullptr && cancelled->load(std::memory_order_relaxed)) {
         return absl::CancelledError("cancelled");
       }
-      const int64_t n = std::min(kChunkRows, rows - first);
+      const int64_t n = std::min(chunk_rows, rows - first);
 #pragma omp parallel
       {
         std::vector<float> values(static_cast<size_t>(cols));

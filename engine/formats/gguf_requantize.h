@@ -55,9 +55,9 @@ struct RequantizeSummary {
 };
 
 // Reads source_path and writes out_path (atomically, GgufFileWriter), each selected tensor
-// dequantized a row at a time (DequantizeRow) and quantized again (QuantizeRow), so memory stays
-// at one row whatever the model's size. INVALID_ARGUMENT for a source value that is not finite
-// (naming the tensor and row), UNIMPLEMENTED for a target without HasGgmlQuantizer.
+// through RequantizedRows, so memory stays at one chunk of rows whatever the model's size.
+// INVALID_ARGUMENT for a source value that is not finite (naming the tensor and row), UNIMPLEMENTED
+// for a target without HasGgmlQuantizer.
 absl::StatusOr<RequantizeSummary> RequantizeGguf(const std::string& source_path,
                                                  const std::string& out_path,
                                                  const RequantizeOptions& options);
