@@ -7,6 +7,9 @@
 //   4 KiB pages each 32-row block touches up to 32 pages, more than the first-level TLB holds
 //   alongside the operands' pages (SmolLM2 bf16 pass 1.15x with the gate/up outputs and the
 //   logits on huge pages, about 1.05x more with every buffer of 1 MiB and more).
+//   Freed mappings are kept for the next allocation of their size (KeepOrUnmap): a forward pass
+//   maps its buffers afresh each call, and a new mapping costs page faults and the kernel's
+//   zeroing of every page, serially on the calling thread.
 #pragma once
 
 #include <sys/mman.h>
@@ -54,6 +57,15 @@ struct CacheLineAllocator {
 template <class T>
 using CacheAlignedVector = std::vector<T, CacheLineAllocator<T>>;
 
+// Mappings of whole huge pages that HugePageAllocator freed, kept for reuse: at most
+// kKeptMappingBytes in all, the oldest unmapped first. A process that is done with its passes
+// for a while (a server between jobs) hands them back with ReleaseKeptMappings.
+inline constexpr std::size_t kKeptMappingBytes = std::size_t{512} << 20;
+void* TakeKeptMapping(std::size_t size);  // a kept mapping of exactly `size` bytes, or nullptr
+void KeepOrUnmap(void* p, std::size_t size);
+void ReleaseKeptMappings();
+std::size_t KeptMappingBytes();
+
 // Below 1 MiB a cache-aligned heap block; from 1 MiB a private mapping rounded up to whole
 // 2 MiB pages (at most half of it unused) and aligned to one, advised as huge (where
 // transparent huge pages are off it stays in 4 KiB pages and works the same). Under
@@ -68,6 +80,7 @@ struct HugePageAllocator {
     const std::size_t bytes = n * sizeof(T);
     if (!Mapped(bytes)) return CacheLineAllocator<T>().allocate(n);
     const std::size_t size = Rounded(bytes);
+    if (void* kept = TakeKeptMapping(size)) return static_cast<T*>(kept);
     // Mapped one page over, so that an aligned start lies inside; the slack is unmapped.
     void* raw = mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -86,7 +99,7 @@ struct HugePageAllocator {
     if (!Mapped(bytes)) {
       CacheLineAllocator<T>().deallocate(p, n);
     } else {
-      munmap(p, Rounded(bytes));
+      KeepOrUnmap(p, Rounded(bytes));
     }
   }
   template <class U>

@@ -723,6 +723,8 @@ absl::StatusOr<ForwardOutput> FinishForward(const Model& model, const ResidualSt
   return result;
 }
 
+void ReleasePassBuffers() { internal::ReleaseKeptMappings(); }
+
 absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const SequenceInput> batch,
                                          const ForwardOptions& options) {
   absl::StatusOr<ResidualStream> stream = EmbedBatch(model, batch);

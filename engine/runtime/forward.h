@@ -64,6 +64,10 @@ struct ForwardOutput {
 absl::StatusOr<ForwardOutput> RunForward(const Model& model, absl::Span<const SequenceInput> batch,
                                          const ForwardOptions& options);
 
+// Passes keep the large buffers they free for the next pass of the same shapes
+// (aligned_vector.h, up to 512 MiB); a process done with passes for a while hands them back.
+void ReleasePassBuffers();
+
 // A batch's residual stream between layers, from which a pass stopped there resumes. The pass is
 // the same computation however it is cut: nothing but this stream is carried between layers.
 struct ResidualStream {

@@ -4,6 +4,7 @@
 #include <new>
 
 #include "absl/strings/str_cat.h"
+#include "engine/runtime/forward.h"
 
 namespace superweight::server {
 namespace {
@@ -44,6 +45,7 @@ std::vector<absl::StatusOr<v1::Job>> RunJobBatch(const JobKind& kind,
       ready_index.push_back(i);
     }
     std::vector<absl::StatusOr<v1::Job>> results = kind.Run(ready, metrics);
+    ReleasePassBuffers();  // kept for the run's next pass; the server may idle now
     for (size_t r = 0; r < ready.size(); ++r) {
       JobWork& work = *ready[r].work;
       absl::Status status = ModelFilesUnchanged(work);
@@ -75,6 +77,7 @@ std::vector<absl::StatusOr<v1::Job>> RunJobBatch(const JobKind& kind,
   } catch (...) {
     thrown = absl::InternalError("the job failed unexpectedly");
   }
+  ReleasePassBuffers();
   std::cerr << "superweightd: job " << log_name << ": " << thrown.message() << "\n";
   for (size_t i = 0; i < batch.size(); ++i) {
     if (decided[i]) continue;
