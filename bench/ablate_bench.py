@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from score_throughput import peer_env  # noqa: E402  (the same BLAS choices for transformers)
@@ -35,13 +36,27 @@ def free_port():
         return s.getsockname()[1]
 
 
+def matmul_totals(metrics_port):
+    """The server's matmul flops and seconds so far, from /metrics (None where it has none)."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
+    values = {}
+    for line in body.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("superweight_matmul_flops_total", "superweight_matmul_seconds_total"):
+            values[name] = float(value)
+    if len(values) != 2:
+        return None
+    return values["superweight_matmul_flops_total"], values["superweight_matmul_seconds_total"]
+
+
 def main():
     examples = int(os.environ.get("BENCH_ABLATE_EXAMPLES", 200))
     threads = os.cpu_count() or 1
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     with tempfile.TemporaryDirectory() as state:
         server = subprocess.Popen([os.path.join(BIN, "superweightd"), f"--listen=127.0.0.1:{port}",
+                                   f"--metrics_listen=127.0.0.1:{metrics_port}",
                                    f"--model_root={os.path.join(ROOT, 'models')}",
                                    f"--state_dir={state}/s"], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -62,10 +77,18 @@ def main():
             with open(f"/proc/{server.pid}/stat") as f:  # the server's CPU time: less noisy
                 fields = f.read().rsplit(")", 1)[1].split()
             server_cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            matmuls = matmul_totals(metrics_port)
         finally:
             server.terminate()
             server.wait()
     rows = json.loads(out.stdout)["result"]["rows"]
+    # What bounds the job: its matmuls' flops at the rate they ran (an older build without the
+    # counters reports none).
+    if matmuls:
+        flops, seconds = matmuls
+        print(f"matmuls: {flops / 1e12:.2f} TFLOP in {seconds:.1f} s ({flops / seconds / 1e9:.0f} "
+              f"GFLOP/s, weight conversion included), {100 * seconds / engine_s:.0f}% of the job's "
+              f"wall time")
     if os.environ.get("BENCH_ABLATE_JSON"):
         with open(os.environ["BENCH_ABLATE_JSON"], "w") as f:
             f.write(out.stdout)

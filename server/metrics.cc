@@ -1,10 +1,12 @@
 #include "server/metrics.h"
 
 #include <exception>
+#include <mutex>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "engine/runtime/cpu.h"
+#include "engine/runtime/matmul.h"
 #include "engine/util/build_info.h"
 
 namespace superweight::server {
@@ -56,6 +58,16 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                  .Help("Tokens run through forward passes")
                  .Register(*registry_)
                  .Add({});
+  matmul_flops_ = &BuildCounter()
+                       .Name("superweight_matmul_flops_total")
+                       .Help("Floating-point operations of the forward passes' matmuls")
+                       .Register(*registry_)
+                       .Add({});
+  matmul_seconds_ = &BuildCounter()
+                         .Name("superweight_matmul_seconds_total")
+                         .Help("Wall time in the forward passes' matmuls (all threads at once)")
+                         .Register(*registry_)
+                         .Add({});
   job_duration_ = &BuildHistogram()
                        .Name("superweight_job_duration_seconds")
                        .Help("Time from a job's start to its end, by kind")
@@ -161,6 +173,17 @@ void Metrics::RecordBatch(int sequences, int64_t tokens) {
   tokens_->Increment(static_cast<double>(tokens));
 }
 
+void Metrics::UpdateMatmuls() {
+  const LinearStats stats = GetLinearStats();
+  std::lock_guard<std::mutex> lock(matmul_mu_);
+  // The engine's totals are process-wide and only grow; the counters catch up to them.
+  const double flops = static_cast<double>(stats.flops), seconds = 1e-9 * stats.nanos;
+  if (flops > matmul_flops_->Value()) matmul_flops_->Increment(flops - matmul_flops_->Value());
+  if (seconds > matmul_seconds_->Value()) {
+    matmul_seconds_->Increment(seconds - matmul_seconds_->Value());
+  }
+}
+
 void Metrics::SetStoreQueue(const std::string& kind, double queued) {
   store_queued_->Add({{"kind", kind}}).Set(queued);
 }
@@ -170,6 +193,7 @@ void Metrics::RecordJob(const std::string& kind, const std::string& state, doubl
   job_duration_
       ->Add({{"kind", kind}}, Histogram::BucketBoundaries{0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300})
       .Observe(seconds);
+  UpdateMatmuls();
 }
 
 void Metrics::SetModels(double loaded, double mapped_bytes) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "absl/status/status.h"
@@ -24,6 +25,8 @@ class Metrics {
   void RecordRequest(const std::string& rpc, const std::string& code, double seconds);
   void SetQueueDepth(double depth) { queue_depth_->Set(depth); }
   void RecordBatch(int sequences, int64_t tokens);
+  // Also brings the matmul counters up to the engine's process-wide LinearStats (their rate is
+  // what the CPU's peak bounds).
   void RecordJob(const std::string& kind, const std::string& state, double seconds);
   void SetModels(double loaded, double mapped_bytes);
   // Job records the state directory could not take, and stored ones it could not read back
@@ -56,6 +59,10 @@ class Metrics {
   prometheus::Gauge* queue_depth_;
   prometheus::Histogram* batch_sequences_;
   prometheus::Counter* tokens_;
+  void UpdateMatmuls();
+  std::mutex matmul_mu_;
+  prometheus::Counter* matmul_flops_;
+  prometheus::Counter* matmul_seconds_;
   prometheus::Family<prometheus::Histogram>* job_duration_;
   prometheus::Family<prometheus::Counter>* jobs_;
   prometheus::Gauge* models_loaded_;

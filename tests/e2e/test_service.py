@@ -163,6 +163,9 @@ def test_metrics_parse_and_move(server):
     assert after[key] == before.get(key, 0) + 1
     tokens = ("superweight_tokens_processed_total", ())
     assert after[tokens] > before.get(tokens, 0)
+    # The job's matmuls: flops and their time, counted when the job ends.
+    for name in ("superweight_matmul_flops_total", "superweight_matmul_seconds_total"):
+        assert after[(name, ())] > before.get((name, ()), 0), name
     assert after[("superweight_models_loaded", ())] >= 1
 
 
