@@ -10,7 +10,7 @@ CMAKE_FLAGS := -G Ninja -DCMAKE_BUILD_TYPE=Release
 chart-test: setup
 	@tools/chart-test.sh
 
-.PHONY: dist chart-test docker-test docker-context-test fuzz fuzz-build fuzz-test format-check setup build build-asan test unit-test asan-test oracle-test e2e-test lesser-cpu-test demo bench format clean
+.PHONY: dist chart-test docker-test docker-context-test fuzz fuzz-build fuzz-test format-check setup build build-asan test unit-test asan-test oracle-test e2e-test llama-cpp-test lesser-cpu-test demo bench format clean
 
 setup:
 	@tools/setup.sh
@@ -39,14 +39,20 @@ unit-test: build
 asan-test: build-asan
 	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS)
 
+# The oracle and end-to-end tests that need llama.cpp (marked llama_cpp: its native build, its
+# tools, its converter) are llama-cpp-test's, after the others, so that make test's background
+# set-up of llama.cpp (tools/test-stages.sh) has them to overlap.
 oracle-test: build
-	@tools/setup-bench.sh
-	@.venv/bin/python -m pytest -q --durations=12 tests/oracle
+	@.venv/bin/python -m pytest -q --durations=12 -m 'not llama_cpp' tests/oracle
 
 # The real server on loopback, driven by the real client.
 e2e-test: build
+	@.venv/bin/python -m pytest -q --durations=12 -m 'not llama_cpp' tests/e2e
+
+llama-cpp-test: build
 	@tools/setup-bench.sh
-	@.venv/bin/python -m pytest -q --durations=12 tests/e2e
+	@.venv/bin/python -m pytest -q --durations=8 -m llama_cpp tests/oracle
+	@.venv/bin/python -m pytest -q --durations=8 -m llama_cpp tests/e2e
 
 # libFuzzer on what reads untrusted input (clang 14, ASan+UBSan; tests/fuzz/README.md): the
 # GGUF, safetensors and tokenizer readers, a Hugging Face directory as the server opens one, and
@@ -82,12 +88,15 @@ lesser-cpu-test: build build-asan
 	  if [ $$isa = avx2 ]; then \
 	    (cd $(ASAN_BUILD) && SUPERWEIGHT_MAX_ISA=$$isa ctest --output-on-failure -j $(JOBS)) || exit 1; \
 	  fi; \
+	  tools/setup-bench.sh || exit 1; \
 	  SUPERWEIGHT_MAX_ISA=$$isa .venv/bin/python -m pytest -q -m isa tests/oracle || exit 1; \
 	done
 
 # Each stage in turn, then a table of their wall times (the suite's budget is watched per stage).
-TEST_STAGES := format-check docker-context-test chart-test unit-test asan-test fuzz-test oracle-test e2e-test \
-  lesser-cpu-test
+# Meanwhile llama.cpp and Helm are set up in the background, at the lowest priority, if they are
+# not cached yet: their stages come last (tools/test-stages.sh).
+TEST_STAGES := format-check docker-context-test unit-test asan-test fuzz-test oracle-test e2e-test \
+  llama-cpp-test chart-test lesser-cpu-test
 test:
 	@MAKE="$(MAKE)" tools/test-stages.sh $(TEST_STAGES)
 

@@ -10,7 +10,8 @@
 #   5. The rendered manifests against Kubernetes' schemas, strictly, for the chart's oldest
 #      Kubernetes (1.27) and the newest the package ships; the ServiceMonitor (a CRD) is skipped.
 #   6. The chart's unit tests (tests/chart, pytest).
-# Prints each step's wall time; exits non-zero on the first failure.
+# Prints each step's wall time; exits non-zero on the first failure. --helm-only: step 1 alone
+# (make test's background set-up, tools/test-stages.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -74,7 +75,13 @@ helm_major_ok() {  # helm 3 or 4
   [[ $v == v3.* || $v == v4.* ]]
 }
 
+# One build at a time (a lock): make test's background set-up and this stage wait for each
+# other.
 find_helm() {
+  mkdir -p "$CACHE"
+  local lock
+  exec {lock}>"$CACHE/helm.lock"
+  flock "$lock"
   if [[ -n ${HELM:-} ]]; then
     helm_major_ok "$HELM" || { echo "chart-test: HELM=$HELM is not helm 3 or 4" >&2; return 1; }
   elif [[ -x $CACHE/helm-$HELM_VERSION/helm ]]; then
@@ -90,6 +97,7 @@ find_helm() {
     build_helm "$HELM_FALLBACK_VERSION"
     HELM=$CACHE/helm-$HELM_FALLBACK_VERSION/helm
   fi
+  exec {lock}>&-
   export HELM CHART_KUBE_VERSION=$KUBE_VERSION
   echo "    $HELM: $("$HELM" version --template '{{.Version}} ({{.GoVersion}})')"
 }
@@ -146,6 +154,7 @@ unit_tests() {
 
 total_start=$(now)
 run_step "helm" find_helm
+if [[ ${1:-} == --helm-only ]]; then exit 0; fi
 run_step "python deps" python_deps
 run_step "helm lint (default values)" lint_default
 run_step "helm lint --strict (ci/full-values.yaml)" lint_full

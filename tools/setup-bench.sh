@@ -2,16 +2,20 @@
 # Idempotent set-up of the second peer: llama.cpp, built once from llama-cpp-python's vendored
 # sources with this machine's native flags, serves both llama-cpp-python (the benchmarks and the
 # GGUF oracle tests, in its own environment so that nothing it pulls in reaches the oracle's) and
-# llama.cpp's own command-line tools. A native build runs only on the CPU class it was built for,
-# so both are kept per class in the user's cache (.venv-bench and .llama-cpp-tools link to them):
-# a clean clone on the same machine finds them built, another class builds its own. Also keeps
-# llama.cpp's Python converter (below). Needs tools/setup.sh and the build first (compiler, cmake,
-# superweight-engine).
+# llama.cpp's own command-line tools. A native build runs only on the CPU it was built for, so
+# both are kept per CPU (model and flags, as -march=native reads them) in the user's cache
+# (.venv-bench and .llama-cpp-tools link to them): a clean clone on the same machine finds them
+# built, another CPU builds its own. Also keeps llama.cpp's Python converter (below). Needs
+# tools/setup.sh first (compiler, cmake, .venv); one set-up at a time (a lock), so that make
+# test's background set-up and a stage that needs it wait for each other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 version=0.3.36
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/superweight
+mkdir -p "$cache"
+exec {lock}>"$cache/setup-bench.lock"
+flock "$lock"
 
 # The sdist is fetched at most once a run, and only when something below is missing.
 sdist_dir=""
@@ -47,19 +51,19 @@ fi
 if [[ -d .llama-cpp-convert && ! -L .llama-cpp-convert ]]; then rm -rf .llama-cpp-convert; fi
 ln -sfn "$convert_dir" .llama-cpp-convert
 
-class=$(build/bin/superweight-engine cpu | /usr/bin/python3 -c \
-  'import json, sys; print(json.load(sys.stdin)["detected"])')
+cpu=native-$(awk '/^$/ { exit } /^(vendor_id|cpu family|model|model name|flags)[[:space:]]*:/' \
+  /proc/cpuinfo | sha256sum | cut -c1-12)
 
-# One native build of llama.cpp per class: its shared libraries (what llama-cpp-python's own build
+# One native build of llama.cpp per CPU: its shared libraries (what llama-cpp-python's own build
 # would make, with the same options: shared, common library on, no curl) and llama-quantize and
 # llama-imatrix, which the recipe tests run as the service prints them and the imatrix oracle
 # compares with the engine's matrix. (Building the binding and the tools apart compiled llama.cpp
 # twice: about half of a cold set-up.)
-llama_dir=$cache/llama.cpp-$version-$class
+llama_dir=$cache/llama.cpp-$version-$cpu
 if [[ ! -f $llama_dir/.ready ]]; then
   rm -rf "$llama_dir"
   mkdir -p "$llama_dir"
-  echo "setup-bench: building llama.cpp ($version's) for CPU class $class: its libraries," \
+  echo "setup-bench: building llama.cpp ($version's) for this CPU ($cpu): its libraries," \
     "llama-quantize and llama-imatrix (native flags; minutes)"
   fetch_sdist
   tar -xzf "$sdist" -C "$llama_dir" --exclude=.git "$top"
@@ -79,7 +83,7 @@ ln -sfn "$llama_dir/build/bin" .llama-cpp-tools
 # llama-cpp-python's Python package without a build of its own (LLAMA_BUILD=OFF), its library
 # folder linked to the libraries above: Debian's python3 with its numpy (the binding's only
 # numeric dependency).
-env_dir=$cache/venv-llama-cpp-python-$version-$class
+env_dir=$cache/venv-llama-cpp-python-$version-$cpu
 if [[ ! -f $env_dir/.ready ]]; then
   rm -rf "$env_dir"
   /usr/bin/python3 -m venv --system-site-packages "$env_dir"

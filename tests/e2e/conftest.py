@@ -26,6 +26,12 @@ VERSION = re.search(r"project\(superweight VERSION ([0-9.]+)",
 PLANTED = (1, 37, 101)  # layer, row, col of the weight the planted model makes huge
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "llama_cpp: needs llama.cpp's native build (tools/setup-bench.sh): make "
+        "llama-cpp-test runs these, make e2e-test the others")
+
+
 def coordinate(super_weight):
     c = super_weight["coordinate"]  # proto JSON writes 64-bit integers as strings
     return int(c.get("layer", 0)), int(c.get("row", 0)), int(c.get("col", 0))

@@ -18,6 +18,8 @@ from conftest import ROOT, Server, coordinate
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import make_test_model as mtm  # noqa: E402
 
+pytestmark = pytest.mark.llama_cpp  # needs llama.cpp's build (make llama-cpp-test)
+
 BENCH_PY = os.path.join(ROOT, ".venv-bench", "bin", "python")
 GEMMA2 = (1, 60, 33, 50.0)
 LLAMA3 = (1, 7, 101, 50.0)

@@ -340,6 +340,7 @@ sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode
 """
 
 
+@pytest.mark.llama_cpp
 def test_check_passes_llama_quantizes_own_quantization(exporting, model_root):
     """The CI gate on a file made by llama.cpp's quantizer (llama-quantize's library call) from the
     same source, with its own choices of tensor types."""

@@ -11,6 +11,8 @@ from fast_gguf import GGUFReader
 
 from conftest import ROOT, SMOLLM2, TOKEN, Server
 
+pytestmark = pytest.mark.llama_cpp  # needs llama.cpp's build (make llama-cpp-test)
+
 LLAMA_CPP_TOOLS = os.path.join(ROOT, ".llama-cpp-tools")
 SMALL = ["--window=128", "--max_windows=2"]
 

@@ -27,6 +27,9 @@ TINYSTORIES_TEXT = os.path.join(TESTDATA, "text", "tinystories_validation_head.t
 # environment and its command-line tools.
 BENCH_PY = os.path.join(ROOT, ".venv-bench", "bin", "python")
 LLAMA_CPP_TOOLS = os.path.join(ROOT, ".llama-cpp-tools")
+LLAMA_CPP_MARKER = ("llama_cpp: needs llama.cpp's native build or its converter "
+                    "(tools/setup-bench.sh): make llama-cpp-test runs these, make oracle-test and "
+                    "e2e-test the others")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -117,6 +120,7 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "isa: exercises code that dispatches on the CPU class (the matmuls, attention, "
         "dequantization); make lesser-cpu-test runs these again at each class below this machine's")
+    config.addinivalue_line("markers", LLAMA_CPP_MARKER)
 
 
 def family_models(tmp_path_factory, plants):

@@ -16,6 +16,8 @@ from conftest import (ROOT, engine, engine_logits, family_models, llama_cpp_logi
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import make_test_model as mtm  # noqa: E402
 
+pytestmark = pytest.mark.llama_cpp  # needs llama.cpp's build (make llama-cpp-test)
+
 BENCH_PY = os.path.join(ROOT, ".venv-bench", "bin", "python")
 EVAL = os.path.join(ROOT, "tools", "llama_cpp_eval.py")
 FAMILIES = ("llama3", "qwen3", "olmo2", "gemma2", "gemma3")

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import ENGINE, ROOT, SMOLLM2, engine_logits, relative_error
 
-pytestmark = pytest.mark.formats
+pytestmark = [pytest.mark.formats, pytest.mark.llama_cpp]
 
 TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "BF16", "F16"]
 K_TYPES = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]

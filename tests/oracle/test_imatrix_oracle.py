@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ENGINE, LLAMA_CPP_TOOLS, WIKITEXT
 
-pytestmark = pytest.mark.formats
+pytestmark = [pytest.mark.formats, pytest.mark.llama_cpp]
 
 CHUNK, CHUNKS = 128, 16
 

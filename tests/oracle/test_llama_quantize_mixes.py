@@ -11,7 +11,7 @@ import pytest
 
 from conftest import BENCH_PY, ENGINE
 
-pytestmark = pytest.mark.formats
+pytestmark = [pytest.mark.formats, pytest.mark.llama_cpp]
 
 # llama_model_quantize as llama-quantize calls it: FTYPE [PATTERN=GGML_TYPE_ID ...].
 LLAMA_QUANTIZE = r"""

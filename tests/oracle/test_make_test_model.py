@@ -19,7 +19,8 @@ from conftest import ROOT, TINYSTORIES_TEXT, relative_error
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import make_test_model as mtm  # noqa: E402
 
-pytestmark = pytest.mark.formats  # no engine, no CPU-class dispatch: once, at full ISA
+# No engine, no CPU-class dispatch: once, at full ISA; llama.cpp's build (make llama-cpp-test).
+pytestmark = [pytest.mark.formats, pytest.mark.llama_cpp]
 
 BENCH_PY = os.path.join(ROOT, ".venv-bench", "bin", "python")
 EVAL = os.path.join(ROOT, "tools", "llama_cpp_eval.py")

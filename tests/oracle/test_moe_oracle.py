@@ -17,6 +17,8 @@ from conftest import (ROOT, engine, engine_logits, family_models, llama_cpp_logi
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import make_test_model as mtm  # noqa: E402
 
+pytestmark = pytest.mark.llama_cpp  # needs llama.cpp's build (make llama-cpp-test)
+
 FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
 # (layer, expert, row, col, value) of the planted super weight.
 PLANT = {"mixtral": (1, 5, 20, 7, 50.0), "qwen2_moe": (0, 3, 5, 7, 50.0),
