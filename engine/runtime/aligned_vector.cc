@@ -29,15 +29,22 @@ KeptMappings& Kept() {
 }  // namespace
 
 void* TakeKeptMapping(std::size_t size) {
-  KeptMappings& k = Kept();
-  std::lock_guard<std::mutex> lock(k.mu);
-  for (auto it = k.kept.rbegin(); it != k.kept.rend(); ++it) {  // the most recent first
-    if (it->size != size) continue;
-    void* start = it->start;
-    k.bytes -= size;
-    k.kept.erase(std::next(it).base());
-    return start;
+  std::deque<Mapping> unmap;
+  {
+    KeptMappings& k = Kept();
+    std::lock_guard<std::mutex> lock(k.mu);
+    for (auto it = k.kept.rbegin(); it != k.kept.rend(); ++it) {  // the most recent first
+      if (it->size != size) continue;
+      void* start = it->start;
+      k.bytes -= size;
+      k.kept.erase(std::next(it).base());
+      return start;
+    }
+    // A size none has: passes of another shape follow, which would not take these either.
+    unmap.swap(k.kept);
+    k.bytes = 0;
   }
+  for (const Mapping& m : unmap) munmap(m.start, m.size);
   return nullptr;
 }
 

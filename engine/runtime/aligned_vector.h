@@ -57,11 +57,15 @@ struct CacheLineAllocator {
 template <class T>
 using CacheAlignedVector = std::vector<T, CacheLineAllocator<T>>;
 
-// Mappings of whole huge pages that HugePageAllocator freed, kept for reuse: at most
-// kKeptMappingBytes in all, the oldest unmapped first. A process that is done with its passes
-// for a while (a server between jobs) hands them back with ReleaseKeptMappings.
+// Mappings of whole huge pages that HugePageAllocator freed, kept for reuse by allocations of
+// the same size (a pass of the same shape: the next setting's on the same batch): at most
+// kKeptMappingBytes in all, the oldest unmapped first, and all of them as soon as a size none
+// has is asked for (a pass of a new shape), so that what is kept beyond the pass that runs is
+// about one pass's buffers. A process that is done with its passes for a while (a server
+// between jobs) hands them back with ReleaseKeptMappings.
 inline constexpr std::size_t kKeptMappingBytes = std::size_t{512} << 20;
-void* TakeKeptMapping(std::size_t size);  // a kept mapping of exactly `size` bytes, or nullptr
+// A kept mapping of exactly `size` bytes; else nullptr, and every kept mapping is unmapped.
+void* TakeKeptMapping(std::size_t size);
 void KeepOrUnmap(void* p, std::size_t size);
 void ReleaseKeptMappings();
 std::size_t KeptMappingBytes();
