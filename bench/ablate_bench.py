@@ -53,7 +53,9 @@ def main():
     examples = int(os.environ.get("BENCH_ABLATE_EXAMPLES", 200))
     threads = os.cpu_count() or 1
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    port, metrics_port = free_port(), free_port()
+    port = metrics_port = free_port()
+    while metrics_port == port:
+        metrics_port = free_port()
     with tempfile.TemporaryDirectory() as state:
         server = subprocess.Popen([os.path.join(BIN, "superweightd"), f"--listen=127.0.0.1:{port}",
                                    f"--metrics_listen=127.0.0.1:{metrics_port}",

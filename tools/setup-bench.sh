@@ -3,7 +3,7 @@
 # sources with this machine's native flags, serves both llama-cpp-python (the benchmarks and the
 # GGUF oracle tests, in its own environment so that nothing it pulls in reaches the oracle's) and
 # llama.cpp's own command-line tools. A native build runs only on the CPU it was built for, so
-# both are kept per CPU (model and flags, as -march=native reads them) in the user's cache
+# both are kept per CPU (what -march=native means to the compiler there) in the user's cache
 # (.venv-bench and .llama-cpp-tools link to them): a clean clone on the same machine finds them
 # built, another CPU builds its own. Also keeps llama.cpp's Python converter (below). Needs
 # tools/setup.sh first (compiler, cmake, .venv); one set-up at a time (a lock), so that make
@@ -51,23 +51,29 @@ fi
 if [[ -d .llama-cpp-convert && ! -L .llama-cpp-convert ]]; then rm -rf .llama-cpp-convert; fi
 ln -sfn "$convert_dir" .llama-cpp-convert
 
-cpu=native-$(awk '/^$/ { exit } /^(vendor_id|cpu family|model|model name|flags)[[:space:]]*:/' \
-  /proc/cpuinfo | sha256sum | cut -c1-12)
+# What -march=native means to this compiler on this CPU names the build.
+cpu=native-$(g++ -march=native -Q --help=target | sha256sum | cut -c1-12)
 
 # One native build of llama.cpp per CPU: its shared libraries (what llama-cpp-python's own build
 # would make, with the same options: shared, common library on, no curl) and llama-quantize and
 # llama-imatrix, which the recipe tests run as the service prints them and the imatrix oracle
 # compares with the engine's matrix. (Building the binding and the tools apart compiled llama.cpp
-# twice: about half of a cold set-up.)
+# twice: about half of a cold set-up.) A build a killed run left (make test's background
+# set-up, stopped with the suite) resumes.
 llama_dir=$cache/llama.cpp-$version-$cpu
 if [[ ! -f $llama_dir/.ready ]]; then
-  rm -rf "$llama_dir"
   mkdir -p "$llama_dir"
   echo "setup-bench: building llama.cpp ($version's) for this CPU ($cpu): its libraries," \
     "llama-quantize and llama-imatrix (native flags; minutes)"
-  fetch_sdist
-  tar -xzf "$sdist" -C "$llama_dir" --exclude=.git "$top"
   src=$llama_dir/$top
+  if [[ ! -d $src ]]; then  # extracted aside, then moved: never half there
+    fetch_sdist
+    rm -rf "$llama_dir/extracting"
+    mkdir "$llama_dir/extracting"
+    tar -xzf "$sdist" -C "$llama_dir/extracting" --exclude=.git "$top"
+    mv "$llama_dir/extracting/${top%%/*}" "$llama_dir/"
+    rmdir "$llama_dir/extracting"
+  fi
   cmake -S "$src" -B "$llama_dir/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
     -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
