@@ -86,3 +86,7 @@ std::size_t KeptMappingBytes() {
 }
 
 }  // namespace superweight::internal
+
+template class std::vector<float, superweight::internal::CacheLineAllocator<float>>;
+template class std::vector<std::uint16_t, superweight::internal::CacheLineAllocator<std::uint16_t>>;
+template class std::vector<std::uint32_t, superweight::internal::CacheLineAllocator<std::uint32_t>>;

@@ -132,3 +132,13 @@ template <class T>
 using HugePageVector = std::vector<T, HugePageAllocator<T>>;
 
 }  // namespace superweight::internal
+
+// Instantiated once, in aligned_vector.cc at the engine's baseline flags: a file compiled for a
+// wider ISA (the AVX-512 and AMX kernels) would otherwise emit copies of their members in that
+// ISA, and the linker may keep such a copy for the whole program, which then faults (invalid
+// opcode) on a lesser CPU.
+extern template class std::vector<float, superweight::internal::CacheLineAllocator<float>>;
+extern template class std::vector<std::uint16_t,
+                                  superweight::internal::CacheLineAllocator<std::uint16_t>>;
+extern template class std::vector<std::uint32_t,
+                                  superweight::internal::CacheLineAllocator<std::uint32_t>>;

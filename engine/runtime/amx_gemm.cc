@@ -467,7 +467,7 @@ void AmxGemmLogSumExp(const AmxWeights& w, const AmxInput& x, const int32_t* tar
   const int64_t row_blocks = (w.rows + 31) / 32;
   const int64_t grab = (row_blocks + kGroups - 1) / kGroups;
   const int64_t groups = (row_blocks + grab - 1) / grab;
-  thread_local std::vector<float> shifts;
+  thread_local CacheAlignedVector<float> shifts;
   thread_local CacheAlignedVector<float> lanes;  // zeroed by a group's first block, not here
   shifts.assign(groups * m, -std::numeric_limits<float>::infinity());
   lanes.resize(groups * m * 16);
