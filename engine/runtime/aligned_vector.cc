@@ -29,7 +29,6 @@ KeptMappings& Kept() {
 }  // namespace
 
 void* TakeKeptMapping(std::size_t size) {
-  std::deque<Mapping> unmap;
   {
     KeptMappings& k = Kept();
     std::lock_guard<std::mutex> lock(k.mu);
@@ -40,11 +39,9 @@ void* TakeKeptMapping(std::size_t size) {
       k.kept.erase(std::next(it).base());
       return start;
     }
-    // A size none has: passes of another shape follow, which would not take these either.
-    unmap.swap(k.kept);
-    k.bytes = 0;
   }
-  for (const Mapping& m : unmap) munmap(m.start, m.size);
+  // A size none has: passes of another shape follow, which would not take these either.
+  ReleaseKeptMappings();
   return nullptr;
 }
 
