@@ -3,7 +3,7 @@
 // batched (Locate's, one PerplexityPerSetting) against the loop it replaced (one perplexity for
 // the intact model, then one per candidate alone). Prints one JSON line.
 //   superweight-bench-locate MODEL [--bf16] [--reps=5] [--threshold=50] [--prompt_tokens=N]
-//                            [--confirm_file=TEXT]
+//                            [--confirm_file=TEXT] [--against_onednn_f32]
 #include <omp.h>
 
 #include <algorithm>
@@ -75,7 +75,7 @@ double LayerWeightBytes(const sw::Model& model) {
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::cerr << "usage: superweight-bench-locate MODEL [--bf16] [--reps=5] [--threshold=50] "
-                 "[--prompt_tokens=N] [--confirm_file=TEXT]\n";
+                 "[--prompt_tokens=N] [--confirm_file=TEXT] [--against_onednn_f32]\n";
     return 2;
   }
   std::map<std::string, std::string> flags = superweight::bench::ParseFlags(argc, argv, 2);
@@ -109,25 +109,46 @@ int main(int argc, char** argv) {
   const double bandwidth = ReadBandwidth(5);
   const double weight_bytes = LayerWeightBytes(model);
 
-  // Profiling passes: Locate without confirmation, warm, best of `reps` per pass.
-  double best_pass = 1e30, matmul_share = 0;
+  // Profiling passes: Locate without confirmation, warm, best of `reps` per pass. With
+  // --against_onednn_f32 each rep also times the passes with the FMA units' matmuls on oneDNN
+  // (SUPERWEIGHT_ONEDNN_F32's path), the two in alternating order, and the median of the per-rep
+  // ratios is printed: this machine's speed drifts more than the difference between whole runs.
+  const bool against_onednn = flags.count("against_onednn_f32") > 0;
+  double best_pass = 1e30, best_onednn = 1e30, matmul_share = 0;
   int iterations = 0, candidates = 0;
-  for (int r = 0; r <= reps; ++r) {
+  std::vector<double> ratios;
+  auto time_pass = [&](bool onednn, bool keep_stats) {
+    sw::internal::UseOneDnnF32(onednn);
     sw::ResetLinearStats();
     const auto t0 = std::chrono::steady_clock::now();
     auto located = sw::Locate(model, prompt, lo);
     const double s = Seconds(t0);
+    sw::internal::UseOneDnnF32(false);
     if (!located.ok()) {
       std::cerr << located.status() << "\n";
-      return 1;
+      return -1.0;
     }
-    if (r > 0 && s / located->iterations < best_pass) {
+    const double pass = s / located->iterations;
+    if (keep_stats && pass < best_pass) {
       const sw::LinearStats stats = sw::GetLinearStats();
       matmul_share = (stats.nanos + stats.input_nanos) * 1e-9 / s;
     }
     iterations = located->iterations;
     candidates = static_cast<int>(located->candidates.size());
-    if (r > 0) best_pass = std::min(best_pass, s / located->iterations);  // r = 0 warms up
+    return pass;
+  };
+  for (int r = 0; r <= reps; ++r) {  // r = 0 warms up
+    double pass = 0, onednn = 0;
+    if (against_onednn && r % 2 == 1) onednn = time_pass(true, false);
+    pass = time_pass(false, r > 0);
+    if (against_onednn && r % 2 == 0) onednn = time_pass(true, false);
+    if (pass < 0 || onednn < 0) return 1;
+    if (r == 0) continue;
+    best_pass = std::min(best_pass, pass);
+    if (against_onednn) {
+      best_onednn = std::min(best_onednn, onednn);
+      ratios.push_back(onednn / pass);
+    }
   }
   nlohmann::json out = {{"model", model.name},
                         {"precision", sw::PrecisionName(lo.precision)},
@@ -141,6 +162,13 @@ int main(int argc, char** argv) {
                         {"matmul_share", matmul_share},
                         {"bandwidth_bound_ms", weight_bytes / bandwidth * 1e3},
                         {"pass_over_bound", best_pass / (weight_bytes / bandwidth)}};
+  if (against_onednn) {
+    std::sort(ratios.begin(), ratios.end());
+    out["onednn_f32_pass_ms"] = best_onednn * 1e3;
+    out["speedup_over_onednn_f32_median"] = ratios[ratios.size() / 2];
+    out["speedup_over_onednn_f32_quartiles"] = {ratios[ratios.size() / 4],
+                                                ratios[ratios.size() * 3 / 4]};
+  }
 
   if (flags.count("confirm_file") && model.tokenizer != nullptr) {
     std::ifstream f(flags["confirm_file"], std::ios::binary);

@@ -8,10 +8,8 @@
 
 #include <immintrin.h>
 #include <omp.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -250,27 +248,6 @@ inline void FmaProducts(const float* x, int64_t k, const float* columns, int64_t
   ForEachTokenGroup<FmaGroup>(tokens, x, k, columns, sums);
 }
 
-// Token blocks per pass over the weights: every block of weight rows streams all the
-// activations of the pass through its core, and more tokens (a server batch, f32's three parts)
-// take several passes, each packing the weights again. The tiles' passes are kept within a
-// core's L2: f32 passes of 16 batched 128-token sequences ran 1.07-1.15x faster (four paired
-// runs); bf16 and single 512-token sequences, whose planes mostly fit, unchanged. The vector
-// units read their activations as broadcasts the prefetcher streams, and their packed weights
-// are what must stay in L2: passes of 8 L2s (512 tokens of the 1.1B in one) ran its bf16 pass
-// 1.10x and its f32 pass 1.13x faster than passes of one (Zen 4, avx512_bf16).
-std::atomic<int64_t> chunk_bytes_for_tests{0};
-
-int64_t ActivationChunkBlocks(int64_t k, int64_t bytes_per_value, PackedUnit unit) {
-  static const int64_t l2_bytes = [] {
-    const long reported = sysconf(_SC_LEVEL2_CACHE_SIZE);
-    return reported > 0 ? std::clamp<int64_t>(reported, int64_t{256} << 10, int64_t{16} << 20)
-                        : int64_t{2} << 20;
-  }();
-  const int64_t set = chunk_bytes_for_tests.load(std::memory_order_relaxed);
-  const int64_t budget = set > 0 ? set : unit == PackedUnit::kTiles ? l2_bytes : 8 * l2_bytes;
-  return std::max<int64_t>(1, budget / (32 * k * bytes_per_value));
-}
-
 // The loop the entry points share, over `count` (1 or 2) matrices of the same shape: every
 // 32x32 block of products (32 tokens from t0, 32 weight rows from o0; `tokens` and `rows` of
 // them real) is handed to finish(sums, t0, tokens, o0, rows, thread) as four 16x16 tiles per
@@ -393,6 +370,7 @@ void ForEachProductBlockOn(const AmxWeights* ws, int count, const AmxInput& x, i
     case PackedUnit::kDots:
       return ForEachProductBlock<PackedUnit::kDots>(ws, count, x, grab, finish);
     case PackedUnit::kFma:
+    case PackedUnit::kFmaAvx2:  // the same input; matmul.cc sends it to FmaAvx2Gemm off AVX-512
       return ForEachProductBlock<PackedUnit::kFma>(ws, count, x, grab, finish);
   }
 }
@@ -406,8 +384,6 @@ inline __mmask16 HighColumns(int64_t rows) {
 }
 
 }  // namespace
-
-void SetActivationChunkBytes(int64_t bytes) { chunk_bytes_for_tests = bytes; }
 
 void AmxGemm(const AmxWeights& w, const AmxInput& x, float* y, int64_t ldy, bool add_to_y) {
   ForEachProductBlockOn(

@@ -2,10 +2,10 @@
 // the mapped file) or dequantized by the core that uses it, transposed into a per-thread buffer
 // and used for every token, so no weight is copied beyond one block per thread; each 32x32
 // block of products goes, still in L1, to an epilogue (stored, added to y, SwiGLU, log-sum-exp).
-// Three units multiply (PackedUnit): AMX tiles and AVX512-BF16's dot product (VDPBF16PS) take
+// Four units multiply (PackedUnit): AMX tiles and AVX512-BF16's dot product (VDPBF16PS) take
 // the weights as bf16 pairs along k by output and the activations as tile-ordered bf16 planes
-// (16 tokens by 32 bf16 along k); AVX-512 f32 FMA takes f32 weight columns and the activations
-// as they lie.
+// (16 tokens by 32 bf16 along k); f32 FMA, on AVX-512 or on AVX2, takes f32 weight columns and
+// the activations as they lie.
 #pragma once
 
 #include <cstdint>
@@ -18,11 +18,6 @@ namespace superweight::internal {
 
 // CpuAllows(Isa::kAmx) (cpu.h): whether the matmul and attention dispatchers take the AMX paths.
 bool AmxEnabled();
-
-// The activation bytes one pass over the weights reads: a core's L2 for the tiles, eight for the
-// vector units, unless set here (0 resets);
-// tests set a few KiB so that small inputs take several passes.
-void SetActivationChunkBytes(int64_t bytes);
 
 // x[m, k] (f32) as the tiles' A operand, in the order the kernel reads it: per 32 tokens, per
 // 32 columns, per part, a [32 tokens][32 columns] bf16 block (one stream for the prefetcher);
@@ -38,9 +33,25 @@ void AmxPackActivations(const float* x, int64_t m, int64_t k, int parts,
 void AmxBlockSums(const float* x, int64_t m, int64_t k, CacheAlignedVector<float>* sums);
 
 // What multiplies in the kernels below: AMX tiles or AVX512-BF16's dot product, both on the
-// activation planes and bf16 weight pairs, or AVX-512 f32 FMA, on the activations as they lie
-// and f32 weight columns. Every unit hands the same blocks of products to the same epilogues.
-enum class PackedUnit { kTiles, kDots, kFma };
+// activation planes and bf16 weight pairs, or f32 FMA, on the activations as they lie and f32
+// weight columns: AVX-512's (kFma), or AVX2's at the baseline (kFmaAvx2, packed_gemm_avx2.cc,
+// which has FmaAvx2Gemm and FmaAvx2GemmSwiGlu below instead of the Amx* entry points). Every
+// unit hands the same blocks of products to the same epilogues.
+enum class PackedUnit { kTiles, kDots, kFma, kFmaAvx2 };
+
+// Token blocks of 32 per pass over the weights, for rows of k values of bytes_per_value each:
+// every block of weight rows streams all the activations of the pass through its core, and
+// more tokens (a server batch, f32's three parts) take several passes, each packing the weights
+// again. The tiles' passes are kept within a core's L2: f32 passes of 16 batched 128-token
+// sequences ran 1.07-1.15x faster (four paired runs); bf16 and single 512-token sequences, whose
+// planes mostly fit, unchanged. The vector units read their activations as broadcasts the
+// prefetcher streams, and their packed weights are what must stay in L2: passes of 8 L2s (512
+// tokens of the 1.1B in one) ran its bf16 pass 1.10x and its f32 pass 1.13x faster than passes
+// of one (Zen 4, avx512_bf16). Defined at the baseline ISA.
+int64_t ActivationChunkBlocks(int64_t k, int64_t bytes_per_value, PackedUnit unit);
+// Sets the activation bytes of one pass instead (0 resets): tests set a few KiB so that small
+// inputs take several passes.
+void SetActivationChunkBytes(int64_t bytes);
 
 // Linear calls served by `unit` so far, process-wide: tests check the path they mean ran.
 int64_t PackedLinearCalls(PackedUnit unit);
@@ -82,6 +93,14 @@ struct AmxWeights {
 // o < w.rows. With add_to_y the sum is added to what y holds (y + sum, as a separate addition
 // would round it).
 void AmxGemm(const AmxWeights& w, const AmxInput& x, float* y, int64_t ldy, bool add_to_y = false);
+
+// AmxGemm and AmxGemmSwiGlu on the AVX2 FMA unit, for x.unit == kFmaAvx2 (the Amx* entry points
+// are AVX-512 code: matmul.cc calls these instead); the same products (the f32 weights of
+// convert_f32 times x.f32, summed along k in order), so each token's sums do not depend on the
+// batch it is in.
+void FmaAvx2Gemm(const AmxWeights& w, const AmxInput& x, float* y, int64_t ldy, bool add_to_y);
+void FmaAvx2GemmSwiGlu(const AmxWeights& gate, const AmxWeights& up, const AmxInput& x, float* y,
+                       int64_t ldy);
 
 // silu(x gate^T) * (x up^T), the SwiGLU of a gated MLP, into y (row stride ldy), from the
 // products of both matrices for the same block of outputs in L1: the gate's and up's outputs

@@ -113,7 +113,7 @@ absl::Status Gemm(memory::data_type type, const void* x, int64_t m, int64_t k, c
 int64_t SliceRows(int64_t cols) { return std::max<int64_t>(16, (int64_t{4} << 20) / cols); }
 
 std::atomic<int64_t> linear_nanos{0}, linear_flops{0}, linear_input_nanos{0};
-std::atomic<int64_t> packed_linear_calls[3] = {0, 0, 0};  // per PackedUnit
+std::atomic<int64_t> packed_linear_calls[4] = {0, 0, 0, 0};  // per PackedUnit
 
 // Adds the scope's duration (and flops) to process-wide counters.
 class ScopeTimer {
@@ -155,6 +155,19 @@ std::atomic<bool> onednn_bf16{[] {
 
 bool OneDnnBf16() { return onednn_bf16.load(std::memory_order_relaxed); }
 
+// Whether the matmuls the FMA units serve off AMX (f32 arithmetic: f32 precision, and bf16 on
+// values rounded to bf16 below AVX512-BF16) go to oneDNN's f32 matmul instead, the weights
+// converted a slice at a time. By default they do not: the packed kernel converts each block of
+// weight rows in the cache of the core that multiplies it and reads the activations as they
+// lie, where oneDNN repacks them on every call. SUPERWEIGHT_ONEDNN_F32=1 turns it on, for
+// comparison (bench/ablate_bench.py, superweight-bench-locate).
+std::atomic<bool> onednn_f32{[] {
+  const char* v = std::getenv("SUPERWEIGHT_ONEDNN_F32");
+  return v != nullptr && std::string(v) == "1";
+}()};
+
+bool OneDnnF32() { return onednn_f32.load(std::memory_order_relaxed); }
+
 // Block-quantized weights in f32 precision go to the AMX kernel as exact codes and scales
 // (amx_gemm.h): three bf16 parts of x times integer codes are exact products, so f32 accuracy
 // holds without an f32 copy of the weights or oneDNN's f32 matmul.
@@ -177,6 +190,7 @@ const char* PrecisionName(Precision p) { return p == Precision::kF32 ? "f32" : "
 
 bool internal::AmxEnabled() { return CpuAllows(Isa::kAmx); }
 void internal::UseOneDnnBf16(bool use) { onednn_bf16 = use; }
+void internal::UseOneDnnF32(bool use) { onednn_f32 = use; }
 int64_t internal::PackedLinearCalls(PackedUnit unit) {
   return packed_linear_calls[static_cast<int>(unit)].load();
 }
@@ -243,8 +257,8 @@ namespace {
 // On AMX the tiles serve bf16 precision, and f32 precision on weights stored as bf16 or as block
 // codes, where the exact three-part split of the input keeps f32's accuracy (every product is
 // exact). Off AMX, AVX512-BF16's dot product serves bf16 precision (f32's three parts would take
-// three dot products, 1.5x the arithmetic of f32 FMA), and AVX-512's FMA the rest: f32, and
-// bf16 on values rounded to bf16 below AVX512-BF16.
+// three dot products, 1.5x the arithmetic of f32 FMA), and f32 FMA the rest, AVX-512's or else
+// AVX2's: f32, and bf16 on values rounded to bf16 below AVX512-BF16.
 std::optional<internal::PackedUnit> PackedUnitFor(const Matrix& w, const LinearInput& x) {
   if (w.cols % 32 != 0) return std::nullopt;
   const bool bf16 = x.precision == Precision::kBF16;
@@ -258,8 +272,8 @@ std::optional<internal::PackedUnit> PackedUnitFor(const Matrix& w, const LinearI
   }
   if (bf16 && OneDnnBf16()) return std::nullopt;
   if (bf16 && CpuAllows(Isa::kAvx512Bf16)) return internal::PackedUnit::kDots;
-  if (CpuAllows(Isa::kAvx512)) return internal::PackedUnit::kFma;
-  return std::nullopt;
+  if (OneDnnF32()) return std::nullopt;
+  return CpuAllows(Isa::kAvx512) ? internal::PackedUnit::kFma : internal::PackedUnit::kFmaAvx2;
 }
 
 // Row r of w as the f32 values a matmul reads: dequantized, transformed, and in bf16 precision
@@ -289,6 +303,10 @@ void WeightRowToBFloat16(const Matrix& w, int64_t r, uint16_t* dst) {
   FloatsToBFloat16(row.data(), w.cols, dst);
 }
 
+bool IsFma(internal::PackedUnit unit) {
+  return unit == internal::PackedUnit::kFma || unit == internal::PackedUnit::kFmaAvx2;
+}
+
 // The activations a matmul reads, converted (bf16 rounding; for the packed kernel's tiles and
 // dot products tile order and, where the weights have offsets, the sums over each 32 columns)
 // on the input's clock, before the matmul's starts; for the packed kernel, as it reads them.
@@ -302,7 +320,7 @@ internal::AmxInput PrepareInput(const LinearInput& x, std::optional<internal::Pa
   input.unit = *unit;
   input.m = x.rows;
   input.k = x.cols;
-  if (*unit == internal::PackedUnit::kFma) {
+  if (IsFma(*unit)) {
     input.f32 = x.F32Operand();
     return input;
   }
@@ -321,7 +339,7 @@ bool ReadsBlockSums(const Matrix& w, Precision precision, internal::PackedUnit u
 internal::AmxWeights AmxWeightsOf(const Matrix& w, Precision precision, internal::PackedUnit unit) {
   internal::AmxWeights weights;
   weights.rows = w.rows;
-  if (unit == internal::PackedUnit::kFma) {
+  if (IsFma(unit)) {
     const bool bf16 = precision == Precision::kBF16;
     weights.convert_f32 = [&w, bf16](int64_t first, int64_t count, float* dst) {
       for (int64_t r = 0; r < count; ++r) WeightRowToFloats(w, first + r, bf16, dst + r * w.cols);
@@ -350,6 +368,18 @@ internal::AmxWeights AmxWeightsOf(const Matrix& w, Precision precision, internal
   return weights;
 }
 
+// The packed kernel's product of w and x into y (or added to y), on the input's unit.
+void PackedGemm(const Matrix& w, const LinearInput& x, const internal::AmxInput& input, float* y,
+                int64_t ldy, bool add_to_y) {
+  ++packed_linear_calls[static_cast<int>(input.unit)];
+  const internal::AmxWeights weights = AmxWeightsOf(w, x.precision, input.unit);
+  if (input.unit == internal::PackedUnit::kFmaAvx2) {
+    internal::FmaAvx2Gemm(weights, input, y, ldy, add_to_y);
+  } else {
+    internal::AmxGemm(weights, input, y, ldy, add_to_y);
+  }
+}
+
 }  // namespace
 
 absl::Status Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy,
@@ -361,8 +391,7 @@ absl::Status Linear(const Matrix& w, const LinearInput& x, float* y, int64_t ldy
       PrepareInput(x, unit, unit.has_value() && ReadsBlockSums(w, x.precision, *unit));
   LinearTimer timer(2 * m * k * w.rows);
   if (unit.has_value()) {
-    ++packed_linear_calls[static_cast<int>(*unit)];
-    internal::AmxGemm(AmxWeightsOf(w, x.precision, *unit), input, y, ldy, /*add_to_y=*/false);
+    PackedGemm(w, x, input, y, ldy, /*add_to_y=*/false);
     return absl::OkStatus();
   }
   if (x.precision == Precision::kF32 || !OneDnnBf16()) {
@@ -407,8 +436,7 @@ bool LinearAddTo(const Matrix& w, const LinearInput& x, float* y, int64_t ldy) {
   if (x.rows == 0) return true;
   const internal::AmxInput input = PrepareInput(x, unit, ReadsBlockSums(w, x.precision, *unit));
   LinearTimer timer(2 * x.rows * w.cols * w.rows);
-  ++packed_linear_calls[static_cast<int>(*unit)];
-  internal::AmxGemm(AmxWeightsOf(w, x.precision, *unit), input, y, ldy, /*add_to_y=*/true);
+  PackedGemm(w, x, input, y, ldy, /*add_to_y=*/true);
   return true;
 }
 
@@ -424,15 +452,21 @@ bool LinearSwiGlu(const Matrix& gate, const Matrix& up, const LinearInput& x, fl
       x, unit, ReadsBlockSums(gate, x.precision, *unit) || ReadsBlockSums(up, x.precision, *unit));
   LinearTimer timer(2 * 2 * x.rows * gate.cols * gate.rows);
   packed_linear_calls[static_cast<int>(*unit)] += 2;
-  internal::AmxGemmSwiGlu(AmxWeightsOf(gate, x.precision, *unit),
-                          AmxWeightsOf(up, x.precision, *unit), input, y, ldy);
+  const internal::AmxWeights gate_weights = AmxWeightsOf(gate, x.precision, *unit);
+  const internal::AmxWeights up_weights = AmxWeightsOf(up, x.precision, *unit);
+  if (*unit == internal::PackedUnit::kFmaAvx2) {
+    internal::FmaAvx2GemmSwiGlu(gate_weights, up_weights, input, y, ldy);
+  } else {
+    internal::AmxGemmSwiGlu(gate_weights, up_weights, input, y, ldy);
+  }
   return true;
 }
 
 bool LinearLogSumExp(const Matrix& w, const LinearInput& x, const int32_t* targets,
                      float* row_shift, double* row_sum, float* target) {
   const std::optional<internal::PackedUnit> unit = PackedUnitFor(w, x);
-  if (!unit.has_value()) return false;
+  // On the AVX2 unit the caller's slices of the vocabulary (through Linear) take its place.
+  if (!unit.has_value() || *unit == internal::PackedUnit::kFmaAvx2) return false;
   if (x.rows == 0) return true;
   ++packed_linear_calls[static_cast<int>(*unit)];
   internal::AmxGemmLogSumExp(AmxWeightsOf(w, x.precision, *unit),

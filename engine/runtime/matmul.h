@@ -1,12 +1,12 @@
-// Linear layers: y = x W^T with W in the Hugging Face [out, in] layout, never copied whole. From
-// AVX-512 up the engine's packed kernel (amx_gemm.h) serves: on AMX tiles bf16 precision, and
-// f32 precision on bf16 weights and on block-quantized ones (as exact integer codes scaled per
-// 32 columns); off AMX, AVX512-BF16's dot product bf16 precision and AVX-512 FMA the rest (f32,
-// and bf16 on values rounded to bf16 at the avx512 class). Elsewhere (below AVX-512, k not a
-// multiple of 32, f32 weights and Q6_K/f16 in f32 on AMX) oneDNN reads f32 weights in place
-// from the memory map and other types converted a slice of rows at a time into a bounded
-// scratch buffer; bf16 precision there is f32 FMA on values rounded to bf16 (exact products,
-// f32 sums). cpu.h decides the class.
+// Linear layers: y = x W^T with W in the Hugging Face [out, in] layout, never copied whole. The
+// engine's packed kernel (amx_gemm.h) serves every matmul whose k is a multiple of 32: on AMX
+// tiles bf16 precision, and f32 precision on bf16 weights and on block-quantized ones (as exact
+// integer codes scaled per 32 columns); off AMX, AVX512-BF16's dot product bf16 precision and f32
+// FMA the rest (AVX-512's, else AVX2's; f32, and bf16 on values rounded to bf16 below
+// AVX512-BF16). Elsewhere (k not a multiple of 32, f32 weights and Q6_K/f16 in f32 on AMX, or
+// UseOneDnnF32 below) oneDNN reads f32 weights in place from the memory map and other types
+// converted a slice of rows at a time into a bounded scratch buffer; bf16 precision there is f32
+// FMA on values rounded to bf16 (exact products, f32 sums). cpu.h decides the class.
 #pragma once
 
 #include <cstdint>
@@ -93,7 +93,8 @@ bool LinearSwiGlu(const Matrix& gate, const Matrix& up, const LinearInput& x, fl
 // log-sum-exp is row_shift[r] + log(row_sum[r]), and the output at column targets[r]
 // (target[r], left as it is where targets[r] is outside [0, w.rows)). Served where
 // the packed kernel serves Linear(w, x); elsewhere returns false having computed nothing, and the
-// caller computes the outputs with Linear. Not counted in LinearStats: its time is a
+// caller computes the outputs with Linear (so on the AVX2 unit, which has no such epilogue).
+// Not counted in LinearStats: its time is a
 // log-softmax's as much as a matmul's.
 bool LinearLogSumExp(const Matrix& w, const LinearInput& x, const int32_t* targets,
                      float* row_shift, double* row_sum, float* target);
@@ -114,6 +115,9 @@ namespace internal {
 // bf16 matmuls off the AMX path on oneDNN's bf16 matmul (as SUPERWEIGHT_ONEDNN_BF16=1 sets)
 // instead of f32 FMA on bf16 values; below AVX-512 oneDNN refuses them.
 void UseOneDnnBf16(bool use);
+// The FMA units' matmuls off AMX (f32 arithmetic) on oneDNN's f32 matmul, weights converted a
+// slice at a time (as SUPERWEIGHT_ONEDNN_F32=1 sets), instead of the packed kernel.
+void UseOneDnnF32(bool use);
 }  // namespace internal
 
 // Plain f32 matmul over two batch dimensions with explicit strides (attention):

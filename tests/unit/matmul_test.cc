@@ -164,11 +164,14 @@ TEST(Linear, MatchesDefinitionOnEveryPath) {
   superweight::testing::ForEachCpuClass([](Isa) {
     for (const Case& c : kCases) CheckLinear(c);
   });
+  internal::UseOneDnnF32(true);  // oneDNN's f32 matmul, as SUPERWEIGHT_ONEDNN_F32=1 chooses
+  for (const Case& c : kCases) CheckLinear(c);
+  internal::UseOneDnnF32(false);
 }
 
 // The units the packed kernel multiplies on, each at the CPU class that selects it, and none
-// (oneDNN): the tests below run every one this CPU has.
-enum class Unit { kTiles, kDots, kFma, kNone };
+// (oneDNN, as SUPERWEIGHT_ONEDNN_F32=1 chooses): the tests below run every one this CPU has.
+enum class Unit { kTiles, kDots, kFma, kFmaAvx2, kNone };
 Isa CeilingOf(Unit unit) {
   switch (unit) {
     case Unit::kTiles:
@@ -177,16 +180,24 @@ Isa CeilingOf(Unit unit) {
       return Isa::kAvx512Bf16;
     case Unit::kFma:
       return Isa::kAvx512;
+    case Unit::kFmaAvx2:
     case Unit::kNone:
       break;
   }
   return Isa::kAvx2;
 }
 const char* UnitName(Unit unit) {
-  return unit == Unit::kTiles  ? "tiles"
-         : unit == Unit::kDots ? "dot products"
-         : unit == Unit::kFma  ? "fma"
-                               : "none";
+  return unit == Unit::kTiles     ? "tiles"
+         : unit == Unit::kDots    ? "dot products"
+         : unit == Unit::kFma     ? "fma"
+         : unit == Unit::kFmaAvx2 ? "fma avx2"
+                                  : "none";
+}
+// Makes the matmuls take `unit`'s path (the CPU must reach its class); SelectUnit(kTiles) on any
+// CPU restores the defaults.
+void SelectUnit(Unit unit) {
+  internal::SetIsaCeilingForTests(CeilingOf(unit));
+  internal::UseOneDnnF32(unit == Unit::kNone);
 }
 // Whether the packed kernel serves case c at the class that selects `unit` (k a multiple of
 // 32): the tiles serve bf16 precision and f32 on bf16 weights and block codes; the vector units
@@ -195,22 +206,22 @@ bool Serves(Unit unit, const Case& c) {
   if (unit != Unit::kTiles) return unit != Unit::kNone;
   return c.precision == Precision::kBF16 || c.dtype == DType::kBF16 || HasBlockCodes(c.dtype);
 }
+// The log-sum-exp epilogue: the AVX2 unit has none (its callers take slices through Linear).
+bool ServesLogSumExp(Unit unit, const Case& c) { return unit != Unit::kFmaAvx2 && Serves(unit, c); }
 template <typename Body>
 void ForEachPackedUnit(Body body) {
-  for (Unit unit : {Unit::kTiles, Unit::kDots, Unit::kFma}) {
+  for (Unit unit : {Unit::kTiles, Unit::kDots, Unit::kFma, Unit::kFmaAvx2}) {
     if (Cpu().active < CeilingOf(unit)) continue;
-    internal::SetIsaCeilingForTests(CeilingOf(unit));
+    SelectUnit(unit);
     SCOPED_TRACE(UnitName(unit));
     body(unit);
   }
-  internal::SetIsaCeilingForTests(Isa::kAmx);
+  SelectUnit(Unit::kTiles);
 }
 // Inputs larger than the activation budget take several passes over the weights, each packing
 // them again: with a budget of a few token blocks every case above takes several, and the
 // results still match the definition.
 TEST(Linear, SeveralPassesOverTheWeightsMatchTheDefinition) {
-  if (Cpu().active < Isa::kAvx512)
-    GTEST_SKIP() << "no AVX-512 on this CPU (" << CpuDescription() << ")";
   internal::SetActivationChunkBytes(16 << 10);
   ForEachPackedUnit([](Unit) {
     for (const Case& c : kCases) CheckLinear(c);
@@ -237,9 +248,10 @@ TEST(Linear, AmxServesBf16AndExactF32) {
   EXPECT_EQ(internal::PackedLinearCalls(internal::PackedUnit::kTiles) - before, 7);
 }
 
-// Off AMX, AVX512-BF16's dot product serves bf16 precision and AVX-512's FMA f32 (and bf16
-// below AVX512-BF16), on every weight type with k a multiple of 32; SUPERWEIGHT_ONEDNN_BF16's
-// switch hands bf16 back to oneDNN; below AVX-512 oneDNN serves everything.
+// Off AMX, AVX512-BF16's dot product serves bf16 precision and f32 FMA (AVX-512's, below it
+// AVX2's) f32 and bf16 below AVX512-BF16, on every weight type with k a multiple of 32;
+// SUPERWEIGHT_ONEDNN_BF16's switch hands bf16 back to oneDNN, SUPERWEIGHT_ONEDNN_F32's the FMA
+// units' work.
 TEST(Linear, PackedUnitsServeOffAmx) {
   using internal::PackedUnit;
   const std::initializer_list<Case> served = {
@@ -254,21 +266,27 @@ TEST(Linear, PackedUnitsServeOffAmx) {
   };
   auto calls = [] {
     return std::vector<int64_t>{internal::PackedLinearCalls(PackedUnit::kDots),
-                                internal::PackedLinearCalls(PackedUnit::kFma)};
+                                internal::PackedLinearCalls(PackedUnit::kFma),
+                                internal::PackedLinearCalls(PackedUnit::kFmaAvx2)};
   };
   for (Isa isa : {Isa::kAvx512Bf16, Isa::kAvx512, Isa::kAvx2}) {
     if (Cpu().active < isa) continue;
     SCOPED_TRACE(IsaName(isa));
     internal::SetIsaCeilingForTests(isa);
     const std::vector<int64_t> before = calls();
-    int64_t dots = 0, fma = 0;  // what each unit should serve
+    std::vector<int64_t> expected(3, 0);  // what each unit should serve
     for (const Case& c : served) {
       CheckLinear(c);
-      if (isa == Isa::kAvx2) continue;
-      ++(isa == Isa::kAvx512Bf16 && c.precision == Precision::kBF16 ? dots : fma);
+      ++expected[isa == Isa::kAvx2                                            ? 2
+                 : isa == Isa::kAvx512Bf16 && c.precision == Precision::kBF16 ? 0
+                                                                              : 1];
     }
-    EXPECT_EQ(calls()[0] - before[0], dots);
-    EXPECT_EQ(calls()[1] - before[1], fma);
+    auto served_since = [&] {
+      std::vector<int64_t> now = calls();
+      for (size_t i = 0; i < now.size(); ++i) now[i] -= before[i];
+      return now;
+    };
+    EXPECT_EQ(served_since(), expected);
     CheckLinear({DType::kBF16, Precision::kBF16, 40, 48, 40, 40});  // k off the 32-column steps
     CheckLinear({DType::kBF16, Precision::kF32, 40, 48, 40, 40});
     if (isa == Isa::kAvx512Bf16) {
@@ -276,16 +294,20 @@ TEST(Linear, PackedUnitsServeOffAmx) {
       CheckLinear({DType::kBF16, Precision::kBF16, 40, 64, 40, 40});
       internal::UseOneDnnBf16(false);
     }
-    EXPECT_EQ(calls()[0] - before[0], dots);
-    EXPECT_EQ(calls()[1] - before[1], fma);
+    internal::UseOneDnnF32(true);
+    for (const Case& c : served) {
+      if (isa != Isa::kAvx512Bf16 || c.precision != Precision::kBF16) CheckLinear(c);
+    }
+    internal::UseOneDnnF32(false);
+    EXPECT_EQ(served_since(), expected);
   }
   internal::SetIsaCeilingForTests(Isa::kAmx);
 }
 
 // The fused entry points on each unit of the packed kernel (in one pass over the weights and in
-// several) and without it: for each case, `check(case, input, served)` gets the input (random
-// normal values times `scale`) and whether the packed kernel serves it, which the entry point's
-// answer must equal.
+// several) and without it: for each case, `check(case, input, unit)` gets the input (random
+// normal values times `scale`) and the unit that serves it (Serves says whether it does, which
+// the entry point's answer must equal).
 template <typename Check>
 void ForEachFusedCase(std::initializer_list<Case> cases, float scale, Check check) {
   auto run = [&](Unit unit) {
@@ -297,7 +319,7 @@ void ForEachFusedCase(std::initializer_list<Case> cases, float scale, Check chec
       std::vector<float> x(c.m * c.k);
       for (float& v : x) v = scale * normal(gen);
       LinearInputStorage storage;
-      check(c, LinearInput(x.data(), c.m, c.k, c.precision, &storage), Serves(unit, c));
+      check(c, LinearInput(x.data(), c.m, c.k, c.precision, &storage), unit);
     }
   };
   for (int64_t chunk_bytes : {0, 16 << 10}) {  // one pass over the weights, several
@@ -306,16 +328,17 @@ void ForEachFusedCase(std::initializer_list<Case> cases, float scale, Check chec
     ForEachPackedUnit(run);
   }
   internal::SetActivationChunkBytes(0);
-  internal::SetIsaCeilingForTests(CeilingOf(Unit::kNone));
+  SelectUnit(Unit::kNone);
   SCOPED_TRACE(UnitName(Unit::kNone));
   run(Unit::kNone);
-  internal::SetIsaCeilingForTests(Isa::kAmx);
+  SelectUnit(Unit::kTiles);
 }
 
 // Outputs added into y as they leave the kernel equal y plus Linear's outputs bit for bit;
 // columns past n untouched. Where the packed kernel does not serve, it declines.
 TEST(LinearAddTo, EqualsYPlusLinearOutputs) {
-  auto check = [](const Case& c, const LinearInput& input, bool served) {
+  auto check = [](const Case& c, const LinearInput& input, Unit unit) {
+    const bool served = Serves(unit, c);
     const Weights w = RandomWeights(c.dtype, c.n, c.k, 5);
     std::mt19937 gen(4);
     std::normal_distribution<float> normal;
@@ -352,7 +375,8 @@ TEST(LinearAddTo, EqualsYPlusLinearOutputs) {
 // declines.
 TEST(LinearSwiGlu, EqualsSwiGluOfTheTwoLinearOutputs) {
   constexpr float kSentinel = -12345.f;
-  auto check = [&](const Case& c, const LinearInput& input, bool served) {
+  auto check = [&](const Case& c, const LinearInput& input, Unit unit) {
+    const bool served = Serves(unit, c);
     const Weights gate = RandomWeights(c.dtype, c.n, c.k, 5);
     const Weights up = RandomWeights(c.dtype, c.n, c.k, 6);
     std::vector<float> y(c.m * c.ldy, kSentinel);
@@ -389,7 +413,8 @@ TEST(LinearSwiGlu, EqualsSwiGluOfTheTwoLinearOutputs) {
 // the shift moves block after block.
 TEST(LinearLogSumExp, EqualsLogSumExpOfLinearOutputs) {
   constexpr float kSentinel = -12345.f;
-  auto check = [&](const Case& c, const LinearInput& input, bool served) {
+  auto check = [&](const Case& c, const LinearInput& input, Unit unit) {
+    const bool served = ServesLogSumExp(unit, c);
     const Weights w = RandomWeights(c.dtype, c.n, c.k, 5);
     std::vector<int32_t> targets(c.m);
     for (int64_t t = 0; t < c.m; ++t) {
@@ -434,7 +459,8 @@ TEST(LinearLogSumExp, EqualsLogSumExpOfLinearOutputs) {
 // The fused log-sum-exp is the same bits call after call, whichever thread takes which blocks of
 // the vocabulary (summed per thread, perplexities moved in the last bits from run to run).
 TEST(LinearLogSumExp, SameBitsEveryCall) {
-  auto check = [&](const Case& c, const LinearInput& input, bool served) {
+  auto check = [&](const Case& c, const LinearInput& input, Unit unit) {
+    const bool served = ServesLogSumExp(unit, c);
     if (!served) return;
     const Weights w = RandomWeights(c.dtype, c.n, c.k, 5);
     std::vector<int32_t> targets(c.m);
