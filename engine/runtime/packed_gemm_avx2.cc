@@ -38,43 +38,51 @@ inline void Transpose8(__m256 (&r)[8]) {
   }
 }
 
-// Weight rows [o0, o0 + rows) (rows <= 32; the rest read as zeros) as the unit's B operand: for
-// each column c, the 32 rows' values at columns + 32 c.
-void PackColumns(const AmxWeights& w, int64_t o0, int64_t rows, int64_t k,
-                 CacheAlignedVector<float>* converted, float* columns) {
-  converted->resize(32 * k);
-  w.convert_f32(o0, rows, converted->data());
-  std::fill(converted->begin() + rows * k, converted->end(), 0.f);
-  const float* src = converted->data();
-  for (int64_t c = 0; c < k; c += 8) {
+// Columns of a block's weights per step along k: the packed columns of the step (32 rows, each
+// matrix) within 128 KiB, so that they stay in L2 while every token group of the pass reads them.
+// Whole rows did not on the 1.1B (k = 5632: 704 KiB; gate and up at k = 2048: 512 KiB): its
+// matmuls ran at 102-107 GFLOP/s against oneDNN's 110-119.
+int64_t StepColumns(int64_t k, int count) {
+  return std::min<int64_t>(k, (int64_t{128} << 10) / (32 * 4 * count) / 32 * 32);
+}
+
+// Columns [c0, c0 + width) of 32 converted weight rows (k apart) as the unit's B operand: for
+// each column c, the 32 rows' values at columns + 32 (c - c0).
+void TransposeColumns(const float* rows, int64_t k, int64_t c0, int64_t width, float* columns) {
+  for (int64_t c = 0; c < width; c += 8) {
     for (int g = 0; g < 4; ++g) {
       __m256 r[8];
-      for (int q = 0; q < 8; ++q) r[q] = _mm256_load_ps(src + (8 * g + q) * k + c);
+      for (int q = 0; q < 8; ++q) r[q] = _mm256_load_ps(rows + (8 * g + q) * k + c0 + c);
       Transpose8(r);
       for (int i = 0; i < 8; ++i) _mm256_store_ps(columns + (c + i) * 32 + 8 * g, r[i]);
     }
   }
 }
 
-// The products of kTokens rows of x (k apart, from token t0) with 16 weight rows (half `half`
-// of a block's columns) in 12 accumulators, summed along k in order, into sums[token * 32 + row]:
-// each token's sums are the same whatever the group it is in, so a sequence scores alike alone
-// and in a batch.
+// The products of kTokens rows of x (ldx apart, from token t0) with 16 weight rows (half `half`
+// of a step's columns, `width` of them) in 12 accumulators, summed along k in order into
+// sums[token * 32 + row], which they continue where `resume` (a later step along k: an f32 sum
+// stored and loaded back is the same sum). Each token's sums are the same whatever group and
+// steps it is in, so a sequence scores alike alone and in a batch.
 template <int kTokens>
-inline void FmaGroup(int64_t t0, const float* x, int64_t k, const float* columns, int half,
-                     float* sums) {
+inline void FmaGroup(int64_t t0, const float* x, int64_t ldx, int64_t width, const float* columns,
+                     int half, bool resume, float* sums) {
   // Every loop over the tokens unrolled, so that the accumulators live in registers only (with
   // the first and last loops rolled GCC kept them in memory, storing all 12 every step).
   __m256 acc[kTokens][2];
 #pragma GCC unroll 6
-  for (int t = 0; t < kTokens; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
-  const float* row = x + t0 * k;
+  for (int t = 0; t < kTokens; ++t) {
+    const float* in = sums + (t0 + t) * 32 + 16 * half;
+    acc[t][0] = resume ? _mm256_load_ps(in) : _mm256_setzero_ps();
+    acc[t][1] = resume ? _mm256_load_ps(in + 8) : _mm256_setzero_ps();
+  }
+  const float* row = x + t0 * ldx;
   const float* b = columns + 16 * half;
-  for (int64_t c = 0; c < k; ++c, b += 32) {
+  for (int64_t c = 0; c < width; ++c, b += 32) {
     const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
 #pragma GCC unroll 6
     for (int t = 0; t < kTokens; ++t) {
-      const __m256 a = _mm256_broadcast_ss(row + t * k + c);
+      const __m256 a = _mm256_broadcast_ss(row + t * ldx + c);
       acc[t][0] = _mm256_fmadd_ps(a, b0, acc[t][0]);
       acc[t][1] = _mm256_fmadd_ps(a, b1, acc[t][1]);
     }
@@ -87,69 +95,83 @@ inline void FmaGroup(int64_t t0, const float* x, int64_t k, const float* columns
   }
 }
 
-// A block's products for `tokens` (<= 32) tokens in groups of at most 6, none narrower than 4
+// A step's products for `tokens` (<= 32) tokens in groups of at most 6, none narrower than 4
 // where there are that many (32 = 6 + 6 + 6 + 6 + 4 + 4): a group of 2 or 3 tokens has too few
 // accumulators to cover the FMA's latency. The second half of the columns only where the block
 // has more than 16 rows.
-void FmaProducts(const float* x, int64_t k, const float* columns, int64_t tokens, int64_t rows,
-                 float* sums) {
+void FmaProducts(const float* x, int64_t ldx, int64_t width, const float* columns, int64_t tokens,
+                 int64_t rows, bool resume, float* sums) {
   for (int half = 0; half < (rows > 16 ? 2 : 1); ++half) {
     for (int64_t t0 = 0; t0 < tokens;) {
       const int64_t left = tokens - t0;
-      const int64_t width = left <= 6 ? left : left < 10 ? left - 4 : 6;
-      switch (width) {
+      const int64_t group = left <= 6 ? left : left < 10 ? left - 4 : 6;
+      switch (group) {
         case 6:
-          FmaGroup<6>(t0, x, k, columns, half, sums);
+          FmaGroup<6>(t0, x, ldx, width, columns, half, resume, sums);
           break;
         case 5:
-          FmaGroup<5>(t0, x, k, columns, half, sums);
+          FmaGroup<5>(t0, x, ldx, width, columns, half, resume, sums);
           break;
         case 4:
-          FmaGroup<4>(t0, x, k, columns, half, sums);
+          FmaGroup<4>(t0, x, ldx, width, columns, half, resume, sums);
           break;
         case 3:
-          FmaGroup<3>(t0, x, k, columns, half, sums);
+          FmaGroup<3>(t0, x, ldx, width, columns, half, resume, sums);
           break;
         case 2:
-          FmaGroup<2>(t0, x, k, columns, half, sums);
+          FmaGroup<2>(t0, x, ldx, width, columns, half, resume, sums);
           break;
         default:
-          FmaGroup<1>(t0, x, k, columns, half, sums);
+          FmaGroup<1>(t0, x, ldx, width, columns, half, resume, sums);
           break;
       }
-      t0 += width;
+      t0 += group;
     }
   }
 }
 
 // Every 32x32 block of products of `count` (1 or 2) matrices of the same shape, handed to
 // finish(sums, t0, tokens, o0, rows) with matrix j's at sums + 1024 j, [token][32 rows]. Blocks
-// of weight rows go to the threads one at a time; tokens past the activation budget take
-// further passes over the weights.
+// of weight rows go to the threads one at a time, converted to f32 whole and transposed a step
+// of columns at a time; tokens past the activation budget take further passes over the weights.
 template <typename Finish>
 void ForEachBlock(const AmxWeights* ws, int count, const AmxInput& x, Finish&& finish) {
   const int64_t m = x.m, k = x.k, token_blocks = (m + 31) / 32, row_blocks = (ws[0].rows + 31) / 32;
   const int64_t chunk_blocks = ActivationChunkBlocks(k, 4, PackedUnit::kFmaAvx2);
+  const int64_t step = StepColumns(k, count);
 #pragma omp parallel
   {
-    alignas(64) float sums[2 * 32 * 32];
-    thread_local CacheAlignedVector<float> converted, columns;
-    columns.resize(count * k * 32);
+    thread_local CacheAlignedVector<float> converted, columns, sums;
+    converted.resize(count * 32 * k);
+    columns.resize(count * step * 32);
+    // One block of sums per token block of the pass where k takes several steps, else one.
+    sums.resize(count * 1024 * (step < k ? std::min(chunk_blocks, token_blocks) : 1));
     for (int64_t tb0 = 0; tb0 < token_blocks; tb0 += chunk_blocks) {
       const int64_t tb1 = std::min(token_blocks, tb0 + chunk_blocks);
 #pragma omp for schedule(dynamic, 1)
       for (int64_t block = 0; block < row_blocks; ++block) {
         const int64_t o0 = block * 32, rows = std::min<int64_t>(32, ws[0].rows - o0);
         for (int j = 0; j < count; ++j) {
-          PackColumns(ws[j], o0, rows, k, &converted, columns.data() + j * k * 32);
+          float* dst = converted.data() + j * 32 * k;
+          ws[j].convert_f32(o0, rows, dst);
+          std::fill(dst + rows * k, dst + 32 * k, 0.f);  // the missing rows read as zeros
         }
-        for (int64_t tb = tb0; tb < tb1; ++tb) {
-          const int64_t t0 = tb * 32, tokens = std::min<int64_t>(32, m - t0);
+        for (int64_t c0 = 0; c0 < k; c0 += step) {
+          const int64_t width = std::min(step, k - c0);
           for (int j = 0; j < count; ++j) {
-            FmaProducts(x.f32 + t0 * k, k, columns.data() + j * k * 32, tokens, rows,
-                        sums + 1024 * j);
+            TransposeColumns(converted.data() + j * 32 * k, k, c0, width,
+                             columns.data() + j * step * 32);
           }
-          finish(sums, t0, tokens, o0, rows);
+          const bool last = c0 + width == k;
+          for (int64_t tb = tb0; tb < tb1; ++tb) {
+            const int64_t t0 = tb * 32, tokens = std::min<int64_t>(32, m - t0);
+            float* block_sums = sums.data() + (step < k ? (tb - tb0) * count * 1024 : 0);
+            for (int j = 0; j < count; ++j) {
+              FmaProducts(x.f32 + t0 * k + c0, k, width, columns.data() + j * step * 32, tokens,
+                          rows, /*resume=*/c0 > 0, block_sums + 1024 * j);
+            }
+            if (last) finish(block_sums, t0, tokens, o0, rows);
+          }
         }
       }
     }

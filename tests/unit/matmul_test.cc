@@ -369,7 +369,8 @@ TEST(LinearAddTo, EqualsYPlusLinearOutputs) {
                     {DType::kQ4_1, Precision::kF32, 45, 96, 70, 75},
                     {DType::kBF16, Precision::kF32, 9, 64, 40, 40},
                     {DType::kBF16, Precision::kBF16, 9, 64, 64, 64},
-                    {DType::kQ4_1, Precision::kBF16, 5, 96, 70, 75}},
+                    {DType::kQ4_1, Precision::kBF16, 5, 96, 70, 75},
+                    {DType::kQ8_0, Precision::kF32, 40, 2080, 40, 40}},  // k in several steps
                    1.f, check);
 }
 
