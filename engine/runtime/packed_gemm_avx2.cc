@@ -38,12 +38,14 @@ inline void Transpose8(__m256 (&r)[8]) {
   }
 }
 
-// Columns of a block's weights per step along k: the packed columns of the step (32 rows, each
-// matrix) within 128 KiB, so that they stay in L2 while every token group of the pass reads them.
-// Whole rows did not on the 1.1B (k = 5632: 704 KiB; gate and up at k = 2048: 512 KiB): its
-// matmuls ran at 102-107 GFLOP/s against oneDNN's 110-119.
+// Columns of a block's weights per step along k: k in equal steps (multiples of 32) whose
+// packed columns (32 rows, each matrix) stay within 256 KiB, half a Zen 3 core's L2, while every
+// token group of the pass reads them. Whole rows did not on the 1.1B (k = 5632: 704 KiB; gate
+// and up at k = 2048: 512 KiB): its matmuls ran at 102-107 GFLOP/s against oneDNN's 110-119.
 int64_t StepColumns(int64_t k, int count) {
-  return std::min<int64_t>(k, (int64_t{128} << 10) / (32 * 4 * count) / 32 * 32);
+  const int64_t most = (int64_t{256} << 10) / (32 * 4 * count);
+  const int64_t steps = (k + most - 1) / most;
+  return ((k + steps - 1) / steps + 31) / 32 * 32;
 }
 
 // Columns [c0, c0 + width) of 32 converted weight rows (k apart) as the unit's B operand: for

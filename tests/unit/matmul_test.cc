@@ -407,7 +407,8 @@ TEST(LinearSwiGlu, EqualsSwiGluOfTheTwoLinearOutputs) {
                     {DType::kQ4_1, Precision::kF32, 45, 96, 70, 75},
                     {DType::kQ4_1, Precision::kF32, 7, 96, 70, 75},
                     {DType::kF32, Precision::kF32, 10, 64, 172, 172},
-                    {DType::kBF16, Precision::kBF16, 100, 576, 192, 200}},
+                    {DType::kBF16, Precision::kBF16, 100, 576, 192, 200},
+                    {DType::kQ4_1, Precision::kF32, 20, 1088, 40, 40}},  // k in several steps
                    1.f, check);
 }
 
