@@ -107,26 +107,11 @@ void FmaProducts(const float* x, int64_t ldx, int64_t width, const float* column
     for (int64_t t0 = 0; t0 < tokens;) {
       const int64_t left = tokens - t0;
       const int64_t group = left <= 6 ? left : left < 10 ? left - 4 : 6;
-      switch (group) {
-        case 6:
-          FmaGroup<6>(t0, x, ldx, width, columns, half, resume, sums);
-          break;
-        case 5:
-          FmaGroup<5>(t0, x, ldx, width, columns, half, resume, sums);
-          break;
-        case 4:
-          FmaGroup<4>(t0, x, ldx, width, columns, half, resume, sums);
-          break;
-        case 3:
-          FmaGroup<3>(t0, x, ldx, width, columns, half, resume, sums);
-          break;
-        case 2:
-          FmaGroup<2>(t0, x, ldx, width, columns, half, resume, sums);
-          break;
-        default:
-          FmaGroup<1>(t0, x, ldx, width, columns, half, resume, sums);
-          break;
-      }
+      // FmaGroup<n> for a group of n tokens.
+      static constexpr void (*kGroupOf[])(int64_t, const float*, int64_t, int64_t, const float*,
+                                          int, bool, float*) = {
+          nullptr, FmaGroup<1>, FmaGroup<2>, FmaGroup<3>, FmaGroup<4>, FmaGroup<5>, FmaGroup<6>};
+      kGroupOf[group](t0, x, ldx, width, columns, half, resume, sums);
       t0 += group;
     }
   }
