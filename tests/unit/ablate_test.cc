@@ -16,7 +16,7 @@
 #include "gtest/gtest.h"
 #include "tests/unit/test_util.h"
 
-namespace superweight {
+namespace superweight::ablate_test {
 namespace {
 
 using testing::EvalDataDir;
@@ -407,4 +407,4 @@ TEST(Ablate, ATaskTwiceInAPlanIsRefused) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::ablate_test

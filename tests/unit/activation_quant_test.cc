@@ -12,7 +12,7 @@
 #include "gtest/gtest.h"
 #include "tests/unit/test_util.h"
 
-namespace superweight {
+namespace superweight::activation_quant_test {
 namespace {
 
 using testing::TinyStories;
@@ -283,4 +283,4 @@ TEST(ActivationQuant, SettingViews) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::activation_quant_test

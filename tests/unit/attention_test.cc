@@ -11,7 +11,7 @@
 #include "gtest/gtest.h"
 #include "tests/unit/test_util.h"
 
-namespace superweight {
+namespace superweight::attention_test {
 namespace {
 
 struct Case {
@@ -206,9 +206,9 @@ TEST(CausalAttention, Bf16ShorterSequenceAfterALongerOneIsUnaffected) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::attention_test
 
-namespace superweight {
+namespace superweight::attention_test {
 namespace {
 
 // Gemma's attention: its own scale, tanh soft-capping of the scores (Gemma 2) and a sliding
@@ -267,4 +267,4 @@ TEST(CausalAttention, QueriesFromAFirstOneAreTheWholeCallsRows) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::attention_test

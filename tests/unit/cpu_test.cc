@@ -9,7 +9,7 @@
 #include "gtest/gtest.h"
 #include "tests/unit/test_util.h"
 
-namespace superweight {
+namespace superweight::cpu_test {
 namespace {
 
 TEST(Cpu, ParsesEveryClassNameAndRefusesOthers) {
@@ -77,4 +77,4 @@ TEST(Cpu, OneDnnRefusalBecomesAStatus) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::cpu_test

@@ -8,7 +8,7 @@
 #include "engine/runtime/cpu.h"
 #include "gtest/gtest.h"
 
-namespace superweight {
+namespace superweight::dequantize_test {
 namespace {
 
 TEST(HalfToFloat, KnownValues) {
@@ -215,4 +215,4 @@ TEST_P(DequantizeBothPaths, FloatsToBFloat16EqualsScalarOnSpecialValues) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::dequantize_test

@@ -10,7 +10,7 @@
 #include "gtest/gtest.h"
 #include "tests/unit/test_util.h"
 
-namespace superweight {
+namespace superweight::edit_set_test {
 namespace {
 
 // Keeps one layer's down_proj input and output.
@@ -300,4 +300,4 @@ TEST_F(EditSetTest, CoordinatesGivenTwiceAndNonFiniteValuesAreRefused) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::edit_set_test

@@ -21,7 +21,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/unit/test_util.h"
 
-namespace superweight {
+namespace superweight::export_hf_test {
 namespace {
 
 using ::testing::ElementsAre;
@@ -364,4 +364,4 @@ TEST(SafetensorsWriter, WritesSortedAlignedTensorsAndRoundsBf16ToNearestEven) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::export_hf_test

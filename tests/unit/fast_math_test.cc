@@ -7,7 +7,7 @@
 #include "engine/runtime/flush_subnormals.h"
 #include "gtest/gtest.h"
 
-namespace superweight {
+namespace superweight::fast_math_test {
 namespace {
 
 TEST(FastExp, WithinTwoUlpOfExp) {
@@ -57,4 +57,4 @@ TEST(ScopedFlushSubnormals, FlushesInsideAndRestoresAfter) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::fast_math_test

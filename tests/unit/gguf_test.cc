@@ -7,7 +7,7 @@
 #include "tests/unit/gguf_writer.h"
 #include "tests/unit/test_util.h"
 
-namespace superweight {
+namespace superweight::gguf_test {
 namespace {
 
 using testing::GgufWriter;
@@ -117,4 +117,4 @@ TEST(Gguf, ParsesTheRealSmolLm2Header) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::gguf_test

@@ -22,7 +22,7 @@
 #include "tests/unit/gguf_writer.h"
 #include "tests/unit/test_util.h"
 
-namespace superweight {
+namespace superweight::gguf_writer_test {
 namespace {
 
 using ::testing::ElementsAre;
@@ -342,4 +342,4 @@ TEST(RequantizeGguf, ManyRowsAreTheRowByRowBytesAndABadRowIsNamed) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::gguf_writer_test

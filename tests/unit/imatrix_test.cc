@@ -10,7 +10,7 @@
 #include "engine/util/mapped_file.h"
 #include "tests/unit/test_util.h"
 
-namespace superweight {
+namespace superweight::imatrix_test {
 namespace {
 
 using ::testing::HasSubstr;
@@ -137,4 +137,4 @@ TEST(Imatrix, WrittenInLlamaCppsGgufLayout) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::imatrix_test

@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_format.h"
 
-namespace superweight {
+namespace superweight::llama_quantize_plan_test {
 namespace {
 
 using ::testing::HasSubstr;
@@ -181,4 +181,4 @@ TEST(LlamaQuantizePlan, RefusesBadPatternsAndUnplaceableExpertTensors) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::llama_quantize_plan_test

@@ -10,7 +10,7 @@
 #include "gtest/gtest.h"
 #include "tests/unit/test_util.h"
 
-namespace superweight {
+namespace superweight::locate_test {
 namespace {
 
 // The confirmation runs the intact text and every candidate zeroed in one batched call: each
@@ -65,4 +65,4 @@ TEST(Locate, ConfirmationEqualsEachCandidateAlone) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::locate_test

@@ -15,7 +15,7 @@
 #include "gtest/gtest.h"
 #include "tests/unit/test_util.h"
 
-namespace superweight {
+namespace superweight::mapped_file_test {
 namespace {
 
 using testing::ScratchDir;
@@ -149,4 +149,4 @@ TEST(MappedFile, AnExportRefusesASourceShortenedWhileItWasRead) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::mapped_file_test

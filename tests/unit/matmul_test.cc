@@ -14,7 +14,7 @@
 #include "gtest/gtest.h"
 #include "tests/unit/test_util.h"
 
-namespace superweight {
+namespace superweight::matmul_test {
 namespace {
 
 // Weights of a given type with ordinary random values, kept alive with their Matrix view.
@@ -592,4 +592,4 @@ TEST(Linear, AmxPlanesStartACacheLine) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::matmul_test

@@ -8,7 +8,7 @@
 #include "gtest/gtest.h"
 #include "tests/unit/test_util.h"
 
-namespace superweight {
+namespace superweight::model_test {
 namespace {
 
 using ::testing::HasSubstr;
@@ -256,4 +256,4 @@ TEST(Forward, BatchedSequencesEqualSeparateOnes) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::model_test

@@ -15,7 +15,7 @@
 #include "engine/runtime/forward.h"
 #include "gtest/gtest.h"
 
-namespace superweight {
+namespace superweight::moe_test {
 namespace {
 
 constexpr int kHidden = 32, kExperts = 4, kExpertWidth = 16, kLayers = 2, kVocab = 64;
@@ -252,4 +252,4 @@ TEST(SuperExperts, ThePublishedRule) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::moe_test

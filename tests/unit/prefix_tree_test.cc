@@ -15,7 +15,7 @@
 #include "gtest/gtest.h"
 #include "tests/unit/test_util.h"
 
-namespace superweight {
+namespace superweight::prefix_tree_test {
 namespace {
 
 using testing::EvalDataDir;
@@ -205,4 +205,4 @@ TEST(PrefixTree, SharedChoicesScoreAsEachAlone) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::prefix_tree_test

@@ -13,7 +13,7 @@
 #include "gtest/gtest.h"
 #include "tests/unit/test_util.h"
 
-namespace superweight {
+namespace superweight::publish_test {
 namespace {
 
 using ::testing::ElementsAre;
@@ -80,4 +80,4 @@ TEST(Utf8Prefix, NeverCutsInsideACharacter) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::publish_test

@@ -12,7 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace superweight {
+namespace superweight::quantize_ggml_test {
 namespace {
 
 using ::testing::HasSubstr;
@@ -519,4 +519,4 @@ TEST(DType, TableMatchesGgml) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::quantize_ggml_test

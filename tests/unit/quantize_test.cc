@@ -10,7 +10,7 @@
 #include "gtest/gtest.h"
 #include "tests/unit/test_util.h"
 
-namespace superweight {
+namespace superweight::quantize_test {
 namespace {
 
 using testing::TinyStories;
@@ -131,4 +131,4 @@ TEST(CheckComparable, TheFirstDifferenceIsNamedBeforeAnyWork) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::quantize_test

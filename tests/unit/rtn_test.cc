@@ -8,7 +8,7 @@
 
 #include "gtest/gtest.h"
 
-namespace superweight {
+namespace superweight::rtn_test {
 namespace {
 
 Matrix F32Matrix(const std::vector<float>& values, int64_t rows, int64_t cols) {
@@ -164,4 +164,4 @@ TEST(Rtn, RefusesBadSpecsAndNonFiniteWeights) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::rtn_test

@@ -7,7 +7,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace superweight {
+namespace superweight::safetensors_test {
 namespace {
 
 using ::testing::HasSubstr;
@@ -90,4 +90,4 @@ TEST(Safetensors, EveryTruncationIsAnError) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::safetensors_test

@@ -5,7 +5,7 @@
 #include "gtest/gtest.h"
 #include "tests/unit/test_util.h"
 
-namespace superweight {
+namespace superweight::score_test {
 namespace {
 
 // Sequences of different lengths scored in one batch (one forward pass, one lm_head pass over
@@ -36,9 +36,9 @@ TEST(TokenLogprobs, BatchEqualsEachSequenceAlone) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::score_test
 
-namespace superweight {
+namespace superweight::score_test {
 namespace {
 
 // Settings that edit the lower layers alike share them: the second of two that prune the same
@@ -85,4 +85,4 @@ TEST(SettingPasses, SettingsThatEditTheLowerLayersAlikeShareThem) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::score_test

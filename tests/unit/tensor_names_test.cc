@@ -4,7 +4,7 @@
 
 #include "gtest/gtest.h"
 
-namespace superweight {
+namespace superweight::tensor_names_test {
 namespace {
 
 constexpr Architecture kArchitectures[] = {
@@ -117,4 +117,4 @@ TEST(TensorNames, RefusesNamesOutsideTheTable) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::tensor_names_test

@@ -12,7 +12,7 @@
 #include "gtest/gtest.h"
 #include "tests/unit/test_util.h"
 
-namespace superweight {
+namespace superweight::tokenizer_test {
 namespace {
 
 using ::testing::ElementsAre;
@@ -397,4 +397,4 @@ TEST(Tokenizer, MaxTokensRefusesTextOverTheLimitHoweverLong) {
 }
 
 }  // namespace
-}  // namespace superweight
+}  // namespace superweight::tokenizer_test
