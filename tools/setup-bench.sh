@@ -58,7 +58,8 @@ cpu=native-$(g++ -march=native -Q --help=target | sha256sum | cut -c1-12)
 # would make, with the same options: shared, common library on, no curl) and llama-quantize and
 # llama-imatrix, which the recipe tests run as the service prints them and the imatrix oracle
 # compares with the engine's matrix. (Building the binding and the tools apart compiled llama.cpp
-# twice: about half of a cold set-up.) A build a killed run left (make test's background
+# twice: about half of a cold set-up.) Its common library as a unity build
+# (tools/llama-cpp-common-unity.cmake). A build a killed run left (make test's background
 # set-up, stopped with the suite) resumes.
 llama_dir=$cache/llama.cpp-$version-$cpu
 if [[ ! -f $llama_dir/.ready ]]; then
@@ -75,6 +76,7 @@ if [[ ! -f $llama_dir/.ready ]]; then
     rmdir "$llama_dir/extracting"
   fi
   cmake -S "$src" -B "$llama_dir/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+    -DCMAKE_PROJECT_INCLUDE="$PWD/tools/llama-cpp-common-unity.cmake" \
     -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
     -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF > "$llama_dir/configure.log"
