@@ -19,18 +19,19 @@ build: setup
 	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
-# The engine's unit tests again under AddressSanitizer and UndefinedBehaviorSanitizer, built with
-# clang 14 (the fuzzers' compiler and OpenMP runtime): its sanitized build and tests take under
-# half of GCC's time; the GCC build's own tests are unit-test's. Line tables are all a report
-# needs (a fifth less build time than full debug information). A build folder another compiler
-# configured is started afresh (CMake would drop the other settings with its cache).
+# The engine's and the server's unit tests again under AddressSanitizer and
+# UndefinedBehaviorSanitizer, and the libFuzzer targets (fuzz-build), in one tree built with
+# clang 14 (the fuzzers' compiler and OpenMP runtime): the engine compiled once for both, its
+# sanitized build and tests in under half of GCC's time; the GCC build's own tests are
+# unit-test's. Line tables are all a report needs (a fifth less build time than full debug
+# information); assertions on. A build folder another compiler configured is started afresh
+# (CMake would drop the other settings with its cache).
 build-asan: setup
 	@tools/setup.sh --fuzz
 	@grep -qs 'CMAKE_CXX_COMPILER:.*clang++-14' $(ASAN_BUILD)/CMakeCache.txt || rm -rf $(ASAN_BUILD)
 	@cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	  -DCMAKE_CXX_COMPILER=clang++-14 \
-	  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -gline-tables-only -DNDEBUG" \
-	  -DSUPERWEIGHT_SANITIZE=ON -DSUPERWEIGHT_UNIT_TESTS_ONLY=ON >/dev/null
+	  -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -gline-tables-only" \
+	  -DSUPERWEIGHT_SANITIZE=ON -DSUPERWEIGHT_FUZZ=ON -DSUPERWEIGHT_UNIT_TESTS_ONLY=OFF >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 
 unit-test: build
@@ -54,19 +55,15 @@ llama-cpp-test: build
 	@.venv/bin/python -m pytest -q --durations=8 -m llama_cpp tests/oracle
 	@.venv/bin/python -m pytest -q --durations=8 -m llama_cpp tests/e2e
 
-# libFuzzer on what reads untrusted input (clang 14, ASan+UBSan; tests/fuzz/README.md): the
-# GGUF, safetensors and tokenizer readers, a Hugging Face directory as the server opens one, and
-# requests through the service's checks. fuzz-test runs each for FUZZ_TEST_SECONDS from its
-# committed corpus, as part of make test; fuzz runs each for FUZZ_SECONDS and keeps what it
-# finds in build-fuzz/corpus.
-FUZZ_BUILD := build-fuzz
+# libFuzzer on what reads untrusted input (clang 14, ASan+UBSan, built by build-asan;
+# tests/fuzz/README.md): the GGUF, safetensors and tokenizer readers, a Hugging Face directory
+# as the server opens one, and requests through the service's checks. fuzz-test runs each for
+# FUZZ_TEST_SECONDS from its committed corpus, as part of make test; fuzz runs each for
+# FUZZ_SECONDS and keeps what it finds in build-asan/corpus.
+FUZZ_BUILD := $(ASAN_BUILD)
 FUZZ_SECONDS ?= 60
 FUZZ_TEST_SECONDS ?= 20
-fuzz-build:
-	@tools/setup.sh --fuzz
-	@CC=clang-14 CXX=clang++-14 cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	  -DSUPERWEIGHT_FUZZ=ON -DSUPERWEIGHT_SANITIZE=ON >/dev/null
-	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzzers
+fuzz-build: build-asan
 
 fuzz-test: fuzz-build
 	@tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_TEST_SECONDS) $(JOBS) scratch
@@ -135,4 +132,4 @@ format:
 	@clang-format -i $$(git ls-files '*.cc' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz
