@@ -8,17 +8,14 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/unit/test_util.h"
 
 namespace superweight::server {
 namespace {
 
 using ::testing::HasSubstr;
 
-std::string FreshDir(const std::string& name) {
-  const std::string dir = ::testing::TempDir() + "sw_lock_" + name + "_" + std::to_string(getpid());
-  EXPECT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
-  return dir;
-}
+std::string FreshDir(const std::string& name) { return testing::ScratchDir("lock_" + name); }
 
 TEST(DirectoryLock, OneHolderWhateverThePathAndItsPidIsNamed) {
   const std::string dir = FreshDir("one");

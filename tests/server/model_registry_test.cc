@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/unit/test_util.h"
 
 namespace superweight::server {
 namespace {
@@ -19,10 +20,8 @@ std::string TestData(const std::string& rel) {
 
 // A model root holding a copy of stories260K and a broken GGUF.
 std::string MakeRoot(const std::string& name) {
-  const std::string root =
-      ::testing::TempDir() + "sw_registry_" + name + "_" + std::to_string(::getpid());
-  const std::string cmd = "rm -rf '" + root + "' && mkdir -p '" + root + "' && cp '" +
-                          TestData("stories260K/stories260K.bin") + "' '" +
+  const std::string root = testing::ScratchDir("registry_" + name);
+  const std::string cmd = "cp '" + TestData("stories260K/stories260K.bin") + "' '" +
                           TestData("stories260K/tok512.bin") + "' '" + root + "/'";
   EXPECT_EQ(std::system(cmd.c_str()), 0);
   std::ofstream(root + "/broken.gguf", std::ios::binary) << "GGUF\x03";

@@ -6,9 +6,11 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -48,11 +50,44 @@ inline std::vector<std::string> DirectoryEntries(const std::string& dir) {
   return names;
 }
 
-// A fresh directory under the test's temporary directory.
+// The scratch directories a test process made, removed when it ends (each ctest test is a
+// process of its own) unless a test failed, so that a failure's files can still be read.
+class ScratchDirsRemovedAtExit {
+ public:
+  static void Add(std::string dir) {
+    static ScratchDirsRemovedAtExit dirs;  // destroyed at exit, after the tests ran
+    std::lock_guard<std::mutex> lock(dirs.mu_);
+    dirs.dirs_.push_back(std::move(dir));
+  }
+  ~ScratchDirsRemovedAtExit() {
+    if (!::testing::UnitTest::GetInstance()->Passed()) return;
+    for (const std::string& dir : dirs_) {
+      // Read-only entries (the tests of unwritable outputs) are made removable first.
+      const std::string cmd = "chmod -R u+rwX '" + dir + "' 2>/dev/null; rm -rf '" + dir + "'";
+      if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "could not remove %s\n", dir.c_str());
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::string> dirs_;
+};
+
+// A fresh directory under the test's temporary directory, removed at the process's end. A
+// death test's child (threadsafe style: the test binary run again, which dies without exit
+// handlers) makes its own beside its parent's, and the parent removes both.
 inline std::string ScratchDir(const std::string& name) {
-  std::string dir = ::testing::TempDir() + "sw_" + name + "_" + std::to_string(::getpid());
+  const bool death_test_child = !GTEST_FLAG_GET(internal_run_death_test).empty();
+  std::string dir = ::testing::TempDir() + "sw_" + name + "_" +
+                    std::to_string(death_test_child ? ::getppid() : ::getpid());
+  const std::string child_dir = dir + "_death_test";
+  if (death_test_child) dir = child_dir;
   std::string cmd = "rm -rf '" + dir + "' && mkdir -p '" + dir + "'";
   EXPECT_EQ(std::system(cmd.c_str()), 0);
+  if (!death_test_child) {
+    ScratchDirsRemovedAtExit::Add(dir);
+    ScratchDirsRemovedAtExit::Add(child_dir);
+  }
   return dir;
 }
 
