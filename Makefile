@@ -40,20 +40,28 @@ unit-test: build
 asan-test: build-asan
 	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS)
 
+# The Python suites run a file at a time on each of up to four workers (pytest-xdist; a file's
+# fixtures stay in its worker), the cores shared out among them (OMP_NUM_THREADS: the engine,
+# the server, torch and llama.cpp): a test waits on servers, subprocesses and timers for about a
+# third of its time, which another worker fills (e2e on 2 cores: 637 s one at a time, 455 s).
+TEST_WORKERS := $(shell n=$(JOBS); echo $$((n < 4 ? n : 4)))
+PYTEST := OMP_NUM_THREADS=$(shell echo $$(($(JOBS) / $(TEST_WORKERS)))) .venv/bin/python -m pytest \
+  -q -n $(TEST_WORKERS) --dist loadfile
+
 # The oracle and end-to-end tests that need llama.cpp (marked llama_cpp: its native build, its
 # tools, its converter) are llama-cpp-test's, after the others, so that make test's background
 # set-up of llama.cpp (tools/test-stages.sh) has them to overlap.
 oracle-test: build
-	@.venv/bin/python -m pytest -q --durations=12 -m 'not llama_cpp' tests/oracle
+	@$(PYTEST) --durations=12 -m 'not llama_cpp' tests/oracle
 
 # The real server on loopback, driven by the real client.
 e2e-test: build
-	@.venv/bin/python -m pytest -q --durations=12 -m 'not llama_cpp' tests/e2e
+	@$(PYTEST) --durations=12 -m 'not llama_cpp' tests/e2e
 
 llama-cpp-test: build
 	@tools/setup-bench.sh
-	@.venv/bin/python -m pytest -q --durations=8 -m llama_cpp tests/oracle
-	@.venv/bin/python -m pytest -q --durations=8 -m llama_cpp tests/e2e
+	@$(PYTEST) --durations=8 -m llama_cpp tests/oracle
+	@$(PYTEST) --durations=8 -m llama_cpp tests/e2e
 
 # libFuzzer on what reads untrusted input (clang 14, ASan+UBSan, built by build-asan;
 # tests/fuzz/README.md): the GGUF, safetensors and tokenizer readers, a Hugging Face directory

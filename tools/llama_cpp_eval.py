@@ -15,7 +15,8 @@
       type, as tests/oracle/test_ggml_quantizers.py does: pure, requantizing allowed)
 
 Run with .venv-bench/bin/python (tools/setup-bench.sh). As bench/llama_cpp_score.py, llama.cpp's
-extra buffer types are off (its AMX matmul crashes on some machines here); 2 threads. The KV cache
+extra buffer types are off (its AMX matmul crashes on some machines here); 2 threads, or
+OMP_NUM_THREADS (make's parallel test workers give each one). The KV cache
 is f32 unless --kv=f16 (llama.cpp's default): on an f32 file of the families without GELU its
 logits are then those of a float64 forward pass within about 2e-6 (relative to the largest),
 against about 2e-3 with an f16 cache; the Gemmas' are within about 3e-4 either way (ggml's GELU
@@ -23,6 +24,7 @@ goes through an f16 table).
 """
 import ctypes
 import json
+import os
 import sys
 
 import numpy as np
@@ -30,6 +32,7 @@ import numpy as np
 # llama_ftype of each TYPE (LLAMA_FTYPE_MOSTLY_*); a K type is its small (S) mix, pure.
 FTYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9,
           "Q2_K": 10, "Q3_K": 11, "Q4_K": 14, "Q5_K": 16, "Q6_K": 18, "BF16": 32}
+THREADS = int(os.environ.get("OMP_NUM_THREADS") or 2)
 
 
 def without_extra_bufts():
@@ -58,7 +61,7 @@ def logits(model, ids, kv="f32"):
     from llama_cpp import Llama
     n = max(len(ids), 1)
     llm = Llama(model_path=model, n_ctx=n, n_batch=n, n_ubatch=n, logits_all=True,
-                n_threads=2, n_threads_batch=2, type_k=KV_TYPES[kv], type_v=KV_TYPES[kv],
+                n_threads=THREADS, n_threads_batch=THREADS, type_k=KV_TYPES[kv], type_v=KV_TYPES[kv],
                 verbose=False)
     llm.eval(ids)
     return np.array(llm.scores[:len(ids)], dtype=np.float32)

@@ -10,7 +10,7 @@ packages=(cmake ninja-build g++ pkg-config ccache
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libdnnl-dev libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev
   nlohmann-json3-dev libicu-dev libssl-dev libpq-dev postgresql-15 clang-format
-  libopenblas0-openmp python3-torch python3-numpy python3-pytest python3-venv python3-yaml python3-psutil
+  libopenblas0-openmp python3-torch python3-numpy python3-pytest python3-pytest-xdist python3-venv python3-yaml python3-psutil
   python3-packaging python3-requests dpkg-dev)
 # --fuzz: also clang 14 with its sanitizer and OpenMP runtimes, for the fuzzers and the ASan build
 # (make fuzz-test, make asan-test).

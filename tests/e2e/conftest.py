@@ -1,4 +1,6 @@
 """End-to-end fixtures: the real superweightd on loopback, driven by the real client."""
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -30,6 +32,15 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "llama_cpp: needs llama.cpp's native build (tools/setup-bench.sh): make "
         "llama-cpp-test runs these, make e2e-test the others")
+
+
+@contextlib.contextmanager
+def python_package_build(tmp_path_factory):
+    """pip builds python/ in place (its build/ and egg-info): one build at a time, across
+    pytest-xdist's workers too (their temporary directories share a parent)."""
+    with open(tmp_path_factory.getbasetemp().parent / "python-package-build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def coordinate(super_weight):

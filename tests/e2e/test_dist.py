@@ -8,15 +8,16 @@ import time
 
 import pytest
 
-from conftest import ROOT, VERSION, free_port
+from conftest import ROOT, VERSION, free_port, python_package_build
 
 
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
-    run = subprocess.run([os.path.join(ROOT, "tools", "dist.sh"), str(out)], capture_output=True,
-                         text=True)
+    with python_package_build(tmp_path_factory):
+        run = subprocess.run([os.path.join(ROOT, "tools", "dist.sh"), str(out)],
+                             capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
     return out
 

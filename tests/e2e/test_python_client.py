@@ -11,7 +11,7 @@ import pytest
 import yaml
 from fast_gguf import GGUFReader
 
-from conftest import BIN, ROOT, TOKEN, VERSION, Server
+from conftest import BIN, ROOT, TOKEN, VERSION, Server, python_package_build
 
 GATE = os.path.join(ROOT, "examples", "ci")
 QUICK_CHECK = {"WINDOW": "128", "MAX_WINDOWS": "1", "SUPER_WEIGHTS": "11,507,1229",
@@ -33,8 +33,9 @@ def package_python(tmp_path_factory):
     subprocess.run(["/usr/bin/python3", "-m", "venv", "--system-site-packages", str(env)],
                    check=True)
     python = str(env / "bin" / "python")
-    out = subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                          os.path.join(ROOT, "python")], capture_output=True, text=True)
+    with python_package_build(tmp_path_factory):
+        out = subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                              os.path.join(ROOT, "python")], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     return python
 

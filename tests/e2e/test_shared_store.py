@@ -18,7 +18,9 @@ from conftest import (BIN, PG_SCRATCH, TESTDATA, Replica, fresh_database, metric
 TEXT = os.path.join(TESTDATA, "text", "wiki.test.raw")
 # A Score job of several seconds: long enough to kill, freeze or cancel while it runs.
 LONG = ["score", "--model=smollm2.gguf", f"--text_file={TEXT}", "--window=256",
-        "--max_windows=20"]
+        "--max_windows=8"]
+# One that outlasts the queue-wide gauges' report (every 10 s), cancelled once they are seen.
+LONGER = LONG[:-1] + ["--max_windows=100"]
 
 
 def wait_for(predicate, seconds=60):
@@ -397,7 +399,7 @@ def store_gauges(replica):
 
 
 def test_one_replica_reports_the_queue_wide_gauges(replicas):
-    ids = [replicas[i % 3].call(*LONG, "--no_wait")["job_id"] for i in range(6)]
+    ids = [replicas[i % 3].call(*LONGER, "--no_wait")["job_id"] for i in range(6)]
     try:
         # Three running and three queued for a while: the reporting replica (the holder of an
         # advisory lock, every 10 s) sees them; the others report nothing of their own.

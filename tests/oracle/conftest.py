@@ -18,6 +18,9 @@ gguf.GGUFReader = GGUFReader
 ENGINE = os.path.join(ROOT, "build", "bin", "superweight-engine")
 TESTDATA = os.path.join(ROOT, "testdata")
 SMOLLM2 = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+# Threads for the oracles (torch, llama.cpp): the share OMP_NUM_THREADS gives each of make's
+# parallel test workers (one), else every core.
+THREADS = int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
 TINYSTORIES = os.path.join(TESTDATA, "hf_tinystories_656k")
 STORIES260K = os.path.join(TESTDATA, "stories260K", "stories260K.bin")
 WIKITEXT = os.path.join(TESTDATA, "text", "wiki.test.raw")
@@ -72,7 +75,7 @@ def relative_error(got, want):
 @pytest.fixture(scope="session")
 def torch():
     import torch as t
-    t.set_num_threads(os.cpu_count() or 1)
+    t.set_num_threads(THREADS)
     return t
 
 

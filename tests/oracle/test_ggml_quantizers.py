@@ -326,8 +326,9 @@ def test_requantize_equals_llama_cpps_quantizer(qtype, tmp_path):
 # What every llama.cpp script here starts with. As bench/llama_cpp_score.py: llama.cpp's extra
 # buffer types off (its AMX Q4_1 matmul crashes with SIGSEGV on the Sapphire Rapids machines here).
 LLAMA_CPP_PRELUDE = r"""
-import json, sys
+import json, os, sys
 import numpy as np
+THREADS = int(os.environ.get("OMP_NUM_THREADS") or 2)
 import llama_cpp.llama_cpp as binding
 from llama_cpp import Llama
 default_params = binding.llama_model_default_params
@@ -340,7 +341,7 @@ binding.llama_model_default_params = without_extra_bufts
 
 LLAMA_CPP_SCRIPT = LLAMA_CPP_PRELUDE + r"""
 ids = json.loads(sys.argv[2])
-llm = Llama(model_path=sys.argv[1], logits_all=True, n_ctx=64, n_threads=2, verbose=False)
+llm = Llama(model_path=sys.argv[1], logits_all=True, n_ctx=64, n_threads=THREADS, verbose=False)
 llm.eval(ids)
 logits = np.array(llm.scores[:len(ids)], dtype=np.float32)
 np.save(sys.argv[3], logits)
@@ -371,7 +372,7 @@ def test_llama_cpp_runs_the_requantized_file(requantized, tmp_path):
 LLAMA_CPP_PERPLEXITY_SCRIPT = LLAMA_CPP_PRELUDE + r"""
 ids, window = json.loads(sys.argv[2]), int(sys.argv[3])
 llm = Llama(model_path=sys.argv[1], logits_all=True, n_ctx=window, n_batch=window,
-            n_threads=2, verbose=False)
+            n_threads=THREADS, verbose=False)
 nll, count = 0.0, 0
 for start in range(0, len(ids) - window + 1, window):
     chunk = ids[start:start + window]
