@@ -43,7 +43,7 @@ asan-test: build-asan
 # The Python suites run a file at a time on each of up to four workers (pytest-xdist; a file's
 # fixtures stay in its worker), the cores shared out among them (OMP_NUM_THREADS: the engine,
 # the server, torch and llama.cpp): a test waits on servers, subprocesses and timers for about a
-# third of its time, which another worker fills (e2e on 2 cores: 637 s one at a time, 455 s).
+# third of its time, which another worker fills (2 cores: e2e 637 s on one worker, 412 s on two).
 TEST_WORKERS := $(shell n=$(JOBS); echo $$((n < 4 ? n : 4)))
 PYTEST := OMP_NUM_THREADS=$(shell echo $$(($(JOBS) / $(TEST_WORKERS)))) .venv/bin/python -m pytest \
   -q -n $(TEST_WORKERS) --dist loadfile
