@@ -16,11 +16,11 @@
 
 Run with .venv-bench/bin/python (tools/setup-bench.sh). As bench/llama_cpp_score.py, llama.cpp's
 extra buffer types are off (its AMX matmul crashes on some machines here); 2 threads, or
-OMP_NUM_THREADS (make's parallel test workers give each one). The KV cache
-is f32 unless --kv=f16 (llama.cpp's default): on an f32 file of the families without GELU its
-logits are then those of a float64 forward pass within about 2e-6 (relative to the largest),
-against about 2e-3 with an f16 cache; the Gemmas' are within about 3e-4 either way (ggml's GELU
-goes through an f16 table).
+OMP_NUM_THREADS (make's parallel test workers give each one). The KV cache is f32 unless
+--kv=f16 (llama.cpp's default): on an f32 file of the families without GELU its logits are then
+those of a float64 forward pass within about 2e-6 (relative to the largest), against about 2e-3
+with an f16 cache; the Gemmas' are within about 3e-4 either way (ggml's GELU goes through an
+f16 table).
 """
 import ctypes
 import json
@@ -61,8 +61,8 @@ def logits(model, ids, kv="f32"):
     from llama_cpp import Llama
     n = max(len(ids), 1)
     llm = Llama(model_path=model, n_ctx=n, n_batch=n, n_ubatch=n, logits_all=True,
-                n_threads=THREADS, n_threads_batch=THREADS, type_k=KV_TYPES[kv], type_v=KV_TYPES[kv],
-                verbose=False)
+                n_threads=THREADS, n_threads_batch=THREADS, type_k=KV_TYPES[kv],
+                type_v=KV_TYPES[kv], verbose=False)
     llm.eval(ids)
     return np.array(llm.scores[:len(ids)], dtype=np.float32)
 

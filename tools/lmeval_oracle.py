@@ -77,9 +77,8 @@ def main():
     from lm_eval.tasks import TaskManager
     from transformers import AutoTokenizer
     sys.path.insert(0, os.path.join(ROOT, "tests", "oracle"))
-    from conftest import _load_hf
-    # Every core, or the share OMP_NUM_THREADS gives each of make's parallel test workers.
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1)
+    from conftest import THREADS, _load_hf
+    torch.set_num_threads(THREADS)
     tasks_dir = os.path.join(os.path.dirname(lm_eval.__file__), "tasks")
     with tempfile.TemporaryDirectory() as tmp:
         for task in tasks:
