@@ -14,7 +14,7 @@
 #include "client/verb.h"
 
 namespace superweight::client {
-namespace {
+namespace ablate {  // one per verb: verbs compile together
 
 void PrintAblate(const v1::AblateResponse& resp) {
   const v1::AblateResult& r = resp.result();
@@ -123,14 +123,14 @@ absl::Status CheckFlags(const std::set<std::string>& given) {
   return absl::OkStatus();
 }
 
-}  // namespace
+}  // namespace ablate
 
 Verb AblateVerb() {
   return {"ablate",
           "zero-shot accuracy and perplexity with the super weights pruned, scaled, ...",
           {"settings", "scales", "outlier_fraction", "token_prob_contexts", "prune_experts"},
-          CheckFlags,
-          Run};
+          ablate::CheckFlags,
+          ablate::Run};
 }
 
 }  // namespace superweight::client

@@ -8,7 +8,7 @@
 #include "client/verb.h"
 
 namespace superweight::client {
-namespace {
+namespace check {  // one per verb: verbs compile together
 
 void PrintCheck(const v1::CheckRequest& req, const v1::CheckResponse& resp) {
   const v1::CheckResult& r = resp.result();
@@ -59,14 +59,14 @@ Exit Run(const VerbContext& context) {
   return resp.result().passed() ? kDone : kNotAsExpected;
 }
 
-}  // namespace
+}  // namespace check
 
 Verb CheckVerb() {
   return {"check",
           "whether quantized --model keeps the super weights of --reference",
           {"reference", "max_ppl_ratio", "max_rel_error", "min_activation_ratio"},
           nullptr,
-          Run};
+          check::Run};
 }
 
 }  // namespace superweight::client

@@ -10,7 +10,7 @@
 #include "grpcpp/generic/generic_stub.h"
 
 namespace superweight::client {
-namespace {
+namespace health {  // one per verb: verbs compile together
 
 Exit Run(const VerbContext& context) {
   // The request (service "") encodes as zero bytes; the response's only field is status
@@ -44,14 +44,14 @@ Exit Run(const VerbContext& context) {
   return serving ? kDone : kFailed;
 }
 
-}  // namespace
+}  // namespace health
 
 Verb HealthVerb() {
   return {"health",
           "whether the server is serving (gRPC health checking; needs no token)",
           {},
           nullptr,
-          Run};
+          health::Run};
 }
 
 }  // namespace superweight::client

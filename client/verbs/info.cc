@@ -6,7 +6,7 @@
 #include "client/verb.h"
 
 namespace superweight::client {
-namespace {
+namespace info {  // one per verb: verbs compile together
 
 Exit Run(const VerbContext& context) {
   v1::ServerInfo info;
@@ -27,14 +27,14 @@ Exit Run(const VerbContext& context) {
   return kDone;
 }
 
-}  // namespace
+}  // namespace info
 
 Verb InfoVerb() {
   return {"info",
           "the server's build (version, git revision, CPU class) and job store",
           {},
           nullptr,
-          Run};
+          info::Run};
 }
 
 }  // namespace superweight::client

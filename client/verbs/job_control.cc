@@ -9,7 +9,7 @@
 #include "client/verb.h"
 
 namespace superweight::client {
-namespace {
+namespace job_control {  // one per verb: verbs compile together
 
 Exit Watch(const VerbContext& context) {
   if (absl::GetFlag(FLAGS_job).empty()) return Usage("--job=ID is required");
@@ -59,10 +59,12 @@ Exit Cancel(const VerbContext& context) {
   return kDone;
 }
 
-}  // namespace
+}  // namespace job_control
 
-Verb WatchVerb() { return {"watch", "a job's progress until it ends", {"job"}, nullptr, Watch}; }
+Verb WatchVerb() {
+  return {"watch", "a job's progress until it ends", {"job"}, nullptr, job_control::Watch};
+}
 
-Verb CancelVerb() { return {"cancel", "stop a job", {"job"}, nullptr, Cancel}; }
+Verb CancelVerb() { return {"cancel", "stop a job", {"job"}, nullptr, job_control::Cancel}; }
 
 }  // namespace superweight::client

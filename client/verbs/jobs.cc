@@ -6,7 +6,7 @@
 #include "client/verb.h"
 
 namespace superweight::client {
-namespace {
+namespace jobs {  // one per verb: verbs compile together
 
 Exit Run(const VerbContext& context) {
   v1::ListJobsRequest req;
@@ -22,10 +22,10 @@ Exit Run(const VerbContext& context) {
   return kDone;
 }
 
-}  // namespace
+}  // namespace jobs
 
 Verb JobsVerb() {
-  return {"jobs", "the server's jobs (--model: only that model's)", {"model"}, nullptr, Run};
+  return {"jobs", "the server's jobs (--model: only that model's)", {"model"}, nullptr, jobs::Run};
 }
 
 }  // namespace superweight::client

@@ -12,7 +12,7 @@
 #include "client/verb.h"
 
 namespace superweight::client {
-namespace {
+namespace locate {  // one per verb: verbs compile together
 
 void PrintLocate(const v1::LocateResponse& resp) {
   const v1::LocateResult& r = resp.result();
@@ -137,14 +137,14 @@ absl::Status CheckFlags(const std::set<std::string>& given) {
   return absl::OkStatus();
 }
 
-}  // namespace
+}  // namespace locate
 
 Verb LocateVerb() {
   return {"locate",
           "the super weights of --model, found by their activation spikes and confirmed",
           {"threshold", "skip_confirmation", "expect"},
-          CheckFlags,
-          Run};
+          locate::CheckFlags,
+          locate::Run};
 }
 
 }  // namespace superweight::client

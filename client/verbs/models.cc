@@ -6,7 +6,7 @@
 #include "client/verb.h"
 
 namespace superweight::client {
-namespace {
+namespace models {  // one per verb: verbs compile together
 
 Exit Run(const VerbContext& context) {
   v1::ListModelsResponse resp;
@@ -25,10 +25,10 @@ Exit Run(const VerbContext& context) {
   return kDone;
 }
 
-}  // namespace
+}  // namespace models
 
 Verb ModelsVerb() {
-  return {"models", "the models under the server's --model_root", {}, nullptr, Run};
+  return {"models", "the models under the server's --model_root", {}, nullptr, models::Run};
 }
 
 }  // namespace superweight::client

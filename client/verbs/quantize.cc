@@ -16,7 +16,7 @@
 #include "client/verb.h"
 
 namespace superweight::client {
-namespace {
+namespace quantize {  // one per verb: verbs compile together
 
 // Average zero-shot accuracy (or, without tasks, WikiText-2 perplexity) against the block size,
 // plain RTN against super-weight-aware, as the paper's Figure 7; whole-tensor blocks rightmost.
@@ -192,7 +192,7 @@ absl::Status CheckFlags(const std::set<std::string>& given) {
   return absl::OkStatus();
 }
 
-}  // namespace
+}  // namespace quantize
 
 Verb QuantizeVerb() {
   return {"quantize",
@@ -200,8 +200,8 @@ Verb QuantizeVerb() {
           {"bits", "block_size", "clip", "clip_value", "aware", "restore", "keep_super_experts",
            "activations_int8", "activations_hold_largest", "export", "export_name",
            "super_weight_tensor_type"},
-          CheckFlags,
-          Run};
+          quantize::CheckFlags,
+          quantize::Run};
 }
 
 }  // namespace superweight::client

@@ -10,7 +10,7 @@
 #include "client/verb.h"
 
 namespace superweight::client {
-namespace {
+namespace recipe {  // one per verb: verbs compile together
 
 void PrintOutcome(const char* name, const std::string& file_type,
                   const v1::RecipeResult::Outcome& o) {
@@ -79,7 +79,7 @@ Exit Run(const VerbContext& context) {
   return resp.result().recipe().super_weights_kept() ? kDone : kNotAsExpected;
 }
 
-}  // namespace
+}  // namespace recipe
 
 Verb RecipeVerb() {
   return {"recipe",
@@ -87,7 +87,7 @@ Verb RecipeVerb() {
           "--file_type, and what the plain type and the recipe make of the model",
           {"file_type", "max_rel_error", "output"},
           nullptr,
-          Run};
+          recipe::Run};
 }
 
 }  // namespace superweight::client

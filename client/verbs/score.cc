@@ -9,7 +9,7 @@
 #include "client/verb.h"
 
 namespace superweight::client {
-namespace {
+namespace score {  // one per verb: verbs compile together
 
 Exit Run(const VerbContext& context) {
   v1::ScoreRequest req;
@@ -60,14 +60,14 @@ absl::Status CheckFlags(const std::set<std::string>& given) {
   return absl::OkStatus();
 }
 
-}  // namespace
+}  // namespace score
 
 Verb ScoreVerb() {
   return {"score",
           "perplexity of the input, with weights zeroed or set",
           {"zero", "set"},
-          CheckFlags,
-          Run};
+          score::CheckFlags,
+          score::Run};
 }
 
 }  // namespace superweight::client

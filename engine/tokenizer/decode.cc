@@ -200,9 +200,10 @@ class MetaspaceDecoder : public Decoder {
   bool prepend_never_;
 };
 
-class Sequence : public Decoder {
+class DecoderSequence : public Decoder {
  public:
-  explicit Sequence(std::vector<std::unique_ptr<Decoder>> steps) : steps_(std::move(steps)) {}
+  explicit DecoderSequence(std::vector<std::unique_ptr<Decoder>> steps)
+      : steps_(std::move(steps)) {}
   void Apply(std::vector<std::string>* tokens) const override {
     for (const auto& step : steps_) step->Apply(tokens);
   }
@@ -267,7 +268,7 @@ std::unique_ptr<Decoder> MakeMetaspaceDecoder(std::string replacement, bool prep
 }
 
 std::unique_ptr<Decoder> MakeDecoderSequence(std::vector<std::unique_ptr<Decoder>> steps) {
-  return std::make_unique<Sequence>(std::move(steps));
+  return std::make_unique<DecoderSequence>(std::move(steps));
 }
 
 }  // namespace superweight

@@ -172,9 +172,10 @@ class Prepend : public Normalizer {
   std::string prefix_;
 };
 
-class Sequence : public Normalizer {
+class NormalizerSequence : public Normalizer {
  public:
-  explicit Sequence(std::vector<std::unique_ptr<Normalizer>> steps) : steps_(std::move(steps)) {}
+  explicit NormalizerSequence(std::vector<std::unique_ptr<Normalizer>> steps)
+      : steps_(std::move(steps)) {}
   std::string Apply(std::string_view text) const override {
     std::string s(text);
     for (const auto& step : steps_) s = step->Apply(s);
@@ -230,7 +231,7 @@ std::unique_ptr<Normalizer> MakePrepend(std::string prefix) {
 }
 
 std::unique_ptr<Normalizer> MakeNormalizerSequence(std::vector<std::unique_ptr<Normalizer>> steps) {
-  return std::make_unique<Sequence>(std::move(steps));
+  return std::make_unique<NormalizerSequence>(std::move(steps));
 }
 
 }  // namespace superweight
