@@ -48,15 +48,18 @@ trap 'status=$?; if ((status)); then echo "chart-test: FAILED (rendered manifest
 
 # helm VERSION built by the Go toolchain, with its version stamped in (go install leaves the
 # major.minor only). Built into a scratch directory, then moved: an interrupted build caches
-# nothing.
+# nothing. Built for the build's sake: without cgo or symbol tables, and only the standard
+# library (the runtime, templates, reflection: where lint and render spend their time) optimized,
+# not the modules (Kubernetes' generated code is most of the compile): 546 -> 431 CPU seconds on
+# Zen 3, the chart's tests as fast (everything unoptimized, 382, made them 40% slower).
 build_helm() {
   local version=$1 major=${1%%.*} dest="$CACHE/helm-$1" tmp
   command -v go >/dev/null || { echo "chart-test: no helm and no go to build it with" >&2; return 1; }
   mkdir -p "$CACHE"
   tmp=$(mktemp -d "$CACHE/.helm-build.XXXXXX")
   echo "    building helm $version with $(go version | cut -d' ' -f3) (go install; minutes the first time)"
-  if GOBIN="$tmp" go install \
-      -ldflags "-X helm.sh/helm/$major/internal/version.version=$version" \
+  if CGO_ENABLED=0 GOBIN="$tmp" go install -gcflags=all='-N -l' -gcflags=std= \
+      -ldflags "-s -w -X helm.sh/helm/$major/internal/version.version=$version" \
       "helm.sh/helm/$major/cmd/helm@$version"; then
     rm -rf "$dest"
     mkdir -p "$dest"
