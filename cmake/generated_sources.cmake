@@ -15,10 +15,11 @@ endfunction()
 # superweight_bundle(OUT_VAR NAME SIZE SOURCE...): the sources (relative to the calling folder)
 # as bundles of at most SIZE files, each bundle one translation unit that includes its files.
 # The files of a folder share most of what they include (GoogleTest, gRPC and Protobuf, Abseil,
-# the engine's headers), whose parsing was half or more of each one's compile time. The bundles name their files by the path
-# under the source tree, resolved through the project's include root, so that they read the same
-# in every clone (a compiler cache hit). Files bundled together share one translation unit: the
-# names at their file scope must not collide (anonymous namespaces included).
+# the engine's headers), whose parsing was half or more of each one's compile time. The bundles
+# name their files by the path under the source tree, resolved through the project's include
+# root, so that they read the same in every clone (a compiler cache hit). Files bundled together
+# share one translation unit: the names at their file scope must not collide (anonymous
+# namespaces included).
 function(superweight_bundle out_var name size)
   set(bundles "")
   set(text "")

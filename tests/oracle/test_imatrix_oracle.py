@@ -40,7 +40,8 @@ def imatrices(smollm2_f32, tmp_path_factory):
     # which moves its later layers' activations by up to 4e-3 (measured) from an f32 pass.
     run = subprocess.run([os.path.join(LLAMA_CPP_TOOLS, "llama-imatrix"), "-m", smollm2_f32,
                           "-f", WIKITEXT, "-c", str(CHUNK), "--chunks", str(CHUNKS),
-                          "-t", str(THREADS), "--no-ppl", "-fa", "off", "-ctk", "f32", "-ctv", "f32", "-o", theirs],
+                          "-t", str(THREADS), "--no-ppl", "-fa", "off", "-ctk", "f32",
+                          "-ctv", "f32", "-o", theirs],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     return ours, theirs
